@@ -1,0 +1,1 @@
+"""Preflight checks: one module per check family, the probe protocol and the runner."""

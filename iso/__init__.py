@@ -1,0 +1,1 @@
+"""The appliance: ISO preparer and first-boot hook."""

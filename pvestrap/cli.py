@@ -1,0 +1,79 @@
+"""The `pvestrap` command line: a thin front-end over the library.
+
+Each command group lives in pvestrap/commands/<group>.py and imports its heavy dependencies
+inside the command functions, so `pvestrap --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from pvestrap.commands import GROUPS, load_group
+
+app = typer.Typer(
+    name="pvestrap",
+    help="Preflight, render and apply Proxmox VE / corosync clusters.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    # Plain click help: rendering help through rich costs ~0.2 s, and --help must stay fast.
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+) -> None:
+    """Build Proxmox VE clusters that work the first time: preflight, plan, apply, verify."""
+
+
+for _name, _module, _help in GROUPS:
+    _group = load_group(_module)
+    if _group is None:
+        continue
+    if isinstance(_group, typer.Typer):
+        app.add_typer(_group, name=_name, help=_help)
+    else:
+        app.command(_name, help=_help)(_group)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI, mapping pvestrap's errors to exit codes (2 bad input, 1 failure)."""
+    from pvestrap.errors import PvestrapError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="pvestrap", standalone_mode=False)
+    except PvestrapError as exc:
+        if debug:
+            raise
+        print(exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing more was changed", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # typer.Exit / click's exits
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception as exc:  # click usage errors and real bugs
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return 2 if isinstance(exc, click.UsageError) else exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            print("\naborted: nothing more was changed", file=sys.stderr)
+            return 130
+        if debug:
+            raise
+        print(f"internal error (a bug in pvestrap): {type(exc).__name__}: {exc}\n"
+              "  run again with --debug for the traceback", file=sys.stderr)
+        return 70
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Command groups of the CLI. Each module exposes `app` (a typer.Typer) or `command` (a function).
+
+Modules here import only typer at import time; everything heavy is imported inside commands.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# (command name, module in pvestrap.commands, one-line help). A module that does not exist yet
+# is simply not offered, so the groups can land one by one.
+GROUPS: tuple[tuple[str, str, str], ...] = (
+    ("answer", "answer", "Create, validate and describe cluster answer files."),
+    ("conf", "conf", "Lint and format corosync.conf files."),
+    ("render", "render", "Render corosync.conf, datacenter.cfg and interfaces for a node."),
+    ("preflight", "preflight", "Check that the nodes can form a healthy cluster."),
+    ("responder", "responder", "Answer preflight probes from peers (UDP 5404, 5405+N)."),
+    ("apply", "apply", "Create or join the cluster as planned."),
+    ("status", "status", "Report the cluster's quorum and knet link state."),
+    ("link", "link", "Add or move corosync links on a running cluster."),
+    ("wizard", "wizard", "Guided create/join in the terminal."),
+    ("demo", "demo", "Build a 3-node lab, cluster it unattended and report."),
+    ("lab", "lab", "Cluster nodes on this machine in network namespaces."),
+    ("iso", "iso", "Prepare installer ISOs that install and cluster nodes unattended."),
+)
+
+
+def load_group(module: str):
+    try:
+        mod = importlib.import_module(f"pvestrap.commands.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"pvestrap.commands.{module}":
+            return None
+        raise
+    return getattr(mod, "app", None) or getattr(mod, "command", None)
+
+
+def group(help_text: str):
+    """A Typer sub-app configured like the root (plain help: rich help rendering is slow)."""
+    import typer
+
+    return typer.Typer(help=help_text, no_args_is_help=True, add_completion=False,
+                       rich_markup_mode=None, pretty_exceptions_enable=False)

@@ -1,0 +1,64 @@
+"""The fixed top-level folders must be mapped into the single pvestrap.* namespace."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+import tomllib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MAPPED = {"checks": "pvestrap.checks", "wizard": "pvestrap.wizard",
+          "templates": "pvestrap.templates", "iso": "pvestrap.iso"}
+
+
+def _config() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def test_every_package_folder_is_mapped_and_listed():
+    cfg = _config()
+    package_dir = cfg["package-dir"]
+    packages = set(cfg["packages"])
+    for folder, name in MAPPED.items():
+        assert package_dir.get(name) == folder, f"{folder}/ is not mapped to {name}"
+    for init in list(ROOT.glob("pvestrap/**/__init__.py")) + [
+        p for f in MAPPED for p in (ROOT / f).glob("**/__init__.py")
+    ]:
+        rel = init.parent.relative_to(ROOT)
+        top, *rest = rel.parts
+        base = MAPPED.get(top, "pvestrap" if top == "pvestrap" else None)
+        assert base, f"{rel} is outside the package folders"
+        dotted = ".".join([base, *rest])
+        assert dotted in packages, f"package {dotted} ({rel}) missing from [tool.setuptools].packages"
+
+
+def test_no_bare_top_level_modules_are_installed():
+    cfg = _config()
+    for name in cfg["packages"]:
+        assert name == "pvestrap" or name.startswith("pvestrap."), name
+    for name in cfg["package-dir"]:
+        assert name == "pvestrap" or name.startswith("pvestrap."), name
+
+
+def test_installed_namespace_resolves_to_the_folders():
+    import pvestrap.checks
+    import pvestrap.iso
+    import pvestrap.templates
+    import pvestrap.wizard
+
+    for mod, folder in ((pvestrap.checks, "checks"), (pvestrap.wizard, "wizard"),
+                        (pvestrap.templates, "templates"), (pvestrap.iso, "iso")):
+        assert pathlib.Path(mod.__file__).parent.name == folder
+    out = subprocess.run([sys.executable, "-c", "import checks"], capture_output=True,
+                         cwd="/", text=True)
+    assert out.returncode != 0, "a bare top-level 'checks' module is importable"
+
+
+def test_help_lists_groups_without_importing_heavy_libraries():
+    code = ("import sys; from pvestrap.cli import main; main(['--help']); "
+            "heavy = [m for m in ('scapy', 'questionary', 'jinja2', 'ntplib') if m in sys.modules]; "
+            "print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout

@@ -1,0 +1,1 @@
+"""The wizard: question model, questionary front-end, flows."""
