@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from pvestrap.findings import Finding, Severity
 
-SECTION_ORDER = ("plan", "identity", "timesync", "nics", "addresses", "ports", "latency", "mtu",
+SECTION_ORDER = ("plan", "identity", "timesync", "nics", "addresses", "ports", "tcp", "latency", "mtu",
                  "clock", "joinable", "versions", "quorum", "status")
 
 

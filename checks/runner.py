@@ -1,0 +1,75 @@
+"""Run checks and gather their findings into a Report.
+
+The runner owns the cross-cutting rules: every finding carries the id of the check that made it,
+a crashing check becomes one FAIL finding (a bug in one check must not hide the others), and
+`--ignore CHECK` downgrades FAILs to WARNs with a note, after everything ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from pvestrap.findings import Finding, Severity, apply_ignores
+from pvestrap.report.model import SECTION_ORDER, Report, Section
+
+from pvestrap.checks.base import Check, Context
+
+SECTION_TITLES = {
+    "plan": "CLUSTER PLAN",
+    "identity": "HOSTNAME AND NAMES",
+    "timesync": "TIME SYNCHRONISATION",
+    "nics": "NETWORK INTERFACES",
+    "addresses": "ADDRESS CONFLICTS",
+    "ports": "COROSYNC PORTS",
+    "tcp": "TCP SERVICES",
+    "latency": "LATENCY",
+    "mtu": "MTU",
+    "clock": "CLOCK OFFSET BETWEEN NODES",
+    "joinable": "JOIN PRECONDITIONS",
+    "versions": "VERSIONS",
+    "quorum": "QUORUM",
+    "status": "CLUSTER STATUS",
+}
+
+
+def run_one(check: Check, ctx: Context) -> list[Finding]:
+    try:
+        found = list(check.run(ctx))
+    except Exception as exc:  # a bug in one check is reported, the others still run
+        return [Finding("check-crashed", Severity.FAIL,
+                        f"check {check.id} crashed: {type(exc).__name__}: {exc}",
+                        check=check.id, payload={"exception": type(exc).__name__},
+                        remedy="this is a bug in pvestrap; please report it with --debug output")]
+    return [f if f.check else dataclasses.replace(f, check=check.id) for f in found]
+
+
+def run_checks(
+    checks: Sequence[Check],
+    ctx: Context,
+    *,
+    ignore: Iterable[str] = (),
+    title: str = "pvestrap preflight",
+    meta: Mapping[str, Any] | None = None,
+    matrices: Mapping[str, Mapping[str, Any]] | None = None,
+    extra: Iterable[Finding] = (),
+    on_progress: Callable[[Check], None] | None = None,
+) -> Report:
+    by_family: dict[str, list[Finding]] = {}
+    if extra:  # findings made before any check ran (plan validation) head the report
+        by_family["plan"] = list(extra)
+    for check in checks:
+        if on_progress:
+            on_progress(check)
+        by_family.setdefault(check.family, []).extend(run_one(check, ctx))
+    ignored = tuple(ignore)
+    sections = tuple(
+        Section(name, SECTION_TITLES.get(name, name.upper()), tuple(apply_ignores(fs, ignored)))
+        for name, fs in sorted(by_family.items(), key=lambda kv: _order(kv[0]))
+        if fs
+    )
+    return Report(title, sections, dict(meta or {}), dict(matrices or {}))
+
+
+def _order(name: str) -> tuple[int, str]:
+    return (SECTION_ORDER.index(name) if name in SECTION_ORDER else len(SECTION_ORDER), name)
