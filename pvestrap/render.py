@@ -1,0 +1,300 @@
+"""Render a node's files from the plan: corosync.conf, datacenter.cfg, /etc/network/interfaces.
+
+Rendering never writes: `render_node` returns the files whose content would change as `Change`
+values (path, before, after, mode); `unified_diff` shows one, `write_changes` applies them with
+atomic writes. The layouts follow what Proxmox itself writes, so a file we render and a file PVE
+rewrites later do not fight over formatting:
+
+- corosync.conf as pve-cluster's writer dumps it (PVE::Corosync::write_conf): top-level sections
+  sorted (logging, nodelist, quorum, totem), keys sorted inside each section, two-space indent, a
+  blank line after each top-level section (also after the last), `node` entries sorted by node
+  name and `interface` entries by link number, `knet_link_priority` only when non-zero.
+- datacenter.cfg as PVE::DataCenterConfig::write_datacenter_config does: the description as
+  `#`-prefixed, percent-encoded comment lines, one blank line, then `key: value` lines sorted by
+  key; property strings print their default key bare (`migration: secure,network=CIDR`), then the
+  other keys sorted; the default mac_prefix is never written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Mapping
+from urllib.parse import unquote
+
+from pvestrap.errors import UserError
+from pvestrap.plan import DEFAULT_MAC_PREFIX, ClusterPlan, Datacenter
+
+COROSYNC_CONF = "/etc/corosync/corosync.conf"
+DATACENTER_CFG = "/etc/pve/datacenter.cfg"
+INTERFACES = "/etc/network/interfaces"
+# /etc/pve is pmxcfs: it shows every file as 0640 root:www-data whatever we ask for.
+MODES = {COROSYNC_CONF: 0o644, DATACENTER_CFG: 0o640, INTERFACES: 0o644}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One file that rendering would change. `before` is None when the file does not exist."""
+
+    path: str
+    before: str | None
+    after: str
+    mode: int
+
+
+# -- templates -------------------------------------------------------------------------------------
+
+def _environment():
+    """A fresh Jinja2 environment over the packaged templates (no shared module state)."""
+    import jinja2
+
+    def load(name: str) -> str:
+        return resources.files("pvestrap.templates").joinpath(name).read_text(encoding="utf-8")
+
+    return jinja2.Environment(loader=jinja2.FunctionLoader(load), undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+                              autoescape=False)
+
+
+def _render(template: str, **context: object) -> str:
+    return _environment().get_template(template).render(**context)
+
+
+# -- corosync.conf ---------------------------------------------------------------------------------
+
+def render_corosync_conf(plan: ClusterPlan, config_version: int = 1) -> str:
+    """corosync.conf for the whole cluster, byte for byte as pve-cluster would write it.
+
+    The plan is validated first, so a config with e.g. link 8 or a duplicate nodeid is refused
+    before any text exists.
+    """
+    plan.check()
+    # write_conf keys the nodelist by node name and dumps it with Perl's `sort keys`: a bytewise
+    # sort of names (pve10 comes before pve2), not an order by nodeid.
+    nodes = [
+        {"name": n.name, "nodeid": n.nodeid, "votes": n.votes,
+         "rings": sorted(n.addresses.items())}
+        for n in sorted(plan.nodes, key=lambda n: n.name.encode())
+    ]
+    links = sorted(plan.links, key=lambda link: link.number)
+    return _render("corosync.conf.j2", cluster_name=plan.cluster_name,
+                   config_version=config_version, nodes=nodes, links=links,
+                   token_coefficient=plan.token_coefficient)
+
+
+# -- datacenter.cfg --------------------------------------------------------------------------------
+
+# Property-string keys whose format has a default key (printed bare, first).
+_DEFAULT_KEYS = {"migration": "type", "replication": "type"}
+_PROPERTY_KEYS = ("migration", "replication", "ha", "next-id", "bwlimit")
+_KEY_LINE = re.compile(r"^(\S+?):\s*(.*)$")
+
+
+@dataclass(frozen=True)
+class _DatacenterFile:
+    description: str
+    entries: Mapping[str, str]
+
+
+def render_datacenter_cfg(plan: ClusterPlan, existing: str | None) -> str:
+    """datacenter.cfg with the plan's options merged over EXISTING.
+
+    Keys the plan does not set are kept with their values. When the merged meaning equals the
+    existing file's (e.g. the installer's bare `keyboard: en-us`), the existing text is returned
+    unchanged, so an already-right node gets no change at all.
+    """
+    plan.check()
+    current = _parse_datacenter(existing or "")
+    merged = _merge_datacenter(current, plan.datacenter)
+    if existing is not None and _meaning(current) == _meaning(merged):
+        return existing
+    lines = merged.description.split("\n")
+    while lines and lines[-1] == "":
+        lines.pop()  # Perl's split drops trailing empty fields: no empty comment lines at the end
+    return _render("datacenter.cfg.j2", description=[_encode_text(line) for line in lines],
+                   entries=sorted(merged.entries.items()))
+
+
+def _parse_datacenter(text: str) -> _DatacenterFile:
+    """Comments at column 0 form the description (percent-decoded); other lines are `key: value`."""
+    description = ""
+    entries: dict[str, str] = {}
+    for number, raw in enumerate(text.split("\n"), start=1):
+        if raw.startswith("#"):
+            description += _decode_text(raw[1:]) + "\n"
+            continue
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _KEY_LINE.match(line)
+        if not match:
+            raise UserError(f"datacenter.cfg line {number}: {line!r} is not 'key: value'",
+                            code="datacenter-cfg-invalid",
+                            remedy="fix or remove that line, then render again")
+        entries[match.group(1)] = match.group(2)
+    return _DatacenterFile(description, entries)
+
+
+def _merge_datacenter(current: _DatacenterFile, dc: Datacenter) -> _DatacenterFile:
+    entries = dict(current.entries)
+    entries.update(_plan_entries(dc))
+    if entries.get("console") == "applet":
+        entries["console"] = "html5"  # PVE's writer maps the deprecated applet viewer to html5
+    if entries.get("mac_prefix", "").upper() == DEFAULT_MAC_PREFIX:
+        del entries["mac_prefix"]  # PVE never writes its own default prefix
+    description = current.description if dc.description is None else dc.description
+    return _DatacenterFile(description, entries)
+
+
+def _plan_entries(dc: Datacenter) -> dict[str, str]:
+    """The `key: value` pairs the plan sets (None = not set, so the existing value stays)."""
+    out: dict[str, str] = {}
+    for key in ("keyboard", "language", "console", "email_from", "http_proxy", "mac_prefix"):
+        value = getattr(dc, key)
+        if value is not None:
+            out[key] = str(value)
+    if dc.max_workers is not None:
+        out["max_workers"] = str(dc.max_workers)
+    for key, type_, network in (("migration", dc.migration_type, dc.migration_network),
+                                ("replication", dc.replication_type, dc.replication_network)):
+        if type_ is not None or network is not None:
+            # `type` is the format's required default key: network alone still needs it.
+            out[key] = _property_string({"type": type_ or "secure", "network": network}, "type")
+    if dc.ha_shutdown_policy is not None:
+        out["ha"] = _property_string({"shutdown_policy": dc.ha_shutdown_policy})
+    if dc.bwlimit:
+        out["bwlimit"] = _property_string(dict(dc.bwlimit))
+    if dc.next_id_lower is not None or dc.next_id_upper is not None:
+        out["next-id"] = _property_string({"lower": dc.next_id_lower, "upper": dc.next_id_upper})
+    return out
+
+
+def _property_string(values: Mapping[str, object], default_key: str | None = None) -> str:
+    """`k=v,k=v` as pve-common prints it: the default key's bare value first, then keys sorted."""
+    parts = []
+    if default_key is not None and values.get(default_key) is not None:
+        parts.append(str(values[default_key]))
+    parts += [f"{k}={v}" for k, v in sorted(values.items())
+              if v is not None and k != default_key]
+    return ",".join(parts)
+
+
+def _plan_sets_datacenter(dc: Datacenter) -> bool:
+    return bool(_plan_entries(dc)) or dc.description is not None
+
+
+def _parse_property_string(text: str, default_key: str | None) -> frozenset[tuple[str, str]]:
+    items = set()
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        items.add((key, value) if sep else (default_key or "", key))
+    return frozenset(items)
+
+
+def _meaning(cfg: _DatacenterFile) -> tuple[str, frozenset[tuple[str, object]]]:
+    """What PVE would read from the file: equal meanings need no rewrite."""
+    entries: set[tuple[str, object]] = set()
+    for key, value in cfg.entries.items():
+        if key == "mac_prefix" and value.strip().upper() == DEFAULT_MAC_PREFIX:
+            continue  # PVE reads a missing prefix as the default
+        if key == "console" and value.strip() == "applet":
+            value = "html5"
+        if key in _PROPERTY_KEYS:
+            entries.add((key, _parse_property_string(value, _DEFAULT_KEYS.get(key))))
+        else:
+            entries.add((key, value.strip()))
+    return cfg.description.rstrip("\n"), frozenset(entries)
+
+
+def _encode_text(line: str) -> str:
+    """pve-common's encode_text: percent-encode control bytes, non-ASCII, ':' and '%'."""
+    out = []
+    for byte in line.encode("utf-8"):
+        safe = 0x20 <= byte <= 0x7E and byte not in (0x25, 0x3A)
+        out.append(chr(byte) if safe else f"%{byte:02X}")
+    return "".join(out)
+
+
+def _decode_text(text: str) -> str:
+    return unquote(text, errors="replace")
+
+
+# -- a node's changes ------------------------------------------------------------------------------
+
+def render_node(plan: ClusterPlan, node_name: str, root: str | os.PathLike[str] = "/"
+                ) -> list[Change]:
+    """The files NODE_NAME needs, read against the current files under ROOT; only real changes.
+
+    corosync.conf on every node; datacenter.cfg only on the node that creates the cluster (a
+    joiner's copy is replaced by the cluster's); interfaces only when the node owns stanzas.
+    """
+    from pvestrap.interfaces import edit_interfaces
+
+    plan.check()
+    if not plan.has_node(node_name):
+        raise UserError(f"node {node_name!r} is not in the plan",
+                        code="node-unknown",
+                        remedy=f"use one of {', '.join(n.name for n in plan.nodes)}")
+    node = plan.node(node_name)
+    wanted = {COROSYNC_CONF: lambda before: render_corosync_conf(plan)}
+    if plan.role_of(node_name) == "create" and _plan_sets_datacenter(plan.datacenter):
+        wanted[DATACENTER_CFG] = lambda before: render_datacenter_cfg(plan, before)
+    if node.interfaces:
+        wanted[INTERFACES] = lambda before: edit_interfaces(before or "", node.interfaces)
+    changes = []
+    for path, produce in wanted.items():
+        before, mode = _read(root, path)
+        after = produce(before)
+        if after != before:
+            changes.append(Change(path, before, after, mode if mode is not None else MODES[path]))
+    return changes
+
+
+def _under(root: str | os.PathLike[str], path: str) -> Path:
+    return Path(root) / path.lstrip("/")
+
+
+def _read(root: str | os.PathLike[str], path: str) -> tuple[str | None, int | None]:
+    target = _under(root, path)
+    try:
+        data = target.read_bytes()
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        raise UserError(f"cannot read {target}: {exc.strerror or exc}", code="file-unreadable",
+                        remedy="check the path and its permissions") from exc
+    try:
+        return data.decode("utf-8"), mode
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{target} is not UTF-8 text (byte {exc.start})", code="file-not-text",
+                        remedy="fix the file's encoding before rendering over it") from exc
+
+
+def unified_diff(change: Change) -> str:
+    """The change as a unified diff (`/dev/null` as the old side of a new file)."""
+    old = change.before.splitlines(keepends=True) if change.before is not None else []
+    new = change.after.splitlines(keepends=True)
+    fromfile = f"a{change.path}" if change.before is not None else "/dev/null"
+    lines = difflib.unified_diff(old, new, fromfile=fromfile, tofile=f"b{change.path}")
+    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+                   for line in lines)
+
+
+def write_changes(changes: Iterable[Change], root: str | os.PathLike[str] = "/") -> list[str]:
+    """Write each change under ROOT atomically (backup kept, folders created); return written paths."""
+    from pvestrap.atomic import atomic_write
+
+    written = []
+    for change in changes:
+        target = _under(root, change.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if atomic_write(target, change.after, mode=change.mode):
+            written.append(str(target))
+    return written
