@@ -1,0 +1,69 @@
+"""`pvestrap answer`: create, validate and describe cluster answer files.
+
+Only typer is imported here at module level; the library is imported inside each command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pvestrap.commands import group
+
+app = group("Create, validate and describe cluster answer files.")
+
+
+@app.command("init")
+def init(
+    file: Optional[Path] = typer.Argument(None, help="Where to write the example "
+                                          "(default: print it)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite FILE if it exists."),
+) -> None:
+    """Write a commented example answer file (3 nodes, 2 links) to edit."""
+    from pvestrap.answers import example
+    from pvestrap.errors import UserError
+
+    text = example()
+    if file is None:
+        typer.echo(text, nl=False)
+        return
+    mode = "w" if force else "x"
+    try:
+        with open(file, mode, encoding="utf-8") as fh:
+            fh.write(text)
+    except FileExistsError:
+        raise UserError(f"{file} exists; nothing was written", code="file-exists",
+                        remedy="pass --force to overwrite it, or choose another name") from None
+    except OSError as exc:
+        raise UserError(f"cannot write {file}: {exc.strerror or exc}",
+                        code="file-unwritable") from None
+    typer.echo(f"wrote {file}; edit it, then run: pvestrap answer validate {file}")
+
+
+@app.command("validate")
+def validate(
+    file: Path = typer.Argument(..., help="The answer file to check."),
+    node: Optional[str] = typer.Option(None, "--node", help="Also check that NODE is in the "
+                                       "file and show its role."),
+) -> None:
+    """Check an answer file; print every problem with its line (exit 2) or a summary."""
+    from pvestrap.answers import load, select_node
+
+    plan = load(file)
+    me = select_node(plan, node) if node is not None else None
+    typer.echo(f"{file}: valid, {len(plan.nodes)} nodes, {len(plan.links)} links")
+    if me is not None:
+        typer.echo(f"node {me.name}: nodeid {me.nodeid}, {plan.role_of(me.name)} "
+                   f"(create node: {plan.creator.name})")
+
+
+@app.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of the answer file format (for editors)."""
+    import json
+
+    from pvestrap.answers import schema as answer_schema
+
+    typer.echo(json.dumps(answer_schema(), indent=2))
