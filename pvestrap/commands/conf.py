@@ -1,0 +1,134 @@
+"""`pvestrap conf lint|fmt FILE`: check and reformat an existing corosync.conf.
+
+Exit codes: 0 fine (warnings allowed), 1 lint found a FAIL, 2 the file is unreadable or does not
+parse (nothing written).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from pvestrap.commands import group
+
+app = group("Lint and format corosync.conf files.")
+
+
+@app.command("lint")
+def lint_command(
+    file: str = typer.Argument(..., metavar="FILE", help="The corosync.conf to check."),
+    json_output: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+) -> None:
+    """Check a corosync.conf against the plan rules and corosync's own (exit 1 on FAIL)."""
+    import json
+
+    from pvestrap.corosync_lint import lint
+    from pvestrap.errors import UserError
+    from pvestrap.findings import failures
+
+    findings = lint(_read(file), source=file)
+    broken = [f for f in findings if f.code == "conf-parse-error"]
+    if json_output:
+        print(json.dumps([f.as_dict() for f in findings], indent=2))
+    elif broken:
+        raise UserError(f"{file}:{broken[0].payload['line']}: {broken[0].message}",
+                        code="conf-parse-error", remedy=broken[0].remedy)
+    else:
+        print(_report(file, findings))
+    raise SystemExit(2 if broken else 1 if failures(findings) else 0)
+
+
+@app.command("fmt")
+def fmt_command(
+    file: str = typer.Argument(..., metavar="FILE", help="The corosync.conf to format."),
+    in_place: bool = typer.Option(False, "--in-place", "-i",
+                                  help="Rewrite FILE (keeping FILE.bak) instead of printing."),
+) -> None:
+    """Print FILE in pvecm's canonical order, or rewrite it in place with a backup."""
+    import sys
+
+    from pvestrap.corosync_conf import canonical, parse
+
+    text = _read(file)
+    formatted = canonical(parse(text, file))
+    if not in_place:
+        sys.stdout.write(formatted)
+    elif formatted == text:
+        print(f"{file}: already in pvecm's order; nothing written", file=sys.stderr)
+    else:
+        _replace(file, formatted)
+        print(f"{file}: rewritten in pvecm's order; the previous version is {file}.bak",
+              file=sys.stderr)
+
+
+def _read(file: str) -> str:
+    """The file's text, or a UserError saying why not (exit 2, nothing changed)."""
+    from pvestrap.errors import UserError
+
+    try:
+        data = open(file, "rb").read()
+    except OSError as exc:
+        raise UserError(f"cannot read {file}: {exc.strerror or exc}", code="file-unreadable",
+                        remedy="give the path of a readable corosync.conf") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise UserError(f"{file}:{line}: not UTF-8 text", code="file-not-text",
+                        remedy="is this a corosync.conf? it holds bytes that are not text") \
+            from None
+
+
+def _report(file: str, findings) -> str:
+    if not findings:
+        return f"{file}: no problems found"
+    lines = []
+    for f in findings:
+        line = f.payload.get("line")
+        where = f" (line {line})" if line else ""
+        lines.append(f"{f.severity.label}: {f.subject}{where}: {f.message} [{f.code}]")
+        if f.remedy:
+            lines.append(f"  fix: {f.remedy}")
+    counts = {}
+    for f in findings:
+        counts[f.severity.value] = counts.get(f.severity.value, 0) + 1
+    summary = ", ".join(f"{n} {sev}" for sev, n in sorted(counts.items()))
+    lines.append(f"{file}: {len(findings)} finding{'s' * (len(findings) != 1)} ({summary})")
+    return "\n".join(lines)
+
+
+def _replace(file: str, text: str) -> None:
+    """Write atomically: FILE.bak first, then a temp file in the same folder (fsync, the old
+    mode and owner) renamed over FILE, so a crash leaves the old or the new file, never half."""
+    import os
+    import shutil
+    import tempfile
+
+    from pvestrap.errors import OperationFailed
+
+    path = os.path.realpath(file)
+    folder = os.path.dirname(path)
+    tmp = None
+    try:
+        st = os.stat(path)
+        shutil.copy2(path, path + ".bak")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, st.st_mode & 0o7777)
+        if hasattr(os, "chown") and os.geteuid() == 0:
+            os.chown(tmp, st.st_uid, st.st_gid)
+        os.replace(tmp, path)
+        tmp = None
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise OperationFailed(f"cannot rewrite {file}: {exc.strerror or exc}",
+                              code="file-write-failed") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
