@@ -210,10 +210,10 @@ def _value(value: Any, key: Key, path: str, out: list[Finding]) -> tuple[bool, A
     if key.kind == STRS:
         if not isinstance(value, list):
             return _mistyped(value, key, path, out)
-        bad = [i for i, v in enumerate(value) if not isinstance(v, str)]
-        for i in bad:
-            _mistyped(value[i], Key(key.name, STR, key.doc), f"{path}[{i}]", out)
-        return not bad, tuple(value)
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                _mistyped(item, Key(key.name, STR, key.doc), f"{path}[{i}]", out)
+        return True, tuple(item for item in value if isinstance(item, str))
     if _type_ok(value, key.kind):
         return True, float(value) if key.kind == NUM else value
     return _mistyped(value, key, path, out)
@@ -289,19 +289,20 @@ def _secrets_within(value: Any, path: str) -> list[Finding]:
 
 def _unknown(name: str, path: str, keys: tuple[Key, ...]) -> Finding:
     known = [k.name for k in keys if not k.pattern]
+    family = [f"link{n}" for n in range(P.MAX_LINK + 1)] if any(k.pattern for k in keys) else []
     suggestion = None
     snake = name.lower().replace("-", "_")
     if snake in known:
         suggestion = snake
     else:
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(name, known + family, n=1, cutoff=0.6)
         suggestion = close[0] if close else None
     if any(k.pattern for k in keys) and re.fullmatch(r"link[0-9]+", name):
         remedy = "corosync has links 0..7 only: use link0 .. link7"
     elif suggestion:
         remedy = f"did you mean {suggestion!r}?"
     else:
-        remedy = f"known keys here: {', '.join(known)}" if known else None
+        remedy = f"known keys here: {', '.join(known + family[:1])}" if known else None
     return fail("answer-key-unknown", f"unknown key {name!r}", path,
                 payload={"key": name, "suggestion": suggestion}, remedy=remedy)
 

@@ -1,0 +1,500 @@
+"""Answer files: every rule with its TOML path and line, export, schema, join info, passwords.
+
+Property tests: random valid plans survive dumps -> loads unchanged (and satisfy the JSON
+Schema); random mutations of answer files raise nothing but pvestrap's own errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pathlib
+import re
+import tomllib
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from pvestrap import answer_schema, answers, joininfo
+from pvestrap.errors import PvestrapError, UserError, ValidationFailed
+from pvestrap.plan import (BACKENDS, BWLIMIT_KEYS, CONSOLES, HA_POLICIES, KEYBOARDS,
+                           TRANSFER_TYPES, ClusterPlan, Datacenter, InterfaceStanza, JoinTarget,
+                           Link, Node, Preflight, Thresholds, validate)
+
+DATA = pathlib.Path(__file__).parent / "data" / "answers"
+FP = ":".join(f"{i * 7 % 256:02X}" for i in range(32))
+
+
+def problems(text: str, source: str = "answers.toml") -> list[tuple[str, str | None, int | None]]:
+    with pytest.raises(ValidationFailed) as info:
+        answers.loads(text, source)
+    return [(f.code, f.subject, f.payload["line"]) for f in info.value.findings]
+
+
+def edit(old: str, new: str, text: str | None = None) -> str:
+    text = answers.example() if text is None else text
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
+def line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.split("\n"), 1) if needle in line)
+
+
+# -- the example and the basics --------------------------------------------------------------------
+
+def test_example_is_a_valid_three_node_two_link_plan():
+    plan = answers.loads(answers.example())
+    assert [n.name for n in plan.nodes] == ["pve1", "pve2", "pve3"]
+    assert plan.link_numbers == (0, 1)
+    assert plan.node("pve2").addresses == {0: "10.10.10.2", 1: "10.10.20.2"}
+    assert plan.creator.name == "pve1" and plan.role_of("pve3") == "join"
+    assert plan.datacenter.migration_network == "10.10.20.0/24"
+    assert plan.datacenter.bwlimit == {"default": 102400, "migration": 512000}
+    assert plan.join.password_env == "PVE_ROOT_PASSWORD"
+    assert plan.token_coefficient == 125
+
+
+def test_many_problems_are_all_reported_at_once_with_paths_and_lines():
+    path = DATA / "many-problems.toml"
+    with pytest.raises(ValidationFailed) as info:
+        answers.load(path)
+    got = {(f.code, f.subject, f.payload["line"]) for f in info.value.findings}
+    assert got == {
+        ("cluster-name-invalid", "cluster.name", 3),
+        ("create-node-unknown", "cluster.create_node", 4),
+        ("backend-invalid", "cluster.backend", 5),
+        ("answer-type-invalid", "cluster.pve_version", 6),
+        ("link-priority-out-of-range", "links[0].priority", 11),
+        ("link-network-invalid", "links[1].network", 15),
+        ("answer-type-invalid", "nodes[0].nodeid", 21),
+        ("address-outside-network", "nodes[1].link0", 25),
+        ("address-duplicate", "nodes[1].link1", 26),
+        ("answer-key-unknown", "nodes[1].lnik2", 27),
+        ("node-link-set-mismatch", "nodes[2]", 29),
+        ("interface-mtu-invalid", "nodes[2].interfaces[0].mtu", 34),
+        ("interface-kind-invalid", "nodes[2].interfaces[0].kind", 35),
+        ("fingerprint-invalid", "join.fingerprint", 38),
+        ("answer-secret-refused", "join.password", 39),
+        ("keyboard-invalid", "datacenter.keyboard", 42),
+        ("migration-type-invalid", "datacenter.migration.type", 43),
+        ("migration-network-invalid", "datacenter.migration.network", 43),
+        ("next-id-invalid", "datacenter.next_id.lower", 44),
+        ("http-proxy-invalid", "datacenter.http_proxy", 45),
+        ("threshold-invalid", "preflight.latency_fail_ms", 48),
+        ("answer-type-invalid", "preflight.ignore_checks[1]", 49),
+        ("ignore-all-refused", "preflight.ignore_checks", 49),
+    }
+    err = info.value
+    assert err.source == str(path) and len(err.findings) == 23
+    for f in err.findings:
+        assert f.message.startswith(f"{path}:{f.payload['line']}: ")
+    assert "hunter2" not in err.render() and "hunter2" not in repr(err.findings)
+    assert f"{path}:27: nodes[1].lnik2: unknown key 'lnik2'" in err.render()
+
+
+# -- the loader's own rules ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("old,new,code,subject,suggestion", [
+    ('name = "prod"', 'nmae = "prod"', "answer-key-unknown", "cluster.nmae", "name"),
+    ('create_node = "pve1"', 'create-node = "pve1"', "answer-key-unknown", "cluster.create-node",
+     "create_node"),
+    ('link1 = "10.10.20.2"', 'lnik1 = "10.10.20.2"', "answer-key-unknown", "nodes[1].lnik1",
+     "link1"),
+    ("console = ", "consle = ", "answer-key-unknown", "datacenter.consle", "console"),
+    ("[preflight]", "[preflite]", "answer-key-unknown", "preflite", "preflight"),
+])
+def test_unknown_keys_name_the_path_and_a_close_key(old, new, code, subject, suggestion):
+    text = edit(old, new)
+    with pytest.raises(ValidationFailed) as info:
+        answers.loads(text)
+    unknown = [f for f in info.value.findings if f.code == code]
+    assert [(f.subject, f.payload["suggestion"], f.payload["line"]) for f in unknown] == [
+        (subject, suggestion, line_of(text, new))]
+    assert f"did you mean {suggestion!r}" in unknown[0].remedy
+
+
+def test_link_numbers_over_seven_are_unknown_keys_with_the_link_range_as_fix():
+    text = edit('link1 = "10.10.20.3"', 'link1 = "10.10.20.3"\nlink8 = "10.10.80.3"')
+    with pytest.raises(ValidationFailed) as info:
+        answers.loads(text)
+    [f] = info.value.findings
+    assert (f.code, f.subject, f.payload["line"]) == ("answer-key-unknown", "nodes[2].link8",
+                                                      line_of(text, "link8"))
+    assert "0..7" in f.remedy
+
+
+@pytest.mark.parametrize("old,new,subject", [
+    ('name = "prod"\n', "", "cluster.name"),
+    ("number = 1\n", "", "links[1].number"),
+    ('name = "pve3"\n', "", "nodes[2].name"),
+    ('  name = "eno3"\n', "", "nodes[0].interfaces[1].name"),
+])
+def test_missing_required_keys_are_reported_once_at_the_enclosing_table(old, new, subject):
+    text = edit(old, new)
+    got = problems(text)
+    assert [(c, s) for c, s, _ in got] == [("answer-key-missing", subject)]
+    table = {"cluster.name": "[cluster]", "links[1].number": "[[links]]",
+             "nodes[2].name": "[[nodes]]", "nodes[0].interfaces[1].name": "[[nodes.interfaces]]"}
+    header_lines = [i for i, line in enumerate(text.split("\n"), 1)
+                    if line.strip() == table[subject]]
+    assert got[0][2] in header_lines
+
+
+def test_missing_top_level_tables():
+    got = problems('[cluster]\nname = "prod"\n')
+    assert sorted((c, s) for c, s, _ in got) == [("answer-key-missing", "links"),
+                                                 ("answer-key-missing", "nodes")]
+    assert problems("")[0][:2] == ("answer-key-missing", "cluster")
+
+
+@pytest.mark.parametrize("old,new,subject,expected,got", [
+    ("nodeid = 2", 'nodeid = "2"', "nodes[1].nodeid", "integer", "string"),
+    ('link0 = "10.10.10.3"', "link0 = 10", "nodes[2].link0", "string", "integer"),
+    ('pve_version = "9.2"', "pve_version = 9.2", "cluster.pve_version", "string", "float"),
+    ("priority = 20", "priority = true", "links[0].priority", "integer", "boolean"),
+    ('language = "en"', "language = 1979-05-27", "datacenter.language", "string", "date-time"),
+    ("latency_fail_ms = 2.0", 'latency_fail_ms = "2"', "preflight.latency_fail_ms", "number",
+     "string"),
+    ('ntp_servers = ["0.debian.pool.ntp.org"]', 'ntp_servers = "0.debian.pool.ntp.org"',
+     "preflight.ntp_servers", "strings", "string"),
+    ("bwlimit = { default = 102400, migration = 512000 }", "bwlimit = [1, 2]",
+     "datacenter.bwlimit", "table", "array"),
+    ('migration = { type = "secure", network = "10.10.20.0/24" }', 'migration = "secure"',
+     "datacenter.migration", "table", "string"),
+])
+def test_type_errors_name_the_expected_and_the_given_type(old, new, subject, expected, got):
+    text = edit(old, new)
+    with pytest.raises(ValidationFailed) as info:
+        answers.loads(text)
+    typed = [f for f in info.value.findings if f.code == "answer-type-invalid"]
+    assert [(f.subject, f.payload["expected"], f.payload["got"], f.payload["line"])
+            for f in typed] == [(subject, expected, got, line_of(text, new.split("\n")[0]))]
+
+
+def test_a_single_table_where_an_array_of_tables_belongs_says_how_to_write_it():
+    text = '[cluster]\nname = "a"\n[links]\nnumber = 0\n[[nodes]]\nname = "n"\nlink0 = "10.0.0.1"\n'
+    with pytest.raises(ValidationFailed) as info:
+        answers.loads(text)
+    [f] = info.value.findings
+    assert (f.code, f.subject, f.payload["line"]) == ("answer-type-invalid", "links", 3)
+    assert "[[links]]" in f.remedy
+
+
+@pytest.mark.parametrize("old,new,subject", [
+    ("[cluster]", '[cluster]\nroot_password = "s3cret-value"', "cluster.root_password"),
+    ("[join]", '[join]\npassword = "s3cret-value"', "join.password"),
+    ("[preflight]", '[global]\nkeyboard = "de"\nroot-password = "s3cret-value"\n[preflight]',
+     "global.root-password"),
+    ('management = "192.168.1.13/24"',
+     'management = "192.168.1.13/24"\n[nodes.creds]\nRootPassword = "s3cret-value"',
+     "nodes[2].creds.RootPassword"),
+])
+def test_passwords_in_the_file_are_refused_and_never_repeated(old, new, subject):
+    text = edit(old, new)
+    with pytest.raises(ValidationFailed) as info:
+        answers.loads(text)
+    secret = [f for f in info.value.findings if f.code == "answer-secret-refused"]
+    assert [(f.subject, f.payload["line"]) for f in secret] == [
+        (subject, line_of(text, "s3cret-value"))]
+    assert "password_file" in secret[0].remedy and "password_env" in secret[0].remedy
+    assert "s3cret-value" not in info.value.render()
+    assert "s3cret-value" not in json.dumps([f.as_dict() for f in info.value.findings])
+
+
+@pytest.mark.parametrize("old,new,code,subject", [
+    ('password_env = "PVE_ROOT_PASSWORD"', 'password_env = "my secret pw"', "password-env-invalid",
+     "join.password_env"),
+    ('password_env = "PVE_ROOT_PASSWORD"', 'password_file = "pw.txt"', "password-file-invalid",
+     "join.password_file"),
+    ('password_env = "PVE_ROOT_PASSWORD"',
+     'password_env = "PVE_ROOT_PASSWORD"\npassword_file = "/root/pw"',
+     "password-source-ambiguous", "join"),
+])
+def test_password_references_must_be_references(old, new, code, subject):
+    text = edit(old, new)
+    [(got_code, got_subject, line)] = problems(text)
+    assert (got_code, got_subject) == (code, subject)
+    assert line == line_of(text, "[join]" if subject == "join" else new.split("\n")[-1])
+
+
+# -- plan.validate() findings arrive as TOML paths ------------------------------------------------
+
+@pytest.mark.parametrize("old,new,code,subject", [
+    ('name = "prod"', 'name = "this-name-is-too-long"', "cluster-name-invalid", "cluster.name"),
+    ('create_node = "pve1"', 'create_node = "pve1{"', "value-forbidden-character",
+     "cluster.create_node"),
+    ('pve_version = "9.2"', 'pve_version = "nine"', "pve-version-invalid", "cluster.pve_version"),
+    ('link1 = "10.10.20.2"', 'link1 = "pve2.example"', "address-not-ip", "nodes[1].link1"),
+    ('link1 = "10.10.20.2"', 'link1 = "10.10.20.2}"', "value-forbidden-character",
+     "nodes[1].link1"),
+    ('link0 = "10.10.10.3"', 'link0 = "fd10::3"', "address-outside-network", "nodes[2].link0"),
+    ("nodeid = 3", "nodeid = 0", "nodeid-invalid", "nodes[2].nodeid"),
+    ('name = "pve3"', 'name = "pve2"  # twice', "node-name-duplicate", "nodes[2].name"),
+    ("number = 1", "number = 9", "link-number-out-of-range", "links[1].number"),
+    ('management = "192.168.1.12/24"', 'management = "192.168.1.12"', "management-invalid",
+     "nodes[1].management"),
+    ('console = "html5"', 'console = "vnc"', "console-invalid", "datacenter.console"),
+    ('ha_shutdown_policy = "conditional"', 'ha_shutdown_policy = "never"', "ha-policy-invalid",
+     "datacenter.ha_shutdown_policy"),
+    ('network = "10.10.20.0/24" }', 'network = "10.10.20.0/24\\n" }',
+     "value-forbidden-character", "datacenter.migration.network"),
+    ("lower = 1000, upper = 9999", "lower = 9999, upper = 1000", "next-id-invalid",
+     "datacenter.next_id"),
+    ('email_from = "pve@example.com"', 'email_from = "pve"', "email-invalid",
+     "datacenter.email_from"),
+    ('[datacenter]', '[datacenter]\nmac_prefix = "BD:24:11"', "mac-prefix-invalid",
+     "datacenter.mac_prefix"),
+    ('[datacenter]', '[datacenter]\nmax_workers = 0', "max-workers-invalid",
+     "datacenter.max_workers"),
+    ("migration = 512000 }", "clone = -1 }", "bwlimit-invalid", "datacenter.bwlimit.clone"),
+    ("clock_warn_s = 0.1", "clock_warn_s = 0", "threshold-invalid", "preflight.clock_warn_s"),
+    ("ignore_checks = []", 'ignore_checks = ["all"]', "ignore-all-refused",
+     "preflight.ignore_checks"),
+    ('ntp_servers = ["0.debian.pool.ntp.org"]', 'ntp_servers = ["a{b"]', "value-forbidden-character", "preflight.ntp_servers[0]"),
+])
+def test_plan_rules_are_reported_with_toml_paths_and_lines(old, new, code, subject):
+    text = edit(old, new)
+    got = problems(text)
+    want_line = line_of(text, new.split("\n")[-1])
+    assert (code, subject, want_line) in got, got
+
+
+def test_a_mistyped_address_is_not_also_reported_as_a_link_set_mismatch():
+    got = problems(edit('link1 = "10.10.20.2"', "link1 = 2"))
+    assert [c for c, _, _ in got] == ["answer-type-invalid"]
+
+
+def test_toml_path_maps_every_plan_field_path():
+    assert answers.toml_path("cluster_name") == "cluster.name"
+    assert answers.toml_path("backend") == "cluster.backend"
+    assert answers.toml_path("nodes[3].addresses.7") == "nodes[3].link7"
+    assert answers.toml_path("preflight.thresholds.duration_s") == "preflight.duration_s"
+    assert answers.toml_path("datacenter.replication_type") == "datacenter.replication.type"
+    assert answers.toml_path("datacenter.next_id_upper") == "datacenter.next_id.upper"
+    assert answers.toml_path("cluster.backend") == "cluster.backend"
+
+
+# -- values the loader fills in --------------------------------------------------------------------
+
+def test_nodes_without_nodeid_get_the_lowest_free_ids_in_file_order():
+    text = ('[cluster]\nname = "c"\n[[links]]\nnumber = 0\n'
+            + "".join(f'[[nodes]]\nname = "n{i}"\nlink0 = "10.0.0.{i}"\n{extra}'
+                      for i, extra in enumerate(["", "nodeid = 1\n", "", "nodeid = 3\n", ""])))
+    plan = answers.loads(text)
+    assert [(n.name, n.nodeid) for n in plan.nodes] == [("n0", 2), ("n1", 1), ("n2", 4),
+                                                         ("n3", 3), ("n4", 5)]
+    assert plan.creator.name == "n1" and plan.node("n0").votes == 1
+
+
+@pytest.mark.parametrize("installer,pve", [("dk", "da"), ("jp", "ja"), ("se", "sv"),
+                                           ("si", "sl"), ("de-ch", "de-ch")])
+def test_installer_keyboard_spellings_are_mapped(installer, pve):
+    plan = answers.loads(edit('keyboard = "en-us"', f'keyboard = "{installer}"'))
+    assert plan.datacenter.keyboard == pve
+
+
+# -- TOML syntax and unreadable files ------------------------------------------------------------
+
+@pytest.mark.parametrize("text,line", [
+    ('[cluster]\nname = "prod"\nnodes = = 3\n', 3),
+    ('[cluster]\nname = "prod"\nname = "again"\n', 3),
+    ('[cluster]\nname = "x"\n[cluster]\n', 3),
+    ('a = 1\nb = """never closed\n\nc = 2\n', 2),
+    ("x = " + "9" * 5000 + "\n", None),
+    ("x = " + "[" * 3000 + "]" * 3000 + "\n", None),
+])
+def test_toml_syntax_errors_are_user_errors_naming_the_line(text, line):
+    with pytest.raises(UserError) as info:
+        answers.loads(text, "site.toml")
+    assert not isinstance(info.value, ValidationFailed)
+    assert info.value.code == "answer-toml-invalid" and info.value.exit_code == 2
+    prefix = f"site.toml:{line}: " if line else "site.toml: "
+    assert info.value.message.startswith(prefix + "not valid TOML")
+
+
+def test_load_reports_unreadable_and_non_utf8_files(tmp_path):
+    with pytest.raises(UserError, match="cannot read") as info:
+        answers.load(tmp_path / "missing.toml")
+    assert info.value.code == "answer-file-unreadable"
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(b'[cluster]\nname = "prod"\nlanguage = "fran\xe7ais"\n')
+    with pytest.raises(UserError, match=rf"^{re.escape(str(bad))}:3: not UTF-8"):
+        answers.load(bad)
+    with pytest.raises(UserError, match="cannot read"):
+        answers.load(tmp_path)
+
+
+def test_load_accepts_a_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + answers.example().encode())
+    assert answers.load(path) == answers.loads(answers.example())
+
+
+# -- key_lines: where a key is in the text ---------------------------------------------------------
+
+def test_key_lines_understands_quoted_dotted_inline_and_multiline_values():
+    text = "\n".join([
+        "[cluster]",                                   # 1
+        'name = "x"  # the = in a comment',            # 2
+        '"quoted.key" = 1',                            # 3
+        "a.b = 2",                                     # 4
+        "text = '''",                                  # 5
+        "name = not a key",                            # 6
+        "'''",                                         # 7
+        "list = [",                                    # 8
+        "  { z = 1 },",                                # 9
+        "]",                                           # 10
+        "[[nodes]]",                                   # 11
+        "[[nodes]]",                                   # 12
+        "  [[nodes.interfaces]]",                      # 13
+        "  [[nodes.interfaces]]",                      # 14
+        '  name = "eno2"',                             # 15
+        "[nodes.extra]",                               # 16
+        "k = { m = { n = 1 } }",                       # 17
+    ])
+    tomllib.loads(text)
+    where = answer_schema.key_lines(text)
+    assert where["cluster.name"] == 2 and where['cluster."quoted.key"'] == 3
+    assert where["cluster.a.b"] == 4 and where["cluster.text"] == 5
+    assert where["cluster.list[0].z"] == 8
+    assert where["nodes[0]"] == 11 and where["nodes[1]"] == 12
+    assert where["nodes[1].interfaces[1].name"] == 15
+    assert where["nodes[1].extra.k.m.n"] == 17
+    assert "nodes[0].interfaces" not in where
+    assert answer_schema.line_of(where, "nodes[1].interfaces[1].mtu") == 14
+    assert answer_schema.line_of(where, 'cluster."quoted.key".x') == 3
+    assert answer_schema.line_of(where, "links[0]") is None
+
+
+# -- select_node ------------------------------------------------------------------------------------
+
+def test_select_node_by_name_and_by_short_hostname(monkeypatch):
+    plan = answers.loads(answers.example())
+    assert answers.select_node(plan, "pve3").nodeid == 3
+    monkeypatch.setattr(answers.socket, "gethostname", lambda: "pve2.example.com")
+    assert answers.select_node(plan).name == "pve2"
+    monkeypatch.setattr(answers.socket, "gethostname", lambda: "laptop")
+    with pytest.raises(UserError) as info:
+        answers.select_node(plan)
+    assert info.value.code == "node-not-in-answers"
+    assert "pve1, pve2, pve3" in info.value.message and "'laptop'" in info.value.message
+    assert "--node" in info.value.remedy
+    with pytest.raises(UserError, match="'pve9' is not in the answer file"):
+        answers.select_node(plan, "pve9")
+
+
+# -- join information ------------------------------------------------------------------------------
+
+def gui_blob(address="10.10.10.1", fingerprint=FP, links=(0, 1), name="prod", **extra) -> str:
+    """Built the way pve-manager's ClusterInfoWindow does: base64 of the JSON object."""
+    info = {
+        "ipAddress": address,
+        "fingerprint": fingerprint,
+        "peerLinks": {str(n): f"10.10.{(n + 1) * 10}.1" for n in links},
+        "ring_addr": [f"10.10.{(n + 1) * 10}.1" for n in links],
+        "totem": {"cluster_name": name, "config_version": "3", "ip_version": "ipv4-6",
+                  "interface": {str(n): {"linknumber": str(n)} for n in links},
+                  "link_mode": "passive", "secauth": "on", "version": "2"},
+        **extra,
+    }
+    return base64.b64encode(json.dumps(info).encode()).decode()
+
+
+def test_joininfo_decodes_the_gui_blob():
+    info = joininfo.decode(gui_blob())
+    assert (info.address, info.fingerprint) == ("10.10.10.1", FP)
+    assert info.peer_links == {0: "10.10.10.1", 1: "10.10.20.1"}
+    assert (info.cluster_name, info.link_numbers) == ("prod", (0, 1))
+    wrapped = "\n".join(re.findall(".{1,60}", gui_blob().rstrip("=")))
+    assert joininfo.decode(wrapped) == info
+
+
+@pytest.mark.parametrize("blob", [
+    "", "not base64 at all!", base64.b64encode(b"\xff\xfe").decode(),
+    base64.b64encode(b"[1, 2]").decode(), base64.b64encode(b'{"ipAddress": 1}').decode(),
+    gui_blob(fingerprint="AA:BB"), gui_blob(totem=None), gui_blob(peerLinks=[1]),
+    gui_blob(peerLinks={"zero": "10.0.0.1"}), gui_blob(address=""),
+    base64.b64encode(b"[" * 100000).decode(),
+])
+def test_joininfo_garbage_is_a_user_error(blob):
+    with pytest.raises(UserError) as info:
+        joininfo.decode(blob)
+    assert info.value.code == "join-info-invalid" and "Join Information" in info.value.remedy
+
+
+def join_with(snippet: str) -> str:
+    return edit('address = "10.10.10.1"\n', snippet + "\n")
+
+
+def test_join_info_fills_address_and_fingerprint():
+    plan = answers.loads(join_with(f'join_info = "{gui_blob(address="10.10.10.5")}"'))
+    assert (plan.join.address, plan.join.fingerprint) == ("10.10.10.5", FP)
+    assert plan.join_address() == "10.10.10.5"
+
+
+@pytest.mark.parametrize("snippet,code,subject", [
+    ('join_info = "Zm9v"', "join-info-invalid", "join.join_info"),
+    ('address = "10.10.10.2"\njoin_info = "{blob}"', "join-info-conflict", "join.address"),
+    (f'fingerprint = "{FP.replace("00", "01")}"\njoin_info = "{{blob}}"', "join-info-conflict",
+     "join.fingerprint"),
+    ('join_info = "{other_name}"', "join-info-cluster-mismatch", "join.join_info"),
+    ('join_info = "{one_link}"', "join-info-links-mismatch", "join.join_info"),
+])
+def test_join_info_that_disagrees_with_the_file_is_reported(snippet, code, subject):
+    text = join_with(snippet.format(blob=gui_blob(), other_name=gui_blob(name="test"),
+                                    one_link=gui_blob(links=(0,))))
+    [(got_code, got_subject, line)] = problems(text)
+    assert (got_code, got_subject) == (code, subject)
+    needle = "join_info" if subject == "join.join_info" else snippet.split("\n")[0]
+    assert line == line_of(text, needle)
+
+
+def test_a_matching_explicit_fingerprint_in_other_case_is_no_conflict():
+    plan = answers.loads(join_with(f'fingerprint = "{FP.lower()}"\njoin_info = "{gui_blob()}"'))
+    assert plan.join.fingerprint == FP.lower()
+
+
+# -- resolving the password at use time ------------------------------------------------------------
+
+def test_password_from_a_private_file(tmp_path):
+    path = tmp_path / "pw"
+    path.write_text("correct horse\nsecond line\n")
+    path.chmod(0o600)
+    assert answers.resolve_password(JoinTarget(password_file=str(path))) == "correct horse"
+    path.chmod(0o640)
+    assert answers.resolve_password(JoinTarget(password_file=str(path))) == "correct horse"
+
+
+@pytest.mark.parametrize("content,mode,code", [
+    ("pw\n", 0o644, "password-file-insecure"),
+    ("pw\n", 0o606, "password-file-insecure"),
+    ("\n", 0o600, "password-missing"),
+    (None, None, "password-missing"),
+    ("dir", None, "password-file-invalid"),
+])
+def test_password_files_that_are_unsafe_or_unusable_are_refused(tmp_path, content, mode, code):
+    path = tmp_path / "pw"
+    if content == "dir":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content)
+        path.chmod(mode)
+    with pytest.raises(UserError) as info:
+        answers.resolve_password(JoinTarget(password_file=str(path)))
+    assert info.value.code == code and info.value.exit_code == 2
+    assert "pw\n" not in info.value.message
+
+
+def test_password_from_the_environment_and_none_without_a_source():
+    target = JoinTarget(password_env="PVESTRAP_TEST_PW")
+    assert answers.resolve_password(target, {"PVESTRAP_TEST_PW": "s3cret"}) == "s3cret"
+    with pytest.raises(UserError, match="PVESTRAP_TEST_PW") as info:
+        answers.resolve_password(target, {})
+    assert info.value.code == "password-missing"
+    assert answers.resolve_password(JoinTarget()) is None
+    os.environ.pop("PVESTRAP_UNSET_FOR_TEST", None)
+    with pytest.raises(UserError):
+        answers.resolve_password(JoinTarget(password_env="PVESTRAP_UNSET_FOR_TEST"))
