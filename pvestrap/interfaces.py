@@ -216,9 +216,14 @@ def _apply(blocks: list[Block], want: _Wanted) -> list[Block]:
     if index is None:
         return _insert_new(blocks, want)
     blocks[index] = _edit_block(blocks[index], want)
-    if not any(b.brings_up(want.name) for b in blocks):
+    if not _brought_up_before(blocks, index, want.name):
         blocks.insert(index, Block("auto", (f"auto {want.name}\n",), blocks[index].lineno))
     return blocks
+
+
+def _brought_up_before(blocks: Sequence[Block], index: int, name: str) -> bool:
+    """ifupdown2 marks a stanza auto only when an `auto` line for it comes BEFORE the stanza."""
+    return any(b.brings_up(name) for b in blocks[:index])
 
 
 def _edit_block(block: Block, want: _Wanted) -> Block:
@@ -248,11 +253,11 @@ def _terminated(line: str) -> str:
 
 def _insert_new(blocks: list[Block], want: _Wanted) -> list[Block]:
     """A new stanza before a trailing `source` line (the installer keeps that last), else at end."""
+    at = _insertion_point(blocks)
     method = want.method or "manual"
-    lines = [] if any(b.brings_up(want.name) for b in blocks) else [f"auto {want.name}\n"]
+    lines = [] if _brought_up_before(blocks, at, want.name) else [f"auto {want.name}\n"]
     lines.append(f"iface {want.name} {want.family} {method}\n")
     lines += [f"\t{key} {value}\n" for key, value in want.options]
-    at = _insertion_point(blocks)
     before = "".join(b.text for b in blocks[:at])
     after = "".join(b.text for b in blocks[at:])
     new: list[Block] = []
