@@ -63,6 +63,13 @@ def link_interface(machine: Machine, address: str) -> Interface | None:
     return (up or list(carriers) or [None])[0]
 
 
+def _cables(machine: Machine, devices: frozenset[str]) -> frozenset[str]:
+    """The NICs among shared lower devices; guest taps on a shared bridge are not cables."""
+    kinds = nic_kinds(machine)
+    nics = frozenset(d for d in devices if (i := machine.interface(d)) and i.kind in kinds)
+    return nics or devices
+
+
 def _ok(code: str, message: str, subject: str | None, check: str, **kw: Any) -> Finding:
     return Finding(code, Severity.PASS, message, subject, check, **kw)
 
@@ -176,7 +183,7 @@ class LinkLayoutCheck:
         if link0 is None:
             return []
         for mgmt in management_interfaces(machine):
-            shared = machine.lower(link0.name) & machine.lower(mgmt)
+            shared = _cables(machine, machine.lower(link0.name) & machine.lower(mgmt))
             if link0.name == mgmt or shared:
                 return [warn("link0-shares-management",
                              f"link0 ({link0.name}) shares {', '.join(sorted(shared)) or mgmt} "
@@ -197,7 +204,7 @@ class LinkLayoutCheck:
             for b in numbers[pos + 1:]:
                 ia, ib = ifaces[a], ifaces[b]
                 assert ia is not None and ib is not None
-                shared = machine.lower(ia.name) & machine.lower(ib.name)
+                shared = _cables(machine, machine.lower(ia.name) & machine.lower(ib.name))
                 if shared:
                     out.append(warn("links-share-nic",
                                     f"link{a} and link{b} both run over {', '.join(sorted(shared))}",
