@@ -106,19 +106,29 @@ def _parse(text: str, source: str) -> dict[str, Any]:
 
 
 def _error_line(text: str, message: str) -> int:
-    """tomllib says "at line N" except for errors "at end of document" (duplicate keys,
-    unterminated strings); for those the first line after which the same error appears."""
+    """tomllib says "at line N" except for errors it meets at the end of the document (a
+    duplicate key in the last statement, an unterminated string): for those, the shortest
+    prefix of the file that already fails the same way ends at the line to blame."""
     found = re.search(r"at line (\d+)", message)
     if found:
         return int(found.group(1))
     lines = text.split("\n")
-    for k in range(1, min(len(lines), 5000) + 1):
-        try:
-            tomllib.loads("\n".join(lines[:k]))
-        except (ValueError, RecursionError) as exc:
-            if str(exc) == message:
-                return k
-    return len(lines)
+    lo, hi = 1, len(lines)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _fails_with(lines[:mid], message):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _fails_with(lines: list[str], message: str) -> bool:
+    try:
+        tomllib.loads("\n".join(lines))
+    except (ValueError, RecursionError) as exc:
+        return str(exc) == message
+    return False
 
 
 # -- from checked values to a plan -----------------------------------------------------------------

@@ -1,0 +1,276 @@
+"""Export and schema: dumps() round-trips, the JSON Schema agrees with the loader, and random
+mutations of answer files raise nothing but pvestrap's own errors (hypothesis)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import tomllib
+
+import pytest
+from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import strategies as st
+
+from pvestrap import answers
+from pvestrap.errors import PvestrapError, ValidationFailed
+from pvestrap.plan import (BACKENDS, BWLIMIT_KEYS, CONSOLES, FORBIDDEN_CHARS, HA_POLICIES,
+                           KEYBOARDS, NAME_RE, TRANSFER_TYPES, ClusterPlan, Datacenter,
+                           InterfaceStanza, JoinTarget, Link, Node, Preflight, Thresholds,
+                           validate)
+
+DATA = pathlib.Path(__file__).parent / "data" / "answers"
+MUTATIONS = int(os.environ.get("PVESTRAP_MUTATIONS", "400"))  # more for a long local hunt
+
+# -- a tiny JSON Schema validator for exactly the keywords the schema uses ------------------------
+
+ANNOTATIONS = {"$schema", "title", "description", "default"}
+ASSERTIONS = {"type", "properties", "patternProperties", "additionalProperties", "required",
+              "items", "enum", "const", "not", "pattern", "minimum", "maximum",
+              "exclusiveMinimum", "maxLength", "minItems", "maxItems"}
+TYPES = {"object": lambda v: isinstance(v, dict), "array": lambda v: isinstance(v, list),
+         "string": lambda v: isinstance(v, str),
+         "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+         "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def keywords(schema: dict) -> set[str]:
+    found = set(schema)
+    for sub in list(schema.get("properties", {}).values()) + list(
+            schema.get("patternProperties", {}).values()):
+        found |= keywords(sub)
+    for key in ("items", "not"):
+        if isinstance(schema.get(key), dict):
+            found |= keywords(schema[key])
+    return found
+
+
+def errors(schema: dict, value, path: str = "$") -> list[str]:
+    if "type" in schema and not TYPES[schema["type"]](value):
+        return [f"{path}: not {schema['type']}"]
+    out = []
+    if "enum" in schema and value not in schema["enum"]:
+        out.append(f"{path}: not one of the enum")
+    if "const" in schema and value != schema["const"]:
+        out.append(f"{path}: not the const")
+    if "not" in schema and not errors(schema["not"], value, path):
+        out.append(f"{path}: matches 'not'")
+    if isinstance(value, str):
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            out.append(f"{path}: does not match {schema['pattern']}")
+        if len(value) > schema.get("maxLength", len(value)):
+            out.append(f"{path}: too long")
+    if TYPES["number"](value):
+        if value < schema.get("minimum", value) or value > schema.get("maximum", value):
+            out.append(f"{path}: out of range")
+        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
+            out.append(f"{path}: not above the minimum")
+    if isinstance(value, list):
+        if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
+            out.append(f"{path}: wrong number of items")
+        for i, item in enumerate(value):
+            out += errors(schema.get("items", {}), item, f"{path}[{i}]")
+    if isinstance(value, dict):
+        out += [f"{path}.{k}: required" for k in schema.get("required", ()) if k not in value]
+        for key, item in value.items():
+            sub = schema.get("properties", {}).get(key) or next(
+                (s for p, s in schema.get("patternProperties", {}).items() if re.search(p, key)),
+                None)
+            if sub is None and schema.get("additionalProperties") is False:
+                out.append(f"{path}.{key}: not allowed")
+            elif sub is not None:
+                out += errors(sub, item, f"{path}.{key}")
+    return out
+
+
+def test_schema_is_draft_2020_12_using_only_keywords_checked_here():
+    schema = answers.schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert keywords(schema) <= ANNOTATIONS | ASSERTIONS, keywords(schema) - ANNOTATIONS - ASSERTIONS
+    assert json.loads(json.dumps(schema)) == schema
+    for pattern in re.findall(r'"pattern": "((?:[^"\\]|\\.)*)"', json.dumps(schema)):
+        re.compile(json.loads(f'"{pattern}"'))
+
+
+def test_the_example_and_its_export_satisfy_the_schema():
+    schema = answers.schema()
+    assert errors(schema, tomllib.loads(answers.example())) == []
+    assert errors(schema, tomllib.loads(answers.dumps(answers.loads(answers.example())))) == []
+
+
+@pytest.mark.parametrize("old,new,expect", [
+    ('name = "prod"', 'name = "prod"\ncolour = "red"', "$.cluster.colour: not allowed"),
+    ("nodeid = 2", 'nodeid = "2"', "$.nodes[1].nodeid: not integer"),
+    ('link1 = "10.10.20.3"', 'link1 = "10.10.20.3"\nlink8 = "10.10.80.3"',
+     "$.nodes[2].link8: not allowed"),
+    ("priority = 20", "priority = 256", "$.links[0].priority: out of range"),
+    ('console = "html5"', 'console = "vnc"', "$.datacenter.console: not one of the enum"),
+    ("ignore_checks = []", 'ignore_checks = ["all"]', "$.preflight.ignore_checks[0]: matches 'not'"),
+])
+def test_files_the_loader_refuses_for_these_reasons_also_fail_the_schema(old, new, expect):
+    text = answers.example().replace(old, new, 1)
+    with pytest.raises(ValidationFailed):
+        answers.loads(text)
+    assert expect in errors(answers.schema(), tomllib.loads(text))
+
+
+# -- dumps ------------------------------------------------------------------------------------------
+
+def test_dumps_round_trips_the_example_and_writes_only_password_references():
+    plan = answers.loads(answers.example())
+    text = answers.dumps(plan)
+    assert answers.loads(text) == plan
+    raw = tomllib.loads(text)
+    assert raw["join"] == {"address": "10.10.10.1", "password_env": "PVE_ROOT_PASSWORD"}
+    assert "[[nodes.interfaces]]" in text and 'description = """' in text
+
+
+def test_dumps_escapes_what_toml_needs_escaped():
+    plan = answers.loads(answers.example())
+    tricky = 'quote " back \\ tab\t bell \x07 del \x7f crlf \r\n {braces} ü 日本'
+    odd = ClusterPlan(**{**plan.__dict__, "datacenter": Datacenter(description=tricky)})
+    text = answers.dumps(odd)
+    assert answers.loads(text).datacenter.description == tricky
+
+
+# -- property tests ---------------------------------------------------------------------------------
+
+SAFE = st.characters(blacklist_characters=FORBIDDEN_CHARS, blacklist_categories=("Cs",))
+names = st.from_regex(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,13}[a-zA-Z0-9])?", fullmatch=True)
+words = st.text(SAFE, min_size=1, max_size=12)
+maybe = lambda s: st.none() | s  # noqa: E731
+ids = st.from_regex(r"[a-z0-9]+(-[a-z0-9]+)*", fullmatch=True).filter(lambda s: s != "all")
+
+
+def network(number: int, v6: bool) -> str:
+    return f"fd{number:02x}::/64" if v6 else f"10.254.{number}.0/24"
+
+
+def address(number: int, v6: bool, host: int) -> str:
+    return f"fd{number:02x}::{host:x}" if v6 else f"10.254.{number}.{host}"
+
+
+@st.composite
+def stanzas(draw):
+    return InterfaceStanza(
+        name=draw(st.from_regex(r"[a-zA-Z0-9][a-zA-Z0-9_.:-]{0,14}", fullmatch=True)),
+        address=draw(maybe(st.just("10.254.9.1/24"))), mtu=draw(maybe(st.integers(576, 65535))),
+        kind=draw(st.sampled_from(["nic", "bridge"])), bridge_ports=draw(maybe(words)),
+        gateway=draw(maybe(st.just("10.254.9.254"))))
+
+
+@st.composite
+def datacenters(draw):
+    lower = draw(maybe(st.integers(100, 999_999_998)))
+    return Datacenter(
+        keyboard=draw(maybe(st.sampled_from(sorted(KEYBOARDS)))), language=draw(maybe(words)),
+        console=draw(maybe(st.sampled_from(CONSOLES))),
+        migration_type=draw(maybe(st.sampled_from(TRANSFER_TYPES))),
+        migration_network=draw(maybe(st.just("10.254.1.0/24"))),
+        replication_type=draw(maybe(st.sampled_from(TRANSFER_TYPES))),
+        replication_network=draw(maybe(st.just("fd01::/64"))),
+        ha_shutdown_policy=draw(maybe(st.sampled_from(HA_POLICIES))),
+        bwlimit=draw(st.dictionaries(st.sampled_from(BWLIMIT_KEYS), st.integers(0, 2**40))),
+        mac_prefix=draw(maybe(st.sampled_from(["BC:24:11", "02:00", "AA:BB:CC:DD"]))),
+        next_id_lower=lower,
+        next_id_upper=None if lower is None else draw(st.integers(lower + 1, 999_999_999)),
+        email_from=draw(maybe(st.from_regex(r"[a-z0-9.+]{1,8}@[a-z0-9.]{1,8}", fullmatch=True))),
+        http_proxy=draw(maybe(st.from_regex(r"http://[a-z0-9.:/]{1,20}", fullmatch=True))),
+        max_workers=draw(maybe(st.integers(1, 64))),
+        description=draw(maybe(st.text(st.characters(blacklist_categories=("Cs",)))) ))
+
+
+@st.composite
+def plans(draw):
+    numbers = sorted(draw(st.sets(st.integers(0, 7), min_size=1, max_size=3)))
+    v6 = {n: draw(st.booleans()) for n in numbers}
+    links = tuple(Link(n, draw(maybe(st.just(network(n, v6[n])))), draw(st.integers(0, 255)))
+                  for n in numbers)
+    node_names = draw(st.lists(names, min_size=1, max_size=5, unique=True))
+    nodeids = draw(st.lists(st.integers(1, 2**31), min_size=len(node_names),
+                            max_size=len(node_names), unique=True))
+    nodes = tuple(Node(name, nodeid, {n: address(n, v6[n], i + 1) for n in numbers},
+                       votes=draw(st.integers(0, 3)),
+                       interfaces=tuple(draw(st.lists(stanzas(), max_size=2))),
+                       management=draw(maybe(st.just(f"192.168.77.{i + 1}/24"))))
+                  for i, (name, nodeid) in enumerate(zip(node_names, nodeids)))
+    password = draw(st.sampled_from(["none", "file", "env"]))
+    thresholds = Thresholds(**{name: draw(st.floats(1e-3, 1e4)) for name in draw(
+        st.sets(st.sampled_from(list(Thresholds.__dataclass_fields__))))})
+    plan = ClusterPlan(
+        cluster_name=draw(names), nodes=nodes, links=links,
+        create_node=draw(maybe(st.sampled_from(node_names))),
+        join=JoinTarget(
+            address=draw(maybe(words)),
+            fingerprint=draw(maybe(st.from_regex(r"([0-9A-F]{2}:){31}[0-9A-F]{2}",
+                                                 fullmatch=True))),
+            password_file=("/" + draw(words)) if password == "file" else None,
+            password_env=draw(st.from_regex(r"[A-Z_][A-Z0-9_]{0,20}", fullmatch=True))
+            if password == "env" else None),
+        datacenter=draw(datacenters()),
+        preflight=Preflight(thresholds, tuple(draw(st.lists(ids, max_size=3))),
+                            tuple(draw(st.lists(words, max_size=2))), draw(maybe(words))),
+        pve_version=draw(maybe(st.from_regex(r"[0-9]{1,2}(\.[0-9]{1,2}){0,2}", fullmatch=True))),
+        backend=draw(st.sampled_from(BACKENDS)),
+    )
+    assume(not validate(plan))
+    return plan
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plans())
+def test_random_valid_plans_round_trip_through_dumps(plan):
+    text = answers.dumps(plan)
+    assert answers.loads(text) == plan
+    assert errors(answers.schema(), tomllib.loads(text)) == []
+
+
+VALUES = ["1", '"x"', "1.5", "true", "[]", "{}", "1979-05-27T07:32:00Z", "[[1]]", "{ a = 1 }",
+          '"""\nmulti\n"""', "-0", "nan", '"10.254.0.1"', "[\"a\", 2]"]
+
+
+@st.composite
+def mutated(draw):
+    base = draw(st.sampled_from([answers.example(), (DATA / "many-problems.toml").read_text()]))
+    lines = base.split("\n")
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["delete", "retype", "garbage", "duplicate", "unicode"]))
+        i = draw(st.integers(0, len(lines) - 1))
+        if kind == "delete":
+            del lines[i]
+        elif kind == "retype" and " = " in lines[i]:
+            lines[i] = lines[i].split(" = ")[0] + " = " + draw(st.sampled_from(VALUES))
+        elif kind == "garbage":
+            lines.insert(i, draw(st.text(max_size=30) | st.binary(max_size=20).map(
+                lambda b: b.decode("latin-1"))))
+        elif kind == "duplicate":
+            lines.insert(i, draw(st.sampled_from([ln for ln in lines if ln.strip()] or [""])))
+        elif kind == "unicode" and lines[i]:
+            j = draw(st.integers(0, len(lines[i]) - 1))
+            lines[i] = lines[i][:j] + draw(st.characters()) + lines[i][j + 1:]
+        if not lines:
+            lines = [""]
+    return "\n".join(lines)
+
+
+@settings(max_examples=MUTATIONS, deadline=None)
+@given(mutated())
+def test_mutated_answer_files_raise_only_pvestrap_errors(text):
+    try:
+        plan = answers.loads(text, "m.toml")
+    except ValidationFailed as exc:
+        event("invalid plan")
+        n_lines = text.count("\n") + 1
+        for f in exc.findings:
+            line = f.payload["line"]
+            assert line is None or 1 <= line <= n_lines
+            assert f.message.startswith(f"m.toml:{line}: " if line else "m.toml: ")
+        exc.render()
+    except PvestrapError as exc:
+        event(f"user error {exc.code}")
+        assert exc.exit_code == 2
+        exc.render()
+    else:
+        event("still valid")
+        assert isinstance(plan, ClusterPlan) and not validate(plan)
