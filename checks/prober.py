@@ -1,0 +1,511 @@
+"""The prober: exchanges probes with the peers' responders and turns them into measurements.
+
+Every (peer, link, port) gets its own connected, non-blocking UDP socket bound to this node's
+address on that link (so the probe leaves on the right link), and one selector loop drives all
+of them at once: a 16-node, 2-link mesh takes about the sample duration, not pairs x timeout.
+A connected socket is what tells "closed" from "filtered": the kernel turns an ICMP port
+unreachable into ECONNREFUSED, while a dropped probe just never gets an answer.
+
+Each reply gives four timestamps (t1 sent, t2 received there, t3 sent there, t4 received here);
+the RTT is (t4 - t1) - (t3 - t2), the network's share without the responder's own delay, and the
+clock offset is NTP's ((t2 - t1) + (t3 - t4)) / 2 from the sample with the smallest delay. t4 is
+the kernel's receive timestamp, so the prober's own scheduling delay does not count (ping does
+the same). Per (peer, link) a DF-flagged binary search (MtuSearch) finds the largest probe that
+passes out, then the largest reply that comes back; TCP connects to the join target and the
+QDevice run in the same loop. The ICMP second opinion (latency.icmp_second_opinion, where UDP
+got no answer) and duplicate address detection (addresses.detect) are called from measure() too.
+
+API, as the runner uses it:
+    req = request_from_plan(plan, node, ProbeSettings(duration_s=3.0))
+      or ProbeRequest(node, udp_targets(peers, sources), tcp=(...), addresses=(...))
+    result = measure(req, token, progress=lambda fraction: ...)   # -> Measurements
+    Context(..., probes={PROBES_KEY: result})    # what the network checks read, via measurements()
+    result.to_dict() / Measurements.from_dict(d)  # JSON for the mesh mode
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+import selectors
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from pvestrap.checks import probe as wire
+
+if TYPE_CHECKING:
+    from pvestrap.checks.base import Context
+    from pvestrap.plan import ClusterPlan
+
+PROBES_KEY = "network"
+BASE_PORT = 5405
+LEGACY_PORT = 5404
+_NS = 1_000_000_000
+
+
+def family_of(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def overhead(family: int) -> int:
+    """IP + UDP header bytes: payload + overhead = the packet size an MTU limits."""
+    return 48 if family == socket.AF_INET6 else 28
+
+
+# -- what to measure ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Target:
+    """One UDP port of one peer on one link; source: this node's own address on that link."""
+
+    peer: str
+    link: int
+    port: int
+    address: str
+    source: str | None = None
+    legacy: bool = False
+
+
+@dataclass(frozen=True)
+class TcpTarget:
+    """purpose: join-api (8006), join-ssh (22) or qdevice (5403)."""
+
+    name: str
+    address: str
+    port: int
+    purpose: str
+
+
+@dataclass(frozen=True)
+class DadTarget:
+    """An address the plan will put on `interface` (duplicate address detection)."""
+
+    address: str
+    interface: str | None
+    link: int | None = None
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    duration_s: float = 3.0  # how long latency samples are taken
+    interval_s: float = 0.05  # between probes to one target
+    reply_timeout_s: float = 1.0  # how long the last probe may take
+    mtu: bool = True
+    mtu_step_timeout_s: float = 0.2
+    tcp_timeout_s: float = 2.0
+    icmp: bool = True  # ping where UDP got no answer
+    icmp_count: int = 4
+    icmp_timeout_s: float = 0.5
+    dad_wait_s: float = 1.0
+
+    @property
+    def count(self) -> int:
+        return max(1, round(self.duration_s / self.interval_s))
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    node: str | None
+    targets: tuple[Target, ...] = ()
+    tcp: tuple[TcpTarget, ...] = ()
+    addresses: tuple[DadTarget, ...] = ()
+    settings: ProbeSettings = field(default_factory=ProbeSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ProbeRequest":
+        return cls(data.get("node"),
+                   tuple(_revive(Target, t) for t in data.get("targets", ())),
+                   tuple(_revive(TcpTarget, t) for t in data.get("tcp", ())),
+                   tuple(_revive(DadTarget, t) for t in data.get("addresses", ())),
+                   _revive(ProbeSettings, data.get("settings", {})))
+
+
+# -- what was measured ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PortResult:
+    """state: open (answered), closed (ICMP port unreachable), filtered (silence),
+    unreachable (no route / no neighbour), error (e.g. the source address is not local).
+    rtts_ms: per reply, in arrival order; offset_s/delay_ms: the best (least delayed) sample."""
+
+    peer: str
+    link: int
+    port: int
+    address: str
+    source: str | None
+    legacy: bool
+    state: str
+    sent: int
+    received: int
+    rtts_ms: tuple[float, ...] = ()
+    offset_s: float | None = None
+    delay_ms: float | None = None
+    error: str | None = None
+
+    @property
+    def loss_pct(self) -> float:
+        return 100.0 * (self.sent - self.received) / self.sent if self.sent else 0.0
+
+
+@dataclass(frozen=True)
+class MtuResult:
+    """Largest UDP payloads that passed with DF set: out (forward) and back (reverse, searched
+    up to forward only, since a reply is never larger than its probe). local_mtu: what this end
+    will send (route MTU); peer_mtu: MTU of the interface the probes arrived on over there."""
+
+    peer: str
+    link: int
+    port: int
+    address: str
+    local_mtu: int
+    peer_mtu: int
+    forward_payload: int | None
+    reverse_payload: int | None
+    error: str | None = None
+
+    @property
+    def family(self) -> int:
+        return family_of(self.address)
+
+    def mtu(self, payload: int | None) -> int | None:
+        return None if payload is None else payload + overhead(self.family)
+
+
+@dataclass(frozen=True)
+class IcmpResult:
+    peer: str
+    link: int
+    address: str
+    sent: int
+    received: int
+    rtts_ms: tuple[float, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class TcpResult:
+    """state: open, closed (RST), filtered (no answer), unreachable, error."""
+
+    name: str
+    address: str
+    port: int
+    purpose: str
+    state: str
+    connect_ms: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class DadResult:
+    """state: free, in-use (someone answered: mac), assigned (already ours), error/skipped."""
+
+    address: str
+    interface: str | None
+    link: int | None
+    state: str
+    mac: str | None = None
+    error: str | None = None
+
+
+_PARTS = {"udp": PortResult, "mtu": MtuResult, "icmp": IcmpResult, "tcp": TcpResult,
+          "dad": DadResult}
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """Everything one node measured; the network checks read nothing else."""
+
+    node: str | None
+    started: float  # wall clock, seconds
+    duration_s: float
+    udp: tuple[PortResult, ...] = ()
+    mtu: tuple[MtuResult, ...] = ()
+    icmp: tuple[IcmpResult, ...] = ()
+    tcp: tuple[TcpResult, ...] = ()
+    dad: tuple[DadResult, ...] = ()
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Measurements":
+        parts = {}
+        for name, kind in _PARTS.items():
+            parts[name] = tuple(_revive(kind, item) for item in data.get(name, ()))
+        return cls(data.get("node"), float(data.get("started", 0.0)),
+                   float(data.get("duration_s", 0.0)), settings=dict(data.get("settings", {})),
+                   **parts)
+
+
+def _revive(kind: type, item: Mapping[str, Any]):
+    known = {f.name for f in fields(kind)}
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in item.items() if k in known}
+    return kind(**values)
+
+
+def measurements(ctx: "Context") -> Measurements | None:
+    """The probe results in a check context (a Measurements, or its JSON form), else None."""
+    found = ctx.probes.get(PROBES_KEY) if ctx.probes else None
+    if isinstance(found, Mapping):
+        return Measurements.from_dict(found)
+    return found
+
+
+# -- building requests ---------------------------------------------------------------------------
+
+def udp_targets(peers: Mapping[str, Mapping[int, str]], sources: Mapping[int, str] | None = None,
+                *, base_port: int = BASE_PORT, legacy: bool = True) -> tuple[Target, ...]:
+    """Targets for every peer and link: the link's port (base + N) and, if legacy, base - 1."""
+    out = []
+    for peer in sorted(peers):
+        for link, address in sorted(peers[peer].items()):
+            source = (sources or {}).get(link)
+            out.append(Target(peer, link, base_port + link, address, source))
+            if legacy:
+                out.append(Target(peer, link, base_port - 1, address, source, legacy=True))
+    return tuple(out)
+
+
+def request_from_plan(plan: "ClusterPlan", node: str,
+                      settings: ProbeSettings | None = None) -> ProbeRequest:
+    """What `node` must measure for `plan`: every peer on every link, the join target's TCP
+    8006 and 22 (joiners only), the QDevice's 5403, and DAD for this node's link addresses."""
+    from pvestrap.checks import addresses, tcp
+
+    me = plan.node(node)
+    peers = {n.name: dict(n.addresses) for n in plan.nodes if n.name != node}
+    base = min(plan.links, key=lambda link: link.number).port - min(plan.link_numbers)
+    return ProbeRequest(
+        node=node,
+        targets=udp_targets(peers, dict(me.addresses), base_port=base),
+        tcp=tcp.targets_for(plan, node),
+        addresses=addresses.targets_for(plan, node),
+        settings=settings or ProbeSettings(),
+    )
+
+
+# -- the engine ------------------------------------------------------------------------------------
+
+class Exchange:
+    """A connected UDP socket to one target (bound to our address on its link)."""
+
+    def __init__(self, target: Target, token: wire.Token, session: int):
+        self.target, self.token, self.session = target, token, session
+        self.kernel_clock = wire.kernel_clock_trusted()
+        self.sock: socket.socket | None = None
+        self.error: str | None = None
+        self.refused = False
+        self.unreachable = False
+        self.last_errno = 0
+        family = family_of(target.address)
+        try:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as exc:
+            self.error = f"cannot open a socket: {exc.strerror}"
+            return
+        try:
+            if target.source:
+                sock.bind((target.source, 0))
+            sock.connect((target.address, target.port))
+        except OSError as exc:
+            sock.close()
+            self.error = _describe(exc, target.source)
+            return
+        wire.enable_ancillary(sock, family)
+        sock.setblocking(False)
+        self.sock = sock
+
+    def send(self, seq: int, size: int = wire.PROBE_MIN, reply_size: int = wire.REPLY_MIN) -> int | None:
+        """Send one probe; its t1, or None when the kernel refused it (EMSGSIZE, an error)."""
+        probe = wire.Probe(self.session, seq, 0, size, reply_size)
+        data, t1 = wire.encode_probe(self.token, probe, clock=time.time_ns)
+        try:
+            self.sock.send(data)
+        except OSError as exc:
+            self._note(exc)
+            return None
+        return t1
+
+    def _note(self, exc: OSError) -> None:
+        self.last_errno = exc.errno or 0
+        if exc.errno == errno.ECONNREFUSED:
+            self.refused = True
+        elif exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            self.unreachable = True
+
+    def replies(self):
+        """Authentic replies waiting on the socket: (reply, t4_ns, ifindex); errors are noted,
+        or raised as OSError for EMSGSIZE (ICMP 'fragmentation needed': the MTU search's)."""
+        while True:
+            try:
+                data, anc, _flags, _addr = self.sock.recvmsg(wire.MAX_DATAGRAM, 256)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno == errno.EMSGSIZE:
+                    raise
+                self._note(exc)
+                continue
+            user = time.time_ns()
+            reply = wire.decode_reply(self.token, data)
+            if reply is None or reply.session != self.session:
+                continue
+            arrival = wire.parse_ancillary(anc)
+            k = arrival.kernel_ns
+            trusted = self.kernel_clock and k is not None and 0 <= user - k < _NS
+            yield reply, (k if trusted else user), arrival.ifindex
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+
+
+def _describe(exc: OSError, source: str | None) -> str:
+    if exc.errno == errno.EADDRNOTAVAIL and source:
+        return f"source address {source} is not on this node"
+    return exc.strerror or str(exc)
+
+
+class Loop:
+    """One selector for every flow. A flow has: sock (or None), events, done, wake_at(),
+    on_timer(now) once wake_at() has passed, and on_event(now) when its socket is ready."""
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.flows: list = []
+
+    def add(self, flow) -> None:
+        self.flows.append(flow)
+        if flow.sock is not None and not flow.done:
+            self.selector.register(flow.sock, flow.events, flow)
+
+    def _retire(self, flow) -> None:
+        if flow.done and flow.sock is not None and flow.sock in self.selector.get_map():
+            self.selector.unregister(flow.sock)
+
+    def run(self, progress: Callable[[], None] | None = None) -> None:
+        try:
+            while True:
+                now = time.monotonic()
+                active = [f for f in self.flows if not f.done]
+                for flow in active:
+                    if flow.wake_at() <= now:
+                        flow.on_timer(now)
+                        self._retire(flow)
+                active = [f for f in active if not f.done]
+                if not active:
+                    return
+                wait = max(0.0, min(f.wake_at() for f in active) - time.monotonic())
+                for key, _ in self.selector.select(min(wait, 0.1)):
+                    if not key.data.done:
+                        key.data.on_event(time.monotonic())
+                    self._retire(key.data)
+                if progress:
+                    progress()
+        finally:
+            self.selector.close()
+
+
+def measure(request: ProbeRequest, token: wire.Token,
+            progress: Callable[[float], None] | None = None) -> Measurements:
+    """Run every exchange of the request at once and return what was measured.
+
+    progress, if given, is called with the fraction done (0..1) a few times a second.
+    """
+    from pvestrap.checks import addresses, latency, mtu, tcp
+
+    settings = request.settings
+    started, t0 = time.time(), time.monotonic()
+    session = random.getrandbits(64)
+    loop = Loop()
+    searches: dict[tuple[str, int], Any] = {}
+
+    def start_mtu(target: Target, now: float) -> None:
+        key = (target.peer, target.link)
+        if settings.mtu and key not in searches:
+            searches[key] = mtu.MtuFlow(Exchange(target, token, session), settings, now)
+            loop.add(searches[key])
+
+    exchanges = [Exchange(t, token, session) for t in request.targets]
+    flows = [latency.LatencyFlow(ex, settings, t0, start_mtu) for ex in exchanges]
+    for flow in flows:
+        loop.add(flow)
+    tcp_flows = [tcp.ConnectFlow(t, settings.tcp_timeout_s) for t in request.tcp]
+    for flow in tcp_flows:
+        loop.add(flow)
+    dad: list = []
+    dad_thread = threading.Thread(
+        target=lambda: dad.extend(addresses.detect(request.addresses, settings.dad_wait_s)),
+        daemon=True)
+    dad_thread.start()
+    expected = settings.duration_s + settings.reply_timeout_s
+
+    def tick() -> None:
+        if progress:
+            progress(min(0.99, (time.monotonic() - t0) / expected))
+
+    try:
+        loop.run(tick)
+    finally:
+        for ex in exchanges:
+            ex.close()
+        for flow in searches.values():
+            flow.ex.close()
+    udp = tuple(f.result() for f in flows)
+    icmp = latency.icmp_second_opinion(udp, settings) if settings.icmp else ()
+    dad_thread.join()
+    if progress:
+        progress(1.0)
+    return Measurements(request.node, started, round(time.monotonic() - t0, 3), udp,
+                        tuple(s.result() for s in searches.values()), tuple(icmp),
+                        tuple(f.result() for f in tcp_flows), tuple(dad), asdict(settings))
+
+
+def network_checks() -> tuple:
+    """The checks that read these measurements, in report order."""
+    from pvestrap.checks.addresses import AddressCheck
+    from pvestrap.checks.clockpair import ClockPairCheck
+    from pvestrap.checks.latency import LatencyCheck
+    from pvestrap.checks.mtu import MtuCheck
+    from pvestrap.checks.ports import PortsCheck
+    from pvestrap.checks.tcp import TcpCheck
+
+    return (AddressCheck(), PortsCheck(), TcpCheck(), LatencyCheck(), MtuCheck(),
+            ClockPairCheck())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python3 -m pvestrap.checks.prober [--token-file F] < request.json > measurements.json`
+
+    The mesh mode's remote half: a ProbeRequest as JSON in, Measurements as JSON out, the token
+    from --token-file or $PVESTRAP_PROBE_TOKEN (never from the request, which may be logged).
+    """
+    import json
+    import sys
+
+    from pvestrap.errors import PvestrapError
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        token_file = args[args.index("--token-file") + 1] if "--token-file" in args else None
+        token = wire.load_token(file=token_file)
+        request = ProbeRequest.from_dict(json.load(sys.stdin))
+    except PvestrapError as exc:
+        print(exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except (ValueError, TypeError, IndexError) as exc:
+        print(f"error: the probe request is not valid: {exc}", file=sys.stderr)
+        return 2
+    json.dump(measure(request, token).to_dict(), sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

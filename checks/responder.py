@@ -1,0 +1,422 @@
+"""The responder: answers authenticated preflight probes so peers can measure the path to us.
+
+It listens on UDP 5404 and each link's port (5405 + N), answers probes made with the run's token
+(see checks.probe) and stays silent for everything else, so to a stranger it looks like a
+filtered port. Replies are never larger than the probe and are rate-limited per source address
+(a token bucket), so the responder cannot be turned into an amplifier. It exits after its TTL:
+a forgotten responder does not linger on a production node.
+
+Where a port is already taken (corosync owns 5405 on a cluster member), the responder still
+answers on it: a raw socket receives a copy of every UDP datagram, the responder picks out the
+probes for that port, and sends the reply with a hand-built UDP header whose source port is the
+busy port. The standard library's raw sockets do this without scapy, which takes over a second to
+import and is not on every node. corosync sees the probe too and discards it as garbage.
+
+Public API: ResponderConfig, Responder (open, serve, close; a context manager), Endpoint,
+ResponderStats, ports_for_links, and for `--background`: PidLock, daemonize, stop_running.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import os
+import selectors
+import signal
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from pvestrap.checks import probe as wire
+from pvestrap.errors import OperationFailed, UserError
+
+LEGACY_PORT = 5404
+BASE_PORT = 5405
+DEFAULT_PORTS = (LEGACY_PORT, BASE_PORT)
+WILDCARDS = ("0.0.0.0", "::")
+_ANC_SPACE = 256
+_UDP = struct.Struct("!HHHH")
+
+
+def ports_for_links(links: Iterable[int], base_port: int = BASE_PORT) -> tuple[int, ...]:
+    """Legacy 5404 plus every link's port: the ports a node of the plan must answer on."""
+    return tuple(sorted({base_port - 1, *(base_port + n for n in links)}))
+
+
+@dataclass(frozen=True)
+class ResponderConfig:
+    """addresses: where to listen; empty means every address (0.0.0.0 and ::)."""
+
+    token: wire.Token
+    ports: tuple[int, ...] = DEFAULT_PORTS
+    addresses: tuple[str, ...] = ()
+    ttl_s: float = 600.0
+    rate_pps: float = 250.0
+    burst: float = 250.0
+    sniff_busy_ports: bool = True
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One (address, port) and how it is served: socket, sniff (raw, port busy) or skipped."""
+
+    address: str
+    port: int
+    mode: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ResponderStats:
+    answered: int
+    rejected: int  # not an authentic probe: dropped silently
+    rate_limited: int
+    send_errors: int
+
+
+class RateLimiter:
+    """A token bucket per source address; the table is bounded so floods cannot grow it."""
+
+    MAX_SOURCES = 4096
+
+    def __init__(self, rate: float, burst: float):
+        self.rate, self.burst = rate, burst
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, source: str, now: float) -> bool:
+        tokens, last = self.buckets.get(source, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if len(self.buckets) >= self.MAX_SOURCES and source not in self.buckets:
+            self._prune(now)
+        if tokens < 1.0:
+            self.buckets[source] = (tokens, now)
+            return False
+        self.buckets[source] = (tokens - 1.0, now)
+        return True
+
+    def _prune(self, now: float) -> None:
+        idle = self.burst / self.rate if self.rate > 0 else 0.0
+        self.buckets = {k: v for k, v in self.buckets.items() if now - v[1] < idle}
+        while len(self.buckets) >= self.MAX_SOURCES:
+            self.buckets.pop(next(iter(self.buckets)))
+
+
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def udp_datagram(family: int, src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    """A UDP header plus payload with the checksum over the pseudo-header (mandatory on IPv6)."""
+    length = _UDP.size + len(payload)
+    s, d = socket.inet_pton(family, src), socket.inet_pton(family, dst)
+    if family == socket.AF_INET6:
+        pseudo = s + d + struct.pack("!I3xB", length, socket.IPPROTO_UDP)
+    else:
+        pseudo = s + d + struct.pack("!xBH", socket.IPPROTO_UDP, length)
+    csum = _checksum(pseudo + _UDP.pack(sport, dport, length, 0) + payload) or 0xFFFF
+    return _UDP.pack(sport, dport, length, csum) + payload
+
+
+class Responder:
+    """Open the endpoints, answer probes until the TTL runs out (or `stop()` returns True)."""
+
+    def __init__(self, config: ResponderConfig, log: Callable[[str], None] | None = None):
+        self.config = config
+        self.log = log or (lambda _msg: None)
+        self.limiter = RateLimiter(config.rate_pps, config.burst)
+        self.selector = selectors.DefaultSelector()
+        self.endpoints: list[Endpoint] = []
+        self.sniffed: dict[int, set[tuple[str, int]]] = {}  # family -> {(address, port)}
+        self.kernel_clock = wire.kernel_clock_trusted()
+        self.counts = {"answered": 0, "rejected": 0, "rate_limited": 0, "send_errors": 0}
+
+    def __enter__(self) -> "Responder":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- opening -----------------------------------------------------------------------------
+    def open(self) -> tuple[Endpoint, ...]:
+        addresses = self.config.addresses or WILDCARDS
+        for address in addresses:
+            for port in self.config.ports:
+                self.endpoints.append(self._bind(address, port, explicit=bool(self.config.addresses)))
+        for family, wanted in self.sniffed.items():
+            self._open_sniffer(family, wanted)
+        if not any(e.mode != "skipped" for e in self.endpoints):
+            self.close()
+            raise OperationFailed("the responder could not listen on any port",
+                                  remedy="see the lines above; run as root to answer on busy ports")
+        return tuple(self.endpoints)
+
+    def _bind(self, address: str, port: int, explicit: bool) -> Endpoint:
+        family = _family(address)
+        try:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as exc:
+            return self._skip(address, port, f"no {'IPv6' if family == socket.AF_INET6 else 'IPv4'}"
+                                              f" here ({exc.strerror})")
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address, port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE and self.config.sniff_busy_ports:
+                self.sniffed.setdefault(family, set()).add((address, port))
+                return Endpoint(address, port, "sniff", "port in use (corosync?)")
+            if exc.errno == errno.EADDRNOTAVAIL and explicit:
+                self.close()
+                raise UserError(f"{address} is not an address of this machine",
+                                remedy="give --address only for addresses on local interfaces")
+            return self._skip(address, port, exc.strerror or str(exc))
+        wire.enable_ancillary(sock, family)
+        wire.set_dont_fragment(sock, family)
+        sock.setblocking(False)
+        self.selector.register(sock, selectors.EVENT_READ, ("socket", family))
+        self.log(f"listening on {_where(address, port)}/udp")
+        return Endpoint(address, port, "socket")
+
+    def _skip(self, address: str, port: int, reason: str) -> Endpoint:
+        self.log(f"skipping {_where(address, port)}/udp: {reason}")
+        return Endpoint(address, port, "skipped", reason)
+
+    def _open_sniffer(self, family: int, wanted: set[tuple[str, int]]) -> None:
+        try:
+            raw = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_UDP)
+        except OSError as exc:
+            reason = f"port in use and no raw socket ({exc.strerror}); peers will see it filtered"
+            for i, e in enumerate(self.endpoints):
+                if (e.address, e.port) in wanted and e.mode == "sniff":
+                    self.endpoints[i] = self._skip(e.address, e.port, reason)
+            return
+        if family == socket.AF_INET6:
+            raw.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        else:
+            raw.setsockopt(socket.IPPROTO_IP, wire.IP_PKTINFO, 1)
+        raw.setsockopt(socket.SOL_SOCKET, wire.SO_TIMESTAMPNS, 1)
+        wire.set_dont_fragment(raw, family)
+        raw.setblocking(False)
+        self.selector.register(raw, selectors.EVENT_READ, ("sniff", family))
+        for address, port in sorted(wanted):
+            self.log(f"{_where(address, port)}/udp is in use: answering probes on it through a "
+                     "raw socket")
+
+    def close(self) -> None:
+        for key in list(self.selector.get_map().values()):
+            self.selector.unregister(key.fileobj)
+            key.fileobj.close()
+        self.selector.close()
+
+    # -- serving -----------------------------------------------------------------------------
+    def serve(self, stop: Callable[[], bool] | None = None) -> ResponderStats:
+        deadline = time.monotonic() + self.config.ttl_s
+        while not (stop and stop()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.log(f"TTL of {self.config.ttl_s:g} s reached: exiting")
+                break
+            for key, _ in self.selector.select(min(left, 0.2)):
+                kind, family = key.data
+                handler = self._on_socket if kind == "socket" else self._on_sniffed
+                handler(key.fileobj, family)
+        return ResponderStats(**self.counts)
+
+    def _times(self, arrival: wire.Arrival, user_rx: int) -> int:
+        k = arrival.kernel_ns
+        if self.kernel_clock and k is not None and 0 <= user_rx - k < 1_000_000_000:
+            return k
+        return user_rx
+
+    def _accept(self, data: bytes, source: str) -> wire.Probe | None:
+        found = wire.decode_probe(self.config.token, data)
+        if found is None:
+            self.counts["rejected"] += 1
+        elif not self.limiter.allow(source, time.monotonic()):
+            self.counts["rate_limited"] += 1
+            return None
+        return found
+
+    def _on_socket(self, sock: socket.socket, family: int) -> None:
+        for _ in range(64):  # drain a burst, but let the other sockets have a turn
+            try:
+                data, anc, _flags, addr = sock.recvmsg(wire.MAX_DATAGRAM, _ANC_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # an ICMP error for an earlier reply
+            user_rx = time.time_ns()
+            found = self._accept(data, addr[0])
+            if found is None:
+                continue
+            arrival = wire.parse_ancillary(anc)
+            t2 = self._times(arrival, user_rx)
+            rx_mtu = wire.interface_mtu(sock, arrival.ifindex)
+            reply, _ = wire.encode_reply(self.config.token, found, t2, rx_mtu, clock=time.time_ns)
+            try:
+                sock.sendmsg([reply], wire.source_ancillary(family, arrival.local_address), 0, addr)
+                self.counts["answered"] += 1
+            except OSError:
+                self.counts["send_errors"] += 1  # EMSGSIZE: the reverse path is smaller
+
+    def _on_sniffed(self, raw: socket.socket, family: int) -> None:
+        for _ in range(64):
+            try:
+                data, anc, _flags, addr = raw.recvmsg(wire.MAX_DATAGRAM + 60, _ANC_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            user_rx = time.time_ns()
+            arrival = wire.parse_ancillary(anc)
+            parsed = self._parse_raw(family, data, addr, arrival)
+            if parsed is None:
+                continue
+            src, dst, sport, dport, payload = parsed
+            found = self._accept(payload, src)
+            if found is None:
+                continue
+            t2 = self._times(arrival, user_rx)
+            rx_mtu = wire.interface_mtu(raw, arrival.ifindex)
+            reply, _ = wire.encode_reply(self.config.token, found, t2, rx_mtu, clock=time.time_ns)
+            packet = udp_datagram(family, dst, src, dport, sport, reply)
+            try:
+                raw.sendmsg([packet], wire.source_ancillary(family, dst), 0, (src, 0))
+                self.counts["answered"] += 1
+            except OSError:
+                self.counts["send_errors"] += 1
+
+    def _parse_raw(self, family: int, data: bytes, addr, arrival: wire.Arrival):
+        """(src, dst, sport, dport, payload) of a datagram for a sniffed port, else None."""
+        if family == socket.AF_INET:
+            if len(data) < 20:
+                return None
+            ihl = (data[0] & 0x0F) * 4
+            src = socket.inet_ntop(socket.AF_INET, data[12:16])
+            dst = socket.inet_ntop(socket.AF_INET, data[16:20])
+            udp = data[ihl:]
+        else:
+            src, dst, udp = addr[0], arrival.local_address, data
+        if dst is None or len(udp) < _UDP.size:
+            return None
+        sport, dport, length, _ = _UDP.unpack_from(udp)
+        wanted = self.sniffed.get(family, set())
+        if (dst, dport) not in wanted and (WILDCARDS[family == socket.AF_INET6], dport) not in wanted:
+            return None
+        return src, dst, sport, dport, udp[_UDP.size:length]
+
+
+def _where(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+# -- running in the background -------------------------------------------------------------------
+
+class PidLock:
+    """An exclusive lock on the pid file, held for the responder's whole life.
+
+    A lock, unlike a pid that is merely present in a file, cannot go stale: when the responder
+    dies, the kernel drops it. A second start that cannot take the lock knows one is running.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UserError(f"cannot open the pid file {self.path}: {exc.strerror}",
+                            remedy="choose a writable --pid-file") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def write_pid(self, pid: int) -> None:
+        assert self.fd is not None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{pid}\n".encode(), 0)
+
+    def holder(self) -> int | None:
+        """The pid of the live responder holding the lock, or None."""
+        try:
+            with open(self.path) as fh:
+                text = fh.read().strip()
+        except OSError:
+            return None
+        probe_lock = PidLock(self.path)
+        if probe_lock.acquire():
+            os.close(probe_lock.fd)  # nobody holds it: a leftover file
+            return None
+        return int(text) if text.isdigit() else None
+
+
+def daemonize(lock: PidLock, log_file: str | None = None) -> int | None:
+    """Detach (double fork). Returns the daemon's pid in the caller and None in the daemon.
+
+    The caller returns only after the daemon has written its pid, so whoever started it can
+    rely on the pid file at once.
+    """
+    read_end, write_end = os.pipe()
+    first = os.fork()
+    if first:
+        os.close(write_end)
+        os.waitpid(first, 0)
+        data = os.read(read_end, 32)
+        os.close(read_end)
+        if not data.strip().isdigit():
+            raise OperationFailed("the background responder did not start")
+        return int(data)
+    os.close(read_end)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    os.chdir("/")
+    _redirect_stdio(log_file)
+    lock.write_pid(os.getpid())
+    os.write(write_end, str(os.getpid()).encode())
+    os.close(write_end)
+    return None
+
+
+def _redirect_stdio(log_file: str | None) -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    out = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) if log_file else null
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+
+
+def stop_running(pid_file: str) -> int | None:
+    """Stop the responder holding pid_file's lock; its pid, or None when none was running."""
+    pid = PidLock(pid_file).holder()
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            if b"responder" not in fh.read():
+                raise OperationFailed(f"pid {pid} in {pid_file} is not a pvestrap responder",
+                                      remedy="remove the stale pid file by hand")
+        os.kill(pid, signal.SIGTERM)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return pid

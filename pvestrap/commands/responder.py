@@ -1,0 +1,95 @@
+"""`pvestrap responder`: answer preflight probes from peers until the TTL runs out."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+DEFAULT_PID_FILE = "/run/pvestrap-responder.pid"
+
+
+def command(
+    port: Optional[List[int]] = typer.Option(
+        None, "--port", "-p", help="UDP port to answer on (repeatable). Default: 5404 and 5405, "
+        "or 5404 plus every link's port (5405+N) of --answers."),
+    answers: Optional[str] = typer.Option(
+        None, "--answers", help="Answer file whose links decide the ports."),
+    address: Optional[List[str]] = typer.Option(
+        None, "--address", "-a", help="Local address to listen on (repeatable). Default: all."),
+    token_file: Optional[str] = typer.Option(
+        None, "--token-file", help="File whose first line is the run's probe token."),
+    token: Optional[str] = typer.Option(
+        None, "--token", help="The probe token itself (visible in the process list: prefer "
+        "--token-file or $PVESTRAP_PROBE_TOKEN)."),
+    ttl: float = typer.Option(600.0, "--ttl", help="Exit after this many seconds."),
+    rate: float = typer.Option(250.0, "--rate", help="Replies per second per source address."),
+    background: bool = typer.Option(
+        False, "--background", help="Detach and write --pid-file; does nothing when a responder "
+        "already holds the pid file."),
+    pid_file: str = typer.Option(DEFAULT_PID_FILE, "--pid-file", help="Pid file for --background "
+                                 "and --stop."),
+    log_file: Optional[str] = typer.Option(None, "--log-file", help="Log file in the background."),
+    stop: bool = typer.Option(False, "--stop", help="Stop the background responder of --pid-file."),
+) -> None:
+    """Answer authenticated preflight probes on UDP 5404 and each link's port (5405+N).
+
+    Unauthenticated datagrams get no answer, replies are never larger than the probe and are
+    rate-limited per source; a port that corosync already owns is answered through a raw socket.
+    """
+    import sys
+
+    from pvestrap.checks import responder as rsp
+    from pvestrap.checks.probe import load_token
+    from pvestrap.errors import UserError
+
+    def log(message: str) -> None:
+        print(f"responder: {message}", file=sys.stderr, flush=True)
+
+    if stop:
+        pid = rsp.stop_running(pid_file)
+        log(f"stopped pid {pid}" if pid else "no responder was running")
+        return
+    if ttl <= 0 or rate <= 0:
+        raise UserError("--ttl and --rate must be greater than 0", remedy="e.g. --ttl 600")
+    config = rsp.ResponderConfig(
+        token=load_token(token, token_file), ports=_ports(port, answers, rsp),
+        addresses=tuple(address or ()), ttl_s=ttl, rate_pps=rate, burst=max(rate, 1.0))
+    lock = rsp.PidLock(pid_file) if background else None
+    if lock is not None and not lock.acquire():
+        log(f"already running (pid {rsp.PidLock(pid_file).holder()}): nothing to do")
+        return
+    server = rsp.Responder(config, log)
+    server.open()
+    if lock is not None:
+        pid = rsp.daemonize(lock, log_file)
+        if pid is not None:
+            log(f"running in the background as pid {pid} for {ttl:g} s (pid file {pid_file})")
+            return
+    try:
+        stats = server.serve()
+    finally:
+        server.close()
+    log(f"answered {stats.answered}, dropped {stats.rejected} unauthenticated, "
+        f"rate-limited {stats.rate_limited}")
+    if lock is not None:
+        import os
+
+        os._exit(0)  # the daemon must not run the parent's exit handlers
+
+
+def _ports(given: Optional[List[int]], answers: Optional[str], rsp) -> tuple[int, ...]:
+    from pvestrap.errors import UserError
+
+    if given and answers:
+        raise UserError("give --port or --answers, not both", remedy="drop one of them")
+    if given:
+        bad = [p for p in given if not 1 <= p <= 65535]
+        if bad:
+            raise UserError(f"--port {bad[0]} is not a UDP port", remedy="use 1..65535")
+        return tuple(sorted(set(given)))
+    if answers:
+        from pvestrap.answers import load_plan
+
+        return rsp.ports_for_links(load_plan(answers).link_numbers)
+    return rsp.DEFAULT_PORTS
