@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import difflib
 import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass
@@ -214,9 +215,17 @@ def _value(value: Any, key: Key, path: str, out: list[Finding]) -> tuple[bool, A
             if not isinstance(item, str):
                 _mistyped(item, Key(key.name, STR, key.doc), f"{path}[{i}]", out)
         return True, tuple(item for item in value if isinstance(item, str))
-    if _type_ok(value, key.kind):
-        return True, float(value) if key.kind == NUM else value
-    return _mistyped(value, key, path, out)
+    if not _type_ok(value, key.kind):
+        return _mistyped(value, key, path, out)
+    if isinstance(value, int) and not -2**63 <= value < 2**63:
+        out.append(fail("answer-number-out-of-range", "integers in TOML must fit in 64 bits",
+                        path, remedy="use a realistic value"))
+        return False, None
+    if key.kind == NUM and not math.isfinite(value):
+        out.append(fail("answer-number-out-of-range", f"{value} is not a finite number", path,
+                        remedy="use a number such as 2.0"))
+        return False, None
+    return True, float(value) if key.kind == NUM else value
 
 
 def _type_ok(value: Any, kind: str) -> bool:

@@ -1,7 +1,6 @@
-"""Answer files: every rule with its TOML path and line, export, schema, join info, passwords.
+"""Answer files: every loader rule with its TOML path and line, join info, passwords.
 
-Property tests: random valid plans survive dumps -> loads unchanged (and satisfy the JSON
-Schema); random mutations of answer files raise nothing but pvestrap's own errors.
+Export, schema and the hypothesis properties are in test_answer_export.py.
 """
 
 from __future__ import annotations
@@ -14,14 +13,10 @@ import re
 import tomllib
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
 
 from pvestrap import answer_schema, answers, joininfo
-from pvestrap.errors import PvestrapError, UserError, ValidationFailed
-from pvestrap.plan import (BACKENDS, BWLIMIT_KEYS, CONSOLES, HA_POLICIES, KEYBOARDS,
-                           TRANSFER_TYPES, ClusterPlan, Datacenter, InterfaceStanza, JoinTarget,
-                           Link, Node, Preflight, Thresholds, validate)
+from pvestrap.errors import UserError, ValidationFailed
+from pvestrap.plan import JoinTarget
 
 DATA = pathlib.Path(__file__).parent / "data" / "answers"
 FP = ":".join(f"{i * 7 % 256:02X}" for i in range(32))
@@ -174,6 +169,17 @@ def test_type_errors_name_the_expected_and_the_given_type(old, new, subject, exp
             for f in typed] == [(subject, expected, got, line_of(text, new.split("\n")[0]))]
 
 
+@pytest.mark.parametrize("old,new,subject", [
+    ("latency_fail_ms = 2.0", "latency_fail_ms = 1" + "0" * 400, "preflight.latency_fail_ms"),
+    ("latency_fail_ms = 2.0", "latency_fail_ms = nan", "preflight.latency_fail_ms"),
+    ("clock_warn_s = 0.1", "clock_warn_s = +inf", "preflight.clock_warn_s"),
+    ("nodeid = 3", "nodeid = 9223372036854775808", "nodes[2].nodeid"),
+])
+def test_numbers_toml_cannot_hold_or_that_are_not_finite_are_refused(old, new, subject):
+    text = edit(old, new)
+    assert problems(text) == [("answer-number-out-of-range", subject, line_of(text, new))]
+
+
 def test_a_single_table_where_an_array_of_tables_belongs_says_how_to_write_it():
     text = '[cluster]\nname = "a"\n[links]\nnumber = 0\n[[nodes]]\nname = "n"\nlink0 = "10.0.0.1"\n'
     with pytest.raises(ValidationFailed) as info:
@@ -220,7 +226,7 @@ def test_password_references_must_be_references(old, new, code, subject):
     assert line == line_of(text, "[join]" if subject == "join" else new.split("\n")[-1])
 
 
-# -- plan.validate() findings arrive as TOML paths ------------------------------------------------
+# -- plan.validate() findings arrive as TOML paths -------------------------------------------------
 
 @pytest.mark.parametrize("old,new,code,subject", [
     ('name = "prod"', 'name = "this-name-is-too-long"', "cluster-name-invalid", "cluster.name"),
@@ -253,7 +259,8 @@ def test_password_references_must_be_references(old, new, code, subject):
     ("clock_warn_s = 0.1", "clock_warn_s = 0", "threshold-invalid", "preflight.clock_warn_s"),
     ("ignore_checks = []", 'ignore_checks = ["all"]', "ignore-all-refused",
      "preflight.ignore_checks"),
-    ('ntp_servers = ["0.debian.pool.ntp.org"]', 'ntp_servers = ["a{b"]', "value-forbidden-character", "preflight.ntp_servers[0]"),
+    ('ntp_servers = ["0.debian.pool.ntp.org"]', 'ntp_servers = ["a{b"]',
+     "value-forbidden-character", "preflight.ntp_servers[0]"),
 ])
 def test_plan_rules_are_reported_with_toml_paths_and_lines(old, new, code, subject):
     text = edit(old, new)
@@ -296,7 +303,7 @@ def test_installer_keyboard_spellings_are_mapped(installer, pve):
     assert plan.datacenter.keyboard == pve
 
 
-# -- TOML syntax and unreadable files ------------------------------------------------------------
+# -- TOML syntax and unreadable files --------------------------------------------------------------
 
 @pytest.mark.parametrize("text,line", [
     ('[cluster]\nname = "prod"\nnodes = = 3\n', 3),
@@ -369,7 +376,7 @@ def test_key_lines_understands_quoted_dotted_inline_and_multiline_values():
     assert answer_schema.line_of(where, "links[0]") is None
 
 
-# -- select_node ------------------------------------------------------------------------------------
+# -- select_node -----------------------------------------------------------------------------------
 
 def test_select_node_by_name_and_by_short_hostname(monkeypatch):
     plan = answers.loads(answers.example())
@@ -410,6 +417,7 @@ def test_joininfo_decodes_the_gui_blob():
     assert (info.cluster_name, info.link_numbers) == ("prod", (0, 1))
     wrapped = "\n".join(re.findall(".{1,60}", gui_blob().rstrip("=")))
     assert joininfo.decode(wrapped) == info
+    assert joininfo.decode(gui_blob(peerLinks=None)).peer_links == {}
 
 
 @pytest.mark.parametrize("blob", [

@@ -1,0 +1,114 @@
+"""`pvestrap answer init|validate|schema` through pvestrap.cli.main, and once as a real process."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from pvestrap import answers
+from pvestrap.cli import main
+
+DATA = pathlib.Path(__file__).parent / "data" / "answers"
+PVESTRAP = pathlib.Path(sys.executable).parent / "pvestrap"
+
+
+def test_init_writes_the_example_and_refuses_to_overwrite(tmp_path, capsys):
+    target = tmp_path / "answers.toml"
+    assert main(["answer", "init", str(target)]) == 0
+    assert target.read_text() == answers.example()
+    assert f"pvestrap answer validate {target}" in capsys.readouterr().out
+    target.write_text("# mine\n")
+    assert main(["answer", "init", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "exists" in err and "--force" in err
+    assert target.read_text() == "# mine\n"
+    assert main(["answer", "init", str(target), "--force"]) == 0
+    assert target.read_text() == answers.example()
+
+
+def test_init_without_a_file_prints_the_example(capsys):
+    assert main(["answer", "init"]) == 0
+    assert capsys.readouterr().out == answers.example()
+
+
+def test_init_into_a_missing_folder_is_a_user_error(tmp_path, capsys):
+    assert main(["answer", "init", str(tmp_path / "no" / "such" / "a.toml")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_validate_a_good_file_prints_a_summary(tmp_path, capsys):
+    target = tmp_path / "answers.toml"
+    target.write_text(answers.example())
+    assert main(["answer", "validate", str(target)]) == 0
+    assert capsys.readouterr().out == f"{target}: valid, 3 nodes, 2 links\n"
+    assert main(["answer", "validate", str(target), "--node", "pve2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "node pve2: nodeid 2, join (create node: pve1)"
+
+
+def test_validate_with_an_unknown_node_names_the_known_ones(tmp_path, capsys):
+    target = tmp_path / "answers.toml"
+    target.write_text(answers.example())
+    assert main(["answer", "validate", str(target), "--node", "pve7"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "pve1, pve2, pve3" in captured.err and "--node" in captured.err
+
+
+def test_validate_prints_every_problem_with_its_line(capsys):
+    path = DATA / "many-problems.toml"
+    assert main(["answer", "validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: 23 problems found\n")
+    for line, subject, code in [(3, "cluster.name", "cluster-name-invalid"),
+                                (21, "nodes[0].nodeid", "answer-type-invalid"),
+                                (27, "nodes[1].lnik2", "answer-key-unknown"),
+                                (39, "join.password", "answer-secret-refused"),
+                                (43, "datacenter.migration.network", "migration-network-invalid"),
+                                (49, "preflight.ignore_checks", "ignore-all-refused")]:
+        assert any(ln.startswith(f"  {path}:{line}: {subject}: ") and ln.endswith(f"[{code}]")
+                   for ln in err.splitlines()), (line, subject)
+    assert "hunter2" not in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("content,needle", [
+    ('[cluster]\nname = "a"\nname = = 2\n', ":3: not valid TOML"),
+    (b'[cluster]\nname = "\xff"\n', ":2: not UTF-8"),
+])
+def test_validate_reports_unparsable_files_with_their_line(tmp_path, capsys, content, needle):
+    target = tmp_path / "broken.toml"
+    if isinstance(content, bytes):
+        target.write_bytes(content)
+    else:
+        target.write_text(content)
+    assert main(["answer", "validate", str(target)]) == 2
+    assert f"{target}{needle}" in capsys.readouterr().err
+
+
+def test_validate_a_missing_file(tmp_path, capsys):
+    assert main(["answer", "validate", str(tmp_path / "nope.toml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_schema_prints_the_json_schema(capsys):
+    assert main(["answer", "schema"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == answers.schema()
+    assert printed["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert set(printed["properties"]) == {"cluster", "links", "nodes", "join", "datacenter",
+                                          "preflight"}
+
+
+def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
+    assert PVESTRAP.exists(), PVESTRAP
+    proc = subprocess.run([str(PVESTRAP), "answer", "validate",
+                           str(DATA / "many-problems.toml")],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert ":39: join.password: " in proc.stderr
