@@ -328,7 +328,8 @@ class CorosyncConf:
 
     @classmethod
     def create(cls, plan: "ClusterPlan") -> "CorosyncConf":
-        """What `pvecm create` and then `pvecm add` for each further node write for this plan."""
+        """The whole cluster's file in pvecm's keys, values and layout (create_conf, then the
+        nodes `pvecm add` adds), at config_version 1: pvecm itself would be at 1 + one per join."""
         plan.check("plan")
         nodes = tuple(Section("node", _node_items(n.name, n.nodeid, n.votes, n.addresses))
                       for n in plan.nodes)

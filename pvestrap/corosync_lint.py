@@ -10,6 +10,7 @@ transports, repeated sections) are checked on the tree itself.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from pvestrap.corosync_conf import (ConfParseError, Item, Section, as_int, interface_number,
                                     node_addresses, parse)
@@ -17,6 +18,7 @@ from pvestrap.findings import Finding, Severity, fail
 from pvestrap.plan import ClusterPlan, Link, Node, validate
 
 CHECK = "corosync-conf"
+HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 REPEATABLE = ("node", "interface")
 LEGACY_TRANSPORTS = ("udp", "udpu")
 # What corosync 3 does with totem.secauth / crypto_cipher / crypto_hash (exec/totemconfig.c,
@@ -41,6 +43,8 @@ def derive_plan(tree: Section) -> tuple[ClusterPlan, Where]:
     links: list[Link] = []
     for k, iface in enumerate(totem.sections("interface")):
         path, j = f"totem.interface[{k}]", len(links)
+        if not isinstance(interface_number(iface), int):
+            continue  # lint reports it; the plan's link numbers must be numbers
         links.append(Link(interface_number(iface), None,
                           as_int(iface.get("knet_link_priority", "0"))))
         key = "linknumber" if iface.item("linknumber") or not iface.item("ringnumber") \
@@ -57,7 +61,8 @@ def derive_plan(tree: Section) -> tuple[ClusterPlan, Where]:
         i, first = next((i, s) for i, s in enumerate(nodelist.sections("node"))
                         if number in node_addresses(s))
         item = node_addresses(first)[number][0]
-        where[f"links[{len(links)}]"] = (f"nodelist.node[{i}].{item.key}", item.line)
+        where[f"links[{len(links)}]"] = where[f"links[{len(links)}].number"] = (
+            f"nodelist.node[{i}].{item.key}", item.line)
         links.append(Link(number))
     coefficient = totem.get("token_coefficient")
     plan = ClusterPlan(totem.get("cluster_name") or "", tuple(nodes), tuple(links),
@@ -148,6 +153,13 @@ def _required(tree: Section) -> list[Finding]:
                        "set 'provider: corosync_votequorum' in the quorum section",
                        value=provider))
     totem = tree.section("totem")
+    for k, iface in enumerate(totem.sections("interface") if totem else ()):
+        number = interface_number(iface)
+        if not isinstance(number, int):
+            key = "linknumber" if iface.item("linknumber") else "ringnumber"
+            out.append(_at("conf-linknumber-invalid", Severity.FAIL, f"{key} {number!r} is not "
+                           "a whole number", f"totem.interface[{k}].{key}", _line(iface, key),
+                           "use the link's number, 0..7", value=number))
     if totem is not None:
         version = as_int(totem.get("config_version"))
         if version is None:
@@ -189,8 +201,12 @@ def _plan_rules(plan: ClusterPlan, where: Where, tree: Section) -> list[Finding]
             continue
         if finding.code == "cluster-name-invalid" and not plan.cluster_name:
             finding = dataclasses.replace(finding, code="conf-cluster-name-missing",
-                                          message="totem.cluster_name is missing")
-        if finding.code == "address-not-ip":
+                                          message="totem.cluster_name is missing",
+                                          remedy="add 'cluster_name: NAME' to totem")
+        if finding.code == "address-not-ip" and not HOSTNAME.match(_address(plan, finding)):
+            finding = dataclasses.replace(
+                finding, code="address-invalid", message=f"{finding.message}, nor a hostname")
+        elif finding.code == "address-not-ip":
             finding = dataclasses.replace(
                 finding, severity=Severity.WARN, message=f"{finding.message}: a hostname, "
                 "resolved by corosync at start (a changed DNS entry moves the link)",
@@ -198,6 +214,12 @@ def _plan_rules(plan: ClusterPlan, where: Where, tree: Section) -> list[Finding]
         out.append(Finding(finding.code, finding.severity, finding.message, subject, CHECK,
                            {**finding.payload, "line": line}, finding.remedy))
     return out + _interface_coverage(plan, tree)
+
+
+def _address(plan: ClusterPlan, finding: Finding) -> str:
+    """The address a plan finding is about (the plan puts its path in the subject)."""
+    m = re.fullmatch(r"nodes\[(\d+)\]\.link(\d+)", finding.subject or "")
+    return plan.nodes[int(m.group(1))].addresses[int(m.group(2))] if m else ""
 
 
 def _interface_coverage(plan: ClusterPlan, tree: Section) -> list[Finding]:

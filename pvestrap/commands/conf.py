@@ -29,12 +29,12 @@ def lint_command(
     broken = [f for f in findings if f.code == "conf-parse-error"]
     if json_output:
         print(json.dumps([f.as_dict() for f in findings], indent=2))
-    elif broken:
+    if broken:
         raise UserError(f"{file}:{broken[0].payload['line']}: {broken[0].message}",
                         code="conf-parse-error", remedy=broken[0].remedy)
-    else:
+    if not json_output:
         print(_report(file, findings))
-    raise SystemExit(2 if broken else 1 if failures(findings) else 0)
+    raise SystemExit(1 if failures(findings) else 0)
 
 
 @app.command("fmt")
