@@ -1,0 +1,194 @@
+"""`up`: build a lab's namespaces, NICs, switch and private files, in few batched steps.
+
+Order: state first (so a crash leaves a trail), then the node folders and keys, the switch
+namespace, all holders at once, then one `ip -batch` in the root namespace that names the node
+namespaces and creates every veth directly inside its namespaces (the root namespace never holds
+a lab interface, not even for a moment), then one batch for the switch and one per node, run at
+the same time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import replace
+
+from pvestrap.errors import UserError
+from pvestrap.lab import files, names, proc, state
+
+OPAQUE = ("trusted.overlay.opaque", b"y")
+# Folders the node owns outright (the host's copies would mislead: e.g. Debian's example
+# /etc/corosync/corosync.conf would make every node look like a cluster member).
+OPAQUE_DIRS = ("etc/corosync", "etc/ssh", "root/.ssh")
+LINK_TIMEOUT = 10.0
+BOUND = (("var/lib/corosync", "/var/lib/corosync"), ("var/log", "/var/log"))
+
+
+def refuse_existing(layout: names.Layout) -> None:
+    leftovers = [n for n in proc.netns_names() if layout.owns_netns(n)]
+    if layout.state_dir.exists() or leftovers:
+        raise UserError(f"lab {layout.prefix!r} exists already", code="lab-exists",
+                        remedy=f"use it, remove it with `pvestrap lab down --name "
+                               f"{layout.prefix}`, or choose another --name")
+
+
+def prepare_node(layout: names.Layout, st: state.LabState, index: int) -> None:
+    """The node's folder: upper layers for /etc and /root, and the folders bound over /run etc."""
+    root = layout.node_dir(index)
+    for sub in ("etc/network", "etc/corosync/uidgid.d", "etc/ssh", "root/.ssh", "run/sshd",
+                "var/lib/corosync", "var/log/corosync", ".etc-work", ".root-work"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for sub in OPAQUE_DIRS:
+        os.setxattr(root / sub, *OPAQUE)
+    os.chmod(root / "etc", 0o755)
+    os.chmod(root / "root", 0o700)
+    os.chmod(root / "root/.ssh", 0o700)
+    os.chmod(root / "run", 0o755)
+    os.chmod(root / "run/sshd", 0o755)
+    etc = root / "etc"
+    (etc / "hostname").write_text(files.hostname(layout, index))
+    (etc / "hosts").write_text(files.hosts(layout, st.nodes, index))
+    (etc / "network/interfaces").write_text(files.interfaces(st.links, index))
+    (etc / "ssh/ssh_config").write_text(files.SSH_CONFIG)
+
+
+def holder_spec(layout: names.Layout, index: int) -> str:
+    root = layout.node_dir(index)
+    return json.dumps({
+        "tag": layout.tag(index),
+        "hostname": layout.node_name(index),
+        "overlays": [[str(root / "etc"), str(root / ".etc-work"), "/etc"],
+                     [str(root / "root"), str(root / ".root-work"), "/root"]],
+        "binds": [[str(root / sub), target] for sub, target in BOUND],
+        "run": str(root / "run"),
+    })
+
+
+def keygen_jobs(layout: names.Layout, st: state.LabState) -> list:
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        return []
+    jobs = [([keygen, "-q", "-t", "ed25519", "-N", "", "-C", f"root@{layout.prefix}-lab",
+              "-f", str(layout.ssh_dir / "id_ed25519")], None)]
+    for index in range(1, st.nodes + 1):
+        jobs.append(([keygen, "-q", "-t", "ed25519", "-N", "", "-C",
+                      f"root@{layout.node_name(index)}",
+                      "-f", str(layout.node_dir(index) / "etc/ssh/ssh_host_ed25519_key")], None))
+    return jobs
+
+
+def install_ssh(layout: names.Layout, st: state.LabState) -> None:
+    """One lab key for root on every node; every node knows every node's host key."""
+    user_key = layout.ssh_dir / "id_ed25519"
+    if not user_key.exists():
+        return
+    public = (layout.ssh_dir / "id_ed25519.pub").read_text()
+    host_keys = {i: (layout.node_dir(i) / "etc/ssh/ssh_host_ed25519_key.pub").read_text()
+                 for i in range(1, st.nodes + 1)}
+    known = files.known_hosts(layout, st.nodes, st.links, host_keys)
+    for index in range(1, st.nodes + 1):
+        root = layout.node_dir(index)
+        ssh = root / "root/.ssh"
+        shutil.copyfile(user_key, ssh / "id_ed25519")
+        os.chmod(ssh / "id_ed25519", 0o600)
+        (ssh / "id_ed25519.pub").write_text(public)
+        (ssh / "authorized_keys").write_text(public)
+        os.chmod(ssh / "authorized_keys", 0o600)
+        (ssh / "known_hosts").write_text(known)
+        (root / "etc/ssh/ssh_known_hosts").write_text(known)
+
+
+def start_holders(layout: names.Layout, st: state.LabState) -> dict[int, int]:
+    jobs = [(proc.script("holder.py") + [holder_spec(layout, i)], None)
+            for i in range(1, st.nodes + 1)]
+    results = proc.run_all(jobs, check=False)
+    pids = {i: int(r.stdout.strip()) for i, r in enumerate(results, 1) if r.returncode == 0}
+    failed = [r.stderr.strip() for r in results if r.returncode != 0]
+    if failed:
+        state.save(replace(st, holders=pids))
+        raise proc.OperationFailed(f"a lab node could not be set up: {failed[0]}",
+                                   code="lab-node-failed")
+    return pids
+
+
+def root_batch(layout: names.Layout, st: state.LabState) -> list[str]:
+    lines = [f"netns attach {layout.node_name(i)} {pid}" for i, pid in st.holders.items()]
+    for index in range(1, st.nodes + 1):
+        for link in [*range(st.links), 9]:
+            nic = names.nic(link) if link != 9 else names.SPARE_NIC
+            lines.append(f"link add {nic} netns {layout.node_name(index)} type veth peer name "
+                         f"{names.port_name(index, link)} netns {layout.switch_ns} "
+                         f"mtu {names.SWITCH_MTU}")
+    return lines
+
+
+def switch_batch(st: state.LabState) -> list[str]:
+    lines = []
+    for link in range(st.links):
+        lines += [f"link add {names.bridge(link)} type bridge mcast_snooping 0",
+                  f"link set {names.bridge(link)} mtu {names.SWITCH_MTU} up"]
+    for index in range(1, st.nodes + 1):
+        for link in range(st.links):
+            lines.append(f"link set {names.port_name(index, link)} master {names.bridge(link)} up")
+        lines.append(f"link set {names.port_name(index, 9)} up")
+    return lines
+
+
+def node_batch(st: state.LabState, index: int) -> list[str]:
+    lines = ["link set lo up"]
+    for link in range(st.links):
+        nic = names.nic(link)
+        lines += [f"addr add {names.address(link, index)}/24 dev {nic}", f"link set {nic} up"]
+    return lines
+
+
+def build(st: state.LabState) -> state.LabState:
+    """Create everything for ST (saved already); return the state of the running lab."""
+    layout = st.layout
+    layout.ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    for index in range(1, st.nodes + 1):
+        prepare_node(layout, st, index)
+    proc.run_all(keygen_jobs(layout, st))
+    install_ssh(layout, st)
+    proc.run(["ip", "netns", "add", layout.switch_ns])
+    st = replace(st, netns={layout.switch_ns: proc.netns_inode(layout.switch_ns) or 0})
+    state.save(st)
+    st = replace(st, holders=start_holders(layout, st))
+    state.save(st)
+    proc.run_all([proc.ip_batch(root_batch(layout, st))])
+    proc.run_all([proc.ip_batch(switch_batch(st), layout.switch_ns)] +
+                 [proc.ip_batch(node_batch(st, i), layout.node_name(i))
+                  for i in range(1, st.nodes + 1)])
+    inodes = {name: proc.netns_inode(name) or 0
+              for name in [layout.switch_ns] + [layout.node_name(i)
+                                                for i in range(1, st.nodes + 1)]}
+    st = replace(st, netns=inodes, phase="up")
+    state.save(st)
+    wait_links(st)
+    return st
+
+
+def wait_links(st: state.LabState, timeout: float = LINK_TIMEOUT) -> None:
+    """The kernel turns new veths on in batches up to a second later (linkwatch); until then
+    they drop frames, so `up` returns only when every link NIC is up."""
+    pending = [st.root(i) / f"sys/class/net/{names.nic(link)}/operstate"
+               for i in range(1, st.nodes + 1) for link in range(st.links)]
+    deadline = time.monotonic() + timeout
+    while pending:
+        pending = [p for p in pending if _read(p) != "up"]
+        if pending and time.monotonic() > deadline:
+            raise proc.OperationFailed(f"{len(pending)} lab NICs did not come up within "
+                                       f"{timeout:g} s (first: {pending[0]})",
+                                       code="lab-link-down")
+        if pending:
+            time.sleep(0.01)
+
+
+def _read(path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+

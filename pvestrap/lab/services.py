@@ -1,0 +1,122 @@
+"""Daemons inside lab nodes: corosync, chronyd (NTP server only, -x) and sshd.
+
+Each runs in its node's namespaces (nsenter into the holder), under libfaketime when the node
+has a clock offset, detached from the caller, with its output in the node's /var/log. `start`
+returns once the daemon listens on its port, so a test can use it right away.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pvestrap.errors import OperationFailed, UserError
+from pvestrap.lab import effects, files, impair, proc, state
+
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    argv: tuple[str, ...]
+    proto: str  # the socket table that shows it is up: tcp | udp
+    port: int
+
+
+SERVICES = {
+    "corosync": Service("corosync", ("corosync", "-f"), "udp", 5405),
+    "chrony": Service("chrony", ("chronyd", "-x", "-d", "-f", "/run/chrony-lab.conf"), "udp", 123),
+    "sshd": Service("sshd", ("/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/sshd_config"),
+                    "tcp", 22),
+}
+
+
+def service(name: str) -> Service:
+    try:
+        return SERVICES[name]
+    except KeyError:
+        raise UserError(f"unknown lab service {name!r}", code="lab-service-unknown",
+                        remedy=f"use one of {', '.join(SERVICES)}") from None
+
+
+def node_command(st: state.LabState, index: int, argv: list[str], net_only: bool = False) -> \
+        tuple[list[str], dict[str, str]]:
+    """(argv, extra environment) that run ARGV inside node INDEX."""
+    spaces = ["-n"] if net_only else ["-n", "-m", "-u"]
+    env = effects.faketime_env(impair.clock_offset(st.impairments, index))
+    return ["nsenter", "-t", str(st.holders[index]), *spaces, *argv], env
+
+
+def _prepare(st: state.LabState, index: int, svc: Service, env: dict[str, str]) -> None:
+    root = st.root(index)
+    if svc.name == "corosync" and not (root / "etc/corosync/corosync.conf").exists():
+        raise UserError(f"{st.layout.node_name(index)} has no /etc/corosync/corosync.conf",
+                        code="lab-corosync-unconfigured",
+                        remedy="write one into the node first (e.g. `pvestrap lab corosync config"
+                               f" --name {st.prefix}`)")
+    if svc.name == "chrony":
+        (root / "run/chrony-lab.conf").write_text(files.chrony_conf(st.links))
+    if svc.name == "sshd":
+        (root / "etc/ssh/sshd_config").write_text(files.sshd_config(env))
+    if shutil.which(svc.argv[0]) is None:
+        raise UserError(f"{svc.argv[0]} is not installed", code="lab-tool-missing",
+                        remedy=f"install the package that provides {svc.argv[0]}")
+
+
+def listening(pid: int, svc: Service) -> bool:
+    """Whether PID's network namespace has a socket bound to the service's port."""
+    try:
+        lines = Path(f"/proc/{pid}/net/{svc.proto}").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    want = f":{svc.port:04X}"
+    listen_state = "0A" if svc.proto == "tcp" else "07"
+    return any(line.split()[1].endswith(want) and line.split()[3] == listen_state
+               for line in lines if len(line.split()) > 3)
+
+
+def start(st: state.LabState, index: int, name: str) -> state.LabState:
+    svc = service(name)
+    current = st.services.get(index, {}).get(name)
+    node_net = st.netns.get(st.layout.node_name(index))
+    if current and proc.alive(current, node_net):
+        return st
+    argv, env = node_command(st, index, list(svc.argv))
+    _prepare(st, index, svc, env)
+    log = st.layout.node_dir(index) / f"var/log/{name}.out"
+    pid = proc.spawn(argv, log, env)
+    deadline = time.monotonic() + START_TIMEOUT
+    while not listening(pid, svc):
+        if not proc.alive(pid) or time.monotonic() > deadline:
+            proc.kill([pid])
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise OperationFailed(f"{name} did not start on {st.layout.node_name(index)}"
+                                  + ("".join(f"\n  {line}" for line in tail)),
+                                  code="lab-service-failed")
+        time.sleep(0.02)
+    return st.with_service(index, name, pid)
+
+
+def stop(st: state.LabState, index: int, name: str) -> state.LabState:
+    service(name)
+    pid = st.services.get(index, {}).get(name)
+    if pid and proc.alive(pid, st.netns.get(st.layout.node_name(index))):
+        left = proc.kill([pid], timeout=STOP_TIMEOUT, sig=signal.SIGTERM)
+        proc.kill(left)
+    return st.with_service(index, name, None)
+
+
+def running(st: state.LabState) -> dict[int, dict[str, int]]:
+    """The services that are really alive, per node."""
+    out: dict[int, dict[str, int]] = {}
+    for index, mine in st.services.items():
+        net = st.netns.get(st.layout.node_name(index))
+        alive = {n: pid for n, pid in mine.items() if proc.alive(pid, net)}
+        if alive:
+            out[index] = alive
+    return out

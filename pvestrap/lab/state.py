@@ -1,0 +1,152 @@
+"""A lab's state, in one place: /run/pvestrap-lab/<prefix>/state.json.
+
+It is written before anything is created (so a killed `up` leaves a trail `down` follows) and
+rewritten atomically after every change. Changes to one lab are serialised with a lock on its
+state folder, so parallel `lab corosync start n1` / `n2` calls do not lose each other's pids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from pvestrap.errors import UserError
+from pvestrap.lab import impair, names
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class LabState:
+    prefix: str
+    nodes: int
+    links: int
+    phase: str = "creating"  # creating | up
+    holders: Mapping[int, int] = field(default_factory=dict)  # node -> pid
+    netns: Mapping[str, int] = field(default_factory=dict)  # namespace name -> inode
+    impairments: tuple[impair.Impairment, ...] = ()
+    services: Mapping[int, Mapping[str, int]] = field(default_factory=dict)  # node -> name -> pid
+    forwarder: int | None = None
+    created: float = 0.0
+
+    @property
+    def layout(self) -> names.Layout:
+        return names.Layout(self.prefix)
+
+    def root(self, index: int) -> Path:
+        """Node INDEX's file system as the node sees it (its overlays and binds included), for
+        reading and writing its files from outside, e.g. RealSystem(root=...)."""
+        return Path(f"/proc/{self.holders[index]}/root")
+
+    def with_service(self, node: int, service: str, pid: int | None) -> "LabState":
+        services = {n: dict(s) for n, s in self.services.items()}
+        mine = services.setdefault(node, {})
+        if pid is None:
+            mine.pop(service, None)
+        else:
+            mine[service] = pid
+        return replace(self, services={n: s for n, s in services.items() if s})
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["version"] = VERSION
+        data["impairments"] = [i.as_dict() for i in self.impairments]
+        return json.dumps(data, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "LabState":
+        data = json.loads(text)
+        return cls(
+            prefix=data["prefix"], nodes=int(data["nodes"]), links=int(data["links"]),
+            phase=data.get("phase", "creating"),
+            holders={int(k): int(v) for k, v in data.get("holders", {}).items()},
+            netns={str(k): int(v) for k, v in data.get("netns", {}).items()},
+            impairments=impair.from_json(data.get("impairments", [])),
+            services={int(k): {str(s): int(p) for s, p in v.items()}
+                      for k, v in data.get("services", {}).items()},
+            forwarder=data.get("forwarder"),
+            created=float(data.get("created", 0.0)),
+        )
+
+
+def new(prefix: str, nodes: int, links: int) -> LabState:
+    return LabState(prefix=prefix, nodes=nodes, links=links, created=time.time())
+
+
+def save(state: LabState) -> None:
+    path = state.layout.state_file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(state.to_json(), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load(prefix: str) -> LabState:
+    path = names.Layout(prefix).state_file
+    try:
+        return LabState.from_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"there is no lab {prefix!r}", code="lab-unknown",
+                        remedy=_which_labs()) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"the state of lab {prefix!r} ({path}) is unreadable: {exc}",
+                        code="lab-state-broken",
+                        remedy=f"remove the lab with `pvestrap lab down --name {prefix}`") from None
+
+
+def try_load(prefix: str) -> LabState | None:
+    try:
+        return load(prefix)
+    except UserError:
+        return None
+
+
+def prefixes() -> list[str]:
+    """Labs that have a state folder (complete or not)."""
+    try:
+        return sorted(p.name for p in names.STATE_ROOT.iterdir()
+                      if p.is_dir() and names.PREFIX_RE.match(p.name))
+    except OSError:
+        return []
+
+
+def _which_labs() -> str:
+    labs = prefixes()
+    if not labs:
+        return "create one with `pvestrap lab up --nodes 3`"
+    return f"existing labs: {', '.join(labs)}"
+
+
+def resolve(prefix: str | None) -> str:
+    """--name, or the only lab there is."""
+    if prefix:
+        return names.check_prefix(prefix)
+    labs = prefixes()
+    if len(labs) == 1:
+        return labs[0]
+    raise UserError("there are several labs: which one?" if labs else "there is no lab",
+                    code="lab-name-missing", remedy="pass --name PREFIX; " + _which_labs())
+
+
+@contextlib.contextmanager
+def locked(prefix: str, create: bool = False) -> Iterator[Path]:
+    """Hold the lab's lock (a flock on its state folder) for one change."""
+    folder = names.Layout(prefix).state_dir
+    if create:
+        names.STATE_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        raise UserError(f"there is no lab {prefix!r}", code="lab-unknown",
+                        remedy=_which_labs()) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield folder
+    finally:
+        os.close(fd)
