@@ -188,6 +188,7 @@ class Responder:
         wire.set_dont_fragment(sock, family)
         sock.setblocking(False)
         self.selector.register(sock, selectors.EVENT_READ, ("socket", family))
+        port = sock.getsockname()[1]  # port 0 (tests): the kernel's choice
         self.log(f"listening on {_where(address, port)}/udp")
         return Endpoint(address, port, "socket")
 

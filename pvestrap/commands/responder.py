@@ -84,12 +84,13 @@ def _ports(given: Optional[List[int]], answers: Optional[str], rsp) -> tuple[int
     if given and answers:
         raise UserError("give --port or --answers, not both", remedy="drop one of them")
     if given:
-        bad = [p for p in given if not 1 <= p <= 65535]
+        bad = [p for p in given if not 0 <= p <= 65535]
         if bad:
-            raise UserError(f"--port {bad[0]} is not a UDP port", remedy="use 1..65535")
+            raise UserError(f"--port {bad[0]} is not a UDP port",
+                            remedy="use 1..65535 (0: any free port, for tests)")
         return tuple(sorted(set(given)))
     if answers:
-        from pvestrap.answers import load_plan
+        from pvestrap.answers import load
 
-        return rsp.ports_for_links(load_plan(answers).link_numbers)
+        return rsp.ports_for_links(load(answers).link_numbers)
     return rsp.DEFAULT_PORTS

@@ -1,0 +1,206 @@
+"""The prober on loopback against real responders: open, closed, filtered, MTU, TCP, JSON.
+
+Only 127.0.0.1 / ::1 in the root namespace; everything that needs other addresses is a lab test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pvestrap.checks import probe as wire
+from pvestrap.checks import prober as P
+from pvestrap.checks import responder as rsp
+from pvestrap.checks.mtu import MtuSearch
+from pvestrap.plan import ClusterPlan, JoinTarget, Link, Node, Preflight
+
+TOKEN = wire.Token(b"prober-test-token-0123456")
+FAST = P.ProbeSettings(duration_s=0.5, interval_s=0.05, reply_timeout_s=0.5, icmp=False)
+
+
+@pytest.fixture
+def responders():
+    """responders(n, token=TOKEN, address=...) -> [port, ...]: loopback responder threads."""
+    running = []
+
+    def start(n=1, token=TOKEN, address="127.0.0.1", **kw):
+        config = rsp.ResponderConfig(token, ports=(0,) * n, addresses=(address,), ttl_s=60, **kw)
+        server = rsp.Responder(config)
+        ports = [e.port for e in server.open()]
+        stop = threading.Event()
+        thread = threading.Thread(target=server.serve, args=(stop.is_set,), daemon=True)
+        thread.start()
+        running.append((server, stop, thread))
+        return ports
+
+    yield start
+    for server, stop, thread in running:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+def _free_port(kind=socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _one(target: P.Target, settings=FAST, token=TOKEN) -> P.PortResult:
+    found = P.measure(P.ProbeRequest("me", (target,), settings=settings), token)
+    assert len(found.udp) == 1
+    return found.udp[0]
+
+
+def test_open_port_gives_rtts_and_a_near_zero_clock_offset(responders):
+    (port,) = responders()
+    r = _one(P.Target("peer", 0, port, "127.0.0.1", "127.0.0.1"))
+    assert r.state == "open"
+    assert r.sent == FAST.count and r.received == r.sent
+    assert len(r.rtts_ms) == r.received and all(0 < x < 50 for x in r.rtts_ms)
+    assert abs(r.offset_s) < 0.005  # one kernel clock: the offset is noise
+    assert r.delay_ms == min(r.rtts_ms)
+
+
+def test_ipv6_loopback_works_too(responders):
+    (port,) = responders(address="::1")
+    r = _one(P.Target("peer", 0, port, "::1", "::1"))
+    assert (r.state, r.received) == ("open", r.sent)
+
+
+def test_nothing_listening_is_closed():
+    r = _one(P.Target("peer", 0, _free_port(), "127.0.0.1"))
+    assert (r.state, r.received) == ("closed", 0)
+
+
+def test_a_responder_with_another_token_looks_filtered(responders):
+    (port,) = responders(token=wire.Token(b"some-other-run-token-xyz"))
+    r = _one(P.Target("peer", 0, port, "127.0.0.1"))
+    assert (r.state, r.sent, r.received) == ("filtered", FAST.count, 0)
+
+
+def test_a_source_address_not_on_this_node_is_an_error_not_a_verdict():
+    r = _one(P.Target("peer", 0, 5405, "127.0.0.1", source="203.0.113.7"))
+    assert r.state == "error" and "203.0.113.7" in r.error and r.sent == 0
+
+
+def test_many_targets_at_once_all_measured(responders):
+    """16 peers x 2 links x 2 ports, as in a 16-node mesh (the timing is in the benchmark)."""
+    ports = responders(4, rate_pps=1e6, burst=1e6)  # every probe comes from one address here
+    peers = {f"pve{i}": {0: "127.0.0.1", 1: "127.0.0.1"} for i in range(1, 17)}
+    targets = [P.Target(t.peer, t.link, ports[t.link * 2 + t.legacy], t.address, t.source,
+                        t.legacy) for t in P.udp_targets(peers, {0: "127.0.0.1", 1: "127.0.0.1"})]
+    found = P.measure(P.ProbeRequest("me", tuple(targets), settings=FAST), TOKEN)
+    assert len(found.udp) == 64
+    assert {r.state for r in found.udp} == {"open"}
+    assert all(r.received == r.sent == FAST.count for r in found.udp)
+    assert len(found.mtu) == 32
+
+
+def test_mtu_on_loopback_reaches_the_largest_datagram(responders):
+    (port,) = responders()
+    found = P.measure(P.ProbeRequest("me", (P.Target("peer", 0, port, "127.0.0.1"),),
+                                     settings=FAST), TOKEN)
+    (m,) = found.mtu
+    lo_mtu = int(open("/sys/class/net/lo/mtu").read())
+    assert m.forward_payload == m.reverse_payload == min(lo_mtu - 28, wire.MAX_DATAGRAM)
+    assert m.local_mtu == m.peer_mtu == lo_mtu
+
+
+@given(low=st.integers(64, 2000), span=st.integers(0, 9000), limit=st.integers(0, 12_000))
+def test_mtu_search_finds_exactly_the_largest_passing_size(low, span, limit):
+    search = MtuSearch(low, low + span)
+    steps = 0
+    while (size := search.next_size()) is not None:
+        search.record(size, size <= limit)
+        steps += 1
+        assert steps < 40
+    expected = None if limit < low else min(limit, low + span)
+    assert search.best == expected
+
+
+def test_tcp_open_and_closed():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    open_port = listener.getsockname()[1]
+    closed_port = _free_port(socket.SOCK_STREAM)
+    try:
+        req = P.ProbeRequest("me", tcp=(P.TcpTarget("pve1", "127.0.0.1", open_port, "join-api"),
+                                        P.TcpTarget("pve1", "127.0.0.1", closed_port, "join-ssh")),
+                             settings=FAST)
+        found = P.measure(req, TOKEN)
+    finally:
+        listener.close()
+    states = {r.port: r for r in found.tcp}
+    assert states[open_port].state == "open" and states[open_port].connect_ms is not None
+    assert states[closed_port].state == "closed"
+
+
+def test_icmp_second_opinion_where_udp_is_closed():
+    settings = P.ProbeSettings(duration_s=0.2, interval_s=0.05, reply_timeout_s=0.2,
+                               icmp_count=3)
+    found = P.measure(P.ProbeRequest("me", (P.Target("peer", 1, _free_port(), "127.0.0.1"),),
+                                     settings=settings), TOKEN)
+    (icmp,) = found.icmp
+    assert (icmp.peer, icmp.link, icmp.sent) == ("peer", 1, 3)
+    assert icmp.received == 3 and len(icmp.rtts_ms) == 3
+
+
+def test_measurements_survive_json(responders):
+    (port,) = responders()
+    found = P.measure(P.ProbeRequest("me", (P.Target("peer", 0, port, "127.0.0.1"),
+                                            P.Target("peer", 1, _free_port(), "127.0.0.1")),
+                                     settings=FAST), TOKEN)
+    again = P.Measurements.from_dict(json.loads(json.dumps(found.to_dict())))
+    assert again == found
+    req = P.ProbeRequest("me", (P.Target("a", 0, 1, "::1", "::1", True),),
+                         (P.TcpTarget("b", "::1", 22, "join-ssh"),),
+                         (P.DadTarget("10.254.0.1", "eth0", 0),), FAST)
+    assert P.ProbeRequest.from_dict(json.loads(json.dumps(req.to_dict()))) == req
+
+
+def test_module_entry_point_reads_a_request_and_prints_measurements(responders):
+    (port,) = responders()
+    req = P.ProbeRequest("me", (P.Target("peer", 0, port, "127.0.0.1"),), settings=FAST)
+    env = {**os.environ, wire.TOKEN_ENV: TOKEN.secret.decode()}
+    proc = subprocess.run([sys.executable, "-m", "pvestrap.checks.prober"],
+                          input=json.dumps(req.to_dict()), env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    found = P.Measurements.from_dict(json.loads(proc.stdout))
+    assert found.udp[0].state == "open"
+    bad = subprocess.run([sys.executable, "-m", "pvestrap.checks.prober"], input="{not json",
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def _plan(**kw) -> ClusterPlan:
+    nodes = tuple(Node(f"pve{i}", i, {0: f"10.254.0.{i}", 1: f"10.254.1.{i}"}) for i in (1, 2, 3))
+    return ClusterPlan("lab", nodes, (Link(0, "10.254.0.0/24"), Link(1, "10.254.1.0/24")), **kw)
+
+
+def test_request_from_plan_for_a_joiner():
+    plan = _plan(preflight=Preflight(qdevice="10.254.0.50"))
+    req = P.request_from_plan(plan, "pve2")
+    assert {(t.peer, t.link, t.port, t.address, t.source, t.legacy) for t in req.targets} == {
+        (peer, link, port, f"10.254.{link}.{i}", f"10.254.{link}.2", port == 5404)
+        for peer, i in (("pve1", 1), ("pve3", 3)) for link in (0, 1)
+        for port in (5404, 5405 + link)}
+    assert {(t.name, t.address, t.port, t.purpose) for t in req.tcp} == {
+        ("pve1", "10.254.0.1", 8006, "join-api"), ("pve1", "10.254.0.1", 22, "join-ssh"),
+        ("qdevice", "10.254.0.50", 5403, "qdevice")}
+    assert [(d.address, d.link) for d in req.addresses] == [("10.254.0.2", 0), ("10.254.1.2", 1)]
+
+
+def test_request_from_plan_for_the_creator_has_no_join_ports():
+    req = P.request_from_plan(_plan(join=JoinTarget()), "pve1")
+    assert req.tcp == () and len(req.targets) == 8

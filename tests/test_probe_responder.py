@@ -1,0 +1,246 @@
+"""The responder on loopback: answers its token only, never amplifies, rate-limits, exits on TTL.
+
+Real sockets on 127.0.0.1 / ::1 in the root namespace, nothing else. The CLI tests run the real
+`pvestrap responder` command.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pvestrap.checks import probe as wire
+from pvestrap.checks import responder as rsp
+
+TOKEN = wire.Token(b"responder-test-token-0123")
+PVESTRAP = [sys.executable, "-c", "import sys; from pvestrap.cli import main; sys.exit(main())"]
+
+
+@pytest.fixture
+def serve():
+    """serve(**config) -> (responder, port): a responder thread on loopback, stopped afterwards."""
+    running = []
+
+    def start(address="127.0.0.1", **kw):
+        config = rsp.ResponderConfig(TOKEN, ports=(0,), addresses=(address,), ttl_s=60, **kw)
+        server = rsp.Responder(config)
+        endpoints = server.open()
+        stop = threading.Event()
+        thread = threading.Thread(target=server.serve, args=(stop.is_set,), daemon=True)
+        thread.start()
+        running.append((server, stop, thread))
+        return server, endpoints[0].port
+
+    yield start
+    for server, stop, thread in running:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+def _client(address: str, port: int, source: str | None = None) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    if source:
+        sock.bind((source, 0))
+    sock.connect((address, port))
+    sock.settimeout(1.0)
+    return sock
+
+
+def _eventually(condition) -> bool:
+    """The responder counts after sending: give its thread a moment to get there."""
+    for _ in range(100):
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _exchange(sock, probe: wire.Probe, token=TOKEN) -> bytes | None:
+    sock.send(wire.encode_probe(token, probe, clock=time.time_ns)[0])
+    try:
+        return sock.recv(70_000)
+    except (socket.timeout, ConnectionRefusedError):
+        return None
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1"])
+def test_answers_an_authentic_probe_with_its_timestamps(serve, address):
+    server, port = serve(address)
+    with _client(address, port) as sock:
+        before = time.time_ns()
+        data = _exchange(sock, wire.Probe(77, 1))
+        after = time.time_ns()
+    reply = wire.decode_reply(TOKEN, data)
+    assert reply is not None and (reply.session, reply.seq) == (77, 1)
+    assert before <= reply.t1_ns <= reply.t2_ns <= reply.t3_ns <= after
+    assert reply.size == wire.REPLY_MIN and reply.probe_size == wire.PROBE_MIN
+    assert reply.rx_mtu == 65536  # loopback's MTU, read on the responder's side
+    assert _eventually(lambda: server.counts["answered"] == 1)
+
+
+def test_stays_silent_for_wrong_token_garbage_and_replies(serve):
+    server, port = serve()
+    reply_kind, _ = wire.encode_reply(TOKEN, wire.Probe(1, 1, size=200, reply_size=200), 5)
+    with _client("127.0.0.1", port) as sock:
+        assert _exchange(sock, wire.Probe(1, 1), token=wire.Token(b"a-different-token-999")) is None
+        for junk in (b"hello", os.urandom(300), reply_kind):
+            sock.send(junk)
+        sock.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            sock.recv(2048)
+    assert server.counts["answered"] == 0
+    assert server.counts["rejected"] == 4
+
+
+@pytest.mark.parametrize("size, wanted", [(64, 64), (64, 9000), (1000, 1000), (1000, 10),
+                                          (1400, 5000), (8000, 8000)])
+def test_reply_never_larger_than_the_probe_on_the_wire(serve, size, wanted):
+    _, port = serve()
+    with _client("127.0.0.1", port) as sock:
+        data = _exchange(sock, wire.Probe(3, 3, size=size, reply_size=wanted))
+    assert data is not None
+    assert len(data) <= size
+    assert len(data) == max(wire.REPLY_MIN, min(size, wanted))
+
+
+def test_rate_limit_is_per_source_address(serve):
+    server, port = serve(rate_pps=0.001, burst=5)  # no refill during the test
+    answered = {}
+    for source in ("127.0.0.1", "127.0.0.2"):
+        with _client("127.0.0.1", port, source) as sock:
+            for seq in range(30):
+                sock.send(wire.encode_probe(TOKEN, wire.Probe(9, seq), clock=time.time_ns)[0])
+            sock.settimeout(0.5)
+            got = 0
+            try:
+                while True:
+                    sock.recv(2048)
+                    got += 1
+            except socket.timeout:
+                pass
+            answered[source] = got
+    assert answered == {"127.0.0.1": 5, "127.0.0.2": 5}
+    assert server.counts["rate_limited"] == 50
+
+
+def test_rate_limiter_refills_at_its_rate():
+    limiter = rsp.RateLimiter(rate=10, burst=2)
+    assert [limiter.allow("a", 0.0) for _ in range(3)] == [True, True, False]
+    assert limiter.allow("a", 0.05) is False  # half a token
+    assert limiter.allow("a", 0.11) is True
+    assert limiter.allow("b", 0.11) is True
+
+
+def test_rate_limiter_table_stays_bounded():
+    limiter = rsp.RateLimiter(rate=1000, burst=1)
+    for i in range(rsp.RateLimiter.MAX_SOURCES * 2):
+        limiter.allow(f"10.0.{i // 256}.{i % 256}", i * 1.0)
+    assert len(limiter.buckets) <= rsp.RateLimiter.MAX_SOURCES
+
+
+def test_ports_for_links_adds_legacy_5404():
+    assert rsp.ports_for_links([0, 1]) == (5404, 5405, 5406)
+    assert rsp.ports_for_links([0, 3], base_port=6000) == (5999, 6000, 6003)
+
+
+# -- the command -------------------------------------------------------------------------------
+
+def _env(token: str | None = "cli-test-token-0123456789") -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != wire.TOKEN_ENV}
+    if token:
+        env[wire.TOKEN_ENV] = token
+    return env
+
+
+def test_command_exits_by_itself_after_its_ttl():
+    proc = subprocess.run(PVESTRAP + ["responder", "-p", "0", "-a", "127.0.0.1", "--ttl", "0.5"],
+                          env=_env(), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"listening on 127\.0\.0\.1:\d+/udp", proc.stderr)
+
+
+def test_command_answers_probes_with_the_token_from_a_file(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("file-token-abcdefghijkl\n")
+    proc = subprocess.Popen(PVESTRAP + ["responder", "-p", "0", "-a", "127.0.0.1", "--ttl", "20",
+                                        "--token-file", str(token_file)],
+                            env=_env(None), stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        port = int(re.search(r":(\d+)/udp", line).group(1))
+        with _client("127.0.0.1", port) as sock:
+            data = _exchange(sock, wire.Probe(1, 1), token=wire.Token(b"file-token-abcdefghijkl"))
+        assert wire.decode_reply(wire.Token(b"file-token-abcdefghijkl"), data) is not None
+        assert "file-token" not in line
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("args, env_token", [
+    (["--ttl", "1"], None),
+    (["--ttl", "1", "--token", "short"], None),
+    (["--ttl", "1", "--token-file", "/nonexistent/token"], None),
+    (["--ttl", "0"], "cli-test-token-0123456789"),
+    (["--port", "70000"], "cli-test-token-0123456789"),
+    (["--address", "203.0.113.9"], "cli-test-token-0123456789"),
+])
+def test_command_refuses_bad_input_with_exit_2(args, env_token):
+    proc = subprocess.run(PVESTRAP + ["responder", "-p", "0"] + args, env=_env(env_token),
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "error" in proc.stderr
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}").exists() \
+        else "X"
+    return state not in ("Z", "X")
+
+
+def _wait_gone(pid: int) -> bool:
+    for _ in range(200):
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_background_is_idempotent_and_stoppable(tmp_path):
+    pid_file = tmp_path / "responder.pid"
+    base = PVESTRAP + ["responder", "-p", "0", "-a", "127.0.0.1", "--ttl", "60",
+                       "--pid-file", str(pid_file)]
+    first = subprocess.run(base + ["--background"], env=_env(), capture_output=True, text=True,
+                           timeout=30)
+    pid = int(pid_file.read_text()) if pid_file.exists() else None
+    try:
+        assert first.returncode == 0, first.stderr
+        assert pid and _alive(pid)
+        second = subprocess.run(base + ["--background"], env=_env(), capture_output=True,
+                                text=True, timeout=30)
+        assert second.returncode == 0
+        assert int(pid_file.read_text()) == pid and _alive(pid)
+        assert "already running" in second.stderr
+        stop = subprocess.run(base + ["--stop"], env=_env(), capture_output=True, text=True,
+                              timeout=30)
+        assert stop.returncode == 0
+        assert _wait_gone(pid)
+        assert rsp.PidLock(str(pid_file)).holder() is None
+    finally:
+        if pid and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
