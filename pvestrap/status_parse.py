@@ -123,7 +123,8 @@ def parse_members(text: str, what: str = "membership") -> tuple[Member, ...]:
         raise StatusUnparsable(what, "no 'Membership information' table")
     header = rows[0][1].split() if rows else []
     if header[:1] != ["Nodeid"]:
-        raise StatusUnparsable(what, "the table has no 'Nodeid' header", rows[0][0] if rows else None)
+        raise StatusUnparsable(what, "the table has no 'Nodeid' header",
+                               rows[0][0] if rows else None)
     has_votes = "Votes" in header
     has_qdevice = "Qdevice" in header
     return tuple(_member(n, line, has_votes, has_qdevice, what) for n, line in rows[1:])
@@ -346,7 +347,8 @@ _STAT = re.compile(r"^stats\.knet\.node(\d+)\.link(\d+)\.(\w+) \((\w+)\) = (.*)$
 _CMAP_LINE = re.compile(r"^\S+ \(\w+\) = .*$")
 
 
-def parse_knet_stats(text: str, what: str = "corosync-cmapctl -m stats") -> tuple[KnetLinkStats, ...]:
+def parse_knet_stats(text: str,
+                     what: str = "corosync-cmapctl -m stats") -> tuple[KnetLinkStats, ...]:
     """Per node and link (sorted), from the stats.knet.nodeN.linkM.* keys."""
     raw: dict[tuple[int, int], dict[str, str]] = {}
     for number, line in enumerate(text.splitlines(), 1):

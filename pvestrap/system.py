@@ -204,14 +204,15 @@ class RealSystem:
                                     stderr=subprocess.PIPE, text=True, env=env,
                                     start_new_session=True)
         except OSError as exc:
-            raise CommandFailed(shown, None, "", str(exc),
-                                message=f"cannot run `{shlex.join(shown)}`: {exc.strerror}") from None
+            message = f"cannot run `{shlex.join(shown)}`: {exc.strerror}"
+            raise CommandFailed(shown, None, "", str(exc), message=message) from None
         try:
             out, err = proc.communicate(reveal(input) or "", timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             out, err = proc.communicate()
-            raise CommandTimeout(shown, timeout, _scrub(out, secrets), _scrub(err, secrets)) from None
+            raise CommandTimeout(shown, timeout, _scrub(out, secrets),
+                                 _scrub(err, secrets)) from None
         result = subprocess.CompletedProcess(shown, proc.returncode, _scrub(out, secrets),
                                              _scrub(err, secrets))
         if check and result.returncode != 0:

@@ -18,11 +18,12 @@ import pytest
 import pvestrap.apply
 from pvestrap.apply.engine import StepFailed, run_steps
 from pvestrap.apply.pve import (JoinFailed, PveCreateStep, PveTimeouts, PveWaitQuorumStep,
-                                create_argv, create_steps, fetch_fingerprint, is_pve, join_argv,
+                                create_argv, create_steps, is_pve, join_argv,
                                 join_password, join_steps, pvesh_join_argv, quorum_status)
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.plan import ClusterPlan, Datacenter, JoinTarget, Link, Node
-from pvestrap.system import RealSystem, RecordingSystem, Secret
+from pvestrap.system import (DryRunSystem, RealSystem, RecordedWait, RecordedWrite,
+                             RecordingSystem, Secret)
 
 STANDIN = Path(pvestrap.apply.__file__).parent / "standin"
 FP = ":".join(["AB", "CD", "EF", "01"] * 8)
@@ -149,6 +150,22 @@ def test_create_then_again_plans_nothing(tmp_path: Path):
     assert again.applied == ()
     assert tree_state(root) == before
     assert {c["argv"][0] for c in calls(root)[len(log):]} == {"status"}
+
+
+def test_a_dry_run_create_runs_no_pvecm_create_and_changes_nothing(tmp_path: Path):
+    root = tmp_path / "pve1"
+    (root / "etc/pve").mkdir(parents=True)
+    (root / "etc/pve/datacenter.cfg").write_text("keyboard: en-us\n")
+    before = tree_state(root)
+    dry = DryRunSystem(node_system(root, "pve1"))
+    outcome = run_steps(create_steps(make_plan(), "pve1", dry, FAST), dry)
+    assert outcome.applied == ("pve-create", "pve-wait-quorum", "pve-datacenter-cfg")
+    assert tree_state(root) == before
+    assert {c["argv"][0] for c in calls(root)} == {"status"}
+    shown = [str(r) for r in dry.records]
+    assert shown[0].startswith("pvecm create lab --link0 10.254.0.1")
+    assert isinstance(dry.records[1], RecordedWait)
+    assert isinstance(dry.records[2], RecordedWrite) and "keyboard: de" in dry.records[2].text
 
 
 def test_a_node_of_another_cluster_is_refused(tmp_path: Path):

@@ -19,7 +19,7 @@ from typing import Any, Callable, Protocol, Sequence, Union
 
 from pvestrap.errors import OperationFailed, PvestrapError
 from pvestrap.render import Change
-from pvestrap.system import DEFAULT_TIMEOUT, Arg, Secret, System, show_command
+from pvestrap.system import DEFAULT_TIMEOUT, Arg, System, show_command
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,8 @@ class StepFailed(OperationFailed):
 Progress = Callable[[StepEvent], None]
 
 
-def plan_steps(steps: Sequence[Step], system: System) -> tuple[tuple[Step, tuple[Action, ...]], ...]:
+def plan_steps(steps: Sequence[Step],
+               system: System) -> tuple[tuple[Step, tuple[Action, ...]], ...]:
     """Every step's plan, computed before anything changes."""
     return tuple((step, tuple(step.plan(system))) for step in steps)
 
@@ -277,7 +278,3 @@ class CommandStep:
         if self.undo_argv is not None:
             system.run(self.undo_argv, timeout=self.timeout)
 
-
-def secret_input(password: str) -> Secret:
-    """A password as one stdin line (what pvecm reads when stdin is not a terminal)."""
-    return Secret(password + "\n")
