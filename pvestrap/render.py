@@ -141,7 +141,16 @@ def _parse_datacenter(text: str) -> _DatacenterFile:
 
 def _merge_datacenter(current: _DatacenterFile, dc: Datacenter) -> _DatacenterFile:
     entries = dict(current.entries)
-    entries.update(_plan_entries(dc))
+    for key, value in _plan_entries(dc).items():
+        if isinstance(value, dict):
+            # only the plan's sub-keys change: `network` alone keeps an existing `insecure`
+            default_key = _DEFAULT_KEYS.get(key)
+            merged = _property_dict(entries.get(key, ""), default_key)
+            merged.update(value)
+            if default_key:
+                merged.setdefault(default_key, "secure")  # required when network is given
+            value = _property_string(merged, default_key)
+        entries[key] = value
     if entries.get("console") == "applet":
         entries["console"] = "html5"  # PVE's writer maps the deprecated applet viewer to html5
     if entries.get("mac_prefix", "").upper() == DEFAULT_MAC_PREFIX:
@@ -150,51 +159,48 @@ def _merge_datacenter(current: _DatacenterFile, dc: Datacenter) -> _DatacenterFi
     return _DatacenterFile(description, entries)
 
 
-def _plan_entries(dc: Datacenter) -> dict[str, str]:
-    """The `key: value` pairs the plan sets (None = not set, so the existing value stays)."""
-    out: dict[str, str] = {}
-    for key in ("keyboard", "language", "console", "email_from", "http_proxy", "mac_prefix"):
+def _plan_entries(dc: Datacenter) -> dict[str, str | dict[str, str]]:
+    """What the plan sets: plain values, and property strings as dicts of the sub-keys it sets
+    (None = not set, so the existing value stays)."""
+    out: dict[str, str | dict[str, str]] = {}
+    for key in ("keyboard", "language", "console", "email_from", "http_proxy", "mac_prefix",
+                "max_workers"):
         value = getattr(dc, key)
         if value is not None:
             out[key] = str(value)
-    if dc.max_workers is not None:
-        out["max_workers"] = str(dc.max_workers)
-    for key, type_, network in (("migration", dc.migration_type, dc.migration_network),
-                                ("replication", dc.replication_type, dc.replication_network)):
-        if type_ is not None or network is not None:
-            # `type` is the format's required default key: network alone still needs it.
-            out[key] = _property_string({"type": type_ or "secure", "network": network}, "type")
-    if dc.ha_shutdown_policy is not None:
-        out["ha"] = _property_string({"shutdown_policy": dc.ha_shutdown_policy})
-    if dc.bwlimit:
-        out["bwlimit"] = _property_string(dict(dc.bwlimit))
-    if dc.next_id_lower is not None or dc.next_id_upper is not None:
-        out["next-id"] = _property_string({"lower": dc.next_id_lower, "upper": dc.next_id_upper})
+    props = {
+        "migration": {"type": dc.migration_type, "network": dc.migration_network},
+        "replication": {"type": dc.replication_type, "network": dc.replication_network},
+        "ha": {"shutdown_policy": dc.ha_shutdown_policy},
+        "bwlimit": dict(dc.bwlimit),
+        "next-id": {"lower": dc.next_id_lower, "upper": dc.next_id_upper},
+    }
+    for key, values in props.items():
+        given = {k: str(v) for k, v in values.items() if v is not None}
+        if given:
+            out[key] = given
     return out
 
 
-def _property_string(values: Mapping[str, object], default_key: str | None = None) -> str:
+def _property_string(values: Mapping[str, str], default_key: str | None = None) -> str:
     """`k=v,k=v` as pve-common prints it: the default key's bare value first, then keys sorted."""
-    parts = []
-    if default_key is not None and values.get(default_key) is not None:
-        parts.append(str(values[default_key]))
-    parts += [f"{k}={v}" for k, v in sorted(values.items())
-              if v is not None and k != default_key]
+    parts = [values[default_key]] if default_key in values else []
+    parts += [f"{k}={v}" for k, v in sorted(values.items()) if k != default_key]
     return ",".join(parts)
+
+
+def _property_dict(text: str, default_key: str | None) -> dict[str, str]:
+    """`secure,network=X` or `type=secure,network=X` -> {"type": "secure", "network": "X"}."""
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if part:
+            key, sep, value = part.partition("=")
+            out.update({key: value} if sep else {default_key or "": key})
+    return out
 
 
 def _plan_sets_datacenter(dc: Datacenter) -> bool:
     return bool(_plan_entries(dc)) or dc.description is not None
-
-
-def _parse_property_string(text: str, default_key: str | None) -> frozenset[tuple[str, str]]:
-    items = set()
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        key, sep, value = part.partition("=")
-        items.add((key, value) if sep else (default_key or "", key))
-    return frozenset(items)
 
 
 def _meaning(cfg: _DatacenterFile) -> tuple[str, frozenset[tuple[str, object]]]:
@@ -206,7 +212,8 @@ def _meaning(cfg: _DatacenterFile) -> tuple[str, frozenset[tuple[str, object]]]:
         if key == "console" and value.strip() == "applet":
             value = "html5"
         if key in _PROPERTY_KEYS:
-            entries.add((key, _parse_property_string(value, _DEFAULT_KEYS.get(key))))
+            parsed = _property_dict(value, _DEFAULT_KEYS.get(key))
+            entries.add((key, frozenset(parsed.items())))
         else:
             entries.add((key, value.strip()))
     return cfg.description.rstrip("\n"), frozenset(entries)
@@ -232,7 +239,8 @@ def render_node(plan: ClusterPlan, node_name: str, root: str | os.PathLike[str] 
     """The files NODE_NAME needs, read against the current files under ROOT; only real changes.
 
     corosync.conf on every node; datacenter.cfg only on the node that creates the cluster (a
-    joiner's copy is replaced by the cluster's); interfaces only when the node owns stanzas.
+    joiner's copy is replaced by the cluster's) and only when the plan sets an option there;
+    interfaces only when the node owns stanzas.
     """
     from pvestrap.interfaces import edit_interfaces
 

@@ -272,6 +272,17 @@ def test_datacenter_values(dc, line):
     assert out.startswith("\n")
 
 
+@pytest.mark.parametrize("existing, dc, line", [
+    ("migration: insecure", Datacenter(migration_network="10.9.0.0/16"),
+     "migration: insecure,network=10.9.0.0/16"),
+    ("next-id: lower=200", Datacenter(next_id_upper=5000), "next-id: lower=200,upper=5000"),
+    ("bwlimit: restore=10", Datacenter(bwlimit={"migration": 5}),
+     "bwlimit: migration=5,restore=10"),
+])
+def test_plan_changes_only_its_own_sub_keys(existing, dc, line):
+    assert render_datacenter_cfg(prod_plan(datacenter=dc), existing + "\n") == f"\n{line}\n"
+
+
 def test_default_mac_prefix_from_an_existing_file_is_dropped():
     out = render_datacenter_cfg(prod_plan(datacenter=Datacenter(keyboard="de")),
                                 "mac_prefix: BC:24:11\nkeyboard: en-us\n")
@@ -377,39 +388,7 @@ def test_unified_diff_of_new_and_changed_files():
 
 # -- the command line ------------------------------------------------------------------------------
 
-ANSWERS = """\
-[cluster]
-name = "prod"
-
-[[links]]
-number = 0
-network = "10.10.10.0/24"
-priority = 20
-
-[[links]]
-number = 1
-network = "10.10.20.0/24"
-
-[[nodes]]
-name = "pve1"
-link0 = "10.10.10.1"
-link1 = "10.10.20.1"
-interfaces = [
-  { name = "eno2", address = "10.10.10.1/24", mtu = 9000 },
-  { name = "eno3", address = "10.10.20.1/24" },
-  { name = "vmbr1", address = "10.10.30.1/24", kind = "bridge", bridge_ports = "eno4" },
-]
-
-[[nodes]]
-name = "pve2"
-link0 = "10.10.10.2"
-link1 = "10.10.20.2"
-
-[[nodes]]
-name = "pve3"
-link0 = "10.10.10.3"
-link1 = "10.10.20.3"
-"""
+ANSWERS = (GOLDEN / "prod.toml").read_text()  # the prod example as an answer file
 
 
 def _cli(args, capsys):
@@ -440,17 +419,15 @@ def test_cli_writes_under_root_then_nothing(tmp_path, capsys):
     assert mtimes == {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
 
 
-def test_cli_prints_files_and_diffs_without_writing(tmp_path, capsys, monkeypatch):
+def test_cli_prints_files_and_diffs_without_writing(tmp_path, capsys):
     answers = tmp_path / "prod.toml"
     answers.write_text(ANSWERS)
     code, out, _ = _cli(["render", "--answers", str(answers), "--node", "pve3"], capsys)
-    assert code == 0
-    assert f"==> {COROSYNC_CONF} (mode " in out and EXPECTED_PROD in out
+    assert code == 0 and f"==> {COROSYNC_CONF} (mode " in out and EXPECTED_PROD in out
     root = _node_root(tmp_path / "node")
     code, out, _ = _cli(["render", "--answers", str(answers), "--node", "pve1", "--root",
                          str(root), "--diff"], capsys)
-    assert code == 0
-    assert "+++ b/etc/network/interfaces\n" in out and "-iface eno2 inet manual\n" in out
+    assert code == 0 and "-iface eno2 inet manual\n+auto eno2\n" in out
     assert "--- /dev/null\n+++ b/etc/corosync/corosync.conf\n" in out
 
 

@@ -9,12 +9,12 @@ import typer
 
 
 def command(
-    answers: Path = typer.Option(..., "--answers", help="The cluster's answer file (TOML).",
-                                 exists=False, dir_okay=False),
-    node: Optional[str] = typer.Option(None, "--node",
+    answers: Path = typer.Option(..., "--answers", metavar="FILE", dir_okay=False,
+                                 help="The cluster's answer file (TOML)."),
+    node: Optional[str] = typer.Option(None, "--node", metavar="NAME",
                                        help="Render for this node (default: this host's name)."),
     root: Optional[Path] = typer.Option(
-        None, "--root", file_okay=False,
+        None, "--root", metavar="DIR", file_okay=False,
         help="Render against the files under DIR (a copy or mount of the node's /) and write "
              "the results there for review; folders are created. Without it nothing is "
              "written."),
