@@ -38,7 +38,7 @@ def node_name(ctx: Context, machine: Machine) -> str:
 
 @dataclass(frozen=True)
 class HostnameCheck:
-    """The node name resolves, to a non-loopback address on exactly one local interface that is up."""
+    """The node name resolves to a non-loopback address on exactly one local interface, up."""
 
     id: ClassVar[str] = "hostname"
     family: ClassVar[str] = FAMILY
@@ -215,7 +215,8 @@ class NameConsistencyCheck:
         if len(views) < 2:
             out.append(Finding("name-consistency-single", Severity.SKIP,
                                "only this node's view of the names is known", me, self.id))
-            out += [f for f in compare_resolutions(views, self.id) if f.severity is not Severity.PASS]
+            out += [f for f in compare_resolutions(views, self.id)
+                    if f.severity is not Severity.PASS]
             return out
         return out + compare_resolutions(views, self.id)
 

@@ -16,13 +16,15 @@ import glob
 import hashlib
 import ipaddress
 import os
+import re
 import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping
 
 from pvestrap.checks.base import Context
-from pvestrap.checks.localsys import LIVE, Sources, link_addresses, path_under, role
+from pvestrap.checks.localsys import (LIVE, Sources, is_loopback, link_addresses, path_under,
+                                      role)
 from pvestrap.findings import Finding, Severity, fail, warn
 
 FAMILY = "joinable"
@@ -65,6 +67,23 @@ class AuthkeyCheck:
                     payload={"path": AUTHKEY})]
 
 
+_RING_ADDR = re.compile(r"^\s*ring\d+_addr\s*:\s*(\S+)", re.MULTILINE)
+
+
+def is_stock_conf(path: str) -> bool:
+    """Debian's corosync package ships an example corosync.conf whose only node is 127.0.0.1.
+
+    A file naming no address but loopback ones cannot describe a cluster; treating it as one
+    would refuse every fresh Debian node. /etc/pve/corosync.conf is never a stock file.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    except OSError:
+        return False
+    return not any(not is_loopback(a) for a in _RING_ADDR.findall(text))
+
+
 @dataclass(frozen=True)
 class CorosyncConfCheck:
     id: ClassVar[str] = "join-corosync-conf"
@@ -72,15 +91,19 @@ class CorosyncConfCheck:
     title: ClassVar[str] = "no corosync.conf yet (create and join both refuse one)"
 
     def run(self, ctx: Context) -> list[Finding]:
-        found = [p for p in CONF_PATHS if os.path.lexists(path_under(ctx.root, p))]
+        present = [p for p in CONF_PATHS if os.path.lexists(path_under(ctx.root, p))]
+        stock = [p for p in present if p.startswith("/etc/corosync/")
+                 and is_stock_conf(path_under(ctx.root, p))]
+        found = [p for p in present if p not in stock]
         if found:
             return [fail("corosync-conf-exists", f"{', '.join(found)} exists: this node is "
                          "already configured for a cluster", ctx.node, check=self.id,
                          payload={"paths": found},
                          remedy="remove the node from its old cluster first (pvecm's 'Separate "
                                 "a Node Without Reinstalling'), or reinstall it")]
-        return [_ok("corosync-conf-absent", "no corosync.conf", ctx.node, self.id,
-                    payload={"paths": list(CONF_PATHS)})]
+        note = f" ({stock[0]} is the packaged example: it will be replaced)" if stock else ""
+        return [_ok("corosync-conf-absent", f"no cluster corosync.conf{note}", ctx.node, self.id,
+                    payload={"paths": list(CONF_PATHS), "stock": stock})]
 
 
 @dataclass(frozen=True)

@@ -206,8 +206,8 @@ class LinkLayoutCheck:
                 assert ia is not None and ib is not None
                 shared = _cables(machine, machine.lower(ia.name) & machine.lower(ib.name))
                 if shared:
-                    out.append(warn("links-share-nic",
-                                    f"link{a} and link{b} both run over {', '.join(sorted(shared))}",
+                    over = ", ".join(sorted(shared))
+                    out.append(warn("links-share-nic", f"link{a} and link{b} both run over {over}",
                                     f"{ctx.node}/link{a}+link{b}", check=self.id,
                                     payload={"links": [a, b], "shared": sorted(shared)},
                                     remedy="put each link on its own NIC, or a cable fault takes "

@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -50,15 +51,42 @@ def test_clean_root_passes_every_local_join_check(tmp_path):
     assert all(f.severity is Severity.PASS for f in found)
 
 
+PACKAGED = Path("/etc/corosync/corosync.conf")  # Debian's corosync ships an example here
+DEBIAN_STOCK = PACKAGED.read_text() if PACKAGED.exists() else None
+CLUSTER_CONF = ("nodelist {\n  node {\n    name: pve1\n    nodeid: 1\n"
+                "    ring0_addr: 10.254.0.1\n  }\n}\n")
+
+
 def test_leftovers_of_a_cluster_fail_on_a_joiner(tmp_path):
     write(tmp_path, "/etc/corosync/authkey")
-    write(tmp_path, "/etc/corosync/corosync.conf")
+    write(tmp_path, "/etc/corosync/corosync.conf", CLUSTER_CONF)
     ctx = Context(plan=plan(), node="pve2", root=str(tmp_path))
     [auth] = AuthkeyCheck().run(ctx)
     [conf] = CorosyncConfCheck().run(ctx)
     assert (auth.code, auth.severity) == ("authkey-exists", Severity.FAIL)
     assert conf.code == "corosync-conf-exists"
     assert conf.payload["paths"] == ["/etc/corosync/corosync.conf"]
+
+
+def test_the_packaged_example_conf_is_not_a_cluster(tmp_path):
+    stock = ("totem {\n  version: 2\n  cluster_name: debian\n}\nnodelist {\n  node {\n"
+             "    name: node1\n    nodeid: 1\n    ring0_addr: 127.0.0.1\n  }\n}\n")
+    write(tmp_path, "/etc/corosync/corosync.conf", stock)
+    [f] = CorosyncConfCheck().run(Context(root=str(tmp_path)))
+    assert f.code == "corosync-conf-absent"
+    assert f.payload["stock"] == ["/etc/corosync/corosync.conf"]
+    # ... but in /etc/pve any corosync.conf means a cluster.
+    write(tmp_path, "/etc/pve/corosync.conf", stock)
+    [g] = CorosyncConfCheck().run(Context(root=str(tmp_path)))
+    assert (g.code, g.payload["paths"]) == ("corosync-conf-exists", ["/etc/pve/corosync.conf"])
+
+
+@pytest.mark.skipif(DEBIAN_STOCK is None or "127.0.0.1" not in DEBIAN_STOCK,
+                    reason="this machine has no packaged corosync.conf example")
+def test_this_machines_packaged_corosync_conf_is_recognised(tmp_path):
+    write(tmp_path, "/etc/corosync/corosync.conf", DEBIAN_STOCK)
+    [f] = CorosyncConfCheck().run(Context(root=str(tmp_path)))
+    assert f.code == "corosync-conf-absent" and f.payload["stock"]
 
 
 def test_the_creator_only_cares_about_an_existing_corosync_conf(tmp_path):

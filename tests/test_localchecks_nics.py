@@ -12,8 +12,7 @@ import json
 import pytest
 
 from pvestrap.checks.base import Context
-from pvestrap.checks.localsys import CommandResult, IfAddress, Interface, Machine, Sources, \
-    read_machine
+from pvestrap.checks.localsys import CommandResult, IfAddress, Interface, Machine, read_machine
 from pvestrap.checks.nics import (InventoryCheck, LinkAddressCheck, LinkLayoutCheck, free_nics,
                                   nic_kinds)
 from pvestrap.findings import Severity

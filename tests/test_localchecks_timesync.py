@@ -72,7 +72,8 @@ def replay(outputs):
     return runner
 
 
-CHRONY = {("chronyc", "-n", "tracking"): CHRONY_SYNCED, ("chronyc", "-n", "sources"): CHRONY_SOURCES}
+CHRONY = {("chronyc", "-n", "tracking"): CHRONY_SYNCED,
+          ("chronyc", "-n", "sources"): CHRONY_SOURCES}
 
 
 def test_parse_chrony_tracking_signs_the_system_time():

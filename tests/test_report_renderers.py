@@ -67,7 +67,7 @@ def sample() -> Report:
     )
 
 
-# -- text -------------------------------------------------------------------------------------------
+# -- text ------------------------------------------------------------------------------------------
 
 def test_text_sections_lines_and_summary():
     text = render_text(sample())
@@ -133,7 +133,7 @@ def test_all_pass_report_has_no_attention_line():
     assert "ATTENTION" not in text and "FAILURES: 0" in text
 
 
-# -- JSON -------------------------------------------------------------------------------------------
+# -- JSON ------------------------------------------------------------------------------------------
 
 def test_json_round_trips_with_summary_and_matrices():
     data = json.loads(render_json(sample()))
@@ -155,7 +155,7 @@ def test_json_exit_codes_follow_the_model():
     assert (d["summary"]["exit_code"], d["summary"]["exit_code_strict"]) == (0, 3)
 
 
-# -- JUnit ------------------------------------------------------------------------------------------
+# -- JUnit -----------------------------------------------------------------------------------------
 
 # The parts of the common JUnit schema (junit-10.xsd as Jenkins, GitLab and others accept it)
 # that the renderer uses: allowed attributes and children per element, and required attributes.
@@ -225,7 +225,7 @@ def test_junit_survives_control_characters():
     assert "\ufffd" in root.find("testsuite/testcase/failure").get("message")
 
 
-# -- HTML -------------------------------------------------------------------------------------------
+# -- HTML ------------------------------------------------------------------------------------------
 
 class _Collect(HTMLParser):
     def __init__(self):

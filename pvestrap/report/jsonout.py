@@ -51,4 +51,5 @@ def report_dict(report: Report) -> dict[str, Any]:
 
 
 def render_json(report: Report, indent: int | None = 2) -> str:
-    return json.dumps(report_dict(report), indent=indent, ensure_ascii=False, allow_nan=False) + "\n"
+    text = json.dumps(report_dict(report), indent=indent, ensure_ascii=False, allow_nan=False)
+    return text + "\n"
