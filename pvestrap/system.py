@@ -210,7 +210,10 @@ class RealSystem:
             out, err = proc.communicate(reveal(input) or "", timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            out, err = proc.communicate()
+            try:
+                out, err = proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:  # a daemonized grandchild keeps the pipes open
+                out, err = "", ""
             raise CommandTimeout(shown, timeout, _scrub(out, secrets),
                                  _scrub(err, secrets)) from None
         result = subprocess.CompletedProcess(shown, proc.returncode, _scrub(out, secrets),
@@ -270,14 +273,17 @@ class RealSystem:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    """The command runs in its own session: stop it and whatever it started, nothing else."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=2)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """The command runs in its own session: stop it and whatever it started, nothing else.
+    TERM first (pvecm cleans up its lock), KILL for whatever is left of the group."""
+    for sig, grace in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 # -- records ---------------------------------------------------------------------------------------

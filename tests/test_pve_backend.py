@@ -461,3 +461,18 @@ def test_fetch_fingerprint_reports_a_closed_port():
                           sys.executable, "-c", UNREACHABLE], check=True, capture_output=True,
                          text=True)
     assert got.stdout.strip() == "fingerprint-unreachable"
+
+
+def test_a_join_that_never_gets_quorate_says_it_cannot_be_undone_from_here():
+    system = RecordingSystem()
+    system.on(("pvecm", "status"), (2, NOT_QUORATE, ""))
+    steps = join_steps(make_plan(), "pve2", Secret(PASSWORD),
+                       PveTimeouts(quorum=3, poll=1), fetch=lambda host: FP)
+    with pytest.raises(StepFailed) as caught:
+        run_steps(steps, system)
+    err = caught.value
+    assert (err.step_id, err.cause_code, err.undone) == ("pve-wait-quorum", "quorum-timeout", ())
+    assert [f.step_id for f in err.undo_failures] == ["pve-join"]
+    assert "pvecm delnode pve2" in err.undo_failures[0].cause
+    assert system.secrets_seen == [PASSWORD + "\n"]
+    assert PASSWORD not in repr(system.records)
