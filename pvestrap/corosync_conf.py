@@ -76,14 +76,8 @@ class Section:
 
     def replace(self, old: Union[Item, "Section"], new: Union[Item, "Section", None]) -> "Section":
         """Swap one child (found by identity, not equality) for another, or drop it."""
-        out = []
-        for child in self.children:
-            if child is old:
-                if new is not None:
-                    out.append(new)
-            else:
-                out.append(child)
-        return self.with_children(out)
+        return self.with_children(new if c is old else c for c in self.children
+                                  if c is not old or new is not None)
 
     def set(self, key: str, value: str) -> "Section":
         """Change the effective item in place (keeping its comments), or append a new one."""
@@ -278,20 +272,21 @@ def as_int(text: str | None) -> int | str | None:
     return text
 
 
-def node_addresses(node: Section) -> dict[int, tuple[Item, int]]:
-    """Link number -> (the ringN_addr/linkN_addr item, index of the item among the children)."""
-    out: dict[int, tuple[Item, int]] = {}
-    for i, child in enumerate(node.children):
-        m = ADDR_KEY.match(child.key) if isinstance(child, Item) else None
-        if m:
-            out[int(m.group(2))] = (child, i)
-    return out
+def addr_number(child: Node_) -> int | None:
+    """N of a ringN_addr (or linkN_addr, which pvecm also reads) item, else None."""
+    m = ADDR_KEY.match(child.key) if isinstance(child, Item) else None
+    return int(m.group(2)) if m else None
+
+
+def node_addresses(node: Section) -> dict[int, Item]:
+    """Link number -> the node's address item for it."""
+    return {addr_number(c): c for c in node.children if addr_number(c) is not None}
 
 
 def read_node(node: Section) -> ConfNode:
-    votes = as_int(node.get("quorum_votes", "1"))
-    return ConfNode(node.get("name"), as_int(node.get("nodeid")), votes,
-                    {n: item.value for n, (item, _) in sorted(node_addresses(node).items())})
+    return ConfNode(node.get("name"), as_int(node.get("nodeid")),
+                    as_int(node.get("quorum_votes", "1")),
+                    {n: item.value for n, item in sorted(node_addresses(node).items())})
 
 
 def interface_number(iface: Section) -> int | str:
@@ -395,12 +390,9 @@ class CorosyncConf:
     def priorities(self) -> dict[int, int]:
         """Link number -> knet_link_priority (0, corosync's default, when unset or unreadable)."""
         interfaces = self._interfaces()
-        out = {}
-        for number in self.link_numbers:
-            iface = interfaces.get(number)
-            value = as_int(iface.get("knet_link_priority", "0")) if iface else 0
-            out[number] = value if isinstance(value, int) else 0
-        return out
+        values = {n: as_int(interfaces[n].get("knet_link_priority", "0")) if n in interfaces
+                  else 0 for n in self.link_numbers}
+        return {n: v if isinstance(v, int) else 0 for n, v in values.items()}
 
     def to_plan(self) -> "ClusterPlan":
         """The ClusterPlan this file describes; not validated (call .check() on it)."""
@@ -532,7 +524,7 @@ class CorosyncConf:
         totem = self._top("totem")
         for missing in sorted(set(self.link_numbers) | {number}):
             if missing not in {interface_number(i) for i in totem.sections("interface")}:
-                totem = _insert_numbered(totem, _interface(missing, 0), _IFACE_NUMBER, missing)
+                totem = _insert_numbered(totem, _interface(missing, 0), _iface_number, missing)
         iface = next(i for i in totem.sections("interface") if interface_number(i) == number)
         changed = _set_sorted(iface, "knet_link_priority", str(priority)) if priority else \
             iface.remove("knet_link_priority")
@@ -598,14 +590,9 @@ def _set_sorted(section: Section, key: str, value: str) -> Section:
     return section.with_children(children[:at] + [Item(key, value)] + children[at:])
 
 
-def _IFACE_NUMBER(child: Node_) -> int | str | None:
-    return interface_number(child) if isinstance(child, Section) and \
-        child.name == "interface" else None
-
-
-def _ADDR_NUMBER(child: Node_) -> int | None:
-    m = ADDR_KEY.match(child.key) if isinstance(child, Item) else None
-    return int(m.group(2)) if m else None
+def _iface_number(child: Node_) -> int | str | None:
+    is_iface = isinstance(child, Section) and child.name == "interface"
+    return interface_number(child) if is_iface else None
 
 
 def _insert_numbered(section: Section, new: Node_, number_of, number: int) -> Section:
@@ -621,5 +608,5 @@ def _insert_numbered(section: Section, new: Node_, number_of, number: int) -> Se
 def _set_address(node: Section, number: int, address: str) -> Section:
     current = node_addresses(node).get(number)
     if current:
-        return node.replace(current[0], dataclasses.replace(current[0], value=address))
-    return _insert_numbered(node, Item(f"ring{number}_addr", address), _ADDR_NUMBER, number)
+        return node.replace(current, dataclasses.replace(current, value=address))
+    return _insert_numbered(node, Item(f"ring{number}_addr", address), addr_number, number)

@@ -60,7 +60,7 @@ def derive_plan(tree: Section) -> tuple[ClusterPlan, Where]:
     for number in sorted({n for node in nodes for n in node.addresses} - numbers):
         i, first = next((i, s) for i, s in enumerate(nodelist.sections("node"))
                         if number in node_addresses(s))
-        item = node_addresses(first)[number][0]
+        item = node_addresses(first)[number]
         where[f"links[{len(links)}]"] = where[f"links[{len(links)}].number"] = (
             f"nodelist.node[{i}].{item.key}", item.line)
         links.append(Link(number))
@@ -75,7 +75,7 @@ def _derive_node(sec: Section, plan_path: str, conf_path: str, where: Where) -> 
     for field, key in (("name", "name"), ("nodeid", "nodeid"), ("votes", "quorum_votes")):
         _note(where, f"{plan_path}.{field}", f"{conf_path}.{key}", sec.item(key), sec)
     addresses = {}
-    for number, (item, _) in sorted(node_addresses(sec).items()):
+    for number, item in sorted(node_addresses(sec).items()):
         addresses[number] = item.value
         for plan_key in (f"{plan_path}.link{number}", f"{plan_path}.addresses.{number}"):
             where[plan_key] = (f"{conf_path}.{item.key}", item.line)
@@ -98,7 +98,7 @@ def lint(text: str, source: str = "corosync.conf") -> list[Finding]:
         return [fail("conf-parse-error", exc.problem, source, check=CHECK,
                      payload={"line": exc.line, "source": source}, remedy=exc.remedy)]
     plan, where = derive_plan(tree)
-    out = _structure(tree, "", "")
+    out = _structure(tree)
     out += _required(tree)
     out += _plan_rules(plan, where, tree)
     out += _crypto(tree.section("totem"))
@@ -111,26 +111,25 @@ def _at(code: str, severity: Severity, message: str, subject: str, line: int,
     return Finding(code, severity, message, subject, CHECK, {"line": line, **payload}, remedy)
 
 
-def _structure(section: Section, path: str, prefix: str) -> list[Finding]:
+def _structure(section: Section, prefix: str = "") -> list[Finding]:
     """Repeated sections pvecm refuses to read and repeated keys corosync silently overrides."""
     out: list[Finding] = []
-    seen: dict[str, list[int]] = {}
+    seen: dict[tuple[bool, str], list[int]] = {}
     counts: dict[str, int] = {}
     for child in section.children:
-        name = child.key if isinstance(child, Item) else child.name
-        seen.setdefault(name, []).append(child.line)
-        if isinstance(child, Section):
+        is_key = isinstance(child, Item)
+        name = child.key if is_key else child.name
+        seen.setdefault((is_key, name), []).append(child.line)
+        if not is_key:
             index = counts[name] = counts.get(name, -1) + 1
             sub = f"{prefix}{name}[{index}]" if name in REPEATABLE else f"{prefix}{name}"
-            out += _structure(child, f"{path}.{name}", f"{sub}.")
-    for name, lines in seen.items():
-        if len(lines) < 2:
-            continue
-        if isinstance(section.item(name), Item):
+            out += _structure(child, f"{sub}.")
+    for (is_key, name), lines in seen.items():
+        if len(lines) > 1 and is_key:
             out.append(_at("conf-key-duplicate", Severity.WARN, f"{name} is set {len(lines)} "
                            "times; corosync uses the last one", f"{prefix}{name}", lines[-1],
                            "keep one line", lines=lines))
-        elif name not in REPEATABLE:
+        elif len(lines) > 1 and name not in REPEATABLE:
             out.append(_at("conf-section-repeated", Severity.FAIL, f"section {name} appears "
                            f"{len(lines)} times; pvecm refuses to read such a file",
                            f"{prefix}{name}", lines[1], "merge them into one section",
@@ -262,7 +261,8 @@ def _legacy(tree: Section) -> list[Finding]:
     transport = totem.get("transport") if totem else None
     if transport in LEGACY_TRANSPORTS:
         out.append(_at("conf-transport-legacy", Severity.INFO, f"transport {transport} is "
-                       "corosync 2's (no knet); it needs UDP 5404 as well as 5405", "totem.transport", _line(totem, "transport"),
+                       "corosync 2's (no knet); it needs UDP 5404 as well as 5405",
+                       "totem.transport", _line(totem, "transport"),
                        transport=transport, ports=[5404, 5405]))
     for k, iface in enumerate(totem.sections("interface") if totem else ()):
         if iface.item("ringnumber") and not iface.item("linknumber"):

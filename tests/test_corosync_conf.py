@@ -13,11 +13,11 @@ import pathlib
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from pvestrap.corosync_conf import (ConfParseError, CorosyncConf, Item, Section, canonical,
-                                    canonical_tree, format_tree, parse)
+                                    format_tree, parse)
 from pvestrap.corosync_lint import lint
 from pvestrap.errors import UserError, ValidationFailed
 from pvestrap.findings import Severity
@@ -234,7 +234,7 @@ def test_add_node_takes_the_lowest_free_nodeid():
     assert {n.name: n.nodeid for n in conf.nodes}["delta"] == 2
     conf = conf.add_node("echo", {0: "10.40.0.15", 1: "10.41.0.15"}, votes=0)
     assert conf.nodes[-1] == ("echo", 4, 0, {0: "10.40.0.15", 1: "10.41.0.15"})
-    assert not [f for f in lint(conf.text()) if f.severity is not Severity.PASS]
+    assert lint(conf.text()) == []
 
 
 def test_add_node_refuses_everything_wrong_at_once():
@@ -391,11 +391,12 @@ def test_plan_to_conf_to_plan_is_the_identity(plan):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_plans(), st.data())
 def test_edits_of_valid_confs_stay_valid(plan, data):
+    assume(not plan.has_node("zz-new"))
     conf = CorosyncConf.create(plan)
     free = data.draw(st.sampled_from([n for n in range(8) if n not in conf.link_numbers] or [None]))
     if free is not None:
-        conf = conf.add_link(free, {n.name: f"10.200.{i // 250}.{i % 250 + 1}"
-                                    for i, n in enumerate(conf.nodes)}, data.draw(st.integers(0, 255)))
+        addresses = {n.name: f"10.200.0.{i + 1}" for i, n in enumerate(conf.nodes)}
+        conf = conf.add_link(free, addresses, data.draw(st.integers(0, 255)))
     new = {n: f"172.31.{n}.1" for n in conf.link_numbers}
     taken = {n.nodeid for n in conf.nodes}
     conf = conf.add_node("zz-new", new).bump_version()
