@@ -47,32 +47,28 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        app(args=args, prog_name="pvestrap", standalone_mode=False)
+        result = app(args=args, prog_name="pvestrap", standalone_mode=False)
     except PvestrapError as exc:
         if debug:
             raise
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         print("\ninterrupted: nothing more was changed", file=sys.stderr)
         return 130
-    except SystemExit as exc:  # typer.Exit / click's exits
+    except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except Exception as exc:  # click usage errors and real bugs
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:
+        # click's usage errors (bundled inside typer in some releases): duck-typed on purpose.
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
-            return 2 if isinstance(exc, click.UsageError) else exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            print("\naborted: nothing more was changed", file=sys.stderr)
-            return 130
+            return exc.exit_code
         if debug:
             raise
         print(f"internal error (a bug in pvestrap): {type(exc).__name__}: {exc}\n"
               "  run again with --debug for the traceback", file=sys.stderr)
         return 70
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 def entry() -> None:

@@ -8,6 +8,7 @@ downstream runs on an invalid plan.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping
@@ -18,8 +19,10 @@ from pvestrap.findings import Finding, fail
 NAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$")
 NAME_MAX = 15
 MAX_LINK = 7
+NODEID_MAX = 2**32 - 1  # corosync's nodeid is an unsigned 32-bit number
 FORBIDDEN_CHARS = "{}\n\r"
 FINGERPRINT_RE = re.compile(r"^([A-Fa-f0-9]{2}:){31}[A-Fa-f0-9]{2}$")
+HOST_RE = re.compile(r"^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
 IFACE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.:-]{0,14}$")
 MAC_PREFIX_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){0,5}:?$")
 
@@ -293,8 +296,9 @@ def _check_nodes(plan: ClusterPlan) -> list[Finding]:
             out.append(fail("node-name-duplicate", f"node name {node.name!r} is used twice",
                             f"{path}.name", payload={"name": node.name}))
         names.setdefault(node.name, i)
-        if not isinstance(node.nodeid, int) or node.nodeid < 1:
-            out.append(fail("nodeid-invalid", f"nodeid {node.nodeid!r} must be a whole number >= 1",
+        if not isinstance(node.nodeid, int) or not 1 <= node.nodeid <= NODEID_MAX:
+            out.append(fail("nodeid-invalid", f"nodeid {node.nodeid!r} must be a whole number "
+                            f"1..{NODEID_MAX}",
                             f"{path}.nodeid"))
         elif node.nodeid in nodeids:
             out.append(fail("nodeid-duplicate", f"nodeid {node.nodeid} is used by node "
@@ -371,6 +375,9 @@ def _check_join(plan: ClusterPlan) -> list[Finding]:
                         "pairs", "join.fingerprint",
                         remedy="copy it from the cluster node's Join Information or "
                                "`pvenode cert info` (SHA-256)"))
+    if j.address is not None and _address(j.address) is None and not HOST_RE.match(j.address):
+        out.append(fail("join-address-invalid", f"{j.address!r} is neither an IP address nor a "
+                        "host name", "join.address", remedy="e.g. 10.10.10.1"))
     if j.password_file and j.password_env:
         out.append(fail("password-source-ambiguous", "give password_file or password_env, not "
                         "both", "join"))
@@ -441,7 +448,8 @@ def _check_preflight(pf: Preflight) -> list[Finding]:
     for name in ("latency_fail_ms", "jitter_warn_ms", "loss_warn_pct", "loss_fail_pct",
                  "clock_warn_s", "clock_fail_s", "duration_s"):
         value = getattr(pf.thresholds, name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                or not math.isfinite(value) or value <= 0):
             out.append(fail("threshold-invalid", f"{name} must be a number > 0",
                             f"preflight.{name}"))
     if "all" in pf.ignore_checks:
