@@ -535,3 +535,20 @@ def test_values_corosync_cannot_read():
     assert by_code(found, "address-invalid")[0].subject == "nodelist.node[1].ring1_addr"
     bad = by_code(found, "conf-linknumber-invalid")[0]
     assert (bad.subject, bad.payload["value"]) == ("totem.interface[1].linknumber", "one")
+
+
+SYSTEM_CONF = pathlib.Path("/etc/corosync/corosync.conf")
+
+
+@pytest.mark.skipif(not SYSTEM_CONF.exists(), reason="no /etc/corosync/corosync.conf here")
+def test_this_machines_corosync_conf():
+    """Whatever the installed package shipped (Debian's is mostly comments): parse, keep every
+    comment through both writers, and lint without a parse error."""
+    text = SYSTEM_CONF.read_text()
+    tree = parse(text, str(SYSTEM_CONF))
+    assert content(parse(canonical(tree))) == content(tree)
+    comments = sorted(line.strip() for line in text.splitlines() if line.strip().startswith("#"))
+    for written in (format_tree(tree), canonical(tree)):
+        assert sorted(line.strip() for line in written.splitlines()
+                      if line.strip().startswith("#")) == comments
+    assert "conf-parse-error" not in codes(lint(text))
