@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, NamedTuple, Union
 
 from pvestrap.errors import UserError, ValidationFailed
 from pvestrap.findings import Finding, fail
+from pvestrap.plan import MAX_LINK, NAME_MAX, NAME_RE, NODEID_MAX
 
 if TYPE_CHECKING:
     from pvestrap.plan import ClusterPlan
@@ -26,7 +27,6 @@ BLANKS = " \t\u00a0"  # corosync also trims 0xA0 (no-break space)
 MAX_LINE = 510  # corosync reads lines into a 512-byte buffer (newline and NUL included)
 FORBIDDEN = "{}\n\r"
 ADDR_KEY = re.compile(r"^(ring|link)(\d+)_addr$")
-MAX_LINK = 7
 
 
 # -- the tree --------------------------------------------------------------------------------------
@@ -412,8 +412,9 @@ class CorosyncConf:
         problems = _check_name(name)
         if name in {n.name for n in current}:
             problems.append(fail("node-name-duplicate", f"node {name} exists already", "name"))
-        if _not_int(nodeid, 1):
-            problems.append(fail("nodeid-invalid", f"nodeid {nodeid!r} is not >= 1", "nodeid"))
+        if _not_int(nodeid, 1, NODEID_MAX):
+            problems.append(fail("nodeid-invalid", f"nodeid {nodeid!r} is not 1..{NODEID_MAX}",
+                                 "nodeid"))
         elif nodeid in taken:
             problems.append(fail("nodeid-duplicate", f"nodeid {nodeid} is taken", "nodeid",
                                  payload={"nodeid": nodeid}))
@@ -550,8 +551,6 @@ def _is_ip(text: str) -> bool:
 
 
 def _check_name(name: str) -> list[Finding]:
-    from pvestrap.plan import NAME_MAX, NAME_RE
-
     if isinstance(name, str) and NAME_RE.match(name) and len(name) <= NAME_MAX:
         return []
     return [fail("node-name-invalid", f"node name {name!r} is not valid", "name",

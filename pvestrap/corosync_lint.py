@@ -15,10 +15,9 @@ import re
 from pvestrap.corosync_conf import (ConfParseError, Item, Section, as_int, interface_number,
                                     node_addresses, parse)
 from pvestrap.findings import Finding, Severity, fail
-from pvestrap.plan import ClusterPlan, Link, Node, validate
+from pvestrap.plan import HOST_RE, ClusterPlan, Link, Node, validate
 
 CHECK = "corosync-conf"
-HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 REPEATABLE = ("node", "interface")
 LEGACY_TRANSPORTS = ("udp", "udpu")
 # What corosync 3 does with totem.secauth / crypto_cipher / crypto_hash (exec/totemconfig.c,
@@ -202,7 +201,7 @@ def _plan_rules(plan: ClusterPlan, where: Where, tree: Section) -> list[Finding]
             finding = dataclasses.replace(finding, code="conf-cluster-name-missing",
                                           message="totem.cluster_name is missing",
                                           remedy="add 'cluster_name: NAME' to totem")
-        if finding.code == "address-not-ip" and not HOSTNAME.match(_address(plan, finding)):
+        if finding.code == "address-not-ip" and not HOST_RE.match(_address(plan, finding)):
             finding = dataclasses.replace(
                 finding, code="address-invalid", message=f"{finding.message}, nor a hostname")
         elif finding.code == "address-not-ip":

@@ -552,3 +552,11 @@ def test_this_machines_corosync_conf():
         assert sorted(line.strip() for line in written.splitlines()
                       if line.strip().startswith("#")) == comments
     assert "conf-parse-error" not in codes(lint(text))
+
+
+def test_nodeid_bounds_on_add():
+    conf = three_nodes().add_node("big", {0: "10.40.0.30", 1: "10.41.0.30"}, nodeid=2**32 - 1)
+    assert conf.nodes[-1].nodeid == 2**32 - 1 and lint(conf.text()) == []
+    with pytest.raises(ValidationFailed) as err:
+        three_nodes().add_node("huge", {0: "10.40.0.31", 1: "10.41.0.31"}, nodeid=2**32)
+    assert codes(err.value.findings) == {"nodeid-invalid"}
