@@ -560,3 +560,12 @@ def test_nodeid_bounds_on_add():
     with pytest.raises(ValidationFailed) as err:
         three_nodes().add_node("huge", {0: "10.40.0.31", 1: "10.41.0.31"}, nodeid=2**32)
     assert codes(err.value.findings) == {"nodeid-invalid"}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_plans())
+def test_create_agrees_with_the_template_renderer(plan):
+    """Two independent writers of pvecm's file (this tree, render.py's Jinja template) must
+    produce the same bytes for every valid plan."""
+    render = pytest.importorskip("pvestrap.render")
+    assert CorosyncConf.create(plan).text() == render.render_corosync_conf(plan)
