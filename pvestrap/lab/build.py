@@ -23,6 +23,10 @@ OPAQUE = ("trusted.overlay.opaque", b"y")
 # /etc/corosync/corosync.conf would make every node look like a cluster member).
 OPAQUE_DIRS = ("etc/corosync", "etc/ssh", "root/.ssh")
 LINK_TIMEOUT = 10.0
+# A veth whose index equals its peer's (both 2, in different namespaces) is not "urgent" to the
+# kernel's linkwatch and starts to carry frames only up to a second later; node NICs get
+# indexes no switch port has.
+NIC_INDEX = 10000
 BOUND = (("var/lib/corosync", "/var/lib/corosync"), ("var/log", "/var/log"))
 
 
@@ -54,16 +58,16 @@ def prepare_node(layout: names.Layout, st: state.LabState, index: int) -> None:
     (etc / "ssh/ssh_config").write_text(files.SSH_CONFIG)
 
 
-def holder_spec(layout: names.Layout, index: int) -> str:
+def holder_spec(layout: names.Layout, index: int) -> dict:
     root = layout.node_dir(index)
-    return json.dumps({
+    return {
         "tag": layout.tag(index),
         "hostname": layout.node_name(index),
         "overlays": [[str(root / "etc"), str(root / ".etc-work"), "/etc"],
                      [str(root / "root"), str(root / ".root-work"), "/root"]],
         "binds": [[str(root / sub), target] for sub, target in BOUND],
         "run": str(root / "run"),
-    })
+    }
 
 
 def keygen_jobs(layout: names.Layout, st: state.LabState) -> list:
@@ -101,16 +105,12 @@ def install_ssh(layout: names.Layout, st: state.LabState) -> None:
 
 
 def start_holders(layout: names.Layout, st: state.LabState) -> dict[int, int]:
-    jobs = [(proc.script("holder.py") + [holder_spec(layout, i)], None)
-            for i in range(1, st.nodes + 1)]
-    results = proc.run_all(jobs, check=False)
-    pids = {i: int(r.stdout.strip()) for i, r in enumerate(results, 1) if r.returncode == 0}
-    failed = [r.stderr.strip() for r in results if r.returncode != 0]
-    if failed:
-        state.save(replace(st, holders=pids))
-        raise proc.OperationFailed(f"a lab node could not be set up: {failed[0]}",
-                                   code="lab-node-failed")
-    return pids
+    specs = [holder_spec(layout, i) for i in range(1, st.nodes + 1)]
+    result = proc.run(proc.script("holder.py") + [json.dumps(specs)], check=False)
+    if result.returncode != 0:
+        raise proc.OperationFailed(f"the lab's nodes could not be set up: "
+                                   f"{result.stderr.strip()}", code="lab-node-failed")
+    return dict(enumerate(json.loads(result.stdout), 1))
 
 
 def root_batch(layout: names.Layout, st: state.LabState) -> list[str]:
@@ -118,7 +118,8 @@ def root_batch(layout: names.Layout, st: state.LabState) -> list[str]:
     for index in range(1, st.nodes + 1):
         for link in [*range(st.links), 9]:
             nic = names.nic(link) if link != 9 else names.SPARE_NIC
-            lines.append(f"link add {nic} netns {layout.node_name(index)} type veth peer name "
+            lines.append(f"link add {nic} netns {layout.node_name(index)} index {NIC_INDEX + link} "
+                         f"type veth peer name "
                          f"{names.port_name(index, link)} netns {layout.switch_ns} "
                          f"mtu {names.SWITCH_MTU}")
     return lines

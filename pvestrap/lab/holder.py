@@ -1,13 +1,14 @@
-"""The process that holds one lab node's namespaces (run as a script: `python -I -S holder.py SPEC`).
+"""The processes that hold lab nodes' namespaces (run as a script: `python -I -S holder.py SPECS`).
 
-It forks; the child leaves the caller's session, unshares net, mount and UTS namespaces, sets the
+It forks one child per node; each child leaves the caller's session, unshares net, mount and UTS namespaces, sets the
 hostname, lays the node's private files over /etc and /root (overlays whose upper layers are in
 the node's folder, so edits inside the node stay in the node and renames work; /root may hold
 the very Python this runs on), binds the node's folders over /run, /var/lib/corosync and
 /var/log, mounts its own /dev/shm and a sysfs that shows
 the node's NICs, and then becomes `sleep infinity` named `pvestrap-lab:<prefix>-nK` (cheap, and
-findable by name after a crash). The parent prints the child's pid once the child is ready and
-exits, so the child is nobody's zombie.
+findable by name after a crash). The parent prints the children's pids once all are ready and
+exits, so they are nobody's zombies. One Python start-up serves all nodes: on a busy 2-core
+machine a start-up costs ~0.1 s, and 16 of them were most of the time `up` took.
 
 Standard library only: this file runs with `-I -S`, outside the package.
 """
@@ -17,6 +18,7 @@ import json
 import os
 import select
 import sys
+import time
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -101,23 +103,44 @@ def child(spec, write_fd):
         os._exit(127)
 
 
-def main():
-    spec = json.loads(sys.argv[1])
+def start(spec):
+    """Fork one holder; return (pid, fd that says "ready" or the error)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
         child(spec, write_fd)
     os.close(write_fd)
-    ready, _, _ = select.select([read_fd], [], [], READY_TIMEOUT)
-    message = os.read(read_fd, 4096).decode(errors="replace") if ready else "error: timed out"
-    if message != "ready":
-        if not ready:
-            os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        print(message or "error: the holder died while setting up", file=sys.stderr)
+    return pid, read_fd
+
+
+def main():
+    """Start every node's holder of SPEC at once (one Python start-up for all of them); print
+    their pids as a JSON list, or the first error (then no holder is left running)."""
+    specs = json.loads(sys.argv[1])
+    started = [start(spec) for spec in specs]
+    messages = {fd: b"" for _, fd in started}
+    pending = set(messages)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while pending and time.monotonic() < deadline:
+        ready, _, _ = select.select(list(pending), [], [], deadline - time.monotonic())
+        for fd in ready:
+            chunk = os.read(fd, 4096)
+            messages[fd] += chunk
+            if not chunk or messages[fd] == b"ready":
+                pending.discard(fd)
+    errors = [messages[fd].decode(errors="replace") or "error: a holder died while setting up"
+              for _, fd in started if messages[fd] != b"ready"]
+    if errors:
+        for pid, _ in started:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+        print("timed out" if pending else errors[0], file=sys.stderr)
         return 1
-    print(pid)
+    print(json.dumps([pid for pid, _ in started]))
     return 0
 
 

@@ -84,7 +84,7 @@ class Lab:
                 st = effects.apply(st, (), items)
                 state.save(replace(st, impairments=items))
             except BaseException:
-                teardown.down(prefix)
+                teardown.down(prefix, lock=False)
                 raise
         return cls(prefix)
 

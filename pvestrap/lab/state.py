@@ -11,15 +11,17 @@ import contextlib
 import fcntl
 import json
 import os
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from pvestrap.errors import UserError
+from pvestrap.errors import OperationFailed, UserError
 from pvestrap.lab import impair, names
 
 VERSION = 1
+ROOT_LOCK = "/run/pvestrap-lab.lock"
 
 
 @dataclass(frozen=True)
@@ -133,12 +135,45 @@ def resolve(prefix: str | None) -> str:
                     code="lab-name-missing", remedy="pass --name PREFIX; " + _which_labs())
 
 
+def _fstype(path: Path) -> str:
+    """The file system type of the mount PATH is on."""
+    best, fstype = "", ""
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        for line in fh:
+            head, _, tail = line.partition(" - ")
+            point = head.split(" ")[4].encode().decode("unicode_escape")
+            inside = str(path) == point or str(path).startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, fstype = point, tail.split(" ")[0]
+    return fstype
+
+
+def ensure_root() -> None:
+    """Keep lab state on a tmpfs, as /run is on most systems: on a disk mounted with `discard`
+    every removal of a lab's hundreds of files and folders costs milliseconds. Mounted once,
+    under a lock and only while no lab exists, so nothing is ever hidden under it."""
+    names.STATE_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+    if _fstype(names.STATE_ROOT) == "tmpfs":
+        return
+    with open(ROOT_LOCK, "a", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        # Never over existing labs: their state would vanish under the new mount.
+        if _fstype(names.STATE_ROOT) != "tmpfs" and not os.path.ismount(names.STATE_ROOT) \
+                and not any(names.STATE_ROOT.iterdir()):
+            result = subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=25%",
+                                     "pvestrap-lab", str(names.STATE_ROOT)],
+                                    capture_output=True, text=True)
+            if result.returncode != 0:
+                raise OperationFailed(f"cannot mount a tmpfs on {names.STATE_ROOT}: "
+                                      f"{result.stderr.strip()}", code="lab-state-mount")
+
+
 @contextlib.contextmanager
 def locked(prefix: str, create: bool = False) -> Iterator[Path]:
     """Hold the lab's lock (a flock on its state folder) for one change."""
     folder = names.Layout(prefix).state_dir
     if create:
-        names.STATE_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+        ensure_root()
         folder.mkdir(mode=0o700, exist_ok=True)
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)

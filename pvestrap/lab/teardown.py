@@ -12,7 +12,10 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 
+from pvestrap.errors import UserError
 from pvestrap.lab import names, proc, state
+
+SWEEPS = 5
 
 
 @dataclass(frozen=True)
@@ -28,22 +31,39 @@ def lab_processes(layout: names.Layout, inodes: set[int]) -> list[int]:
             if (p.net is not None and p.net in inodes) or layout.owns_cmdline(p.cmdline)]
 
 
-def down(prefix: str) -> Removed:
+def down(prefix: str, lock: bool = True) -> Removed:
+    """Remove lab PREFIX. With LOCK, wait for a running `up`/`impair` of it to finish first (a
+    killed one holds no lock)."""
     layout = names.Layout(names.check_prefix(prefix))
-    st = state.try_load(prefix)
+    if lock and layout.state_dir.exists():
+        try:
+            with state.locked(prefix):
+                return _down(layout)
+        except UserError:
+            pass  # removed meanwhile: sweep by name below
+    return _down(layout)
+
+
+def _down(layout: names.Layout) -> Removed:
+    st = state.try_load(layout.prefix)
     namespaces = [n for n in proc.netns_names() if layout.owns_netns(n)]
     inodes = {i for i in (proc.netns_inode(n) for n in namespaces) if i}
     if st is not None:
         inodes |= {i for i in st.netns.values() if i}
-    pids = lab_processes(layout, inodes)
-    survivors = proc.kill(pids)
+    killed: set[int] = set()
+    survivors: list[int] = []
+    for _ in range(SWEEPS):  # a half-started holder may still fork after the first sweep
+        pids = [p for p in lab_processes(layout, inodes) if p not in killed]
+        if not pids:
+            break
+        killed.update(pids)
+        survivors = proc.kill(pids)
     if namespaces:
         proc.run_all([proc.ip_batch(f"netns delete {n}" for n in namespaces)], check=False)
-    left = [n for n in proc.netns_names() if layout.owns_netns(n)]
-    for name in left:  # a batch stops at its first error; go one by one for the rest
-        proc.run(["ip", "netns", "delete", name], check=False)
+    for name in [n for n in proc.netns_names() if layout.owns_netns(n)]:
+        proc.run(["ip", "netns", "delete", name], check=False)  # a batch stops at its first error
     shutil.rmtree(layout.state_dir, ignore_errors=True)
-    return Removed(prefix, len(pids), len(namespaces), tuple(survivors))
+    return Removed(layout.prefix, len(killed), len(namespaces), tuple(survivors))
 
 
 def all_prefixes() -> list[str]:

@@ -13,14 +13,16 @@ namespaces the test is skipped with the reason; as root (CI) lab tests run.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import string
 import subprocess
+from typing import Iterable
 
 import pytest
 
-from pvestrap.lab import teardown
+from pvestrap.lab import names, proc, teardown
 from pvestrap.lab.lab import Lab
 
 TOOLS = ("ip", "nsenter", "nft", "unshare")
@@ -62,3 +64,33 @@ def lab(request):
     yield factory
     for name in reversed(made):
         teardown.down(name)
+
+
+def leftovers(prefix: str, inodes: Iterable[int] = ()) -> dict[str, list]:
+    """What is left of lab PREFIX on this machine: namespaces (`ip netns list`), interfaces in
+    the root namespace (`ip -o link`), processes (in one of its namespaces INODES, or naming it
+    on their command line) and its state folder. Empty lists after `down`."""
+    layout = names.Layout(prefix)
+    inodes = set(inodes)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    return {
+        "netns": [line.split()[0] for line in listed.splitlines()
+                  if line.split() and line.split()[0].startswith(f"{prefix}-")],
+        "links": [line for line in links.splitlines() if prefix in line],
+        "processes": [f"{p.pid} {p.cmdline}" for p in proc.processes()
+                      if (p.net is not None and p.net in inodes) or prefix in p.cmdline],
+        "state": [str(layout.state_dir)] if layout.state_dir.exists() else [],
+    }
+
+
+def ping_times(lab: Lab, src, dst: str, count: int, interval: float = 0.02,
+               quiet: bool = False) -> tuple[list[float], float]:
+    """(round-trip times in ms, loss in percent) of `ping` from node SRC to DST."""
+    argv = ["ping", "-n", "-c", str(count), "-i", f"{interval:g}", "-W", "1", dst]
+    out = lab.exec(src, argv, timeout=count * interval + 30).stdout
+    times = [float(m) for m in re.findall(r"time=([0-9.]+) ms", out)]
+    loss = re.search(r"([0-9.]+)% packet loss", out)
+    if loss is None:
+        raise AssertionError(f"ping printed no summary:\n{out}")
+    return times, float(loss.group(1))
