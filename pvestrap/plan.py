@@ -177,7 +177,7 @@ class ClusterPlan:
 
     @property
     def link_numbers(self) -> tuple[int, ...]:
-        return tuple(sorted(link.number for link in self.links))
+        return tuple(sorted(link.number for link in self.links if isinstance(link.number, int)))
 
     @property
     def token_coefficient(self) -> int | None:
@@ -320,6 +320,7 @@ def _check_nodes(plan: ClusterPlan) -> list[Finding]:
             addr = _address(addr_text)
             if addr is None:
                 out.append(fail("address-not-ip", f"{addr_text!r} is not an IP address", apath,
+                                payload={"address": addr_text},
                                 remedy="write the IP address, not a hostname (pvecm stores IPs)"))
                 continue
             if addr_text in used:
