@@ -37,7 +37,7 @@ for _name, _module, _help in GROUPS:
     if isinstance(_group, typer.Typer):
         app.add_typer(_group, name=_name, help=_help)
     else:
-        app.command(_name, help=_help)(_group)
+        app.command(_name, help=None if _group.__doc__ else _help)(_group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,5 @@
+"""`python -m pvestrap` (how the mesh mode and the first-boot hook run it)."""
+
+from pvestrap.cli import entry
+
+entry()
