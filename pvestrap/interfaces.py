@@ -167,7 +167,11 @@ def _wanted(stanza: InterfaceStanza) -> _Wanted:
 # -- editing ---------------------------------------------------------------------------------------
 
 def edit_interfaces(existing_text: str, stanzas: Iterable[InterfaceStanza]) -> str:
-    """EXISTING_TEXT with the plan's STANZAS added or changed, and nothing else touched."""
+    """EXISTING_TEXT with the plan's STANZAS added or changed, and nothing else touched.
+
+    STANZAS come from a validated plan (names, CIDR addresses); conflicts with the file (a
+    stanza defined twice, an address on a bridge's port) raise UserError naming the lines.
+    """
     wanted = [_wanted(s) for s in stanzas]
     _check_unique(wanted)
     text = existing_text
