@@ -59,4 +59,15 @@ def command(
                          strict=strict)
 
 
-command.__doc__ += f"\n\n    Check ids (for --ignore): {CHECK_IDS}."
+def _check_id_lines(width: int = 72) -> str:
+    lines, line = [], ""
+    for cid in CHECK_IDS.split(", "):
+        if line and len(line) + len(cid) + 2 > width:
+            lines.append(line + ",")
+            line = ""
+        line = f"{line}, {cid}" if line else cid
+    return "\n    ".join(lines + [line])
+
+
+# "\b" keeps click from re-wrapping (and splitting ids at their hyphens).
+command.__doc__ += f"\n\n    \b\n    Check ids (for --ignore; --list-checks describes them):\n    {_check_id_lines()}"
