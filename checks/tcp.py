@@ -38,8 +38,9 @@ def targets_for(plan: "ClusterPlan", node: str) -> tuple["prober.TcpTarget", ...
     if plan.role_of(node) == "join":
         address = plan.join_address()
         name = next((n.name for n in plan.nodes if address in n.addresses.values()), address)
-        out += [prober.TcpTarget(name, address, PORTS["join-api"], "join-api"),
-                prober.TcpTarget(name, address, PORTS["join-ssh"], "join-ssh")]
+        if plan.backend != "corosync":  # the API join (8006) exists only on Proxmox VE
+            out.append(prober.TcpTarget(name, address, PORTS["join-api"], "join-api"))
+        out.append(prober.TcpTarget(name, address, PORTS["join-ssh"], "join-ssh"))
     if plan.preflight.qdevice:
         out.append(prober.TcpTarget("qdevice", plan.preflight.qdevice, PORTS["qdevice"],
                                     "qdevice"))

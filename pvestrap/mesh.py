@@ -44,12 +44,13 @@ def ssh_argv(address: str, remote: Sequence[str], ssh: Sequence[str] = ("ssh",))
 
 def run_mesh(plan: ClusterPlan, answers_text: str, *, duration_s: float,
              remote: Sequence[str] = ("pvestrap",), ssh: Sequence[str] = ("ssh",),
-             launcher: Callable[[str, list[str]], list[str]] | None = None,
+             launcher: Callable[[str, list[str]], tuple[list[str], dict | None]] | None = None,
              ignore: Sequence[str] = (), timeout_s: float = 120.0,
              progress: Callable[[str], None] | None = None) -> list[NodeResult]:
     """Run the agent on every node of the plan at once; return each node's results.
 
-    launcher(node, agent_argv) -> argv lets the lab run agents with nsenter instead of SSH.
+    launcher(node, agent_argv) -> (argv, env) lets the lab run agents with nsenter (and its
+    libfaketime clock offsets) instead of SSH.
     """
     token = secrets.token_hex(16)
     agent = [*remote, "preflight", "--agent"]
@@ -57,10 +58,11 @@ def run_mesh(plan: ClusterPlan, answers_text: str, *, duration_s: float,
     say = progress or (lambda _m: None)
     try:
         for node in plan.nodes:
-            argv = launcher(node.name, agent) if launcher else \
-                ssh_argv(node.addresses[min(node.addresses)], agent, ssh)
+            argv, env = launcher(node.name, agent) if launcher else \
+                (ssh_argv(node.addresses[min(node.addresses)], agent, ssh), None)
             procs[node.name] = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                                stderr=subprocess.PIPE, text=True, bufsize=1)
+                                                stderr=subprocess.PIPE, text=True, bufsize=1,
+                                                env=env)
             job = {"answers": answers_text, "node": node.name, "token": token,
                    "duration_s": duration_s, "ignore": list(ignore)}
             procs[node.name].stdin.write(json.dumps(job) + "\n")

@@ -24,7 +24,7 @@ FORBIDDEN_CHARS = "{}\n\r"
 FINGERPRINT_RE = re.compile(r"^([A-Fa-f0-9]{2}:){31}[A-Fa-f0-9]{2}$")
 HOST_RE = re.compile(r"^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
 IFACE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.:-]{0,14}$")
-MAC_PREFIX_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){0,5}:?$")
+MAC_PREFIX_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){0,2}(:[0-9A-Fa-f])?:?$")  # PVE: up to 3.5 octets
 
 DEFAULT_MAC_PREFIX = "BC:24:11"
 KEYBOARDS = frozenset(
