@@ -101,8 +101,9 @@ def status(
 
 
 def _print_status(one: dict) -> None:
-    typer.echo(f"lab {one['name']}: {len(one['nodes'])} nodes, {one['links']} links, "
-               f"{one['phase']}")
+    count, links = len(one["nodes"]), one["links"]
+    typer.echo(f"lab {one['name']}: {count} node{'s' * (count != 1)}, "
+               f"{links} link{'s' * (links != 1)}, {one['phase']}")
     for node in one["nodes"]:
         addrs = " ".join(node["addresses"].values())
         running = " ".join(f"{n}({pid})" for n, pid in node["services"].items())

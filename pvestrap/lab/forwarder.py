@@ -18,7 +18,9 @@ import heapq
 import json
 import os
 import random
+import resource
 import select
+import signal
 import socket
 import struct
 import sys
@@ -31,9 +33,10 @@ PACKET_IGNORE_OUTGOING = 23
 PACKET_OUTGOING = 4
 SO_TIMESTAMPNS = 35
 FRAME_MAX = 65536 + 64
-SPIN = 0.0004  # select() wakes up to ~0.15 ms late; the rest of the wait is spun
+SPIN_MIN, SPIN_MAX = 0.00003, 0.0004  # spin for as long as select() tends to wake up late
 LEAD_MAX = 0.0001  # a send itself takes ~10-20 us; start it that much early
 RT_PRIORITY = 10
+RT_TIME_LIMIT_US = (500_000, 1_000_000)  # never block for this long at real-time priority
 QUEUE_MAX = 100_000
 
 
@@ -65,6 +68,8 @@ class Relay:
         self.heap = []
         self.seq = 0
         self.lead = 0.0
+        self.late = SPIN_MAX  # how late select() woke up, learned
+        self.ports = list(self.peer)
 
     def receive(self, sock):
         while True:
@@ -73,6 +78,7 @@ class Relay:
             except BlockingIOError:
                 return
             except OSError:
+                self.close(sock)  # its interface is gone (the lab is being removed)
                 return
             if addr[2] == PACKET_OUTGOING:
                 continue
@@ -101,31 +107,57 @@ class Relay:
             cost = time.time() - start
             self.lead = min(LEAD_MAX, 0.9 * self.lead + 0.1 * cost)
 
+    def close(self, sock):
+        peer = self.peer[sock]
+        self.ports = [s for s in self.ports if s not in (sock, peer)]
+        self.heap = [item for item in self.heap if item[2] not in (sock, peer)]
+        heapq.heapify(self.heap)
+
+    def spin(self):
+        return min(SPIN_MAX, max(SPIN_MIN, 1.5 * self.late + SPIN_MIN))
+
     def wait(self):
+        """select()'s timeout: until shortly before the next send (None: nothing queued)."""
         if not self.heap:
             return None
         left = self.heap[0][0] - self.lead - time.time()
-        return max(0.0, left - SPIN) if left > SPIN else 0.0
+        return left - self.spin() if left > self.spin() else 0.0
 
     def run(self):
-        socks = list(self.peer)
-        while True:
+        while self.ports:
             self.send_due()
-            ready, _, _ = select.select(socks, [], [], self.wait())
+            timeout = self.wait()
+            start = time.time()
+            ready, _, _ = select.select(self.ports, [], [], timeout)
+            if not ready and timeout:
+                late = max(0.0, time.time() - start - timeout)
+                self.late = 0.9 * self.late + 0.1 * late
             for sock in ready:
                 self.receive(sock)
+
+
+def demote(_signum, _frame):
+    """Busy for too long without sleeping (a flood of frames): go on at normal priority."""
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
+def realtime():
+    """Other work on a busy 2-core machine must not make frames late. A frame's hold is short
+    and the spin before a send is bounded; RLIMIT_RTTIME turns a flood into SIGXCPU, which
+    drops back to normal priority, so the machine is never starved."""
+    try:
+        signal.signal(signal.SIGXCPU, demote)
+        resource.setrlimit(resource.RLIMIT_RTTIME, RT_TIME_LIMIT_US)
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+    except (OSError, AttributeError, ValueError):
+        pass
 
 
 def main():
     with open(sys.argv[1], encoding="utf-8") as fh:
         config = json.load(fh)
     relay = Relay(config["ports"])
-    try:
-        # Other work on a busy 2-core machine must not make frames late: a frame's hold is
-        # short and the spin before a send is bounded, so a real-time priority is safe here.
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
-    except (OSError, AttributeError):
-        pass
+    realtime()
     fd = os.environ.get("PVESTRAP_READY_FD")
     if fd:
         os.write(int(fd), b"ready")

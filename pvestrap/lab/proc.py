@@ -25,9 +25,9 @@ NETNS_DIR = Path("/run/netns")
 
 def _fail(argv: Sequence[str], result: subprocess.CompletedProcess | None, why: str = "") -> \
         OperationFailed:
-    err = (result.stderr or "").strip() if result is not None else why
-    return OperationFailed(f"`{' '.join(argv[:6])}` failed: {err or 'exit ' + str(result and result.returncode)}",
-                           code="lab-command-failed")
+    if result is not None:
+        why = (result.stderr or "").strip() or f"exit status {result.returncode}"
+    return OperationFailed(f"`{' '.join(argv[:6])}` failed: {why}", code="lab-command-failed")
 
 
 def run(argv: Sequence[str], input: str | None = None, check: bool = True,

@@ -170,11 +170,17 @@ def ensure_root() -> None:
 
 @contextlib.contextmanager
 def locked(prefix: str, create: bool = False) -> Iterator[Path]:
-    """Hold the lab's lock (a flock on its state folder) for one change."""
+    """Hold the lab's lock (a flock on its state folder) for one change. With CREATE the folder
+    must not exist yet: of two `up`s of one name, the second is refused, not merged."""
     folder = names.Layout(prefix).state_dir
     if create:
         ensure_root()
-        folder.mkdir(mode=0o700, exist_ok=True)
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            raise UserError(f"lab {prefix!r} exists already", code="lab-exists",
+                            remedy=f"use it, remove it with `pvestrap lab down --name {prefix}`, "
+                                   "or choose another --name") from None
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
