@@ -116,7 +116,7 @@ def _why(proc: subprocess.Popen, what: str) -> str:
     if proc.poll() is None:
         return f"{what} in time"
     err = (proc.stderr.read() or "").strip().splitlines()
-    return f"{what} (exit {proc.returncode}{': ' + err[-1] if err else ''})"
+    return f"{what} (exit {proc.returncode}{': ' + ' | '.join(err[-3:]) if err else ''})"
 
 
 def _close(proc: subprocess.Popen) -> None:
