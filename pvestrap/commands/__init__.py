@@ -19,6 +19,7 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
     ("status", "status", "Report the cluster's quorum and knet link state."),
     ("link", "link", "Add or move corosync links on a running cluster."),
     ("wizard", "wizard", "Guided create/join in the terminal."),
+    ("firstboot", "firstboot", "Run the first-boot flow (unattended apply, or the wizard on tty1)."),
     ("demo", "demo", "Build a 3-node lab, cluster it unattended and report."),
     ("lab", "lab", "Cluster nodes on this machine in network namespaces."),
     ("iso", "iso", "Prepare installer ISOs that install and cluster nodes unattended."),
