@@ -6,12 +6,16 @@
         two.exec("n1", ["ping", "-c1", two.node(2).name])
 
 Each lab gets a fresh random prefix, so parallel runs and leftovers of killed runs never collide.
-Everything the test built is removed when it ends, passed or failed. Without root or without
-namespaces the test is skipped with the reason; as root (CI) lab tests run.
+Everything the test built is removed when it ends, passed or failed; a failed test's report
+shows its labs' status and log tails first. Without root or without namespaces the test is
+skipped with the reason; as root (CI) lab tests run. Register both in a conftest:
+
+    from pvestrap.lab.testing import lab, pytest_runtest_makereport  # noqa: F401
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -55,6 +59,7 @@ def lab(request):
     if reason:
         pytest.skip(reason)
     made: list[str] = []
+    request.node.lab_prefixes = made
 
     def factory(nodes: int = 3, links: int = 1, prefix: str | None = None, **flags) -> Lab:
         name = prefix or new_prefix()
@@ -64,6 +69,38 @@ def lab(request):
     yield factory
     for name in reversed(made):
         teardown.down(name)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report gets its labs' status and log tails, taken before the fixture
+    removes them (register this hook next to the fixture in a conftest)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        for name in getattr(item, "lab_prefixes", ()):
+            report.sections.append((f"lab {name}", diagnose(name)))
+
+
+def diagnose(prefix: str, lines: int = 15) -> str:
+    """A lab's status and the tails of its logs, for the report of a failed test."""
+    layout = names.Layout(prefix)
+    out = [f"--- lab {prefix} (removed after this test) ---"]
+    try:
+        out.append(json.dumps(Lab(prefix).status(), indent=1))
+    except Exception as exc:  # a broken lab is what is being diagnosed
+        out.append(f"status unavailable: {exc}")
+    logs = sorted(layout.state_dir.glob("n*/var/log/*.out")) + \
+        sorted(layout.state_dir.glob("n*/var/log/corosync/corosync.log")) + \
+        sorted(layout.state_dir.glob("*.log"))
+    for log in logs:
+        try:
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            continue
+        out.append(f"--- {log.relative_to(layout.state_dir)} ---")
+        out.extend(tail)
+    return "\n".join(out)
 
 
 def leftovers(prefix: str, inodes: Iterable[int] = ()) -> dict[str, list]:
