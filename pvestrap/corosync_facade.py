@@ -196,6 +196,32 @@ class CorosyncConf:
         _raise(problems + self._check_addresses({(n, number): a for n, a in addresses.items()}))
         return self._set_addresses(number, addresses)
 
+    def remove_link(self, number: int) -> "CorosyncConf":
+        """Drop a link: every node's ringN_addr (or linkN_addr) and its interface section.
+
+        corosync 3 cannot change a link's addresses on reload ("To reconfigure an interface it
+        must be deleted and recreated", exec/totemconfig.c), so moving a link to another network
+        is this, reloaded, then the link added again. The last link cannot go: corosync needs a
+        working one at all times."""
+        refuse_forbidden(number)
+        problems = [] if number in self.link_numbers else [
+            fail("link-unknown", f"link {number} does not exist", "number",
+                 payload={"number": number})]
+        if not problems and len(self.link_numbers) == 1:
+            problems.append(fail("link-last", f"link {number} is the only link", "number",
+                                 payload={"number": number},
+                                 remedy="add another link first: corosync needs one at all "
+                                        "times"))
+        _raise(problems)
+        nodelist, totem = self._top("nodelist"), self._top("totem")
+        nodes = nodelist.with_children(
+            c.with_children(x for x in c.children if addr_number(x) != number)
+            if isinstance(c, Section) and c.name == "node" else c for c in nodelist.children)
+        conf = self._edit(nodelist, nodes)
+        totem = conf._top("totem")
+        return conf._edit(totem, totem.with_children(
+            c for c in totem.children if _iface_number(c) != number))
+
     def set_priority(self, number: int, priority: int) -> "CorosyncConf":
         """knet_link_priority (the higher is preferred); 0 drops the key, as pvecm writes it."""
         refuse_forbidden(number, priority)

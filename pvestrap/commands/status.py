@@ -1,0 +1,57 @@
+"""`pvestrap status`: the post-flight report of the running cluster, as corosync sees it."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+
+def command(
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    junit: Optional[str] = typer.Option(None, "--junit", help="Also write JUnit XML to FILE."),
+    html: Optional[str] = typer.Option(None, "--html", help="Also write a self-contained HTML "
+                                       "report (knet RTT heatmaps) to FILE."),
+    expect_nodes: Optional[int] = typer.Option(None, "--expect-nodes", min=1,
+                                               help="Warn when fewer nodes are members."),
+    latency_ms: float = typer.Option(2.0, "--latency-ms", min=0.0,
+                                     help="Warn when a link's average RTT (knet's own "
+                                     "measurement) is above this."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 3 when there are warnings."),
+) -> int:
+    """Report quorum, votes, members, and every knet link's state and RTT on this node.
+
+    Reads corosync-quorumtool, corosync-cfgtool and corosync-cmapctl (corosync's own
+    statistics). Exit 0 healthy, 1 any FAIL, 3 only warnings with --strict.
+    """
+    from pvestrap.system import RealSystem
+    from pvestrap.verify import status_report
+
+    report = status_report(RealSystem(), expect_nodes=expect_nodes, latency_warn_ms=latency_ms)
+    emit(report, json_out, junit, html)
+    return report.exit_code(strict)
+
+
+def emit(report, json_out: bool = False, junit: Optional[str] = None,
+         html: Optional[str] = None) -> None:
+    """Print a report (text, or JSON) and write the JUnit/HTML files asked for."""
+    import sys
+
+    from pvestrap.atomic import atomic_write
+
+    if junit:
+        from pvestrap.report.junit import render_junit
+
+        atomic_write(junit, render_junit(report), backup=False)
+    if html:
+        from pvestrap.report.html import render_html
+
+        atomic_write(html, render_html(report), backup=False)
+    if json_out:
+        from pvestrap.report.jsonout import render_json
+
+        sys.stdout.write(render_json(report))
+    else:
+        from pvestrap.report.text import render_text, wants_color
+
+        sys.stdout.write(render_text(report, color=wants_color(sys.stdout)))

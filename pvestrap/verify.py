@@ -1,0 +1,333 @@
+"""Post-flight verification: what corosync itself says about the running cluster, as findings.
+
+`pvestrap status` and the link changes read the cluster through corosync's own tools, never
+through config files alone: `corosync-quorumtool -s` (quorate, votes, members), `corosync-cfgtool
+-s` (every configured node's state on every link, as this node's knet sees it), `-n` (addresses
+and MTU of the reachable peers), `corosync-cmapctl -m stats stats.knet.` (knet's ping/pong
+round-trip times per link and peer) and `corosync-cmapctl -g totem.config_version` (the version
+corosync runs, which differs from the file's when an edit was not reloaded). Every command is a
+query run through a `System` (mutates=False), so tests feed recorded outputs and a dry run runs
+them for real.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from pvestrap import __version__
+from pvestrap.corosync_conf import ConfParseError, CorosyncConf
+from pvestrap.errors import PvestrapError
+from pvestrap.findings import Finding, Severity, fail, warn
+from pvestrap.report.model import Report, Section
+from pvestrap.status_parse import (KnetLinkStats, LinksStatus, PeersStatus, QuorumStatus,
+                                   StatusUnparsable, parse_cfgtool_nodes, parse_cfgtool_status,
+                                   parse_knet_stats, parse_quorum_status)
+from pvestrap.system import System
+
+CHECK = "status"
+COROSYNC_CONF = "/etc/corosync/corosync.conf"
+LATENCY_WARN_MS = 2.0  # the project's latency requirement (pve-facts.md)
+QUORUMTOOL = ("corosync-quorumtool", "-s")
+CFGTOOL_LINKS = ("corosync-cfgtool", "-s")
+CFGTOOL_PEERS = ("corosync-cfgtool", "-n")
+KNET_STATS = ("corosync-cmapctl", "-m", "stats", "stats.knet.")
+RUNTIME_VERSION = ("corosync-cmapctl", "-g", "totem.config_version")
+_VERSION = re.compile(r"^totem\.config_version \(\w+\) = (\d+)$", re.M)
+SECTIONS = (("quorum", "QUORUM"), ("members", "MEMBERS"), ("links", "KNET LINKS"),
+            ("config", "CONFIGURATION"))
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the tools said (None where a tool failed; `errors` says why, per command)."""
+
+    quorum: QuorumStatus | None = None
+    links: LinksStatus | None = None
+    peers: PeersStatus | None = None
+    knet: tuple[KnetLinkStats, ...] = ()
+    runtime_version: int | None = None
+    conf: CorosyncConf | None = None
+    errors: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def local_nodeid(self) -> int | None:
+        for source in (self.links, self.peers):
+            if source is not None:
+                return source.local_nodeid
+        return self.quorum.node_id if self.quorum else None
+
+    def names(self) -> dict[int, str]:
+        """nodeid -> node name: corosync.conf first, then the member list, else `nodeN`."""
+        out: dict[int, str] = {}
+        for member in (self.quorum.nodes_only if self.quorum else ()):
+            out[member.nodeid] = member.name
+        for node in (self.conf.nodes if self.conf else ()):
+            if isinstance(node.nodeid, int) and node.name:
+                out[node.nodeid] = node.name
+        for nodeid in self._configured_ids():
+            out.setdefault(nodeid, f"node{nodeid}")
+        return dict(sorted(out.items()))
+
+    def _configured_ids(self) -> set[int]:
+        ids = {p.nodeid for link in (self.links.links if self.links else ()) for p in link.peers}
+        return ids | {n.nodeid for n in self.conf.nodes if isinstance(n.nodeid, int)} \
+            if self.conf else ids
+
+
+def _query(system: System, argv: Sequence[str], errors: dict[str, str]) -> str | None:
+    """The command's output, or None (and why in `errors`) when it failed to run or said
+    nothing: corosync's tools exit non-zero for states they report too (not quorate)."""
+    try:
+        result = system.run(list(argv), check=False, mutates=False, timeout=15)
+    except PvestrapError as exc:
+        errors[" ".join(argv)] = exc.message
+        return None
+    if not result.stdout.strip():
+        errors[" ".join(argv)] = (result.stderr.strip() or f"exit {result.returncode}")
+        return None
+    return result.stdout
+
+
+def _parsed(parser, text: str | None, argv: Sequence[str], errors: dict[str, str]):
+    if text is None:
+        return None
+    try:
+        return parser(text)
+    except StatusUnparsable as exc:
+        errors[" ".join(argv)] = exc.message
+        return None
+
+
+def observe(system: System, conf_path: str = COROSYNC_CONF) -> Observed:
+    """Ask corosync on this node (through SYSTEM) everything the verification reads."""
+    errors: dict[str, str] = {}
+    quorum = _parsed(parse_quorum_status, _query(system, QUORUMTOOL, errors), QUORUMTOOL, errors)
+    links = _parsed(parse_cfgtool_status, _query(system, CFGTOOL_LINKS, errors), CFGTOOL_LINKS,
+                    errors)
+    peers = _parsed(parse_cfgtool_nodes, _query(system, CFGTOOL_PEERS, errors), CFGTOOL_PEERS,
+                    errors)
+    knet = _parsed(parse_knet_stats, _query(system, KNET_STATS, errors), KNET_STATS, errors)
+    return Observed(quorum, links, peers, knet or (),
+                    runtime_version(_query(system, RUNTIME_VERSION, errors)),
+                    _read_conf(system, conf_path, errors), errors)
+
+
+def runtime_version(text: str | None) -> int | None:
+    """totem.config_version from `corosync-cmapctl -g totem.config_version`."""
+    match = _VERSION.search(text or "")
+    return int(match.group(1)) if match else None
+
+
+def _read_conf(system: System, path: str, errors: dict[str, str]) -> CorosyncConf | None:
+    text = system.read_text(path)
+    if text is None:
+        errors[path] = "not found"
+        return None
+    try:
+        return CorosyncConf.parse(text, path)
+    except ConfParseError as exc:
+        errors[path] = exc.message
+        return None
+
+
+# -- findings --------------------------------------------------------------------------------------
+
+def quorum_findings(obs: Observed) -> list[Finding]:
+    q = obs.quorum
+    if q is None:
+        why = obs.errors.get(" ".join(QUORUMTOOL), "no output")
+        return [fail("corosync-not-running", f"corosync-quorumtool cannot read the cluster: {why}",
+                     "corosync", payload={"error": why},
+                     remedy="start corosync (systemctl start corosync) and read its log "
+                            "(journalctl -b -u corosync)")]
+    votes = {"expected_votes": q.expected_votes, "total_votes": q.total_votes,
+             "quorum": q.quorum, "highest_expected": q.highest_expected, "nodes": q.nodes,
+             "ring_id": q.ring_id, "node_id": q.node_id}
+    out = [Finding("cluster-quorate", Severity.PASS,
+                   f"quorate: {q.total_votes} of {q.expected_votes} expected votes "
+                   f"(quorum {q.quorum})", "cluster", payload=votes)
+           if q.quorate else
+           fail("cluster-not-quorate", f"NOT quorate: {q.total_votes} votes, quorum needs "
+                f"{q.quorum}" + (" (activity blocked)" if q.activity_blocked else ""), "cluster",
+                payload=votes, remedy="bring the missing nodes (or their links) back; never "
+                "lower expected votes while the others may still run")]
+    if q.total_votes is not None and q.expected_votes is not None \
+            and q.total_votes < q.expected_votes:
+        out.append(warn("cluster-votes-missing", f"{q.expected_votes - q.total_votes} expected "
+                        "vote(s) are missing", "cluster", payload=votes,
+                        remedy="a node that is down or cut off takes its votes with it"))
+    return out
+
+
+def member_findings(obs: Observed, expect_nodes: int | None = None) -> list[Finding]:
+    q = obs.quorum
+    if q is None:
+        return []
+    present = {m.nodeid for m in q.nodes_only}
+    names = obs.names()
+    out = []
+    for node in (obs.conf.nodes if obs.conf else ()):
+        if isinstance(node.nodeid, int) and node.nodeid not in present:
+            out.append(warn("member-missing", f"{node.name} (nodeid {node.nodeid}) is in "
+                            "corosync.conf but not a member", node.name or str(node.nodeid),
+                            payload={"nodeid": node.nodeid, "name": node.name},
+                            remedy="check that corosync runs there and that its links reach "
+                                   "this node (pvestrap status on that node)"))
+    members = [names.get(i, str(i)) for i in sorted(present)]
+    wanted = max(expect_nodes or 0, len(obs.conf.nodes) if obs.conf else 0)
+    if expect_nodes is not None and len(present) < expect_nodes:
+        out.append(warn("members-below-expected", f"{len(present)} members, {expect_nodes} "
+                        "expected", "cluster", payload={"members": members,
+                                                        "expected": expect_nodes}))
+    if not out:
+        out.append(Finding("members-complete", Severity.PASS, f"{len(present)} members: "
+                           + ", ".join(members), "cluster",
+                           payload={"members": members, "expected": wanted or len(present)}))
+    return out
+
+
+def link_findings(obs: Observed, latency_warn_ms: float = LATENCY_WARN_MS) -> list[Finding]:
+    """Per link and peer, this node's knet view: connected or down, and its RTT."""
+    if obs.links is None:
+        why = obs.errors.get(" ".join(CFGTOOL_LINKS), "no output")
+        return [fail("knet-status-unavailable", f"corosync-cfgtool -s failed: {why}", "links",
+                     payload={"error": why}, remedy="is corosync running on this node?")]
+    names, me = obs.names(), obs.local_nodeid
+    stats = {(s.nodeid, s.link): s for s in obs.knet}
+    out = []
+    for link in obs.links.links:
+        for peer in link.peers:
+            if peer.nodeid == me or peer.state == "localhost":
+                continue
+            out += _one_link(obs, link.link, peer.nodeid, peer.connected, names,
+                             stats.get((peer.nodeid, link.link)), latency_warn_ms)
+    running = {link.link for link in obs.links.links}
+    for number in (obs.conf.link_numbers if obs.conf else ()):
+        if number not in running:
+            out.append(fail("knet-link-not-running", f"link{number} is in corosync.conf but "
+                            "corosync does not run it", f"link{number}", payload={"link": number},
+                            remedy="corosync-cfgtool -R loads it (or see the CONFIGURATION "
+                                   "section)"))
+    return out
+
+
+def _one_link(obs: Observed, number: int, nodeid: int, connected: bool, names: dict[int, str],
+              stats: KnetLinkStats | None, threshold_ms: float) -> list[Finding]:
+    name = names.get(nodeid, f"node{nodeid}")
+    peer_link = obs.peers.peer(nodeid).link(number) if obs.peers and obs.peers.peer(nodeid) \
+        else None
+    payload: dict[str, Any] = {
+        "link": number, "peer": name, "nodeid": nodeid,
+        "from": names.get(obs.local_nodeid or -1), "state": "connected" if connected
+        else "disconnected",
+        "local_address": peer_link.local_address if peer_link else None,
+        "remote_address": peer_link.remote_address if peer_link else None,
+        "mtu": peer_link.mtu if peer_link else None,
+        "latency_ave_ms": _ms(stats.latency_ave_us) if stats else None,
+        "latency_max_ms": _ms(stats.latency_max_us) if stats else None,
+        "latency_samples": stats.latency_samples if stats else 0,
+        "down_count": stats.down_count if stats else None}
+    subject = f"{name}/link{number}"
+    if not connected:
+        return [fail("knet-link-down", f"link{number} to {name} is disconnected", subject,
+                     payload=payload, remedy=f"check the network of link{number} between the "
+                     f"nodes (cable, switch, firewall: UDP {5405 + number} must pass)")]
+    ave = payload["latency_ave_ms"]
+    out = [Finding("knet-link-connected", Severity.PASS, f"link{number} to {name} is connected"
+                   + (f", RTT {ave:.3f} ms" if ave is not None else ""), subject,
+                   payload=payload)]
+    if ave is not None and ave > threshold_ms:
+        out.append(warn("knet-latency-high", f"link{number} to {name}: average RTT {ave:.3f} ms "
+                        f"is above {threshold_ms:g} ms", subject,
+                        payload={**payload, "threshold_ms": threshold_ms},
+                        remedy="corosync wants a low-latency network (under 2 ms; Proxmox "
+                               "says clusters rarely work above about 10 ms)"))
+    return out
+
+
+def _ms(us: int | None) -> float | None:
+    return None if us is None else round(us / 1000.0, 3)
+
+
+def config_findings(obs: Observed) -> list[Finding]:
+    if obs.conf is None:
+        why = obs.errors.get(COROSYNC_CONF, "unreadable")
+        return [warn("conf-unreadable", f"{COROSYNC_CONF}: {why}", COROSYNC_CONF,
+                     payload={"error": why})]
+    on_disk, running = obs.conf.config_version, obs.runtime_version
+    payload = {"file": on_disk, "running": running}
+    if running is None:
+        return []
+    if on_disk != running:
+        return [warn("conf-not-loaded", f"corosync runs config_version {running}, the file "
+                     f"says {on_disk}", COROSYNC_CONF, payload=payload,
+                     remedy="an edit was not loaded: check it, then `corosync-cfgtool -R`")]
+    return [Finding("conf-loaded", Severity.PASS, f"corosync runs config_version {running}, "
+                    "as in the file", COROSYNC_CONF, payload=payload)]
+
+
+# -- the report ------------------------------------------------------------------------------------
+
+def matrices(obs: Observed, latency_warn_ms: float = LATENCY_WARN_MS) -> dict[str, Any]:
+    """Per link: this node's row of the N x N matrix (knet's RTT and link state), so the
+    HTML heatmap shows the cluster as corosync sees it."""
+    if obs.links is None:
+        return {}
+    names = obs.names()
+    order = list(names)
+    row = order.index(obs.local_nodeid) if obs.local_nodeid in order else None
+    stats = {(s.nodeid, s.link): s for s in obs.knet}
+    out: dict[str, Any] = {}
+    for link in obs.links.links:
+        rtt = [[None] * len(order) for _ in order]
+        state = [[None] * len(order) for _ in order]
+        for peer in link.peers:
+            if row is None or peer.nodeid not in order or peer.nodeid == obs.local_nodeid:
+                continue
+            col = order.index(peer.nodeid)
+            state[row][col] = "connected" if peer.connected else "disconnected"
+            s = stats.get((peer.nodeid, link.link))
+            if peer.connected and s is not None:
+                rtt[row][col] = _ms(s.latency_ave_us)
+        out[f"link{link.link}"] = {"nodes": [names[i] for i in order], "rtt_ms": rtt,
+                                   "state": state, "port": 5405 + link.link,
+                                   "threshold_ms": latency_warn_ms, "source": "knet"}
+    return out
+
+
+def build_report(obs: Observed, expect_nodes: int | None = None,
+                 latency_warn_ms: float = LATENCY_WARN_MS,
+                 meta: Mapping[str, Any] | None = None) -> Report:
+    found = {"quorum": quorum_findings(obs), "members": member_findings(obs, expect_nodes),
+             "links": link_findings(obs, latency_warn_ms) if obs.quorum else [],
+             "config": config_findings(obs) if obs.quorum else []}
+    sections = tuple(Section(name, title, tuple(_checked(found[name])))
+                     for name, title in SECTIONS if found[name])
+    names = obs.names()
+    info = {"cluster": obs.conf.cluster_name if obs.conf else (
+                obs.quorum.cluster_name if obs.quorum else None),
+            "node": names.get(obs.local_nodeid or -1), "host": socket.gethostname(),
+            "pvestrap": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "latency_fail_ms": latency_warn_ms,
+            **(meta or {})}
+    return Report("pvestrap status", sections, info, matrices(obs, latency_warn_ms))
+
+
+def _checked(findings: Iterable[Finding]) -> list[Finding]:
+    return [f if f.check else Finding(f.code, f.severity, f.message, f.subject, CHECK,
+                                      f.payload, f.remedy, f.ignored) for f in findings]
+
+
+def status_report(system: System, expect_nodes: int | None = None,
+                  latency_warn_ms: float = LATENCY_WARN_MS) -> Report:
+    """`pvestrap status`: observe this node's corosync and report."""
+    started = time.monotonic()
+    obs = observe(system)
+    report = build_report(obs, expect_nodes, latency_warn_ms)
+    return Report(report.title, report.sections,
+                  {**report.meta, "duration_s": round(time.monotonic() - started, 3)},
+                  report.matrices)
