@@ -137,7 +137,11 @@ def impair(
     reject: Optional[List[str]] = REJECT, clock: Optional[List[str]] = CLOCK,
     hosts: Optional[List[str]] = HOSTS, mtu: Optional[List[str]] = MTU,
 ) -> None:
-    """Change a running lab's impairments (a zero value removes one; --clear removes all)."""
+    """Change a running lab's impairments (a zero value removes one; --clear removes all).
+
+    Network impairments apply at once, also while corosync runs; a new --clock applies to
+    programs started afterwards (restart the node's services to give them the new clock).
+    """
     from pvestrap.errors import UserError
     from pvestrap.lab.lab import Lab
 

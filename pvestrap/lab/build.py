@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import replace
 
-from pvestrap.errors import UserError
+from pvestrap.errors import OperationFailed, UserError
 from pvestrap.lab import files, names, proc, state
 
 OPAQUE = ("trusted.overlay.opaque", b"y")
@@ -108,7 +108,7 @@ def start_holders(layout: names.Layout, st: state.LabState) -> dict[int, int]:
     specs = [holder_spec(layout, i) for i in range(1, st.nodes + 1)]
     result = proc.run(proc.script("holder.py") + [json.dumps(specs)], check=False)
     if result.returncode != 0:
-        raise proc.OperationFailed(f"the lab's nodes could not be set up: "
+        raise OperationFailed(f"the lab's nodes could not be set up: "
                                    f"{result.stderr.strip()}", code="lab-node-failed")
     return dict(enumerate(json.loads(result.stdout), 1))
 
@@ -180,7 +180,7 @@ def wait_links(st: state.LabState, timeout: float = LINK_TIMEOUT) -> None:
     while pending:
         pending = [p for p in pending if _read(p) != "up"]
         if pending and time.monotonic() > deadline:
-            raise proc.OperationFailed(f"{len(pending)} lab NICs did not come up within "
+            raise OperationFailed(f"{len(pending)} lab NICs did not come up within "
                                        f"{timeout:g} s (first: {pending[0]})",
                                        code="lab-link-down")
         if pending:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import subprocess
 
 import pytest
 
@@ -77,8 +78,7 @@ def test_twenty_percent_loss_loses_ten_to_thirty_percent_of_200_pings(lab):
 
 def test_dropped_port_times_out_and_rejected_port_is_refused(lab):
     two = lab(nodes=2)
-    echo = two.popen("n2", ["python3", "-u", "-c", UDP_ECHO], stdout=__import__("subprocess").PIPE,
-                     text=True)
+    echo = two.popen("n2", ["python3", "-u", "-c", UDP_ECHO], stdout=subprocess.PIPE, text=True)
     try:
         assert echo.stdout.readline().strip() == "listening"
         target = two.node(2).name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -72,8 +73,8 @@ def test_etc_and_root_are_private_to_the_node(lab):
     assert two.exec("n1", ["cat", "/etc/hostname.new"]).stdout == "mine\n"
     assert two.exec("n2", ["ls", "/etc/hostname.new"]).returncode != 0
     assert two.exec("n2", ["ls", "/root/pvestrap-lab-probe"]).returncode != 0
-    assert not __import__("os").path.exists("/etc/hostname.new")
-    assert not __import__("os").path.exists("/root/pvestrap-lab-probe")
+    assert not os.path.exists("/etc/hostname.new")
+    assert not os.path.exists("/root/pvestrap-lab-probe")
     # a file written from outside through the node's root is what the node reads
     (two.node(2).path("/etc/corosync/corosync.conf")).write_text("# from outside\n")
     assert two.exec("n2", ["cat", "/etc/corosync/corosync.conf"]).stdout == "# from outside\n"
