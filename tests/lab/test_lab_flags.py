@@ -157,3 +157,17 @@ def test_lab_plan_round_trips_through_an_answer_file():
     assert again.cluster_name == "lab-b2"
     assert [(n.name, dict(n.addresses)) for n in again.nodes] == [
         (n.name, dict(n.addresses)) for n in plan.nodes]
+
+
+def test_without_root_labs_are_refused_and_lab_tests_skip_with_the_reason(monkeypatch):
+    import os
+
+    from pvestrap.lab import Lab
+    from pvestrap.lab.testing import unavailable
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert "root" in unavailable()
+    with pytest.raises(UserError) as info:
+        Lab.up("nonroot1", nodes=2)
+    assert info.value.code == "lab-needs-root"
+    assert not names.Layout("nonroot1").state_dir.exists()
