@@ -1,0 +1,299 @@
+"""First boot, unattended: from an answer file to a node that is part of a quorate cluster.
+
+Every node of the answer file runs this at its first boot, at about the same time, with no
+idea which of the others are up yet. In order:
+
+1. Done already (the marker under the state folder)? Then nothing at all happens.
+2. Answer probes (checks.responder, in threads of this process) and wait, bounded, until every
+   other node of the file answers too, saying who is still missing.
+3. The preflight, local checks and probes of every peer and link: any FAIL stops here, before
+   anything changed. The report goes to stdout (the journal) and, as JSON, to the state folder.
+4. The creating node creates; the others join one at a time in nodeid order: each waits until
+   the node before it answers as a member, then applies, retrying while the cluster is busy.
+5. Done marker; keep answering probes until every node is a member (bounded), so no peer that
+   is still in its preflight sees this node go dark.
+
+A rerun (the hook runs once per boot until it succeeds; a node may be killed or rebooted at any
+point) picks up where the last run stopped: a node whose preflight passed, or that is already
+in the cluster's corosync.conf, goes straight to the apply, which is idempotent and finishes
+what is missing.
+
+Entry point: `main(argv) -> int` (argparse, no typer: the ISO's first-boot hook carries only
+pvestrap's core). Exit codes: 0 done, 1 failed (peers missing, preflight FAIL, apply failed:
+the next boot tries again), 2 bad input (nothing changed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from pvestrap.errors import OperationFailed, PvestrapError, UserError
+from pvestrap.wizard import firstboot_cluster as cluster
+from pvestrap.wizard import firstboot_net as net
+from pvestrap.wizard.firstboot_state import STATE_DIR, StateDir
+
+Say = Callable[[str], None]
+PREFLIGHT_FILE = "firstboot-preflight.json"
+
+
+@dataclass(frozen=True)
+class Options:
+    answers: str
+    node: str | None = None
+    state_dir: str = STATE_DIR
+    peer_wait_s: float = 600.0
+    member_wait_s: float = 900.0
+    apply_timeout_s: float = 900.0
+    quorum_timeout_s: float = 300.0
+    linger_s: float = 1800.0
+    token_file: str | None = None
+    duration_s: float | None = None
+    ignore: tuple[str, ...] = ()
+    corosync_start: tuple[str, ...] | None = None
+
+    @property
+    def responder_ttl_s(self) -> float:
+        """Long enough for every bounded phase; the responder dies with the process anyway."""
+        return (self.peer_wait_s + self.member_wait_s + self.apply_timeout_s
+                + self.quorum_timeout_s + self.linger_s + 600.0)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    node: str
+    role: str
+    already_done: bool = False
+    attempts: int = 0
+    all_members: bool | None = None
+    resumed_from: str | None = None
+    phases: tuple[str, ...] = field(default=())
+
+
+def say_line(message: str) -> None:
+    """One progress line, flushed at once: stdout is the journal, read while it happens."""
+    print(message, flush=True)
+
+
+# -- the flow ---------------------------------------------------------------------------------------
+
+def run(opts: Options, apply: cluster.ApplyFn | None = None, say: Say = say_line) -> Outcome:
+    """The first boot of this node (see the module docstring); raises PvestrapError."""
+    state = StateDir(opts.state_dir)
+    done = state.done()
+    if done is not None:
+        say(f"first boot finished already ({_describe_done(done)}): nothing to do")
+        return Outcome(done.get("node") or "?", "?", already_done=True)
+    from pvestrap import answers
+
+    data = _read(opts.answers)
+    plan = answers.load(opts.answers)
+    me = answers.select_node(plan, opts.node)
+    role = plan.role_of(me.name)
+    digest = hashlib.sha256(data).hexdigest()
+    with state.lock():
+        return _run_locked(opts, state, plan, me, role, digest, data,
+                           apply or cluster.default_apply, say)
+
+
+def _run_locked(opts, state, plan, me, role, digest, data, apply, say) -> Outcome:
+    phase = state.phase(digest, me.name)
+    say(f"first boot of {me.name}: {'create' if role == 'create' else 'join'} cluster "
+        f"{plan.cluster_name} ({len(plan.nodes)} nodes)"
+        + (f"; resuming, an earlier run got to: {phase}" if phase else ""))
+    if phase is None:
+        state.record(digest, me.name, "started")
+    member = cluster.configured_member(plan, me)
+    tokens = net.derive_tokens(_secret(opts, data))
+    done_phases = []
+    with net.Presence(plan, me, tokens, opts.responder_ttl_s, say) as presence:
+        if member or phase in ("preflight-passed", "applied"):
+            why = "this node is in the cluster's corosync.conf" if member else \
+                "its preflight passed in an earlier run"
+            say(f"skipping the peer wait and the preflight: {why}")
+        else:
+            net.wait_for_peers(plan, me, tokens.probe, opts.peer_wait_s, say)
+            _preflight(opts, state, plan, me, tokens, say)
+            state.record(digest, me.name, "preflight-passed")
+            done_phases.append("preflight-passed")
+        if not member:
+            _wait_turn(opts, plan, me, tokens, say)
+        presence.release_corosync_ports()
+        request = cluster.ApplyRequest(plan, me.name, opts.answers, opts.ignore,
+                                       opts.quorum_timeout_s, opts.corosync_start, say)
+        say(f"applying: {role} ({'create' if role == 'create' else 'join via ' + plan.join_address()})")
+        attempts = cluster.apply_with_retries(apply, request, opts.apply_timeout_s, say)
+        state.record(digest, me.name, "applied")
+        presence.announce_member()
+        state.mark_done(digest, me.name, plan.cluster_name)
+        say(f"done: {me.name} is a member of {plan.cluster_name}")
+        everyone = cluster.wait_for_all_members(plan, opts.linger_s, say)
+        if not everyone:
+            say(f"stopped answering probes after {opts.linger_s:g} s; nodes that are not "
+                "members yet must be started again by hand")
+    return Outcome(me.name, role, attempts=attempts, all_members=everyone, resumed_from=phase,
+                   phases=tuple(done_phases + ["applied"]))
+
+
+def _wait_turn(opts: Options, plan, me, tokens: net.Tokens, say: Say) -> None:
+    before = cluster.predecessor(plan, me)
+    if before is None:
+        return
+    if not net.wait_for_member(plan, me, before.name, tokens.member, opts.member_wait_s, say):
+        say(f"warning: {before.name} is not a member after {opts.member_wait_s:g} s; joining "
+            "anyway (the cluster serializes joins itself)")
+
+
+def _preflight(opts: Options, state: StateDir, plan, me, tokens: net.Tokens, say: Say) -> None:
+    from pvestrap import preflight
+    from pvestrap.checks import prober
+    from pvestrap.mesh import NodeResult, matrices
+    from pvestrap.report.jsonout import report_dict
+    from pvestrap.report.text import render_text
+
+    duration = opts.duration_s or plan.preflight.thresholds.duration_s
+    say(f"preflight: local checks and {duration:g} s of probes to every peer and link")
+    request = prober.request_from_plan(plan, me.name, prober.ProbeSettings(duration_s=duration))
+    measured = prober.measure(request, tokens.probe)
+    grids = matrices(plan, [NodeResult(me.name, None, measured.to_dict())])
+    report = preflight.run_with_probes(plan, me.name, {prober.PROBES_KEY: measured},
+                                       ignore=opts.ignore, matrices=grids)
+    state.write_json(PREFLIGHT_FILE, {"report": report_dict(report),
+                                      "measurements": measured.to_dict()})
+    say(render_text(report).rstrip("\n"))
+    if report.exit_code():
+        failures = [f.code for f in report.findings if f.severity.value == "fail"]
+        raise PreflightFailed(len(failures), sorted(set(failures)))
+    say("preflight passed")
+
+
+class PreflightFailed(OperationFailed):
+    code = "firstboot-preflight-failed"
+
+    def __init__(self, count: int, codes: list[str]):
+        self.codes = codes
+        super().__init__(f"the preflight found {count} failure{'s' * (count != 1)} "
+                         f"({', '.join(codes)}): nothing was changed",
+                         remedy="fix what the FAIL lines above say (or name the check in the "
+                                "answer file's [preflight] ignore_checks), then run the first "
+                                "boot again")
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise UserError(f"cannot read the answer file {path}: {exc.strerror or exc}",
+                        code="answer-file-unreadable",
+                        remedy="without an answer file, run `pvestrap wizard` on the console"
+                        ) from None
+
+
+def _secret(opts: Options, answers: bytes) -> bytes:
+    """The probe secret: --token-file when given, else the answer file itself."""
+    if opts.token_file is None:
+        return answers
+    from pvestrap.checks.probe import load_token
+
+    return load_token(file=opts.token_file).secret
+
+
+def _describe_done(done: dict) -> str:
+    parts = [f"{k} {done[k]}" for k in ("node", "cluster", "time") if done.get(k)]
+    return ", ".join(parts) or "marker present"
+
+
+# -- command line -----------------------------------------------------------------------------------
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pvestrap firstboot",
+        description="Build the cluster of an answer file at a node's first boot: answer "
+                    "probes, wait for the other nodes, preflight, then create or join in "
+                    "nodeid order. Idempotent: rerun after an interruption; a finished node "
+                    "does nothing. Exit 0 done, 1 failed (try again), 2 bad input.")
+    p.add_argument("--answers", required=True, metavar="FILE",
+                   help="The cluster's answer file (the same file on every node).")
+    p.add_argument("--node", metavar="NAME", help="This node's name in the answer file "
+                   "(default: the host name).")
+    p.add_argument("--peer-wait", type=_seconds, default=600.0, metavar="S",
+                   help="How long to wait for every other node to answer (default 600).")
+    p.add_argument("--member-wait", type=_seconds, default=900.0, metavar="S",
+                   help="How long a joiner waits for the node before it to be a member "
+                        "(default 900); then it joins anyway.")
+    p.add_argument("--apply-timeout", type=_seconds, default=900.0, metavar="S",
+                   help="How long to retry the apply while the cluster is busy or not ready "
+                        "(default 900).")
+    p.add_argument("--quorum-timeout", type=_seconds, default=300.0, metavar="S",
+                   help="How long the apply waits for quorum after create or join (default 300).")
+    p.add_argument("--linger", type=_seconds, default=1800.0, metavar="S",
+                   help="After finishing, keep answering probes until every node is a member, "
+                        "at most this long (default 1800).")
+    p.add_argument("--state-dir", default=STATE_DIR, metavar="DIR",
+                   help=f"Where progress and the done marker live (default {STATE_DIR}).")
+    p.add_argument("--token-file", metavar="FILE", help="Probe secret shared by the nodes "
+                   "(default: derived from the answer file's content).")
+    p.add_argument("--duration", type=_seconds, metavar="S",
+                   help="Seconds of latency sampling per path in the preflight (default: the "
+                        "answer file's, else 3).")
+    p.add_argument("--ignore", action="append", default=[], metavar="CHECK",
+                   help="Check id whose FAILs become WARNs (repeatable).")
+    p.add_argument("--corosync-start", metavar="CMD", help="Command that starts corosync where "
+                   "no service manager can (e.g. in a lab node).")
+    p.add_argument("--debug", action="store_true", help="Show tracebacks for errors.")
+    return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds > 0")
+    return value
+
+
+def options(args: argparse.Namespace) -> Options:
+    return Options(answers=args.answers, node=args.node, state_dir=args.state_dir,
+                   peer_wait_s=args.peer_wait, member_wait_s=args.member_wait,
+                   apply_timeout_s=args.apply_timeout, quorum_timeout_s=args.quorum_timeout,
+                   linger_s=args.linger, token_file=args.token_file, duration_s=args.duration,
+                   ignore=tuple(args.ignore),
+                   corosync_start=tuple(shlex.split(args.corosync_start))
+                   if args.corosync_start else None)
+
+
+def main(argv: Sequence[str] | None = None, apply: cluster.ApplyFn | None = None) -> int:
+    """`pvestrap firstboot` and the ISO hook's entry point; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser().parse_args(args_list)
+    except SystemExit as exc:  # --help, or a usage error argparse already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    started = time.monotonic()
+    try:
+        outcome = run(options(args), apply)
+    except PvestrapError as exc:
+        if args.debug:
+            raise
+        print(exc.render(), file=sys.stderr, flush=True)
+        print(f"first boot failed after {time.monotonic() - started:.0f} s "
+              f"[{cluster.error_code(exc)}]", flush=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: run the first boot again to finish", file=sys.stderr)
+        return 130
+    if not outcome.already_done:
+        say_line(f"first boot finished in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

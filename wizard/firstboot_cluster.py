@@ -1,0 +1,190 @@
+"""First boot and the cluster: is this node in it already, who is a member, and applying with
+retries while the cluster is not ready for us yet.
+
+Membership is read from this node's own corosync: its corosync.conf (written by a create or a
+join, even a half-finished one) and `corosync-quorumtool -s` (who is a member right now).
+Members are matched by nodeid, which the plan fixes: names in corosync-quorumtool's output may
+be host names or addresses.
+
+The apply itself is a seam (`ApplyFn`): the default runs `pvestrap.apply.flow`, the same
+preflight gate, plan and create-or-join as `pvestrap apply --answers`; tests and the lab may
+pass their own. An apply that fails because the cluster is busy or not there yet (locked by
+another join, not quorate, unreachable) is retried with backoff until a deadline: apply is
+idempotent and rolls back on failure, so another attempt is always safe.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pvestrap.errors import OperationFailed, PvestrapError
+from pvestrap.plan import ClusterPlan, Node
+from pvestrap.status_parse import QuorumStatus, StatusUnparsable, parse_quorum_status
+
+Say = Callable[[str], None]
+CONF_PATHS = ("/etc/pve/corosync.conf", "/etc/corosync/corosync.conf")
+# Error codes (of the error, or of the cause of a failed step) that mean "not yet", not "no".
+RETRYABLE = frozenset({
+    "apply-locked", "join-locked", "join-cluster-locked", "join-cluster-not-quorate",
+    "member-unreachable", "fingerprint-unreachable", "quorum-timeout", "cluster-not-ready",
+    "join-target-unreachable",
+})
+
+
+# -- membership ---------------------------------------------------------------------------------
+
+def configured_member(plan: ClusterPlan, node: Node, root: str = "/") -> bool:
+    """This node is in the planned cluster's corosync.conf (a create or join got that far).
+
+    A config of another cluster is refused: first boot never touches a node that belongs to a
+    cluster it was not told about. Debian's packaged example config does not count.
+    """
+    from pvestrap.checks.joinable import is_stock_conf
+    from pvestrap.corosync_conf import CorosyncConf
+
+    for path in CONF_PATHS:
+        real = os.path.join(root, path.lstrip("/"))
+        try:
+            with open(real, encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        if path.startswith("/etc/corosync/") and is_stock_conf(real):
+            continue
+        try:
+            conf = CorosyncConf.parse(text, path)
+        except PvestrapError:
+            continue  # half-written or foreign: the apply's own checks will say what it is
+        if conf.cluster_name != plan.cluster_name:
+            raise OperationFailed(f"{path} is for cluster {conf.cluster_name!r}, the answer file "
+                                  f"plans {plan.cluster_name!r}", code="already-clustered",
+                                  remedy="first boot only builds the cluster of its answer "
+                                         "file; separate this node from the other cluster first")
+        return any(n.nodeid == node.nodeid or n.name == node.name for n in conf.nodes)
+    return False
+
+
+def quorum_status(run: Callable[[list[str]], tuple[int, str]] | None = None
+                  ) -> QuorumStatus | None:
+    """`corosync-quorumtool -s` parsed; None when corosync does not answer."""
+    rc, out = (run or _run)(["corosync-quorumtool", "-s"])
+    if rc not in (0, 2) or not out.strip():
+        return None
+    try:
+        return parse_quorum_status(out)
+    except StatusUnparsable:
+        return None
+
+
+def _run(argv: list[str]) -> tuple[int, str]:
+    import subprocess
+
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return -1, ""
+    return done.returncode, done.stdout
+
+
+def member_nodeids(status: QuorumStatus | None) -> set[int]:
+    return {m.nodeid for m in status.nodes_only} if status and status.quorate else set()
+
+
+def wait_for_all_members(plan: ClusterPlan, timeout_s: float, say: Say,
+                         status: Callable[[], QuorumStatus | None] = quorum_status,
+                         poll_s: float = 2.0) -> bool:
+    """Until this node's corosync sees every planned node as a quorate member (then no peer
+    needs this node's responder any more); False at the timeout."""
+    wanted = {n.nodeid: n.name for n in plan.nodes}
+    started = time.monotonic()
+    last: set[int] | None = None
+    while True:
+        have = member_nodeids(status()) & set(wanted)
+        if have == set(wanted):
+            say(f"all {len(wanted)} nodes are members of {plan.cluster_name}")
+            return True
+        if have != last:
+            missing = ", ".join(wanted[i] for i in sorted(set(wanted) - have))
+            say(f"{len(have)} of {len(wanted)} nodes are members; still answering probes "
+                f"for {missing}")
+            last = have
+        if time.monotonic() - started >= timeout_s:
+            return False
+        time.sleep(poll_s)
+
+
+def predecessor(plan: ClusterPlan, me: Node) -> Node | None:
+    """The node that must be a member before ME joins: the creator goes first, then the
+    joiners in nodeid order. None for the creator."""
+    creator = plan.creator
+    if me.name == creator.name:
+        return None
+    order = [creator] + sorted((n for n in plan.nodes if n.name != creator.name),
+                               key=lambda n: n.nodeid)
+    return order[order.index(me) - 1]
+
+
+# -- applying -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ApplyRequest:
+    """What first boot hands the apply: the plan, this node, and how to reach corosync.
+
+    corosync_start: the command that starts corosync, where the system's own service manager
+    cannot (a lab node has no systemd); None means the backend's default.
+    """
+
+    plan: ClusterPlan
+    node: str
+    answers_path: str
+    ignore: tuple[str, ...] = ()
+    quorum_timeout_s: float = 300.0
+    corosync_start: tuple[str, ...] | None = None
+    say: Say = field(default=lambda _m: None, compare=False, repr=False)
+
+
+ApplyFn = Callable[[ApplyRequest], None]
+
+
+def error_code(exc: PvestrapError) -> str:
+    """The code that says why: a failed step's cause, else the error's own."""
+    return getattr(exc, "cause_code", None) or exc.code
+
+
+def apply_with_retries(apply: ApplyFn, request: ApplyRequest, timeout_s: float, say: Say,
+                       sleep: Callable[[float], None] = time.sleep,
+                       clock: Callable[[], float] = time.monotonic) -> int:
+    """Apply; while it fails with a RETRYABLE code, wait (2, 4, 8 ... at most 30 s, with
+    jitter so joiners do not collide again) and try again until TIMEOUT_S. Returns the number
+    of attempts; re-raises the last error when it is not retryable or time is up."""
+    started = clock()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            apply(request)
+            return attempt
+        except PvestrapError as exc:
+            code = error_code(exc)
+            left = timeout_s - (clock() - started)
+            if code not in RETRYABLE or left <= 0:
+                raise
+            delay = min(30.0, 2.0 ** attempt) * random.uniform(1.0, 1.5)
+            delay = min(delay, max(left, 0.0))
+            say(f"apply attempt {attempt} failed ({code}: {exc.message}); retrying in "
+                f"{delay:.0f} s")
+            sleep(delay)
+
+
+def default_apply(request: ApplyRequest) -> None:
+    """The same apply as `pvestrap apply --answers FILE --node NODE`."""
+    try:
+        from pvestrap.apply import flow
+    except ImportError:
+        raise OperationFailed("this pvestrap has no apply flow (pvestrap.apply.flow)",
+                              code="apply-unavailable") from None
+    flow.apply_for_firstboot(request)  # adapted in one place when the flow's API is final
