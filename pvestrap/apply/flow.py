@@ -1,0 +1,335 @@
+"""`pvestrap apply` as a library call: gate, plan, show, confirm, apply, report.
+
+1. Which backend: the plan's, or Proxmox VE when /usr/bin/pvecm or /etc/pve exist under the
+   system's root, else plain corosync.
+2. Where the node stands: a node already in the planned cluster skips the preflight (it is no
+   longer a fresh machine; its join checks would all fail) and only makes sure it runs and is
+   quorate. Otherwise the preflight runs first and a FAIL stops everything before the first
+   change, unless its check id is ignored.
+3. The steps for the node's role, planned before anything changes and shown: a unified diff of
+   every file, every command, every bounded wait; secrets as <secret>.
+4. Confirmation when a person is there to give it (the caller passes `confirm`), then the steps,
+   with a progress line each. A join runs under the member's join lock and is planned again
+   under it, so two joiners never edit the cluster's corosync.conf at the same time.
+
+Everything the flow prints goes through `out`; it never prompts by itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from pvestrap.apply import corosync as cs
+from pvestrap.apply.engine import (Action, Outcome, PlannedCommand, Progress, Step, StepEvent,
+                                   StepFailed, plan_steps, run_steps)
+from pvestrap.apply.lock import apply_lock
+from pvestrap.apply.remote import Remote, member_lock
+from pvestrap.errors import OperationFailed, UserError
+from pvestrap.findings import Finding, Severity, apply_ignores
+from pvestrap.plan import ClusterPlan
+from pvestrap.render import Change, unified_diff
+from pvestrap.report.model import Report, Section
+from pvestrap.system import DryRunSystem, System
+
+Preflight = Callable[[ClusterPlan, str], Report]
+Confirm = Callable[[str], bool]
+Out = Callable[[str], None]
+LockFactory = Callable[..., object]
+
+
+class PreflightFailed(OperationFailed):
+    code = "preflight-failed"
+
+    def __init__(self, failures: Sequence[Finding]):
+        self.findings = tuple(failures)
+        n = len(self.findings)
+        super().__init__(f"preflight found {n} FAIL{'s' if n != 1 else ''}; nothing was changed",
+                         remedy="fix them, or pass --ignore CHECK for a check you accept")
+
+    def render(self) -> str:
+        lines = [f"error: {self.message}"]
+        for f in self.findings:
+            lines.append(f"  - [{f.check or f.code}] {f.message} ({f.code})")
+            if f.remedy:
+                lines.append(f"    fix: {f.remedy}")
+        if self.remedy:
+            lines.append(f"  fix: {self.remedy}")
+        return "\n".join(lines)
+
+
+class ApplyDeclined(OperationFailed):
+    code = "apply-declined"
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    node: str
+    backend: str
+    role: str  # create | join | member
+    plans: tuple[tuple[str, tuple[Action, ...]], ...]
+    outcome: Outcome | None = None  # None: dry run, or nothing to do
+
+    @property
+    def planned(self) -> bool:
+        return any(actions for _, actions in self.plans)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.outcome and self.outcome.changed)
+
+
+# -- choices ---------------------------------------------------------------------------------------
+
+def choose_backend(plan: ClusterPlan, system: System) -> str:
+    if plan.backend in ("pve", "corosync"):
+        return plan.backend
+    from pvestrap.apply.pve import is_pve
+
+    return "pve" if is_pve(system) else "corosync"
+
+
+def default_preflight(root: str = "/") -> Preflight:
+    """The local preflight (pvestrap.preflight.run_local) on ROOT; plan validation alone when
+    that module is not installed."""
+
+    def run(plan: ClusterPlan, node: str) -> Report:
+        try:
+            from pvestrap.preflight import run_local
+        except ModuleNotFoundError as exc:
+            if exc.name != "pvestrap.preflight":
+                raise
+            return plan_only_preflight(plan, node)
+        return run_local(plan, node, root=root)
+
+    return run
+
+
+def plan_only_preflight(plan: ClusterPlan, node: str) -> Report:
+    """Plan validation as a report (the gate when no machine checks can run)."""
+    from pvestrap.plan import validate
+
+    findings = validate(plan) or [Finding("plan-valid", Severity.PASS, "the plan is valid",
+                                          check="plan")]
+    note = Finding("preflight-plan-only", Severity.INFO, "only the plan was validated; no "
+                   "checks of this machine ran", node, "plan")
+    return Report("pvestrap apply preflight", (Section("plan", "CLUSTER PLAN",
+                                                       (*findings, note)),))
+
+
+def gate(report: Report, ignore: Sequence[str], out: Out) -> None:
+    findings = apply_ignores(report.findings, ignore)
+    fails = [f for f in findings if f.severity is Severity.FAIL]
+    warns = [f for f in findings if f.severity is Severity.WARN]
+    for f in warns:
+        out(f"WARN: [{f.check or f.code}] {f.message}")
+    out(f"preflight: {len(findings)} results, {len(fails)} FAIL, {len(warns)} WARN")
+    if fails:
+        raise PreflightFailed(fails)
+
+
+# -- showing a plan --------------------------------------------------------------------------------
+
+def diff_text(change: Change) -> str:
+    if change.path.startswith("/"):
+        return unified_diff(change)
+    old = change.before.splitlines(keepends=True) if change.before is not None else []
+    lines = difflib.unified_diff(old, change.after.splitlines(keepends=True),
+                                 fromfile=change.path if change.before is not None
+                                 else "/dev/null", tofile=change.path)
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def show_plan(plans: Sequence[tuple[Step, Sequence[Action]]], out: Out) -> None:
+    for step, actions in plans:
+        if not actions:
+            out(f"= {step.id}: {step.description} (already done)")
+            continue
+        out(f"+ {step.id}: {step.description}")
+        for action in actions:
+            if isinstance(action, Change):
+                out(f"  file {action.path} (mode {action.mode:04o})")
+                out(diff_text(action).rstrip("\n"))
+            else:
+                out(f"  {'run ' if isinstance(action, PlannedCommand) else ''}{action}")
+
+
+def progress_printer(out: Out, extra: Progress | None) -> Progress:
+    """One line per step event; a finished step says how long it took."""
+    started: dict[str, float] = {}
+
+    def emit(event: StepEvent) -> None:
+        now = time.monotonic()
+        if event.state in ("applying", "undoing"):
+            started[event.step_id] = now
+        if event.state in ("applying", "applied", "failed", "undoing", "undone", "undo-failed"):
+            took = (f" ({now - started[event.step_id]:.1f} s)"
+                    if event.state not in ("applying", "undoing") and event.step_id in started
+                    else "")
+            detail = f": {event.detail}" if event.detail else ""
+            out(f"[{event.state}] {event.step_id}{took}{detail}")
+        if extra is not None:
+            extra(event)
+
+    return emit
+
+
+# -- the flow --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ApplyContext:
+    """What one apply needs besides the plan; the seams tests and the lab fill in."""
+
+    system: System
+    root: str = "/"
+    dry_run: bool = False
+    ignore: tuple[str, ...] = ()
+    preflight: Preflight | None = None
+    confirm: Confirm | None = None  # None: do not ask (--yes, or dry run)
+    out: Out = print
+    on_progress: Progress | None = None
+    service: cs.Service | None = None
+    timeouts: cs.CorosyncTimeouts = cs.CorosyncTimeouts()
+    lock_timeout: float = 0.0
+
+
+def apply_node(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
+    """Bring NODE to the plan's state (see the module docstring); raises PvestrapError."""
+    plan.check()
+    if not plan.has_node(node):
+        raise UserError(f"node {node!r} is not in the plan", code="node-unknown",
+                        remedy=f"use one of {', '.join(n.name for n in plan.nodes)}")
+    backend = choose_backend(plan, ctx.system)
+    ctx.out(f"{node}: backend {backend}, role {plan.role_of(node)} in cluster "
+            f"{plan.cluster_name}")
+    with ExitStack() as stack:
+        if not ctx.dry_run:  # a dry run writes nothing, not even the lock file
+            stack.enter_context(apply_lock(ctx.root, timeout=ctx.lock_timeout))
+        return (_pve if backend == "pve" else _corosync)(plan, node, ctx)
+
+
+def _preflight(plan: ClusterPlan, node: str, ctx: ApplyContext) -> None:
+    run = ctx.preflight or default_preflight(ctx.root)
+    gate(run(plan, node), (*ctx.ignore, *plan.preflight.ignore_checks), ctx.out)
+
+
+def _pve(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
+    from pvestrap.apply import pve
+
+    system = DryRunSystem(ctx.system) if ctx.dry_run else ctx.system
+    member = pve.cluster_membership(system, plan, node)
+    if not member:
+        _preflight(plan, node, ctx)
+    steps = pve.steps_for(plan, node, system)
+    return _run(plan, node, "pve", "member" if member else plan.role_of(node), steps, ctx)
+
+
+def _corosync(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
+    system = DryRunSystem(ctx.system) if ctx.dry_run else ctx.system
+    service = ctx.service or cs.default_service(ctx.system)
+    t = ctx.timeouts
+    found = cs.membership(system, plan, node)
+    if found.state == "member":
+        ctx.out(f"{node} is already in cluster {plan.cluster_name} as planned: preflight "
+                "skipped, checking that corosync runs and is quorate")
+        return _run(plan, node, "corosync", "member", cs.member_steps(service, t), ctx)
+    role = plan.role_of(node)
+    _preflight(plan, node, ctx)
+    # The backend's own refusals stand even when the preflight's checks were ignored.
+    if role == "create":
+        if found.state == "other":
+            raise cs.JoinRefused(f"{node} is clustered already; refusing to create over it",
+                                 found.findings, code="create-refused",
+                                 remedy="use a node without /etc/corosync/authkey")
+        return _run(plan, node, "corosync", role, cs.create_steps(plan, node, service, t), ctx)
+    refusals = cs.join_refusals(system, plan, node, found)
+    if refusals:
+        raise cs.JoinRefused(f"{node} cannot join: it is not a fresh node", refusals,
+                             remedy="join only nodes without an authkey and without a running "
+                                    "corosync; pvestrap never forces a join")
+    return _join(plan, node, ctx, system, service)
+
+
+def _remote_factory(t: cs.CorosyncTimeouts, target: str, control: str | None
+                    ) -> Callable[[System, str], Remote]:
+    def make(system: System, address: str) -> Remote:
+        return Remote(system, address, timeout=t.remote, connect_timeout=t.connect,
+                      control_path=control if address == target else None)
+
+    return make
+
+
+def _join(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System,
+          service: cs.Service) -> ApplyResult:
+    t = ctx.timeouts
+    target = plan.join_address()
+
+    def steps(control: str | None) -> list[Step]:
+        remote = _remote_factory(t, target, control)
+        snapshot = cs.read_cluster(remote(system, target))
+        return cs.join_steps(plan, node, snapshot, service, remote, t)
+
+    if ctx.dry_run or ctx.confirm is not None:
+        plans = _show(steps(None), system, ctx)
+        if not _proceed(plans, node, ctx):
+            return ApplyResult(node, "corosync", "join", _ids(plans))
+    lock = member_lock(system, Remote(system, target, timeout=t.remote,
+                                      connect_timeout=t.connect),
+                       wait=t.lock_wait, retries=t.lock_retries, backoff=t.backoff)
+    ctx.out(f"taking the join lock on {target} ...")
+    with lock as control:
+        locked = steps(control)
+        if ctx.confirm is None:
+            plans = _show(locked, system, ctx)
+            if not any(actions for _, actions in plans):
+                return ApplyResult(node, "corosync", "join", _ids(plans))
+        return _execute(node, "corosync", "join", locked, system, ctx)
+
+
+def _show(steps: list[Step], system: System, ctx: ApplyContext
+          ) -> tuple[tuple[Step, tuple[Action, ...]], ...]:
+    plans = plan_steps(steps, system)
+    show_plan(plans, ctx.out)
+    return plans
+
+
+def _ids(plans) -> tuple[tuple[str, tuple[Action, ...]], ...]:
+    return tuple((step.id, actions) for step, actions in plans)
+
+
+def _proceed(plans, node: str, ctx: ApplyContext) -> bool:
+    """False when there is nothing to do or this is a dry run; asks when a person is there."""
+    if not any(actions for _, actions in plans):
+        ctx.out(f"{node}: nothing to do, already as planned")
+        return False
+    if ctx.dry_run:
+        ctx.out("dry run: nothing was changed")
+        return False
+    if ctx.confirm is not None and not ctx.confirm(f"Apply these changes on {node}?"):
+        raise ApplyDeclined("not confirmed: nothing was changed")
+    return True
+
+
+def _run(plan: ClusterPlan, node: str, backend: str, role: str, steps: list[Step],
+         ctx: ApplyContext) -> ApplyResult:
+    system = DryRunSystem(ctx.system) if ctx.dry_run else ctx.system
+    plans = _show(steps, system, ctx)
+    if not _proceed(plans, node, ctx):
+        return ApplyResult(node, backend, role, _ids(plans))
+    return _execute(node, backend, role, steps, ctx.system, ctx)
+
+
+def _execute(node: str, backend: str, role: str, steps: list[Step], system: System,
+             ctx: ApplyContext) -> ApplyResult:
+    try:
+        outcome = run_steps(steps, system, progress_printer(ctx.out, ctx.on_progress))
+    except StepFailed as exc:
+        ctx.out(f"apply failed at step {exc.step_id} [{exc.cause_code}]")
+        raise
+    ctx.out(f"{node}: applied {len(outcome.applied)} steps "
+            f"({', '.join(outcome.applied) or 'none'}); already done: "
+            f"{', '.join(outcome.skipped) or 'none'}")
+    return ApplyResult(node, backend, role, outcome.plans, outcome)

@@ -1,0 +1,298 @@
+"""A cluster member reached over SSH, the way `pvecm add --use_ssh` reaches it.
+
+Root logs in with a key (`BatchMode=yes`: a missing key or an unknown host key fails at once
+instead of prompting), every command has a timeout, and ssh's own exit code 255 (connection or
+login failed) is told apart from the remote command failing. Commands go through the local
+`System`, so a lab node's `wrap` runs ssh inside that node and a dry run records writes.
+
+Files travel base64-encoded on stdin and stdout: binary content (the authkey) survives text
+pipes and never appears on a command line or in a process list. A write is the `.new` + `mv`
+dance (a reader sees the old file or the new one), keeping the previous file as `.bak`.
+
+Joins are serialized by an flock on the member (`member_lock`), held by one long-running ssh
+session for the whole join; the kernel drops it when that session ends, so a joiner that dies
+never leaves a stale lock. The session is also an ssh control master: the join's other commands
+to that member reuse its connection instead of paying for a new handshake each.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shlex
+import signal
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Iterator, Mapping, Sequence
+
+from pvestrap.errors import OperationFailed
+from pvestrap.system import Arg, CommandFailed, CommandTimeout, Secret, System
+
+SSH_UNREACHABLE = 255  # ssh's own failure: no route, refused, no key, host key mismatch
+JOIN_LOCK = "/run/pvestrap/join.lock"
+CONTROL_DIR = "/run/pvestrap"
+CONTROL_PATH = CONTROL_DIR + "/ssh-%C"  # ssh expands %C to a hash of (local host, host, port, user)
+ABSENT = "-"  # on the stdin of a `put`: remove the file instead of writing it
+
+# Shell functions sent ahead of a remote script. `show` prints one line per file:
+# "file PATH MODE BASE64" or "none PATH". `put PATH MODE` reads one line of base64 (or "-")
+# from stdin and writes PATH atomically (PATH.new, fsync, rename) or removes it.
+_SHOW = ('show() { if [ -f "$1" ]; then printf "file %s %s " "$1" "$(stat -c %a -- "$1")"; '
+         'base64 -w0 -- "$1"; echo; else printf "none %s\\n" "$1"; fi; }')
+_PUT = ('put() { IFS= read -r data || data=""; if [ "$data" = "' + ABSENT + '" ]; then '
+        'rm -f -- "$1"; return 0; fi; printf "%s" "$data" | base64 -d > "$1.new"; '
+        'chmod "$2" "$1.new"; sync -- "$1.new" 2>/dev/null || :; mv -f -- "$1.new" "$1"; }')
+
+
+class MemberUnreachable(OperationFailed):
+    """ssh could not reach or log in to the member, or it did not answer in time."""
+
+    code = "member-unreachable"
+
+
+class RemoteCommandFailed(OperationFailed):
+    """The command ran on the member and failed; `stdout` is what it printed before."""
+
+    code = "remote-command-failed"
+
+    def __init__(self, message: str, stdout: str = ""):
+        super().__init__(message)
+        self.stdout = stdout
+
+
+class JoinLocked(OperationFailed):
+    """Another join held the member's lock for longer than we were willing to wait."""
+
+    code = "join-locked"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file's state on a member: data None means it does not exist."""
+
+    path: str
+    data: bytes | None
+    mode: int | None
+
+    def put_line(self) -> str:
+        import base64
+
+        return ABSENT if self.data is None else base64.b64encode(self.data).decode()
+
+    @property
+    def mode_text(self) -> str:
+        return f"{self.mode if self.mode is not None else 0o644:o}"
+
+
+def parse_show(text: str) -> dict[str, RemoteFile]:
+    """The `show` lines of a remote script's output (other lines are left alone)."""
+    import base64
+    import binascii
+
+    out: dict[str, RemoteFile] = {}
+    for line in text.splitlines():
+        words = line.split(" ", 3)
+        if words[0] == "none" and len(words) == 2:
+            out[words[1]] = RemoteFile(words[1], None, None)
+        elif words[0] == "file" and len(words) >= 3:
+            try:
+                data = base64.b64decode(words[3] if len(words) == 4 else "", validate=True)
+                out[words[1]] = RemoteFile(words[1], data, int(words[2], 8))
+            except (binascii.Error, ValueError):
+                continue
+    return out
+
+
+def show_script(paths: Sequence[str]) -> str:
+    return "; ".join([_SHOW, *(f"show {shlex.quote(p)}" for p in paths)])
+
+
+def put_script(files: Sequence[RemoteFile]) -> tuple[str, str]:
+    """(script, stdin) that make each file exactly as given (content and mode, or absent)."""
+    script = "; ".join(["set -e", "umask 077", _PUT,
+                        *(f"put {shlex.quote(f.path)} {f.mode_text}" for f in files)])
+    return script, "".join(f.put_line() + "\n" for f in files)
+
+
+def replace_script(path: str, keep_backup: bool = True) -> str:
+    """Print the current state of PATH and PATH.bak, then replace PATH with stdin's base64,
+    keeping its mode (0644 for a new file) and moving the old content to PATH.bak."""
+    p = shlex.quote(path)
+    bak = shlex.quote(path + ".bak")
+    lines = ["set -e", "umask 077", _SHOW, _PUT, f"show {p}", f"show {bak}",
+             f'mode=$(stat -c %a -- {p} 2>/dev/null || echo 644)']
+    if keep_backup:
+        lines.append(f"if [ -f {p} ]; then cp -p -- {p} {bak}.new; mv -f -- {bak}.new {bak}; fi")
+    lines.append(f'put {p} "$mode"')
+    return "; ".join(lines)
+
+
+@dataclass(frozen=True)
+class Remote:
+    """One member, reached through the local system's ssh."""
+
+    system: System
+    address: str
+    user: str = "root"
+    timeout: float = 30.0
+    connect_timeout: float = 5.0
+    control_path: str | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{self.user}@{self.address}"
+
+    def options(self) -> list[str]:
+        opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, round(self.connect_timeout))}",
+                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=2"]
+        if self.control_path:
+            opts += ["-o", "ControlMaster=no", "-o", f"ControlPath={self.control_path}"]
+        return opts
+
+    def argv(self, script: str) -> tuple[str, ...]:
+        return ("ssh", *self.options(), self.target, "--", script)
+
+    def shown(self, command: str) -> tuple[str, ...]:
+        """How a remote command appears in a plan: short, without the ssh options."""
+        return ("ssh", self.target, command)
+
+    def run(self, script: str, what: str, input: Arg | None = None, mutates: bool = True,
+            timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        limit = self.timeout if timeout is None else timeout
+        try:
+            return self.system.run(self.argv(script), input=input, timeout=limit, mutates=mutates)
+        except CommandTimeout:
+            raise MemberUnreachable(f"{self.address} did not finish '{what}' within {limit:g} s",
+                                    remedy=self._remedy()) from None
+        except CommandFailed as exc:
+            tail = " / ".join((exc.stderr.strip() or exc.stdout.strip()).splitlines()[-3:])
+            if exc.returncode == SSH_UNREACHABLE:
+                raise MemberUnreachable(f"cannot reach {self.target} over ssh for '{what}'"
+                                        + (f": {tail}" if tail else ""),
+                                        remedy=self._remedy()) from None
+            raise RemoteCommandFailed(f"'{what}' failed on {self.address} (exit "
+                                      f"{exc.returncode})" + (f": {tail}" if tail else ""),
+                                      exc.stdout) from None
+
+    def _remedy(self) -> str:
+        return (f"check that {self.address} is up and that root on this node can log in there "
+                f"with a key and a known host key (`ssh {self.target} true` must work without "
+                "a prompt)")
+
+    def read_files(self, paths: Sequence[str], what: str = "read files"
+                   ) -> dict[str, RemoteFile]:
+        result = self.run(show_script(paths), what, mutates=False)
+        found = parse_show(result.stdout)
+        missing = [p for p in paths if p not in found]
+        if missing:
+            raise RemoteCommandFailed(f"'{what}' on {self.address} returned nothing for "
+                                      f"{', '.join(missing)}")
+        return found
+
+    def put_files(self, files: Sequence[RemoteFile], what: str = "restore files") -> None:
+        script, stdin = put_script(files)
+        secret = any(f.path.endswith("authkey") for f in files)
+        self.run(script, what, input=Secret(stdin) if secret else stdin)
+
+
+# -- the member lock -------------------------------------------------------------------------------
+
+def _spawn(system: System, argv: Sequence[str]) -> subprocess.Popen:
+    """Start a long-lived command through the system's wrap (a lab node's nsenter)."""
+    wrap = tuple(getattr(system, "wrap", ()))
+    extra: Mapping[str, str] = getattr(system, "env", {}) or {}
+    env = {**os.environ, **extra} if extra else None
+    return subprocess.Popen([*wrap, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Close the session's stdin (the remote `cat` ends, flock lets go, ssh exits); stop it
+    and what it started if it does not."""
+    try:
+        if proc.stdin and not proc.stdin.closed:
+            proc.stdin.close()
+    except OSError:
+        pass
+    try:
+        proc.wait(timeout=grace)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=3)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _first_line(proc: subprocess.Popen, timeout: float) -> bytes:
+    """The session's first line, or b"" when it ends or says nothing in time."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    data = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return b""
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            return b""
+        chunk = os.read(fd, 256)
+        if not chunk:
+            return b""
+        data += chunk
+    return data.split(b"\n", 1)[0]
+
+
+def _try_lock(system: System, remote: Remote, wait: float) -> subprocess.Popen | None:
+    """One attempt: the held session, or None when flock gave up after WAIT seconds."""
+    script = (f"mkdir -p {shlex.quote(os.path.dirname(JOIN_LOCK))} && exec flock -w "
+              f"{max(1, round(wait))} {shlex.quote(JOIN_LOCK)} sh -c 'echo locked; exec cat "
+              ">/dev/null'")
+    opts = replace(remote, control_path=None).options()
+    master = ["-o", "ControlMaster=yes", "-o", f"ControlPath={CONTROL_PATH}",
+              "-o", "ControlPersist=no"]
+    proc = _spawn(system, ["ssh", *opts, *master, remote.target, "--", script])
+    line = _first_line(proc, wait + remote.connect_timeout + 10)
+    if line.strip() == b"locked":
+        return proc
+    _stop(proc, grace=2)
+    err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+    if proc.returncode == SSH_UNREACHABLE or (proc.returncode not in (1, None) and not line):
+        raise MemberUnreachable(f"cannot reach {remote.target} over ssh to take the join lock"
+                                + (f": {err.splitlines()[-1]}" if err else ""),
+                                remedy=remote._remedy())
+    return None
+
+
+@contextmanager
+def member_lock(system: System, remote: Remote, wait: float = 60.0, retries: int = 3,
+                backoff: float = 1.0) -> Iterator[str]:
+    """Hold the member's join lock for the block; yields the ssh ControlPath that reuses the
+    lock's connection. Waits up to WAIT seconds per attempt, RETRIES more attempts after a
+    pause, then raises JoinLocked."""
+    system.run(["mkdir", "-p", CONTROL_DIR], timeout=10)
+    proc = None
+    for attempt in range(retries + 1):
+        proc = _try_lock(system, remote, wait)
+        if proc is not None:
+            break
+        if attempt < retries:
+            system.sleep(backoff * 2 ** attempt)
+    if proc is None:
+        raise JoinLocked(f"{remote.address} stayed locked by another join for "
+                         f"{(retries + 1) * wait:g} s", remedy=f"check what holds {JOIN_LOCK} on "
+                         f"{remote.address} (`fuser -v {JOIN_LOCK}`), then apply again")
+    try:
+        yield CONTROL_PATH
+    finally:
+        _stop(proc)

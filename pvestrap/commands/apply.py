@@ -1,0 +1,60 @@
+"""`pvestrap apply`: create or join the cluster as the answer file plans it, on this node."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def command(
+    answers: Path = typer.Option(..., "--answers", metavar="FILE", dir_okay=False,
+                                 help="The cluster's answer file (TOML)."),
+    node: Optional[str] = typer.Option(None, "--node", metavar="NAME",
+                                       help="This node's name in the answer file (default: "
+                                            "this host's name)."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Show the plan (diffs, commands, waits) and change "
+                                      "nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y",
+                             help="Apply without asking (unattended runs, the first-boot "
+                                  "hook)."),
+    ignore: Optional[List[str]] = typer.Option(None, "--ignore", metavar="CHECK",
+                                               help="Accept the FAILs of this preflight check "
+                                                    "(repeatable)."),
+    root: Optional[Path] = typer.Option(None, "--root", metavar="DIR", file_okay=False,
+                                        help="Act on the files under DIR instead of / "
+                                             "(commands still run on this machine)."),
+) -> None:
+    """Preflight, show the plan, confirm, then create or join the cluster on this node.
+
+    A preflight FAIL stops before the first change (unless --ignore names its check). Every
+    file change is shown as a diff and every command before anything runs; a failing step
+    undoes the earlier ones. Applying again on a node that is already as planned changes
+    nothing and exits 0. Exit codes: 0 done or nothing to do, 1 refused or failed (the failing
+    step and its cause are printed), 2 bad input or no way to confirm.
+    """
+    from pvestrap import answers as answer_files
+    from pvestrap.apply.flow import ApplyContext, apply_node
+    from pvestrap.errors import UserError
+    from pvestrap.system import RealSystem
+
+    if not (yes or dry_run) and not sys.stdin.isatty():
+        raise UserError("apply asks before changing anything, and there is no terminal to ask "
+                        "on", code="confirmation-impossible",
+                        remedy="pass --yes to apply unattended, or --dry-run to only see the "
+                               "plan")
+    plan = answer_files.load(answers)
+    name = answer_files.select_node(plan, node).name
+    base = str(root) if root is not None else "/"
+
+    def confirm(question: str) -> bool:
+        return typer.confirm(question, default=False)
+
+    ctx = ApplyContext(RealSystem(root=base), root=base, dry_run=dry_run,
+                       ignore=tuple(ignore or ()),
+                       confirm=None if (yes or dry_run) else confirm,
+                       out=lambda line: typer.echo(line))
+    apply_node(plan, name, ctx)

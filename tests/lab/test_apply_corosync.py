@@ -1,0 +1,301 @@
+"""`pvestrap apply` with the plain-corosync backend in the lab: real corosync 3 (knet), real
+sshd and ssh between the nodes, real nftables. Nothing here is mocked.
+
+Most runs are the real command inside a node (`python -m pvestrap apply` in the node's network,
+mount and UTS namespaces: its own /etc, hostname and NICs, so the real preflight runs too).
+The rollback test drives the same flow in-process, with the node's files under its root and
+its commands through its nsenter wrap, because it needs a hook at a step boundary.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pvestrap.answers import dumps
+from pvestrap.apply.corosync import AUTHKEY, CorosyncTimeouts, JoinRefused
+from pvestrap.apply.engine import PlannedCommand, StepEvent, StepFailed
+from pvestrap.apply.flow import ApplyContext, apply_node, plan_only_preflight
+from pvestrap.findings import Finding, Severity
+from pvestrap.lab import names
+from pvestrap.lab.lab import Lab
+from pvestrap.render import COROSYNC_CONF, render_corosync_conf
+from pvestrap.report.model import Report, Section
+from pvestrap.status_parse import (parse_cfgtool_nodes, parse_cfgtool_status,
+                                   parse_quorum_status)
+from pvestrap.system import RealSystem
+
+pytestmark = pytest.mark.lab
+
+FAST = CorosyncTimeouts(quorum=20, remote=20, connect=5, lock_wait=60, lock_retries=2,
+                        service=20)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+def answers(lab: Lab, tmp_path: Path) -> Path:
+    path = tmp_path / "answers.toml"
+    path.write_text(dumps(lab.plan()))
+    return path
+
+
+def cli(lab: Lab, index: int, answers_file: Path, *args: str, popen: bool = False):
+    argv = [sys.executable, "-m", "pvestrap", "apply", "--answers", str(answers_file),
+            "--node", lab.node(index).name, *args]
+    if popen:
+        return lab.popen(index, argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    return lab.exec(index, argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=180)
+
+
+def quorum(lab: Lab, index: int):
+    result = lab.exec(index, ["corosync-quorumtool", "-s"])
+    return parse_quorum_status(result.stdout) if result.returncode in (0, 2) else None
+
+
+def tree_hash(folder: Path) -> dict[str, tuple[int, str]]:
+    """name -> (mode, sha256) of every file below FOLDER (the lab node's view of it)."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() or path.is_symlink():
+            data = path.read_bytes() if path.is_file() else os.readlink(path).encode()
+            out[str(path.relative_to(folder))] = (stat.S_IMODE(path.lstat().st_mode),
+                                                  hashlib.sha256(data).hexdigest())
+    return out
+
+
+def etc_changes(lab: Lab, index: int) -> dict[str, tuple[int, str]]:
+    """The node's own /etc: the upper layer of its overlay, where every write to /etc inside
+    the node lands (the lower layer is this machine's /etc, which other work may touch)."""
+    return tree_hash(names.Layout(lab.prefix).node_dir(index) / "etc")
+
+
+def corosync_files(lab: Lab, index: int) -> dict[str, tuple[int, str]]:
+    return tree_hash(lab.node(index).path("/etc/corosync"))
+
+
+def node_system(lab: Lab, index: int) -> RealSystem:
+    node = lab.node(index)
+    return RealSystem(root=str(node.root), wrap=node.wrap)
+
+
+@dataclass(frozen=True)
+class LabCorosync:
+    """The lab's own service control (pvestrap.lab), as a Service for the backend."""
+
+    lab: Lab
+    index: int
+
+    def start(self, system) -> None:
+        self.lab.start("corosync", [self.index])
+
+    def stop(self, system) -> None:
+        self.lab.stop("corosync", [self.index])
+
+    def start_action(self):
+        return PlannedCommand(("pvestrap-lab", "start", "corosync", self.lab.node(self.index).name))
+
+    def stop_action(self):
+        return PlannedCommand(("pvestrap-lab", "stop", "corosync", self.lab.node(self.index).name))
+
+
+def preflight_in_node(lab: Lab, index: int, answers_file: Path):
+    """The real local preflight, run inside the node (its NICs, hostname and files)."""
+    code = ("import json, sys; from pvestrap import answers, preflight; "
+            "plan = answers.load(sys.argv[1]); "
+            "report = preflight.run_local(plan, sys.argv[2]); "
+            "print(json.dumps([f.as_dict() for f in report.findings], default=str))")
+
+    def run(plan, node) -> Report:
+        result = lab.exec(index, [sys.executable, "-c", code, str(answers_file), node],
+                          timeout=120)
+        assert result.returncode == 0, result.stderr
+        findings = tuple(Finding(d["code"], Severity(d["severity"]), d["message"], d["subject"],
+                                 d["check"], d["payload"], d["remedy"], d["ignored"])
+                         for d in json.loads(result.stdout))
+        return Report("preflight in node", (Section("local", "LOCAL", findings),))
+
+    return run
+
+
+def assert_cluster(lab: Lab, count: int, links: int) -> None:
+    """Every node quorate with COUNT members, every link connected between every pair."""
+    ids = set(range(1, count + 1))
+    for index in range(1, count + 1):
+        status = quorum(lab, index)
+        assert status is not None and status.quorate, f"n{index} not quorate"
+        assert {m.nodeid for m in status.nodes_only} == ids
+        cfg = parse_cfgtool_status(lab.exec(index, ["corosync-cfgtool", "-s"]).stdout)
+        assert [link.link for link in cfg.links] == list(range(links))
+        for link in cfg.links:
+            assert {p.nodeid for p in link.peers if p.connected} == ids, (index, link)
+        peers = parse_cfgtool_nodes(lab.exec(index, ["corosync-cfgtool", "-n"]).stdout)
+        assert {p.nodeid for p in peers.peers} == ids - {index}
+        for peer in peers.peers:
+            assert sorted(link.link for link in peer.links if link.connected) == \
+                list(range(links)), (index, peer)
+
+
+def create_and_join(lab: Lab, answers_file: Path, joiners: list[int]) -> dict[int, str]:
+    """apply on n1, then on every joiner at the same time; returns each node's output."""
+    first = cli(lab, 1, answers_file, "--yes")
+    assert first.returncode == 0, first.stdout
+    procs = {i: cli(lab, i, answers_file, "--yes", popen=True) for i in joiners}
+    outputs = {1: first.stdout}
+    for index, proc in procs.items():
+        outputs[index], _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, outputs[index]
+    return outputs
+
+
+# -- the tests -------------------------------------------------------------------------------------
+
+def test_create_then_two_concurrent_joins_form_a_quorate_cluster(lab, tmp_path):
+    three = lab(nodes=3, links=2)
+    three.start("sshd")
+    plan = three.plan()
+    answers_file = answers(three, tmp_path)
+
+    create_and_join(three, answers_file, [2, 3])
+
+    assert_cluster(three, 3, 2)
+    # Two joins, each a config_version bump: neither edit was lost to the other.
+    expected = render_corosync_conf(plan, config_version=3)
+    keys = set()
+    for index in (1, 2, 3):
+        node = three.node(index)
+        assert node.path(COROSYNC_CONF).read_text() == expected
+        assert stat.S_IMODE(node.path(AUTHKEY).stat().st_mode) == 0o400
+        keys.add(node.path(AUTHKEY).read_bytes())
+    assert len(keys) == 1 and len(keys.pop()) == 256
+
+    # A second apply on every node plans nothing and changes nothing.
+    before = {i: corosync_files(three, i) for i in (1, 2, 3)}
+    rings = {i: quorum(three, i).ring_id for i in (1, 2, 3)}
+    for index in (1, 2, 3):
+        result = apply_node(plan, three.node(index).name, ApplyContext(
+            node_system(three, index), root=str(three.node(index).root), out=lambda line: None,
+            preflight=lambda *a: pytest.fail("a member must not be preflighted again")))
+        assert result.role == "member" and not result.planned and result.outcome is None
+    again = cli(three, 2, answers_file, "--yes")
+    assert again.returncode == 0, again.stdout
+    assert {i: corosync_files(three, i) for i in (1, 2, 3)} == before
+    assert {i: quorum(three, i).ring_id for i in (1, 2, 3)} == rings  # nobody restarted
+
+
+def test_join_whose_members_become_unreachable_rolls_back_everywhere(lab, tmp_path):
+    three = lab(nodes=3, links=2)
+    three.start("sshd")
+    plan = three.plan()
+    answers_file = answers(three, tmp_path)
+    create_and_join(three, answers_file, [2])
+    before = {i: corosync_files(three, i) for i in (1, 2, 3)}
+    etc_before = etc_changes(three, 3)
+
+    events: list[StepEvent] = []
+
+    def hook(event: StepEvent) -> None:
+        events.append(event)
+        if event.step_id == "install" and event.state == "applying":
+            # The members now list n3; from here on n3 hears nobody on either knet link.
+            three.impair(drop=["n3:udp/5405", "n3:udp/5406"])
+
+    ctx = ApplyContext(node_system(three, 3), root=str(three.node(3).root),
+                       out=lambda line: None, on_progress=hook,
+                       service=LabCorosync(three, 3),
+                       preflight=preflight_in_node(three, 3, answers_file),
+                       timeouts=CorosyncTimeouts(quorum=8, remote=20, connect=5, service=20))
+    with pytest.raises(StepFailed) as caught:
+        apply_node(plan, three.node(3).name, ctx)
+
+    failure = caught.value.as_dict()
+    assert failure["step"] == "wait-quorum" and failure["cause"] == "quorum-timeout"
+    assert failure["undone"] == ["start", "install", "update-members"]
+    assert failure["undo_failures"] == []
+    assert ("install", "applying") in [(e.step_id, e.state) for e in events]
+    # The old cluster, quorate, with its old membership and its old files, byte for byte.
+    for index in (1, 2):
+        status = quorum(three, index)
+        assert status.quorate and {m.nodeid for m in status.nodes_only} == {1, 2}
+        assert status.expected_votes == 2
+        version = three.exec(index, ["corosync-cmapctl", "-g", "totem.config_version"]).stdout
+        assert version.strip().endswith("= 2")
+    assert {i: corosync_files(three, i) for i in (1, 2, 3)} == before
+    assert etc_changes(three, 3) == etc_before
+    assert quorum(three, 3) is None  # corosync stopped on the joiner
+
+    # Nothing was left half-done: with the network back, the same node joins.
+    three.impair(clear=True)
+    done = cli(three, 3, answers_file, "--yes")
+    assert done.returncode == 0, done.stdout
+    assert_cluster(three, 3, 2)
+
+
+def test_a_joiner_with_an_authkey_is_refused_before_any_change(lab, tmp_path):
+    two = lab(nodes=2, links=2)
+    two.start("sshd")
+    plan = two.plan()
+    answers_file = answers(two, tmp_path)
+    assert cli(two, 1, answers_file, "--yes").returncode == 0
+    key = two.node(2).path(AUTHKEY)
+    key.write_bytes(os.urandom(256))
+    key.chmod(0o400)
+    member_before = corosync_files(two, 1)
+    etc_before = etc_changes(two, 2)
+
+    # The real preflight stops it first (its join-authkey check) ...
+    gated = cli(two, 2, answers_file, "--yes")
+    assert gated.returncode == 1
+    assert "[join-authkey]" in gated.stdout and "(authkey-exists)" in gated.stdout
+    # ... and the backend refuses on its own when that check is ignored.
+    ignored = cli(two, 2, answers_file, "--yes", "--ignore", "join-authkey")
+    assert ignored.returncode == 1
+    assert "[authkey-exists]" in ignored.stdout
+
+    with pytest.raises(JoinRefused) as caught:
+        apply_node(plan, two.node(2).name, ApplyContext(
+            node_system(two, 2), root=str(two.node(2).root), out=lambda line: None,
+            preflight=plan_only_preflight))
+    assert caught.value.code == "join-refused"
+    assert caught.value.reasons == ("authkey-exists",)
+
+    assert corosync_files(two, 1) == member_before
+    assert etc_changes(two, 2) == etc_before
+    assert quorum(two, 2) is None
+    status = quorum(two, 1)
+    assert status.quorate and [m.nodeid for m in status.nodes_only] == [1]
+
+
+def test_dry_run_changes_nothing_on_disk(lab, tmp_path):
+    two = lab(nodes=2, links=2)
+    two.start("sshd")
+    answers_file = answers(two, tmp_path)
+
+    fresh = etc_changes(two, 1)
+    dry = cli(two, 1, answers_file, "--dry-run")
+    assert dry.returncode == 0, dry.stdout
+    assert "+++ b/etc/corosync/corosync.conf" in dry.stdout and "+<secret>" in dry.stdout
+    assert etc_changes(two, 1) == fresh
+    assert quorum(two, 1) is None
+    assert not (names.Layout(two.prefix).node_dir(1) / "run/pvestrap").exists()
+
+    assert cli(two, 1, answers_file, "--yes").returncode == 0
+    member = corosync_files(two, 1)
+    joiner = etc_changes(two, 2)
+    dry = cli(two, 2, answers_file, "--dry-run")
+    assert dry.returncode == 0, dry.stdout
+    assert f"{two.node(1).name}:{COROSYNC_CONF}" in dry.stdout  # the member's diff is shown
+    key = two.node(1).path(AUTHKEY).read_bytes()
+    assert base64.b64encode(key).decode() not in dry.stdout
+    assert corosync_files(two, 1) == member
+    assert etc_changes(two, 2) == joiner
+    assert quorum(two, 2) is None
