@@ -1,0 +1,221 @@
+"""The wizard's work on the live machine: responder, preflight, fingerprint, apply, status.
+
+This is `flow.Services` for real. It adds nothing of its own to what the CLI does: the preflight
+is pvestrap.preflight with the prober's measurements, the apply is pvestrap.apply.flow's
+`apply_node` (which shows the diffs and commands, asks, and applies with a progress line per
+step), the status is pvestrap.verify's report.
+
+Probing peers needs the token their responders were started with. With a shared token
+(`--token-file`, $PVESTRAP_PROBE_TOKEN) the wizard answers probes itself while it runs (so the
+other nodes' wizards can measure the path to this one), probes the node it joins, and after a
+successful apply leaves a background responder (bounded TTL) for the nodes that join later.
+Without one it runs the local checks, the TCP and duplicate-address probes, and says so.
+Nodes that are not up yet (the others of a new cluster) are never probed: an unanswered probe
+would read as a filtered port.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pvestrap.checks.localsys import IfAddress, Machine, read_machine
+from pvestrap.checks.probe import Token
+from pvestrap.errors import OperationFailed
+from pvestrap.plan import ClusterPlan
+from pvestrap.report.model import Report
+from pvestrap.system import Secret
+
+RESPONDER_TTL_S = 900.0
+PID_FILE = "/run/pvestrap-wizard-responder.pid"
+
+
+def planned_machine(machine: Machine, plan: ClusterPlan, node: str) -> Machine:
+    """The machine as it will be once the plan's new interface stanzas are applied: their
+    addresses on their NICs, so the local checks judge the planned link layout."""
+    stanzas = {s.name: s for s in plan.node(node).interfaces if s.address}
+    if not stanzas:
+        return machine
+    out = []
+    for iface in machine.interfaces:
+        stanza = stanzas.get(iface.name)
+        if stanza is not None and not iface.has_address(stanza.address.split("/")[0]):
+            addr, _, prefix = stanza.address.partition("/")
+            iface = dataclasses.replace(
+                iface, addresses=iface.addresses + (IfAddress(addr, int(prefix or 32)),))
+        out.append(iface)
+    return dataclasses.replace(machine, interfaces=tuple(out))
+
+
+def probe_peers(plan: ClusterPlan, node: str) -> frozenset[str]:
+    """The nodes that already run: the member a joiner joins (a creator has none yet)."""
+    if plan.role_of(node) != "join":
+        return frozenset()
+    return frozenset({plan.creator.name})
+
+
+@dataclass
+class LiveServices:
+    """Holds the in-process responder while the wizard runs (a resource, hence not frozen)."""
+
+    root: str = "/"
+    token: Token | None = None
+    duration_s: float | None = None
+    out: Callable[[str], None] = print
+    applying: bool = False  # the user confirmed: an interrupt now may leave changes behind
+    _responder: tuple | None = field(default=None, repr=False)
+
+    # -- fingerprint, report, save -----------------------------------------------------------
+    def fetch_fingerprint(self, host: str) -> str:
+        from pvestrap.apply.pve import fetch_fingerprint
+
+        return fetch_fingerprint(host, 8006)
+
+    def render_report(self, report: Report) -> str:
+        from pvestrap.report.text import render_text, wants_color
+
+        return render_text(report, color=wants_color(sys.stdout))
+
+    def save(self, path: str, text: str) -> None:
+        from pvestrap.atomic import atomic_write
+
+        try:
+            atomic_write(path, text, mode=0o644, backup=False)
+        except OSError as exc:
+            raise OperationFailed(f"cannot write {path}: {exc.strerror or exc}",
+                                  code="answers-not-saved",
+                                  remedy="choose a folder that exists and is writable") from None
+
+    # -- preflight ---------------------------------------------------------------------------
+    def preflight(self, plan: ClusterPlan, node: str, pending: frozenset[int]) -> Report:
+        from pvestrap import preflight
+        from pvestrap.checks import prober
+        from pvestrap.checks.probe import new_token
+        from pvestrap.mesh import NodeResult, matrices
+
+        if self.token is not None:
+            self.start_responder(plan)
+            peers = probe_peers(plan, node)
+        else:
+            self.out("  No probe token given (--token-file): the other nodes are not probed.")
+            peers = frozenset()
+        duration = self.duration_s or plan.preflight.thresholds.duration_s
+        request = prober.request_from_plan(plan, node, prober.ProbeSettings(duration_s=duration))
+        request = dataclasses.replace(request, targets=tuple(
+            t for t in request.targets if t.peer in peers and t.link not in pending))
+        for n in sorted(pending):
+            self.out(f"  link{n} is configured by the apply (new interfaces stanza): it is "
+                     "checked as planned, and probed only once it exists.")
+        measured = prober.measure(request, self.token or new_token())
+        machine = planned_machine(read_machine(self.root), plan, node)
+        grid = matrices(plan, [NodeResult(node, None, measured.to_dict())]) if peers else {}
+        return preflight.run_with_probes(plan, node, {prober.PROBES_KEY: measured},
+                                         root=self.root, options={"machine": machine},
+                                         matrices=grid)
+
+    def start_responder(self, plan: ClusterPlan) -> None:
+        """Answer probes on 5404 and the plan's link ports while the wizard runs."""
+        from pvestrap.checks import responder as rsp
+
+        ports = rsp.ports_for_links(plan.link_numbers)
+        if self._responder is not None:
+            if self._responder[0] == ports:
+                return
+            self.stop_responder()
+        config = rsp.ResponderConfig(token=self.token, ports=ports, ttl_s=RESPONDER_TTL_S)
+        server = rsp.Responder(config)
+        server.open()
+        stop = threading.Event()
+        thread = threading.Thread(target=server.serve, kwargs={"stop": stop.is_set},
+                                  name="pvestrap-wizard-responder", daemon=True)
+        thread.start()
+        self._responder = (ports, server, thread, stop)
+
+    def stop_responder(self) -> None:
+        """Free the link ports (corosync binds them when the cluster starts)."""
+        if self._responder is None:
+            return
+        _ports, server, thread, stop = self._responder
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
+        self._responder = None
+
+    def leave_responder(self, plan: ClusterPlan) -> None:
+        """After the apply: a background responder (bounded TTL) for the nodes joining later;
+        corosync owns the link ports now, so it answers through a raw socket."""
+        if self.token is None:
+            return
+        from pvestrap.checks.responder import ports_for_links
+
+        ports = [a for p in ports_for_links(plan.link_numbers) for a in ("--port", str(p))]
+        argv = [sys.executable, "-m", "pvestrap", "responder", "--background", "--ttl",
+                str(int(RESPONDER_TTL_S)), "--pid-file", PID_FILE, *ports]
+        env = {**os.environ, "PVESTRAP_PROBE_TOKEN": self.token.secret.decode()}
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+        if done.returncode == 0:
+            self.out(f"  A responder answers probes here for {RESPONDER_TTL_S / 60:g} minutes "
+                     "(for the nodes that join next).")
+
+    # -- apply and status --------------------------------------------------------------------
+    def apply(self, plan: ClusterPlan, node: str, password: Secret | None, report: Report,
+              confirm: Callable[[str], bool], out: Callable[[str], None]) -> bool:
+        try:
+            from pvestrap.apply.flow import ApplyContext, ApplyDeclined, apply_node
+        except ModuleNotFoundError as exc:
+            raise OperationFailed("this pvestrap has no apply engine yet: nothing changed",
+                                  code="apply-unavailable",
+                                  remedy="save the answers and run `pvestrap apply` later"
+                                  ) from exc
+        from pvestrap.system import RealSystem
+
+        def confirmed(text: str) -> bool:
+            self.applying = confirm(text)
+            return self.applying
+
+        self.stop_responder()
+        ctx = ApplyContext(RealSystem(root=self.root), root=self.root,
+                           preflight=lambda _plan, _node: report, confirm=confirmed, out=out)
+        with _password_reference(plan, password) as usable:
+            try:
+                apply_node(usable, node, ctx)
+            except ApplyDeclined:
+                return False
+        self.leave_responder(plan)
+        return True
+
+    def status(self, plan: ClusterPlan, node: str) -> Report | None:
+        from pvestrap.system import RealSystem
+        from pvestrap.verify import status_report
+
+        return status_report(RealSystem(root=self.root))
+
+    def close(self) -> None:
+        self.stop_responder()
+
+
+class _password_reference:
+    """The typed password as a plan reference the apply can read: an anonymous in-memory file
+    (memfd) named by /proc/self/fd/N, so it never reaches a disk, an environment or a log.
+    The plan the user saves is not this one."""
+
+    def __init__(self, plan: ClusterPlan, password: Secret | None):
+        self.plan, self.password, self.fd = plan, password, None
+
+    def __enter__(self) -> ClusterPlan:
+        if self.password is None:
+            return self.plan
+        self.fd = os.memfd_create("pvestrap-join", 0)
+        os.write(self.fd, self.password.value.encode() + b"\n")
+        join = dataclasses.replace(self.plan.join, password_file=f"/proc/self/fd/{self.fd}",
+                                   password_env=None)
+        return dataclasses.replace(self.plan, join=join)
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
