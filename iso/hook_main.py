@@ -1,0 +1,148 @@
+"""Entry point of the first-boot hook: this file is the zipapp's __main__.py.
+
+Proxmox's proxmox-first-boot unit runs the hook as `/var/lib/proxmox-first-boot/proxmox-first-boot
+STAGE` once per boot until it exits 0. The hook writes its embedded cluster answer file to
+/var/lib/pvestrap/answers.toml and runs pvestrap's unattended first-boot flow on it. It runs on
+the node's own python3 (3.11 on PVE 8, 3.13 on PVE 9) with only what the archive carries, so this
+file imports nothing but the standard library until the flow starts, and keeps to syntax an old
+python3 can still parse, to say clearly that it is too old.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import zipfile
+
+ANSWERS_MEMBER = "pvestrap-hook/answers.toml"
+MANIFEST_MEMBER = "pvestrap-hook/manifest.json"
+STATE_DIR = "/var/lib/pvestrap"
+MIN_PYTHON = (3, 11)
+FIRSTBOOT = "pvestrap.wizard.firstboot"
+
+
+def main(argv=None) -> int:
+    if sys.version_info < MIN_PYTHON:
+        print("pvestrap first-boot hook: needs python3 >= %d.%d, this is %s"
+              % (MIN_PYTHON + (sys.version.split()[0],)), file=sys.stderr)
+        return 1
+    args = _parser().parse_args(argv)
+    archive = os.path.dirname(os.path.abspath(__file__))
+    if args.print_answers:
+        sys.stdout.write(read_member(archive, ANSWERS_MEMBER).decode("utf-8"))
+        return 0
+    if args.manifest:
+        sys.stdout.write(read_member(archive, MANIFEST_MEMBER).decode("utf-8"))
+        return 0
+    try:
+        path = extract_answers(archive, args.state_dir)
+    except OSError as exc:
+        print("pvestrap first-boot hook: cannot write the answer file under %s: %s"
+              % (args.state_dir, exc.strerror or exc), file=sys.stderr)
+        return 1
+    if args.selftest:
+        return selftest(archive, path)
+    try:
+        from pvestrap.wizard import firstboot
+    except ImportError as exc:
+        print("pvestrap first-boot hook: this hook carries no first-boot flow (%s); "
+              "rebuild it with a pvestrap that has %s" % (exc, FIRSTBOOT), file=sys.stderr)
+        return 1
+    print("pvestrap first-boot hook (stage %s): running the first-boot flow on %s"
+          % (args.stage or "-", path), flush=True)
+    return firstboot.main(["--answers", path])
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="proxmox-first-boot", allow_abbrev=False,
+                                description="pvestrap's first-boot hook: joins this node to "
+                                            "the cluster of its embedded answer file.")
+    p.add_argument("stage", nargs="?", help="ordering target given by the "
+                   "proxmox-first-boot unit (network-pre, network-online, multi-user)")
+    p.add_argument("--state-dir", default=STATE_DIR, help="where answers.toml is written "
+                   "(default %(default)s)")
+    p.add_argument("--selftest", action="store_true", help="extract, import and render, "
+                   "change nothing else, print a JSON report")
+    p.add_argument("--print-answers", action="store_true",
+                   help="print the embedded cluster answer file")
+    p.add_argument("--manifest", action="store_true", help="print what the hook carries")
+    return p
+
+
+def read_member(archive: str, name: str) -> bytes:
+    with zipfile.ZipFile(archive) as zf:
+        return zf.read(name)
+
+
+def extract_answers(archive: str, state_dir: str) -> str:
+    """Write the embedded answers to STATE_DIR/answers.toml (atomically; untouched when it
+    already holds the same bytes, so reruns change nothing)."""
+    data = read_member(archive, ANSWERS_MEMBER)
+    os.makedirs(state_dir, mode=0o755, exist_ok=True)
+    target = os.path.join(state_dir, "answers.toml")
+    try:
+        with open(target, "rb") as fh:
+            if fh.read() == data:
+                return target
+    except FileNotFoundError:
+        pass
+    fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=".answers.toml.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fchmod(fh.fileno(), 0o644)
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def selftest(archive: str, path: str) -> int:
+    """Prove the hook works on this python3 without pvestrap installed: every module it carries
+    imports from the archive, the answer file loads, and every node's corosync.conf renders
+    through jinja2 and the pure-Python markupsafe."""
+    import importlib
+
+    manifest = json.loads(read_member(archive, MANIFEST_MEMBER))
+    failed = {}
+    for name in manifest["modules"] + sorted(manifest["dependencies"]):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # a selftest reports every failure, whatever it is
+            failed[name] = "%s: %s" % (type(exc).__name__, exc)
+    from pvestrap import answers, render
+
+    plan = answers.load(path)
+    conf = render.render_corosync_conf(plan)
+    import markupsafe
+
+    carried = manifest["modules"] + sorted(manifest["dependencies"])
+    outside = sorted(name for name in carried if name in sys.modules and not
+                     (getattr(sys.modules[name], "__file__", "") or "").startswith(archive + os.sep))
+    report = {
+        "python": "%d.%d.%d" % sys.version_info[:3],
+        "answers": path,
+        "cluster": plan.cluster_name,
+        "nodes": [n.name for n in plan.nodes],
+        "corosync_conf_sha256": hashlib.sha256(conf.encode()).hexdigest(),
+        "markupsafe_escape": str(markupsafe.escape("<a & b>")),
+        "markupsafe_backend": markupsafe._escape_inner.__module__,
+        "imported": len(carried) - len(failed),
+        "failed": failed,
+        "outside_archive": outside,
+        "firstboot_present": FIRSTBOOT in manifest["modules"],
+    }
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return 0 if not failed and not outside else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
