@@ -62,9 +62,11 @@ def _finding(me: str, peer: str, r: "prober.PortResult", limits) -> Finding:
     side = "ahead of" if offset >= 0 else "behind"
     text = f"{peer}'s clock is {abs(offset):.3f} s {side} this node's (+- {r.delay_ms / 2:.3f} ms)"
     if abs(offset) > limits.clock_fail_s:
-        return Finding("clock-offset-high", Severity.FAIL, f"{text}: over {limits.clock_fail_s:g} s",
-                       subject, payload=payload, remedy=REMEDY)
+        return Finding("clock-offset-high", Severity.FAIL,
+                       f"{text}: over {limits.clock_fail_s:g} s", subject, payload=payload,
+                       remedy=REMEDY)
     if abs(offset) > limits.clock_warn_s:
-        return Finding("clock-offset-warn", Severity.WARN, f"{text}: over {limits.clock_warn_s:g} s",
-                       subject, payload=payload, remedy=REMEDY)
+        return Finding("clock-offset-warn", Severity.WARN,
+                       f"{text}: over {limits.clock_warn_s:g} s", subject, payload=payload,
+                       remedy=REMEDY)
     return Finding("clock-offset-ok", Severity.PASS, text, subject, payload=payload)

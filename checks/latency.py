@@ -145,6 +145,9 @@ class LatencyFlow:
         t1 = self.pending.pop(reply.seq, None)
         if t1 is None:
             return
+        left = self.ex.departures.pop(reply.seq, None)
+        if left is not None and -1_000_000 <= left - t1 < 1_000_000_000:
+            t1 = left  # when the kernel sent it, not when Python was about to
         rtt, offset = sample(reply, t1, t4)
         self.rtts.append(rtt)
         if self.best is None or rtt < self.best[0]:
@@ -158,10 +161,10 @@ class LatencyFlow:
         t, ex = self.ex.target, self.ex
         state = ("open" if self.rtts else "error" if ex.error else "closed" if ex.refused
                  else "unreachable" if ex.unreachable else "filtered")
-        return prober.PortResult(t.peer, t.link, t.port, t.address, t.source, t.legacy, state, self.sent,
-                          len(self.rtts), tuple(round(r, 4) for r in self.rtts),
-                          self.best[1] if self.best else None,
-                          round(self.best[0], 4) if self.best else None, ex.error)
+        return prober.PortResult(t.peer, t.link, t.port, t.address, t.source, t.legacy, state,
+                                 self.sent, len(self.rtts), tuple(round(r, 4) for r in self.rtts),
+                                 self.best[1] if self.best else None,
+                                 round(self.best[0], 4) if self.best else None, ex.error)
 
 
 @dataclass(frozen=True)

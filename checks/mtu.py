@@ -203,7 +203,8 @@ class MtuCheck:
                 subject, payload=payload,
                 remedy=f"give link{r.link} the same MTU on both nodes and on the switch ports "
                        "between them (`mtu N` in /etc/network/interfaces); knet's path MTU "
-                       "discovery copes, but mismatched MTUs are a classic cause of flapping links"))
+                       "discovery copes, but mismatched MTUs are a classic cause of flapping "
+                       "links"))
         if not out:
             out.append(Finding("mtu-ok", Severity.PASS,
                                f"packets up to {path} bytes pass to {r.peer} on link{r.link} and "

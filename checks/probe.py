@@ -227,15 +227,45 @@ _IN6_PKTINFO = struct.Struct("@16sI")
 
 
 def kernel_clock_trusted(environ: dict[str, str] | None = None) -> bool:
-    """Whether kernel packet timestamps share this process's clock.
-
-    Kernel timestamps (SO_TIMESTAMPNS) are taken when the packet arrives, before the scheduler
-    wakes us, which keeps our RTTs as tight as ping's. Under libfaketime (the lab's way to skew a
-    node's clock) the process sees a shifted clock the kernel knows nothing about, so there we
-    must use the process's own clock for every timestamp.
-    """
+    """Whether this process's clock is the kernel's (libfaketime shifts only the process's)."""
     env = os.environ if environ is None else environ
     return "faketime" not in env.get("LD_PRELOAD", "") and "FAKETIME" not in env
+
+
+def kernel_clock_offset(environ: dict[str, str] | None = None, samples: int = 8) -> int | None:
+    """Nanoseconds to add to a kernel timestamp to read it on this process's clock.
+
+    Kernel timestamps (SO_TIMESTAMPNS on receive, SO_TIMESTAMPING on send) are taken when the
+    packet passes, before the scheduler wakes us, which keeps our RTTs as tight as ping's. Under
+    libfaketime (the lab's way to skew a node's clock) the process sees a shifted clock the
+    kernel knows nothing about; the shift is learnt by timestamping datagrams sent to ourselves
+    over loopback: the kernel's stamp falls between our clock readings before and after, and
+    the tightest bracket wins. 0 for a normal process; None when it cannot be learnt (then
+    every timestamp is taken in Python).
+    """
+    import socket
+    import time
+
+    if kernel_clock_trusted(environ):
+        return 0
+    best: tuple[int, int] | None = None
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            rx.bind(("127.0.0.1", 0))
+            rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            rx.settimeout(1.0)
+            for _ in range(samples):
+                before = time.time_ns()
+                tx.sendto(b"t", rx.getsockname())
+                _, anc, _, _ = rx.recvmsg(16, 256)
+                after = time.time_ns()
+                kernel = parse_ancillary(anc).kernel_ns
+                if kernel is not None and (best is None or after - before < best[0]):
+                    best = (after - before, (before + after) // 2 - kernel)
+    except OSError:
+        return None
+    return best[1] if best else None
 
 
 def set_dont_fragment(sock, family: int) -> None:
@@ -321,3 +351,47 @@ def interface_mtu(sock, ifindex: int | None) -> int:
         return struct.unpack_from("16si", fcntl.ioctl(sock.fileno(), SIOCGIFMTU, req))[1]
     except OSError:
         return 0
+
+
+SO_TIMESTAMPING = 37
+_SOF_TX_SOFTWARE = 1 << 1
+_SOF_SOFTWARE = 1 << 4
+
+
+def enable_tx_timestamps(sock) -> None:
+    """Ask the kernel for the moment each datagram leaves (software TX timestamps).
+
+    The departure is stamped where the driver takes the frame, after the system call and the
+    UDP/IP stack; reading the clock in Python before send() would count all that as network.
+    """
+    import socket
+
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, _SOF_TX_SOFTWARE | _SOF_SOFTWARE)
+
+
+def tx_timestamps(sock) -> list[tuple[int, int, int]]:
+    """(session, seq, departure_ns) for every timestamp waiting on the error queue.
+
+    The kernel hands back a copy of the frame with each timestamp; our header inside it names
+    the probe, so nothing depends on counting sends (EMSGSIZE refusals would skew a count).
+    """
+    import socket
+
+    out = []
+    while True:
+        try:
+            data, anc, _flags, _addr = sock.recvmsg(256, 256,
+                                                    socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return out
+        except OSError:
+            return out
+        at = data.find(MAGIC)
+        if at < 0 or len(data) < at + HEADER.size:
+            continue
+        _, _, kind, _, session, seq = HEADER.unpack_from(data, at)
+        for level, kind_, cdata in anc:
+            if level == socket.SOL_SOCKET and kind_ == SO_TIMESTAMPING and len(cdata) >= 16:
+                sec, nsec = _TIMESPEC.unpack_from(cdata)
+                if kind == KIND_PROBE and (sec or nsec):
+                    out.append((session, seq, sec * 1_000_000_000 + nsec))

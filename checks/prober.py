@@ -44,6 +44,7 @@ PROBES_KEY = "network"
 BASE_PORT = 5405
 LEGACY_PORT = 5404
 _NS = 1_000_000_000
+_SLACK = 1_000_000  # with an estimated clock shift a kernel stamp may seem up to 1 ms late
 
 
 def family_of(address: str) -> int:
@@ -296,9 +297,12 @@ def request_from_plan(plan: "ClusterPlan", node: str,
 class Exchange:
     """A connected UDP socket to one target (bound to our address on its link)."""
 
-    def __init__(self, target: Target, token: wire.Token, session: int):
+    def __init__(self, target: Target, token: wire.Token, session: int, timed: bool = False,
+                 clock_offset: int | None = 0):
         self.target, self.token, self.session = target, token, session
-        self.kernel_clock = wire.kernel_clock_trusted()
+        self.kclock = clock_offset  # kernel timestamp + kclock = our clock; None: untrusted
+        self.timed = timed and clock_offset is not None  # kernel departure times, for RTTs
+        self.departures: dict[int, int] = {}
         self.sock: socket.socket | None = None
         self.error: str | None = None
         self.refused = False
@@ -319,10 +323,13 @@ class Exchange:
             self.error = _describe(exc, target.source)
             return
         wire.enable_ancillary(sock, family)
+        if self.timed:
+            wire.enable_tx_timestamps(sock)
         sock.setblocking(False)
         self.sock = sock
 
-    def send(self, seq: int, size: int = wire.PROBE_MIN, reply_size: int = wire.REPLY_MIN) -> int | None:
+    def send(self, seq: int, size: int = wire.PROBE_MIN,
+             reply_size: int = wire.REPLY_MIN) -> int | None:
         """Send one probe; its t1, or None when the kernel refused it (EMSGSIZE, an error)."""
         probe = wire.Probe(self.session, seq, 0, size, reply_size)
         data, t1 = wire.encode_probe(self.token, probe, clock=time.time_ns)
@@ -342,7 +349,12 @@ class Exchange:
 
     def replies(self):
         """Authentic replies waiting on the socket: (reply, t4_ns, ifindex); errors are noted,
-        or raised as OSError for EMSGSIZE (ICMP 'fragmentation needed': the MTU search's)."""
+        or raised as OSError for EMSGSIZE (ICMP 'fragmentation needed': the MTU search's).
+        Kernel departure times are collected into self.departures (seq -> ns) first."""
+        if self.timed:
+            for session, seq, sent in wire.tx_timestamps(self.sock):
+                if session == self.session:
+                    self.departures[seq] = sent + self.kclock
         while True:
             try:
                 data, anc, _flags, _addr = self.sock.recvmsg(wire.MAX_DATAGRAM, 256)
@@ -358,9 +370,10 @@ class Exchange:
             if reply is None or reply.session != self.session:
                 continue
             arrival = wire.parse_ancillary(anc)
-            k = arrival.kernel_ns
-            trusted = self.kernel_clock and k is not None and 0 <= user - k < _NS
-            yield reply, (k if trusted else user), arrival.ifindex
+            if self.kclock is not None and arrival.kernel_ns is not None:
+                k = arrival.kernel_ns + self.kclock
+                user = k if -_SLACK <= user - k < _NS else user
+            yield reply, user, arrival.ifindex
 
     def close(self) -> None:
         if self.sock is not None:
@@ -430,10 +443,12 @@ def measure(request: ProbeRequest, token: wire.Token,
     def start_mtu(target: Target, now: float) -> None:
         key = (target.peer, target.link)
         if settings.mtu and key not in searches:
-            searches[key] = mtu.MtuFlow(Exchange(target, token, session), settings, now)
+            searches[key] = mtu.MtuFlow(Exchange(target, token, session, False, kclock),
+                                        settings, now)
             loop.add(searches[key])
 
-    exchanges = [Exchange(t, token, session) for t in request.targets]
+    kclock = wire.kernel_clock_offset()
+    exchanges = [Exchange(t, token, session, True, kclock) for t in request.targets]
     flows = [latency.LatencyFlow(ex, settings, t0, start_mtu) for ex in exchanges]
     for flow in flows:
         loop.add(flow)

@@ -38,6 +38,9 @@ BASE_PORT = 5405
 DEFAULT_PORTS = (LEGACY_PORT, BASE_PORT)
 WILDCARDS = ("0.0.0.0", "::")
 _ANC_SPACE = 256
+_SO_RCVBUFFORCE = 33
+RECEIVE_BUFFER = 4 << 20
+_SLACK = 1_000_000  # with an estimated clock shift a kernel stamp may seem up to 1 ms late
 _UDP = struct.Struct("!HHHH")
 
 
@@ -139,7 +142,7 @@ class Responder:
         self.selector = selectors.DefaultSelector()
         self.endpoints: list[Endpoint] = []
         self.sniffed: dict[int, set[tuple[str, int]]] = {}  # family -> {(address, port)}
-        self.kernel_clock = wire.kernel_clock_trusted()
+        self.kclock = wire.kernel_clock_offset()  # kernel stamp + kclock = our clock
         self.counts = {"answered": 0, "rejected": 0, "rate_limited": 0, "send_errors": 0}
 
     def __enter__(self) -> "Responder":
@@ -154,7 +157,8 @@ class Responder:
         addresses = self.config.addresses or WILDCARDS
         for address in addresses:
             for port in self.config.ports:
-                self.endpoints.append(self._bind(address, port, explicit=bool(self.config.addresses)))
+                explicit = bool(self.config.addresses)
+                self.endpoints.append(self._bind(address, port, explicit))
         for family, wanted in self.sniffed.items():
             self._open_sniffer(family, wanted)
         if not any(e.mode != "skipped" for e in self.endpoints):
@@ -186,6 +190,7 @@ class Responder:
             return self._skip(address, port, exc.strerror or str(exc))
         wire.enable_ancillary(sock, family)
         wire.set_dont_fragment(sock, family)
+        _large_receive_buffer(sock)
         sock.setblocking(False)
         self.selector.register(sock, selectors.EVENT_READ, ("socket", family))
         port = sock.getsockname()[1]  # port 0 (tests): the kernel's choice
@@ -238,10 +243,10 @@ class Responder:
         return ResponderStats(**self.counts)
 
     def _times(self, arrival: wire.Arrival, user_rx: int) -> int:
-        k = arrival.kernel_ns
-        if self.kernel_clock and k is not None and 0 <= user_rx - k < 1_000_000_000:
-            return k
-        return user_rx
+        if self.kclock is None or arrival.kernel_ns is None:
+            return user_rx
+        k = arrival.kernel_ns + self.kclock
+        return k if -_SLACK <= user_rx - k < 1_000_000_000 else user_rx
 
     def _accept(self, data: bytes, source: str) -> wire.Probe | None:
         found = wire.decode_probe(self.config.token, data)
@@ -267,9 +272,10 @@ class Responder:
             arrival = wire.parse_ancillary(anc)
             t2 = self._times(arrival, user_rx)
             rx_mtu = wire.interface_mtu(sock, arrival.ifindex)
+            anc = wire.source_ancillary(family, arrival.local_address)
             reply, _ = wire.encode_reply(self.config.token, found, t2, rx_mtu, clock=time.time_ns)
             try:
-                sock.sendmsg([reply], wire.source_ancillary(family, arrival.local_address), 0, addr)
+                sock.sendmsg([reply], anc, 0, addr)
                 self.counts["answered"] += 1
             except OSError:
                 self.counts["send_errors"] += 1  # EMSGSIZE: the reverse path is smaller
@@ -293,10 +299,11 @@ class Responder:
                 continue
             t2 = self._times(arrival, user_rx)
             rx_mtu = wire.interface_mtu(raw, arrival.ifindex)
+            anc = wire.source_ancillary(family, dst)
             reply, _ = wire.encode_reply(self.config.token, found, t2, rx_mtu, clock=time.time_ns)
             packet = udp_datagram(family, dst, src, dport, sport, reply)
             try:
-                raw.sendmsg([packet], wire.source_ancillary(family, dst), 0, (src, 0))
+                raw.sendmsg([packet], anc, 0, (src, 0))
                 self.counts["answered"] += 1
             except OSError:
                 self.counts["send_errors"] += 1
@@ -316,9 +323,19 @@ class Responder:
             return None
         sport, dport, length, _ = _UDP.unpack_from(udp)
         wanted = self.sniffed.get(family, set())
-        if (dst, dport) not in wanted and (WILDCARDS[family == socket.AF_INET6], dport) not in wanted:
+        wildcard = WILDCARDS[family == socket.AF_INET6]
+        if (dst, dport) not in wanted and (wildcard, dport) not in wanted:
             return None
         return src, dst, sport, dport, udp[_UDP.size:length]
+
+
+def _large_receive_buffer(sock: socket.socket) -> None:
+    """Room for a burst from many peers while Python is busy elsewhere (root may exceed the
+    system's rmem_max with SO_RCVBUFFORCE; others get what rmem_max allows)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, RECEIVE_BUFFER)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
 
 
 def _where(address: str, port: int) -> str:

@@ -88,7 +88,7 @@ def _ports(given: Optional[List[int]], answers: Optional[str], rsp) -> tuple[int
         if bad:
             raise UserError(f"--port {bad[0]} is not a UDP port",
                             remedy="use 1..65535 (0: any free port, for tests)")
-        return tuple(sorted(set(given)))
+        return tuple(sorted({p for p in given if p})) + tuple(p for p in given if not p)
     if answers:
         from pvestrap.answers import load
 

@@ -193,12 +193,15 @@ def test_tcp_open_closed_filtered(lab):
     listener = two.popen("n1", [sys.executable, "-c",
                                 "import socket,time; s=socket.socket(); "
                                 "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
-                                "s.bind(('10.254.0.1', 8006)); s.listen(); print('up', flush=True); "
+                                "s.bind(('10.254.0.1', 8006)); s.listen(); "
+                                "print('up', flush=True); "
                                 "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
         assert listener.stdout.readline().strip() == "up"
         req, plan = plan_request(two, 2, P.ProbeSettings(tcp_timeout_s=1.0, icmp=False), tcp=True)
+        assert [(t.port, t.purpose) for t in req.tcp] == [(22, "join-ssh")]  # corosync backend
         req = P.ProbeRequest(req.node, (), req.tcp + (
+            P.TcpTarget(two.node(1).name, "10.254.0.1", 8006, "join-api"),
             P.TcpTarget("qdevice", "10.254.0.1", 5403, "qdevice"),), (), req.settings)
         findings = judge(probe_from(two, "n2", req), plan)
     finally:
