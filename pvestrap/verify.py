@@ -12,6 +12,7 @@ them for real.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
@@ -331,3 +332,102 @@ def status_report(system: System, expect_nodes: int | None = None,
     return Report(report.title, report.sections,
                   {**report.meta, "duration_s": round(time.monotonic() - started, 3)},
                   report.matrices)
+
+
+# -- convergence after a change (every member, through its own tools) ------------------------------
+
+def convergence_findings(node: str, conf: CorosyncConf, running: int | None,
+                         peers: PeersStatus | None) -> list[Finding]:
+    """What keeps member NODE from running CONF: another config_version, a peer it does not
+    reach, a link of CONF not connected (or at another address), a link CONF dropped still up.
+    Empty when NODE runs CONF and sees every other node on every link of it."""
+    out = []
+    want = conf.config_version
+    if running != want:
+        out.append(fail("conf-version-not-running", f"{node} runs config_version {running}, "
+                        f"not {want}", node, payload={"node": node, "running": running,
+                                                      "expected": want}))
+    if peers is None:
+        return out + [fail("knet-status-unavailable", f"{node}: corosync-cfgtool -n gave no "
+                           "answer", node, payload={"node": node})]
+    me = peers.local_nodeid
+    links = set(conf.link_numbers)
+    for other in conf.nodes:
+        if other.nodeid == me or not isinstance(other.nodeid, int):
+            continue
+        seen = peers.peer(other.nodeid)
+        for number in sorted(links):
+            subject = f"{node}->{other.name}/link{number}"
+            payload = {"node": node, "peer": other.name, "link": number,
+                       "expected_address": other.addresses.get(number)}
+            link = seen.link(number) if seen else None
+            if link is None or not link.connected:
+                out.append(fail("knet-link-down", f"{node} does not reach {other.name} on "
+                                f"link{number}", subject, payload=payload))
+            elif link.remote_address != other.addresses.get(number):
+                out.append(fail("knet-link-address-stale", f"{node} reaches {other.name} on "
+                                f"link{number} at {link.remote_address}", subject,
+                                payload={**payload, "address": link.remote_address}))
+        for link in (seen.links if seen else ()):
+            if link.link not in links and link.connected:
+                out.append(fail("knet-link-not-removed", f"{node} still runs link{link.link} "
+                                f"to {other.name}", f"{node}->{other.name}/link{link.link}",
+                                payload={"node": node, "peer": other.name, "link": link.link}))
+    return out
+
+
+# -- a new network, before a link moves onto it ----------------------------------------------------
+
+_PING_LOSS = re.compile(r"(\d+(?:\.\d+)?)% packet loss")
+_PING_RTT = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/[\d.]+ ms")
+
+
+def address_findings(node: str, link: int, address: str, ip_json: str) -> list[Finding]:
+    """Whether NODE holds ADDRESS on an interface that is up (`ip -j addr show` output)."""
+    subject = f"{node}/link{link}"
+    try:
+        interfaces = json.loads(ip_json or "[]")
+    except ValueError:
+        return [fail("link-address-unknown", f"{node}: `ip -j addr show` printed no JSON",
+                     subject, payload={"address": address})]
+    for iface in interfaces:
+        for info in iface.get("addr_info", ()):
+            if info.get("local") != address:
+                continue
+            payload = {"address": address, "interface": iface.get("ifname"),
+                       "prefixlen": info.get("prefixlen"), "mtu": iface.get("mtu"),
+                       "operstate": iface.get("operstate")}
+            if "UP" not in iface.get("flags", ()) or iface.get("operstate") == "DOWN":
+                return [fail("link-interface-down", f"{address} is on {iface.get('ifname')}, "
+                             "which is down", subject, payload=payload,
+                             remedy=f"bring {iface.get('ifname')} up (ifup / ifreload -a)")]
+            return [Finding("link-address-on-node", Severity.PASS, f"{address} is on "
+                            f"{iface.get('ifname')}", subject, payload=payload)]
+    return [fail("link-address-not-on-node", f"{address} is not configured on {node}", subject,
+                 payload={"address": address},
+                 remedy=f"configure {address} on {node}'s NIC for the new network first "
+                        "(/etc/network/interfaces, ifreload -a)")]
+
+
+def ping_findings(node: str, peer: str, link: int, source: str, target: str,
+                  output: str) -> list[Finding]:
+    """ICMP from NODE's new address to PEER's (`ping -q` output): reachable, lossy or not."""
+    loss = _PING_LOSS.search(output or "")
+    rtt = _PING_RTT.search(output or "")
+    payload = {"from": source, "to": target, "link": link,
+               "loss_pct": float(loss.group(1)) if loss else None,
+               "rtt_avg_ms": float(rtt.group(2)) if rtt else None,
+               "rtt_max_ms": float(rtt.group(3)) if rtt else None}
+    subject = f"{node}->{peer}/link{link}"
+    if loss is None or payload["loss_pct"] >= 100.0:
+        return [fail("link-peer-unreachable", f"{node} cannot reach {peer} at {target} from "
+                     f"{source}", subject, payload=payload,
+                     remedy="check cabling, VLANs, switch ports and firewalls of the new "
+                            "network between these two nodes")]
+    if payload["loss_pct"] > 0:
+        return [warn("link-peer-loss", f"{payload['loss_pct']:g}% of pings from {node} to "
+                     f"{peer} on the new network were lost", subject, payload=payload,
+                     remedy="corosync needs a loss-free network: find the lossy hop")]
+    return [Finding("link-peer-reachable", Severity.PASS, f"{node} reaches {peer} at {target}"
+                    + (f", RTT {payload['rtt_avg_ms']:.3f} ms" if rtt else ""), subject,
+                    payload=payload)]

@@ -1,0 +1,526 @@
+"""Changes to a running cluster's links: `pvestrap link add` and `pvestrap link move`.
+
+The admin guide's manual procedure (edit a `.new` copy, bump config_version, keep a `.bak`, move
+it into place, let corosync reload), done for every member over SSH, checked before and after:
+
+- before any change: the cluster is quorate with every node of corosync.conf a member, the links
+  that stay are connected, every member has the same corosync.conf, and on the new network every
+  member holds its new address on an interface that is up and reaches every other member's new
+  address (ICMP from that address);
+- each phase writes the new file on every member (`.new` + mv, `.bak` kept), runs `corosync-cfgtool
+  -R` once (it makes every corosync of the cluster reload its own file), then waits until every
+  member runs the new config_version and sees every other member on every link at the configured
+  addresses; when that does not happen in time, every member gets its files back byte for byte
+  and corosync reloads again.
+
+What corosync 3.1.7 does with a changed ringX_addr on reload (exec/totemconfig.c, and tried in
+the lab): it refuses the whole reload with "To reconfigure an interface it must be deleted and
+recreated. A working interface needs to be available to corosync at all times", keeping the old
+addresses. A new link is taken at runtime. So a move is two phases: drop the link (reload), then
+add it again at the new addresses (reload); the other links carry the cluster meanwhile, and the
+only link of a cluster cannot be moved this way (`link-last`). Both directions of a rollback are
+again a removal or an addition, which corosync takes.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait
+from pvestrap.apply.remote import (JOIN_LOCK, Remote, RemoteCommandFailed, RemoteFile,
+                                   member_lock, parse_show, replace_script, show_script)
+from pvestrap.corosync_conf import CorosyncConf
+from pvestrap.errors import OperationFailed, PvestrapError, UserError, ValidationFailed
+from pvestrap.findings import Finding, Severity, fail, warn
+from pvestrap.render import Change
+from pvestrap.status_parse import StatusUnparsable, parse_cfgtool_nodes
+from pvestrap.system import CommandFailed, CommandTimeout, System
+from pvestrap.verify import COROSYNC_CONF, Observed, convergence_findings, runtime_version
+
+RELOAD = ("corosync-cfgtool", "-R")
+_SPLIT = "@@pvestrap@@"
+
+
+@dataclass(frozen=True)
+class LinkTimeouts:
+    verify: float = 60.0   # until every member runs the change and sees every link up
+    poll: float = 0.5
+    remote: float = 30.0   # one command on a member
+    connect: float = 5.0   # ssh ConnectTimeout
+    lock_wait: float = 30.0
+    pings: int = 3
+
+
+@dataclass(frozen=True)
+class LinkRequest:
+    action: str                   # add | move
+    number: int
+    addresses: Mapping[str, str]  # node name -> new address on link `number`
+    priority: int | None = None
+    network: str | None = None
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    nodeid: int
+    address: str  # where pvestrap reaches it (ssh; the local node runs commands itself)
+    local: bool = False
+
+
+@dataclass(frozen=True)
+class Phase:
+    id: str
+    description: str
+    conf: CorosyncConf
+
+
+@dataclass(frozen=True)
+class ChangePlan:
+    request: LinkRequest
+    before: CorosyncConf
+    before_text: str
+    phases: tuple[Phase, ...]
+
+    @property
+    def final(self) -> CorosyncConf:
+        return self.phases[-1].conf if self.phases else self.before
+
+    def change(self) -> Change:
+        """The whole edit as one file change (what the user reviews)."""
+        return Change(COROSYNC_CONF, self.before_text, self.final.text(), 0o644)
+
+
+# -- the edit --------------------------------------------------------------------------------------
+
+def plan_change(conf: CorosyncConf, text: str, request: LinkRequest) -> ChangePlan:
+    """The phases that take CONF to the requested links (none when it is there already).
+    Bad input raises ValidationFailed (every problem at once) before anything happens."""
+    _check_network(request)
+    number, wanted = request.number, dict(request.addresses)
+    current = {n.name: n.addresses.get(number) for n in conf.nodes}
+    if request.action == "add":
+        if number in conf.link_numbers:
+            same = all(current.get(n) == a for n, a in wanted.items()) and \
+                set(wanted) == set(current)
+            if same and request.priority in (None, conf.priorities.get(number, 0)):
+                return ChangePlan(request, conf, text, ())
+            raise ValidationFailed([fail(
+                "link-exists", f"link {number} exists already", "number",
+                payload={"number": number, "addresses": current},
+                remedy=f"move it with `pvestrap link move --number {number}`, or pick a free "
+                       "link number")], source="link add")
+        added = conf.add_link(number, wanted, request.priority or 0).bump_version()
+        return ChangePlan(request, conf, text, (
+            Phase(f"add-link{number}", f"add link{number} on every member", added),))
+    if request.action != "move":
+        raise UserError(f"unknown link action {request.action!r}")
+    moved = conf.set_link_addresses(number, wanted)  # checks the addresses and names
+    if all(current.get(n) == a for n, a in wanted.items()):
+        return ChangePlan(request, conf, text, ())
+    dropped = conf.remove_link(number).bump_version()
+    return ChangePlan(request, conf, text, (
+        Phase(f"drop-link{number}", f"drop link{number} (corosync cannot change a link's "
+              "address in place)", dropped),
+        Phase(f"add-link{number}", f"add link{number} again at the new addresses",
+              moved.bump_version().bump_version())))
+
+
+def _check_network(request: LinkRequest) -> None:
+    if request.network is None:
+        return
+    try:
+        net = ipaddress.ip_network(request.network, strict=False)
+    except ValueError:
+        raise UserError(f"--network {request.network!r} is not a network",
+                        code="network-invalid", remedy="e.g. --network 10.10.20.0/24") from None
+    problems = []
+    for name, address in sorted(request.addresses.items()):
+        try:
+            inside = ipaddress.ip_address(address) in net
+        except ValueError:
+            continue  # the facade names it (address-not-ip)
+        if not inside:
+            problems.append(fail("link-address-outside-network", f"{address} is not in {net}",
+                                 f"{name}/link{request.number}",
+                                 payload={"address": address, "network": str(net)}))
+    if problems:
+        raise ValidationFailed(problems, source=f"link {request.action}")
+
+
+# -- reaching the members --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LocalShell:
+    """This node, run like a Remote (the same scripts) but without ssh."""
+
+    system: System
+    address: str = "localhost"
+    timeout: float = 30.0
+
+    def run(self, script: str, what: str, input: str | None = None, mutates: bool = True,
+            timeout: float | None = None):
+        try:
+            return self.system.run(("sh", "-c", script), input=input, mutates=mutates,
+                                   timeout=self.timeout if timeout is None else timeout)
+        except CommandTimeout:
+            raise OperationFailed(f"'{what}' did not finish here in time") from None
+        except CommandFailed as exc:
+            tail = " / ".join((exc.stderr.strip() or exc.stdout.strip()).splitlines()[-3:])
+            raise RemoteCommandFailed(f"'{what}' failed here (exit {exc.returncode})"
+                                      + (f": {tail}" if tail else ""), exc.stdout) from None
+
+    def shown(self, command: str) -> tuple[str, ...]:
+        return ("sh", "-c", command)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The cluster as this node sees it, and how each member is reached."""
+
+    conf: CorosyncConf
+    text: str
+    observed: Observed
+    members: tuple[Member, ...]
+    timeouts: LinkTimeouts = field(default_factory=LinkTimeouts)
+
+    def access(self, system: System, member: Member,
+               control_path: str | None = None) -> Remote | LocalShell:
+        if member.local:
+            return LocalShell(system, timeout=self.timeouts.remote)
+        return Remote(system, member.address, timeout=self.timeouts.remote,
+                      connect_timeout=self.timeouts.connect, control_path=control_path)
+
+    @property
+    def local(self) -> Member:
+        return next(m for m in self.members if m.local)
+
+
+def read_cluster(system: System, request: LinkRequest,
+                 timeouts: LinkTimeouts = LinkTimeouts()) -> Cluster:
+    """corosync.conf and corosync's state here; members reached on their first link that is
+    not the one being changed."""
+    from pvestrap.verify import observe
+
+    obs = observe(system)
+    if obs.conf is None:
+        raise UserError(f"{COROSYNC_CONF} is missing or unreadable: "
+                        f"{obs.errors.get(COROSYNC_CONF, '')}", code="not-a-cluster-member",
+                        remedy="run this on a member of the cluster")
+    me = obs.local_nodeid
+    if me is None:
+        raise OperationFailed("corosync does not answer here: "
+                              + "; ".join(f"{k}: {v}" for k, v in obs.errors.items()),
+                              code="corosync-not-running",
+                              remedy="run this on a cluster member whose corosync runs")
+    order = sorted(obs.conf.link_numbers, key=lambda n: (n == request.number, n))
+    members = []
+    for node in obs.conf.nodes:
+        address = next((node.addresses[n] for n in order if n in node.addresses), None)
+        if node.name is None or not isinstance(node.nodeid, int) or address is None:
+            raise UserError(f"corosync.conf has a node without name, nodeid or address "
+                            f"({node})", code="conf-node-incomplete",
+                            remedy="every node needs name, nodeid and ringN_addr")
+        members.append(Member(node.name, node.nodeid, address, node.nodeid == me))
+    if not any(m.local for m in members):
+        raise UserError(f"this node (nodeid {me}) is not in {COROSYNC_CONF}",
+                        code="not-a-cluster-member")
+    return Cluster(obs.conf, system.read_text(COROSYNC_CONF) or "", obs, tuple(members),
+                   timeouts)
+
+
+def each(members: Sequence[Member], work: Callable[[Member], Any]) -> dict[str, Any]:
+    """WORK on every member at once (ssh handshakes are most of the cost); name -> result."""
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(members)))) as pool:
+        futures = {m.name: pool.submit(work, m) for m in members}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def read_conf(access: Remote | LocalShell) -> str | None:
+    files = parse_show(access.run(show_script([COROSYNC_CONF]), "read corosync.conf",
+                                  mutates=False).stdout)
+    found = files.get(COROSYNC_CONF)
+    return None if found is None or found.data is None else found.data.decode("utf-8", "replace")
+
+
+@contextmanager
+def locked(system: System, cluster: Cluster) -> Iterator[str]:
+    """Every member's join lock (the one a join takes on the member it talks to) and this
+    node's apply lock, in name order so two changes never wait for each other. Yields the ssh
+    ControlPath the locks' sessions share, so later commands reuse their connections."""
+    from pvestrap.apply.lock import apply_lock
+    from pvestrap.apply.remote import CONTROL_PATH
+
+    t = cluster.timeouts
+    root = str(getattr(system, "root", "/"))
+    with ExitStack() as stack:
+        stack.enter_context(apply_lock(root, timeout=t.lock_wait))
+        for m in sorted(cluster.members, key=lambda m: m.name):
+            if m.local:
+                stack.enter_context(_flock(os.path.join(root, JOIN_LOCK.lstrip("/")),
+                                           t.lock_wait, t.poll))
+            else:
+                remote = Remote(system, m.address, timeout=t.remote, connect_timeout=t.connect)
+                stack.enter_context(member_lock(system, remote, wait=t.lock_wait, retries=1))
+        yield CONTROL_PATH
+
+
+@contextmanager
+def _flock(path: str, wait: float, interval: float) -> Iterator[None]:
+    """flock(2) on PATH, the lock `flock(1)` takes for a join on this node."""
+    import fcntl
+    import time
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise OperationFailed(f"{JOIN_LOCK} stayed locked for {wait:g} s (a join "
+                                          "or another link change runs here)",
+                                          code="join-locked",
+                                          remedy=f"wait for it; `fuser -v {JOIN_LOCK}` shows "
+                                                 "who holds it") from None
+                time.sleep(interval)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+# -- preflight -------------------------------------------------------------------------------------
+
+def preflight(system: System, cluster: Cluster, plan: ChangePlan) -> list[Finding]:
+    """Everything that must hold before the first write, as findings (FAIL stops the change)."""
+    from pvestrap.verify import link_findings, quorum_findings
+
+    number = plan.request.number
+    out = [f for f in quorum_findings(cluster.observed) if f.severity is not Severity.WARN]
+    present = {m.nodeid for m in (cluster.observed.quorum.nodes_only
+                                  if cluster.observed.quorum else ())}
+    for m in cluster.members:
+        if m.nodeid not in present:
+            out.append(fail("member-missing", f"{m.name} is not a member now; it would miss "
+                            "the change", m.name, payload={"nodeid": m.nodeid},
+                            remedy="bring it back into the cluster first"))
+    for f in link_findings(cluster.observed):
+        if f.code == "knet-link-down" and f.payload.get("link") == number:
+            f = warn(f.code, f.message + " (this is the link being changed)", f.subject,
+                     payload=f.payload)
+        out.append(f)
+    results = each(cluster.members, lambda m: _member_checks(system, cluster, plan, m))
+    return out + [f for m in cluster.members for f in results[m.name]]
+
+
+def _member_checks(system: System, cluster: Cluster, plan: ChangePlan,
+                   member: Member) -> list[Finding]:
+    from pvestrap.verify import address_findings, ping_findings
+
+    access = cluster.access(system, member)
+    number, final = plan.request.number, plan.final
+    mine = next(n for n in final.nodes if n.name == member.name).addresses[number]
+    peers = [(n.name, n.addresses[number]) for n in final.nodes if n.name != member.name]
+    script = "; ".join(
+        [show_script([COROSYNC_CONF]), f"echo {_SPLIT}", "ip -j addr show"] +
+        [f"echo {_SPLIT}; ping -n -q -c {cluster.timeouts.pings} -i 0.2 -W 1 -I {mine} {addr} "
+         "2>&1 || true" for _, addr in peers])
+    try:
+        parts = access.run(script, "check the new network", mutates=False).stdout.split(_SPLIT)
+    except PvestrapError as exc:
+        return [fail("member-unreachable", f"{member.name}: {exc.message}", member.name,
+                     payload={"address": member.address}, remedy=exc.remedy)]
+    theirs = parse_show(parts[0]).get(COROSYNC_CONF)
+    out = []
+    if theirs is None or theirs.data != cluster.text.encode():
+        out.append(fail("conf-differs", f"{member.name}'s {COROSYNC_CONF} differs from this "
+                        "node's", member.name, payload={"node": member.name},
+                        remedy="make every member's corosync.conf the same first"))
+    out += address_findings(member.name, number, mine, parts[1] if len(parts) > 1 else "")
+    for (peer, addr), text in zip(peers, parts[2:] + [""] * (len(peers) - len(parts[2:]))):
+        out += ping_findings(member.name, peer, number, mine, addr, text)
+    return out
+
+
+# -- one phase: write everywhere, reload once, wait until every member runs it ---------------------
+
+class LinkVerifyFailed(OperationFailed):
+    """The members did not converge on the new config in time; `problems` say where."""
+
+    code = "link-verify-failed"
+
+    def __init__(self, message: str, problems: Sequence[Finding]):
+        self.problems = tuple(problems)
+        shown = "; ".join(f.message for f in self.problems[:6])
+        more = f" (+{len(self.problems) - 6} more)" if len(self.problems) > 6 else ""
+        super().__init__(f"{message}: {shown}{more}",
+                         remedy="check the new network between the nodes named (firewall: "
+                                "the link's UDP port 5405+N), then try again")
+
+
+@dataclass(frozen=True)
+class PhaseStep:
+    """An engine step: the phase's corosync.conf on every member, one reload, verified; undo
+    puts every member's files back byte for byte, reloads and verifies the old state."""
+
+    phase: Phase
+    cluster: Cluster
+    before: str
+    control_path: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.phase.id
+
+    @property
+    def description(self) -> str:
+        return self.phase.description
+
+    def plan(self, system: System) -> list[Action]:
+        after = self.phase.conf.text()
+        version = self.phase.conf.config_version
+        return [*(Change(f"{m.name}:{COROSYNC_CONF}", self.before, after, 0o644)
+                  for m in self.cluster.members),
+                PlannedCommand(RELOAD),
+                PlannedWait(f"every member to run config_version {version} and reach every "
+                            f"other on links {list(self.phase.conf.link_numbers)}",
+                            self.cluster.timeouts.verify)]
+
+    def apply(self, system: System) -> dict[str, tuple[RemoteFile, RemoteFile]]:
+        after = base64.b64encode(self.phase.conf.text().encode()).decode() + "\n"
+        memo: dict[str, tuple[RemoteFile, RemoteFile]] = {}
+        try:
+            results = each(self.cluster.members, lambda m: self._replace(system, m, after))
+            memo.update({n: states for n, (states, _) in results.items() if states})
+            errors = [f"{n}: {e}" for n, (_, e) in results.items() if e]
+            if errors:
+                raise OperationFailed("corosync.conf could not be written on every member: "
+                                      + "; ".join(errors), code="members-update-failed")
+            self._reload(system)
+            wait_converged(system, self.cluster, self.phase.conf, self.control_path)
+        except PvestrapError:
+            self.undo(system, memo, reload=bool(memo))
+            raise
+        return memo
+
+    def _replace(self, system: System, member: Member, stdin: str):
+        access = self.cluster.access(system, member, self.control_path)
+        try:
+            out, error = access.run(replace_script(COROSYNC_CONF), "write corosync.conf",
+                                    input=stdin).stdout, None
+        except RemoteCommandFailed as exc:
+            out, error = exc.stdout, exc.message
+        except PvestrapError as exc:
+            return None, exc.message
+        files = parse_show(out)
+        states = (files.get(COROSYNC_CONF), files.get(COROSYNC_CONF + ".bak"))
+        return (None if None in states else states), error
+
+    def _reload(self, system: System) -> None:
+        self.cluster.access(system, self.cluster.local).run(" ".join(RELOAD), "reload corosync")
+
+    def undo(self, system: System, memo: dict[str, tuple[RemoteFile, RemoteFile]],
+             reload: bool = True) -> None:
+        by_name = {m.name: m for m in self.cluster.members}
+        results = each([by_name[n] for n in memo], lambda m: self._put(system, m, memo[m.name]))
+        errors = [f"{n}: {e}" for n, e in results.items() if e]
+        if reload:
+            self._reload(system)
+            previous = CorosyncConf.parse(self.before)
+            wait_converged(system, self.cluster, previous, self.control_path)
+        if errors:
+            raise OperationFailed("could not put corosync.conf back on: " + "; ".join(errors),
+                                  code="members-restore-failed",
+                                  remedy=f"restore {COROSYNC_CONF} from its .bak there and run "
+                                         "`corosync-cfgtool -R`")
+
+    def _put(self, system: System, member: Member, states: tuple[RemoteFile, RemoteFile]):
+        from pvestrap.apply.remote import put_script
+
+        script, stdin = put_script(states)
+        try:
+            self.cluster.access(system, member, self.control_path).run(
+                script, "put corosync.conf back", input=stdin)
+        except PvestrapError as exc:
+            return exc.message
+        return None
+
+
+def converged(system: System, cluster: Cluster, conf: CorosyncConf,
+              control_path: str | None = None) -> list[Finding]:
+    """Problems keeping the members from running CONF with every link up (empty: done)."""
+    from pvestrap.verify import CFGTOOL_PEERS, RUNTIME_VERSION
+
+    script = f"{' '.join(RUNTIME_VERSION)}; echo {_SPLIT}; {' '.join(CFGTOOL_PEERS)}"
+
+    def one(member: Member) -> list[Finding]:
+        try:
+            out = cluster.access(system, member, control_path).run(
+                script, "read corosync's state", mutates=False).stdout
+        except RemoteCommandFailed as exc:
+            out = exc.stdout  # cfgtool exits 1 when a link is down; its output still counts
+        except PvestrapError as exc:
+            return [fail("member-unreachable", f"{member.name}: {exc.message}", member.name)]
+        version, _, peers = out.partition(_SPLIT)
+        try:
+            parsed = parse_cfgtool_nodes(peers.strip() + "\n")
+        except StatusUnparsable:
+            parsed = None
+        return convergence_findings(member.name, conf, runtime_version(version), parsed)
+
+    results = each(cluster.members, one)
+    return [f for m in cluster.members for f in results[m.name]]
+
+
+def wait_converged(system: System, cluster: Cluster, conf: CorosyncConf,
+                   control_path: str | None = None) -> None:
+    """Poll `converged` until it is empty or the verify timeout passes (then raise)."""
+    problems: list[Finding] = []
+
+    def check() -> bool:
+        problems[:] = converged(system, cluster, conf, control_path)
+        return not problems
+
+    if not system.wait_until(check, cluster.timeouts.verify, cluster.timeouts.poll,
+                             what=f"members on config_version {conf.config_version}"):
+        raise LinkVerifyFailed(f"the members did not all run config_version "
+                               f"{conf.config_version} with every link up within "
+                               f"{cluster.timeouts.verify:g} s", problems)
+
+
+def steps(cluster: Cluster, plan: ChangePlan, control_path: str | None = None
+          ) -> list[PhaseStep]:
+    befores = [plan.before_text] + [p.conf.text() for p in plan.phases[:-1]]
+    return [PhaseStep(phase, cluster, before, control_path)
+            for phase, before in zip(plan.phases, befores)]
+
+
+def still_as_read(system: System, cluster: Cluster, control_path: str | None) -> None:
+    """Under the locks: every member still has the file the plan was made from."""
+    texts = each(cluster.members, lambda m: read_conf(cluster.access(system, m, control_path)))
+    changed = sorted(n for n, t in texts.items() if t != cluster.text)
+    if changed:
+        raise OperationFailed(f"corosync.conf changed on {', '.join(changed)} since it was "
+                              "read", code="conf-changed-meanwhile",
+                              remedy="run the command again to plan from the new file")
+
+
+def run_change(system: System, cluster: Cluster, plan: ChangePlan, on_progress=None):
+    """Apply PLAN under every member's lock; StepFailed (after rollback) when it fails."""
+    from pvestrap.apply.engine import run_steps
+
+    with locked(system, cluster) as control_path:
+        still_as_read(system, cluster, control_path)
+        return run_steps(steps(cluster, plan, control_path), system, on_progress)
