@@ -7,6 +7,9 @@ and warns on jitter and loss. Samples come from the link's own port (5405 + N), 
 where only that answered. Where no UDP port answered at all, ICMP echo (ping3) gives a second
 opinion, reported as INFO: the path exists, but corosync's port is blocked (see the ports check).
 
+LatencyFlow is the sampling itself: N probes at a fixed interval to one target, a flow of the
+prober's selector loop.
+
 Statistics: min, median, p99 (nearest rank), max, jitter (mean difference between consecutive
 RTTs, RFC 3550's idea without the smoothing), loss (% of probes unanswered), samples.
 

@@ -8,9 +8,10 @@ unreachable into ECONNREFUSED, while a dropped probe just never gets an answer.
 
 Each reply gives four timestamps (t1 sent, t2 received there, t3 sent there, t4 received here);
 the RTT is (t4 - t1) - (t3 - t2), the network's share without the responder's own delay, and the
-clock offset is NTP's ((t2 - t1) + (t3 - t4)) / 2 from the sample with the smallest delay. t4 is
-the kernel's receive timestamp, so the prober's own scheduling delay does not count (ping does
-the same). Per (peer, link) a DF-flagged binary search (MtuSearch) finds the largest probe that
+clock offset is NTP's ((t2 - t1) + (t3 - t4)) / 2 from the sample with the smallest delay. t1 and
+t4 are the kernel's send and receive timestamps (t2 on the far side too), so neither Python's
+speed nor its scheduling counts as network time; under libfaketime they are moved onto the
+process's shifted clock (probe.kernel_clock_offset). Per (peer, link) a DF-flagged binary search (MtuSearch) finds the largest probe that
 passes out, then the largest reply that comes back; TCP connects to the join target and the
 QDevice run in the same loop. The ICMP second opinion (latency.icmp_second_opinion, where UDP
 got no answer) and duplicate address detection (addresses.detect) are called from measure() too.
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
 PROBES_KEY = "network"
 BASE_PORT = 5405
-LEGACY_PORT = 5404
 _NS = 1_000_000_000
 _SLACK = 1_000_000  # with an estimated clock shift a kernel stamp may seem up to 1 ms late
 
@@ -307,7 +307,6 @@ class Exchange:
         self.error: str | None = None
         self.refused = False
         self.unreachable = False
-        self.last_errno = 0
         family = family_of(target.address)
         try:
             sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -341,7 +340,6 @@ class Exchange:
         return t1
 
     def _note(self, exc: OSError) -> None:
-        self.last_errno = exc.errno or 0
         if exc.errno == errno.ECONNREFUSED:
             self.refused = True
         elif exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):

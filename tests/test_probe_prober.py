@@ -71,6 +71,15 @@ def test_open_port_gives_rtts_and_a_near_zero_clock_offset(responders):
     assert r.delay_ms == min(r.rtts_ms)
 
 
+def test_progress_is_reported_up_to_done(responders):
+    (port,) = responders()
+    seen: list[float] = []
+    P.measure(P.ProbeRequest("me", (P.Target("peer", 0, port, "127.0.0.1"),), settings=FAST),
+              TOKEN, progress=seen.append)
+    assert len(seen) > 2 and seen[-1] == 1.0
+    assert seen == sorted(seen) and all(0 <= x <= 1 for x in seen)
+
+
 def test_ipv6_loopback_works_too(responders):
     (port,) = responders(address="::1")
     r = _one(P.Target("peer", 0, port, "::1", "::1"))

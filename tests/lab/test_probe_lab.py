@@ -136,3 +136,40 @@ def test_probes_reach_corosync_members_on_5405_and_corosync_stays_quorate(lab, p
     assert _quorate(two, "n1", 2) and _quorate(two, "n2", 2)
     links = two.exec("n1", ["corosync-cfgtool", "-s"]).stdout
     assert re.search(r"nodeid:\s+2:\s+connected", links), links
+
+
+HOLD6 = ("import socket, time; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); "
+         "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0); s.bind(('::', 5405)); "
+         "print('held', flush=True); time.sleep(120)")
+
+
+def test_busy_port_is_answered_over_ipv6_too(lab, processes):
+    """A dual-stack owner takes 5405 for both families; both raw sockets answer (IPv6 needs the
+    UDP checksum the responder computes itself)."""
+    two = lab(nodes=2, links=1)
+    suffix = secrets.token_hex(2)
+    for i in (1, 2):
+        two.exec(f"n{i}", ["ip", "addr", "add", f"fd5a:{suffix}::{i}/64", "dev", "eth0", "nodad"],
+                 check=True)
+    holder = two.popen("n2", [sys.executable, "-c", HOLD6], stdout=subprocess.PIPE, text=True)
+    processes.append(holder)
+    assert holder.stdout.readline().strip() == "held"
+    log = _responder(two, "n2", processes, (5405,))
+    assert "[::]:5405/udp is in use" in log and "0.0.0.0:5405/udp is in use" in log
+    found = _probe(two, "n1", [P.Target("n2", 0, 5405, f"fd5a:{suffix}::2", f"fd5a:{suffix}::1"),
+                               P.Target("n2", 0, 5405, "10.254.0.2", "10.254.0.1")])
+    assert [(r.address, r.state, r.received) for r in found.udp] == [
+        (f"fd5a:{suffix}::2", "open", QUICK.count), ("10.254.0.2", "open", QUICK.count)]
+
+
+def test_ports_come_from_the_answer_file(lab, processes, tmp_path):
+    from pvestrap.answer_export import dumps
+
+    three = lab(nodes=2, links=3)
+    path = tmp_path / "answers.toml"
+    path.write_text(dumps(three.plan()))
+    argv = CLI + ["responder", "--ttl", "120", "--answers", str(path), "-a", "10.254.2.2"]
+    proc = three.popen("n2", argv, env={TOKEN_ENV: TOKEN}, stderr=subprocess.PIPE)
+    processes.append(proc)
+    log = _read_until(proc, r"listening", 4)
+    assert sorted(map(int, re.findall(r"10\.254\.2\.2:(\d+)/udp", log))) == [5404, 5405, 5406, 5407]
