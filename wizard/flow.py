@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 from pvestrap import joininfo
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.findings import Finding, Severity
-from pvestrap.plan import (ClusterPlan, Datacenter, InterfaceStanza, JoinTarget, Link, Node,
-                           MAX_LINK)
+from pvestrap.plan import (MAX_LINK, NODEID_MAX, ClusterPlan, Datacenter, InterfaceStanza,
+                           JoinTarget, Link, Node)
 from pvestrap.report.model import Report
 from pvestrap.system import Secret
 from pvestrap.wizard import questions as Q
@@ -104,9 +104,10 @@ class Talk:
             return self.answers[q.id]
         default = self.keep.get(q.id, self.defaults.get(q.id, q.default_for(state)))
         while True:
-            value = q.convert(self.asker.ask(q, state, default))
-            problem = q.check(value, state)
+            raw = self.asker.ask(q, state, default)
+            problem = q.check(raw, state)
             if problem is None:
+                value = q.convert(raw)
                 break
             if not self.asker.interactive:
                 raise UserError(f"{q.key or q.id}: {problem}", code="answer-invalid",
@@ -248,16 +249,17 @@ def to_plan(state: Q.State) -> ClusterPlan:
     when this raises, since every answer was checked as it was given)."""
     me = state.detected.hostname
     numbers = state.link_numbers()
-    preferred = state.get("links.preferred")
-    links = tuple(Link(n, state.link_network(n), _priority(n, preferred, len(numbers)))
-                  for n in numbers)
+    links = tuple(Link(n, state.link_network(n), _priority(state, n)) for n in numbers)
     peers = [(state.get(f"peer{i}.name"), {n: state.get(f"peer{i}.link{n}") for n in numbers})
              for i in state.peer_indexes()]
-    mine = Node(me, int(state.get("node.nodeid") or 1),
+    known = dict(state.facts.get("nodeids", {}))
+    mine = Node(me, int(state.get("node.nodeid") or known.get(me, 1)),
                 {n: state.link_address(n) for n in numbers}, interfaces=_stanzas(state))
-    free_ids = (i for i in range(1, len(peers) + 3) if i != mine.nodeid)
-    others = [Node(name, next(free_ids), addrs) for name, addrs in peers]
-    nodes = tuple(others + [mine]) if state.joining else tuple([mine] + others)
+    taken = {mine.nodeid} | {known[name] for name, _ in peers if name in known}
+    free_ids = (i for i in range(1, NODEID_LIMIT) if i not in taken)
+    others = [Node(name, known[name] if name in known else next(free_ids), addrs)
+              for name, addrs in peers]
+    nodes = tuple(sorted([mine, *others], key=lambda node: node.nodeid))
     return ClusterPlan(
         cluster_name=_cluster_name(state), nodes=nodes, links=links,
         backend=state.detected.backend,
@@ -265,8 +267,12 @@ def to_plan(state: Q.State) -> ClusterPlan:
         join=_join(state), datacenter=_datacenter(state)).check(source="the wizard's answers")
 
 
-def _priority(n: int, preferred: Any, count: int) -> int:
-    if count < 2 or preferred in (None, Q.NONE):
+def _priority(state: Q.State, n: int) -> int:
+    """The preferred link gets the higher priority; a joiner keeps the cluster's."""
+    if state.joining:
+        return dict(state.facts.get("link_priorities", {})).get(n, 0)
+    preferred = state.get("links.preferred")
+    if len(state.link_numbers()) < 2 or preferred in (None, Q.NONE):
         return 0
     return Q.PREFERRED_PRIORITY if n == preferred else Q.OTHER_PRIORITY
 
@@ -318,6 +324,7 @@ def pending_links(plan: ClusterPlan, node: str) -> frozenset[int]:
 
 # -- preflight findings back to the questions ------------------------------------------------------
 
+NODEID_LIMIT = NODEID_MAX + 1
 _LINK_SUBJECT = re.compile(r"^(?P<a>[^/\s>-][^/\s]*?)(?:->(?P<b>[^/\s]+))?/link(?P<n>\d+)")
 JOIN_TARGET = ("join.method", "join.info", "join.address", "join.fingerprint")
 
@@ -540,8 +547,16 @@ def _password_ref(join: JoinTarget) -> Mapping[str, Any]:
 
 
 def facts_from_plan(plan: ClusterPlan) -> dict[str, Any]:
-    """What an answer file pins that the conversation would otherwise confirm interactively."""
-    return {"planned_fingerprint": plan.join.fingerprint} if plan.join.fingerprint else {}
+    """What an answer file holds beyond the questions' answers: the fingerprint it pins (the
+    conversation would have the user confirm it), the link networks and priorities, and the
+    nodeids, so the plan built from the answers is the file's plan."""
+    out: dict[str, Any] = {
+        "link_networks": {link.number: link.network for link in plan.links if link.network},
+        "link_priorities": {link.number: link.priority for link in plan.links},
+        "nodeids": {node.name: node.nodeid for node in plan.nodes}}
+    if plan.join.fingerprint:
+        out["planned_fingerprint"] = plan.join.fingerprint
+    return out
 
 
 @dataclass(frozen=True)

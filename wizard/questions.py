@@ -90,7 +90,9 @@ class State:
             cidr = self.get(f"link{n}.static")
             return str(ipaddress.ip_interface(cidr).network) if cidr else None
         found = self.detected.address_info(self.link_address(n) or "")
-        return found.network if found else None
+        if found is not None:
+            return found.network
+        return dict(self.facts.get("link_networks", {})).get(n)
 
     def peer_indexes(self) -> tuple[int, ...]:
         out, i = [], 1
@@ -159,7 +161,9 @@ class Question:
         if self.type == CONFIRM:
             return None if isinstance(value, bool) else "answer yes or no"
         if not isinstance(value, str):
-            return "expected text"
+            if self.parse is None:
+                return "expected text"
+            value = str(value)  # an answer kept from before, already converted
         if self.validate is not None:
             return self.validate(value, state)
         return None

@@ -52,6 +52,6 @@ class TerminalAsker:
     @staticmethod
     def _validator(question: Q.Question, state: Q.State):
         def validate(text: str) -> bool | str:
-            problem = question.check(question.convert(text), state)
+            problem = question.check(text, state)
             return True if problem is None else problem
         return validate

@@ -1,0 +1,254 @@
+"""The question model: one definition that serves the prompts and the answer files.
+
+The keys tests walk answer_schema.FORMAT (the one definition of the answer-file keys) and the
+wizard's own output; the validator tests check that a rejection carries the rule.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+
+from pvestrap import answer_schema as S
+from pvestrap.answers import dumps, loads
+from pvestrap.checks.localsys import CommandResult, IfAddress, Interface, Machine
+from pvestrap.wizard import flow
+from pvestrap.wizard import questions as Q
+from pvestrap.wizard.detect import detect
+
+
+def _support():
+    """tests/test_wizard_support.py, loaded by path (the tests folder is not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "pvestrap_wizard_test_support"
+    if name not in sys.modules:
+        path = Path(__file__).with_name("test_wizard_support.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+_S = _support()
+ScriptedAsker, FakeServices, join_blob, machine = (_S.ScriptedAsker, _S.FakeServices,
+                                                   _S.join_blob, _S.machine)
+
+
+def schema_paths(keys=S.FORMAT, prefix="") -> dict[str, S.Key]:
+    """Every key of the answer-file format as a path: links[].number, nodes[].linkN ..."""
+    out = {}
+    for key in keys:
+        path = f"{prefix}{key.name}"
+        out[path] = key
+        if key.kind == S.TABLE:
+            out.update(schema_paths(key.children, path + "."))
+        elif key.kind == S.TABLES:
+            out.update(schema_paths(key.children, path + "[]."))
+    return out
+
+
+def in_schema(path: str, paths: dict[str, S.Key]) -> bool:
+    """A concrete path (nodes[].link3) against the schema, pattern keys included."""
+    if path in paths:
+        return True
+    head, _, last = path.rpartition(".")
+    return any(k.pattern and p.rpartition(".")[0] == head and re.fullmatch(k.pattern, last)
+               for p, k in paths.items())
+
+
+def file_paths(data, prefix="") -> set[str]:
+    """The key paths of a parsed answer file (tables of arrays as [], inline tables walked)."""
+    out = set()
+    for name, value in data.items():
+        path = f"{prefix}{name}"
+        if isinstance(value, dict):
+            out |= file_paths(value, path + ".")
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            for item in value:
+                out |= file_paths(item, path + "[].")
+        else:
+            out.add(path)
+    return out
+
+
+def test_every_question_key_is_an_answer_file_key():
+    paths = schema_paths()
+    keys = {k for q in Q.all_questions() for k in q.keys}
+    assert keys, "the questions name no keys at all"
+    assert sorted(k for k in keys if not in_schema(k, paths)) == []
+
+
+def test_every_required_answer_file_key_has_a_question():
+    paths = schema_paths()
+    required_leaves = [p for p, k in paths.items()
+                       if k.required and k.kind not in (S.TABLE, S.TABLES)
+                       and all(paths[a].required for a in _ancestors(p, paths))]
+    assert "cluster.name" in required_leaves and "nodes[].name" in required_leaves
+    keys = {k for q in Q.all_questions() for k in q.keys}
+    assert [p for p in required_leaves if p not in keys] == []
+
+
+def _ancestors(path, paths):
+    """The enclosing keys of a path (nodes[].interfaces[].name -> nodes, nodes[].interfaces)."""
+    parts = path.split(".")
+    return [".".join(parts[:i]).removesuffix("[]") for i in range(1, len(parts))]
+
+
+def test_question_ids_are_unique_and_secrets_have_no_answer_of_their_own():
+    ids = [q.id for q in Q.all_questions()]
+    assert len(ids) == len(set(ids))
+    secrets = [q for q in Q.all_questions() if q.secret]
+    assert [q.id for q in secrets] == ["join.password"]
+    # the only keys a secret maps to are the references, never a value key
+    assert set(secrets[0].keys) == {"join.password_env", "join.password_file"}
+    assert all(S.is_secret(k.rsplit(".", 1)[-1]) is False for q in secrets for k in q.keys)
+
+
+@pytest.fixture
+def det(tmp_path):
+    return detect(str(tmp_path), machine=machine(), resolver=lambda n: ("10.1.0.1",),
+                  runner=lambda argv: CommandResult(tuple(argv), 127))
+
+
+def _create_run(det, extra=()):
+    script = [("role", "create"), ("cluster.name", "prod"), ("link0.address", "10.1.0.1"),
+              ("links.add1", True), ("link1.address", "nic:eth2"),
+              ("link1.static", "10.3.0.1/24"), ("links.add2", False), ("links.preferred", 1),
+              ("peer1.name", "pve2"), ("peer1.link0", "10.1.0.2"), ("peer1.link1", "10.3.0.2"),
+              ("peer2.name", ""), ("migration.network", "10.3.0.0/24"),
+              ("migration.type", "insecure"), ("keyboard", "de"), *extra]
+    asker = ScriptedAsker(script)
+    talk = flow.gather(det, asker, FakeServices())
+    asker.done()
+    return flow.to_plan(talk.state())
+
+
+def _join_run(det_pve, services):
+    blob = join_blob("10.1.0.9", services.fingerprint, {0: "10.1.0.9", 1: "10.2.0.9"}, "prod")
+    asker = ScriptedAsker([
+        ("role", "join"), ("join.method", "info"), ("join.info", blob),
+        ("join.fingerprint", True), ("join.password", "hunter2-secret"),
+        ("link0.address", "10.1.0.1"), ("link1.address", "10.2.0.1"),
+        ("peer1.name", "pve9"), ("peer1.link0", ...), ("peer1.link1", ...), ("peer2.name", ""),
+        ("node.nodeid", "2"), ("join.password_ref", "env"), ("join.password_env", "PVE_PW")])
+    talk = flow.gather(det_pve, asker, services)
+    asker.done()
+    return talk, flow.to_plan(talk.state())
+
+
+def test_every_key_the_wizard_writes_is_in_the_schema_and_comes_from_a_question(det, tmp_path):
+    import dataclasses
+
+    paths = schema_paths()
+    asked = {k for q in Q.all_questions() for k in q.keys}
+    det_pve = dataclasses.replace(det, is_pve=True)
+    written = set()
+    for plan in (_create_run(det), _join_run(det_pve, FakeServices())[1]):
+        text = dumps(plan)
+        assert loads(text) == plan
+        written |= file_paths(tomllib.loads(text))
+    assert sorted(p for p in written if not in_schema(p, paths)) == []
+    # keys the wizard derives from several answers (nodeid of the create node, create_node,
+    # backend) are the only ones not named by a question
+    derived = {"cluster.backend", "cluster.create_node"}
+    unnamed = sorted(p for p in written if p not in asked and p not in derived
+                     and not re.fullmatch(r"nodes\[\]\.link\d", p))
+    assert unnamed == []
+    assert "hunter2-secret" not in "".join(dumps(p) for p in (_join_run(det_pve,
+                                                                         FakeServices())[1],))
+
+
+@pytest.mark.parametrize("value, ok", [("prod", True), ("pve-prod1", True), ("a" * 15, True),
+                                       ("bad_name", False), ("-prod", False), ("prod-", False),
+                                       ("a" * 16, False), ("", False), ("pr od", False)])
+def test_cluster_name_rejection_shows_the_rule(det, value, ok):
+    problem = Q.CLUSTER_NAME.check(value, Q.State(det))
+    assert (problem is None) is ok
+    if not ok:
+        assert Q.NAME_RULE in problem
+
+
+def test_address_rules(det):
+    state = Q.State(det, {"link0.address": "10.1.0.1", "peer1.name": "pve2"})
+    rule = Q.link_other(1)
+    assert Q.IP_RULE in rule.check("pve2.example", state)
+    assert "127.0.0.1 cannot carry" in rule.check("127.0.0.1", state)
+    assert "already given for this node's link0" in rule.check("10.1.0.1", state)
+    assert rule.check("10.9.9.9", state) is None
+    peer = Q.peer_link(1, 0)
+    assert "not in link0's network 10.1.0.0/24" in peer.check("10.7.0.2", state)
+    assert peer.check("10.1.0.2", state) is None
+    static = Q.link_static(1)
+    st = Q.State(det, {"link0.address": "10.1.0.1", "link1.address": "nic:eth2"})
+    assert Q.CIDR_RULE in static.check("10.3.0.1", st)
+    assert static.check("10.3.0.1/24", st) is None
+
+
+def test_defaults_and_choices_come_from_the_machine(tmp_path):
+    (tmp_path / "etc/default").mkdir(parents=True)
+    (tmp_path / "etc/default/keyboard").write_text('XKBMODEL="pc105"\nXKBLAYOUT="ch"\n')
+    det = detect(str(tmp_path), machine=machine(), resolver=lambda n: ("10.2.0.1",),
+                 runner=lambda argv: CommandResult(tuple(argv), 127))
+    state = Q.State(det)
+    assert det.keyboard == "de-ch" and Q.KEYBOARD.default_for(state) == "de-ch"
+    link0 = Q.link_address(0)
+    # the host name's address is PVE's node IP: the default for link0
+    assert link0.default_for(state) == "10.2.0.1"
+    values = [c.value for c in link0.choices_for(state)]
+    assert values == ["10.1.0.1", "10.2.0.1", "nic:eth2", Q.OTHER]
+    # an address taken by link0 is not offered again for link1, the free NIC still is
+    taken = Q.State(det, {"link0.address": "10.2.0.1"})
+    assert [c.value for c in Q.link_address(1).choices_for(taken)] == \
+        ["10.1.0.1", "nic:eth2", Q.OTHER]
+
+
+def test_when_conditions_split_create_and_join(det):
+    create = Q.State(det, {"role": "create"})
+    join = Q.State(det, {"role": "join"})
+    join_only = [Q.JOIN_METHOD, Q.JOIN_ADDRESS, Q.NODEID]
+    create_only = [Q.MIGRATION_NETWORK, Q.MIGRATION_TYPE, Q.KEYBOARD, Q.more_links(1)]
+    assert [q.when(create) for q in join_only] == [False] * 3
+    assert [q.when(join) for q in create_only] == [False] * 4
+    assert all(q.when(create) for q in create_only)
+    # the password and the fingerprint are asked only where pvecm needs them
+    assert not Q.PASSWORD_Q.when(join) and not Q.FINGERPRINT.when(join)
+
+
+def test_detect_reads_pve_markers_clusters_and_ignores_the_stock_conf(tmp_path):
+    def run(root):
+        return detect(str(root), machine=machine(), resolver=lambda n: (),
+                      runner=lambda argv: CommandResult(tuple(argv), 127))
+
+    assert not run(tmp_path).is_pve and run(tmp_path).cluster is None
+    (tmp_path / "etc/corosync").mkdir(parents=True)
+    conf = tmp_path / "etc/corosync/corosync.conf"
+    conf.write_text("totem {\n  cluster_name: debian\n}\nnodelist {\n  node {\n"
+                    "    ring0_addr: 127.0.0.1\n  }\n}\n")
+    assert run(tmp_path).cluster is None  # Debian's packaged example is not a cluster
+    conf.write_text(conf.read_text().replace("127.0.0.1", "10.1.0.1").replace("debian", "prod"))
+    found = run(tmp_path).cluster
+    assert (found.config, found.name) == ("/etc/corosync/corosync.conf", "prod")
+    (tmp_path / "etc/pve").mkdir()
+    assert run(tmp_path).is_pve and run(tmp_path).backend == "pve"
+
+
+def test_free_nics_and_management_flags():
+    m = machine()
+    det = detect("/nonexistent", machine=m, resolver=lambda n: (),
+                 runner=lambda argv: CommandResult(tuple(argv), 127))
+    assert [n.name for n in det.free_nics] == ["eth2"]
+    assert [(a.interface, a.management) for a in det.addresses] == [("eth0", True),
+                                                                    ("eth1", False)]
+    assert det.host_address is None
+
+
+def test_machine_fixture_is_what_the_tests_say():
+    m = machine()
+    assert isinstance(m, Machine) and isinstance(m.interfaces[1], Interface)
+    assert m.interface("eth0").addresses == (IfAddress("10.1.0.1", 24),)
