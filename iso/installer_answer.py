@@ -104,14 +104,17 @@ def _network(node: Node, s: Settings) -> dict[str, Any]:
     for key in ("dns", "gateway"):
         if s.get(key):
             out[key] = s.get(key)
-    nic_filter = s.get("network_filter") or management_nic_filter(node)
+    per_node = s.origins.get("network_filter", "").startswith("installer.nodes.")
+    derived = management_nic_filter(node)
+    nic_filter = s.get("network_filter") if per_node or not derived else derived
     if nic_filter:
         out["filter"] = dict(nic_filter)
     return out
 
 
 def management_nic_filter(node: Node) -> dict[str, str] | None:
-    """The bridge the plan gives the management address rides on one NIC: pick that NIC."""
+    """The bridge the plan gives the management address rides on one NIC: pick that NIC.
+    It beats the shared installer.network_filter; a node's own network_filter beats it."""
     if not node.management:
         return None
     try:
@@ -253,3 +256,18 @@ def mask_secrets(text: str) -> str:
         if secret:
             masked = masked.replace(secret, "<redacted>")
     return masked
+
+
+def render_for(answers_path: str | os.PathLike[str], node: str,
+               installer_path: str | os.PathLike[str] | None = None, *,
+               password_file: str | None = None, password_env: str | None = None) -> Rendered:
+    """Load the cluster file and the settings, resolve the root password hash, render."""
+    from pvestrap.answers import load
+    from pvestrap.iso import installer_settings
+
+    plan = load(answers_path)
+    select_node(plan, node)
+    settings = installer_settings.load(installer_path, plan, node)
+    password_hash, _ = installer_settings.root_password_hash(
+        settings, password_file=password_file, password_env=password_env)
+    return render(plan, node, settings, password_hash)

@@ -237,8 +237,15 @@ def timezone_ok(name: str) -> bool:
         return True
     if name.split("/")[0] not in _TZ_AREAS or "/" not in name:
         return False
-    known = zoneinfo.available_timezones()
-    return not known or name in known
+    return _zone_exists(name) or not _zone_exists("Europe/Vienna")
+
+
+def _zone_exists(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
 
 
 # -- [network] -----------------------------------------------------------------------------------

@@ -178,11 +178,11 @@ def root_password_hash(settings: Settings, *, password_file: str | None = None,
     (key, value), = level.items()
     if key == "root_password_hashed":
         return value, f"{settings.source}: installer.root_password_hashed"
-    if key.endswith("_env") and not ENV_NAME.match(value):
+    from_file = key.replace("-", "_").endswith("_file")
+    if not from_file and not ENV_NAME.match(value):
         raise UserError(f"{key} must be the NAME of an environment variable",
                         code="installer-password-env-invalid")
-    target = (JoinTarget(password_file=value) if key.endswith("_file")
-              else JoinTarget(password_env=value))
+    target = JoinTarget(password_file=value) if from_file else JoinTarget(password_env=value)
     clear = resolve_password(target, environ)
     if not R.PASSWORD_MIN <= len(clear) <= R.PASSWORD_MAX:
         raise UserError(f"the root password from {key} {value} must be {R.PASSWORD_MIN}.."

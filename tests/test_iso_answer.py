@@ -1,0 +1,369 @@
+"""`pvestrap iso validate-answer` and `pvestrap iso answer`: the installer's rules, the rendered
+answer.toml, the installer settings file and the root password handling."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import tomllib
+
+import pytest
+
+from pvestrap.answers import load
+from pvestrap.cli import main
+from pvestrap.errors import UserError, ValidationFailed
+from pvestrap.iso import installer_answer as IA
+from pvestrap.iso import installer_rules as R
+from pvestrap.iso import installer_settings as IS
+
+DATA = pathlib.Path(__file__).parent / "data" / "iso"
+CLUSTER = DATA / "cluster.toml"
+SETTINGS = DATA / "installer.toml"
+HASH = tomllib.loads(SETTINGS.read_text())["installer"]["root_password_hashed"]
+
+
+def codes(findings):
+    return [(f.code, f.subject, f.payload.get("line")) for f in findings]
+
+
+# -- validate-answer -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["answer-zfs.toml", "answer-dhcp.toml"])
+def test_hand_written_answers_in_the_documented_shape_are_valid(name, capsys):
+    assert main(["iso", "validate-answer", str(DATA / name)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"{DATA / name}: valid\n"
+    assert captured.err == ""
+
+
+def test_every_broken_rule_is_listed_with_its_key_and_line():
+    with pytest.raises(ValidationFailed) as caught:
+        IA.validate_file(DATA / "answer-broken.toml")
+    assert codes(caught.value.findings) == [
+        ("installer-value-invalid", "global.keyboard", 3),
+        ("installer-country-invalid", "global.country", 4),
+        ("installer-fqdn-invalid", "global.fqdn", 5),
+        ("installer-mailto-invalid", "global.mailto", 6),
+        ("installer-timezone-invalid", "global.timezone", 7),
+        ("installer-password-length", "global.root-password", 8),
+        ("installer-key-misspelled", "global.root_ssh_keys", 9),
+        ("installer-key-unknown", "global.language", 10),
+        ("installer-key-missing", "network.dns", 12),
+        ("installer-key-missing", "network.filter", 12),
+        ("installer-cidr-invalid", "network.cidr", 14),
+        ("installer-disk-duplicate", "disk-setup.disk-list[2]", 19),
+        ("installer-disks-too-many", "disk-setup.disk-list", 19),
+        ("installer-disks-conflict", "disk-setup.filter", 20),
+        ("installer-fs-options-conflict", "disk-setup.zfs", 21),
+        ("installer-swapsize-too-large", "disk-setup.lvm.swapsize", 22),
+        ("installer-key-missing", "first-boot.url", 25),
+        ("installer-value-invalid", "first-boot.ordering", 27),
+    ]
+    misspelled = caught.value.findings[6]
+    assert misspelled.payload["suggestion"] == "root-ssh-keys"
+
+
+def test_the_cli_exits_2_and_prints_file_line_key_and_code(capsys):
+    assert main(["iso", "validate-answer", str(DATA / "answer-broken.toml")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"error: {DATA / 'answer-broken.toml'}: 18 problems found"
+    assert f"  {DATA / 'answer-broken.toml'}:14: network.cidr: '10.0.10.11/33' is not an " \
+           "address with a prefix length [installer-cidr-invalid]" in err
+
+
+def _answer(tmp_path, text):
+    path = tmp_path / "answer.toml"
+    path.write_text(text)
+    return path
+
+
+BASE = (DATA / "answer-zfs.toml").read_text()
+
+
+_R = "root-password-hashed = \"$6$rounds"
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ('root-password-hashed = "$6$', 'root-password = "12345678"\nroot-password-hashed = "$6$',
+     [("installer-password-conflict", "global.root-password-hashed")]),
+    (_R, "x" + _R, [("installer-password-missing", "global"),
+                    ("installer-key-unknown", "global.xroot-password-hashed")]),
+    (_R, 'root-password-hashed = "rounds',
+     [("installer-password-hash-invalid", "global.root-password-hashed")]),
+    ('fqdn = "pve1.lab.example.com"', 'fqdn = "123.example.com"',
+     [("installer-fqdn-invalid", "global.fqdn")]),
+    ('fqdn = "pve1.lab.example.com"', 'fqdn = "pve1-.example.com"',
+     [("installer-fqdn-invalid", "global.fqdn")]),
+    ('filesystem = "zfs"', 'filesystem = "ntfs"',
+     [("installer-value-invalid", "disk-setup.filesystem")]),
+    ('zfs.raid = "raid1"', 'zfs.raid = "raidz-2"',
+     [("installer-disks-too-few", "disk-setup.disk-list")]),
+    ('zfs.raid = "raid1"\n', '', [("installer-raid-missing", "disk-setup.zfs.raid")]),
+    ('zfs.ashift = 12', 'zfs.ashift = 17',
+     [("installer-value-out-of-range", "disk-setup.zfs.ashift")]),
+    ('zfs.ashift = 12', 'zfs.ashift = "12"', [("installer-type-invalid", "disk-setup.zfs.ashift")]),
+    ('disk-list = ["sda", "sdb"]\n', '', [("installer-disks-missing", "disk-setup")]),
+    ('source = "from-answer"', 'source = "from-dhcp"',
+     [("installer-key-not-allowed", f"network.{k}") for k in ("cidr", "dns", "gateway", "filter")]),
+    ('dns = "10.0.10.1"', 'dns = "10.0.10"', [("installer-address-invalid", "network.dns")]),
+    ('source = "from-iso"', 'source = "from-cd"',
+     [("installer-value-invalid", "first-boot.source")]),
+    ('[first-boot]\nsource = "from-iso"', '[first-boot]\nsource = "from-url"\nurl = "ftp://x"',
+     [("installer-url-invalid", "first-boot.url")]),
+    ('reboot-on-error = false', 'reboot-on-error = "no"',
+     [("installer-type-invalid", "global.reboot-on-error")]),
+    ('[disk-setup]', '[disk_setup]', [("installer-key-misspelled", "disk_setup"),
+                                      ("installer-key-missing", "disk-setup")]),
+])
+def test_one_broken_rule_gives_exactly_its_findings(tmp_path, old, new, expected):
+    assert old in BASE
+    with pytest.raises(ValidationFailed) as caught:
+        IA.validate_file(_answer(tmp_path, BASE.replace(old, new, 1)))
+    assert [(f.code, f.subject) for f in caught.value.findings] == list(expected)
+
+
+def test_both_password_keys_missing_is_an_error_ssh_keys_do_not_replace_it(tmp_path):
+    text = re.sub(r"root-password-hashed = .*\n", "", BASE)
+    with pytest.raises(ValidationFailed) as caught:
+        IA.validate_file(_answer(tmp_path, text))
+    assert codes(caught.value.findings) == [("installer-password-missing", "global", 2)]
+
+
+@pytest.mark.parametrize("length, ok", [(7, False), (8, True), (64, True), (65, False)])
+def test_root_password_length_bounds(tmp_path, length, ok):
+    text = BASE.replace('root-password-hashed = "$6$rounds=5000$saltsalt$',
+                        f'root-password = "{"x" * length}"\n# "')
+    if ok:
+        assert IA.validate_file(_answer(tmp_path, text)) == []
+    else:
+        with pytest.raises(ValidationFailed) as caught:
+            IA.validate_file(_answer(tmp_path, text))
+        assert caught.value.findings[0].payload["length"] == length
+
+
+def test_warnings_do_not_fail(tmp_path, capsys):
+    text = BASE.replace('gateway = "10.0.10.1"', 'gateway = "10.0.99.1"').replace(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq3 ops@example.com", "my laptop key")
+    path = _answer(tmp_path, text)
+    found = IA.validate_file(path)
+    assert [(f.code, f.subject, f.payload.get("line")) for f in found] == [
+        ("installer-ssh-key-suspicious", "global.root-ssh-keys[0]", 9),
+        ("installer-gateway-off-subnet", "network.gateway", 16),
+    ]
+    assert found[1].payload["network"] == "10.0.10.0/24"
+    assert main(["iso", "validate-answer", str(path)]) == 0
+    assert "[installer-gateway-off-subnet]" in capsys.readouterr().err
+
+
+def test_unreadable_and_non_toml_files_are_user_errors(tmp_path, capsys):
+    assert main(["iso", "validate-answer", str(tmp_path / "none.toml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    bad = _answer(tmp_path, "[global\n")
+    with pytest.raises(ValidationFailed) as caught:
+        IA.validate_file(bad)
+    assert codes(caught.value.findings) == [("installer-toml-invalid", None, 1)]
+
+
+def test_upper_case_raid_levels_are_accepted_as_the_installer_does(tmp_path):
+    text = BASE.replace('zfs.raid = "raid1"', 'zfs.raid = "RAID1"')
+    assert IA.validate_file(_answer(tmp_path, text)) == []
+
+
+def test_fqdn_rules():
+    assert R.fqdn_problem("pve1.example.com") is None
+    assert R.fqdn_problem("a" * 63 + ".com") is None
+    assert "no domain" in R.fqdn_problem("pve1")
+    assert "numeric" in R.fqdn_problem("123.com")
+    assert "invalid part" in R.fqdn_problem("a" * 64 + ".com")
+    assert "too long" in R.fqdn_problem(("a" * 60 + ".") * 5 + "com")
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+def _render(node, settings=SETTINGS, **kw):
+    return IA.render_for(CLUSTER, node, settings, **kw)
+
+
+def test_rendered_answer_for_each_node():
+    docs = {n: tomllib.loads(_render(n).text) for n in ("pve1", "pve2", "pve3")}
+    pve1 = docs["pve1"]
+    assert pve1["global"] == {
+        "keyboard": "dk", "country": "dk", "fqdn": "pve1.rack1.example.com",
+        "mailto": "ops@example.com", "timezone": "Europe/Copenhagen",
+        "root-password-hashed": HASH,
+        "root-ssh-keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJm8 ops@example.com"]}
+    # pve1's plan puts its management address on vmbr0 over enp65s0f0: that NIC wins.
+    assert pve1["network"] == {"source": "from-answer", "cidr": "10.19.0.11/24",
+                               "dns": "10.19.0.2", "gateway": "10.19.0.1",
+                               "filter": {"ID_NET_NAME": "enp65s0f0"}}
+    assert pve1["disk-setup"] == {"filesystem": "zfs", "disk-list": ["sda", "sdb"],
+                                  "zfs": {"raid": "raid1", "ashift": 12, "arc-max": 8192}}
+    assert pve1["first-boot"] == {"source": "from-iso", "ordering": "fully-up"}
+    assert docs["pve2"]["network"]["filter"] == {"ID_NET_NAME": "enp1s0"}
+    assert docs["pve2"]["network"]["cidr"] == "10.19.0.12/24"
+    assert docs["pve3"]["network"]["filter"] == {"ID_NET_NAME": "eno1"}
+    assert docs["pve3"]["disk-setup"] == {"filesystem": "ext4",
+                                          "filter": {"ID_SERIAL": "*SAMSUNG*"},
+                                          "lvm": {"hdsize": 100, "swapsize": 8}}
+
+
+@pytest.mark.parametrize("ours, theirs", [("da", "dk"), ("ja", "jp"), ("sv", "se"),
+                                          ("sl", "si"), ("de-ch", "de-ch")])
+def test_keyboard_is_spelled_the_installer_way(ours, theirs):
+    assert IA.keyboard_for_installer(ours) == theirs
+
+
+def test_rendered_answer_passes_the_same_rules_and_the_cli_prints_it(tmp_path, capsys):
+    assert main(["iso", "answer", "--answers", str(CLUSTER), "--node", "pve2",
+                 "--installer", str(SETTINGS)]) == 0
+    out = capsys.readouterr().out
+    assert out == _render("pve2").text
+    target = tmp_path / "pve2-answer.toml"
+    assert main(["iso", "answer", "--answers", str(CLUSTER), "--node", "pve2",
+                 "--installer", str(SETTINGS), "--out", str(target)]) == 0
+    assert target.read_text() == out
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert IA.validate_file(target) == []
+
+
+def test_missing_settings_are_named_by_answer_key_and_setting(tmp_path):
+    settings = tmp_path / "installer.toml"
+    settings.write_text('[installer]\ncountry = "dk"\nroot_password_hashed = "%s"\n' % HASH)
+    with pytest.raises(ValidationFailed) as caught:
+        _render("pve2", settings)
+    got = {(f.code, f.subject): f.payload.get("from") for f in caught.value.findings}
+    assert got == {
+        ("installer-key-missing", "global.fqdn"): f"{settings}: installer.domain",
+        ("installer-key-missing", "global.mailto"): f"{settings}: installer.mailto",
+        ("installer-key-missing", "global.timezone"): f"{settings}: installer.timezone",
+        ("installer-key-missing", "network.dns"): f"{settings}: installer.dns",
+        ("installer-key-missing", "network.gateway"): f"{settings}: installer.gateway",
+        ("installer-key-missing", "network.filter"): f"{settings}: installer.network_filter",
+        ("installer-key-missing", "disk-setup.filesystem"): f"{settings}: installer.disk",
+        ("installer-disks-missing", "disk-setup"): f"{settings}: installer.disk",
+    }
+
+
+def test_a_bad_setting_is_blamed_on_the_node_override_that_set_it(tmp_path):
+    settings = tmp_path / "installer.toml"
+    settings.write_text(SETTINGS.read_text().replace(
+        '[installer.nodes.pve2]\n', '[installer.nodes.pve2]\ncountry = "Danmark"\n'))
+    with pytest.raises(ValidationFailed) as caught:
+        _render("pve2", settings)
+    (finding,) = caught.value.findings
+    assert finding.code == "installer-country-invalid"
+    assert finding.payload["from"] == f"{settings}: installer.nodes.pve2.country"
+    assert _render("pve1", settings).text  # the other nodes are unaffected
+
+
+def test_a_node_without_a_management_address_is_blamed_on_the_cluster_file(tmp_path):
+    cluster = tmp_path / "cluster.toml"
+    cluster.write_text(CLUSTER.read_text().replace('management = "10.19.0.12/24"\n', ""))
+    with pytest.raises(ValidationFailed) as caught:
+        IA.render_for(cluster, "pve2", SETTINGS)
+    (finding,) = caught.value.findings
+    assert (finding.code, finding.subject) == ("installer-key-missing", "network.cidr")
+    assert finding.payload["from"] == "cluster answer file: nodes[1].management"
+
+
+def test_settings_file_problems_name_key_and_line(tmp_path):
+    settings = tmp_path / "installer.toml"
+    settings.write_text('[installer]\ncountry = "dk"\ntime_zone = "UTC"\n'
+                        'network-filter = { ID_NET_NAME = "eno1" }\n'
+                        '[installer.disk]\nfilesystem = "reiserfs"\n'
+                        '[installer.nodes.pve9]\ncountry = "de"\n')
+    plan = load(CLUSTER)
+    with pytest.raises(ValidationFailed) as caught:
+        IS.load(settings, plan, "pve1")
+    assert codes(caught.value.findings) == [
+        ("installer-settings-key-unknown", "installer.time_zone", 3),
+        ("installer-settings-key-misspelled", "installer.network-filter", 4),
+        ("installer-settings-value-invalid", "installer.disk.filesystem", 6),
+        ("installer-settings-node-unknown", "installer.nodes.pve9", 7),
+    ]
+    assert caught.value.findings[0].payload["suggestion"] == "timezone"
+
+
+def test_unknown_node_is_refused(capsys):
+    assert main(["iso", "answer", "--answers", str(CLUSTER), "--node", "pve7",
+                 "--installer", str(SETTINGS)]) == 2
+    assert "pve1, pve2, pve3" in capsys.readouterr().err
+
+
+# -- the root password ---------------------------------------------------------------------------
+
+def _no_hash_settings(tmp_path, extra=""):
+    path = tmp_path / "installer.toml"
+    path.write_text(re.sub(r"root_password_hashed = .*\n", extra, SETTINGS.read_text()))
+    return path
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_password_from_a_file_is_hashed_and_never_written(tmp_path):
+    secret = "Very-Secret-Root-Pw-42"
+    pw = tmp_path / "root-pw"
+    pw.write_text(secret + "\n")
+    pw.chmod(0o600)
+    settings = _no_hash_settings(tmp_path)
+    text = _render("pve1", settings, password_file=str(pw)).text
+    hashed = tomllib.loads(text)["global"]["root-password-hashed"]
+    assert secret not in text
+    salt = hashed.split("$")[2]
+    again = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"],
+                           input=secret + "\n", capture_output=True, text=True, check=True)
+    assert again.stdout.strip() == hashed
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_password_from_the_environment_named_in_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("PVESTRAP_TEST_ROOT_PW", "from-the-env-123")
+    settings = _no_hash_settings(tmp_path, 'root_password_env = "PVESTRAP_TEST_ROOT_PW"\n')
+    text = _render("pve1", settings).text
+    assert tomllib.loads(text)["global"]["root-password-hashed"].startswith("$6$")
+    assert "from-the-env-123" not in text
+
+
+def test_password_file_readable_by_others_is_refused(tmp_path):
+    pw = tmp_path / "root-pw"
+    pw.write_text("Very-Secret-Root-Pw-42\n")
+    pw.chmod(0o644)
+    with pytest.raises(UserError) as caught:
+        _render("pve1", _no_hash_settings(tmp_path), password_file=str(pw))
+    assert caught.value.code == "password-file-insecure"
+
+
+def test_short_clear_password_is_refused_before_hashing(tmp_path):
+    pw = tmp_path / "root-pw"
+    pw.write_text("short\n")
+    pw.chmod(0o600)
+    with pytest.raises(UserError) as caught:
+        _render("pve1", _no_hash_settings(tmp_path), password_file=str(pw))
+    assert caught.value.code == "installer-password-length"
+
+
+def test_two_password_sources_at_one_level_are_refused(tmp_path):
+    settings = tmp_path / "installer.toml"
+    settings.write_text(SETTINGS.read_text().replace(
+        "root_ssh_keys", 'root_password_env = "X"\nroot_ssh_keys'))
+    with pytest.raises(UserError) as caught:
+        _render("pve1", settings)
+    assert caught.value.code == "installer-password-conflict"
+
+
+def test_no_password_source_fails_on_the_installer_rule(tmp_path):
+    with pytest.raises(ValidationFailed) as caught:
+        _render("pve1", _no_hash_settings(tmp_path))
+    (finding,) = caught.value.findings
+    assert (finding.code, finding.subject) == ("installer-password-missing", "global")
+
+
+def test_inspect_masking_hides_the_hash_and_keeps_the_rest():
+    text = _render("pve1").text
+    masked = IA.mask_secrets(text)
+    assert HASH not in masked
+    assert 'root-password-hashed = "<redacted>"' in masked
+    assert masked.replace('"<redacted>"', f'"{HASH}"') == text
+    assert os.linesep == "\n"
