@@ -8,8 +8,9 @@ idea which of the others are up yet. In order:
    other node of the file answers too, saying who is still missing.
 3. The preflight, local checks and probes of every peer and link: any FAIL stops here, before
    anything changed. The report goes to stdout (the journal) and, as JSON, to the state folder.
-4. The creating node creates; the others join one at a time in nodeid order: each waits until
-   the node before it answers as a member, then applies, retrying while the cluster is busy.
+4. The creating node waits until every peer's preflight passed, then creates; the others join
+   one at a time in nodeid order: each waits until the node before it answers as a member,
+   then applies, retrying while the cluster is busy.
 5. Done marker; keep answering probes until every node is a member (bounded), so no peer that
    is still in its preflight sees this node go dark.
 
@@ -48,7 +49,7 @@ class Options:
     node: str | None = None
     state_dir: str = STATE_DIR
     peer_wait_s: float = 600.0
-    member_wait_s: float = 900.0
+    turn_wait_s: float = 900.0
     apply_timeout_s: float = 900.0
     quorum_timeout_s: float = 300.0
     linger_s: float = 1800.0
@@ -60,7 +61,7 @@ class Options:
     @property
     def responder_ttl_s(self) -> float:
         """Long enough for every bounded phase; the responder dies with the process anyway."""
-        return (self.peer_wait_s + self.member_wait_s + self.apply_timeout_s
+        return (self.peer_wait_s + self.turn_wait_s + self.apply_timeout_s
                 + self.quorum_timeout_s + self.linger_s + 600.0)
 
 
@@ -121,15 +122,17 @@ def _run_locked(opts, state, plan, me, role, digest, data, apply, say) -> Outcom
             _preflight(opts, state, plan, me, tokens, say)
             state.record(digest, me.name, "preflight-passed")
             done_phases.append("preflight-passed")
+        presence.announce("ready")
         if not member:
             _wait_turn(opts, plan, me, tokens, say)
         presence.release_corosync_ports()
         request = cluster.ApplyRequest(plan, me.name, opts.answers, opts.ignore,
                                        opts.quorum_timeout_s, opts.corosync_start, say)
-        say(f"applying: {role} ({'create' if role == 'create' else 'join via ' + plan.join_address()})")
+        say("applying: " + ("create the cluster" if role == "create"
+                            else f"join via {plan.join_address()}"))
         attempts = cluster.apply_with_retries(apply, request, opts.apply_timeout_s, say)
         state.record(digest, me.name, "applied")
-        presence.announce_member()
+        presence.announce("member")
         state.mark_done(digest, me.name, plan.cluster_name)
         say(f"done: {me.name} is a member of {plan.cluster_name}")
         everyone = cluster.wait_for_all_members(plan, opts.linger_s, say)
@@ -141,12 +144,20 @@ def _run_locked(opts, state, plan, me, role, digest, data, apply, say) -> Outcom
 
 
 def _wait_turn(opts: Options, plan, me, tokens: net.Tokens, say: Say) -> None:
+    """The creating node waits until every peer passed its preflight (so no preflight probes a
+    node whose corosync is coming up); a joiner until the node before it is a member. Bounded:
+    then it goes ahead, since a node that failed must not hold up the others for ever."""
     before = cluster.predecessor(plan, me)
     if before is None:
-        return
-    if not net.wait_for_member(plan, me, before.name, tokens.member, opts.member_wait_s, say):
-        say(f"warning: {before.name} is not a member after {opts.member_wait_s:g} s; joining "
-            "anyway (the cluster serializes joins itself)")
+        peers, stage = [n.name for n in plan.nodes if n.name != me.name], "ready"
+    else:
+        peers, stage = [before.name], "member"
+    arrived = net.wait_for_stage(plan, me, peers, stage, tokens.stage(stage),
+                                 opts.turn_wait_s, say)
+    late = sorted(set(peers) - arrived)
+    if late:
+        say(f"warning: {', '.join(late)} not {stage} after {opts.turn_wait_s:g} s; going ahead "
+            "(the cluster serializes joins itself)")
 
 
 def _preflight(opts: Options, state: StateDir, plan, me, tokens: net.Tokens, say: Say) -> None:
@@ -224,9 +235,10 @@ def parser() -> argparse.ArgumentParser:
                    "(default: the host name).")
     p.add_argument("--peer-wait", type=_seconds, default=600.0, metavar="S",
                    help="How long to wait for every other node to answer (default 600).")
-    p.add_argument("--member-wait", type=_seconds, default=900.0, metavar="S",
-                   help="How long a joiner waits for the node before it to be a member "
-                        "(default 900); then it joins anyway.")
+    p.add_argument("--turn-wait", type=_seconds, default=900.0, metavar="S",
+                   help="How long to wait for this node's turn (default 900): the creating "
+                        "node until every other node passed its preflight, a joiner until the "
+                        "node before it is a member; then it goes ahead.")
     p.add_argument("--apply-timeout", type=_seconds, default=900.0, metavar="S",
                    help="How long to retry the apply while the cluster is busy or not ready "
                         "(default 900).")
@@ -262,7 +274,7 @@ def _seconds(text: str) -> float:
 
 def options(args: argparse.Namespace) -> Options:
     return Options(answers=args.answers, node=args.node, state_dir=args.state_dir,
-                   peer_wait_s=args.peer_wait, member_wait_s=args.member_wait,
+                   peer_wait_s=args.peer_wait, turn_wait_s=args.turn_wait,
                    apply_timeout_s=args.apply_timeout, quorum_timeout_s=args.quorum_timeout,
                    linger_s=args.linger, token_file=args.token_file, duration_s=args.duration,
                    ignore=tuple(args.ignore),
@@ -284,8 +296,9 @@ def main(argv: Sequence[str] | None = None, apply: cluster.ApplyFn | None = None
         if args.debug:
             raise
         print(exc.render(), file=sys.stderr, flush=True)
-        print(f"first boot failed after {time.monotonic() - started:.0f} s "
-              f"[{cluster.error_code(exc)}]", flush=True)
+        if isinstance(exc, OperationFailed):
+            say_line(f"first boot failed after {time.monotonic() - started:.0f} s "
+                     f"[{', '.join(cluster.reasons(exc))}]; run it again to resume")
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: run the first boot again to finish", file=sys.stderr)

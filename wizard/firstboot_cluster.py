@@ -27,11 +27,11 @@ from pvestrap.status_parse import QuorumStatus, StatusUnparsable, parse_quorum_s
 
 Say = Callable[[str], None]
 CONF_PATHS = ("/etc/pve/corosync.conf", "/etc/corosync/corosync.conf")
-# Error codes (of the error, or of the cause of a failed step) that mean "not yet", not "no".
+# Reasons (error codes, a failed step's cause, a refused join's findings) that mean "not yet":
+# the cluster is busy with another join, not created or not quorate yet, or not reachable yet.
 RETRYABLE = frozenset({
     "apply-locked", "join-locked", "join-cluster-locked", "join-cluster-not-quorate",
-    "member-unreachable", "fingerprint-unreachable", "quorum-timeout", "cluster-not-ready",
-    "join-target-unreachable",
+    "member-unreachable", "member-not-clustered", "fingerprint-unreachable", "quorum-timeout",
 })
 
 
@@ -150,9 +150,20 @@ class ApplyRequest:
 ApplyFn = Callable[[ApplyRequest], None]
 
 
-def error_code(exc: PvestrapError) -> str:
-    """The code that says why: a failed step's cause, else the error's own."""
-    return getattr(exc, "cause_code", None) or exc.code
+def reasons(exc: PvestrapError) -> tuple[str, ...]:
+    """Why it failed, as codes: a failed step's cause, a refused join's findings, else the
+    error's own code."""
+    cause = getattr(exc, "cause", None)
+    if getattr(exc, "cause_code", None):
+        found = getattr(cause, "reasons", None) or (exc.cause_code,)
+    else:
+        found = getattr(exc, "reasons", None) or (exc.code,)
+    return tuple(found)
+
+
+def retryable(exc: PvestrapError) -> bool:
+    found = reasons(exc)
+    return bool(found) and all(code in RETRYABLE for code in found)
 
 
 def apply_with_retries(apply: ApplyFn, request: ApplyRequest, timeout_s: float, say: Say,
@@ -169,22 +180,27 @@ def apply_with_retries(apply: ApplyFn, request: ApplyRequest, timeout_s: float, 
             apply(request)
             return attempt
         except PvestrapError as exc:
-            code = error_code(exc)
             left = timeout_s - (clock() - started)
-            if code not in RETRYABLE or left <= 0:
+            if not retryable(exc) or left <= 0:
                 raise
             delay = min(30.0, 2.0 ** attempt) * random.uniform(1.0, 1.5)
             delay = min(delay, max(left, 0.0))
-            say(f"apply attempt {attempt} failed ({code}: {exc.message}); retrying in "
-                f"{delay:.0f} s")
+            say(f"apply attempt {attempt} failed ({', '.join(reasons(exc))}: {exc.message}); "
+                f"retrying in {delay:.0f} s")
             sleep(delay)
 
 
 def default_apply(request: ApplyRequest) -> None:
-    """The same apply as `pvestrap apply --answers FILE --node NODE`."""
-    try:
-        from pvestrap.apply import flow
-    except ImportError:
-        raise OperationFailed("this pvestrap has no apply flow (pvestrap.apply.flow)",
-                              code="apply-unavailable") from None
-    flow.apply_for_firstboot(request)  # adapted in one place when the flow's API is final
+    """The same apply as `pvestrap apply --answers FILE --node NODE --yes`."""
+    from dataclasses import replace
+
+    from pvestrap.apply import corosync as cs
+    from pvestrap.apply.flow import ApplyContext, apply_node
+    from pvestrap.system import RealSystem
+
+    service = (cs.CommandService(request.corosync_start, cs.DIRECT.stop_argv)
+               if request.corosync_start else None)
+    timeouts = replace(cs.CorosyncTimeouts(), quorum=request.quorum_timeout_s)
+    ctx = ApplyContext(RealSystem(), ignore=request.ignore, out=request.say, service=service,
+                       timeouts=timeouts)
+    apply_node(request.plan, request.node, ctx)

@@ -6,16 +6,19 @@ until the whole cluster stands: a peer still running its preflight must not see 
 ports go dark because this node already moved on to create or join.
 
 The catch is that corosync needs its link ports (link N: UDP 5405+N on the node's link-N
-address) for itself once this node creates or joins. So the responder never owns them: small
-placeholder sockets hold exactly those (address, port) pairs, the responder finds them busy and
-answers on them through its raw socket (the way it answers beside a running corosync), and
-`release_corosync_ports()` closes the placeholders right before the apply starts corosync. The
-responder itself never stops and never has to be restarted.
+address) for itself. So no responder ever owns them: while a responder opens, small placeholder
+sockets hold exactly those (address, port) pairs, the responder finds them busy and answers on
+them through its raw socket (the way it answers beside a running corosync). The first
+responder's placeholders stay until `release_corosync_ports()`, right before the apply starts
+corosync; later responders drop theirs as soon as they are open. No responder is ever stopped
+or restarted during the run.
 
-Two tokens, both derived from one shared secret (see `derive_tokens`): the probe token that the
-preflight and the peer wait use, and a member token that only a node which has finished its
-create or join answers (a second responder, started by `announce_member()`, also listening
-through a raw socket). A joiner waits for its predecessor by probing with the member token.
+Progress is told by probe, with three tokens derived from one shared secret (`derive_tokens`):
+`probe` (I am here: the peer wait and the preflight), `ready` (my preflight passed) and
+`member` (I have created or joined). Each stage is one more responder that answers only its
+token (`announce`). The creating node waits until every peer is ready before it creates, so
+nobody's preflight probes a node whose corosync is half up; a joiner waits until the node
+before it is a member.
 """
 
 from __future__ import annotations
@@ -40,14 +43,21 @@ Say = Callable[[str], None]
 # One probe round: three probes per path, then at most 0.7 s for the last reply.
 ROUND = prober.ProbeSettings(duration_s=0.3, interval_s=0.1, reply_timeout_s=0.7, mtu=False,
                              icmp=False, dad_wait_s=0.0)
-POLL_S = 2.0
+POLL_S = 1.0
 PROGRESS_EVERY_S = 15.0
+
+
+STAGES = {"ready": "ready (its preflight passed)", "member": "a member of the cluster"}
 
 
 @dataclass(frozen=True)
 class Tokens:
     probe: Token   # "I am here": the peer wait and the preflight's probes
+    ready: Token   # "my preflight passed": what the creating node waits for
     member: Token  # "I am a member of the cluster": what a joiner's successor waits for
+
+    def stage(self, name: str) -> Token:
+        return {"ready": self.ready, "member": self.member}[name]
 
 
 def derive_tokens(secret: bytes) -> Tokens:
@@ -61,7 +71,7 @@ def derive_tokens(secret: bytes) -> Tokens:
         return Token(hmac.new(secret, b"pvestrap-firstboot/" + label,
                               hashlib.sha256).hexdigest().encode())
 
-    return Tokens(probe=one(b"probe"), member=one(b"member"))
+    return Tokens(probe=one(b"probe"), ready=one(b"ready"), member=one(b"member"))
 
 
 class PeersMissing(OperationFailed):
@@ -91,6 +101,7 @@ class Presence:
         self.plan, self.node, self.tokens, self.ttl_s, self.say = plan, node, tokens, ttl_s, say
         self.placeholders: list[socket.socket] = []
         self.addresses: tuple[str, ...] = ()
+        self.stages: list[str] = []
         self.serving: list[tuple[Responder, threading.Thread, threading.Event]] = []
 
     def __enter__(self) -> "Presence":
@@ -100,12 +111,19 @@ class Presence:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def corosync_ports(self) -> list[tuple[str, int]]:
+        """(address, port) of each link as corosync binds them on this node."""
+        return [(self.node.addresses[link.number], link.port)
+                for link in sorted(self.plan.links, key=lambda link: link.number)]
+
     def open(self) -> tuple[Endpoint, ...]:
         local = []
-        for link in sorted(self.plan.links, key=lambda link: link.number):
-            address = self.node.addresses[link.number]
-            if self._hold(address, link.port):
+        for address, port in self.corosync_ports():
+            held = self._hold(address, port)
+            if held is not False:
                 local.append(address)
+                if held is not True:
+                    self.placeholders.append(held)
         if not local:
             raise OperationFailed(f"none of {self.node.name}'s link addresses "
                                   f"({', '.join(self.node.addresses.values())}) is on this "
@@ -116,36 +134,43 @@ class Presence:
         ports = ports_for_links(self.plan.link_numbers)
         endpoints = self._serve(self.tokens.probe, ports)
         raw = sum(1 for e in endpoints if e.mode == "sniff")
-        skipped = [e for e in endpoints if e.mode == "skipped"]
         self.say(f"answering probes on {', '.join(self.addresses)} (UDP "
                  f"{', '.join(map(str, ports))}; {raw} kept free for corosync, answered "
                  "through a raw socket)")
-        for e in skipped:
-            self.say(f"warning: cannot answer on {e.address}:{e.port}: {e.reason}")
+        for e in endpoints:
+            if e.mode == "skipped":
+                self.say(f"warning: cannot answer on {e.address}:{e.port}: {e.reason}")
         return endpoints
 
-    def _hold(self, address: str, port: int) -> bool:
-        """Hold (address, port) for corosync; False when the address is not local."""
+    def _hold(self, address: str, port: int) -> socket.socket | bool:
+        """A socket holding (address, port); True when something holds it already (corosync,
+        on a rerun); False when the address is not on this machine."""
         sock = socket.socket(_family(address), socket.SOCK_DGRAM)
         try:
             sock.bind((address, port))
         except OSError as exc:
             sock.close()
             if exc.errno == errno.EADDRINUSE:
-                return True  # corosync has it already (a rerun): the responder sniffs it too
+                return True
             if exc.errno == errno.EADDRNOTAVAIL:
                 self.say(f"warning: {address} is not on this machine (yet): not answering there")
                 return False
             raise OperationFailed(f"cannot bind {address}:{port}: {exc.strerror}",
                                   code="firstboot-bind-failed") from None
-        self.placeholders.append(sock)
-        return True
+        return sock
 
     def _serve(self, token: Token, ports: tuple[int, ...]) -> tuple[Endpoint, ...]:
-        config = ResponderConfig(token=token, ports=ports, addresses=self.addresses,
-                                 ttl_s=self.ttl_s)
-        responder = Responder(config)
-        endpoints = responder.open()
+        """Open one more responder, with corosync's ports held while it opens: it must find
+        them busy and only listen through its raw socket, whether corosync runs yet or not."""
+        held = [self._hold(a, p) for a, p in self.corosync_ports()] if self.serving else []
+        try:
+            responder = Responder(ResponderConfig(token=token, ports=ports,
+                                                  addresses=self.addresses, ttl_s=self.ttl_s))
+            endpoints = responder.open()
+        finally:
+            for sock in held:
+                if isinstance(sock, socket.socket):
+                    sock.close()
         stop = threading.Event()
         thread = threading.Thread(target=responder.serve, kwargs={"stop": stop.is_set},
                                   name="pvestrap-responder", daemon=True)
@@ -154,17 +179,18 @@ class Presence:
         return endpoints
 
     def release_corosync_ports(self) -> None:
-        """Let corosync bind its link ports; the responder keeps answering on them."""
+        """Let corosync bind its link ports; the responders keep answering on them."""
         for sock in self.placeholders:
             sock.close()
         self.placeholders.clear()
 
-    def announce_member(self) -> None:
-        """From now on also answer the member token: successors may join."""
-        if len(self.serving) < 2:
-            link_ports = tuple(sorted(link.port for link in self.plan.links))
-            self._serve(self.tokens.member, link_ports)
-            self.say("member of the cluster: telling the other nodes by probe")
+    def announce(self, stage: str) -> None:
+        """From now on also answer the STAGE token (ready, member), on the link ports."""
+        if stage in self.stages:
+            return
+        self._serve(self.tokens.stage(stage), tuple(sorted(link.port for link in self.plan.links)))
+        self.stages.append(stage)
+        self.say(f"telling the other nodes by probe: {self.node.name} is {STAGES[stage]}")
 
     def close(self) -> None:
         self.release_corosync_ports()
@@ -217,21 +243,25 @@ def wait_for_peers(plan: ClusterPlan, me: Node, token: Token, timeout_s: float, 
         time.sleep(min(poll_s, max(0.0, timeout_s - waited)))
 
 
-def wait_for_member(plan: ClusterPlan, me: Node, peer: str, token: Token, timeout_s: float,
-                    say: Say, poll_s: float = POLL_S) -> bool:
-    """Until PEER answers the member token (it has created or joined); False at the timeout."""
-    target = _peers(plan, me, [peer])
+def wait_for_stage(plan: ClusterPlan, me: Node, peers: list[str], stage: str, token: Token,
+                   timeout_s: float, say: Say, poll_s: float = POLL_S) -> set[str]:
+    """Until every one of PEERS answers the STAGE token; the ones that did at the timeout."""
+    targets = _peers(plan, me, peers)
     started = time.monotonic()
+    arrived: set[str] = set()
     last_said = -PROGRESS_EVERY_S
     while True:
-        if answering(me, target, token):
-            say(f"{peer} is a member of the cluster ({time.monotonic() - started:.0f} s)")
-            return True
+        arrived |= answering(me, {n: a for n, a in targets.items() if n not in arrived}, token)
+        missing = sorted(set(targets) - arrived)
         waited = time.monotonic() - started
+        if not missing:
+            say(f"{', '.join(sorted(targets))} {'is' if len(targets) == 1 else 'are'} "
+                f"{STAGES[stage] if len(targets) == 1 else stage} ({waited:.0f} s)")
+            return arrived
         if waited >= timeout_s:
-            return False
+            return arrived
         if waited - last_said >= PROGRESS_EVERY_S:
-            say(f"waiting for {peer} to be a member before joining ({waited:.0f} s of "
-                f"{timeout_s:g} s)")
+            say(f"waiting until {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                f"{stage} ({waited:.0f} s of {timeout_s:g} s)")
             last_said = waited
         time.sleep(min(poll_s, max(0.0, timeout_s - waited)))

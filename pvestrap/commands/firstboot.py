@@ -20,9 +20,10 @@ def command(
     peer_wait: Optional[float] = typer.Option(
         None, "--peer-wait", metavar="S", help="Wait this long for every other node to answer "
         "(default 600)."),
-    member_wait: Optional[float] = typer.Option(
-        None, "--member-wait", metavar="S", help="A joiner waits this long for the node before "
-        "it to be a member, then joins anyway (default 900)."),
+    turn_wait: Optional[float] = typer.Option(
+        None, "--turn-wait", metavar="S", help="Wait this long for this node's turn: the creator "
+        "until every node passed its preflight, a joiner until the node before it is a member "
+        "(default 900); then go ahead."),
     apply_timeout: Optional[float] = typer.Option(
         None, "--apply-timeout", metavar="S", help="Retry the apply this long while the cluster "
         "is busy or not ready (default 900)."),
@@ -57,7 +58,7 @@ def command(
 
     argv = ["--answers", answers]
     for flag, value in (("--node", node), ("--peer-wait", peer_wait),
-                        ("--member-wait", member_wait), ("--apply-timeout", apply_timeout),
+                        ("--turn-wait", turn_wait), ("--apply-timeout", apply_timeout),
                         ("--quorum-timeout", quorum_timeout), ("--linger", linger),
                         ("--state-dir", state_dir), ("--token-file", token_file),
                         ("--duration", duration), ("--corosync-start", corosync_start)):
