@@ -54,7 +54,10 @@ def main(argv=None) -> int:
         return 1
     print("pvestrap first-boot hook (stage %s): running the first-boot flow on %s"
           % (args.stage or "-", path), flush=True)
-    return firstboot.main(["--answers", path])
+    flow_args = ["--answers", path]
+    if args.state_dir != STATE_DIR:
+        flow_args += ["--state-dir", args.state_dir]
+    return firstboot.main(flow_args)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("stage", nargs="?", help="ordering target given by the "
                    "proxmox-first-boot unit (network-pre, network-online, multi-user)")
     p.add_argument("--state-dir", default=STATE_DIR, help="where answers.toml is written "
-                   "(default %(default)s)")
+                   "and the flow keeps its state (default %(default)s)")
     p.add_argument("--selftest", action="store_true", help="extract, import and render, "
                    "change nothing else, print a JSON report")
     p.add_argument("--print-answers", action="store_true",

@@ -1,0 +1,213 @@
+"""`pvestrap iso hook`: the first-boot hook zipapp, run with plain python3 interpreters that
+have no pvestrap (and no jinja2) installed, in an empty environment."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import pathlib
+import secrets
+import socket
+import subprocess
+import zipfile
+
+import pytest
+
+from pvestrap.answers import load
+from pvestrap.cli import main
+from pvestrap.iso import hook as H
+from pvestrap.iso.hook_modules import closure, imports_of
+from pvestrap.render import render_corosync_conf
+
+DATA = pathlib.Path(__file__).parent / "data" / "iso"
+CLUSTER = DATA / "cluster.toml"
+PYTHONS = {"3.11": "/usr/bin/python3.11",
+           "3.12": "/root/.pyenv/versions/3.12.1/bin/python3.12",
+           "3.13": "/root/.pyenv/versions/3.13.0/bin/python3.13"}
+FIRSTBOOT_HERE = importlib.util.find_spec("pvestrap.wizard.firstboot") is not None
+
+
+@pytest.fixture(scope="module")
+def hook_file(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hook") / "proxmox-first-boot"
+    assert main(["iso", "hook", "--answers", str(CLUSTER), "--out", str(out)]) == 0
+    return out
+
+
+def _run(argv, cwd, env=None, timeout=120):
+    return subprocess.run(argv, cwd=cwd, env=env or {}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_hook_size_and_what_it_carries(hook_file, record_property, capsys):
+    data = hook_file.read_bytes()
+    size = len(data)
+    record_property("hook_bytes", size)
+    print(f"hook size: {size} bytes ({size / H.MAX_BYTES:.1%} of the 1 MiB limit)")
+    assert size <= H.MAX_BYTES
+    assert data.startswith(b"#!/usr/bin/env python3\n")
+    assert hook_file.stat().st_mode & 0o777 == 0o755
+    names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
+    for wanted in ("__main__.py", "pvestrap/__init__.py", "pvestrap/answers.py",
+                   "pvestrap/templates/corosync.conf.j2", "pvestrap/checks/responder.py",
+                   "jinja2/__init__.py", "markupsafe/_native.py", "ntplib.py",
+                   "ping3/__init__.py", "pvestrap-hook/answers.toml",
+                   "pvestrap-hook/manifest.json", "pvestrap-hook/licenses/Jinja2/LICENSE.txt"):
+        assert wanted in names, wanted
+    tops = {n.split("/")[0] for n in names}
+    assert tops == {"__main__.py", "pvestrap", "pvestrap-hook", "jinja2", "markupsafe",
+                    "ntplib.py", "ping3"}
+    assert not [n for n in names if n.endswith((".so", ".pyc", ".c"))]
+    assert not [n for n in names if n.startswith(("pvestrap/commands", "pvestrap/lab/",
+                                                  "pvestrap/cli.py"))]
+    zf = zipfile.ZipFile(io.BytesIO(data))
+    assert zf.read("pvestrap-hook/answers.toml") == CLUSTER.read_bytes()
+    manifest = json.loads(zf.read("pvestrap-hook/manifest.json"))
+    assert manifest["entry"] == "pvestrap.wizard.firstboot"
+    assert manifest["entry_present"] is FIRSTBOOT_HERE
+    assert set(manifest["dependencies"]) == {"jinja2", "markupsafe", "ntplib", "ping3"}
+    assert manifest["answers"]["sha256"] == hashlib.sha256(CLUSTER.read_bytes()).hexdigest()
+    assert all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in zf.infolist())
+
+
+def test_the_build_is_reproducible(hook_file):
+    assert H.build(CLUSTER).data == hook_file.read_bytes()
+
+
+@pytest.mark.parametrize("version", sorted(PYTHONS))
+def test_selftest_on_a_plain_python_without_pvestrap(hook_file, tmp_path, version):
+    python = PYTHONS[version]
+    if not os.access(python, os.X_OK):
+        pytest.skip(f"python {version} is not installed here ({python})")
+    bare = _run([python, "-c", "import pvestrap"], tmp_path)
+    assert bare.returncode != 0, f"{python} has pvestrap installed: the test would prove nothing"
+    done = _run([python, str(hook_file), "--selftest", "--state-dir", str(tmp_path / "state")],
+                tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["python"].startswith(version + ".")
+    assert report["failed"] == {}
+    assert report["outside_archive"] == []
+    manifest = json.loads(_run([python, str(hook_file), "--manifest"], tmp_path).stdout)
+    assert report["imported"] == len(manifest["modules"]) + len(manifest["dependencies"])
+    assert report["markupsafe_backend"] == "markupsafe._native"
+    assert report["markupsafe_escape"] == "&lt;a &amp; b&gt;"
+    assert report["nodes"] == ["pve1", "pve2", "pve3"]
+    assert report["firstboot_present"] is FIRSTBOOT_HERE
+    same = hashlib.sha256(render_corosync_conf(load(CLUSTER)).encode()).hexdigest()
+    assert report["corosync_conf_sha256"] == same
+    assert (tmp_path / "state" / "answers.toml").read_bytes() == CLUSTER.read_bytes()
+
+
+def test_runs_as_an_executable_through_its_shebang(hook_file, tmp_path):
+    done = _run([str(hook_file), "--selftest", "--state-dir", str(tmp_path)], tmp_path,
+                env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["failed"] == {}
+
+
+def test_extraction_is_idempotent_and_print_answers_shows_the_file(hook_file, tmp_path):
+    python = PYTHONS["3.11"]
+    state = tmp_path / "state"
+    assert _run([python, str(hook_file), "--selftest", "--state-dir", str(state)],
+                tmp_path).returncode == 0
+    before = (state / "answers.toml").stat()
+    assert _run([python, str(hook_file), "--selftest", "--state-dir", str(state)],
+                tmp_path).returncode == 0
+    after = (state / "answers.toml").stat()
+    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+    assert oct(after.st_mode & 0o777) == "0o644"
+    printed = _run([python, str(hook_file), "--print-answers"], tmp_path)
+    assert printed.stdout == CLUSTER.read_text()
+
+
+@pytest.mark.skipif(not FIRSTBOOT_HERE, reason="pvestrap.wizard.firstboot is not in this tree")
+def test_the_real_entry_runs_the_first_boot_flow_from_the_archive(hook_file, tmp_path):
+    """Outside a lab this host is no node of the file: the flow must refuse (exit 2, bad
+    input) before it changes anything. That it says so proves the flow ran from the hook."""
+    assert socket.gethostname().split(".")[0] not in ("pve1", "pve2", "pve3")
+    state = tmp_path / "state"
+    done = _run([PYTHONS["3.11"], str(hook_file), "network-online", "--state-dir", str(state)],
+                tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "stage network-online" in done.stdout
+    assert "is not in the answer file" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_too_old_python_gets_a_clear_message(hook_file, tmp_path):
+    python = "/root/.pyenv/versions/3.10.13/bin/python3.10"
+    if not os.access(python, os.X_OK):
+        pytest.skip("python 3.10 is not installed here")
+    done = _run([python, str(hook_file), "--selftest"], tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("pvestrap first-boot hook: needs python3 >= 3.11, this is "
+                                   + done.stderr.strip().rsplit(" ", 1)[1])
+    assert done.stderr.strip().endswith(" 3.10.13")
+
+
+# -- refusals: nothing is written ----------------------------------------------------------------
+
+def test_a_cluster_file_with_a_password_is_refused(tmp_path, capsys):
+    bad = tmp_path / "cluster.toml"
+    bad.write_text(CLUSTER.read_text().replace('[join]\n', '[join]\nroot_password = "x"\n'))
+    out = tmp_path / "hook"
+    assert main(["iso", "hook", "--answers", str(bad), "--out", str(out)]) == 2
+    assert "[answer-secret-refused]" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_the_second_look_for_secrets_catches_what_the_loader_allows(tmp_path):
+    """password_file and password_env name a place, not a password: allowed. Anything else
+    that looks like a password is refused by the hook's own scan as well."""
+    found = list(H._secret_keys({"join": {"password_env": "X", "passwd": "y"},
+                                 "nodes": [{"x": {"root-password": 1}}]}, ""))
+    assert found == ["join.passwd", "nodes[0].x.root-password"]
+
+
+def test_a_hook_over_1_mib_is_refused(tmp_path, capsys):
+    big = tmp_path / "cluster.toml"
+    noise = secrets.token_urlsafe(735_000)  # ~980 kB that deflate cannot shrink much
+    lines = "\n".join(noise[i:i + 100] for i in range(0, len(noise), 100))
+    big.write_text(CLUSTER.read_text().replace(
+        '[datacenter]\n', f'[datacenter]\ndescription = """\n{lines}"""\n'))
+    load(big)
+    out = tmp_path / "hook"
+    assert main(["iso", "hook", "--answers", str(big), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "over the installer's limit of 1048576 bytes" in err and "[" not in err.split(":")[0]
+    assert not out.exists()
+    assert not list(tmp_path.glob(".hook*"))
+
+
+def test_an_invalid_cluster_file_is_refused(tmp_path, capsys):
+    bad = tmp_path / "cluster.toml"
+    bad.write_text(CLUSTER.read_text().replace('name = "rack1"', 'name = "rack 1"'))
+    out = tmp_path / "hook"
+    assert main(["iso", "hook", "--answers", str(bad), "--out", str(out)]) == 2
+    assert "cluster.name" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# -- which modules -------------------------------------------------------------------------------
+
+def test_start_up_imports_of_front_end_libraries_make_a_module_unsafe():
+    found = closure(("pvestrap.cli",))
+    assert found.modules == ()
+    (entry, why), = found.unsafe
+    assert entry == "pvestrap.cli" and "typer" in why
+
+
+def test_lazy_imports_and_resource_packages_are_followed():
+    found = closure(("pvestrap.render",))
+    assert "pvestrap.templates" in found.modules      # resources.files("pvestrap.templates")
+    assert "pvestrap.interfaces" in found.modules     # imported inside a function
+    assert found.dependencies == ("jinja2",)
+
+
+def test_type_checking_imports_are_not_followed():
+    names = {i.module for i in imports_of("pvestrap.errors")}
+    assert "pvestrap.findings" not in names
