@@ -57,6 +57,7 @@ class Options:
     duration_s: float | None = None
     ignore: tuple[str, ...] = ()
     corosync_start: tuple[str, ...] | None = None
+    quiet: bool = False  # progress lines only: no report text, no apply plan on stdout
 
     @property
     def responder_ttl_s(self) -> float:
@@ -97,12 +98,13 @@ def run(opts: Options, apply: cluster.ApplyFn | None = None, say: Say = say_line
     me = answers.select_node(plan, opts.node)
     role = plan.role_of(me.name)
     digest = hashlib.sha256(data).hexdigest()
+    detail = (lambda _m: None) if opts.quiet else say
     with state.lock():
         return _run_locked(opts, state, plan, me, role, digest, data,
-                           apply or cluster.default_apply, say)
+                           apply or cluster.default_apply, say, detail)
 
 
-def _run_locked(opts, state, plan, me, role, digest, data, apply, say) -> Outcome:
+def _run_locked(opts, state, plan, me, role, digest, data, apply, say, detail) -> Outcome:
     phase = state.phase(digest, me.name)
     say(f"first boot of {me.name}: {'create' if role == 'create' else 'join'} cluster "
         f"{plan.cluster_name} ({len(plan.nodes)} nodes)"
@@ -119,7 +121,7 @@ def _run_locked(opts, state, plan, me, role, digest, data, apply, say) -> Outcom
             say(f"skipping the peer wait and the preflight: {why}")
         else:
             net.wait_for_peers(plan, me, tokens.probe, opts.peer_wait_s, say)
-            _preflight(opts, state, plan, me, tokens, say)
+            _preflight(opts, state, plan, me, tokens, say, detail)
             state.record(digest, me.name, "preflight-passed")
             done_phases.append("preflight-passed")
         presence.announce("ready")
@@ -127,7 +129,7 @@ def _run_locked(opts, state, plan, me, role, digest, data, apply, say) -> Outcom
             _wait_turn(opts, plan, me, tokens, say)
         presence.release_corosync_ports()
         request = cluster.ApplyRequest(plan, me.name, opts.answers, opts.ignore,
-                                       opts.quorum_timeout_s, opts.corosync_start, say)
+                                       opts.quorum_timeout_s, opts.corosync_start, detail)
         say("applying: " + ("create the cluster" if role == "create"
                             else f"join via {plan.join_address()}"))
         attempts = cluster.apply_with_retries(apply, request, opts.apply_timeout_s, say)
@@ -160,12 +162,14 @@ def _wait_turn(opts: Options, plan, me, tokens: net.Tokens, say: Say) -> None:
             "(the cluster serializes joins itself)")
 
 
-def _preflight(opts: Options, state: StateDir, plan, me, tokens: net.Tokens, say: Say) -> None:
+def _preflight(opts: Options, state: StateDir, plan, me, tokens: net.Tokens, say: Say,
+               detail: Say) -> None:
     from pvestrap import preflight
     from pvestrap.checks import prober
+    from pvestrap.findings import Severity
     from pvestrap.mesh import NodeResult, matrices
     from pvestrap.report.jsonout import report_dict
-    from pvestrap.report.text import render_text
+    from pvestrap.report.text import finding_line, render_text
 
     duration = opts.duration_s or plan.preflight.thresholds.duration_s
     say(f"preflight: local checks and {duration:g} s of probes to every peer and link")
@@ -176,10 +180,14 @@ def _preflight(opts: Options, state: StateDir, plan, me, tokens: net.Tokens, say
                                        ignore=opts.ignore, matrices=grids)
     state.write_json(PREFLIGHT_FILE, {"report": report_dict(report),
                                       "measurements": measured.to_dict()})
-    say(render_text(report).rstrip("\n"))
+    detail(render_text(report).rstrip("\n"))
     if report.exit_code():
-        failures = [f.code for f in report.findings if f.severity.value == "fail"]
-        raise PreflightFailed(len(failures), sorted(set(failures)))
+        failures = [f for f in report.findings if f.severity is Severity.FAIL]
+        if opts.quiet:
+            for f in failures:
+                for line in finding_line(f):
+                    say(line)
+        raise PreflightFailed(len(failures), sorted({f.code for f in failures}))
     say("preflight passed")
 
 
@@ -258,6 +266,8 @@ def parser() -> argparse.ArgumentParser:
                    help="Check id whose FAILs become WARNs (repeatable).")
     p.add_argument("--corosync-start", metavar="CMD", help="Command that starts corosync where "
                    "no service manager can (e.g. in a lab node).")
+    p.add_argument("--quiet", action="store_true", help="Progress lines only: no report text "
+                   "and no apply plan on stdout (the report is saved as JSON in --state-dir).")
     p.add_argument("--debug", action="store_true", help="Show tracebacks for errors.")
     return p
 
@@ -279,7 +289,7 @@ def options(args: argparse.Namespace) -> Options:
                    linger_s=args.linger, token_file=args.token_file, duration_s=args.duration,
                    ignore=tuple(args.ignore),
                    corosync_start=tuple(shlex.split(args.corosync_start))
-                   if args.corosync_start else None)
+                   if args.corosync_start else None, quiet=args.quiet)
 
 
 def main(argv: Sequence[str] | None = None, apply: cluster.ApplyFn | None = None) -> int:

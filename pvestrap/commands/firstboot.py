@@ -46,6 +46,8 @@ def command(
     corosync_start: Optional[str] = typer.Option(
         None, "--corosync-start", metavar="CMD", help="Command that starts corosync where no "
         "service manager can (a lab node)."),
+    quiet: bool = typer.Option(False, "--quiet", help="Progress lines only (the preflight "
+                               "report is saved as JSON in the state folder)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
 ) -> int:
     """Build the cluster of an answer file at first boot: answer probes, wait for the other
@@ -66,6 +68,8 @@ def command(
             argv += [flag, str(value)]
     for check in ignore or ():
         argv += ["--ignore", check]
+    if quiet:
+        argv.append("--quiet")
     if debug:
         argv.append("--debug")
     return main(argv)
