@@ -24,7 +24,9 @@ probe arrived on at the responder (0 when unknown): what the far end of the link
 Public API: Token (load_token, new_token), Probe, Reply, encode_probe, decode_probe,
 encode_reply, decode_reply, PROBE_MIN, REPLY_MIN, MAX_DATAGRAM; the encoders return (bytes,
 send time). Decoders return None for anything that is not an authentic datagram of the right
-kind: callers drop those silently.
+kind: callers drop those silently. Below them, the socket details both ends share: DF,
+kernel receive/send timestamps (and their shift under libfaketime), arrival interface and
+address, the interface MTU.
 """
 
 from __future__ import annotations

@@ -157,8 +157,9 @@ class PortResult:
 @dataclass(frozen=True)
 class MtuResult:
     """Largest UDP payloads that passed with DF set: out (forward) and back (reverse, searched
-    up to forward only, since a reply is never larger than its probe). local_mtu: what this end
-    will send (route MTU); peer_mtu: MTU of the interface the probes arrived on over there."""
+    up to forward only, since a reply is never larger than its probe). local_mtu: MTU of our
+    interface the replies arrived on (the route MTU if none came); peer_mtu: MTU of the
+    interface the probes arrived on over there (0: unknown)."""
 
     peer: str
     link: int
