@@ -33,7 +33,8 @@ _SERVICE = {"join-api": "the Proxmox VE API (pveproxy)", "join-ssh": "SSH (sshd)
 
 
 def targets_for(plan: "ClusterPlan", node: str) -> tuple["prober.TcpTarget", ...]:
-    """8006 and 22 to the join target for a joining node; 5403 to the QDevice for every node."""
+    """22 (and 8006 on Proxmox VE: the corosync backend joins over SSH only) to the join
+    target for a joining node; 5403 to the QDevice for every node."""
     out = []
     if plan.role_of(node) == "join":
         address = plan.join_address()
