@@ -171,9 +171,10 @@ class CorosyncConf:
             raise UserError(f"{name} is the only node; corosync.conf needs one", code="node-last")
         return self._edit(nodelist, nodelist.replace(match[0], None))
 
-    def add_link(self, number: int, addresses: Mapping[str, str],
-                 priority: int = 0) -> "CorosyncConf":
-        """A new knet link: an interface section, and a ringN_addr on every node."""
+    def add_link(self, number: int, addresses: Mapping[str, str], priority: int = 0,
+                 network: str | None = None) -> "CorosyncConf":
+        """A new knet link: an interface section, and a ringN_addr on every node (each inside
+        NETWORK, a CIDR, when given)."""
         refuse_forbidden(number, priority, *addresses, *addresses.values())
         problems = _check_link(number, priority)
         if number in self.link_numbers:
@@ -184,16 +185,18 @@ class CorosyncConf:
                                  f"link {number}", f"{missing}/link{number}",
                                  remedy="every node needs an address on every link"))
         problems += self._check_addresses({(n, number): a for n, a in addresses.items()})
-        _raise(problems)
+        _raise(problems + _outside(number, addresses, network))
         return self._with_priority(number, priority)._set_addresses(number, addresses)
 
-    def set_link_addresses(self, number: int, addresses: Mapping[str, str]) -> "CorosyncConf":
-        """Move some or all nodes of a link to new addresses."""
+    def set_link_addresses(self, number: int, addresses: Mapping[str, str],
+                           network: str | None = None) -> "CorosyncConf":
+        """Move some or all nodes of a link to new addresses (inside NETWORK when given)."""
         refuse_forbidden(number, *addresses, *addresses.values())
         problems = [] if number in self.link_numbers else [
             fail("link-unknown", f"link {number} does not exist", "number",
                  payload={"number": number})]
-        _raise(problems + self._check_addresses({(n, number): a for n, a in addresses.items()}))
+        _raise(problems + self._check_addresses({(n, number): a for n, a in addresses.items()})
+               + _outside(number, addresses, network))
         return self._set_addresses(number, addresses)
 
     def remove_link(self, number: int) -> "CorosyncConf":
@@ -302,6 +305,21 @@ def _is_ip(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _outside(number: int, addresses: Mapping[str, str], network: str | None) -> list[Finding]:
+    """Addresses outside the link's network (a CIDR) would not reach each other directly."""
+    if network is None:
+        return []
+    try:
+        net = ipaddress.ip_network(network, strict=False)
+    except ValueError:
+        return [fail("network-invalid", f"{network!r} is not a network", "network",
+                     remedy="write it as a CIDR, e.g. 10.10.20.0/24")]
+    return [fail("link-address-outside-network", f"{address} is not in {net}",
+                 f"{name}/link{number}", payload={"address": address, "network": str(net)})
+            for name, address in sorted(addresses.items())
+            if _is_ip(address) and ipaddress.ip_address(address) not in net]
 
 
 def _check_name(name: str) -> list[Finding]:

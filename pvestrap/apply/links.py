@@ -1,36 +1,33 @@
 """Changes to a running cluster's links: `pvestrap link add` and `pvestrap link move`.
 
 The admin guide's manual procedure (edit a `.new` copy, bump config_version, keep a `.bak`, move
-it into place, let corosync reload), done for every member over SSH, checked before and after:
+it into place, let corosync reload) done for every member over SSH, checked before and after.
+Before any change: quorate, every node of corosync.conf a member, the links that stay connected,
+the same corosync.conf everywhere, and on the new network every member holds its new address on
+an interface that is up and reaches every other member's new address by ICMP from it. Each
+phase writes the file on every member, runs `corosync-cfgtool -R` once (every corosync of the
+cluster reloads its own file) and waits until every member runs the new config_version and sees
+every other on every link at the configured addresses; else every member gets its files back
+byte for byte and corosync reloads again.
 
-- before any change: the cluster is quorate with every node of corosync.conf a member, the links
-  that stay are connected, every member has the same corosync.conf, and on the new network every
-  member holds its new address on an interface that is up and reaches every other member's new
-  address (ICMP from that address);
-- each phase writes the new file on every member (`.new` + mv, `.bak` kept), runs `corosync-cfgtool
-  -R` once (it makes every corosync of the cluster reload its own file), then waits until every
-  member runs the new config_version and sees every other member on every link at the configured
-  addresses; when that does not happen in time, every member gets its files back byte for byte
-  and corosync reloads again.
-
-What corosync 3.1.7 does with a changed ringX_addr on reload (exec/totemconfig.c, and tried in
-the lab): it refuses the whole reload with "To reconfigure an interface it must be deleted and
-recreated. A working interface needs to be available to corosync at all times", keeping the old
-addresses. A new link is taken at runtime. So a move is two phases: drop the link (reload), then
-add it again at the new addresses (reload); the other links carry the cluster meanwhile, and the
-only link of a cluster cannot be moved this way (`link-last`). Both directions of a rollback are
-again a removal or an addition, which corosync takes.
+corosync 3.1.7 refuses a reload that changes a link's address ("To reconfigure an interface it
+must be deleted and recreated. A working interface needs to be available to corosync at all
+times", exec/totemconfig.c; seen in the lab) but takes new and removed links. So a move is two
+phases, drop the link and add it again at the new addresses, while the other links carry the
+cluster; the only link cannot move this way (`link-last`). Every rollback is again a removal or
+an addition.
 """
 
 from __future__ import annotations
 
 import base64
-import ipaddress
+import fcntl
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait
 from pvestrap.apply.remote import (JOIN_LOCK, Remote, RemoteCommandFailed, RemoteFile,
@@ -40,7 +37,7 @@ from pvestrap.errors import OperationFailed, PvestrapError, UserError, Validatio
 from pvestrap.findings import Finding, Severity, fail, warn
 from pvestrap.render import Change
 from pvestrap.status_parse import StatusUnparsable, parse_cfgtool_nodes
-from pvestrap.system import CommandFailed, CommandTimeout, System
+from pvestrap.system import System
 from pvestrap.verify import COROSYNC_CONF, Observed, convergence_findings, runtime_version
 
 RELOAD = ("corosync-cfgtool", "-R")
@@ -102,26 +99,23 @@ class ChangePlan:
 def plan_change(conf: CorosyncConf, text: str, request: LinkRequest) -> ChangePlan:
     """The phases that take CONF to the requested links (none when it is there already).
     Bad input raises ValidationFailed (every problem at once) before anything happens."""
-    _check_network(request)
-    number, wanted = request.number, dict(request.addresses)
+    number, wanted, net = request.number, dict(request.addresses), request.network
     current = {n.name: n.addresses.get(number) for n in conf.nodes}
     if request.action == "add":
         if number in conf.link_numbers:
-            same = all(current.get(n) == a for n, a in wanted.items()) and \
-                set(wanted) == set(current)
-            if same and request.priority in (None, conf.priorities.get(number, 0)):
+            if wanted == current and request.priority in (None, conf.priorities.get(number)):
                 return ChangePlan(request, conf, text, ())
             raise ValidationFailed([fail(
                 "link-exists", f"link {number} exists already", "number",
                 payload={"number": number, "addresses": current},
                 remedy=f"move it with `pvestrap link move --number {number}`, or pick a free "
                        "link number")], source="link add")
-        added = conf.add_link(number, wanted, request.priority or 0).bump_version()
+        added = conf.add_link(number, wanted, request.priority or 0, net).bump_version()
         return ChangePlan(request, conf, text, (
             Phase(f"add-link{number}", f"add link{number} on every member", added),))
     if request.action != "move":
         raise UserError(f"unknown link action {request.action!r}")
-    moved = conf.set_link_addresses(number, wanted)  # checks the addresses and names
+    moved = conf.set_link_addresses(number, wanted, net)  # checks the addresses and names
     if all(current.get(n) == a for n, a in wanted.items()):
         return ChangePlan(request, conf, text, ())
     dropped = conf.remove_link(number).bump_version()
@@ -132,49 +126,16 @@ def plan_change(conf: CorosyncConf, text: str, request: LinkRequest) -> ChangePl
               moved.bump_version().bump_version())))
 
 
-def _check_network(request: LinkRequest) -> None:
-    if request.network is None:
-        return
-    try:
-        net = ipaddress.ip_network(request.network, strict=False)
-    except ValueError:
-        raise UserError(f"--network {request.network!r} is not a network",
-                        code="network-invalid", remedy="e.g. --network 10.10.20.0/24") from None
-    problems = []
-    for name, address in sorted(request.addresses.items()):
-        try:
-            inside = ipaddress.ip_address(address) in net
-        except ValueError:
-            continue  # the facade names it (address-not-ip)
-        if not inside:
-            problems.append(fail("link-address-outside-network", f"{address} is not in {net}",
-                                 f"{name}/link{request.number}",
-                                 payload={"address": address, "network": str(net)}))
-    if problems:
-        raise ValidationFailed(problems, source=f"link {request.action}")
-
-
 # -- reaching the members --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class LocalShell:
-    """This node, run like a Remote (the same scripts) but without ssh."""
+class LocalShell(Remote):
+    """This node: the same scripts as on a member, run by sh instead of ssh."""
 
-    system: System
-    address: str = "localhost"
-    timeout: float = 30.0
+    address: str = "this node"
 
-    def run(self, script: str, what: str, input: str | None = None, mutates: bool = True,
-            timeout: float | None = None):
-        try:
-            return self.system.run(("sh", "-c", script), input=input, mutates=mutates,
-                                   timeout=self.timeout if timeout is None else timeout)
-        except CommandTimeout:
-            raise OperationFailed(f"'{what}' did not finish here in time") from None
-        except CommandFailed as exc:
-            tail = " / ".join((exc.stderr.strip() or exc.stdout.strip()).splitlines()[-3:])
-            raise RemoteCommandFailed(f"'{what}' failed here (exit {exc.returncode})"
-                                      + (f": {tail}" if tail else ""), exc.stdout) from None
+    def argv(self, script: str) -> tuple[str, ...]:
+        return ("sh", "-c", script)
 
     def shown(self, command: str) -> tuple[str, ...]:
         return ("sh", "-c", command)
@@ -242,13 +203,6 @@ def each(members: Sequence[Member], work: Callable[[Member], Any]) -> dict[str, 
         return {name: f.result() for name, f in futures.items()}
 
 
-def read_conf(access: Remote | LocalShell) -> str | None:
-    files = parse_show(access.run(show_script([COROSYNC_CONF]), "read corosync.conf",
-                                  mutates=False).stdout)
-    found = files.get(COROSYNC_CONF)
-    return None if found is None or found.data is None else found.data.decode("utf-8", "replace")
-
-
 @contextmanager
 def locked(system: System, cluster: Cluster) -> Iterator[str]:
     """Every member's join lock (the one a join takes on the member it talks to) and this
@@ -274,9 +228,6 @@ def locked(system: System, cluster: Cluster) -> Iterator[str]:
 @contextmanager
 def _flock(path: str, wait: float, interval: float) -> Iterator[None]:
     """flock(2) on PATH, the lock `flock(1)` takes for a join on this node."""
-    import fcntl
-    import time
-
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -287,11 +238,9 @@ def _flock(path: str, wait: float, interval: float) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise OperationFailed(f"{JOIN_LOCK} stayed locked for {wait:g} s (a join "
-                                          "or another link change runs here)",
-                                          code="join-locked",
-                                          remedy=f"wait for it; `fuser -v {JOIN_LOCK}` shows "
-                                                 "who holds it") from None
+                    raise OperationFailed(f"{JOIN_LOCK} stayed locked for {wait:g} s: a join "
+                                          "or link change runs here", code="join-locked",
+                                          remedy=f"`fuser -v {JOIN_LOCK}` shows who") from None
                 time.sleep(interval)
         try:
             yield
@@ -356,6 +305,79 @@ def _member_checks(system: System, cluster: Cluster, plan: ChangePlan,
 
 # -- one phase: write everywhere, reload once, wait until every member runs it ---------------------
 
+States = tuple[RemoteFile, RemoteFile]  # corosync.conf and its .bak, as they were
+
+
+class MemberOps(Protocol):
+    """What a phase does to the members; `ShellOps` does it over SSH, tests with a model."""
+
+    def replace(self, member: Member, text: str) -> tuple[States | None, str | None]: ...
+
+    def restore(self, member: Member, states: States) -> str | None: ...
+
+    def reload(self) -> None: ...
+
+    def corosync_state(self, member: Member) -> tuple[str, str]: ...
+
+    def read(self, member: Member) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class ShellOps:
+    """The admin guide's file dance and corosync's tools, on the members over SSH (this node
+    without it). Replies carry the files' previous state, so a rollback is byte for byte."""
+
+    system: System
+    cluster: Cluster
+    control_path: str | None = None
+
+    def _run(self, member: Member, script: str, what: str, **kw):
+        return self.cluster.access(self.system, member, self.control_path).run(script, what, **kw)
+
+    def replace(self, member: Member, text: str) -> tuple[States | None, str | None]:
+        stdin = base64.b64encode(text.encode()).decode() + "\n"
+        try:
+            out, error = self._run(member, replace_script(COROSYNC_CONF), "write corosync.conf",
+                                   input=stdin).stdout, None
+        except RemoteCommandFailed as exc:
+            out, error = exc.stdout, exc.message
+        except PvestrapError as exc:
+            return None, exc.message
+        files = parse_show(out)
+        states = (files.get(COROSYNC_CONF), files.get(COROSYNC_CONF + ".bak"))
+        return (None if None in states else states), error  # type: ignore[return-value]
+
+    def restore(self, member: Member, states: States) -> str | None:
+        from pvestrap.apply.remote import put_script
+
+        script, stdin = put_script(states)
+        try:
+            self._run(member, script, "put corosync.conf back", input=stdin)
+        except PvestrapError as exc:
+            return exc.message
+        return None
+
+    def reload(self) -> None:
+        self._run(self.cluster.local, " ".join(RELOAD), "reload corosync")
+
+    def corosync_state(self, member: Member) -> tuple[str, str]:
+        from pvestrap.verify import CFGTOOL_PEERS, RUNTIME_VERSION
+
+        script = f"{' '.join(RUNTIME_VERSION)}; echo {_SPLIT}; {' '.join(CFGTOOL_PEERS)}"
+        try:
+            out = self._run(member, script, "read corosync's state", mutates=False).stdout
+        except RemoteCommandFailed as exc:
+            out = exc.stdout  # cfgtool exits 1 while a link is down; what it printed counts
+        version, _, peers = out.partition(_SPLIT)
+        return version, peers
+
+    def read(self, member: Member) -> str | None:
+        files = parse_show(self._run(member, show_script([COROSYNC_CONF]), "read corosync.conf",
+                                     mutates=False).stdout)
+        found = files.get(COROSYNC_CONF)
+        return None if found is None or found.data is None else found.data.decode()
+
+
 class LinkVerifyFailed(OperationFailed):
     """The members did not converge on the new config in time; `problems` say where."""
 
@@ -378,7 +400,7 @@ class PhaseStep:
     phase: Phase
     cluster: Cluster
     before: str
-    control_path: str | None = None
+    ops: MemberOps = field(compare=False)
 
     @property
     def id(self) -> str:
@@ -389,108 +411,78 @@ class PhaseStep:
         return self.phase.description
 
     def plan(self, system: System) -> list[Action]:
-        after = self.phase.conf.text()
-        version = self.phase.conf.config_version
-        return [*(Change(f"{m.name}:{COROSYNC_CONF}", self.before, after, 0o644)
+        conf = self.phase.conf
+        return [*(Change(f"{m.name}:{COROSYNC_CONF}", self.before, conf.text(), 0o644)
                   for m in self.cluster.members),
                 PlannedCommand(RELOAD),
-                PlannedWait(f"every member to run config_version {version} and reach every "
-                            f"other on links {list(self.phase.conf.link_numbers)}",
+                PlannedWait(f"every member to run config_version {conf.config_version} and "
+                            f"reach every other on links {list(conf.link_numbers)}",
                             self.cluster.timeouts.verify)]
 
-    def apply(self, system: System) -> dict[str, tuple[RemoteFile, RemoteFile]]:
-        after = base64.b64encode(self.phase.conf.text().encode()).decode() + "\n"
-        memo: dict[str, tuple[RemoteFile, RemoteFile]] = {}
+    def apply(self, system: System) -> dict[str, States]:
+        text, memo, reloading = self.phase.conf.text(), {}, False
         try:
-            results = each(self.cluster.members, lambda m: self._replace(system, m, after))
-            memo.update({n: states for n, (states, _) in results.items() if states})
+            results = each(self.cluster.members, lambda m: self.ops.replace(m, text))
+            memo = {n: states for n, (states, _) in results.items() if states}
             errors = [f"{n}: {e}" for n, (_, e) in results.items() if e]
             if errors:
                 raise OperationFailed("corosync.conf could not be written on every member: "
                                       + "; ".join(errors), code="members-update-failed")
-            self._reload(system)
-            wait_converged(system, self.cluster, self.phase.conf, self.control_path)
-        except PvestrapError:
-            self.undo(system, memo, reload=bool(memo))
+            reloading = True
+            self.ops.reload()
+            wait_converged(system, self.cluster, self.ops, self.phase.conf)
+        except PvestrapError as exc:
+            try:
+                self.undo(system, memo, reload=reloading)
+            except PvestrapError as again:
+                raise OperationFailed(f"{exc.message}; putting it back failed too: "
+                                      f"{again.message}", code="link-rollback-failed",
+                                      remedy=again.remedy) from exc
             raise
         return memo
 
-    def _replace(self, system: System, member: Member, stdin: str):
-        access = self.cluster.access(system, member, self.control_path)
-        try:
-            out, error = access.run(replace_script(COROSYNC_CONF), "write corosync.conf",
-                                    input=stdin).stdout, None
-        except RemoteCommandFailed as exc:
-            out, error = exc.stdout, exc.message
-        except PvestrapError as exc:
-            return None, exc.message
-        files = parse_show(out)
-        states = (files.get(COROSYNC_CONF), files.get(COROSYNC_CONF + ".bak"))
-        return (None if None in states else states), error
-
-    def _reload(self, system: System) -> None:
-        self.cluster.access(system, self.cluster.local).run(" ".join(RELOAD), "reload corosync")
-
-    def undo(self, system: System, memo: dict[str, tuple[RemoteFile, RemoteFile]],
-             reload: bool = True) -> None:
+    def undo(self, system: System, memo: dict[str, States], reload: bool = True) -> None:
         by_name = {m.name: m for m in self.cluster.members}
-        results = each([by_name[n] for n in memo], lambda m: self._put(system, m, memo[m.name]))
+        results = each([by_name[n] for n in memo], lambda m: self.ops.restore(m, memo[m.name]))
         errors = [f"{n}: {e}" for n, e in results.items() if e]
-        if reload:
-            self._reload(system)
-            previous = CorosyncConf.parse(self.before)
-            wait_converged(system, self.cluster, previous, self.control_path)
         if errors:
             raise OperationFailed("could not put corosync.conf back on: " + "; ".join(errors),
                                   code="members-restore-failed",
                                   remedy=f"restore {COROSYNC_CONF} from its .bak there and run "
                                          "`corosync-cfgtool -R`")
-
-    def _put(self, system: System, member: Member, states: tuple[RemoteFile, RemoteFile]):
-        from pvestrap.apply.remote import put_script
-
-        script, stdin = put_script(states)
-        try:
-            self.cluster.access(system, member, self.control_path).run(
-                script, "put corosync.conf back", input=stdin)
-        except PvestrapError as exc:
-            return exc.message
-        return None
+        if reload:  # back to what ran before; links that were down then may stay down
+            self.ops.reload()
+            wait_converged(system, self.cluster, self.ops, CorosyncConf.parse(self.before),
+                           ignore=("knet-link-down",))
 
 
-def converged(system: System, cluster: Cluster, conf: CorosyncConf,
-              control_path: str | None = None) -> list[Finding]:
+def converged(cluster: Cluster, ops: MemberOps, conf: CorosyncConf,
+              ignore: Sequence[str] = ()) -> list[Finding]:
     """Problems keeping the members from running CONF with every link up (empty: done)."""
-    from pvestrap.verify import CFGTOOL_PEERS, RUNTIME_VERSION
-
-    script = f"{' '.join(RUNTIME_VERSION)}; echo {_SPLIT}; {' '.join(CFGTOOL_PEERS)}"
 
     def one(member: Member) -> list[Finding]:
         try:
-            out = cluster.access(system, member, control_path).run(
-                script, "read corosync's state", mutates=False).stdout
-        except RemoteCommandFailed as exc:
-            out = exc.stdout  # cfgtool exits 1 when a link is down; its output still counts
+            version, peers = ops.corosync_state(member)
         except PvestrapError as exc:
             return [fail("member-unreachable", f"{member.name}: {exc.message}", member.name)]
-        version, _, peers = out.partition(_SPLIT)
         try:
             parsed = parse_cfgtool_nodes(peers.strip() + "\n")
         except StatusUnparsable:
             parsed = None
-        return convergence_findings(member.name, conf, runtime_version(version), parsed)
+        return [f for f in convergence_findings(member.name, conf, runtime_version(version),
+                                                parsed) if f.code not in ignore]
 
     results = each(cluster.members, one)
     return [f for m in cluster.members for f in results[m.name]]
 
 
-def wait_converged(system: System, cluster: Cluster, conf: CorosyncConf,
-                   control_path: str | None = None) -> None:
-    """Poll `converged` until it is empty or the verify timeout passes (then raise)."""
+def wait_converged(system: System, cluster: Cluster, ops: MemberOps, conf: CorosyncConf,
+                   ignore: Sequence[str] = ()) -> None:
+    """Poll `converged` (on the system's clock) until it is empty, or raise at the timeout."""
     problems: list[Finding] = []
 
     def check() -> bool:
-        problems[:] = converged(system, cluster, conf, control_path)
+        problems[:] = converged(cluster, ops, conf, ignore)
         return not problems
 
     if not system.wait_until(check, cluster.timeouts.verify, cluster.timeouts.poll,
@@ -500,27 +492,23 @@ def wait_converged(system: System, cluster: Cluster, conf: CorosyncConf,
                                f"{cluster.timeouts.verify:g} s", problems)
 
 
-def steps(cluster: Cluster, plan: ChangePlan, control_path: str | None = None
-          ) -> list[PhaseStep]:
+def steps(cluster: Cluster, plan: ChangePlan, ops: MemberOps) -> list[PhaseStep]:
     befores = [plan.before_text] + [p.conf.text() for p in plan.phases[:-1]]
-    return [PhaseStep(phase, cluster, before, control_path)
+    return [PhaseStep(phase, cluster, before, ops)
             for phase, before in zip(plan.phases, befores)]
 
 
-def still_as_read(system: System, cluster: Cluster, control_path: str | None) -> None:
-    """Under the locks: every member still has the file the plan was made from."""
-    texts = each(cluster.members, lambda m: read_conf(cluster.access(system, m, control_path)))
-    changed = sorted(n for n, t in texts.items() if t != cluster.text)
-    if changed:
-        raise OperationFailed(f"corosync.conf changed on {', '.join(changed)} since it was "
-                              "read", code="conf-changed-meanwhile",
-                              remedy="run the command again to plan from the new file")
-
-
 def run_change(system: System, cluster: Cluster, plan: ChangePlan, on_progress=None):
-    """Apply PLAN under every member's lock; StepFailed (after rollback) when it fails."""
+    """Apply PLAN under every member's lock, after checking that no member's corosync.conf
+    changed since it was read; StepFailed (after the rollback) when a phase fails."""
     from pvestrap.apply.engine import run_steps
 
     with locked(system, cluster) as control_path:
-        still_as_read(system, cluster, control_path)
-        return run_steps(steps(cluster, plan, control_path), system, on_progress)
+        ops = ShellOps(system, cluster, control_path)
+        texts = each(cluster.members, ops.read)
+        changed = sorted(n for n, t in texts.items() if t != cluster.text)
+        if changed:
+            raise OperationFailed(f"corosync.conf changed on {', '.join(changed)} since it was "
+                                  "read", code="conf-changed-meanwhile",
+                                  remedy="run the command again to plan from the new file")
+        return run_steps(steps(cluster, plan, ops), system, on_progress)

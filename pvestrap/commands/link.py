@@ -64,6 +64,7 @@ def parse_addresses(specs: List[str]) -> dict[str, str]:
 def _run(action: str, number: int, address: List[str], priority: Optional[int],
          network: Optional[str], dry_run: bool, yes: bool, timeout: float) -> int:
     import sys
+    import time
 
     from pvestrap.apply import links
     from pvestrap.render import unified_diff
@@ -84,7 +85,7 @@ def _run(action: str, number: int, address: List[str], priority: Optional[int],
         print("refused by the preflight: nothing was changed", file=sys.stderr)
         return 1
     print(unified_diff(plan.change()), end="")
-    for step in links.steps(cluster, plan):
+    for step in links.steps(cluster, plan, links.ShellOps(system, cluster)):
         print(f"\n{step.id}: {step.description}")
         for action_ in step.plan(system):
             print(f"  {getattr(action_, 'path', None) or action_}")
@@ -92,7 +93,7 @@ def _run(action: str, number: int, address: List[str], priority: Optional[int],
         print("\ndry run: nothing was changed")
         return 0
     _confirm(yes, f"change link{number} on {len(cluster.members)} members?")
-    links.run_change(system, cluster, plan, on_progress=_progress)
+    links.run_change(system, cluster, plan, on_progress=_progress(time.monotonic()))
     from pvestrap.verify import status_report
 
     final = status_report(system, expect_nodes=len(cluster.members))
@@ -128,8 +129,14 @@ def _confirm(yes: bool, question: str) -> None:
         raise typer.Abort()
 
 
-def _progress(event) -> None:
+def _progress(started: float):
+    """Print each step event with the seconds since the change began."""
     import sys
+    import time
 
-    detail = f": {event.detail}" if event.detail else ""
-    print(f"[{event.state}] {event.step_id}{detail}", file=sys.stderr, flush=True)
+    def show(event) -> None:
+        detail = f": {event.detail}" if event.detail else ""
+        print(f"[{event.state}] {event.step_id}{detail} ({time.monotonic() - started:.1f} s)",
+              file=sys.stderr, flush=True)
+
+    return show
