@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import base64
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait, Step, WriteFileStep
-from pvestrap.apply.remote import Remote, RemoteCommandFailed, RemoteFile, parse_show, replace_script
+from pvestrap.apply.remote import (MemberAddress, MembersStep, Remote, RemoteFile, parse_show,
+                                   show_script)
 from pvestrap.corosync_conf import ConfParseError, CorosyncConf
 from pvestrap.errors import OperationFailed, PvestrapError
 from pvestrap.findings import Finding, fail
@@ -373,8 +373,6 @@ class ClusterSnapshot:
 
 def read_cluster(remote: Remote) -> ClusterSnapshot:
     """One ssh call: the member's corosync.conf, authkey and `corosync-quorumtool -s`."""
-    from pvestrap.apply.remote import show_script
-
     script = (show_script([COROSYNC_CONF, AUTHKEY]) + "; out=$(corosync-quorumtool -s 2>&1); "
               'rc=$?; printf "quorum %s\\n" "$rc"; printf "%s\\n" "$out"')
     result = remote.run(script, "read the cluster's corosync.conf and authkey", mutates=False)
@@ -442,106 +440,6 @@ def check_join(plan: ClusterPlan, node_name: str, conf: CorosyncConf,
 
 
 # -- steps: join -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class MemberAddress:
-    name: str
-    address: str
-
-
-@dataclass(frozen=True)
-class MembersStep:
-    """The new corosync.conf on every member (`.new` + mv, `.bak` kept), then one reload."""
-
-    members: tuple[MemberAddress, ...]
-    reload_at: str
-    before: str
-    after: str
-    remote: Callable[[System, str], Remote] = field(compare=False)
-    id: str = "update-members"
-
-    @property
-    def description(self) -> str:
-        names = ", ".join(m.name for m in self.members)
-        return f"write the new {COROSYNC_CONF} on {names} and reload corosync there"
-
-    def plan(self, system: System) -> list[Action]:
-        changes: list[Action] = [Change(f"{m.name}:{COROSYNC_CONF}", self.before, self.after,
-                                        0o644) for m in self.members]
-        reload = self.remote(system, self.reload_at).shown("corosync-cfgtool -R")
-        return changes + [PlannedCommand(reload)]
-
-    def apply(self, system: System) -> dict[str, tuple[RemoteFile, RemoteFile]]:
-        stdin = base64.b64encode(self.after.encode()).decode() + "\n"
-        results = _each(self.members, lambda m: self._replace(system, m, stdin))
-        memo = {name: states for name, (states, _) in results.items() if states is not None}
-        errors = [f"{name}: {error}" for name, (_, error) in results.items() if error]
-        if not errors:
-            try:
-                self.remote(system, self.reload_at).run("corosync-cfgtool -R",
-                                                        "corosync-cfgtool -R")
-                return memo
-            except PvestrapError as exc:
-                errors.append(f"reload at {self.reload_at}: {exc.message}")
-        self._put_back(system, memo)
-        raise OperationFailed("the members' corosync.conf could not be updated (" +
-                              "; ".join(errors) + "); what was written is put back",
-                              code="members-update-failed",
-                              remedy="check ssh to every member and their free space")
-
-    def _replace(self, system: System, member: MemberAddress, stdin: str
-                 ) -> tuple[tuple[RemoteFile, RemoteFile] | None, str | None]:
-        remote = self.remote(system, member.address)
-        try:
-            result = remote.run(replace_script(COROSYNC_CONF), "write corosync.conf",
-                                input=stdin)
-            out, error = result.stdout, None
-        except RemoteCommandFailed as exc:
-            out, error = exc.stdout, exc.message
-        except PvestrapError as exc:
-            return None, exc.message
-        files = parse_show(out)
-        states = (files.get(COROSYNC_CONF), files.get(COROSYNC_CONF + ".bak"))
-        return (states if None not in states else None), error  # type: ignore[return-value]
-
-    def _put_back(self, system: System, memo: dict[str, tuple[RemoteFile, RemoteFile]]) -> None:
-        by_name = {m.name: m for m in self.members}
-        results = _each([by_name[n] for n in memo],
-                        lambda m: self._put(system, m, memo[m.name]))
-        errors = [f"{name}: {error}" for name, (_, error) in results.items() if error]
-        if memo:
-            try:
-                self.remote(system, self.reload_at).run("corosync-cfgtool -R",
-                                                        "corosync-cfgtool -R")
-            except PvestrapError as exc:
-                errors.append(f"reload at {self.reload_at}: {exc.message}")
-        if errors:
-            raise OperationFailed("could not put back corosync.conf on: " + "; ".join(errors),
-                                  code="members-restore-failed",
-                                  remedy=f"restore {COROSYNC_CONF} from its .bak there by "
-                                         "hand and run `corosync-cfgtool -R`")
-
-    def _put(self, system: System, member: MemberAddress,
-             states: tuple[RemoteFile, RemoteFile]) -> tuple[None, str | None]:
-        try:
-            self.remote(system, member.address).put_files(states, "put corosync.conf back")
-            return None, None
-        except PvestrapError as exc:
-            return None, exc.message
-
-    def undo(self, system: System, memo: dict[str, tuple[RemoteFile, RemoteFile]]) -> None:
-        self._put_back(system, memo)
-
-
-def _each(members: Sequence[MemberAddress], work: Callable[[MemberAddress], Any]
-          ) -> dict[str, Any]:
-    """WORK for every member at the same time (an ssh handshake each is most of the cost)."""
-    if not members:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(8, len(members))) as pool:
-        futures = {m.name: pool.submit(work, m) for m in members}
-        return {name: future.result() for name, future in futures.items()}
-
 
 @dataclass(frozen=True)
 class InstallStep:

@@ -13,21 +13,29 @@ Joins are serialized by an flock on the member (`member_lock`), held by one long
 session for the whole join; the kernel drops it when that session ends, so a joiner that dies
 never leaves a stale lock. The session is also an ssh control master: the join's other commands
 to that member reuse its connection instead of paying for a new handshake each.
+
+`MembersStep` is the join's edit of the cluster: the new corosync.conf on every member, one
+reload, and on failure every member's previous files put back byte for byte.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import select
 import shlex
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from pvestrap.errors import OperationFailed
+from pvestrap.apply.engine import Action, PlannedCommand
+from pvestrap.errors import OperationFailed, PvestrapError
+from pvestrap.render import COROSYNC_CONF as CONF
+from pvestrap.render import Change
 from pvestrap.system import Arg, CommandFailed, CommandTimeout, Secret, System
 
 SSH_UNREACHABLE = 255  # ssh's own failure: no route, refused, no key, host key mismatch
@@ -77,8 +85,6 @@ class RemoteFile:
     mode: int | None
 
     def put_line(self) -> str:
-        import base64
-
         return ABSENT if self.data is None else base64.b64encode(self.data).decode()
 
     @property
@@ -88,7 +94,6 @@ class RemoteFile:
 
 def parse_show(text: str) -> dict[str, RemoteFile]:
     """The `show` lines of a remote script's output (other lines are left alone)."""
-    import base64
     import binascii
 
     out: dict[str, RemoteFile] = {}
@@ -145,7 +150,8 @@ class Remote:
         return f"{self.user}@{self.address}"
 
     def options(self) -> list[str]:
-        opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, round(self.connect_timeout))}",
+        connect = max(1, round(self.connect_timeout))
+        opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect}",
                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=2"]
         if self.control_path:
             opts += ["-o", "ControlMaster=no", "-o", f"ControlPath={self.control_path}"]
@@ -167,7 +173,8 @@ class Remote:
             raise MemberUnreachable(f"{self.address} did not finish '{what}' within {limit:g} s",
                                     remedy=self._remedy()) from None
         except CommandFailed as exc:
-            tail = " / ".join((exc.stderr.strip() or exc.stdout.strip()).splitlines()[-3:])
+            # stderr only: what a read printed (an authkey, in base64) stays out of messages
+            tail = " / ".join(exc.stderr.strip().splitlines()[-3:])
             if exc.returncode == SSH_UNREACHABLE:
                 raise MemberUnreachable(f"cannot reach {self.target} over ssh for '{what}'"
                                         + (f": {tail}" if tail else ""),
@@ -296,3 +303,115 @@ def member_lock(system: System, remote: Remote, wait: float = 60.0, retries: int
         yield CONTROL_PATH
     finally:
         _stop(proc)
+
+
+# -- the join's edit of every member ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MemberAddress:
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class MembersStep:
+    """The new corosync.conf on every member (`.new` + mv, `.bak` kept), then one reload."""
+
+    members: tuple[MemberAddress, ...]
+    reload_at: str
+    before: str
+    after: str
+    remote: Callable[[System, str], Remote] = field(compare=False)
+    id: str = "update-members"
+
+    @property
+    def description(self) -> str:
+        names = ", ".join(m.name for m in self.members)
+        return f"write the new {CONF} on {names} and reload corosync there"
+
+    def plan(self, system: System) -> list[Action]:
+        changes: list[Action] = [Change(f"{m.name}:{CONF}", self.before, self.after,
+                                        0o644) for m in self.members]
+        reload = self.remote(system, self.reload_at).shown("corosync-cfgtool -R")
+        return changes + [PlannedCommand(reload)]
+
+    def apply(self, system: System) -> dict[str, tuple[RemoteFile, RemoteFile]]:
+        """The other members first, at the same time; then the member that reloads, which
+        writes and reloads in one call (each ssh call costs a process and a remote shell)."""
+        stdin = base64.b64encode(self.after.encode()).decode() + "\n"
+        last = [m for m in self.members if m.address == self.reload_at][:1]
+        first = [m for m in self.members if m not in last]
+        results = _each(first, lambda m: self._replace(system, m, stdin, reload=False))
+        errors = [f"{name}: {error}" for name, (_, error) in results.items() if error]
+        if not errors and last:
+            results[last[0].name] = self._replace(system, last[0], stdin, reload=True)
+            errors += [f"{last[0].name}: {results[last[0].name][1]}"] \
+                if results[last[0].name][1] else []
+        elif not errors:
+            try:
+                self.remote(system, self.reload_at).run("corosync-cfgtool -R",
+                                                        "corosync-cfgtool -R")
+            except PvestrapError as exc:
+                errors.append(f"reload at {self.reload_at}: {exc.message}")
+        memo = {name: states for name, (states, _) in results.items() if states is not None}
+        if not errors:
+            return memo
+        self._put_back(system, memo)
+        raise OperationFailed("the members' corosync.conf could not be updated (" +
+                              "; ".join(errors) + "); what was written is put back",
+                              code="members-update-failed",
+                              remedy="check ssh to every member and their free space")
+
+    def _replace(self, system: System, member: MemberAddress, stdin: str, reload: bool
+                 ) -> tuple[tuple[RemoteFile, RemoteFile] | None, str | None]:
+        remote = self.remote(system, member.address)
+        script = replace_script(CONF) + ("; corosync-cfgtool -R" if reload else "")
+        try:
+            result = remote.run(script, "write corosync.conf" + (" and reload" if reload else ""),
+                                input=stdin)
+            out, error = result.stdout, None
+        except RemoteCommandFailed as exc:
+            out, error = exc.stdout, exc.message
+        except PvestrapError as exc:
+            return None, exc.message
+        files = parse_show(out)
+        states = (files.get(CONF), files.get(CONF + ".bak"))
+        return (states if None not in states else None), error  # type: ignore[return-value]
+
+    def _put_back(self, system: System, memo: dict[str, tuple[RemoteFile, RemoteFile]]) -> None:
+        by_name = {m.name: m for m in self.members}
+        results = _each([by_name[n] for n in memo],
+                        lambda m: self._put(system, m, memo[m.name]))
+        errors = [f"{name}: {error}" for name, (_, error) in results.items() if error]
+        if memo:
+            try:
+                self.remote(system, self.reload_at).run("corosync-cfgtool -R",
+                                                        "corosync-cfgtool -R")
+            except PvestrapError as exc:
+                errors.append(f"reload at {self.reload_at}: {exc.message}")
+        if errors:
+            raise OperationFailed("could not put back corosync.conf on: " + "; ".join(errors),
+                                  code="members-restore-failed",
+                                  remedy=f"restore {CONF} from its .bak there by "
+                                         "hand and run `corosync-cfgtool -R`")
+
+    def _put(self, system: System, member: MemberAddress,
+             states: tuple[RemoteFile, RemoteFile]) -> tuple[None, str | None]:
+        try:
+            self.remote(system, member.address).put_files(states, "put corosync.conf back")
+            return None, None
+        except PvestrapError as exc:
+            return None, exc.message
+
+    def undo(self, system: System, memo: dict[str, tuple[RemoteFile, RemoteFile]]) -> None:
+        self._put_back(system, memo)
+
+
+def _each(members: Sequence[MemberAddress], work: Callable[[MemberAddress], Any]
+          ) -> dict[str, Any]:
+    """WORK for every member at the same time (an ssh handshake each is most of the cost)."""
+    if not members:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(8, len(members))) as pool:
+        futures = {m.name: pool.submit(work, m) for m in members}
+        return {name: future.result() for name, future in futures.items()}
