@@ -1,7 +1,8 @@
 """Entry point of the first-boot hook: this file is the zipapp's __main__.py.
 
 Proxmox's proxmox-first-boot unit runs the hook as `/var/lib/proxmox-first-boot/proxmox-first-boot
-STAGE` once per boot until it exits 0. The hook writes its embedded cluster answer file to
+STAGE` once per boot until it exits 0 (options after `--` go to the flow, for manual runs and
+the lab). The hook writes its embedded cluster answer file to
 /var/lib/pvestrap/answers.toml and runs pvestrap's unattended first-boot flow on it. It runs on
 the node's own python3 (3.11 on PVE 8, 3.13 on PVE 9) with only what the archive carries, so this
 file imports nothing but the standard library until the flow starts, and keeps to syntax an old
@@ -30,7 +31,9 @@ def main(argv=None) -> int:
         print("pvestrap first-boot hook: needs python3 >= %d.%d, this is %s"
               % (MIN_PYTHON + (sys.version.split()[0],)), file=sys.stderr)
         return 1
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = _parser().parse_args(argv[:len(argv) - len(extra) - 1] if "--" in argv else argv)
     archive = os.path.dirname(os.path.abspath(__file__))
     if args.print_answers:
         sys.stdout.write(read_member(archive, ANSWERS_MEMBER).decode("utf-8"))
@@ -57,13 +60,16 @@ def main(argv=None) -> int:
     flow_args = ["--answers", path]
     if args.state_dir != STATE_DIR:
         flow_args += ["--state-dir", args.state_dir]
-    return firstboot.main(flow_args)
+    return firstboot.main(flow_args + extra)
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="proxmox-first-boot", allow_abbrev=False,
+                                usage="%(prog)s [STAGE] [options] [-- FLOW OPTIONS]",
                                 description="pvestrap's first-boot hook: joins this node to "
-                                            "the cluster of its embedded answer file.")
+                                            "the cluster of its embedded answer file.",
+                                epilog="Options after -- go to the first-boot flow (see "
+                                       "`-- --help`); the proxmox-first-boot unit gives none.")
     p.add_argument("stage", nargs="?", help="ordering target given by the "
                    "proxmox-first-boot unit (network-pre, network-online, multi-user)")
     p.add_argument("--state-dir", default=STATE_DIR, help="where answers.toml is written "

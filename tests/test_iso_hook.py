@@ -211,3 +211,13 @@ def test_lazy_imports_and_resource_packages_are_followed():
 def test_type_checking_imports_are_not_followed():
     names = {i.module for i in imports_of("pvestrap.errors")}
     assert "pvestrap.findings" not in names
+
+
+@pytest.mark.skipif(not FIRSTBOOT_HERE, reason="pvestrap.wizard.firstboot is not in this tree")
+def test_options_after_a_double_dash_go_to_the_flow(hook_file, tmp_path):
+    done = _run([PYTHONS["3.11"], str(hook_file), "fully-up", "--state-dir", str(tmp_path),
+                 "--", "--help"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "usage: pvestrap firstboot" in done.stdout and "--corosync-start" in done.stdout
+    own = _run([PYTHONS["3.11"], str(hook_file), "--help"], tmp_path)
+    assert own.returncode == 0 and "usage: proxmox-first-boot" in own.stdout
