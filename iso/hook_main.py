@@ -134,8 +134,9 @@ def selftest(archive: str, path: str) -> int:
     import markupsafe
 
     carried = manifest["modules"] + sorted(manifest["dependencies"])
+    inside = archive + os.sep
     outside = sorted(name for name in carried if name in sys.modules and not
-                     (getattr(sys.modules[name], "__file__", "") or "").startswith(archive + os.sep))
+                     (getattr(sys.modules[name], "__file__", "") or "").startswith(inside))
     report = {
         "python": "%d.%d.%d" % sys.version_info[:3],
         "answers": path,

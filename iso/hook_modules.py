@@ -3,10 +3,12 @@
 Every import statement of a module is read from its syntax tree, those inside functions too
 (pvestrap imports heavy things lazily), and so are packages named by string where resources are
 read (`resources.files("pvestrap.templates")`), so the set is what the unattended path can
-reach, not only what happens to be imported at start-up. A module whose start-up imports need something the
-hook cannot carry (typer, rich, questionary, pydantic, scapy, a module Python 3.13 dropped) is
-unsafe; lazy imports of unsafe modules are left out and listed, start-up imports of them make
-the importer unsafe too, up to the entry point, which then refuses to build.
+reach, not only what happens to be imported at start-up.
+
+A module whose start-up imports need something the hook cannot carry (typer, rich, questionary,
+pydantic, scapy, a module Python 3.13 dropped) is unsafe. Lazy imports of unsafe modules are
+left out and listed; start-up imports of them make the importer unsafe too, up to the entry
+point, which then refuses to build.
 """
 
 from __future__ import annotations

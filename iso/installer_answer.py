@@ -15,10 +15,12 @@ import ipaddress
 import json
 import os
 import re
+import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from pvestrap.answer_schema import key_lines
 from pvestrap.answers import AnswerFileInvalid, select_node
 from pvestrap.errors import UserError, ValidationFailed
 from pvestrap.findings import Finding, Severity
@@ -73,25 +75,20 @@ def render(plan: ClusterPlan, node_name: str, settings: Settings,
 
 def _global(plan: ClusterPlan, node: Node, s: Settings,
             password_hash: str | None) -> dict[str, Any]:
+    """Keys are left out when nothing gives them: the rules then name what is missing."""
     keyboard = s.get("keyboard") or plan.datacenter.keyboard
-    out: dict[str, Any] = {}
-    if keyboard:
-        out["keyboard"] = keyboard_for_installer(keyboard)
-    for key in ("country",):
-        if s.get(key):
-            out[key] = s.get(key)
-    if s.get("domain"):
-        out["fqdn"] = f"{node.name}.{s.get('domain')}"
-    for key in ("mailto", "timezone"):
-        if s.get(key):
-            out[key] = s.get(key)
-    if password_hash:
-        out["root-password-hashed"] = password_hash
-    if s.get("root_ssh_keys"):
-        out["root-ssh-keys"] = list(s.get("root_ssh_keys"))
-    if s.get("reboot_on_error") is not None:
-        out["reboot-on-error"] = s.get("reboot_on_error")
-    return out
+    domain = s.get("domain")
+    values = {
+        "keyboard": keyboard_for_installer(keyboard) if keyboard else None,
+        "country": s.get("country"),
+        "fqdn": f"{node.name}.{domain}" if domain else None,
+        "mailto": s.get("mailto"),
+        "timezone": s.get("timezone"),
+        "root-password-hashed": password_hash,
+        "root-ssh-keys": list(s.get("root_ssh_keys", ())) or None,
+        "reboot-on-error": s.get("reboot_on_error"),
+    }
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _network(node: Node, s: Settings) -> dict[str, Any]:
@@ -147,25 +144,33 @@ def _disk_setup(disk: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _blame(f: Finding, plan: ClusterPlan, node: Node, s: Settings) -> Finding:
-    """Name where the offending value came from: the settings key, or the cluster file's."""
-    subject = f.subject or ""
-    if subject.startswith("network.cidr"):
-        index = plan.nodes.index(node)
-        where = f"cluster answer file: nodes[{index}].management"
-    elif subject.startswith("global.keyboard") and not s.get("keyboard"):
-        where = "cluster answer file: datacenter.keyboard, or installer.keyboard"
-    elif subject.startswith("global.root-password") or subject == "global" and \
-            "password" in f.code:
-        where = ("installer.root_password_hashed / root_password_file / root_password_env, "
-                 "or --root-password-file / --root-password-env")
-    else:
-        key = next((v for k, v in _SETTING_FOR.items() if subject.startswith(k)), None)
-        if key is None:
-            return replace(f, payload={k: v for k, v in f.payload.items() if k != "line"})
-        where = s.origin(key) if key in s.values else f"{s.source}: installer.{key}"
+    """Name where the offending value came from: the settings key, or the cluster file's.
+    (Lines are left out: they would point into text the user never saw.)"""
+    payload = {k: v for k, v in f.payload.items() if k != "line"}
+    where = _origin(f.subject or "", f.code, plan, node, s)
+    if where is None:
+        return replace(f, payload=payload)
     remedy = f"set it through {where}" + (f"; {f.remedy}" if f.remedy else "")
-    payload = {**{k: v for k, v in f.payload.items() if k != "line"}, "from": where}
-    return replace(f, remedy=remedy, payload=payload)
+    return replace(f, remedy=remedy, payload={**payload, "from": where})
+
+
+def _origin(subject: str, code: str, plan: ClusterPlan, node: Node, s: Settings) -> str | None:
+    if subject.startswith("network.cidr"):
+        return f"cluster answer file: nodes[{plan.nodes.index(node)}].management"
+    if subject.startswith("global.keyboard") and not s.get("keyboard"):
+        return "cluster answer file: datacenter.keyboard, or installer.keyboard"
+    if subject.startswith("global.root-password") or (subject == "global" and
+                                                      "password" in code):
+        return ("installer.root_password_hashed / root_password_file / root_password_env, "
+                "or --root-password-file / --root-password-env")
+    if subject.startswith("disk-setup."):
+        key = "disk." + subject.split(".")[1].split("[")[0].replace("-", "_")
+        if key in s.origins:
+            return s.origin(key)
+    key = next((v for k, v in _SETTING_FOR.items() if subject.startswith(k)), None)
+    if key is None:
+        return None
+    return s.origin(key) if key in s.values else f"{s.source}: installer.{key}"
 
 
 # -- TOML out ------------------------------------------------------------------------------------
@@ -230,10 +235,6 @@ def _with_place(f: Finding, source: str) -> Finding:
 def mask_secrets(text: str) -> str:
     """answer.toml with the password (hash), subscription key and webhook token replaced by
     "<redacted>", everything else (comments, order) left as written."""
-    import tomllib
-
-    from pvestrap.answer_schema import key_lines
-
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError:

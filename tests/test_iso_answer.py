@@ -3,7 +3,6 @@ answer.toml, the installer settings file and the root password handling."""
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 import shutil
@@ -366,4 +365,14 @@ def test_inspect_masking_hides_the_hash_and_keeps_the_rest():
     assert HASH not in masked
     assert 'root-password-hashed = "<redacted>"' in masked
     assert masked.replace('"<redacted>"', f'"{HASH}"') == text
-    assert os.linesep == "\n"
+
+
+def test_a_node_override_of_the_disks_is_blamed_for_their_problem(tmp_path):
+    settings = tmp_path / "installer.toml"
+    settings.write_text(SETTINGS.read_text().replace(
+        'filter = { ID_SERIAL = "*SAMSUNG*" }', 'disk_list = ["sda", "sdb"]'))
+    with pytest.raises(ValidationFailed) as caught:
+        _render("pve3", settings)
+    (finding,) = caught.value.findings
+    assert (finding.code, finding.subject) == ("installer-disks-too-many", "disk-setup.disk-list")
+    assert finding.payload["from"] == f"{settings}: installer.nodes.pve3.disk.disk_list"

@@ -56,7 +56,7 @@ domain = "lab.example.com"
 gateway = "{gateway}"
 dns = "{gateway}"
 network_filter = {{ ID_NET_NAME = "eth0" }}
-root_password_hashed = "$6$labsalt$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ./abc"
+root_password_hashed = "$6$labsalt$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ./a"
 [installer.disk]
 filesystem = "ext4"
 disk_list = ["sda"]
