@@ -106,6 +106,9 @@ def hook(
     deps = ", ".join(f"{k} {v}" for k, v in built.dependencies.items())
     typer.echo(f"wrote {out}: {built.size} bytes (limit {hooks.MAX_BYTES}), "
                f"{len(built.modules)} pvestrap modules, {deps}")
+    for importer, module in built.left_out:
+        typer.echo(f"note: {importer} imports {module} lazily; the hook does not carry it",
+                   err=True)
     if not built.entry_present:
         typer.echo(f"warning: {hooks.ENTRY} is missing: the hook will only fail at first boot",
                    err=True)
