@@ -375,3 +375,21 @@ def test_convergence_findings_name_stale_addresses_and_links_left_behind():
     assert [f.code for f in convergence_findings("pve1", conf, 1, None)] == \
         ["knet-status-unavailable"]
     assert all(f.severity is Severity.FAIL for f in found)
+
+
+def test_remove_link_drops_every_address_and_the_interface_a_move_keeps_the_rest():
+    text = start_conf(links=2).set_priority(1, 5).text().replace(
+        "    ring1_addr: 10.1.0.2\n", "    # the storage network\n    ring1_addr: 10.1.0.2\n")
+    conf = CorosyncConf.parse(text)
+    dropped = conf.remove_link(1)
+    assert dropped.link_numbers == (0,) and dropped.priorities == {0: 0}
+    assert "ring1_addr" not in dropped.text() and "linknumber: 1" not in dropped.text()
+    assert "knet_link_priority" not in dropped.text()
+    assert "# the storage network" not in dropped.text()  # it went with its item
+    assert dropped.config_version == conf.config_version  # the caller bumps it
+    final = plan_change(conf, text, LinkRequest("move", 1, on(2))).final
+    assert "    # the storage network\n    ring1_addr: 10.2.0.2\n" in final.text()
+    assert final.priorities[1] == 5
+    with pytest.raises(ValidationFailed) as err:
+        dropped.remove_link(0)
+    assert [f.code for f in err.value.findings] == ["link-last"]

@@ -137,9 +137,6 @@ class LocalShell(Remote):
     def argv(self, script: str) -> tuple[str, ...]:
         return ("sh", "-c", script)
 
-    def shown(self, command: str) -> tuple[str, ...]:
-        return ("sh", "-c", command)
-
 
 @dataclass(frozen=True)
 class Cluster:
@@ -230,8 +227,8 @@ def _flock(path: str, wait: float, interval: float) -> Iterator[None]:
     """flock(2) on PATH, the lock `flock(1)` takes for a join on this node."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    deadline = time.monotonic() + wait
     try:
-        deadline = time.monotonic() + wait
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -242,10 +239,7 @@ def _flock(path: str, wait: float, interval: float) -> Iterator[None]:
                                           "or link change runs here", code="join-locked",
                                           remedy=f"`fuser -v {JOIN_LOCK}` shows who") from None
                 time.sleep(interval)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield  # closing the descriptor releases the lock
     finally:
         os.close(fd)
 
@@ -312,13 +306,9 @@ class MemberOps(Protocol):
     """What a phase does to the members; `ShellOps` does it over SSH, tests with a model."""
 
     def replace(self, member: Member, text: str) -> tuple[States | None, str | None]: ...
-
     def restore(self, member: Member, states: States) -> str | None: ...
-
     def reload(self) -> None: ...
-
     def corosync_state(self, member: Member) -> tuple[str, str]: ...
-
     def read(self, member: Member) -> str | None: ...
 
 
