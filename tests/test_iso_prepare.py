@@ -37,7 +37,7 @@ def xorriso(*args: str) -> str:
 
 
 def make_iso(folder: pathlib.Path, name: str, *, bootable=True, capable: bytes | None = None,
-             release="9.1") -> pathlib.Path:
+             release="9.1", grub_gpt=False) -> pathlib.Path:
     root = folder / f"{name}-root"
     (root / "boot").mkdir(parents=True)
     (root / "boot" / "boot.img").write_bytes(hashlib.sha512(name.encode()).digest() * 32)
@@ -53,6 +53,14 @@ def make_iso(folder: pathlib.Path, name: str, *, bootable=True, capable: bytes |
     boot = ["-b", "boot/boot.img", "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table",
             "-append_partition", "2", "0xef", str(efi), "-eltorito-alt-boot",
             "-e", "--interval:appended_partition_2:all::", "-no-emul-boot"] if bootable else []
+    if grub_gpt:  # the layout of Proxmox's own ISOs: GRUB MBR, offset 16, EFI partition in GPT
+        mbr = folder / f"{name}-mbr.img"
+        mbr.write_bytes(hashlib.sha512(b"mbr").digest() * 8)
+        boot = ["--grub2-mbr", str(mbr), "-partition_offset", "16", "-appended_part_as_gpt",
+                "-append_partition", "2", "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", str(efi),
+                "-c", "/boot/boot.cat", "-b", "boot/boot.img", "-no-emul-boot",
+                "-boot-load-size", "4", "-boot-info-table", "-eltorito-alt-boot",
+                "-e", "--interval:appended_partition_2:all::", "-no-emul-boot"]
     xorriso("-as", "mkisofs", "-o", str(iso), "-V", "PVE", "-R", "-J", *boot, str(root))
     return iso
 
@@ -63,7 +71,8 @@ def isos(tmp_path_factory):
     return {"plain": make_iso(folder, "plain"),
             "capable": make_iso(folder, "capable", capable=b"pve 9.1\n"),
             "old": make_iso(folder, "old", release="8.2"),
-            "unbootable": make_iso(folder, "unbootable", bootable=False)}
+            "unbootable": make_iso(folder, "unbootable", bootable=False),
+            "grub-gpt": make_iso(folder, "grub-gpt", grub_gpt=True)}
 
 
 def prepare(out, iso, node="pve2", *extra):
@@ -150,6 +159,18 @@ def test_boot_setup_volume_id_uuid_and_joliet_are_kept(isos, prepared, tmp_path)
     # bytes 8..63 of a no-emulation image are the boot-info table xorriso fills in.
     bios_before, bios_after = before["eltorito_img1_bios.img"], after["eltorito_img1_bios.img"]
     assert bios_after[:8] == bios_before[:8] and bios_after[64:] == bios_before[64:]
+
+
+def test_a_grub2_mbr_and_gpt_layout_is_kept_too(isos, tmp_path):
+    source, out = isos["grub-gpt"], tmp_path / "pve1.iso"
+    assert any(line.startswith("--grub2-mbr") for line in boot_report(source))
+    assert "-appended_part_as_gpt" in boot_report(source)
+    assert prepare(out, source, "pve1") == 0
+    assert boot_report(out) == boot_report(source)
+    assert identity(out) == identity(source)
+    before, after = boot_images(source, tmp_path / "before"), boot_images(out, tmp_path / "after")
+    assert after["eltorito_img2_uefi.img"] == before["eltorito_img2_uefi.img"]
+    assert extract(out, "/auto-installer-mode.toml", tmp_path / "mode") == b'mode = "iso"\n'
 
 
 def test_the_hook_extracted_from_the_iso_runs_on_a_plain_python(prepared, tmp_path):
