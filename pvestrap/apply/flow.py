@@ -278,7 +278,8 @@ def _join(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System,
             return ApplyResult(node, "corosync", "join", _ids(plans))
     lock = member_lock(system, Remote(system, target, timeout=t.remote,
                                       connect_timeout=t.connect),
-                       wait=t.lock_wait, retries=t.lock_retries, backoff=t.backoff)
+                       wait=t.lock_wait, retries=t.lock_retries, backoff=t.backoff,
+                       notify=ctx.out)
     ctx.out(f"taking the join lock on {target} ...")
     with lock as control:
         locked = steps(control)

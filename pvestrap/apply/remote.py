@@ -283,10 +283,11 @@ def _try_lock(system: System, remote: Remote, wait: float) -> subprocess.Popen |
 
 @contextmanager
 def member_lock(system: System, remote: Remote, wait: float = 60.0, retries: int = 3,
-                backoff: float = 1.0) -> Iterator[str]:
+                backoff: float = 1.0, notify: Callable[[str], None] | None = None
+                ) -> Iterator[str]:
     """Hold the member's join lock for the block; yields the ssh ControlPath that reuses the
     lock's connection. Waits up to WAIT seconds per attempt, RETRIES more attempts after a
-    pause, then raises JoinLocked."""
+    pause (NOTIFY hears of each), then raises JoinLocked."""
     system.run(["mkdir", "-p", CONTROL_DIR], timeout=10)
     proc = None
     for attempt in range(retries + 1):
@@ -294,7 +295,11 @@ def member_lock(system: System, remote: Remote, wait: float = 60.0, retries: int
         if proc is not None:
             break
         if attempt < retries:
-            system.sleep(backoff * 2 ** attempt)
+            pause = backoff * 2 ** attempt
+            if notify is not None:
+                notify(f"join lock on {remote.address} still busy after {wait:g} s; trying "
+                       f"again in {pause:g} s (attempt {attempt + 2} of {retries + 1})")
+            system.sleep(pause)
     if proc is None:
         raise JoinLocked(f"{remote.address} stayed locked by another join for "
                          f"{(retries + 1) * wait:g} s", remedy=f"check what holds {JOIN_LOCK} on "

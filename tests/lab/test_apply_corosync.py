@@ -25,6 +25,7 @@ from pvestrap.answers import dumps
 from pvestrap.apply.corosync import AUTHKEY, CorosyncTimeouts, JoinRefused
 from pvestrap.apply.engine import PlannedCommand, StepEvent, StepFailed
 from pvestrap.apply.flow import ApplyContext, apply_node, plan_only_preflight
+from pvestrap.apply.remote import JOIN_LOCK, JoinLocked
 from pvestrap.findings import Finding, Severity
 from pvestrap.lab import names
 from pvestrap.lab.lab import Lab
@@ -299,3 +300,53 @@ def test_dry_run_changes_nothing_on_disk(lab, tmp_path):
     assert corosync_files(two, 1) == member
     assert etc_changes(two, 2) == joiner
     assert quorum(two, 2) is None
+
+
+def test_a_joiner_waits_for_the_member_lock_and_gives_up_cleanly(lab, tmp_path):
+    two = lab(nodes=2, links=2)
+    two.start("sshd")
+    plan = two.plan()
+    answers_file = answers(two, tmp_path)
+    assert cli(two, 1, answers_file, "--yes").returncode == 0
+    two.exec(1, ["mkdir", "-p", os.path.dirname(JOIN_LOCK)], check=True)
+    member_before = corosync_files(two, 1)
+    etc_before = etc_changes(two, 2)
+
+    def attempt(retries: int, out):
+        timeouts = CorosyncTimeouts(quorum=20, remote=20, lock_wait=1, lock_retries=retries,
+                                    backoff=0.5, service=20)
+        return apply_node(plan, two.node(2).name, ApplyContext(
+            node_system(two, 2), root=str(two.node(2).root), out=out,
+            preflight=preflight_in_node(two, 2, answers_file), timeouts=timeouts))
+
+    # Another join holds the lock all along: refused after the retries, nothing changed.
+    holder = two.popen(1, ["flock", "-o", JOIN_LOCK, "sleep", "120"])
+    try:
+        lines: list[str] = []
+        with pytest.raises(JoinLocked) as caught:
+            attempt(1, lines.append)
+        assert caught.value.code == "join-locked"
+        assert sum("still busy" in line for line in lines) == 1
+        assert corosync_files(two, 1) == member_before
+        assert etc_changes(two, 2) == etc_before
+    finally:
+        holder.kill()
+        holder.wait()
+
+    # The other join ends while this one waits (after its first try): it tries again, gets in.
+    holder = two.popen(1, ["flock", "-o", JOIN_LOCK, "sleep", "120"])
+    lines = []
+
+    def out(line: str) -> None:
+        lines.append(line)
+        if "still busy" in line:
+            holder.kill()
+
+    try:
+        result = attempt(3, out)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sum("still busy" in line for line in lines) == 1
+    assert result.changed and result.outcome.applied[-1] == "wait-quorum"
+    assert_cluster(two, 2, 2)
