@@ -415,3 +415,12 @@ def test_apply_with_a_bad_answer_file_exits_2(tmp_path):
                              str(answers), "--dry-run", "--root", str(tmp_path)],
                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_the_member_lock_never_starts_a_real_ssh_for_a_fake_system():
+    from pvestrap.apply.remote import member_lock
+
+    system = RecordingSystem()
+    with pytest.raises(TypeError):
+        with member_lock(system, Remote(system, "member.invalid")):
+            pass

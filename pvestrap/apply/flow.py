@@ -272,20 +272,24 @@ def _join(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System,
         snapshot = cs.read_cluster(remote(system, target))
         return cs.join_steps(plan, node, snapshot, service, remote, t)
 
-    if ctx.dry_run or ctx.confirm is not None:
-        plans = _show(steps(None), system, ctx)
-        if not _proceed(plans, node, ctx):
-            return ApplyResult(node, "corosync", "join", _ids(plans))
+    confirmed = None
+    if ctx.dry_run or ctx.confirm is not None:  # shown before the lock: nobody waits on a reader
+        confirmed = _show(steps(None), system, ctx)
+        if not _proceed(confirmed, node, ctx):
+            return ApplyResult(node, "corosync", "join", _ids(confirmed))
     lock = member_lock(system, Remote(system, target, timeout=t.remote,
                                       connect_timeout=t.connect),
                        wait=t.lock_wait, retries=t.lock_retries, backoff=t.backoff,
                        notify=ctx.out)
     ctx.out(f"taking the join lock on {target} ...")
     with lock as control:
-        locked = steps(control)
-        if ctx.confirm is None:
-            plans = _show(locked, system, ctx)
-            if not any(actions for _, actions in plans):
+        locked = steps(control)  # planned again: another join may have changed the cluster
+        plans = plan_steps(locked, system)
+        if confirmed is None or _ids(plans) != _ids(confirmed):
+            if confirmed is not None:
+                ctx.out("the cluster changed since the plan was shown; the plan now:")
+            show_plan(plans, ctx.out)
+            if not _proceed(plans, node, ctx):
                 return ApplyResult(node, "corosync", "join", _ids(plans))
         return _execute(node, "corosync", "join", locked, system, ctx)
 

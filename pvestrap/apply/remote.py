@@ -207,7 +207,10 @@ class Remote:
 # -- the member lock -------------------------------------------------------------------------------
 
 def _spawn(system: System, argv: Sequence[str]) -> subprocess.Popen:
-    """Start a long-lived command through the system's wrap (a lab node's nsenter)."""
+    """Start a long-lived command through the system's wrap (a lab node's nsenter). Only a
+    system that really runs commands can hold a session: a fake must not start a real ssh."""
+    if not hasattr(system, "wrap") or getattr(system, "dry_run", False):
+        raise TypeError(f"{type(system).__name__} cannot hold an ssh session")
     wrap = tuple(getattr(system, "wrap", ()))
     extra: Mapping[str, str] = getattr(system, "env", {}) or {}
     env = {**os.environ, **extra} if extra else None
