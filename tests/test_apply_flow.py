@@ -424,3 +424,14 @@ def test_the_member_lock_never_starts_a_real_ssh_for_a_fake_system():
     with pytest.raises(TypeError):
         with member_lock(system, Remote(system, "member.invalid")):
             pass
+
+
+def test_the_pve_backend_is_planned_through_the_same_flow(tmp_path):
+    system = RecordingSystem({"/usr/bin/pvecm": ""})
+    lines: list[str] = []
+    result = apply_node(make_plan(backend="auto"), "pve1", context(
+        system, lines, root=lock_root(tmp_path), dry_run=True))
+    assert result.backend == "pve" and result.role == "create"
+    assert [sid for sid, actions in result.plans if actions] == ["pve-create", "pve-wait-quorum"]
+    assert any(line.startswith("  run pvecm create lab --link0 10.254.0.1") for line in lines)
+    assert mutations(system) == []
