@@ -3,6 +3,7 @@ have no pvestrap (and no jinja2) installed, in an empty environment."""
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import importlib.util
 import io
@@ -24,9 +25,14 @@ from pvestrap.render import render_corosync_conf
 
 DATA = pathlib.Path(__file__).parent / "data" / "iso"
 CLUSTER = DATA / "cluster.toml"
-PYTHONS = {"3.11": "/usr/bin/python3.11",
-           "3.12": "/root/.pyenv/versions/3.12.1/bin/python3.12",
-           "3.13": "/root/.pyenv/versions/3.13.0/bin/python3.13"}
+def _interpreter(version: str) -> str:
+    """A python3.X outside this virtualenv: the system's, else a pyenv build."""
+    candidates = [f"/usr/bin/python{version}", f"/usr/local/bin/python{version}",
+                  *sorted(glob.glob(f"/root/.pyenv/versions/{version}.*/bin/python{version}"))]
+    return next((c for c in candidates if os.access(c, os.X_OK)), candidates[0])
+
+
+PYTHONS = {v: _interpreter(v) for v in ("3.10", "3.11", "3.12", "3.13")}
 FIRSTBOOT_HERE = importlib.util.find_spec("pvestrap.wizard.firstboot") is not None
 
 
@@ -77,7 +83,7 @@ def test_the_build_is_reproducible(hook_file):
     assert H.build(CLUSTER).data == hook_file.read_bytes()
 
 
-@pytest.mark.parametrize("version", sorted(PYTHONS))
+@pytest.mark.parametrize("version", ["3.11", "3.12", "3.13"])
 def test_selftest_on_a_plain_python_without_pvestrap(hook_file, tmp_path, version):
     python = PYTHONS[version]
     if not os.access(python, os.X_OK):
@@ -139,14 +145,14 @@ def test_the_real_entry_runs_the_first_boot_flow_from_the_archive(hook_file, tmp
 
 
 def test_too_old_python_gets_a_clear_message(hook_file, tmp_path):
-    python = "/root/.pyenv/versions/3.10.13/bin/python3.10"
+    python = PYTHONS["3.10"]
     if not os.access(python, os.X_OK):
         pytest.skip("python 3.10 is not installed here")
     done = _run([python, str(hook_file), "--selftest"], tmp_path)
     assert done.returncode == 1
     assert done.stderr.strip() == ("pvestrap first-boot hook: needs python3 >= 3.11, this is "
                                    + done.stderr.strip().rsplit(" ", 1)[1])
-    assert done.stderr.strip().endswith(" 3.10.13")
+    assert " 3.10." in done.stderr
 
 
 # -- refusals: nothing is written ----------------------------------------------------------------
