@@ -112,13 +112,16 @@ def assert_link_everywhere(lab, number: int, net: int) -> None:
 
 
 def etc_hashes(lab) -> dict[str, str]:
-    """Every file under every node's /etc/corosync (name, mode, content)."""
+    """Every file a node has written under its /etc (the upper layer of its /etc overlay, so
+    any write anywhere in the node's /etc shows), with its mode."""
     out = {}
     for node in lab.nodes:
-        for path in sorted(node.path("/etc/corosync").rglob("*")):
-            if path.is_file():
+        upper = lab.state.root(node.index) / "etc"
+        for path in sorted(upper.rglob("*")):
+            if path.is_file() and not path.is_symlink():
                 data = path.read_bytes() + oct(path.stat().st_mode).encode()
-                out[f"{node.name}:{path.name}"] = hashlib.sha256(data).hexdigest()
+                out[f"{node.name}:{path.relative_to(upper)}"] = hashlib.sha256(data).hexdigest()
+    assert any(k.endswith(":corosync/corosync.conf") for k in out)
     return out
 
 
@@ -129,11 +132,13 @@ def runtime_version(lab, node) -> int:
 
 def test_link_add_then_move_keep_the_cluster_quorate_throughout(lab):
     three, conf = start_cluster(lab)
+    before = etc_hashes(three)
     with QuorumWatcher(three, "n1", 3) as watcher:
         added = link(three, "add", "--number", "1", *addresses(three, 1), "--network",
                      "10.254.1.0/24", "--yes")
         assert added.returncode == 0, added.stdout + added.stderr
         assert_link_everywhere(three, 1, net=1)
+        assert etc_hashes(three) != before  # the hashes do see a real change
         moved = link(three, "move", "--number", "1", *addresses(three, 2), "--yes")
         assert moved.returncode == 0, moved.stdout + moved.stderr
         assert_link_everywhere(three, 1, net=2)
