@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
+import socket
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -146,21 +146,41 @@ class LiveServices:
         server.close()
         self._responder = None
 
-    def leave_responder(self, plan: ClusterPlan) -> None:
-        """After the apply: a background responder (bounded TTL) for the nodes joining later;
-        corosync owns the link ports now, so it answers through a raw socket."""
+    def leave_responder(self, plan: ClusterPlan, node: str) -> None:
+        """After the apply: a background responder (bounded TTL) for the nodes that join next.
+
+        It must never hold a link port: corosync binds them only once it has a peer on the
+        link (a new cluster's first node has none yet), and a responder owning one would keep
+        that link down for good. So this node's link (address, port) pairs are held by
+        placeholder sockets while the responder opens: it finds them busy and answers on them
+        through a raw socket; then the placeholders are let go."""
+        from pvestrap.checks import responder as rsp
+
         if self.token is None:
             return
-        from pvestrap.checks.responder import ports_for_links
-
-        ports = [a for p in ports_for_links(plan.link_numbers) for a in ("--port", str(p))]
-        argv = [sys.executable, "-m", "pvestrap", "responder", "--background", "--ttl",
-                str(int(RESPONDER_TTL_S)), "--pid-file", PID_FILE, *ports]
-        env = {**os.environ, "PVESTRAP_PROBE_TOKEN": self.token.secret.decode()}
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
-        if done.returncode == 0:
-            self.out(f"  A responder answers probes here for {RESPONDER_TTL_S / 60:g} minutes "
-                     "(for the nodes that join next).")
+        lock = rsp.PidLock(PID_FILE)
+        if not lock.acquire():
+            return  # one is running already (a wizard run before this one)
+        config = rsp.ResponderConfig(token=self.token, ttl_s=RESPONDER_TTL_S,
+                                     ports=rsp.ports_for_links(plan.link_numbers))
+        addresses = tuple(plan.node(node).addresses.values())
+        # The sockets are opened in the daemon: an epoll set opened before the fork would be
+        # shared with this process, and closing our copy would empty the daemon's.
+        if rsp.daemonize(lock) is None:
+            try:
+                held = _hold(addresses, [5405 + n for n in plan.link_numbers])
+                server = rsp.Responder(config)
+                try:
+                    server.open()
+                finally:
+                    for sock in held:
+                        sock.close()
+                server.serve()
+            finally:
+                os._exit(0)  # the daemon must not run the wizard's exit handlers
+        os.close(lock.fd)
+        self.out(f"  A responder answers probes here for {RESPONDER_TTL_S / 60:g} minutes "
+                 "(for the nodes that join next).")
 
     # -- apply and status --------------------------------------------------------------------
     def apply(self, plan: ClusterPlan, node: str, password: Secret | None, report: Report,
@@ -186,7 +206,7 @@ class LiveServices:
                 apply_node(usable, node, ctx)
             except ApplyDeclined:
                 return False
-        self.leave_responder(plan)
+        self.leave_responder(plan, node)
         return True
 
     def status(self, plan: ClusterPlan, node: str) -> Report | None:
@@ -197,6 +217,22 @@ class LiveServices:
 
     def close(self) -> None:
         self.stop_responder()
+
+
+def _hold(addresses, ports) -> list[socket.socket]:
+    """Bind every (address, port) that is free; corosync may hold some already."""
+    held = []
+    for address in addresses:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        for port in ports:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.bind((address, port))
+            except OSError:
+                sock.close()
+                continue
+            held.append(sock)
+    return held
 
 
 class _password_reference:

@@ -19,7 +19,7 @@ from pvestrap.answers import load
 from pvestrap.plan import ClusterPlan, Datacenter, InterfaceStanza, Link, Node
 from pvestrap.wizard.detect import read_keyboard
 
-ENTER, DOWN, CTRL_C, CTRL_U = "\r", "\x1b[B", "\x03", "\x15"
+ENTER, UP, DOWN, CTRL_C, CTRL_U = "\r", "\x1b[A", "\x1b[B", "\x03", "\x15"
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>78]|\r")
 
 
@@ -172,3 +172,195 @@ def test_ctrl_c_at_a_prompt_exits_130_with_nothing_written(lab, tmp_path, where)
     assert not out.exists()
     assert sorted(os.listdir(lb.node(1).path("/etc"))) == before
     assert "Traceback" not in term.text
+
+
+# -- full runs: create, then joins pasting the Join Information -----------------------------------
+
+def join_information(lab, node) -> str:
+    """The GUI's Join Information for NODE, built the way pve-manager builds it: the node's
+    address and certificate fingerprint, its address on every link (peerLinks, ring_addr) and
+    the totem section of the running cluster's corosync.conf.
+
+    A lab node has no pveproxy: the fingerprint is that of a throwaway certificate made here
+    with openssl, computed as `pvenode cert info` shows it (the corosync backend joins over SSH
+    and never checks it; the parser still requires one)."""
+    import base64
+    import json
+    import subprocess
+    import tempfile
+
+    from pvestrap.corosync_conf import parse
+
+    conf = parse(lab.node(node).path("/etc/corosync/corosync.conf").read_text())
+    totem_section = conf.section("totem")
+    totem = {item.key: item.value for item in totem_section.items()}
+    totem["interface"] = {i.get("linknumber"): {item.key: item.value for item in i.items()}
+                          for i in totem_section.sections("interface")}
+    me = next(n for n in conf.section("nodelist").sections("node")
+              if n.get("name") == lab.node(node).name)
+    links = {int(item.key[4:-5]): item.value for item in me.items()
+             if re.fullmatch(r"ring\d+_addr", item.key)}
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=pveproxy",
+                        "-days", "1", "-keyout", f"{tmp}/key", "-out", f"{tmp}/cert"],
+                       check=True, capture_output=True)
+        shown = subprocess.run(["openssl", "x509", "-in", f"{tmp}/cert", "-noout",
+                                "-fingerprint", "-sha256"], check=True, capture_output=True,
+                               text=True).stdout
+    blob = {"ipAddress": links[min(links)], "fingerprint": shown.strip().split("=", 1)[1],
+            "peerLinks": {str(n): a for n, a in sorted(links.items())},
+            "ring_addr": [a for _, a in sorted(links.items())], "totem": totem}
+    return base64.b64encode(json.dumps(blob).encode()).decode()
+
+
+def _create(lab, token: str, name: str, save: str) -> Term:
+    n2, n3 = lab.node(2).name, lab.node(3).name
+    term = wizard(lab, 1, env={"PVESTRAP_PROBE_TOKEN": token})
+    term.expect("Create a new cluster, or join an existing one?")
+    term.send(ENTER)
+    term.expect("? Cluster name")
+    term.line("Bad.Name")
+    term.expect("not a valid cluster name: use letters, digits and inner hyphens")
+    term.send(CTRL_U)
+    term.line(name)
+    term.expect("link0: this node's address")
+    term.send(ENTER)
+    term.expect("Add link1 for redundancy?")
+    term.line("y")
+    term.expect("link1: this node's address")
+    term.send(ENTER)  # 10.254.1.1 on eth1
+    term.expect("Add link2 for redundancy?")
+    term.send(ENTER)
+    term.expect("Preferred link")
+    term.send(ENTER)
+    for node in (2, 3):
+        term.expect("Name of another node of the cluster")
+        term.line(lab.node(node).name)
+        for link in (0, 1):
+            term.expect(f"address on link{link}")
+            term.line(f"10.254.{link}.{node}")
+    term.expect("Name of another node of the cluster")
+    term.send(ENTER)
+    for question in ("Migration network", "Migration transport", "Keyboard layout"):
+        term.expect(question)
+        term.send(ENTER)
+    term.expect("= SUMMARY =", timeout=90)
+    term.expect("FAILURES: 0")
+    term.expect("+ conf: write /etc/corosync/corosync.conf")
+    term.expect("Apply this plan now?")
+    term.line("y")
+    term.expect("[applied] wait-quorum", timeout=120)
+    term.expect("Save the whole-cluster answer file")
+    term.send(CTRL_U)
+    term.line(save)
+    term.expect(f"Saved the answer file for the whole cluster to {save}")
+    assert term.wait_exit() == 0, term.text[-3000:]
+    return term
+
+
+def _join(lab, node: int, token: str, blob: str, peers: tuple[int, ...]) -> Term:
+    term = wizard(lab, node, env={"PVESTRAP_PROBE_TOKEN": token})
+    term.expect("Create a new cluster, or join an existing one?")
+    term.send(DOWN, ENTER)
+    term.expect("How do you want to name the cluster?")
+    term.send(ENTER)  # paste the Join Information
+    term.expect("Paste the Join Information")
+    term.line(blob)
+    for link in (0, 1):
+        term.expect(f"link{link}: this node's address")
+        term.expect(f"10.254.{link}.{node}/24 on eth{link}")
+        term.send(ENTER)  # the default: the address on the network of the node joined
+    for i, peer in enumerate(peers, 1):
+        term.expect("Host name of the cluster node you join" if i == 1 else
+                    "Name of another node of the cluster")
+        term.line(lab.node(peer).name)
+        for link in (0, 1):
+            term.expect(f"address on link{link}")
+            if i == 1:
+                term.send(ENTER)  # filled in from the Join Information
+            else:
+                term.line(f"10.254.{link}.{peer}")
+    term.expect("Name of another node of the cluster")
+    term.send(ENTER)
+    term.expect("This node's nodeid")
+    term.send(ENTER)
+    term.expect("= SUMMARY =", timeout=90)
+    term.expect("FAILURES: 0")
+    term.expect("Apply this plan now?")
+    term.line("y")
+    term.expect("[applied]", timeout=120)
+    term.expect("Save the whole-cluster answer file", timeout=120)
+    term.send(CTRL_U, ENTER)
+    assert term.wait_exit() == 0, term.text[-3000:]
+    return term
+
+
+def _quorum(lab, node) -> str:
+    return lab.exec(node, ["corosync-quorumtool", "-s"]).stdout
+
+
+@pytest.mark.lab
+@pytest.mark.slow
+def test_create_then_two_joins_pasting_the_join_information_end_quorate(lab, tmp_path):
+    import secrets
+
+    lb = lab(nodes=3, links=2)
+    lb.start("sshd")  # the corosync backend joins over SSH, as pvecm add --use_ssh does
+    token = secrets.token_hex(16)
+    name = _cluster_name(lb)
+    saved = str(tmp_path / "wizard.toml")
+    create = _create(lb, token, name, saved)
+    assert "bad.name" not in create.text.lower().split("cluster name")[-1]
+    blob = join_information(lb, 1)
+    _join(lb, 2, token, blob, peers=(1,))
+    third = _join(lb, 3, token, blob, peers=(1, 2))
+    # the joiner probed the node it joins through that node's responder, beside corosync
+    assert re.search(r"PASS: \S+-n3->\S+-n1/link0:5405", third.text)
+    status = _quorum(lb, 1)
+    assert re.search(r"Quorate:\s+Yes", status) and re.search(r"Total votes:\s+3", status)
+    for node in (1, 2, 3):
+        assert lb.node(node).name in status
+    plan = load(saved)
+    assert [n.name for n in plan.nodes] == [lb.node(i).name for i in (1, 2, 3)]
+    assert plan.cluster_name == name and plan.link_numbers == (0, 1)
+
+
+@pytest.mark.lab
+def test_a_preflight_fail_is_answered_by_going_back_to_another_link_address(lab):
+    lb = lab(nodes=1, links=1)
+    term = wizard(lb, 1)
+    term.expect("Create a new cluster, or join an existing one?")
+    term.send(ENTER)
+    term.expect("? Cluster name")
+    term.line(_cluster_name(lb))
+    term.expect("link0: this node's address")
+    term.expect("type another address")
+    term.send(DOWN, DOWN, ENTER)  # eth0's address, the free eth9, then "type another"
+    term.expect("link0: address")
+    term.line("10.254.0.99")  # not on this node
+    term.expect("Add link1 for redundancy?")
+    term.send(ENTER)
+    term.expect("Name of another node of the cluster")
+    term.send(ENTER)
+    for question in ("Migration network", "Migration transport", "Keyboard layout"):
+        term.expect(question)
+        term.send(ENTER)
+    term.expect("FAIL: ", timeout=90)
+    term.expect("link0 address 10.254.0.99 is not configured on any interface")
+    term.expect("The preflight found problems. What now?")
+    before = term.expect("run the preflight again")
+    assert "go back: change this node's link0 address (now 10.254.0.99)" in before
+    term.send(ENTER)  # the first offer: go back to link0
+    term.expect("link0: this node's address")
+    term.expect("type another address")
+    term.send(UP, UP, ENTER)  # the old answer is the default; 10.254.0.1 on eth0 is first
+    term.expect("= SUMMARY =", timeout=90)
+    term.expect("FAILURES: 0")
+    term.expect("Apply this plan now?")
+    term.line("n")
+    term.expect("Not applied: nothing changed.")
+    term.expect("Save the whole-cluster answer file")
+    term.send(CTRL_U, ENTER)
+    assert term.wait_exit() == 0
+    assert not lb.node(1).path("/etc/corosync/authkey").exists()
