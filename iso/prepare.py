@@ -73,6 +73,7 @@ def prepare_iso(iso: str | os.PathLike[str], out: str | os.PathLike[str], hook: 
         else:
             X.rewrite(source, built, staged)
         _verify(built, source, staged, chosen, work)
+        os.chmod(built, 0o600 if answer_text is not None else 0o644)  # the root password hash
         os.replace(built, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -140,6 +140,7 @@ def test_the_four_files_are_byte_identical_to_iso_answer_and_iso_hook(prepared, 
     assert got["/auto-installer-capable"] == b""
     assert tomllib.loads(got["/answer.toml"].decode())["global"]["fqdn"] == \
         "pve2.rack1.example.com"
+    assert iso.stat().st_mode & 0o777 == 0o600  # it carries the root password hash
     listing = xorriso("-indev", str(iso), "-find", "/", "-type", "f").split()
     assert {f"'{p}'" for p in FOUR} | {"'/boot/boot.img'", "'/.cd-info'"} <= set(listing)
 
