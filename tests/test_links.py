@@ -20,7 +20,7 @@ from pvestrap.apply.links import (COROSYNC_CONF, Cluster, LinkRequest, LinkTimeo
 from pvestrap.apply.remote import RemoteFile
 from pvestrap.commands.link import parse_addresses
 from pvestrap.corosync_conf import CorosyncConf
-from pvestrap.errors import OperationFailed, UserError, ValidationFailed
+from pvestrap.errors import UserError, ValidationFailed
 from pvestrap.findings import Severity
 from pvestrap.plan import ClusterPlan, Link, Node
 from pvestrap.system import RecordingSystem
