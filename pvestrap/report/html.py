@@ -20,7 +20,7 @@ from pvestrap.report.text import display_message, summary_counts
 
 GOOD_MS = 1.0
 DEFAULT_THRESHOLD_MS = 2.0
-BLOCKED_STATES = ("closed", "filtered")
+BLOCKED_STATES = ("closed", "filtered", "disconnected")  # probes and knet link states
 
 _CSS = """
 :root{--pass:#1a7f37;--warn:#9a6700;--fail:#cf222e;--skip:#6e7781;--info:#0969da;

@@ -105,7 +105,7 @@ def cell_text(rtt: Any, state: Any, diagonal: bool = False) -> str:
     """What a matrix cell says: an RTT in ms, or why there is none."""
     if diagonal:
         return "."
-    if state in ("closed", "filtered"):
+    if state in ("closed", "filtered", "disconnected"):
         return str(state)
     if isinstance(rtt, (int, float)):
         return f"{rtt:.2f}"
