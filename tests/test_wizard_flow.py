@@ -15,7 +15,7 @@ from pvestrap.checks.localsys import CommandResult
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.findings import Finding, Severity, fail
 from pvestrap.plan import ClusterPlan, Datacenter, InterfaceStanza, JoinTarget, Link, Node
-from pvestrap.wizard import flow
+from pvestrap.wizard import flow, goback, unattended
 from pvestrap.wizard import questions as Q
 from pvestrap.wizard.detect import ExistingCluster, detect
 
@@ -181,11 +181,11 @@ def test_preflight_targets_for_finding_subjects(det):
              ("cluster-name-invalid", "cluster.name"): ("cluster.name",),
              ("hostname-loopback", "pve1"): ()}
     for (code, subject), want in cases.items():
-        assert flow.targets_for(fail(code, "x", subject), state) == want, (code, subject)
+        assert goback.targets_for(fail(code, "x", subject), state) == want, (code, subject)
     joining = Q.State(det, {"role": "join"})
     f = Finding("fingerprint-mismatch", Severity.FAIL, "x", "10.1.0.9", "join-fingerprint")
-    assert flow.targets_for(f, joining) == ("join",)
-    assert flow.reask_set("join", joining) == set(flow.JOIN_TARGET)
+    assert goback.targets_for(f, joining) == ("join",)
+    assert goback.reask_set("join", joining) == set(goback.JOIN_TARGET)
 
 
 def test_preflight_abort_and_unattended_fail(det):
@@ -199,11 +199,11 @@ def test_preflight_abort_and_unattended_fail(det):
     with pytest.raises(UserError) as err:
         flow.run(det, asker, services)
     assert err.value.code == "preflight-aborted" and services.applied == []
-    values = flow.answers_from_plan(EXPECTED_CREATE, det)
-    unattended = flow.UnattendedAsker({**values, "apply": True})
+    values = unattended.answers_from_plan(EXPECTED_CREATE, det)
+    asker = unattended.UnattendedAsker({**values, "apply": True})
     with pytest.raises(OperationFailed) as err:
-        flow.run(det, unattended, S.FakeServices(fails=fails),
-                 facts=flow.facts_from_plan(EXPECTED_CREATE))
+        flow.run(det, asker, S.FakeServices(fails=fails),
+                 facts=unattended.facts_from_plan(EXPECTED_CREATE))
     assert err.value.code == "preflight-failed"
 
 
@@ -235,9 +235,9 @@ def test_a_node_in_a_cluster_is_refused_before_any_question(det):
 # -- unattended: the same questions, answered from an answer file -------------------------------
 
 def test_unattended_create_from_an_answer_file_rebuilds_the_same_plan(det):
-    values = flow.answers_from_plan(EXPECTED_CREATE, det)
-    talk = flow.gather(det, flow.UnattendedAsker(values), None,
-                       facts=flow.facts_from_plan(EXPECTED_CREATE))
+    values = unattended.answers_from_plan(EXPECTED_CREATE, det)
+    talk = flow.gather(det, unattended.UnattendedAsker(values), None,
+                       facts=unattended.facts_from_plan(EXPECTED_CREATE))
     assert flow.to_plan(talk.state()) == EXPECTED_CREATE
 
 
@@ -247,14 +247,14 @@ def test_unattended_join_rebuilds_the_plan_and_checks_the_pinned_fingerprint(det
                                     Node("pve1", 2, {0: "10.1.0.77"})),
         links=(Link(0, "10.1.0.0/24", 5),), create_node="pve9", backend="pve",
         join=JoinTarget(address="10.1.0.9", fingerprint=FP, password_env="PW"))
-    values = flow.answers_from_plan(plan, det_pve)
-    asker = flow.UnattendedAsker(values, secrets={"join.password": "pw"})
-    talk = flow.gather(det_pve, asker, S.FakeServices(), facts=flow.facts_from_plan(plan))
+    values = unattended.answers_from_plan(plan, det_pve)
+    asker = unattended.UnattendedAsker(values, secrets={"join.password": "pw"})
+    talk = flow.gather(det_pve, asker, S.FakeServices(), facts=unattended.facts_from_plan(plan))
     assert flow.to_plan(talk.state()) == plan
     assert talk.facts["password"].value == "pw"
     wrong = S.FakeServices(fingerprint=":".join(["CD"] * 32))
     with pytest.raises(UserError) as err:
-        flow.gather(det_pve, asker, wrong, facts=flow.facts_from_plan(plan))
+        flow.gather(det_pve, asker, wrong, facts=unattended.facts_from_plan(plan))
     assert err.value.code == "fingerprint-mismatch"
 
 
@@ -262,11 +262,11 @@ def test_unattended_join_rebuilds_the_plan_and_checks_the_pinned_fingerprint(det
                                           ("link0.address", "nodes[].link0"),
                                           ("peer1.link1", "nodes[].link1")])
 def test_unattended_never_guesses_a_required_answer(det, missing, key):
-    values = flow.answers_from_plan(EXPECTED_CREATE, det)
+    values = unattended.answers_from_plan(EXPECTED_CREATE, det)
     del values[missing]
     with pytest.raises(UserError) as err:
-        flow.gather(det, flow.UnattendedAsker(values), None,
-                    facts=flow.facts_from_plan(EXPECTED_CREATE))
+        flow.gather(det, unattended.UnattendedAsker(values), None,
+                    facts=unattended.facts_from_plan(EXPECTED_CREATE))
     assert err.value.code == "answer-key-missing" and err.value.message.startswith(key)
 
 
@@ -275,32 +275,53 @@ def test_unattended_join_without_password_reference_or_fingerprint_names_the_key
                                                     Node("pve1", 2, {0: "10.1.0.1"})),
                        links=(Link(0),), create_node="pve9", backend="pve",
                        join=JoinTarget(address="10.1.0.9", fingerprint=FP))
-    values = flow.answers_from_plan(plan, det_pve)
+    values = unattended.answers_from_plan(plan, det_pve)
     with pytest.raises(UserError) as err:
-        flow.gather(det_pve, flow.UnattendedAsker(values), S.FakeServices(),
-                    facts=flow.facts_from_plan(plan))
+        flow.gather(det_pve, unattended.UnattendedAsker(values), S.FakeServices(),
+                    facts=unattended.facts_from_plan(plan))
     assert err.value.code == "answer-key-missing" and "join.password_env" in err.value.message
     with pytest.raises(UserError) as err:
-        flow.gather(det_pve, flow.UnattendedAsker(values, secrets={"join.password": "x"}),
+        flow.gather(det_pve, unattended.UnattendedAsker(values, secrets={"join.password": "x"}),
                     S.FakeServices(), facts={})
     assert err.value.message.startswith("join.fingerprint")
 
 
 def test_unattended_apply_needs_an_explicit_yes(det):
-    values = flow.answers_from_plan(EXPECTED_CREATE, det)
+    values = unattended.answers_from_plan(EXPECTED_CREATE, det)
     services = S.FakeServices()
     with pytest.raises(UserError) as err:
-        flow.run(det, flow.UnattendedAsker(values), services,
-                 facts=flow.facts_from_plan(EXPECTED_CREATE))
+        flow.run(det, unattended.UnattendedAsker(values), services,
+                 facts=unattended.facts_from_plan(EXPECTED_CREATE))
     assert err.value.code == "answer-key-missing" and services.applied == []
-    result = flow.run(det, flow.UnattendedAsker({**values, "apply": True}), services,
-                      facts=flow.facts_from_plan(EXPECTED_CREATE))
+    result = flow.run(det, unattended.UnattendedAsker({**values, "apply": True}), services,
+                      facts=unattended.facts_from_plan(EXPECTED_CREATE))
     assert result.applied and result.plan == EXPECTED_CREATE
 
 
 def test_unattended_rejects_an_invalid_value_naming_the_key(det):
-    values = {**flow.answers_from_plan(EXPECTED_CREATE, det), "peer1.link0": "10.1.0.1"}
+    values = {**unattended.answers_from_plan(EXPECTED_CREATE, det), "peer1.link0": "10.1.0.1"}
     with pytest.raises(UserError) as err:
-        flow.gather(det, flow.UnattendedAsker(values), None,
-                    facts=flow.facts_from_plan(EXPECTED_CREATE))
+        flow.gather(det, unattended.UnattendedAsker(values), None,
+                    facts=unattended.facts_from_plan(EXPECTED_CREATE))
     assert err.value.code == "answer-invalid" and err.value.message.startswith("nodes[].link0")
+
+
+def test_unattended_rerun_after_the_apply_keeps_the_stanza_it_configured():
+    """Once the apply put 10.3.0.1/24 on eth2, the address is local (eth2 no longer free);
+    the answer file's stanza for eth2 stays in the plan all the same."""
+    import dataclasses as dc
+
+    from pvestrap.checks.localsys import IfAddress
+
+    m = S.machine()
+    eth2 = dc.replace(m.interface("eth2"), addresses=(IfAddress("10.3.0.1", 24),))
+    applied = dc.replace(m, interfaces=tuple(eth2 if i.name == "eth2" else i
+                                             for i in m.interfaces))
+    det = detect("/nonexistent", machine=applied, resolver=lambda n: ("10.1.0.1",),
+                 runner=lambda argv: CommandResult(tuple(argv), 127))
+    assert det.free_nics == ()
+    values = unattended.answers_from_plan(EXPECTED_CREATE, det)
+    assert values["link1.address"] == "10.3.0.1"
+    talk = flow.gather(det, unattended.UnattendedAsker(values), None,
+                       facts=unattended.facts_from_plan(EXPECTED_CREATE))
+    assert flow.to_plan(talk.state()) == EXPECTED_CREATE

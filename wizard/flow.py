@@ -18,17 +18,18 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from pvestrap import joininfo
 from pvestrap.errors import OperationFailed, UserError
-from pvestrap.findings import Finding, Severity
+from pvestrap.findings import Severity
 from pvestrap.plan import (MAX_LINK, NODEID_MAX, ClusterPlan, Datacenter, InterfaceStanza,
                            JoinTarget, Link, Node)
 from pvestrap.report.model import Report
 from pvestrap.system import Secret
 from pvestrap.wizard import questions as Q
 from pvestrap.wizard.detect import Detected
+from pvestrap.wizard.goback import go_back_question, reask_set
 
 
 class Asker(Protocol):
@@ -148,20 +149,16 @@ def _join_target(talk: Talk) -> None:
     if talk.detected.is_pve:
         _fingerprint(talk)
         if not talk.facts.get("save_only"):
-            secret = talk.ask(Q.PASSWORD_Q) if "password" not in talk.facts else None
+            again = "password" not in talk.facts or Q.PASSWORD_Q.id in talk.reask
+            secret = talk.ask(Q.PASSWORD_Q) if again else None
             if secret is not None:
                 talk.facts["password"] = Secret(secret)
-
-
-def join_host(state: Q.State) -> str | None:
-    info = state.join_info
-    return info.address if info is not None else state.get("join.address")
 
 
 def _fingerprint(talk: Talk) -> None:
     """Fetch the node's certificate fingerprint and have the user confirm it (or, unattended,
     compare it with the answer file's)."""
-    host = join_host(talk.state())
+    host = talk.state().join_host
     assert talk.services is not None
     seen = talk.services.fetch_fingerprint(host).upper()
     info = talk.state().join_info
@@ -244,6 +241,9 @@ def _drop_matching(talk: Talk, doomed: Callable[[str], bool]) -> None:
 
 # -- from answers to a plan ------------------------------------------------------------------------
 
+NODEID_LIMIT = NODEID_MAX + 1
+
+
 def to_plan(state: Q.State) -> ClusterPlan:
     """The ClusterPlan the answers describe (validated: a wizard bug, not the user, is to blame
     when this raises, since every answer was checked as it was given)."""
@@ -253,16 +253,19 @@ def to_plan(state: Q.State) -> ClusterPlan:
     peers = [(state.get(f"peer{i}.name"), {n: state.get(f"peer{i}.link{n}") for n in numbers})
              for i in state.peer_indexes()]
     known = dict(state.facts.get("nodeids", {}))
+    stanzas = dict(state.facts.get("interfaces", {}))
     mine = Node(me, int(state.get("node.nodeid") or known.get(me, 1)),
-                {n: state.link_address(n) for n in numbers}, interfaces=_stanzas(state))
+                {n: state.link_address(n) for n in numbers},
+                interfaces=_stanzas(state, stanzas.get(me, ())))
     taken = {mine.nodeid} | {known[name] for name, _ in peers if name in known}
     free_ids = (i for i in range(1, NODEID_LIMIT) if i not in taken)
-    others = [Node(name, known[name] if name in known else next(free_ids), addrs)
+    others = [Node(name, known[name] if name in known else next(free_ids), addrs,
+                   interfaces=tuple(stanzas.get(name, ())))
               for name, addrs in peers]
     nodes = tuple(sorted([mine, *others], key=lambda node: node.nodeid))
     return ClusterPlan(
         cluster_name=_cluster_name(state), nodes=nodes, links=links,
-        backend=state.detected.backend,
+        backend=state.facts.get("backend") or state.detected.backend,
         create_node=others[0].name if state.joining else me,
         join=_join(state), datacenter=_datacenter(state)).check(source="the wizard's answers")
 
@@ -284,13 +287,18 @@ def _cluster_name(state: Q.State) -> str:
     return state.get("cluster.name") or ""
 
 
-def _stanzas(state: Q.State) -> tuple[InterfaceStanza, ...]:
-    out = []
+def _stanzas(state: Q.State, planned: tuple[InterfaceStanza, ...]
+             ) -> tuple[InterfaceStanza, ...]:
+    """New stanzas for the free NICs chosen; an answer file's own stanzas (PLANNED) stay,
+    replaced where a NIC got a new address."""
+    chosen = {}
     for n in state.link_numbers():
         value = str(state.get(f"link{n}.address"))
         if value.startswith(Q.NIC):
-            out.append(InterfaceStanza(value[len(Q.NIC):], state.get(f"link{n}.static")))
-    return tuple(out)
+            name = value[len(Q.NIC):]
+            chosen[name] = InterfaceStanza(name, state.get(f"link{n}.static"))
+    kept = [chosen.pop(s.name, None) or s for s in planned]
+    return tuple(kept + list(chosen.values()))
 
 
 def _join(state: Q.State) -> JoinTarget:
@@ -300,7 +308,7 @@ def _join(state: Q.State) -> JoinTarget:
     if not state.joining:
         return JoinTarget(password_env=env, password_file=path)
     accepted = state.facts.get("fingerprint_accepted")
-    return JoinTarget(address=join_host(state), fingerprint=accepted, password_env=env,
+    return JoinTarget(address=state.join_host, fingerprint=accepted, password_env=env,
                       password_file=path)
 
 
@@ -320,77 +328,6 @@ def pending_links(plan: ClusterPlan, node: str) -> frozenset[int]:
     me = plan.node(node)
     new = {str(ipaddress.ip_interface(s.address).ip) for s in me.interfaces if s.address}
     return frozenset(n for n, addr in me.addresses.items() if addr in new)
-
-
-# -- preflight findings back to the questions ------------------------------------------------------
-
-NODEID_LIMIT = NODEID_MAX + 1
-_LINK_SUBJECT = re.compile(r"^(?P<a>[^/\s>-][^/\s]*?)(?:->(?P<b>[^/\s]+))?/link(?P<n>\d+)")
-JOIN_TARGET = ("join.method", "join.info", "join.address", "join.fingerprint")
-
-
-def targets_for(finding: Finding, state: Q.State) -> tuple[str, ...]:
-    """The question ids (go-back targets) that set the value a finding is about."""
-    me = state.detected.hostname
-    subject = finding.subject or ""
-    found = _LINK_SUBJECT.match(subject)
-    out: list[str] = []
-    if found and found.group("a") == me:
-        n = int(found.group("n"))
-        out.append(f"link{n}")
-        peer = _peer_index(state, found.group("b"))
-        if peer is not None:
-            out.append(f"peer{peer}.link{n}")
-    elif finding.code.startswith("cluster-name"):
-        out.append("cluster.name")
-    elif finding.check in ("join-fingerprint", "tcp-services") and state.joining:
-        out.append("join")
-    elif finding.code == "link-set-mismatch" and state.joining:
-        out.append("join")
-    return tuple(out)
-
-
-def _peer_index(state: Q.State, name: str | None) -> int | None:
-    for i in state.peer_indexes():
-        if state.get(f"peer{i}.name") == name:
-            return i
-    return None
-
-
-def reask_set(target: str, state: Q.State) -> set[str]:
-    """Question ids re-asked when going back to TARGET (a link re-asks all its questions)."""
-    if target == "join":
-        return set(JOIN_TARGET)
-    if re.fullmatch(r"link\d", target):
-        return {f"{target}.address", f"{target}.other", f"{target}.static"}
-    return {target}
-
-
-def describe_target(target: str, state: Q.State) -> str:
-    if re.fullmatch(r"link\d", target):
-        n = int(target[4:])
-        return f"this node's link{n} address (now {state.link_address(n)})"
-    if target.startswith("peer"):
-        i, link = target[4:].split(".")
-        return f"{state.get(f'peer{i}.name')}'s {link} address (now {state.get(target)})"
-    if target == "join":
-        return f"the cluster node to join (now {join_host(state)})"
-    return f"{target} (now {state.get(target)})"
-
-
-def go_back_question(fails: Iterable[Finding], state: Q.State) -> Q.Question:
-    targets: list[str] = []
-    for f in fails:
-        for t in targets_for(f, state):
-            if t not in targets:
-                targets.append(t)
-    choices = tuple(Q.Choice(t, f"go back: change {describe_target(t, state)}")
-                    for t in targets)
-    choices += (Q.Choice("again", "run the preflight again (after fixing it outside)"),
-                Q.Choice("abort", "stop here: nothing has been changed"))
-    return Q.Question("preflight.next", "The preflight found problems. What now?",
-                      "Each FAIL above says how to fix it.", Q.SELECT,
-                      default=lambda s: choices[0].value, choices=lambda s: choices)
 
 
 # -- the whole run ---------------------------------------------------------------------------------
@@ -490,106 +427,3 @@ def save_answers(talk: Talk, plan: ClusterPlan, path: str) -> None:
     assert talk.services is not None
     talk.services.save(path, dumps(plan))
     talk.asker.say(f"Saved the answer file for the whole cluster to {path}.")
-
-
-def answers_from_plan(plan: ClusterPlan, detected: Detected) -> dict[str, Any]:
-    """The question answers an answer file gives for this node (unattended mode's source).
-
-    Only values the file really holds are returned; a required question it does not answer
-    stays missing, and the unattended asker names its key.
-    """
-    me = plan.node(detected.hostname)
-    joining = plan.role_of(me.name) == Q.JOIN
-    out: dict[str, Any] = {"role": Q.JOIN if joining else Q.CREATE}
-    if joining:
-        out.update({"join.method": "address", "join.address": plan.join_address(),
-                    "join.links": ",".join(str(n) for n in plan.link_numbers),
-                    "cluster.name": plan.cluster_name, "node.nodeid": str(me.nodeid)})
-    else:
-        out["cluster.name"] = plan.cluster_name
-    stanzas = {str(ipaddress.ip_interface(s.address).ip): s for s in me.interfaces if s.address}
-    local = {a.address for a in detected.addresses}
-    for i, n in enumerate(plan.link_numbers):
-        addr = me.addresses[n]
-        if addr in stanzas:
-            out[f"link{n}.address"] = Q.NIC + stanzas[addr].name
-            out[f"link{n}.static"] = stanzas[addr].address
-        elif addr in local:
-            out[f"link{n}.address"] = addr
-        else:
-            out.update({f"link{n}.address": Q.OTHER, f"link{n}.other": addr})
-        if i:
-            out[f"links.add{n}"] = True
-    out[f"links.add{max(plan.link_numbers) + 1}"] = False
-    top = max(plan.links, key=lambda link: link.priority)
-    if not joining and len(plan.links) > 1:
-        out["links.preferred"] = top.number if top.priority else Q.NONE
-    others = [n for n in plan.nodes if n.name != me.name]
-    if joining:
-        others.sort(key=lambda n: n.name != plan.creator.name)
-    for i, node in enumerate(others, 1):
-        out[f"peer{i}.name"] = node.name
-        out.update({f"peer{i}.link{n}": a for n, a in node.addresses.items()})
-    out[f"peer{len(others) + 1}.name"] = ""
-    out.update(_password_ref(plan.join))
-    dc = plan.datacenter
-    out.update({"migration.network": dc.migration_network or Q.NONE,
-                "migration.type": dc.migration_type or "secure", "keyboard": dc.keyboard or Q.NONE})
-    return out
-
-
-def _password_ref(join: JoinTarget) -> Mapping[str, Any]:
-    if join.password_env:
-        return {"join.password_ref": "env", "join.password_env": join.password_env}
-    if join.password_file:
-        return {"join.password_ref": "file", "join.password_file": join.password_file}
-    return {"join.password_ref": Q.NONE}
-
-
-def facts_from_plan(plan: ClusterPlan) -> dict[str, Any]:
-    """What an answer file holds beyond the questions' answers: the fingerprint it pins (the
-    conversation would have the user confirm it), the link networks and priorities, and the
-    nodeids, so the plan built from the answers is the file's plan."""
-    out: dict[str, Any] = {
-        "link_networks": {link.number: link.network for link in plan.links if link.network},
-        "link_priorities": {link.number: link.priority for link in plan.links},
-        "nodeids": {node.name: node.nodeid for node in plan.nodes}}
-    if plan.join.fingerprint:
-        out["planned_fingerprint"] = plan.join.fingerprint
-    return out
-
-
-@dataclass(frozen=True)
-class UnattendedAsker:
-    """Answers from a mapping (question id -> value); never guesses.
-
-    A question that applies but has no value is an error naming its answer-file key when it is
-    required or destructive; only optional questions fall back to their default. Secrets come
-    from `secrets` (resolved from password_env / password_file), never from the mapping.
-    """
-
-    values: Mapping[str, Any]
-    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
-    say_to: Callable[[str], None] = lambda _text: None
-    interactive: bool = False
-
-    def ask(self, question: Q.Question, state: Q.State, default: Any) -> Any:
-        if question.secret:
-            if question.id in self.secrets:
-                return self.secrets[question.id]
-            raise UserError(f"{' or '.join(question.keys)}: required to answer "
-                            f"{question.id!r} unattended", code="answer-key-missing",
-                            remedy="name where the password is (join.password_env or "
-                                   "join.password_file); never the password itself")
-        if question.id in self.values:
-            return self.values[question.id]
-        if question.required or question.destructive:
-            key = question.key or question.id
-            raise UserError(f"{key}: required answer is missing (unattended mode never "
-                            "guesses)", code="answer-key-missing",
-                            remedy=f"add {key} to the answer file"
-                            + (" or pass --yes" if question.destructive else ""))
-        return default
-
-    def say(self, text: str) -> None:
-        self.say_to(text)

@@ -84,12 +84,7 @@ class LiveServices:
     def save(self, path: str, text: str) -> None:
         from pvestrap.atomic import atomic_write
 
-        try:
-            atomic_write(path, text, mode=0o644, backup=False)
-        except OSError as exc:
-            raise OperationFailed(f"cannot write {path}: {exc.strerror or exc}",
-                                  code="answers-not-saved",
-                                  remedy="choose a folder that exists and is writable") from None
+        atomic_write(path, text, mode=0o644, backup=False)  # OperationFailed names the path
 
     # -- preflight ---------------------------------------------------------------------------
     def preflight(self, plan: ClusterPlan, node: str, pending: frozenset[int]) -> Report:

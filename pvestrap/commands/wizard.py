@@ -72,7 +72,9 @@ def _run(save_answers, node, answers, yes, token_file, duration) -> int:
     say = _printer()
     services = LiveServices(token=token, duration_s=duration, out=say)
     if yes:
-        asker = flow.UnattendedAsker({"save": "", **values, "apply": True}, secrets, say)
+        from pvestrap.wizard.unattended import UnattendedAsker
+
+        asker = UnattendedAsker({"save": "", **values, "apply": True}, secrets, say)
     else:
         from pvestrap.wizard.tui import TerminalAsker
 
@@ -101,7 +103,7 @@ def _from_file(path, node, detected, unattended):
     import dataclasses
 
     from pvestrap import answers as answer_files
-    from pvestrap.wizard import flow
+    from pvestrap.wizard.unattended import answers_from_plan, facts_from_plan
 
     plan = answer_files.load(path)
     me = answer_files.select_node(plan, node or detected.hostname).name
@@ -111,7 +113,7 @@ def _from_file(path, node, detected, unattended):
         password = answer_files.resolve_password(plan.join)
         if password is not None:
             secrets["join.password"] = password
-    return detected, flow.answers_from_plan(plan, detected), flow.facts_from_plan(plan), secrets
+    return detected, answers_from_plan(plan, detected), facts_from_plan(plan), secrets
 
 
 def _printer():

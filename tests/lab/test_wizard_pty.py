@@ -215,7 +215,6 @@ def join_information(lab, node) -> str:
 
 
 def _create(lab, token: str, name: str, save: str) -> Term:
-    n2, n3 = lab.node(2).name, lab.node(3).name
     term = wizard(lab, 1, env={"PVESTRAP_PROBE_TOKEN": token})
     term.expect("Create a new cluster, or join an existing one?")
     term.send(ENTER)
