@@ -17,6 +17,8 @@ def command(
                                        help="Where to write the HTML report."),
     timeout: float = typer.Option(300.0, "--timeout", min=30.0, metavar="S",
                                   help="Give up on the first boots after this long."),
+    name: Optional[str] = typer.Option(None, "--name", help="The lab's name (default: demo and "
+                                       "four random characters)."),
 ) -> int:
     """Build a lab of nodes on this machine (needs root), run the unattended first boot on all
     of them at once, print the preflight and the cluster's status (quorum, links, latencies),
@@ -27,6 +29,6 @@ def command(
     from pvestrap.demo import DemoOptions, run_demo
 
     result = run_demo(DemoOptions(nodes=nodes, links=links, keep=keep, html=html or None,
-                                  timeout_s=timeout),
+                                  timeout_s=timeout, prefix=name),
                       out=lambda line: print(line, flush=True))
     return 0 if result.ok else 1

@@ -1,0 +1,119 @@
+"""First boot's responders and waits on loopback addresses of this machine (127.x.y.z, a fresh
+random /24 per test): real sockets, real raw-socket answers, real probes.
+
+The point of the placeholders: corosync's own link ports (link N: 5405+N on the node's link-N
+address) must stay free for corosync at every moment, while probes to them are answered all
+the same; and a stage announced later must not grab them either.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import socket
+
+import pytest
+
+from pvestrap.errors import OperationFailed
+from pvestrap.plan import ClusterPlan, Link, Node
+from pvestrap.wizard import firstboot_net as net
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="answering on a busy port needs a "
+                                "raw socket (root)")
+
+
+@pytest.fixture
+def plan() -> ClusterPlan:
+    base = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}"
+    nodes = tuple(Node(f"n{i}", i, {0: f"{base}.{i}"}) for i in (1, 2, 3))
+    return ClusterPlan("lo", nodes, (Link(0),)).check()
+
+
+TOKENS = net.derive_tokens(b"the answer file")
+
+
+def _bind(address: str, port: int) -> socket.socket | int:
+    """A socket on (address, port), or the errno that refused it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        return exc.errno
+    return sock
+
+
+def test_probes_are_answered_by_token_and_stage(plan):
+    n1, n2 = plan.node("n1"), plan.node("n2")
+    peer = {"n2": dict(n2.addresses)}
+    with net.Presence(plan, n2, TOKENS, ttl_s=60):
+        assert net.answering(n1, peer, TOKENS.probe) == {"n2"}
+        assert net.answering(n1, peer, TOKENS.ready) == set()
+        assert net.answering(n1, peer, net.derive_tokens(b"another file").probe) == set()
+    assert net.answering(n1, peer, TOKENS.probe) == set()  # closed with the block
+
+
+def test_corosync_ports_stay_free_for_corosync_and_are_answered_all_along(plan):
+    n1, n2 = plan.node("n1"), plan.node("n2")
+    address, peer = n2.addresses[0], {"n2": dict(n2.addresses)}
+    with net.Presence(plan, n2, TOKENS, ttl_s=60) as presence:
+        assert _bind(address, 5405) == errno.EADDRINUSE  # held for corosync
+        presence.release_corosync_ports()
+        presence.announce("ready")  # while nothing holds the port
+        corosync = _bind(address, 5405)  # what corosync does when it starts
+        assert isinstance(corosync, socket.socket), "a later responder took corosync's port"
+        try:
+            assert net.answering(n1, peer, TOKENS.probe) == {"n2"}
+            assert net.answering(n1, peer, TOKENS.ready) == {"n2"}
+            presence.announce("member")
+            assert net.answering(n1, peer, TOKENS.member) == {"n2"}
+        finally:
+            corosync.close()
+
+
+def test_a_rerun_beside_a_running_corosync_answers_through_it(plan):
+    n1, n2 = plan.node("n1"), plan.node("n2")
+    corosync = _bind(n2.addresses[0], 5405)
+    assert isinstance(corosync, socket.socket)
+    try:
+        with net.Presence(plan, n2, TOKENS, ttl_s=60) as presence:
+            assert [e.mode for e in presence.serving[0][0].endpoints
+                    if e.port == 5405] == ["sniff"]
+            assert net.answering(n1, {"n2": dict(n2.addresses)}, TOKENS.probe) == {"n2"}
+    finally:
+        corosync.close()
+
+
+def test_a_node_whose_addresses_are_elsewhere_refuses_to_start():
+    elsewhere = ClusterPlan("lo", (Node("n1", 1, {0: "10.254.250.1"}),
+                                   Node("n2", 2, {0: "10.254.250.2"})), (Link(0),))
+    with pytest.raises(OperationFailed) as caught:
+        net.Presence(elsewhere, elsewhere.node("n1"), TOKENS, ttl_s=5).open()
+    assert caught.value.code == "firstboot-no-link-address"
+
+
+def test_waiting_for_peers_names_the_missing_ones(plan):
+    n1, n2 = plan.node("n1"), plan.node("n2")
+    lines: list[str] = []
+    with net.Presence(plan, n2, TOKENS, ttl_s=60):
+        with pytest.raises(net.PeersMissing) as caught:
+            net.wait_for_peers(plan, n1, TOKENS.probe, timeout_s=1.5, say=lines.append,
+                               poll_s=0.2)
+    assert caught.value.code == "firstboot-peers-missing"
+    assert caught.value.missing == ["n3"]
+    with net.Presence(plan, n2, TOKENS, ttl_s=60), \
+            net.Presence(plan, plan.node("n3"), TOKENS, ttl_s=60):
+        assert net.wait_for_peers(plan, n1, TOKENS.probe, 10, lines.append) == {"n2", "n3"}
+
+
+def test_waiting_for_a_stage_returns_who_reached_it(plan):
+    n1, n2, n3 = (plan.node(n) for n in ("n1", "n2", "n3"))
+    with net.Presence(plan, n2, TOKENS, ttl_s=60) as p2, \
+            net.Presence(plan, n3, TOKENS, ttl_s=60):
+        p2.announce("ready")
+        arrived = net.wait_for_stage(plan, n1, ["n2", "n3"], "ready", TOKENS.ready,
+                                     timeout_s=1.0, say=lambda _m: None, poll_s=0.2)
+        assert arrived == {"n2"}
+        assert net.wait_for_stage(plan, n1, ["n2"], "member", TOKENS.member, timeout_s=0.5,
+                                  say=lambda _m: None, poll_s=0.2) == set()
