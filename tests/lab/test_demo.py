@@ -49,7 +49,7 @@ def first_boot_running(name: str) -> bool:
         return False
     try:
         return Lab.get(name).node(1).path(f"{STATE_DIR}/firstboot.json").exists()
-    except (PvestrapError, OSError):  # the lab is still being built
+    except (PvestrapError, OSError, KeyError):  # the lab is still being built
         return False
 
 
