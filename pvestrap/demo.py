@@ -135,7 +135,7 @@ def _cluster(lab, opts: DemoOptions, work: Path, out: Out, timings: dict) -> Dem
     return DemoResult(lab.prefix, codes, preflight, status, html)
 
 
-# -- the first boots --------------------------------------------------------------------------------
+# -- the first boots -------------------------------------------------------------------------------
 
 def firstboot_argv(python: str, answers_file: Path, node: str, timeout_s: float) -> list[str]:
     """The flow as the hook runs it, with waits bounded by the demo's own timeout."""
@@ -183,7 +183,7 @@ def _pump(name: str, proc: subprocess.Popen, out: Out) -> None:
         out(f"  [{name}] {line.rstrip()}")
 
 
-# -- the reports ------------------------------------------------------------------------------------
+# -- the reports -----------------------------------------------------------------------------------
 
 def merged_preflight(lab, plan) -> Report:
     """Every node's preflight (saved by its first boot) as one N x N report."""

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from dataclasses import replace
 
 import pytest
@@ -18,7 +17,7 @@ import pytest
 from pvestrap.answers import dumps
 from pvestrap.apply.engine import StepFailed
 from pvestrap.corosync_conf import CorosyncConf
-from pvestrap.errors import OperationFailed, UserError
+from pvestrap.errors import OperationFailed
 from pvestrap.plan import ClusterPlan, Link, Node
 from pvestrap.status_parse import Member, QuorumStatus
 from pvestrap.wizard import firstboot
@@ -34,7 +33,7 @@ def plan(nodes=(("a", 1), ("b", 2), ("c", 3)), create_node=None) -> ClusterPlan:
                        (Link(0, "10.254.0.0/24"),), create_node=create_node).check()
 
 
-# -- state -------------------------------------------------------------------------------------------
+# -- state -----------------------------------------------------------------------------------------
 
 def test_phase_counts_only_for_the_same_answer_file_and_node(tmp_path):
     state = StateDir(str(tmp_path / "s"))
@@ -87,7 +86,7 @@ def test_lock_of_a_killed_holder_does_not_go_stale(tmp_path):
         pass
 
 
-# -- tokens ------------------------------------------------------------------------------------------
+# -- tokens ----------------------------------------------------------------------------------------
 
 def test_tokens_differ_by_purpose_and_by_secret_and_hide_the_file():
     one, same, other = derive_tokens(b"file one"), derive_tokens(b"file one"), \
@@ -100,7 +99,7 @@ def test_tokens_differ_by_purpose_and_by_secret_and_hide_the_file():
     assert "file one" not in repr(one) and one.stage("member") == one.member
 
 
-# -- order of joins, membership ------------------------------------------------------------------------
+# -- order of joins, membership --------------------------------------------------------------------
 
 def test_creator_first_then_joiners_in_nodeid_order():
     p = plan(nodes=(("a", 7), ("b", 2), ("c", 5), ("d", 1)), create_node="c")
@@ -161,7 +160,7 @@ def test_waiting_for_all_members_counts_quorate_planned_nodeids():
     assert stuck is False
 
 
-# -- retries -------------------------------------------------------------------------------------------
+# -- retries ---------------------------------------------------------------------------------------
 
 class FakeTime:
     def __init__(self):
@@ -229,7 +228,7 @@ def test_retries_stop_at_the_deadline_with_the_last_error():
     assert 100 <= t.now <= 100 + 1e-6
 
 
-# -- main: bad input and finished nodes ---------------------------------------------------------------
+# -- main: bad input and finished nodes ------------------------------------------------------------
 
 def _main(capsys, *argv):
     code = firstboot.main(list(argv))
@@ -283,7 +282,7 @@ def test_a_second_first_boot_on_the_node_is_refused(capsys, tmp_path):
     assert code == 1 and "another first boot is running" in err
 
 
-# -- the hook carries only the core --------------------------------------------------------------------
+# -- the hook carries only the core ----------------------------------------------------------------
 
 def test_the_unattended_path_imports_no_front_end_library():
     """Everything the flow imports, eagerly or lazily, without typer, rich, questionary, click,

@@ -82,7 +82,7 @@ def say_line(message: str) -> None:
     print(message, flush=True)
 
 
-# -- the flow ---------------------------------------------------------------------------------------
+# -- the flow --------------------------------------------------------------------------------------
 
 def run(opts: Options, apply: cluster.ApplyFn | None = None, say: Say = say_line) -> Outcome:
     """The first boot of this node (see the module docstring); raises PvestrapError."""
@@ -228,7 +228,7 @@ def _describe_done(done: dict) -> str:
     return ", ".join(parts) or "marker present"
 
 
-# -- command line -----------------------------------------------------------------------------------
+# -- command line ----------------------------------------------------------------------------------
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(

@@ -103,14 +103,16 @@ def wait_for_all_members(plan: ClusterPlan, timeout_s: float, say: Say,
     started = time.monotonic()
     last: set[int] | None = None
     while True:
-        have = member_nodeids(status()) & set(wanted)
+        now = status()
+        have = member_nodeids(now) & set(wanted)
         if have == set(wanted):
             say(f"all {len(wanted)} nodes are members of {plan.cluster_name}")
             return True
         if have != last:
             missing = ", ".join(wanted[i] for i in sorted(set(wanted) - have))
             say(f"{len(have)} of {len(wanted)} nodes are members; still answering probes "
-                f"for {missing}")
+                f"for {missing}" if have else "the cluster is not quorate at the moment (a "
+                f"join reloading it?); still answering probes for {missing}")
             last = have
         if time.monotonic() - started >= timeout_s:
             return False

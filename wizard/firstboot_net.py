@@ -87,7 +87,7 @@ class PeersMissing(OperationFailed):
                    "(`systemctl start pvestrap-firstboot` or reboot)")
 
 
-# -- this node's responders -------------------------------------------------------------------------
+# -- this node's responders ------------------------------------------------------------------------
 
 def _family(address: str) -> int:
     return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
@@ -201,7 +201,7 @@ class Presence:
         self.serving.clear()
 
 
-# -- probing the others -----------------------------------------------------------------------------
+# -- probing the others ----------------------------------------------------------------------------
 
 def answering(me: Node, peers: Mapping[str, Mapping[int, str]], token: Token,
               settings: prober.ProbeSettings = ROUND) -> set[str]:
@@ -262,6 +262,7 @@ def wait_for_stage(plan: ClusterPlan, me: Node, peers: list[str], stage: str, to
             return arrived
         if waited - last_said >= PROGRESS_EVERY_S:
             say(f"waiting until {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
-                f"{stage} ({waited:.0f} s of {timeout_s:g} s)")
+                f"{STAGES[stage] if len(missing) == 1 else stage} ({waited:.0f} s of "
+                f"{timeout_s:g} s)")
             last_said = waited
         time.sleep(min(poll_s, max(0.0, timeout_s - waited)))
