@@ -252,3 +252,14 @@ def test_machine_fixture_is_what_the_tests_say():
     m = machine()
     assert isinstance(m, Machine) and isinstance(m.interfaces[1], Interface)
     assert m.interface("eth0").addresses == (IfAddress("10.1.0.1", 24),)
+
+
+def test_what_was_detected_is_shown_first(det):
+    asker = ScriptedAsker([("role", KeyboardInterrupt())])
+    with pytest.raises(KeyboardInterrupt):
+        flow.gather(det, asker, FakeServices())
+    shown = asker.said[0]
+    assert shown.startswith("This machine: pve1, plain Debian (corosync backend); its name "
+                            "resolves to 10.1.0.1.")
+    assert "eth0: 10.1.0.1/24 (management)" in shown and "free NICs (for a dedicated " \
+        "cluster network): eth2" in shown and "no time daemon found" in shown

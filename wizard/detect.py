@@ -171,5 +171,29 @@ def read_keyboard(path: str) -> str | None:
     return layout if layout in KEYBOARDS else None
 
 
-__all__ = ["Detected", "ExistingCluster", "HostAddress", "detect", "host_addresses",
+def describe(found: Detected) -> str:
+    """What was detected, as the wizard shows it before the first question."""
+    kind = "Proxmox VE (pvecm)" if found.is_pve else "plain Debian (corosync backend)"
+    if found.host_address:
+        host = found.host_address
+    elif found.host_addresses:
+        host = f"{', '.join(found.host_addresses)}, not an address of this machine"
+    else:
+        host = "nothing (not in /etc/hosts or DNS)"
+    lines = [f"This machine: {found.hostname}, {kind}; its name resolves to {host}."]
+    for addr in found.addresses:
+        note = " (management)" if addr.management else ""
+        lines.append(f"  {addr.interface}: {addr.cidr}{note}")
+    free = ", ".join(n.name for n in found.free_nics) or "none"
+    lines.append(f"  free NICs (for a dedicated cluster network): {free}")
+    ntp = found.ntp
+    if ntp.daemon is None:
+        lines.append("  time: no time daemon found (chrony is PVE's default)")
+    else:
+        state = "synchronized" if ntp.synced else "NOT synchronized"
+        lines.append(f"  time: {ntp.daemon}, {state}")
+    return "\n".join(lines)
+
+
+__all__ = ["Detected", "describe", "ExistingCluster", "HostAddress", "detect", "host_addresses",
            "read_keyboard"]

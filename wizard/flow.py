@@ -28,7 +28,7 @@ from pvestrap.plan import (MAX_LINK, NODEID_MAX, ClusterPlan, Datacenter, Interf
 from pvestrap.report.model import Report
 from pvestrap.system import Secret
 from pvestrap.wizard import questions as Q
-from pvestrap.wizard.detect import Detected
+from pvestrap.wizard.detect import Detected, describe
 from pvestrap.wizard.goback import go_back_question, reask_set
 
 
@@ -342,6 +342,7 @@ def gather(detected: Detected, asker: Asker, services: Services | None,
                         code="already-clustered",
                         remedy="`pvestrap status` shows it; to rebuild, separate the node "
                                "first (admin guide)")
+    asker.say(describe(detected))
     talk = Talk(detected, asker, services, facts={**(facts or {}), "save_only": save_only},
                 defaults=dict(defaults or {}))
     converse(talk)
