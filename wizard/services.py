@@ -93,11 +93,12 @@ class LiveServices:
         from pvestrap.checks.probe import new_token
         from pvestrap.mesh import NodeResult, matrices
 
+        peers = probe_peers(plan, node)
         if self.token is not None:
             self.start_responder(plan)
-            peers = probe_peers(plan, node)
-        else:
-            self.out("  No probe token given (--token-file): the other nodes are not probed.")
+        elif peers:
+            self.out(f"  No probe token given (--token-file): {', '.join(sorted(peers))} is not "
+                     "probed (its responder answers only probes made with its token).")
             peers = frozenset()
         duration = self.duration_s or plan.preflight.thresholds.duration_s
         request = prober.request_from_plan(plan, node, prober.ProbeSettings(duration_s=duration))
