@@ -1,4 +1,5 @@
-"""Writing answer files: export a plan (`dumps`) and the commented example (`example`).
+"""Writing answer files: export a plan (`dumps`), the commented example (`example`) and the
+format's JSON Schema (`json_schema`, generated from pvestrap.answer_schema.FORMAT).
 
 A small TOML writer of our own (the stdlib only reads TOML). Whatever `dumps` writes loads back
 to an equal plan; password references are written, passwords never exist here to be written.
@@ -9,9 +10,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import fields
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
+from pvestrap import answer_schema as S
+from pvestrap.answer_schema import Key
 from pvestrap.plan import ClusterPlan, Datacenter, Link, Node, Thresholds
+
+SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
 
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
 _ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r", '"': '\\"',
@@ -54,7 +59,7 @@ def _value(value: Any) -> str:
         return toml_string(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_value(v) for v in value) + "]"
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
@@ -83,6 +88,8 @@ def dumps(plan: ClusterPlan) -> str:
         ("password_file", join.password_file), ("password_env", join.password_env)]))
     parts += _table("datacenter", _datacenter(plan.datacenter))
     parts += _table("preflight", _preflight(plan))
+    if plan.installer is not None:
+        parts += _installer(plan.installer, "installer")
     return "\n".join(parts).rstrip("\n") + "\n"
 
 
@@ -107,6 +114,23 @@ def _node(node: Node) -> list[str]:
             ("name", stanza.name), ("address", stanza.address), ("mtu", stanza.mtu),
             ("kind", None if stanza.kind == "nic" else stanza.kind),
             ("bridge_ports", stanza.bridge_ports), ("gateway", stanza.gateway)]) + [""]
+    return lines
+
+
+def _installer(table: Mapping[str, Any], name: str) -> list[str]:
+    """[installer] as read: values as `key = value` (filters and disk options as inline tables),
+    then [NAME.disk] and [NAME.nodes.X]; empty tables are kept, so the plan comes back equal."""
+    plain = [f"{_key(k)} = {_value(v)}" for k, v in table.items() if k not in ("disk", "nodes")]
+    implied = not plain and ("disk" in table or "nodes" in table)  # by [NAME.disk] ...
+    lines = [] if implied else [f"[{name}]", *plain, ""]
+    if "disk" in table:
+        lines += [f"[{name}.disk]"] + [f"{_key(k)} = {_value(v)}"
+                                        for k, v in table["disk"].items()] + [""]
+    if "nodes" in table:
+        if not table["nodes"]:
+            lines += [f"[{name}.nodes]", ""]
+        for node, own in table["nodes"].items():
+            lines += _installer(own, f"{name}.nodes.{_key(node)}")
     return lines
 
 
@@ -137,6 +161,44 @@ def _preflight(plan: ClusterPlan) -> list[str]:
     return _pairs(changed + [
         ("ignore_checks", list(pf.ignore_checks) or None),
         ("ntp_servers", list(pf.ntp_servers) or None), ("qdevice", pf.qdevice)])
+
+
+# -- JSON Schema -----------------------------------------------------------------------------------
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of the format, for editors (taplo, VS Code Even Better TOML)."""
+    root = _object_schema(S.FORMAT)
+    return {"$schema": SCHEMA_URI, "title": "pvestrap answer file",
+            "description": "The whole cluster; each node picks its own part by hostname.", **root}
+
+
+def _object_schema(keys: tuple[Key, ...]) -> dict[str, Any]:
+    props = {k.name: _key_schema(k) for k in keys if not k.pattern}
+    schema: dict[str, Any] = {"type": "object", "properties": props}
+    patterns = {k.pattern: _key_schema(k) for k in keys if k.pattern}
+    if patterns:
+        schema["patternProperties"] = patterns
+    required = [k.name for k in keys if k.required]
+    if required:
+        schema["required"] = required
+    schema["additionalProperties"] = False
+    return schema
+
+
+def _key_schema(key: Key) -> dict[str, Any]:
+    if key.kind == S.TABLE:
+        schema = _object_schema(key.children)
+    elif key.kind == S.TABLES:
+        schema = {"type": "array", "items": _object_schema(key.children)}
+    elif key.kind == S.STRS:
+        schema = {"type": "array", "items": {"type": "string"}}
+    elif key.kind == S.MAP:
+        schema = {"type": "object", "additionalProperties": {"type": "string"}}
+    else:
+        schema = {"type": key.kind}
+    schema = {"description": key.doc, **schema}
+    schema.update(S.rules_of(key))
+    return schema
 
 
 def example() -> str:
@@ -232,4 +294,33 @@ latency_fail_ms = 2.0  # round trips above this FAIL (Proxmox says < 5 ms; 2 ms 
 clock_warn_s = 0.1
 ignore_checks = []     # check ids whose FAIL becomes a WARN; "all" is refused here
 ntp_servers = ["0.debian.pool.ntp.org"]
+
+# Proxmox's automated installer, for `pvestrap iso answer` and `pvestrap iso prepare`: with
+# this table ONE file describes the rack. Every key is optional; a node's own
+# [installer.nodes.NAME] wins over the shared values. `--installer FILE` (same keys) overrides
+# this table key by key. Never a password here (the hook copies this file to every node): give
+# root's password when the ISO is built (--root-password-file FILE / --root-password-env NAME).
+# [installer]
+# country = "at"                  # ISO 3166-1 alpha-2, lower case
+# timezone = "Europe/Vienna"      # UTC or Area/Location
+# keyboard = "en-us"              # default: datacenter.keyboard
+# mailto = "ops@example.com"
+# domain = "example.com"          # each node's FQDN is NAME.example.com
+# network_source = "from-answer"  # the node's management address (default) | from-dhcp
+# gateway = "192.168.1.1"
+# dns = "192.168.1.2"
+# network_filter = { ID_NET_NAME = "eno1" }   # udev property = glob picking the NIC
+# root_ssh_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleKeyOnly ops@example.com"]
+# reboot_on_error = false
+# first_boot_ordering = "fully-up"            # before-network | network-online | fully-up
+#
+# [installer.disk]
+# filesystem = "zfs"              # ext4 | xfs | zfs | btrfs
+# disk_list = ["sda", "sdb"]      # or: filter = { ID_MODEL = "*SSD*" } and filter_match = "all"
+# zfs = { raid = "raid1", ashift = 12, compress = "lz4" }
+#
+# [installer.nodes.pve3.disk]     # pve3 has other disks
+# filesystem = "ext4"
+# filter = { ID_SERIAL = "*SAMSUNG*" }
+# lvm = { hdsize = 100, swapsize = 8 }
 '''

@@ -1,9 +1,14 @@
 """The answer file's format, defined once.
 
 The loader's type checks, its unknown-key and missing-key findings and the JSON Schema for editors
-are all derived from the `FORMAT` tree below, so they cannot drift apart. Value rules that need
+(written by pvestrap.answer_export) are all derived from the `FORMAT` tree below, so they cannot
+drift apart. Value rules that need
 more than a type (name regex, CIDRs, link sets) belong to `pvestrap.plan.validate`; the schema
 repeats the simple ones (patterns, ranges, enums) so editors can flag them early.
+
+The optional [installer] table (settings for Proxmox's automated installer) names, for each key,
+the answer.toml key it becomes (`target`): its enum and range are the installer's own, read from
+`pvestrap.iso.installer_rules`, which also checks the values (through plan.validate).
 """
 
 from __future__ import annotations
@@ -22,11 +27,11 @@ from pvestrap import plan as P
 from pvestrap.findings import Finding, fail
 
 STR, INT, NUM, STRS, TABLE, TABLES = "string", "integer", "number", "strings", "table", "tables"
+BOOL, MAP = "boolean", "map"  # MAP: a table of free-form keys to strings (udev globs)
 BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LINK_KEY = r"^link[0-7]$"
 _INDEX = re.compile(r"\[[0-9]+\]")
-SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class Key:
 
     `rules` are extra JSON Schema keywords; each must be something the loader or
     plan.validate() also refuses, so a file the loader accepts always satisfies the schema.
+    `target` (installer settings) is the installer answer.toml key the value is rendered to.
     """
 
     name: str
@@ -44,6 +50,7 @@ class Key:
     children: tuple["Key", ...] = ()
     pattern: str | None = None
     rules: tuple[tuple[str, Any], ...] = ()
+    target: str | None = None
 
 
 def _rules(**kw: Any) -> tuple[tuple[str, Any], ...]:
@@ -65,6 +72,60 @@ _THRESHOLD_DOCS = {
     "clock_fail_s": "clock offset (s) from which a pair of nodes FAILs",
     "duration_s": "how long each link is measured (s)",
 }
+
+
+def _options(fs: str, keys: tuple[tuple[str, str, str], ...]) -> Key:
+    """[installer.disk.FS]: each key becomes disk-setup.FS.key (kebab-case) in answer.toml."""
+    return Key(fs, TABLE, f"{fs} options", target=f"disk-setup.{fs}", children=tuple(
+        Key(n, kind, doc, target=f"disk-setup.{fs}.{n.replace('_', '-')}")
+        for n, kind, doc in keys))
+
+
+_KEYBOARDS = _rules(enum=sorted(P.KEYBOARDS | set(P.INSTALLER_KEYBOARDS)))
+INSTALLER_KEYS: tuple[Key, ...] = (
+    Key("country", STR, "ISO 3166-1 alpha-2 country code, lower case, e.g. at",
+        target="global.country", rules=_rules(pattern="^[a-z]{2}$")),
+    Key("timezone", STR, "UTC or Area/Location, e.g. Europe/Vienna", target="global.timezone",
+        rules=_rules(pattern="^(UTC|[A-Za-z]+/.+)$")),
+    Key("keyboard", STR, "keyboard layout (default: datacenter.keyboard)",
+        target="global.keyboard", rules=_KEYBOARDS),
+    Key("mailto", STR, "root's mail address", target="global.mailto",
+        rules=_rules(pattern=r"^[^@\s]+@[^@\s]+$", **{"not": {"const": "mail@example.invalid"}})),
+    Key("domain", STR, "DNS domain; a node's FQDN is NAME.domain (at most 253 characters)",
+        target="global.fqdn", rules=_rules(pattern=P.HOST_RE.pattern)),
+    Key("network_source", STR, "from-answer (management address, default) or from-dhcp",
+        target="network.source"),
+    Key("gateway", STR, "default gateway's IP address (from-answer)", target="network.gateway"),
+    Key("dns", STR, "DNS server's IP address (from-answer)", target="network.dns"),
+    Key("network_filter", MAP, "udev property -> glob picking the management NIC",
+        target="network.filter"),
+    Key("root_ssh_keys", STRS, "OpenSSH public keys for root", target="global.root-ssh-keys"),
+    Key("reboot_on_error", BOOL, "reboot when installing fails", target="global.reboot-on-error"),
+    Key("first_boot_ordering", STR, "when the first-boot hook runs (default fully-up)",
+        target="first-boot.ordering"),
+    Key("disk", TABLE, "disk setup", target="disk-setup", children=(
+        Key("filesystem", STR, "root filesystem", target="disk-setup.filesystem"),
+        Key("disk_list", STRS, "disks to install on (or filter)", target="disk-setup.disk-list"),
+        Key("filter", MAP, "udev property -> glob choosing the disks", target="disk-setup.filter"),
+        Key("filter_match", STR, "whether any or all filters must match",
+            target="disk-setup.filter-match"),
+        _options("zfs", (("raid", STR, "RAID level"), ("ashift", INT, "sector size, 2^ashift"),
+                         ("arc_max", INT, "ARC size (MiB)"), ("checksum", STR, "algorithm"),
+                         ("compress", STR, "algorithm"), ("copies", INT, "copies of data"),
+                         ("hdsize", NUM, "GiB to use"))),
+        _options("lvm", (("hdsize", NUM, "GiB to use"), ("swapsize", NUM, "GiB, <= hdsize / 2"),
+                         ("maxroot", NUM, "GiB for root"), ("maxvz", NUM, "GiB for data"),
+                         ("minfree", NUM, "GiB left free"))),
+        _options("btrfs", (("raid", STR, "RAID level"), ("compress", STR, "algorithm"),
+                           ("hdsize", NUM, "GiB to use"))),
+    )),
+)
+_INSTALLER = Key("installer", TABLE, "Proxmox automated-installer settings for pvestrap iso "
+                 "answer/prepare (never a password)", children=INSTALLER_KEYS + (
+                     Key("nodes", TABLE, "per-node overrides", children=(
+                         Key("NAME", TABLE, "one node's settings, winning over the shared ones",
+                             pattern=P.NAME_RE.pattern, children=INSTALLER_KEYS),)),))
+
 
 FORMAT: tuple[Key, ...] = (
     Key("cluster", TABLE, "The cluster as a whole.", required=True, children=(
@@ -116,7 +177,7 @@ FORMAT: tuple[Key, ...] = (
         )),
     Key("datacenter", TABLE, "datacenter.cfg options (written on the create node)", children=(
         Key("keyboard", STR, "keyboard layout (installer spellings dk/jp/se/si accepted)",
-            rules=_rules(enum=sorted(P.KEYBOARDS | set(P.INSTALLER_KEYBOARDS)))),
+            rules=_KEYBOARDS),
         Key("language", STR, "default GUI language, e.g. en"),
         Key("console", STR, "default console viewer", rules=_rules(enum=list(P.CONSOLES))),
         Key("ha_shutdown_policy", STR, "HA policy on node shutdown",
@@ -147,6 +208,7 @@ FORMAT: tuple[Key, ...] = (
         Key("ntp_servers", STRS, "NTP servers the clocks are compared with"),
         Key("qdevice", STR, "address of a corosync-qnetd host"),
     )),
+    _INSTALLER,
 )
 
 
@@ -208,6 +270,8 @@ def _value(value: Any, key: Key, path: str, out: list[Finding]) -> tuple[bool, A
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             return _mistyped(value, key, path, out)
         return True, [_table(v, key.children, f"{path}[{i}]", out) for i, v in enumerate(value)]
+    if key.kind == MAP:
+        return _map(value, key, path, out)
     if key.kind == STRS:
         if not isinstance(value, list):
             return _mistyped(value, key, path, out)
@@ -228,7 +292,20 @@ def _value(value: Any, key: Key, path: str, out: list[Finding]) -> tuple[bool, A
     return True, float(value) if key.kind == NUM else value
 
 
+def _map(value: Any, key: Key, path: str, out: list[Finding]) -> tuple[bool, Any]:
+    """Free-form keys to strings: a value of another type is named by its own key path (and
+    the table is dropped: a filter missing one of its globs would pick other devices)."""
+    if not isinstance(value, dict):
+        return _mistyped(value, key, path, out)
+    bad = [name for name, item in value.items() if not isinstance(item, str)]
+    for name in bad:
+        _mistyped(value[name], Key(name, STR, key.doc), join_path(path, name), out)
+    return not bad, dict(value)
+
+
 def _type_ok(value: Any, kind: str) -> bool:
+    if kind == BOOL:
+        return isinstance(value, bool)
     if isinstance(value, bool):
         return False
     if kind == STR:
@@ -238,8 +315,9 @@ def _type_ok(value: Any, kind: str) -> bool:
     return isinstance(value, (int, float))
 
 
-_EXPECTED = {STR: "a string", INT: "a whole number", NUM: "a number",
-             STRS: "an array of strings", TABLE: "a table", TABLES: "an array of tables"}
+_EXPECTED = {STR: "a string", INT: "a whole number", NUM: "a number", BOOL: "true or false",
+             STRS: "an array of strings", TABLE: "a table", TABLES: "an array of tables",
+             MAP: "a table of strings"}
 
 
 def toml_type(value: Any) -> str:
@@ -264,6 +342,8 @@ def _mistyped(value: Any, key: Key, path: str, out: list[Finding]) -> tuple[bool
         remedy = f"write each entry as [[{_INDEX.sub('', path)}]]"
     elif key.kind in (INT, NUM) and got == "string":
         remedy = "write the number without quotes"
+    elif key.kind == BOOL and got == "string":
+        remedy = "write true or false without quotes"
     article = "an" if got[0] in "aeiou" else "a"
     out.append(fail("answer-type-invalid", f"expected {_EXPECTED[key.kind]}, got {article} {got}",
                     path, payload={"expected": key.kind, "got": got}, remedy=remedy))
@@ -278,9 +358,15 @@ def is_secret(name: str) -> bool:
 
 
 def _secret(path: str) -> Finding:
+    if path == "installer" or path.startswith(("installer.", "installer[")):
+        remedy = ("remove it: the hook copies this file to every node; give the installer's "
+                  "root password when the ISO is built (pvestrap iso answer/prepare "
+                  "--root-password-file FILE or --root-password-env NAME)")
+    else:
+        remedy = ("remove it; put the password in a file only root can read and set "
+                  "join.password_file, or name an environment variable in join.password_env")
     return fail("answer-secret-refused", "a password may not be written in the answer file", path,
-                remedy="remove it; put the password in a file only root can read and set "
-                       "join.password_file, or name an environment variable in join.password_env")
+                remedy=remedy)
 
 
 def _secrets_within(value: Any, path: str) -> list[Finding]:
@@ -298,7 +384,8 @@ def _secrets_within(value: Any, path: str) -> list[Finding]:
 
 def _unknown(name: str, path: str, keys: tuple[Key, ...]) -> Finding:
     known = [k.name for k in keys if not k.pattern]
-    family = [f"link{n}" for n in range(P.MAX_LINK + 1)] if any(k.pattern for k in keys) else []
+    links = any(k.pattern == LINK_KEY for k in keys)
+    family = [f"link{n}" for n in range(P.MAX_LINK + 1)] if links else []
     suggestion = None
     snake = name.lower().replace("-", "_")
     if snake in known:
@@ -306,7 +393,7 @@ def _unknown(name: str, path: str, keys: tuple[Key, ...]) -> Finding:
     else:
         close = difflib.get_close_matches(name, known + family, n=1, cutoff=0.6)
         suggestion = close[0] if close else None
-    if any(k.pattern for k in keys) and re.fullmatch(r"link[0-9]+", name):
+    if links and re.fullmatch(r"link[0-9]+", name):
         remedy = "corosync has links 0..7 only: use link0 .. link7"
     elif suggestion:
         remedy = f"did you mean {suggestion!r}?"
@@ -316,40 +403,18 @@ def _unknown(name: str, path: str, keys: tuple[Key, ...]) -> Finding:
                 payload={"key": name, "suggestion": suggestion}, remedy=remedy)
 
 
-# -- JSON Schema -----------------------------------------------------------------------------------
+# -- value rules -------------------------------------------------------------------------------
 
-def json_schema() -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of the format, for editors (taplo, VS Code Even Better TOML)."""
-    root = _object_schema(FORMAT)
-    return {"$schema": SCHEMA_URI, "title": "pvestrap answer file",
-            "description": "The whole cluster; each node picks its own part by hostname.", **root}
+def rules_of(key: Key) -> dict[str, Any]:
+    """A key's value rules as JSON Schema keywords: for an installer setting, the enum and range
+    the installer's rules give its answer.toml key, then the key's own rules (which win)."""
+    out: dict[str, Any] = {}
+    if key.target is not None:
+        from pvestrap.iso.installer_settings import target_rules  # it builds on this module
 
-
-def _object_schema(keys: tuple[Key, ...]) -> dict[str, Any]:
-    props = {k.name: _key_schema(k) for k in keys if not k.pattern}
-    schema: dict[str, Any] = {"type": "object", "properties": props}
-    patterns = {k.pattern: _key_schema(k) for k in keys if k.pattern}
-    if patterns:
-        schema["patternProperties"] = patterns
-    required = [k.name for k in keys if k.required]
-    if required:
-        schema["required"] = required
-    schema["additionalProperties"] = False
-    return schema
-
-
-def _key_schema(key: Key) -> dict[str, Any]:
-    if key.kind == TABLE:
-        schema = _object_schema(key.children)
-    elif key.kind == TABLES:
-        schema = {"type": "array", "items": _object_schema(key.children)}
-    elif key.kind == STRS:
-        schema = {"type": "array", "items": {"type": "string"}}
-    else:
-        schema = {"type": key.kind}
-    schema = {"description": key.doc, **schema}
-    schema.update(dict(key.rules))
-    return schema
+        out.update(target_rules(key.target))
+    out.update(key.rules)
+    return out
 
 
 # -- where keys are in the text --------------------------------------------------------------------

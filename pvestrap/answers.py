@@ -16,11 +16,12 @@ import stat
 import tomllib
 from dataclasses import fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Mapping
 
 from pvestrap import answer_schema as S
 from pvestrap import joininfo
-from pvestrap.answer_export import dumps, example
+from pvestrap.answer_export import dumps, example, json_schema
 from pvestrap.errors import UserError, ValidationFailed
 from pvestrap.findings import Finding, fail
 from pvestrap.plan import (ClusterPlan, Datacenter, InterfaceStanza, JoinTarget, Link, Node,
@@ -49,7 +50,7 @@ class AnswerFileInvalid(ValidationFailed):
 
 def schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of the answer file format."""
-    return S.json_schema()
+    return json_schema()
 
 
 def load(path: str | os.PathLike[str]) -> ClusterPlan:
@@ -149,8 +150,18 @@ def _build(clean: dict[str, Any]) -> tuple[ClusterPlan, list[Finding]]:
         preflight=_preflight(clean.get("preflight", {})),
         pve_version=cluster.get("pve_version"),
         backend=cluster.get("backend", "auto"),
+        installer=_frozen(clean["installer"]) if "installer" in clean else None,
     )
     return plan, problems
+
+
+def _frozen(value: Any) -> Any:
+    """[installer] as read, made read-only all the way down (the plan is immutable)."""
+    if isinstance(value, dict):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 def _nodes(raws: list[dict[str, Any]]) -> tuple[Node, ...]:

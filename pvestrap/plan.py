@@ -11,7 +11,7 @@ import ipaddress
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 from pvestrap.errors import ValidationFailed
 from pvestrap.findings import Finding, fail
@@ -149,6 +149,9 @@ class ClusterPlan:
     preflight: Preflight = field(default_factory=Preflight)
     pve_version: str | None = None  # target PVE release, e.g. "9.2" (token_coefficient: 125)
     backend: str = "auto"
+    # [installer] for `pvestrap iso answer/prepare`, as read: a read-only mapping of the answer
+    # file's snake_case keys, per-node overrides under "nodes". Checked by pvestrap.iso.
+    installer: Mapping[str, Any] | None = None
 
     # -- lookups -------------------------------------------------------------------------------
     def node(self, name: str) -> Node:
@@ -226,7 +229,18 @@ def validate(plan: ClusterPlan) -> list[Finding]:
     if plan.pve_version is not None and not _version_tuple(plan.pve_version):
         out.append(fail("pve-version-invalid", f"{plan.pve_version!r} is not a version like 9.2",
                         "cluster.pve_version"))
+    out += _check_installer(plan)
     return out
+
+
+def _check_installer(plan: ClusterPlan) -> list[Finding]:
+    """The installer settings are checked by the ISO code, which owns the installer's rules
+    (imported here, not at the top: pvestrap.iso builds on this module)."""
+    if plan.installer is None:
+        return []
+    from pvestrap.iso.installer_settings import plan_problems
+
+    return plan_problems(plan)
 
 
 def _check_name(value: str, path: str, code: str, what: str) -> list[Finding]:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pvestrap import answers
 from pvestrap.errors import PvestrapError, ValidationFailed
 from pvestrap.plan import (BACKENDS, BWLIMIT_KEYS, CONSOLES, FORBIDDEN_CHARS, HA_POLICIES,
-                           KEYBOARDS, TRANSFER_TYPES, ClusterPlan, Datacenter,
+                           INSTALLER_KEYBOARDS, KEYBOARDS, TRANSFER_TYPES, ClusterPlan, Datacenter,
                            InterfaceStanza, JoinTarget, Link, Node, Preflight, Thresholds,
                            validate)
 
@@ -31,6 +31,7 @@ ASSERTIONS = {"type", "properties", "patternProperties", "additionalProperties",
               "exclusiveMinimum", "maxLength", "minItems", "maxItems"}
 TYPES = {"object": lambda v: isinstance(v, dict), "array": lambda v: isinstance(v, list),
          "string": lambda v: isinstance(v, str),
+         "boolean": lambda v: isinstance(v, bool),
          "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
          "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)}
 
@@ -40,6 +41,8 @@ def keywords(schema: dict) -> set[str]:
     for sub in list(schema.get("properties", {}).values()) + list(
             schema.get("patternProperties", {}).values()):
         found |= keywords(sub)
+    if isinstance(schema.get("additionalProperties"), dict):
+        found |= keywords(schema["additionalProperties"])
     for key in ("items", "not"):
         if isinstance(schema.get(key), dict):
             found |= keywords(schema[key])
@@ -77,6 +80,8 @@ def errors(schema: dict, value, path: str = "$") -> list[str]:
             sub = schema.get("properties", {}).get(key) or next(
                 (s for p, s in schema.get("patternProperties", {}).items() if re.search(p, key)),
                 None)
+            if sub is None and isinstance(schema.get("additionalProperties"), dict):
+                sub = schema["additionalProperties"]
             if sub is None and schema.get("additionalProperties") is False:
                 out.append(f"{path}.{key}: not allowed")
             elif sub is not None:
@@ -93,10 +98,19 @@ def test_schema_is_draft_2020_12_using_only_keywords_checked_here():
         re.compile(json.loads(f'"{pattern}"'))
 
 
-def test_the_example_and_its_export_satisfy_the_schema():
+def with_installer(text: str | None = None) -> str:
+    """The example with its commented [installer] section switched on."""
+    head, tail = (answers.example() if text is None else text).split("# [installer]\n")
+    lines = [line[2:] if line.startswith("# ") else "" if line == "#" else line
+             for line in tail.split("\n")]
+    return head + "[installer]\n" + "\n".join(lines)
+
+
+@pytest.mark.parametrize("text", [answers.example(), with_installer()])
+def test_the_example_and_its_export_satisfy_the_schema(text):
     schema = answers.schema()
-    assert errors(schema, tomllib.loads(answers.example())) == []
-    assert errors(schema, tomllib.loads(answers.dumps(answers.loads(answers.example())))) == []
+    assert errors(schema, tomllib.loads(text)) == []
+    assert errors(schema, tomllib.loads(answers.dumps(answers.loads(text)))) == []
 
 
 @pytest.mark.parametrize("old,new,expect", [
@@ -108,12 +122,33 @@ def test_the_example_and_its_export_satisfy_the_schema():
     ('console = "html5"', 'console = "vnc"', "$.datacenter.console: not one of the enum"),
     ("ignore_checks = []", 'ignore_checks = ["all"]',
      "$.preflight.ignore_checks[0]: matches 'not'"),
+    ('country = "at"', 'country = "AT"', "$.installer.country: does not match ^[a-z]{2}$"),
+    ('mailto = "ops@example.com"', 'mailto = "mail@example.invalid"',
+     "$.installer.mailto: matches 'not'"),
+    ('domain = "example.com"', 'domain = "exa_mple.com"', "$.installer.domain: does not match"),
+    ('timezone = "Europe/Vienna"', 'timezone = "CET"', "$.installer.timezone: does not match"),
+    ("reboot_on_error = false", 'reboot_on_error = "no"',
+     "$.installer.reboot_on_error: not boolean"),
+    ('network_source = "from-answer"', 'network_source = "static"',
+     "$.installer.network_source: not one of the enum"),
+    ('filesystem = "zfs"', 'filesystem = "ntfs"',
+     "$.installer.disk.filesystem: not one of the enum"),
+    ("ashift = 12", "ashift = 17", "$.installer.disk.zfs.ashift: out of range"),
+    ("lvm = { hdsize = 100, swapsize = 8 }", "lvm = { hdsize = 1 }",
+     "$.installer.nodes.pve3.disk.lvm.hdsize: out of range"),
+    ('ID_NET_NAME = "eno1"', "ID_NET_NAME = 1", "$.installer.network_filter.ID_NET_NAME: not "
+     "string"),
+    ("[installer.nodes.pve3.disk]", "[installer.nodes.pve_3]\n[installer.nodes.pve3.disk]",
+     "$.installer.nodes.pve_3: not allowed"),
+    ("reboot_on_error = false", 'reboot_on_error = false\nroot_password = "x"',
+     "$.installer.root_password: not allowed"),
 ])
 def test_files_the_loader_refuses_for_these_reasons_also_fail_the_schema(old, new, expect):
-    text = answers.example().replace(old, new, 1)
+    base = with_installer() if expect.startswith("$.installer") else answers.example()
+    text = base.replace(old, new, 1)
     with pytest.raises(ValidationFailed):
         answers.loads(text)
-    assert expect in errors(answers.schema(), tomllib.loads(text))
+    assert any(e.startswith(expect) for e in errors(answers.schema(), tomllib.loads(text)))
 
 
 # -- dumps -----------------------------------------------------------------------------------------
@@ -195,6 +230,86 @@ def datacenters(draw):
         description=draw(maybe(st.text(st.characters(blacklist_categories=("Cs",)))) ))
 
 
+labels = st.tuples(st.sampled_from(ALNUM), st.text(ALNUM + "-", max_size=20),
+                   st.sampled_from(ALNUM)).map("".join)
+globs = st.text(st.sampled_from(ALNUM + "*?[]-_.:/") | st.characters(
+    whitelist_categories=("L", "N")), min_size=1, max_size=16)
+udev_keys = st.sampled_from(["ID_NET_NAME", "ID_PATH", "ID_SERIAL", "ID_MODEL", "odd key.é"])
+disk_names = st.lists(st.sampled_from(["sda", "sdb", "sdc", "sdd", "nvme0n1", "nvme1n1"]),
+                      min_size=1, max_size=6, unique=True).map(tuple)
+ZFS_MIN = {"raid0": 1, "raid1": 2, "raid10": 4, "raidz-1": 3, "raidz-2": 4, "raidz-3": 5}
+
+
+def some(draw, options: dict) -> dict:
+    """A random subset of OPTIONS (key -> strategy), drawn."""
+    return {k: draw(v) for k, v in options.items() if draw(st.booleans())}
+
+
+@st.composite
+def disks(draw):
+    """A disk setup the installer accepts on its own: one disk for ext4/xfs, enough for the
+    RAID level, free-form filters."""
+    fs = draw(st.sampled_from(["ext4", "xfs", "zfs", "btrfs"]))
+    chosen = draw(disk_names) if draw(st.booleans()) else None
+    hdsize = draw(st.floats(2, 1e5))
+    if fs in ("ext4", "xfs"):
+        chosen = chosen[:1] if chosen else None
+        options = ("lvm", some(draw, {
+            "hdsize": st.just(hdsize), "swapsize": st.floats(0, hdsize / 2),
+            "maxroot": st.floats(2, 1e4), "maxvz": st.floats(0, 1e4),
+            "minfree": st.floats(0, 1e4)}))
+    else:
+        levels = ZFS_MIN if fs == "zfs" else {k: ZFS_MIN[k] for k in ("raid0", "raid1", "raid10")}
+        fit = [k for k, need in levels.items() if chosen is None or need <= len(chosen)]
+        extra = ({"ashift": st.integers(9, 16), "arc_max": st.integers(64, 2**40),
+                  "checksum": st.sampled_from(["on", "fletcher4", "sha256"]),
+                  "compress": st.sampled_from(["on", "off", "lz4", "zstd"]),
+                  "copies": st.integers(1, 3)} if fs == "zfs" else
+                 {"compress": st.sampled_from(["on", "off", "zlib", "lzo", "zstd"])})
+        options = (fs, {"raid": draw(st.sampled_from(fit)),
+                        **some(draw, {"hdsize": st.floats(2, 1e5), **extra})})
+    out = {"filesystem": fs}
+    if chosen:
+        out["disk_list"] = chosen
+    else:
+        out["filter"] = draw(st.dictionaries(udev_keys, globs, min_size=1, max_size=2))
+        out.update(some(draw, {"filter_match": st.sampled_from(["any", "all"])}))
+    if draw(st.booleans()):
+        out[options[0]] = options[1]
+    return out
+
+
+def installer_values(draw) -> dict:
+    """The settings a shared [installer] or a node's override may hold, each maybe."""
+    return some(draw, {
+        "country": st.sampled_from(["at", "dk", "us", "jp"]),
+        "timezone": st.sampled_from(["UTC", "Europe/Vienna", "America/Argentina/Salta"]),
+        "keyboard": st.sampled_from(sorted(KEYBOARDS | set(INSTALLER_KEYBOARDS))),
+        "mailto": st.tuples(st.text(LOWER + ".+_-", min_size=1, max_size=8),
+                            st.lists(labels, min_size=1, max_size=2).map(".".join)).map(
+                                "@".join),
+        "domain": st.lists(labels, min_size=1, max_size=3).map(".".join),
+        "network_source": st.sampled_from(["from-answer", "from-dhcp"]),
+        "gateway": st.sampled_from(["192.168.77.254", "fd77::1"]),
+        "dns": st.sampled_from(["192.168.77.53", "fd77::53"]),
+        "network_filter": st.dictionaries(udev_keys, globs, min_size=1, max_size=2),
+        "root_ssh_keys": st.lists(st.text(ALNUM + " +/=@.-", min_size=1, max_size=30),
+                                  max_size=2).map(tuple),
+        "reboot_on_error": st.booleans(),
+        "first_boot_ordering": st.sampled_from(["before-network", "network-online", "fully-up"]),
+        "disk": disks(),
+    })
+
+
+@st.composite
+def installers(draw, node_names: list[str]):
+    table = installer_values(draw)
+    own = draw(st.lists(st.sampled_from(node_names), unique=True, max_size=len(node_names)))
+    if own or draw(st.booleans()):
+        table["nodes"] = {name: installer_values(draw) for name in own}
+    return table
+
+
 @st.composite
 def plans(draw):
     numbers = sorted(draw(st.sets(st.integers(0, 7), min_size=1, max_size=3)))
@@ -202,12 +317,14 @@ def plans(draw):
     links = tuple(Link(n, draw(maybe(st.just(network(n, v6[n])))), draw(st.integers(0, 255)))
                   for n in numbers)
     node_names = draw(st.lists(names, min_size=1, max_size=5, unique=True))
+    installer = draw(maybe(installers(node_names)))
     nodeids = draw(st.lists(st.integers(1, 2**31), min_size=len(node_names),
                             max_size=len(node_names), unique=True))
     nodes = tuple(Node(name, nodeid, {n: address(n, v6[n], i + 1) for n in numbers},
                        votes=draw(st.integers(0, 3)),
                        interfaces=tuple(draw(st.lists(stanzas(), max_size=2))),
-                       management=draw(maybe(st.just(f"192.168.77.{i + 1}/24"))))
+                       management=f"192.168.77.{i + 1}/24" if installer is not None
+                       else draw(maybe(st.just(f"192.168.77.{i + 1}/24"))))
                   for i, (name, nodeid) in enumerate(zip(node_names, nodeids)))
     password = draw(st.sampled_from(["none", "file", "env"]))
     thresholds = Thresholds(**{name: draw(st.floats(1e-3, 1e4)) for name in draw(
@@ -225,6 +342,7 @@ def plans(draw):
                             tuple(draw(st.lists(words, max_size=2))), draw(maybe(words))),
         pve_version=draw(maybe(versions)),
         backend=draw(st.sampled_from(BACKENDS)),
+        installer=installer,
     )
     assume(not validate(plan))
     return plan
@@ -233,6 +351,9 @@ def plans(draw):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plans())
 def test_random_valid_plans_round_trip_through_dumps(plan):
+    event("with [installer]" if plan.installer is not None else "without [installer]")
+    if plan.installer is not None:
+        event(f"{len(plan.installer.get('nodes', {}))} node overrides")
     text = answers.dumps(plan)
     assert answers.loads(text) == plan
     assert errors(answers.schema(), tomllib.loads(text)) == []
@@ -245,7 +366,8 @@ VALUES = ["1", '"x"', "1.5", "true", "[]", "{}", "1979-05-27T07:32:00Z", "[[1]]"
 
 @st.composite
 def mutated(draw):
-    base = draw(st.sampled_from([answers.example(), (DATA / "many-problems.toml").read_text()]))
+    base = draw(st.sampled_from([answers.example(), with_installer(),
+                                 (DATA / "many-problems.toml").read_text()]))
     lines = base.split("\n")
     for _ in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(["delete", "retype", "garbage", "duplicate", "unicode"]))

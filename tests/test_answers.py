@@ -506,3 +506,179 @@ def test_password_from_the_environment_and_none_without_a_source():
     os.environ.pop("PVESTRAP_UNSET_FOR_TEST", None)
     with pytest.raises(UserError):
         answers.resolve_password(JoinTarget(password_env="PVESTRAP_UNSET_FOR_TEST"))
+
+
+# -- [installer]: the automated installer's settings in the same file -------------------------------
+
+def with_installer(text: str | None = None) -> str:
+    """The example with its commented [installer] section switched on."""
+    head, tail = (answers.example() if text is None else text).split("# [installer]\n")
+    lines = [line[2:] if line.startswith("# ") else "" if line == "#" else line
+             for line in tail.split("\n")]
+    return head + "[installer]\n" + "\n".join(lines)
+
+
+def test_the_commented_installer_section_of_the_example_is_valid_when_switched_on():
+    plan = answers.loads(with_installer())
+    assert answers.loads(answers.example()).installer is None
+    inst = plan.installer
+    assert (inst["country"], inst["domain"], inst["reboot_on_error"]) == ("at", "example.com",
+                                                                          False)
+    assert inst["network_filter"] == {"ID_NET_NAME": "eno1"}
+    assert inst["disk"]["zfs"] == {"raid": "raid1", "ashift": 12, "compress": "lz4"}
+    assert inst["nodes"]["pve3"]["disk"]["lvm"] == {"hdsize": 100.0, "swapsize": 8.0}
+    with pytest.raises(TypeError):
+        inst["disk"]["filesystem"] = "xfs"  # read-only, like the rest of the plan
+
+
+_INST = with_installer()
+_LONG = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 58])  # 250: too long with any node
+
+
+_INSTALLER_CASES = [
+    ('country = "at"', 'country = "AT"', "installer-country-invalid", "installer.country"),
+    ('timezone = "Europe/Vienna"', 'timezone = "CET"', "installer-timezone-invalid",
+     "installer.timezone"),
+    ('timezone = "Europe/Vienna"', 'timezone = "Europe/Vienn"', "installer-timezone-invalid",
+     "installer.timezone"),
+    ('keyboard = "en-us"              #', 'keyboard = "us"  #',
+     "installer-settings-value-invalid", "installer.keyboard"),
+    ('mailto = "ops@example.com"', 'mailto = "mail@example.invalid"', "installer-mailto-invalid",
+     "installer.mailto"),
+    ('mailto = "ops@example.com"', 'mailto = "ops"', "installer-mailto-invalid",
+     "installer.mailto"),
+    ('domain = "example.com"', 'domain = "exa_mple.com"', "installer-fqdn-invalid",
+     "installer.domain"),
+    ('domain = "example.com"', f'domain = "{_LONG}"', "installer-fqdn-invalid",
+     "installer.domain"),
+    ('domain = "example.com"', 'domain = ""', "installer-settings-value-empty",
+     "installer.domain"),
+    ('network_source = "from-answer"', 'network_source = "static"',
+     "installer-settings-value-invalid", "installer.network_source"),
+    ('gateway = "192.168.1.1"', 'gateway = "192.168.1"', "installer-address-invalid",
+     "installer.gateway"),
+    ('dns = "192.168.1.2"', 'dns = "ns1.example.com"', "installer-address-invalid",
+     "installer.dns"),
+    ('gateway = "192.168.1.1"', 'gateway = "192.168.1.1\\t"', "installer-settings-value-invalid",
+     "installer.gateway"),
+    ('network_filter = { ID_NET_NAME = "eno1" }', "network_filter = {}",
+     "installer-settings-value-empty", "installer.network_filter"),
+    ('network_filter = { ID_NET_NAME = "eno1" }', "network_filter = { ID_NET_NAME = 1 }",
+     "answer-type-invalid", "installer.network_filter.ID_NET_NAME"),
+    ("reboot_on_error = false", 'reboot_on_error = "no"', "answer-type-invalid",
+     "installer.reboot_on_error"),
+    ('first_boot_ordering = "fully-up"', 'first_boot_ordering = "late"',
+     "installer-settings-value-invalid", "installer.first_boot_ordering"),
+    ('filesystem = "zfs"', 'filesystem = "ntfs"', "installer-settings-value-invalid",
+     "installer.disk.filesystem"),
+    ('disk_list = ["sda", "sdb"]', 'disk_list = ["sda", "sdb"]\nfilter = { ID_MODEL = "*" }',
+     "installer-disks-conflict", "installer.disk.filter"),
+    ('disk_list = ["sda", "sdb"]', 'disk_list = ["sda", "sda"]', "installer-disk-duplicate",
+     "installer.disk.disk_list[1]"),
+    ('raid = "raid1"', 'raid = "raid5"', "installer-settings-value-invalid",
+     "installer.disk.zfs.raid"),
+    ('raid = "raid1"', 'raid = "raidz-2"', "installer-disks-too-few",
+     "installer.disk.disk_list", "disk_list ="),
+    ("ashift = 12", "ashift = 17", "installer-settings-value-out-of-range",
+     "installer.disk.zfs.ashift"),
+    ('compress = "lz4"', 'compress = "brotli"', "installer-settings-value-invalid",
+     "installer.disk.zfs.compress"),
+    ("lvm = { hdsize = 100, swapsize = 8 }", "lvm = { hdsize = 100, swapsize = 60 }",
+     "installer-swapsize-too-large", "installer.nodes.pve3.disk.lvm.swapsize"),
+    ("lvm = { hdsize = 100, swapsize = 8 }", "lvm = { hdsize = 100, maxroot = 1 }",
+     "installer-settings-value-out-of-range", "installer.nodes.pve3.disk.lvm.maxroot"),
+    ("lvm = { hdsize = 100, swapsize = 8 }", 'lvm = { hdsize = 100 }\nzfs = { raid = "raid1" }',
+     "installer-fs-options-conflict", "installer.nodes.pve3.disk.zfs"),
+    ("[installer.nodes.pve3.disk]", '[installer.nodes.pve9]\ncountry = "de"\n'
+     "[installer.nodes.pve3.disk]", "installer-settings-node-unknown", "installer.nodes.pve9",
+     "pve9"),
+    ("[installer.nodes.pve3.disk]", '[installer.nodes.pve2]\ncountry = "Danmark"\n'
+     "[installer.nodes.pve3.disk]", "installer-country-invalid", "installer.nodes.pve2.country",
+     "Danmark"),
+    ('dns = "192.168.1.2"', 'dns = "192.168.1.2"\nnetwork-filter = { A = "b" }',
+     "answer-key-unknown", "installer.network-filter"),
+]
+
+
+@pytest.mark.parametrize("old,new,code,subject,needle",
+                         [case + (None,) * (5 - len(case)) for case in _INSTALLER_CASES])
+def test_installer_settings_are_checked_by_the_installer_rules_with_key_and_line(
+        old, new, code, subject, needle):
+    text = edit(old, new, _INST)
+    got = problems(text)
+    assert got == [(code, subject, line_of(text, needle or new.split("\n")[-1]))], got
+
+
+def test_a_problem_only_some_nodes_have_says_which():
+    domain = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 54])  # 248: fits "pve1."
+    text = edit('domain = "example.com"', f'domain = "{domain}"', _INST)
+    text = text.replace('name = "pve3"', 'name = "pve3-long-name"').replace(
+        "installer.nodes.pve3", "installer.nodes.pve3-long-name")
+    with pytest.raises(ValidationFailed) as info:
+        answers.loads(text)
+    [f] = info.value.findings
+    assert (f.code, f.subject, f.payload["nodes"]) == ("installer-fqdn-invalid",
+                                                        "installer.domain", ["pve3-long-name"])
+    assert f.message.endswith("(node pve3-long-name)")
+    short = edit('domain = "example.com"', f'domain = "{_LONG}"', _INST)
+    with pytest.raises(ValidationFailed) as info:
+        answers.loads(short)
+    [f] = info.value.findings
+    assert f.payload["nodes"] == ["pve1", "pve2", "pve3"] and "(node" not in f.message
+
+
+def test_a_shared_value_every_node_overrides_is_still_checked():
+    text = edit("[installer.nodes.pve3.disk]", "".join(
+        f'[installer.nodes.{n}]\ncountry = "de"\n' for n in ("pve1", "pve2", "pve3"))
+        + "[installer.nodes.pve3.disk]", _INST)
+    assert answers.loads(text).installer["nodes"]["pve1"]["country"] == "de"
+    text = edit('country = "at"', 'country = "Austria"', text)
+    assert problems(text) == [("installer-country-invalid", "installer.country",
+                               line_of(text, "Austria"))]
+
+
+@pytest.mark.parametrize("old,new,subject", [
+    ("[installer]", '[installer]\nroot_password_hashed = "$6$salt$hash-s3cret-value"',
+     "installer.root_password_hashed"),
+    ('filesystem = "ext4"', 'filesystem = "ext4"\nroot-password = "s3cret-value"',
+     "installer.nodes.pve3.disk.root-password"),
+])
+def test_no_installer_password_may_be_in_the_file_it_is_a_build_option(old, new, subject):
+    text = edit(old, new, _INST)
+    with pytest.raises(ValidationFailed) as info:
+        answers.loads(text)
+    [f] = info.value.findings
+    assert (f.code, f.subject, f.payload["line"]) == ("answer-secret-refused", subject,
+                                                      line_of(text, "s3cret-value"))
+    assert "--root-password-file" in f.remedy and "--root-password-env" in f.remedy
+    assert "s3cret-value" not in info.value.render()
+
+
+def test_nodes_installed_from_the_answer_need_their_management_address():
+    text = edit('management = "192.168.1.12/24"\n', "", _INST)
+    assert problems(text) == [("installer-management-missing", "nodes[1].management",
+                               line_of(text, 'name = "pve2"') - 1)]
+    dhcp = edit("[installer.nodes.pve3.disk]",
+                '[installer.nodes.pve2]\nnetwork_source = "from-dhcp"\n'
+                "[installer.nodes.pve3.disk]", text)
+    assert answers.loads(dhcp).node("pve2").management is None
+    # without [installer] the cluster file does not ask for it
+    assert answers.loads(edit('management = "192.168.1.12/24"\n', "")).installer is None
+
+
+def test_plans_built_in_code_get_the_same_installer_checks():
+    from dataclasses import replace
+
+    from pvestrap.plan import validate
+
+    plan = answers.loads(answers.example())
+    bad = replace(plan, installer={"country": 7, "root_password_hashed": "$6$x$y",
+                                   "disk": {"filesystem": "zfs", "zfs": {"copies": 4}},
+                                   "nodes": {"pve2": {"mailto": "x"}}})
+    assert sorted((f.code, f.subject) for f in validate(bad)) == [
+        ("installer-mailto-invalid", "installer.nodes.pve2.mailto"),
+        ("installer-settings-key-unknown", "installer.root_password_hashed"),
+        ("installer-settings-type-invalid", "installer.country"),
+        ("installer-settings-value-out-of-range", "installer.disk.zfs.copies"),
+    ]
+    assert validate(replace(plan, installer=[1])) != []

@@ -3,6 +3,7 @@ answer.toml, the installer settings file and the root password handling."""
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 import shutil
@@ -246,16 +247,18 @@ def test_missing_settings_are_named_by_answer_key_and_setting(tmp_path):
     }
 
 
-def test_a_bad_setting_is_blamed_on_the_node_override_that_set_it(tmp_path):
+def test_a_bad_setting_is_named_by_the_node_override_that_set_it_and_its_line(tmp_path):
     settings = tmp_path / "installer.toml"
-    settings.write_text(SETTINGS.read_text().replace(
-        '[installer.nodes.pve2]\n', '[installer.nodes.pve2]\ncountry = "Danmark"\n'))
-    with pytest.raises(ValidationFailed) as caught:
-        _render("pve2", settings)
-    (finding,) = caught.value.findings
-    assert finding.code == "installer-country-invalid"
-    assert finding.payload["from"] == f"{settings}: installer.nodes.pve2.country"
-    assert _render("pve1", settings).text  # the other nodes are unaffected
+    text = SETTINGS.read_text().replace('[installer.nodes.pve2]\n',
+                                        '[installer.nodes.pve2]\ncountry = "Danmark"\n')
+    settings.write_text(text)
+    for node in ("pve2", "pve1"):  # the file is checked as a whole, whichever node is built
+        with pytest.raises(ValidationFailed) as caught:
+            _render(node, settings)
+        assert codes(caught.value.findings) == [
+            ("installer-country-invalid", "installer.nodes.pve2.country",
+             text.split("\n").index('country = "Danmark"') + 1)]
+        assert caught.value.findings[0].payload["nodes"] == ["pve2"]
 
 
 def test_a_node_without_a_management_address_is_blamed_on_the_cluster_file(tmp_path):
@@ -367,12 +370,177 @@ def test_inspect_masking_hides_the_hash_and_keeps_the_rest():
     assert masked.replace('"<redacted>"', f'"{HASH}"') == text
 
 
-def test_a_node_override_of_the_disks_is_blamed_for_their_problem(tmp_path):
+def test_a_node_override_of_the_disks_is_named_for_their_problem(tmp_path):
     settings = tmp_path / "installer.toml"
-    settings.write_text(SETTINGS.read_text().replace(
-        'filter = { ID_SERIAL = "*SAMSUNG*" }', 'disk_list = ["sda", "sdb"]'))
+    text = SETTINGS.read_text().replace('filter = { ID_SERIAL = "*SAMSUNG*" }',
+                                        'disk_list = ["sda", "sdb"]')
+    settings.write_text(text)
     with pytest.raises(ValidationFailed) as caught:
         _render("pve3", settings)
+    assert codes(caught.value.findings) == [
+        ("installer-disks-too-many", "installer.nodes.pve3.disk.disk_list",
+         text.split("\n").index('disk_list = ["sda", "sdb"]', 15) + 1)]
+
+
+def test_a_problem_made_of_both_files_is_blamed_at_render_on_the_cluster_setting(tmp_path):
+    """The cluster file alone is fine and so is the file's override alone: only together do
+    two zfs disks meet ext4, which `iso answer` names by the cluster file's key."""
+    cluster = _one_file(tmp_path)
+    settings = tmp_path / "override.toml"
+    settings.write_text('[installer]\nroot_password_hashed = "%s"\n'
+                        '[installer.nodes.pve2.disk]\nfilesystem = "ext4"\n' % HASH)
+    with pytest.raises(ValidationFailed) as caught:
+        IA.render_for(cluster, "pve2", settings)
     (finding,) = caught.value.findings
     assert (finding.code, finding.subject) == ("installer-disks-too-many", "disk-setup.disk-list")
-    assert finding.payload["from"] == f"{settings}: installer.nodes.pve3.disk.disk_list"
+    assert finding.payload["from"] == "cluster answer file: installer.disk.disk_list"
+
+
+# -- one file for the rack: [installer] in the cluster answer file -------------------------------
+
+def _one_file(tmp_path, edit=lambda text: text):
+    """cluster.toml with installer.toml's settings (all but the password hash) inside it."""
+    settings = re.sub(r"root_password_hashed = .*\n", "", SETTINGS.read_text())
+    path = tmp_path / "rack.toml"
+    path.write_text(edit(CLUSTER.read_text() + "\n" + settings))
+    return path
+
+
+def _hash_only(tmp_path):
+    path = tmp_path / "hash.toml"
+    path.write_text('[installer]\nroot_password_hashed = "%s"\n' % HASH)
+    return path
+
+
+def test_the_cluster_file_alone_gives_the_same_answers_as_the_two_files(tmp_path, capsys):
+    rack, hash_only = _one_file(tmp_path), _hash_only(tmp_path)
+    plan = load(rack)
+    assert plan.installer["disk"]["zfs"]["arc_max"] == 8192
+    assert plan.installer["nodes"]["pve3"]["disk"]["filter"] == {"ID_SERIAL": "*SAMSUNG*"}
+    for node in ("pve1", "pve2", "pve3"):
+        assert main(["iso", "answer", "--answers", str(rack), "--node", node,
+                     "--installer", str(hash_only)]) == 0
+        one = capsys.readouterr().out
+        assert tomllib.loads(one) == tomllib.loads(_render(node).text)
+        path = tmp_path / f"{node}.toml"
+        path.write_text(one)
+        assert IA.validate_file(path) == []
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_the_cluster_file_alone_with_the_password_as_a_build_option(tmp_path, monkeypatch,
+                                                                    capsys):
+    monkeypatch.setenv("PVESTRAP_TEST_ROOT_PW", "from-the-env-123")
+    rack = _one_file(tmp_path)
+    assert main(["iso", "answer", "--answers", str(rack), "--node", "pve3",
+                 "--root-password-env", "PVESTRAP_TEST_ROOT_PW"]) == 0
+    doc = tomllib.loads(capsys.readouterr().out)
+    assert doc["global"]["root-password-hashed"].startswith("$6$")
+    assert doc["disk-setup"] == {"filesystem": "ext4", "filter": {"ID_SERIAL": "*SAMSUNG*"},
+                                 "lvm": {"hdsize": 100, "swapsize": 8}}
+
+
+def test_without_any_settings_the_missing_ones_point_to_the_cluster_file():
+    with pytest.raises(ValidationFailed) as caught:
+        IA.render_for(CLUSTER, "pve2", None)
+    got = {f.subject: f.payload.get("from") for f in caught.value.findings}
+    assert got["global.mailto"] == "cluster answer file: installer.mailto"
+    assert got["disk-setup"] == "cluster answer file: installer.disk"
+
+
+def test_the_file_wins_over_the_cluster_file_key_by_key(tmp_path):
+    rack = _one_file(tmp_path, lambda text: text.replace(
+        '[installer.nodes.pve2]\n', '[installer.nodes.pve2]\ncountry = "se"\n'))
+    override = tmp_path / "override.toml"
+    override.write_text('[installer]\ncountry = "no"\nroot_password_hashed = "%s"\n'
+                        '[installer.nodes.pve3]\ntimezone = "Europe/Oslo"\n'
+                        '[installer.nodes.pve3.disk]\nfilesystem = "xfs"\n'
+                        'disk_list = ["nvme0n1"]\n' % HASH)
+    plan = load(rack)
+    settings = {n: IS.load(override, plan, n) for n in ("pve1", "pve2", "pve3")}
+    # the file's shared country beats even the cluster file's own node override
+    assert {n: s.get("country") for n, s in settings.items()} == dict.fromkeys(settings, "no")
+    assert settings["pve2"].origin("country") == f"{override}: installer.country"
+    assert settings["pve3"].get("timezone") == "Europe/Oslo"
+    assert settings["pve1"].origin("timezone") == "cluster answer file: installer.timezone"
+    # a filesystem and disks chosen later replace the earlier choice and its options
+    assert settings["pve3"].get("disk") == {"filesystem": "xfs", "disk_list": ("nvme0n1",)}
+    assert settings["pve1"].get("disk")["zfs"] == {"raid": "raid1", "ashift": 12, "arc_max": 8192}
+    doc = tomllib.loads(IA.render_for(rack, "pve3", override).text)
+    assert doc["disk-setup"] == {"filesystem": "xfs", "disk-list": ["nvme0n1"]}
+    assert doc["global"]["timezone"] == "Europe/Oslo" and doc["global"]["country"] == "no"
+
+
+def test_a_node_without_management_is_named_when_the_cluster_file_has_installer(tmp_path):
+    text = _one_file(tmp_path).read_text().replace('management = "10.19.0.12/24"\n', "")
+    with pytest.raises(ValidationFailed) as caught:
+        load_text(text)
+    assert codes(caught.value.findings) == [
+        ("installer-management-missing", "nodes[1].management",  # at its [[nodes]] line
+         text.split("\n").index('name = "pve2"'))]
+    dhcp = text.replace('[installer.nodes.pve2]\n',
+                        '[installer.nodes.pve2]\nnetwork_source = "from-dhcp"\n')
+    assert load_text(dhcp).installer["nodes"]["pve2"]["network_source"] == "from-dhcp"
+
+
+def load_text(text):
+    from pvestrap.answers import loads
+
+    return loads(text, "rack.toml")
+
+
+def test_every_installer_setting_renders_to_an_answer_key_of_the_same_type():
+    """The format's installer keys name their answer.toml key; its enum and range are taken
+    from there, so the two formats cannot drift apart."""
+    from pvestrap import answer_schema as S
+
+    def walk(keys):
+        for key in keys:
+            yield key
+            yield from walk(key.children)
+
+    targets = [k for k in walk(S.INSTALLER_KEYS)]
+    assert all(k.target for k in targets)
+    for key in targets:
+        field = IS.target_field(key.target)
+        expected = "string-or-table" if key.name == "domain" else key.kind
+        assert field.kind == expected, key.name
+        if field.enum and key.name != "keyboard":
+            assert S.rules_of(key)["enum"] == list(field.enum)
+    assert S.rules_of(next(k for k in targets if k.name == "ashift")) == {"minimum": 9,
+                                                                         "maximum": 16}
+
+
+@pytest.mark.parametrize("version", ["3.11", "3.13"])
+def test_the_hook_loads_a_cluster_file_with_installer_settings_on_a_plain_python(
+        tmp_path, version):
+    """At first boot the node loads the same file, [installer] checks included, with only
+    what the hook carries."""
+    from pvestrap.iso import hook as H
+
+    candidates = [f"/usr/bin/python{version}", f"/usr/local/bin/python{version}",
+                  *sorted(pathlib.Path("/root/.pyenv/versions").glob(
+                      f"{version}.*/bin/python{version}"))]
+    python = next((str(c) for c in candidates if pathlib.Path(c).exists()), None)
+    if python is None:
+        pytest.skip(f"python {version} is not installed here")
+    rack = _one_file(tmp_path)
+    hook = tmp_path / "proxmox-first-boot"
+    built = H.build(rack)
+    H.write(built, hook)
+    assert {"pvestrap.iso.installer_settings", "pvestrap.iso.installer_rules"} <= set(
+        built.modules)
+    done = subprocess.run([python, str(hook), "--selftest", "--state-dir", str(tmp_path / "s")],
+                          cwd=tmp_path, env={}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["failed"] == {} and report["outside_archive"] == []
+    assert report["nodes"] == ["pve1", "pve2", "pve3"]
+
+
+def test_an_unset_password_variable_is_named_by_the_option(tmp_path, monkeypatch):
+    monkeypatch.delenv("PVESTRAP_TEST_UNSET_PW", raising=False)
+    with pytest.raises(UserError) as caught:
+        IA.render_for(_one_file(tmp_path), "pve1", password_env="PVESTRAP_TEST_UNSET_PW")
+    assert caught.value.code == "password-missing"
+    assert "(--root-password-env)" in caught.value.message

@@ -17,9 +17,11 @@ app = group("Prepare installer ISOs that install and cluster nodes unattended.")
 _ANSWERS = typer.Option(..., "--answers", metavar="FILE", dir_okay=False,
                         help="The cluster's answer file (TOML).")
 _INSTALLER = typer.Option(None, "--installer", metavar="FILE", dir_okay=False,
-                          help="Installer settings: [installer] country, timezone, mailto, "
-                               "domain, gateway, dns, network_filter, disk, root password "
-                               "source (see `pvestrap iso answer --help`).")
+                          help="Override of the cluster file's [installer] table: the same "
+                               "keys (country, timezone, mailto, domain, gateway, dns, "
+                               "network_filter, disk ...) plus a root password source; its "
+                               "keys win key by key, [installer.nodes.NAME] last. Not needed "
+                               "when the cluster file has everything.")
 _PW_FILE = typer.Option(None, "--root-password-file", metavar="FILE",
                         help="File whose first line is root's password (not readable by "
                              "others); only its SHA-512 crypt hash is written.")
@@ -46,10 +48,13 @@ def answer(
 ) -> None:
     """Render the Proxmox installer's answer.toml for one node.
 
-    fqdn is NODE plus installer.domain; the network comes from the node's `management`
-    address (from-answer) with installer.gateway, dns and network_filter (a udev glob such
-    as { ID_NET_NAME = "eno1" }); [first-boot] takes the hook from the ISO. The result is
-    checked by the same rules as `pvestrap iso validate-answer`.
+    The settings come from the cluster file's [installer] table (and --installer FILE, which
+    wins key by key). fqdn is NODE plus installer.domain; the network comes from the node's
+    `management` address (from-answer) with installer.gateway, dns and network_filter (a udev
+    glob such as { ID_NET_NAME = "eno1" }); [first-boot] takes the hook from the ISO. Root's
+    password is never in a settings file the hook carries: give --root-password-file or
+    --root-password-env. The result is checked by the same rules as `pvestrap iso
+    validate-answer`.
     """
     from pvestrap.iso.installer_answer import render_for
 
