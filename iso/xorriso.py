@@ -22,6 +22,10 @@ SECTOR = 2048
 TIMEOUT_S = 600.0
 _INTERVAL = re.compile(r"--interval:(\w+):(\d+)([sd])-(\d+)([sd])")
 _START = re.compile(r"_start_\d+s_")
+# MBR geometry that xorriso's report infers from the written image: with a GRUB2 hybrid MBR the
+# heads per cylinder and the cylinder alignment follow the image size (passing the source's
+# values explicitly does not change the outcome), so they are not part of the boot setup.
+SIZE_DERIVED = ("-partition_hd_cyl ", "-partition_cyl_align ")
 _UUID = re.compile(r"^-volume_date uuid '?([0-9]{16})'?$", re.MULTILINE)
 _VOLID = re.compile(r"^-volid '(.*)'$", re.MULTILINE)
 
@@ -95,6 +99,8 @@ def boot_setup(report: str, iso: str) -> tuple[str, ...]:
     """The as_mkisofs report with addresses and the image's own path taken out."""
     lines = []
     for line in report.splitlines():
+        if line.startswith(SIZE_DERIVED):
+            continue
         line = line.replace(f"'{iso}'", "'ISO'")
         line = _INTERVAL.sub(lambda m: f"--interval:{m[1]}:"
                              f"{int(m[4]) - int(m[2]) + 1}{m[3]}", line)

@@ -91,6 +91,8 @@ def boot_report(iso) -> list[str]:
     lines = xorriso("-indev", str(iso), "-report_el_torito", "as_mkisofs").splitlines()
     out = []
     for line in lines:
+        if line.startswith(("-partition_hd_cyl ", "-partition_cyl_align ")):
+            continue  # inferred from the image size by xorriso's report (see iso/xorriso.py)
         line = line.replace(f"'{iso}'", "'ISO'")
         line = re.sub(r"(\d+)([sd])-(\d+)[sd]", lambda m: f"{int(m[3]) - int(m[1]) + 1}{m[2]}",
                       line)
