@@ -9,6 +9,7 @@ the same; and a stage announced later must not grab them either.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import socket
@@ -117,3 +118,31 @@ def test_waiting_for_a_stage_returns_who_reached_it(plan):
         assert arrived == {"n2"}
         assert net.wait_for_stage(plan, n1, ["n2"], "member", TOKENS.member, timeout_s=0.5,
                                   say=lambda _m: None, poll_s=0.2) == set()
+
+
+def test_a_local_preflight_fail_stops_before_any_change(plan, tmp_path, capsys):
+    """The whole flow for n1 on loopback, with n2 and n3 answering: this machine's host name is
+    not n1, so the preflight FAILs on a local check; the apply is never called, nothing is
+    marked done, and the saved report says why."""
+    from pvestrap.answers import dumps
+    from pvestrap.wizard import firstboot
+
+    answers = tmp_path / "answers.toml"
+    answers.write_text(dumps(plan))
+    tokens = net.derive_tokens(answers.read_bytes())
+    applied = []
+    with net.Presence(plan, plan.node("n2"), tokens, ttl_s=60), \
+            net.Presence(plan, plan.node("n3"), tokens, ttl_s=60):
+        code = firstboot.main(["--answers", str(answers), "--node", "n1", "--state-dir",
+                               str(tmp_path / "state"), "--duration", "0.5", "--peer-wait",
+                               "20", "--quiet"], apply=applied.append)
+    assert code == 1 and applied == []
+    assert "firstboot-preflight-failed" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "state/firstboot-preflight.json").read_text())
+    fails = {f["check"] for s in saved["report"]["sections"] for f in s["findings"]
+             if f["severity"] == "fail"}
+    assert "hostname" in fails
+    opened = {(r["peer"], r["state"]) for r in saved["measurements"]["udp"] if not r["legacy"]}
+    assert opened == {("n2", "open"), ("n3", "open")}
+    assert json.loads((tmp_path / "state/firstboot.json").read_text())["phase"] == "started"
+    assert not (tmp_path / "state/firstboot.done").exists()

@@ -7,7 +7,9 @@ idea which of the others are up yet. In order:
 2. Answer probes (checks.responder, in threads of this process) and wait, bounded, until every
    other node of the file answers too, saying who is still missing.
 3. The preflight, local checks and probes of every peer and link: any FAIL stops here, before
-   anything changed. The report goes to stdout (the journal) and, as JSON, to the state folder.
+   anything changed (when all FAILs are network ones, a peer may have been restarting: it waits
+   for the peers and measures again, twice at most). The report goes to stdout (the journal)
+   and, as JSON, to the state folder.
 4. The creating node waits until every peer's preflight passed, then creates; the others join
    one at a time in nodeid order: each waits until the node before it answers as a member,
    then applies, retrying while the cluster is busy.
@@ -41,6 +43,8 @@ from pvestrap.wizard.firstboot_state import STATE_DIR, StateDir
 
 Say = Callable[[str], None]
 PREFLIGHT_FILE = "firstboot-preflight.json"
+PREFLIGHT_ATTEMPTS = 3
+PREFLIGHT_PAUSE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -120,8 +124,7 @@ def _run_locked(opts, state, plan, me, role, digest, data, apply, say, detail) -
                 "its preflight passed in an earlier run"
             say(f"skipping the peer wait and the preflight: {why}")
         else:
-            net.wait_for_peers(plan, me, tokens.probe, opts.peer_wait_s, say)
-            _preflight(opts, state, plan, me, tokens, say, detail)
+            _wait_and_preflight(opts, state, plan, me, tokens, say, detail)
             state.record(digest, me.name, "preflight-passed")
             done_phases.append("preflight-passed")
         presence.announce("ready")
@@ -162,6 +165,29 @@ def _wait_turn(opts: Options, plan, me, tokens: net.Tokens, say: Say) -> None:
             "(the cluster serializes joins itself)")
 
 
+def _wait_and_preflight(opts: Options, state: StateDir, plan, me, tokens: net.Tokens, say: Say,
+                        detail: Say) -> None:
+    """Wait for the peers, then the preflight. When every FAIL is a network one, a peer may
+    just have restarted in the middle of the measurement (a node that reboots runs its first
+    boot again): wait for the peers again and measure again, a few times at most. A local FAIL
+    (a hostname, a running corosync) does not go away by waiting: it stops at once."""
+    from pvestrap.preflight import network_checks
+
+    network = {check.id for check in network_checks()}
+    for attempt in range(1, PREFLIGHT_ATTEMPTS + 1):
+        net.wait_for_peers(plan, me, tokens.probe, opts.peer_wait_s, say)
+        try:
+            _preflight(opts, state, plan, me, tokens, say, detail)
+            return
+        except PreflightFailed as exc:
+            if attempt == PREFLIGHT_ATTEMPTS or not exc.checks <= network:
+                raise
+            say(f"the preflight failed on the network only ({', '.join(exc.codes)}): a peer "
+                f"may be restarting; measuring again (attempt {attempt + 1} of "
+                f"{PREFLIGHT_ATTEMPTS})")
+            time.sleep(PREFLIGHT_PAUSE_S)
+
+
 def _preflight(opts: Options, state: StateDir, plan, me, tokens: net.Tokens, say: Say,
                detail: Say) -> None:
     from pvestrap import preflight
@@ -187,15 +213,16 @@ def _preflight(opts: Options, state: StateDir, plan, me, tokens: net.Tokens, say
             for f in failures:
                 for line in finding_line(f):
                     say(line)
-        raise PreflightFailed(len(failures), sorted({f.code for f in failures}))
+        raise PreflightFailed(len(failures), sorted({f.code for f in failures}),
+                              {f.check or f.code for f in failures})
     say("preflight passed")
 
 
 class PreflightFailed(OperationFailed):
     code = "firstboot-preflight-failed"
 
-    def __init__(self, count: int, codes: list[str]):
-        self.codes = codes
+    def __init__(self, count: int, codes: list[str], checks: set[str]):
+        self.codes, self.checks = codes, checks
         super().__init__(f"the preflight found {count} failure{'s' * (count != 1)} "
                          f"({', '.join(codes)}): nothing was changed",
                          remedy="fix what the FAIL lines above say (or name the check in the "
