@@ -146,3 +146,38 @@ def test_a_local_preflight_fail_stops_before_any_change(plan, tmp_path, capsys):
     assert opened == {("n2", "open"), ("n3", "open")}
     assert json.loads((tmp_path / "state/firstboot.json").read_text())["phase"] == "started"
     assert not (tmp_path / "state/firstboot.done").exists()
+
+
+def test_after_a_passed_preflight_the_apply_runs_once_and_the_node_is_done(plan, tmp_path,
+                                                                          capsys):
+    """The same flow with this machine's local FAILs ignored by check id (as an answer file's
+    ignore_checks would): n1 creates once n2 and n3 are ready, the apply gets n1's request, the
+    node is marked done, and a rerun does nothing at all."""
+    from pvestrap.answers import dumps
+    from pvestrap.wizard import firstboot
+
+    answers = tmp_path / "answers.toml"
+    answers.write_text(dumps(plan))
+    tokens = net.derive_tokens(answers.read_bytes())
+    state = tmp_path / "state"
+    argv = ["--answers", str(answers), "--node", "n1", "--state-dir", str(state),
+            "--duration", "0.5", "--peer-wait", "20", "--turn-wait", "20", "--linger", "0.5",
+            "--quorum-timeout", "42", "--quiet"]
+    applied: list = []
+    with net.Presence(plan, plan.node("n2"), tokens, ttl_s=60) as p2, \
+            net.Presence(plan, plan.node("n3"), tokens, ttl_s=60) as p3:
+        assert firstboot.main(argv, apply=applied.append) == 1
+        saved = json.loads((state / "firstboot-preflight.json").read_text())
+        local = sorted({f["check"] for s in saved["report"]["sections"] for f in s["findings"]
+                        if f["severity"] == "fail"})
+        assert local and not set(local) & {"link-ports", "latency", "mtu", "clock-offset"}
+        p2.announce("ready")
+        p3.announce("ready")
+        ignore = [arg for check in local for arg in ("--ignore", check)]
+        assert firstboot.main(argv + ignore, apply=applied.append) == 0
+    assert [(r.node, r.quorum_timeout_s, r.ignore) for r in applied] == [
+        ("n1", 42.0, tuple(local))]
+    done = json.loads((state / "firstboot.done").read_text())
+    assert (done["node"], done["cluster"]) == ("n1", plan.cluster_name)
+    assert firstboot.main(argv, apply=applied.append) == 0
+    assert len(applied) == 1

@@ -130,22 +130,31 @@ def _run_locked(opts, state, plan, me, role, digest, data, apply, say, detail) -
         presence.announce("ready")
         if not member:
             _wait_turn(opts, plan, me, tokens, say)
-        presence.release_corosync_ports()
-        request = cluster.ApplyRequest(plan, me.name, opts.answers, opts.ignore,
-                                       opts.quorum_timeout_s, opts.corosync_start, detail)
-        say("applying: " + ("create the cluster" if role == "create"
-                            else f"join via {plan.join_address()}"))
-        attempts = cluster.apply_with_retries(apply, request, opts.apply_timeout_s, say)
-        state.record(digest, me.name, "applied")
-        presence.announce("member")
-        state.mark_done(digest, me.name, plan.cluster_name)
-        say(f"done: {me.name} is a member of {plan.cluster_name}")
-        everyone = cluster.wait_for_all_members(plan, opts.linger_s, say)
-        if not everyone:
-            say(f"stopped answering probes after {opts.linger_s:g} s; nodes that are not "
-                "members yet must be started again by hand")
+        attempts, everyone = _apply_and_stay(opts, state, plan, me, digest, presence, apply,
+                                             say, detail)
     return Outcome(me.name, role, attempts=attempts, all_members=everyone, resumed_from=phase,
                    phases=tuple(done_phases + ["applied"]))
+
+
+def _apply_and_stay(opts, state, plan, me, digest, presence, apply, say, detail
+                    ) -> tuple[int, bool]:
+    """Create or join; then tell the others, mark done, and keep answering probes until every
+    node is a member (bounded). Returns (apply attempts, whether every node is a member)."""
+    presence.release_corosync_ports()
+    request = cluster.ApplyRequest(plan, me.name, opts.answers, opts.ignore,
+                                   opts.quorum_timeout_s, opts.corosync_start, detail)
+    say("applying: " + ("create the cluster" if plan.role_of(me.name) == "create"
+                        else f"join via {plan.join_address()}"))
+    attempts = cluster.apply_with_retries(apply, request, opts.apply_timeout_s, say)
+    state.record(digest, me.name, "applied")
+    presence.announce("member")
+    state.mark_done(digest, me.name, plan.cluster_name)
+    say(f"done: {me.name} is a member of {plan.cluster_name}")
+    everyone = cluster.wait_for_all_members(plan, opts.linger_s, say)
+    if not everyone:
+        say(f"stopped answering probes after {opts.linger_s:g} s; nodes that are not "
+            "members yet must be started again by hand")
+    return attempts, everyone
 
 
 def _wait_turn(opts: Options, plan, me, tokens: net.Tokens, say: Say) -> None:
