@@ -363,6 +363,27 @@ def test_join_refuses_taken_names_ids_addresses_and_a_cluster_without_quorum():
     assert [f.code for f in again] == ["join-node-exists"]
 
 
+def test_a_join_killed_after_updating_the_members_resumes_on_this_node_only():
+    """The members list pve2 as planned and wait for it (inquorate): the rerun installs, starts
+    and waits; it neither refuses (join-node-exists) nor touches the members again."""
+    plan = make_plan()
+    both = render_corosync_conf(replace(plan, nodes=plan.nodes[:2]), 2)
+    steps = cs.join_steps(plan, "pve2", snapshot(both, quorate=False), cs.SYSTEMD,
+                          lambda system, address: Remote(system, address))
+    assert [s.id for s in steps] == ["install", "start", "wait-quorum"]
+    assert steps[0].conf_text == both and steps[2].members == 2
+
+
+def test_a_listed_node_that_differs_from_the_plan_is_still_refused():
+    plan = make_plan()
+    other = replace(plan.nodes[1], addresses={0: "10.254.0.2", 1: "10.254.1.77"})
+    cluster = render_corosync_conf(replace(plan, nodes=(plan.nodes[0], other)), 2)
+    with pytest.raises(cs.JoinRefused) as caught:
+        cs.join_steps(plan, "pve2", snapshot(cluster, quorate=False), cs.SYSTEMD,
+                      lambda system, address: Remote(system, address))
+    assert "join-node-exists" in caught.value.reasons
+
+
 @pytest.mark.parametrize("failing,written,put_back", [
     # another member fails: the reloading member is never touched
     ("root@10.254.0.2", ["root@10.254.0.2"], ["root@10.254.0.2"]),

@@ -397,8 +397,12 @@ def read_cluster(remote: Remote) -> ClusterSnapshot:
 
 
 def check_join(plan: ClusterPlan, node_name: str, conf: CorosyncConf,
-               snapshot: ClusterSnapshot) -> list[Finding]:
-    """What the cluster side would refuse, plus every way the cluster disagrees with the plan."""
+               snapshot: ClusterSnapshot, resuming: bool = False) -> list[Finding]:
+    """What the cluster side would refuse, plus every way the cluster disagrees with the plan.
+
+    resuming: the members list this node exactly as planned already (a join killed after it
+    updated them): the node's own entry is expected, and the cluster may be inquorate because
+    it waits for this very node."""
     out: list[Finding] = []
     if conf.cluster_name != plan.cluster_name:
         out.append(fail("join-cluster-mismatch", f"{snapshot.address} is in cluster "
@@ -410,12 +414,14 @@ def check_join(plan: ClusterPlan, node_name: str, conf: CorosyncConf,
                         f"{list(conf.link_numbers)}, the plan {list(plan.link_numbers)}",
                         "links", payload={"cluster": list(conf.link_numbers),
                                           "planned": list(plan.link_numbers)}))
-    if not quorate_with(snapshot.quorum, None):
+    if not resuming and not quorate_with(snapshot.quorum, None):
         out.append(fail("join-cluster-not-quorate", f"{snapshot.address} is not quorate",
                         snapshot.address, remedy="bring the cluster back to quorum first"))
     me = plan.node(node_name)
     for entry in conf.nodes:
         if entry.name == node_name:
+            if resuming:
+                continue
             out.append(fail("join-node-exists", f"the cluster lists {node_name} already "
                             f"(nodeid {entry.nodeid})", node_name,
                             remedy=f"remove it there first (corosync.conf of every member), "
@@ -483,9 +489,14 @@ def join_steps(plan: ClusterPlan, node_name: str, snapshot: ClusterSnapshot, ser
     """The join as steps, from what the member said; refuses (JoinRefused) before any change
     when the cluster and the plan disagree."""
     conf = CorosyncConf.parse(snapshot.conf_text, f"{snapshot.address}:{COROSYNC_CONF}")
-    problems = check_join(plan, node_name, conf, snapshot)
+    resuming = is_listed_as_planned(plan, node_name, conf)
+    problems = check_join(plan, node_name, conf, snapshot, resuming)
     if problems:
         raise JoinRefused(f"{snapshot.address}'s cluster refuses {node_name}", problems)
+    if resuming:  # the members have us already: finish the join on this node only
+        return [InstallStep(snapshot.conf_text, snapshot.authkey),
+                StartStep(service, restart=False, timeout=timeouts.service),
+                WaitQuorumStep(len(conf.nodes), timeouts.quorum, timeouts.poll)]
     me = plan.node(node_name)
     new = conf.add_node(me.name, dict(me.addresses), me.votes, me.nodeid).bump_version()
     text = new.canonical()
@@ -495,6 +506,12 @@ def join_steps(plan: ClusterPlan, node_name: str, snapshot: ClusterSnapshot, ser
             InstallStep(text, snapshot.authkey),
             StartStep(service, restart=False, timeout=timeouts.service),
             WaitQuorumStep(len(new.nodes), timeouts.quorum, timeouts.poll)]
+
+
+def is_listed_as_planned(plan: ClusterPlan, node_name: str, conf: CorosyncConf) -> bool:
+    """The cluster's conf has this node with the planned nodeid, addresses and link set."""
+    return (any(n.name == node_name for n in conf.nodes)
+            and not node_differences(plan, node_name, conf))
 
 
 def join_refusals(system: System, plan: ClusterPlan, node_name: str,
