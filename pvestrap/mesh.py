@@ -92,6 +92,12 @@ def run_mesh(plan: ClusterPlan, answers_text: str, *, duration_s: float,
             say(f"{name}: done")
         return results
     finally:
+        for proc in procs.values():  # hang up on every agent first, then wait for them
+            if proc.stdin and not proc.stdin.closed:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
         for proc in procs.values():
             _close(proc)
 
@@ -152,10 +158,13 @@ def agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
                              addresses=tuple(sorted(set(node.addresses.values()))),
                              ttl_s=float(job.get("ttl_s", 600)))
     done = threading.Event()
+    ignore = tuple(job.get("ignore", ()))
     with Responder(config) as responder:
         thread = threading.Thread(target=responder.serve, kwargs={"stop": done.is_set},
                                   daemon=True)
         thread.start()
+        # the CPU-heavy local checks run now, while the others start, not while probes fly
+        local = preflight.run_local(plan, node.name, ignore=ignore)
         print(READY, flush=True, file=stdout)
         if stdin.readline().strip() != GO:
             done.set()
@@ -163,8 +172,9 @@ def agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
         settings = prober.ProbeSettings(duration_s=float(job.get("duration_s", 3.0)))
         request = prober.request_from_plan(plan, node.name, settings)
         measured = prober.measure(request, token)
-        report = preflight.run_with_probes(plan, node.name, {prober.PROBES_KEY: measured},
-                                           ignore=job.get("ignore", ()))
+        network = preflight.run_network(plan, node.name, {prober.PROBES_KEY: measured},
+                                        ignore=ignore)
+        report = preflight.combine(local, network)
         out = {"report": report_dict(report), "measurements": measured.to_dict()}
         print(RESULT + json.dumps(out), flush=True, file=stdout)
         stdin.read()  # keep answering the others' probes until the orchestrator hangs up

@@ -65,6 +65,26 @@ def run_with_probes(plan: ClusterPlan | None, node: str | None, probes: Mapping[
                 matrices)
 
 
+def run_network(plan: ClusterPlan | None, node: str | None, probes: Mapping[str, Any],
+                root: str = "/", ignore: Sequence[str] = ()) -> Report:
+    """Only the checks that read probe measurements (the mesh agent runs the local ones first,
+    before probing starts, so their CPU work does not disturb the timing of the probes)."""
+    return _run(network_checks(), plan, node, root, ignore, None, {}, probes)
+
+
+def combine(first: Report, second: Report) -> Report:
+    """One report out of two runs over disjoint check families, sections in report order."""
+    from pvestrap.report.model import SECTION_ORDER
+
+    def order(section) -> int:
+        name = section.name
+        return SECTION_ORDER.index(name) if name in SECTION_ORDER else len(SECTION_ORDER)
+
+    sections = tuple(sorted(first.sections + second.sections, key=order))
+    return dataclasses.replace(first, sections=sections,
+                               matrices={**first.matrices, **second.matrices})
+
+
 def _run(checks, plan, node, root, ignore, on_progress, options, probes, matrices=None) -> Report:
     from pvestrap.checks.localsys import read_machine
 
