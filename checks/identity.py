@@ -17,19 +17,11 @@ from typing import Any, ClassVar, Mapping
 from pvestrap.checks.base import Context
 from pvestrap.checks.localsys import (LIVE, Machine, Sources, corosync_order, ip_version,
                                       is_loopback, link_addresses, short_hostname)
-from pvestrap.findings import Finding, Severity, fail, warn
+from pvestrap.findings import Finding, Severity, fail, info, passed, warn
 from pvestrap.plan import NAME_MAX, NAME_RE
 
 FAMILY = "identity"
 _NAME_REMEDY = "use letters, digits and inner hyphens, at most 15 characters (e.g. 'pve1')"
-
-
-def _info(code: str, message: str, subject: str | None, check: str, **kw: Any) -> Finding:
-    return Finding(code, Severity.INFO, message, subject, check, **kw)
-
-
-def _ok(code: str, message: str, subject: str | None, check: str, **kw: Any) -> Finding:
-    return Finding(code, Severity.PASS, message, subject, check, **kw)
 
 
 def node_name(ctx: Context, machine: Machine) -> str:
@@ -91,7 +83,7 @@ class HostnameCheck:
                         f"({iface.operstate})", name, check=self.id, payload=payload,
                         remedy=f"bring {iface.name} up and check its cable (ip link show "
                                f"{iface.name})")
-        return _ok("hostname-resolves", f"{name} resolves to {address} on {iface.name}", name,
+        return passed("hostname-resolves", f"{name} resolves to {address} on {iface.name}", name,
                    self.id, payload=payload)
 
     def _ipv6_first(self, ctx: Context, name: str, raw: tuple[str, ...],
@@ -148,7 +140,7 @@ class NamesCheck:
                         check=self.id, payload={"name": value, "problem": problem},
                         remedy=_NAME_REMEDY + (" (a cluster name cannot be changed later)"
                                                if what == "cluster" else ""))
-        return _ok(f"{what}-name-valid", f"{what} name {value} is valid", value, self.id,
+        return passed(f"{what}-name-valid", f"{what} name {value} is valid", value, self.id,
                    payload={"name": value})
 
 
@@ -180,7 +172,7 @@ def compare_resolutions(views: Mapping[str, Mapping[str, str | None]],
                             check=check, payload=dict(payload, observers=unresolved),
                             remedy=f"add {name} to /etc/hosts on {', '.join(unresolved)}"))
         if len(distinct) == 1 and not unresolved:
-            out.append(_ok("hostname-consistent",
+            out.append(passed("hostname-consistent",
                            f"{name} resolves to {distinct[0]} on {len(seen)} node(s)", name, check,
                            payload=payload))
     return out
@@ -208,7 +200,7 @@ class NameConsistencyCheck:
         machine = self.sources.machine_for(ctx)
         me = node_name(ctx, machine)
         mine = {n.name: self._first(n.name) for n in ctx.plan.nodes}
-        out = [_info("names-resolved", f"{me} resolved {len(mine)} node names", me, self.id,
+        out = [info("names-resolved", f"{me} resolved {len(mine)} node names", me, self.id,
                      payload={"observer": me, "resolutions": mine})]
         views: dict[str, Mapping[str, str | None]] = dict(ctx.options.get("resolutions") or {})
         views[me] = mine

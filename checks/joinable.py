@@ -25,17 +25,13 @@ from typing import Any, Callable, ClassVar, Mapping
 from pvestrap.checks.base import Context
 from pvestrap.checks.localsys import (LIVE, Sources, is_loopback, link_addresses, path_under,
                                       role)
-from pvestrap.findings import Finding, Severity, fail, warn
+from pvestrap.findings import Finding, Severity, fail, passed, warn
 
 FAMILY = "joinable"
 AUTHKEY = "/etc/corosync/authkey"
 CONF_PATHS = ("/etc/pve/corosync.conf", "/etc/corosync/corosync.conf")
 GUEST_GLOBS = {"qemu": ("etc/pve/qemu-server/*.conf", "etc/pve/nodes/*/qemu-server/*.conf"),
                "lxc": ("etc/pve/lxc/*.conf", "etc/pve/nodes/*/lxc/*.conf")}
-
-
-def _ok(code: str, message: str, subject: str | None, check: str, **kw: Any) -> Finding:
-    return Finding(code, Severity.PASS, message, subject, check, **kw)
 
 
 def _joining(ctx: Context) -> bool:
@@ -63,7 +59,7 @@ class AuthkeyCheck:
                          "cluster already", ctx.node, check=self.id, payload={"path": AUTHKEY},
                          remedy="if this node is in no cluster, move the file away "
                                 f"(mv {AUTHKEY} /root/) before joining")]
-        return [_ok("authkey-absent", f"no {AUTHKEY}", ctx.node, self.id,
+        return [passed("authkey-absent", f"no {AUTHKEY}", ctx.node, self.id,
                     payload={"path": AUTHKEY})]
 
 
@@ -102,7 +98,7 @@ class CorosyncConfCheck:
                          remedy="remove the node from its old cluster first (pvecm's 'Separate "
                                 "a Node Without Reinstalling'), or reinstall it")]
         note = f" ({stock[0]} is the packaged example: it will be replaced)" if stock else ""
-        return [_ok("corosync-conf-absent", f"no cluster corosync.conf{note}", ctx.node, self.id,
+        return [passed("corosync-conf-absent", f"no cluster corosync.conf{note}", ctx.node, self.id,
                     payload={"paths": list(CONF_PATHS), "stock": stock})]
 
 
@@ -124,7 +120,7 @@ class CorosyncRunningCheck:
                          payload=dict(payload, output=res.stdout.strip().splitlines()[:20]),
                          remedy="stop corosync (systemctl stop corosync) and find out which "
                                 "cluster this node belongs to before joining another")]
-        return [_ok("corosync-stopped", "corosync is not running", ctx.node, self.id,
+        return [passed("corosync-stopped", "corosync is not running", ctx.node, self.id,
                     payload=payload)]
 
 
@@ -160,7 +156,7 @@ class GuestsCheck:
                          payload=payload,
                          remedy="back up the guests (vzdump), remove them, join, then restore "
                                 "them with free VMIDs")]
-        return [_ok("no-guests", "no guests on this node", ctx.node, self.id, payload=payload)]
+        return [passed("no-guests", "no guests on this node", ctx.node, self.id, payload=payload)]
 
 
 # -- the cluster side ------------------------------------------------------------------------------
@@ -229,7 +225,7 @@ class ClusterSideCheck:
                             "joins", ctx.node, check=self.id, payload={"quorate": False},
                             remedy="restore quorum (pvecm status) before adding nodes"))
         if not out:
-            out.append(_ok("cluster-accepts-join", f"links {sorted(view.links)} match and the "
+            out.append(passed("cluster-accepts-join", f"links {sorted(view.links)} match and the "
                            "addresses are free", ctx.node, self.id,
                            payload={"links": sorted(view.links), "nodes": len(view.nodes)}))
         return out
@@ -325,7 +321,7 @@ class FingerprintCheck:
                          f"plan expects {planned}", target, check=self.id, payload=payload,
                          remedy="verify on the cluster node (pvenode cert info) which is right; "
                                 "a mismatch can also mean someone is in between")]
-        return [_ok("fingerprint-ok", f"{target} presents the planned fingerprint", target,
+        return [passed("fingerprint-ok", f"{target} presents the planned fingerprint", target,
                     self.id, payload=payload)]
 
 

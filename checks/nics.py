@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from pvestrap.checks.base import Context
 from pvestrap.checks.localsys import LIVE, Interface, Machine, Sources, link_addresses
-from pvestrap.findings import Finding, Severity, fail, warn
+from pvestrap.findings import Finding, Severity, fail, passed, warn
 
 FAMILY = "nics"
 UNSUITABLE_BOND_MODES = frozenset({"balance-rr", "balance-xor", "balance-tlb", "balance-alb"})
@@ -68,10 +68,6 @@ def _cables(machine: Machine, devices: frozenset[str]) -> frozenset[str]:
     kinds = nic_kinds(machine)
     nics = frozenset(d for d in devices if (i := machine.interface(d)) and i.kind in kinds)
     return nics or devices
-
-
-def _ok(code: str, message: str, subject: str | None, check: str, **kw: Any) -> Finding:
-    return Finding(code, Severity.PASS, message, subject, check, **kw)
 
 
 @dataclass(frozen=True)
@@ -137,7 +133,7 @@ class LinkAddressCheck:
                         subject, check=self.id, payload=payload,
                         remedy=f"configure {address} on the NIC meant for link{number} (see the "
                                "free NICs above) and bring it up")
-        return _ok("link-address-local", f"link{number} address {address} is on {iface.name}",
+        return passed("link-address-local", f"link{number} address {address} is on {iface.name}",
                    subject, self.id, payload=payload)
 
 
@@ -163,7 +159,7 @@ class LinkLayoutCheck:
             out += self._shared(ctx, machine, ifaces)
             out += self._bonds(ctx, machine, ifaces)
         if not any(f.severity is Severity.WARN for f in out):
-            out.append(_ok("link-layout-ok", "links are redundant, link0 is separate from "
+            out.append(passed("link-layout-ok", "links are redundant, link0 is separate from "
                            "management and no unsuitable bond carries a link", ctx.node, self.id,
                            payload={"links": list(ctx.plan.link_numbers)}))
         return out

@@ -65,6 +65,16 @@ def warn(code: str, message: str, subject: str | None = None, **kw: Any) -> Find
     return Finding(code, Severity.WARN, message, subject, **kw)
 
 
+def passed(code: str, message: str, subject: str | None = None, check: str | None = None,
+           **kw: Any) -> Finding:
+    return Finding(code, Severity.PASS, message, subject, check, **kw)
+
+
+def info(code: str, message: str, subject: str | None = None, check: str | None = None,
+         **kw: Any) -> Finding:
+    return Finding(code, Severity.INFO, message, subject, check, **kw)
+
+
 def failures(findings: Iterable[Finding]) -> list[Finding]:
     return [f for f in findings if f.severity is Severity.FAIL]
 
