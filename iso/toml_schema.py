@@ -13,11 +13,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pvestrap.answer_schema import join_path, toml_type
+from pvestrap.answer_schema import (BOOL, INT, MAP, NUM, STR, STRS, TABLE, join_path, toml_type,
+                                     type_ok)
 from pvestrap.findings import Finding, fail
 
-STR, INT, NUM, BOOL, STRS, TABLE, MAP, STR_OR_TABLE = (
-    "string", "integer", "number", "boolean", "strings", "table", "map", "string-or-table")
+STR_OR_TABLE = "string-or-table"
 _EXPECTED = {STR: "a string", INT: "a whole number", NUM: "a number", BOOL: "true or false",
              STRS: "an array of strings", TABLE: "a table", MAP: "a table of strings",
              STR_OR_TABLE: "a string or a table"}
@@ -127,15 +127,8 @@ def _map(value: Any, field: Field, style: Style, path: str,
 
 
 def _scalar_ok(value: Any, kind: str) -> bool:
-    if kind == BOOL:
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if kind == STR:
-        return isinstance(value, str)
-    if kind == INT:
-        return isinstance(value, int)
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    """The cluster file's type rule; here a non-finite number is a type error too."""
+    return type_ok(value, kind) and (kind != NUM or math.isfinite(value))
 
 
 def _in_range(value: Any, field: Field, style: Style, path: str,

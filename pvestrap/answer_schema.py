@@ -279,7 +279,7 @@ def _value(value: Any, key: Key, path: str, out: list[Finding]) -> tuple[bool, A
             if not isinstance(item, str):
                 _mistyped(item, Key(key.name, STR, key.doc), f"{path}[{i}]", out)
         return True, tuple(item for item in value if isinstance(item, str))
-    if not _type_ok(value, key.kind):
+    if not type_ok(value, key.kind):
         return _mistyped(value, key, path, out)
     if isinstance(value, int) and not -2**63 <= value < 2**63:
         out.append(fail("answer-number-out-of-range", "integers in TOML must fit in 64 bits",
@@ -303,7 +303,8 @@ def _map(value: Any, key: Key, path: str, out: list[Finding]) -> tuple[bool, Any
     return not bad, dict(value)
 
 
-def _type_ok(value: Any, kind: str) -> bool:
+def type_ok(value: Any, kind: str) -> bool:
+    """Whether a parsed TOML value has the scalar kind (a bool is never a number)."""
     if kind == BOOL:
         return isinstance(value, bool)
     if isinstance(value, bool):
