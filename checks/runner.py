@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from pvestrap.findings import Finding, Severity, apply_ignores
-from pvestrap.report.model import SECTION_ORDER, Report, Section
+from pvestrap.report.model import Report, Section, section_rank
 
 from pvestrap.checks.base import Check, Context
 
@@ -62,14 +62,16 @@ def run_checks(
         if on_progress:
             on_progress(check)
         by_family.setdefault(check.family, []).extend(run_one(check, ctx))
+    return Report(title, build_sections(by_family, ignore), dict(meta or {}),
+                  dict(matrices or {}))
+
+
+def build_sections(by_family: Mapping[str, Sequence[Finding]],
+                   ignore: Iterable[str] = ()) -> tuple[Section, ...]:
+    """Non-empty families as titled sections in report order, with --ignore applied."""
     ignored = tuple(ignore)
-    sections = tuple(
+    return tuple(
         Section(name, SECTION_TITLES.get(name, name.upper()), tuple(apply_ignores(fs, ignored)))
-        for name, fs in sorted(by_family.items(), key=lambda kv: _order(kv[0]))
+        for name, fs in sorted(by_family.items(), key=lambda kv: section_rank(kv[0]))
         if fs
     )
-    return Report(title, sections, dict(meta or {}), dict(matrices or {}))
-
-
-def _order(name: str) -> tuple[int, str]:
-    return (SECTION_ORDER.index(name) if name in SECTION_ORDER else len(SECTION_ORDER), name)

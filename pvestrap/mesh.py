@@ -187,9 +187,8 @@ def agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
 
 def merge(plan: ClusterPlan, results: Sequence[NodeResult], ignore: Sequence[str] = ()):
     """One report: every node's findings (subjects prefixed by the node) and the N x N matrices."""
-    from pvestrap.checks.runner import SECTION_TITLES
-    from pvestrap.findings import apply_ignores
-    from pvestrap.report.model import SECTION_ORDER, Report, Section
+    from pvestrap.checks.runner import build_sections
+    from pvestrap.report.model import Report
 
     by_section: dict[str, list[Finding]] = {}
     for r in results:
@@ -202,11 +201,7 @@ def merge(plan: ClusterPlan, results: Sequence[NodeResult], ignore: Sequence[str
         for section in r.report.get("sections", ()):
             for f in section["findings"]:
                 by_section.setdefault(section["name"], []).append(_finding(f, r.node))
-    sections = tuple(
-        Section(name, SECTION_TITLES.get(name, name.upper()), tuple(apply_ignores(fs, ignore)))
-        for name, fs in sorted(by_section.items(),
-                               key=lambda kv: (SECTION_ORDER.index(kv[0])
-                                               if kv[0] in SECTION_ORDER else 99, kv[0])))
+    sections = build_sections(by_section, ignore)
     meta = {"cluster": plan.cluster_name, "nodes": len(plan.nodes), "mode": "mesh"}
     return Report("pvestrap preflight (mesh)", sections, meta, matrices(plan, results))
 

@@ -53,7 +53,8 @@ def run_local(plan: ClusterPlan | None, node: str | None, root: str = "/",
               ignore: Sequence[str] = (), on_progress: Callable[[Check], None] | None = None,
               options: Mapping[str, Any] | None = None) -> Report:
     """Local checks only: what `apply` runs as its gate on a node, before the first change."""
-    return _run(local_checks(), plan, node, root, ignore, on_progress, options or {}, {})
+    return _run(local_checks(), plan, node, root, ignore, on_progress,
+                _with_machine(options, root), {})
 
 
 def run_with_probes(plan: ClusterPlan | None, node: str | None, probes: Mapping[str, Any],
@@ -61,8 +62,8 @@ def run_with_probes(plan: ClusterPlan | None, node: str | None, probes: Mapping[
                     on_progress: Callable[[Check], None] | None = None,
                     options: Mapping[str, Any] | None = None,
                     matrices: Mapping[str, Any] | None = None) -> Report:
-    return _run(all_checks(), plan, node, root, ignore, on_progress, options or {}, probes,
-                matrices)
+    return _run(all_checks(), plan, node, root, ignore, on_progress,
+                _with_machine(options, root), probes, matrices)
 
 
 def run_network(plan: ClusterPlan | None, node: str | None, probes: Mapping[str, Any],
@@ -74,24 +75,27 @@ def run_network(plan: ClusterPlan | None, node: str | None, probes: Mapping[str,
 
 def combine(first: Report, second: Report) -> Report:
     """One report out of two runs over disjoint check families, sections in report order."""
-    from pvestrap.report.model import SECTION_ORDER
+    from pvestrap.report.model import section_rank
 
-    def order(section) -> int:
-        name = section.name
-        return SECTION_ORDER.index(name) if name in SECTION_ORDER else len(SECTION_ORDER)
-
-    sections = tuple(sorted(first.sections + second.sections, key=order))
+    sections = tuple(sorted(first.sections + second.sections,
+                            key=lambda section: section_rank(section.name)))
     return dataclasses.replace(first, sections=sections,
                                matrices={**first.matrices, **second.matrices})
 
 
-def _run(checks, plan, node, root, ignore, on_progress, options, probes, matrices=None) -> Report:
+def _with_machine(options: Mapping[str, Any] | None, root: str) -> dict[str, Any]:
+    """One read of the machine, shared by every local check (the network checks need none)."""
     from pvestrap.checks.localsys import read_machine
 
+    opts = dict(options or {})
+    if "machine" not in opts:
+        opts["machine"] = read_machine(root)
+    return opts
+
+
+def _run(checks, plan, node, root, ignore, on_progress, options, probes, matrices=None) -> Report:
     started = time.monotonic()
     opts = dict(options)
-    if "machine" not in opts:
-        opts["machine"] = read_machine(root)  # one read shared by every local check
     if plan is not None and plan.preflight.ntp_servers and "ntp_servers" not in opts:
         opts["ntp_servers"] = list(plan.preflight.ntp_servers)
     ctx = Context(plan=plan, node=node, root=root, probes=dict(probes), options=opts)

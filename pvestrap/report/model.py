@@ -12,6 +12,11 @@ SECTION_ORDER = ("plan", "identity", "timesync", "nics", "addresses", "ports", "
                  "config", "network", "status")
 
 
+def section_rank(name: str) -> tuple[int, str]:
+    """Where a section stands in a report: SECTION_ORDER first, unknown names after, by name."""
+    return (SECTION_ORDER.index(name) if name in SECTION_ORDER else len(SECTION_ORDER), name)
+
+
 @dataclass(frozen=True)
 class Section:
     name: str
