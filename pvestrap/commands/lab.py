@@ -214,3 +214,21 @@ def sshd(action: str = ACTION, nodes: Optional[List[str]] = NODES,
          name: Optional[str] = NAME) -> None:
     """Run sshd in the nodes: root logs in with the lab key from any other node."""
     _service("sshd", action, nodes, name)
+
+
+@app.command("inventory")
+def inventory(name: Optional[str] = typer.Option(None, "--name", help=NAME_HELP),
+              clusters: int = typer.Option(1, "--clusters", "-c",
+                                           help="Split the nodes into this many clusters (one "
+                                                "inventory group each).")) -> None:
+    """Print an Ansible inventory (JSON, read by the YAML plugin) for the lab's nodes.
+
+    Ansible logs in through each node's own sshd (start it: `pvestrap lab sshd start`) with
+    the lab's root key, and runs modules on the node's python3.
+    """
+    import json
+
+    from pvestrap.lab.inventory import inventory as build
+    from pvestrap.lab.lab import Lab
+
+    typer.echo(json.dumps(build(Lab.get(name).state, clusters), indent=2))

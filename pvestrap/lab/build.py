@@ -92,6 +92,7 @@ def install_ssh(layout: names.Layout, st: state.LabState) -> None:
     host_keys = {i: (layout.node_dir(i) / "etc/ssh/ssh_host_ed25519_key.pub").read_text()
                  for i in range(1, st.nodes + 1)}
     known = files.known_hosts(layout, st.nodes, st.links, host_keys)
+    (layout.ssh_dir / "known_hosts").write_text(known)  # for SSH from outside (lab inventory)
     for index in range(1, st.nodes + 1):
         root = layout.node_dir(index)
         ssh = root / "root/.ssh"
