@@ -160,10 +160,10 @@ class Cluster:
         return next(m for m in self.members if m.local)
 
 
-def read_cluster(system: System, request: LinkRequest,
+def read_cluster(system: System, request: LinkRequest | None,
                  timeouts: LinkTimeouts = LinkTimeouts()) -> Cluster:
     """corosync.conf and corosync's state here; members reached on their first link that is
-    not the one being changed."""
+    not the one being changed (REQUEST's; None: their first link)."""
     from pvestrap.verify import observe
 
     obs = observe(system)
@@ -177,7 +177,8 @@ def read_cluster(system: System, request: LinkRequest,
                               + "; ".join(f"{k}: {v}" for k, v in obs.errors.items()),
                               code="corosync-not-running",
                               remedy="run this on a cluster member whose corosync runs")
-    order = sorted(obs.conf.link_numbers, key=lambda n: (n == request.number, n))
+    changing = request.number if request else None
+    order = sorted(obs.conf.link_numbers, key=lambda n: (n == changing, n))
     members = []
     for node in obs.conf.nodes:
         address = next((node.addresses[n] for n in order if n in node.addresses), None)

@@ -18,6 +18,7 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
     ("apply", "apply", "Create or join the cluster as planned."),
     ("status", "status", "Report the cluster's quorum and knet link state."),
     ("link", "link", "Add or move corosync links on a running cluster."),
+    ("node", "node", "Remove a node from the cluster, or separate this node from it."),
     ("wizard", "wizard", "Guided create/join in the terminal."),
     ("firstboot", "firstboot", "Run the first-boot flow (unattended apply, or the wizard on tty1)."),
     ("demo", "demo", "Build a 3-node lab, cluster it unattended and report."),

@@ -15,6 +15,7 @@ skipped with the reason; as root (CI) lab tests run. Register both in a conftest
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -22,6 +23,8 @@ import secrets
 import shutil
 import string
 import subprocess
+import threading
+import time
 from typing import Iterable
 
 import pytest
@@ -131,3 +134,64 @@ def ping_times(lab: Lab, src, dst: str, count: int, interval: float = 0.02,
     if loss is None:
         raise AssertionError(f"ping printed no summary:\n{out}")
     return times, float(loss.group(1))
+
+
+# -- watching a lab cluster while it changes ------------------------------------------------------
+
+def members(lab, node) -> int:
+    out = lab.exec(node, ["corosync-quorumtool", "-s"]).stdout
+    if not re.search(r"^Quorate:\s+Yes", out, re.M):
+        return 0
+    return int(re.search(r"^Nodes:\s+(\d+)", out, re.M).group(1))
+
+
+def wait(check, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+class QuorumWatcher:
+    """corosync-quorumtool -s inside a node every 100 ms; keeps every sample that was not
+    quorate with all nodes."""
+
+    def __init__(self, lab, node, nodes: int):
+        self.lab, self.node, self.nodes = lab, node, nodes
+        self.samples, self.bad = 0, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            out = self.lab.exec(self.node, ["corosync-quorumtool", "-s"]).stdout
+            self.samples += 1
+            quorate = re.search(r"^Quorate:\s+Yes", out, re.M)
+            nodes = re.search(r"^Nodes:\s+(\d+)", out, re.M)
+            if not quorate or not nodes or int(nodes.group(1)) != self.nodes:
+                self.bad.append((time.monotonic(), out))
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> "QuorumWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def etc_hashes(lab) -> dict[str, str]:
+    """Every file a node has written under its /etc (the upper layer of its /etc overlay, so
+    any write anywhere in the node's /etc shows), with its mode."""
+    out = {}
+    for node in lab.nodes:
+        upper = lab.state.root(node.index) / "etc"
+        for path in sorted(upper.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                data = path.read_bytes() + oct(path.stat().st_mode).encode()
+                out[f"{node.name}:{path.relative_to(upper)}"] = hashlib.sha256(data).hexdigest()
+    assert any(k.endswith(":corosync/corosync.conf") for k in out)
+    return out

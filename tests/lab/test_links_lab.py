@@ -8,15 +8,13 @@ corosync-quorumtool every 100 ms throughout and must never see the cluster lose 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 import sys
-import threading
-import time
 
 import pytest
 
 from pvestrap.corosync_conf import CorosyncConf
+from pvestrap.lab.testing import QuorumWatcher, etc_hashes, members, wait
 
 pytestmark = pytest.mark.lab
 
@@ -36,51 +34,6 @@ def start_cluster(lab):
     three.start("sshd")
     assert wait(lambda: members(three, 1) == 3, 30), "the cluster did not form"
     return three, conf
-
-
-def members(lab, node) -> int:
-    out = lab.exec(node, ["corosync-quorumtool", "-s"]).stdout
-    if not re.search(r"^Quorate:\s+Yes", out, re.M):
-        return 0
-    return int(re.search(r"^Nodes:\s+(\d+)", out, re.M).group(1))
-
-
-def wait(check, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
-
-
-class QuorumWatcher:
-    """corosync-quorumtool -s inside a node every 100 ms; keeps every sample that was not
-    quorate with all nodes."""
-
-    def __init__(self, lab, node, nodes: int):
-        self.lab, self.node, self.nodes = lab, node, nodes
-        self.samples, self.bad = 0, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            out = self.lab.exec(self.node, ["corosync-quorumtool", "-s"]).stdout
-            self.samples += 1
-            quorate = re.search(r"^Quorate:\s+Yes", out, re.M)
-            nodes = re.search(r"^Nodes:\s+(\d+)", out, re.M)
-            if not quorate or not nodes or int(nodes.group(1)) != self.nodes:
-                self.bad.append((time.monotonic(), out))
-            self._stop.wait(0.1)
-
-    def __enter__(self) -> "QuorumWatcher":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 def addresses(lab, link: int) -> list[str]:
@@ -109,20 +62,6 @@ def assert_link_everywhere(lab, number: int, net: int) -> None:
             if peer.index != node.index:
                 assert view.get((peer.index, number)) == (peer.address(net), True), \
                     (node.name, view)
-
-
-def etc_hashes(lab) -> dict[str, str]:
-    """Every file a node has written under its /etc (the upper layer of its /etc overlay, so
-    any write anywhere in the node's /etc shows), with its mode."""
-    out = {}
-    for node in lab.nodes:
-        upper = lab.state.root(node.index) / "etc"
-        for path in sorted(upper.rglob("*")):
-            if path.is_file() and not path.is_symlink():
-                data = path.read_bytes() + oct(path.stat().st_mode).encode()
-                out[f"{node.name}:{path.relative_to(upper)}"] = hashlib.sha256(data).hexdigest()
-    assert any(k.endswith(":corosync/corosync.conf") for k in out)
-    return out
 
 
 def runtime_version(lab, node) -> int:

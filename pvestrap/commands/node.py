@@ -1,0 +1,169 @@
+"""`pvestrap node remove|separate`: a node leaves the cluster, checked first and reversible."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from pvestrap.commands import group
+
+app = group("Remove a node from the cluster, or separate this node from it.")
+
+DRY_RUN = typer.Option(False, "--dry-run", help="Check and show the plan; change nothing.")
+YES = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation (unattended).")
+JSON = typer.Option(False, "--json", help="Print one JSON document (preflight, plan, result).")
+IGNORE = typer.Option([], "--ignore", help="Turn this check's FAILs into WARNs (repeatable; "
+                      "the report says so).")
+EXPECTED = typer.Option(None, "--expected-votes", min=1,
+                        help="When the remaining nodes lost quorum: lower expected votes to N "
+                             "for the removal only (the admin guide's `pvecm expected 1`); N "
+                             "must be a majority-making count of the votes online.")
+TIMEOUT = typer.Option(60.0, "--timeout", min=1.0, help="Seconds to wait for every member to "
+                       "settle on the change, before rolling back.")
+
+
+@app.command("remove")
+def remove(name: str = typer.Argument(..., help="The node to remove (powered off)."),
+           expected_votes: Optional[int] = EXPECTED, dry_run: bool = DRY_RUN, yes: bool = YES,
+           json_out: bool = JSON, ignore: List[str] = IGNORE, timeout: float = TIMEOUT) -> int:
+    """Remove a powered-off node from the cluster (run on a remaining member).
+
+    Preflight (check ids: remove-member, remove-offline, remove-votes, remove-members,
+    remove-guests), then the plan (corosync.conf diff on every member, commands), confirmation,
+    apply (pvecm delnode on Proxmox VE; else the nodelist edited on every member and corosync
+    reloaded), rollback on failure, verification on every member. Exit 0 done, 1 refused by
+    the preflight or rolled back, 2 bad input.
+    """
+    from pvestrap.apply import removal as rm
+    from pvestrap.apply.links import LinkTimeouts
+    from pvestrap.system import RealSystem
+
+    system = RealSystem()
+    out = Output(json_out)
+    found_removal, early = rm.read_removal(system, name, expected_votes,
+                                           LinkTimeouts(verify=timeout))
+    if found_removal is None:
+        return out.refused(preflight_report("remove", early, ignore), name)
+    removal = found_removal
+    report = preflight_report("remove", early + rm.preflight(system, removal), ignore,
+                              {"cluster": removal.cluster.conf.cluster_name,
+                               "node": removal.cluster.local.name, "removing": name})
+    if report.exit_code():
+        return out.refused(report, name)
+    step_list = rm.steps(system, removal)
+    out.plan(report, removal.change(), step_list, system)
+    if dry_run:
+        return out.finish("dry-run", "dry run: nothing was changed")
+    from pvestrap.commands.link import _confirm
+
+    _confirm(yes, f"remove {name} from the cluster ({len(removal.cluster.members)} members "
+                 "stay)?")
+    outcome = run_and_report(out, lambda progress: rm.run_removal(system, removal, progress))
+    if outcome is None:
+        return 1
+    note = (f"; expected votes were lowered to {expected_votes} for the removal"
+            if expected_votes is not None and any(s == "expected-votes" for s in outcome)
+            else "")
+    aside = f"; {rm.PVE_NODES}/{name} is now {removal.aside}" if "nodes-dir-aside" in outcome \
+        else ""
+    return out.finish("done", f"done: {name} removed; every member runs config_version "
+                      f"{removal.after.config_version} with {removal.votes.expected_after} "
+                      f"expected votes{note}{aside}",
+                      {"applied": list(outcome), "expected_votes": removal.votes.expected_after,
+                       "config_version": removal.after.config_version,
+                       "aside": removal.aside if aside else None})
+
+
+# -- shared by remove and separate -----------------------------------------------------------------
+
+def preflight_report(what: str, found, ignore: List[str], meta=None):
+    from pvestrap.findings import apply_ignores
+    from pvestrap.report.model import Report, Section
+
+    found = apply_ignores(found, ignore)
+    return Report(f"pvestrap node {what} (preflight)",
+                  (Section("node", f"NODE {what.upper()}", tuple(found)),), dict(meta or {}))
+
+
+class Output:
+    """Text as it happens, or one JSON document at the end (--json)."""
+
+    def __init__(self, json_out: bool):
+        self.json_out = json_out
+        self.doc: dict = {}
+
+    def refused(self, report, name: str) -> int:
+        import sys
+
+        self.report(report)
+        if self.json_out:
+            self._dump({"status": "refused", "node": name})
+        else:
+            print("refused by the preflight: nothing was changed", file=sys.stderr)
+        return 1
+
+    def report(self, report) -> None:
+        if self.json_out:
+            from pvestrap.report.jsonout import report_dict
+
+            self.doc["preflight"] = report_dict(report)
+        else:
+            from pvestrap.commands.status import emit
+
+            emit(report)
+
+    def plan(self, report, change, step_list, system) -> None:
+        from pvestrap.render import unified_diff
+
+        self.report(report)
+        plans = {s.id: [str(getattr(a, "path", None) or a) for a in s.plan(system)]
+                 for s in step_list}
+        if self.json_out:
+            self.doc["diff"] = unified_diff(change)
+            self.doc["plan"] = [{"step": s.id, "description": s.description,
+                                 "actions": plans[s.id]} for s in step_list]
+            return
+        print(unified_diff(change), end="")
+        for step in step_list:
+            print(f"\n{step.id}: {step.description}")
+            for line in plans[step.id]:
+                print(f"  {line}")
+
+    def finish(self, status: str, message: str, extra=None) -> int:
+        if self.json_out:
+            self._dump({"status": status, "message": message, **(extra or {})})
+        else:
+            print(f"\n{message}")
+        return 0
+
+    def failed(self, failure) -> None:
+        import sys
+
+        if self.json_out:
+            self._dump({"status": "rolled-back", "failure": failure.as_dict()})
+        else:
+            print(failure.render(), file=sys.stderr)
+
+    def _dump(self, extra: dict) -> None:
+        import json
+
+        from pvestrap.report.jsonout import plain
+
+        print(json.dumps(plain({**self.doc, **extra}), indent=2))
+
+
+def run_and_report(out: Output, run):
+    """Run the steps with progress on stderr; the applied step ids, or None after a rollback
+    (reported)."""
+    import time
+
+    from pvestrap.apply.engine import StepFailed
+    from pvestrap.commands.link import _progress
+
+    try:
+        outcome = run(_progress(time.monotonic()))
+    except StepFailed as failure:
+        out.failed(failure)
+        return None
+    return tuple(outcome.applied)

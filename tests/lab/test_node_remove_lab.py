@@ -1,0 +1,146 @@
+"""`pvestrap node remove` on running lab clusters: real corosync (knet), real sshd and ssh.
+
+The command runs inside n1 as a user would run it and reaches the other members over SSH. A
+node is "powered off" by stopping its corosync and taking its NICs down (no ICMP answer, as the
+admin guide asks before `pvecm delnode`). A watcher asks n1's corosync-quorumtool every 100 ms
+and must never see the cluster inquorate or with another member count.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import pytest
+
+from pvestrap.corosync_conf import CorosyncConf
+from pvestrap.lab.testing import QuorumWatcher, etc_hashes, members, wait
+from pvestrap.status_parse import parse_quorum_status
+
+pytestmark = pytest.mark.lab
+
+PVESTRAP = [sys.executable, "-m", "pvestrap"]
+CONF = "/etc/corosync/corosync.conf"
+
+
+def start_cluster(lab, nodes: int, links: int = 1):
+    """NODES nodes running corosync with the facade's corosync.conf, sshd up, quorate."""
+    made = lab(nodes=nodes, links=links)
+    conf = CorosyncConf.create(made.plan())
+    made.write_corosync()  # the authkey
+    for node in made.nodes:
+        node.path(CONF).write_text(conf.text())
+    made.start("corosync")
+    made.start("sshd")
+    assert wait(lambda: members(made, 1) == nodes, 30), "the cluster did not form"
+    return made, conf
+
+
+def power_off(lab, index: int, links: int = 1) -> None:
+    """corosync stopped and every NIC down: the node answers nothing any more."""
+    lab.stop("corosync", [index])
+    for link in range(links):
+        lab.exec(index, ["ip", "link", "set", f"eth{link}", "down"], check=True)
+
+
+def node_cmd(lab, *args: str, node: int = 1, timeout: float = 180):
+    return lab.exec(node, [*PVESTRAP, "node", *args], timeout=timeout)
+
+
+def quorum(lab, index: int):
+    return parse_quorum_status(lab.exec(index, ["corosync-quorumtool", "-s"]).stdout)
+
+
+def runtime_version(lab, index: int) -> int:
+    out = lab.exec(index, ["corosync-cmapctl", "-g", "totem.config_version"]).stdout
+    return int(out.split("=")[1])
+
+
+def known_hosts(lab, index: int) -> str:
+    return lab.node(index).path("/root/.ssh/known_hosts").read_text()
+
+
+def test_remove_a_powered_off_node_from_four(lab):
+    four, conf = start_cluster(lab, 4)
+    n4 = four.node(4)
+    power_off(four, 4)
+    assert wait(lambda: members(four, 1) == 3, 30)
+    assert n4.address(0) in known_hosts(four, 2)
+    with QuorumWatcher(four, "n1", 3) as watcher:
+        out = node_cmd(four, "remove", n4.name, "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[applied] remove-" in out.stderr and "[applied] verify" in out.stderr
+    want = conf.remove_node(n4.name).bump_version()
+    for index in (1, 2, 3):
+        assert four.node(index).path(CONF).read_text() == want.text()
+        assert runtime_version(four, index) == 2  # bumped once
+        status = quorum(four, index)
+        assert status.quorate and status.expected_votes == 3
+        assert {m.nodeid for m in status.nodes_only} == {1, 2, 3}
+        assert n4.address(0) not in known_hosts(four, index)
+        assert four.node(1).address(0) in known_hosts(four, index)
+    assert watcher.samples > 10
+    assert watcher.bad == [], watcher.bad[0][1]
+    again = node_cmd(four, "remove", n4.name, "--yes")
+    assert again.returncode == 1 and "[node-not-in-cluster]" in again.stdout
+
+
+def test_remove_refuses_a_node_that_is_still_up(lab):
+    three, _ = start_cluster(lab, 3)
+    before = etc_hashes(three)
+    n3 = three.node(3)
+    out = node_cmd(three, "remove", n3.name, "--yes")
+    assert out.returncode == 1, out.stdout + out.stderr
+    line = next(x for x in out.stdout.splitlines() if "[node-still-online]" in x)
+    assert "corosync's membership" in line and "knet link0 to it is connected" in line
+    assert f"{n3.address(0)} answers ICMP" in line
+    assert "nothing was changed" in out.stderr
+    assert etc_hashes(three) == before
+    assert all(members(three, i) == 3 for i in (1, 2, 3))
+
+    dry = node_cmd(three, "remove", n3.name, "--json")
+    doc = json.loads(dry.stdout)
+    assert dry.returncode == 1 and doc["status"] == "refused"
+    codes = {f["code"] for s in doc["preflight"]["sections"] for f in s["findings"]}
+    assert "node-still-online" in codes
+    assert etc_hashes(three) == before
+
+
+def test_lost_quorum_needs_expected_votes(lab):
+    two, conf = start_cluster(lab, 2)
+    n2 = two.node(2)
+    power_off(two, 2)
+    assert wait(lambda: quorum(two, 1).quorate is False, 30)
+    before = etc_hashes(two)
+
+    refused = node_cmd(two, "remove", n2.name, "--yes")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "[cluster-not-quorate]" in refused.stdout and "--expected-votes" in refused.stdout
+    assert etc_hashes(two) == before
+
+    bad = node_cmd(two, "remove", n2.name, "--yes", "--expected-votes", "2")
+    assert bad.returncode == 2 and "--expected-votes 2 is outside 1" in bad.stderr
+    assert etc_hashes(two) == before
+
+    done = node_cmd(two, "remove", n2.name, "--yes", "--expected-votes", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[applied] expected-votes" in done.stderr
+    assert "expected votes were lowered to 1 for the removal" in done.stdout
+    status = quorum(two, 1)
+    assert status.quorate and status.expected_votes == 1
+    assert [m.nodeid for m in status.nodes_only] == [1]
+    assert two.node(1).path(CONF).read_text() == conf.remove_node(n2.name).bump_version().text()
+
+
+def test_dry_run_shows_the_diff_and_changes_nothing(lab):
+    three, _ = start_cluster(lab, 3)
+    power_off(three, 3)
+    assert wait(lambda: members(three, 1) == 2, 30)
+    before = etc_hashes(three)
+    n3 = three.node(3)
+    out = node_cmd(three, "remove", n3.name, "--dry-run")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(rf"^-\s+name: {n3.name}$", out.stdout, re.M)
+    assert "+  config_version: 2" in out.stdout and "dry run: nothing was changed" in out.stdout
+    assert etc_hashes(three) == before
