@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pvestrap import __version__
-from pvestrap.answer_schema import is_secret, join_path
 from pvestrap.answers import load as load_answers
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.iso import hook_main
 from pvestrap.iso.hook_modules import DEPENDENCIES, closure
+from pvestrap.toml_schema import is_secret, join_path
 
 MAX_BYTES = 1024 * 1024  # proxmox-installer-common FIRST_BOOT_EXEC_MAX_SIZE
 SHEBANG = b"#!/usr/bin/env python3\n"

@@ -12,9 +12,9 @@ import re
 from dataclasses import fields
 from typing import Any, Iterable, Mapping
 
-from pvestrap import answer_schema as S
-from pvestrap.answer_schema import Key
+from pvestrap.answer_schema import FORMAT
 from pvestrap.plan import ClusterPlan, Datacenter, Link, Node, Thresholds
+from pvestrap.toml_schema import MAP, STRS, TABLE, TABLES, Key
 
 SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
 
@@ -167,7 +167,7 @@ def _preflight(plan: ClusterPlan) -> list[str]:
 
 def json_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of the format, for editors (taplo, VS Code Even Better TOML)."""
-    root = _object_schema(S.FORMAT)
+    root = _object_schema(FORMAT)
     return {"$schema": SCHEMA_URI, "title": "pvestrap answer file",
             "description": "The whole cluster; each node picks its own part by hostname.", **root}
 
@@ -186,18 +186,18 @@ def _object_schema(keys: tuple[Key, ...]) -> dict[str, Any]:
 
 
 def _key_schema(key: Key) -> dict[str, Any]:
-    if key.kind == S.TABLE:
+    if key.kind == TABLE:
         schema = _object_schema(key.children)
-    elif key.kind == S.TABLES:
+    elif key.kind == TABLES:
         schema = {"type": "array", "items": _object_schema(key.children)}
-    elif key.kind == S.STRS:
+    elif key.kind == STRS:
         schema = {"type": "array", "items": {"type": "string"}}
-    elif key.kind == S.MAP:
+    elif key.kind == MAP:
         schema = {"type": "object", "additionalProperties": {"type": "string"}}
     else:
         schema = {"type": key.kind}
     schema = {"description": key.doc, **schema}
-    schema.update(S.rules_of(key))
+    schema.update(key.rules)
     return schema
 
 

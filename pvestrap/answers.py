@@ -22,30 +22,17 @@ from typing import Any, Mapping
 from pvestrap import answer_schema as S
 from pvestrap import joininfo
 from pvestrap.answer_export import dumps, example, json_schema
-from pvestrap.errors import UserError, ValidationFailed
+from pvestrap.errors import AnswerFileInvalid, UserError, located
 from pvestrap.findings import Finding, fail
+from pvestrap.installer.validate import plan_problems
 from pvestrap.plan import (ClusterPlan, Datacenter, InterfaceStanza, JoinTarget, Link, Node,
                            Preflight, Thresholds, normalize_keyboard, validate)
+from pvestrap.toml_lines import key_lines, line_of
 
 __all__ = ["AnswerFileInvalid", "dumps", "example", "load", "loads", "resolve_password",
            "schema", "select_node"]
 
 MAX_CHARS = 1_000_000
-
-
-class AnswerFileInvalid(ValidationFailed):
-    """ValidationFailed whose findings carry `line`; rendered like a compiler's diagnostics."""
-
-    def render(self) -> str:
-        lines = [f"error: {self.message}"]
-        for f in self.findings:
-            where = _where(self.source, f.payload.get("line"))
-            text = f.message.removeprefix(where)
-            subject = f"{f.subject}: " if f.subject else ""
-            lines.append(f"  {where}{subject}{text} [{f.code}]")
-            if f.remedy:
-                lines.append(f"      fix: {f.remedy}")
-        return "\n".join(lines)
 
 
 def schema() -> dict[str, Any]:
@@ -79,17 +66,19 @@ def loads(text: str, source: str = "answers.toml") -> ClusterPlan:
         raise UserError(f"{source}: not an answer file (expected TOML text under "
                         f"{MAX_CHARS} characters)", code="answer-file-unreadable")
     raw = _parse(text, source)
-    clean, problems = S.check(raw)
+    clean, problems = S.check_file(raw)
     plan, more = _build(clean)
     problems += more
-    findings = _merge(problems, validate(plan))
+    findings = _merge(problems, problems_of(plan))
     if findings:
-        raise AnswerFileInvalid(_locate(findings, S.key_lines(text), source), source=source)
+        raise AnswerFileInvalid(_locate(findings, key_lines(text), source), source=source)
     return plan
 
 
-def _where(source: str | None, line: Any) -> str:
-    return f"{source}:{line}: " if line else (f"{source}: " if source else "")
+def problems_of(plan: ClusterPlan) -> list[Finding]:
+    """Every problem of a plan, however it was made: plan.validate's and its installer
+    settings'."""
+    return validate(plan) + (plan_problems(plan) if plan.installer is not None else [])
 
 
 def _parse(text: str, source: str) -> dict[str, Any]:
@@ -100,7 +89,7 @@ def _parse(text: str, source: str) -> dict[str, Any]:
         problem = str(exc)
     except (ValueError, RecursionError) as exc:  # 4300-digit integers, very deep nesting
         line, problem = None, f"{type(exc).__name__}: {str(exc)[:80]}"
-    raise UserError(f"{_where(source, line)}not valid TOML: {problem}",
+    raise UserError(f"{located(source, line)}not valid TOML: {problem}",
                     code="answer-toml-invalid",
                     remedy="fix the syntax at that line (`pvestrap answer init` writes a "
                            "commented example)")
@@ -301,12 +290,12 @@ def _merge(loader: list[Finding], planned: list[Finding]) -> list[Finding]:
 
 
 def _locate(findings: list[Finding], where: dict[str, int], source: str) -> list[Finding]:
-    located = []
+    out = []
     for f in findings:
-        line = S.line_of(where, f.subject)
-        located.append(replace(f, message=f"{_where(source, line)}{f.message}",
-                               payload={**f.payload, "line": line}))
-    return sorted(located, key=lambda f: (f.payload["line"] is None, f.payload["line"] or 0))
+        line = line_of(where, f.subject)
+        out.append(replace(f, message=f"{located(source, line)}{f.message}",
+                           payload={**f.payload, "line": line}))
+    return sorted(out, key=lambda f: (f.payload["line"] is None, f.payload["line"] or 0))
 
 
 # -- using a plan ----------------------------------------------------------------------------------

@@ -61,6 +61,27 @@ class ValidationFailed(UserError):
         return "\n".join(lines)
 
 
+class AnswerFileInvalid(ValidationFailed):
+    """ValidationFailed whose findings carry `line` (payload); rendered like a compiler's
+    diagnostics: `file:line: key: message [code]`."""
+
+    def render(self) -> str:
+        lines = [f"error: {self.message}"]
+        for f in self.findings:
+            where = located(self.source, f.payload.get("line"))
+            text = f.message.removeprefix(where)
+            subject = f"{f.subject}: " if f.subject else ""
+            lines.append(f"  {where}{subject}{text} [{f.code}]")
+            if f.remedy:
+                lines.append(f"      fix: {f.remedy}")
+        return "\n".join(lines)
+
+
+def located(source: str | None, line: object) -> str:
+    """The `file:line: ` prefix of a message (`file: ` without a line)."""
+    return f"{source}:{line}: " if line else (f"{source}: " if source else "")
+
+
 class OperationFailed(PvestrapError):
     """The environment refused: a command failed, a peer did not answer, a timeout. Exit 1."""
 

@@ -229,18 +229,7 @@ def validate(plan: ClusterPlan) -> list[Finding]:
     if plan.pve_version is not None and not _version_tuple(plan.pve_version):
         out.append(fail("pve-version-invalid", f"{plan.pve_version!r} is not a version like 9.2",
                         "cluster.pve_version"))
-    out += _check_installer(plan)
     return out
-
-
-def _check_installer(plan: ClusterPlan) -> list[Finding]:
-    """The installer settings are checked by the ISO code, which owns the installer's rules
-    (imported here, not at the top: pvestrap.iso builds on this module)."""
-    if plan.installer is None:
-        return []
-    from pvestrap.iso.installer_settings import plan_problems
-
-    return plan_problems(plan)
 
 
 def _check_name(value: str, path: str, code: str, what: str) -> list[Finding]:

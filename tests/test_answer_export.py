@@ -17,8 +17,7 @@ from pvestrap import answers
 from pvestrap.errors import PvestrapError, ValidationFailed
 from pvestrap.plan import (BACKENDS, BWLIMIT_KEYS, CONSOLES, FORBIDDEN_CHARS, HA_POLICIES,
                            INSTALLER_KEYBOARDS, KEYBOARDS, TRANSFER_TYPES, ClusterPlan, Datacenter,
-                           InterfaceStanza, JoinTarget, Link, Node, Preflight, Thresholds,
-                           validate)
+                           InterfaceStanza, JoinTarget, Link, Node, Preflight, Thresholds)
 
 DATA = pathlib.Path(__file__).parent / "data" / "answers"
 MUTATIONS = int(os.environ.get("PVESTRAP_MUTATIONS", "400"))  # more for a long local hunt
@@ -344,7 +343,7 @@ def plans(draw):
         backend=draw(st.sampled_from(BACKENDS)),
         installer=installer,
     )
-    assume(not validate(plan))
+    assume(not answers.problems_of(plan))
     return plan
 
 
@@ -408,4 +407,4 @@ def test_mutated_answer_files_raise_only_pvestrap_errors(text):
         exc.render()
     else:
         event("still valid")
-        assert isinstance(plan, ClusterPlan) and not validate(plan)
+        assert isinstance(plan, ClusterPlan) and not answers.problems_of(plan)

@@ -14,7 +14,7 @@ import tomllib
 
 import pytest
 
-from pvestrap import answer_schema, answers, joininfo
+from pvestrap import answers, joininfo, toml_lines
 from pvestrap.errors import UserError, ValidationFailed
 from pvestrap.plan import JoinTarget
 
@@ -363,7 +363,7 @@ def test_key_lines_understands_quoted_dotted_inline_and_multiline_values():
         "k = { m = { n = 1 } }",                       # 17
     ])
     tomllib.loads(text)
-    where = answer_schema.key_lines(text)
+    where = toml_lines.key_lines(text)
     assert where["cluster.name"] == 2 and where['cluster."quoted.key"'] == 3
     assert where["cluster.a.b"] == 4 and where["cluster.text"] == 5
     assert where["cluster.list[0].z"] == 8
@@ -371,9 +371,9 @@ def test_key_lines_understands_quoted_dotted_inline_and_multiline_values():
     assert where["nodes[1].interfaces[1].name"] == 15
     assert where["nodes[1].extra.k.m.n"] == 17
     assert "nodes[0].interfaces" not in where
-    assert answer_schema.line_of(where, "nodes[1].interfaces[1].mtu") == 14
-    assert answer_schema.line_of(where, 'cluster."quoted.key".x') == 3
-    assert answer_schema.line_of(where, "links[0]") is None
+    assert toml_lines.line_of(where, "nodes[1].interfaces[1].mtu") == 14
+    assert toml_lines.line_of(where, 'cluster."quoted.key".x') == 3
+    assert toml_lines.line_of(where, "links[0]") is None
 
 
 # -- select_node -----------------------------------------------------------------------------------
@@ -667,18 +667,18 @@ def test_nodes_installed_from_the_answer_need_their_management_address():
 
 
 def test_plans_built_in_code_get_the_same_installer_checks():
+    """answers.problems_of: plan.validate's problems and the installer settings' (which the
+    model below cannot check: the installer's rules build on it)."""
     from dataclasses import replace
-
-    from pvestrap.plan import validate
 
     plan = answers.loads(answers.example())
     bad = replace(plan, installer={"country": 7, "root_password_hashed": "$6$x$y",
                                    "disk": {"filesystem": "zfs", "zfs": {"copies": 4}},
                                    "nodes": {"pve2": {"mailto": "x"}}})
-    assert sorted((f.code, f.subject) for f in validate(bad)) == [
+    assert sorted((f.code, f.subject) for f in answers.problems_of(bad)) == [
         ("installer-mailto-invalid", "installer.nodes.pve2.mailto"),
         ("installer-settings-key-unknown", "installer.root_password_hashed"),
         ("installer-settings-type-invalid", "installer.country"),
         ("installer-settings-value-out-of-range", "installer.disk.zfs.copies"),
     ]
-    assert validate(replace(plan, installer=[1])) != []
+    assert answers.problems_of(replace(plan, installer=[1])) != []

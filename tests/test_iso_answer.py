@@ -12,12 +12,14 @@ import tomllib
 
 import pytest
 
+from pvestrap.answer_schema import INSTALLER_KEYS
 from pvestrap.answers import load
 from pvestrap.cli import main
 from pvestrap.errors import UserError, ValidationFailed
-from pvestrap.iso import installer_answer as IA
-from pvestrap.iso import installer_rules as R
-from pvestrap.iso import installer_settings as IS
+from pvestrap.installer import rules as installer_rules
+from pvestrap.installer import validate as installer_validate
+from pvestrap.installer.answer import keyboard_for_installer
+from pvestrap.iso import installer_answer
 
 DATA = pathlib.Path(__file__).parent / "data" / "iso"
 CLUSTER = DATA / "cluster.toml"
@@ -41,7 +43,7 @@ def test_hand_written_answers_in_the_documented_shape_are_valid(name, capsys):
 
 def test_every_broken_rule_is_listed_with_its_key_and_line():
     with pytest.raises(ValidationFailed) as caught:
-        IA.validate_file(DATA / "answer-broken.toml")
+        installer_answer.validate_file(DATA / "answer-broken.toml")
     assert codes(caught.value.findings) == [
         ("installer-value-invalid", "global.keyboard", 3),
         ("installer-country-invalid", "global.country", 4),
@@ -121,14 +123,14 @@ _R = "root-password-hashed = \"$6$rounds"
 def test_one_broken_rule_gives_exactly_its_findings(tmp_path, old, new, expected):
     assert old in BASE
     with pytest.raises(ValidationFailed) as caught:
-        IA.validate_file(_answer(tmp_path, BASE.replace(old, new, 1)))
+        installer_answer.validate_file(_answer(tmp_path, BASE.replace(old, new, 1)))
     assert [(f.code, f.subject) for f in caught.value.findings] == list(expected)
 
 
 def test_both_password_keys_missing_is_an_error_ssh_keys_do_not_replace_it(tmp_path):
     text = re.sub(r"root-password-hashed = .*\n", "", BASE)
     with pytest.raises(ValidationFailed) as caught:
-        IA.validate_file(_answer(tmp_path, text))
+        installer_answer.validate_file(_answer(tmp_path, text))
     assert codes(caught.value.findings) == [("installer-password-missing", "global", 2)]
 
 
@@ -137,10 +139,10 @@ def test_root_password_length_bounds(tmp_path, length, ok):
     text = BASE.replace('root-password-hashed = "$6$rounds=5000$saltsalt$',
                         f'root-password = "{"x" * length}"\n# "')
     if ok:
-        assert IA.validate_file(_answer(tmp_path, text)) == []
+        assert installer_answer.validate_file(_answer(tmp_path, text)) == []
     else:
         with pytest.raises(ValidationFailed) as caught:
-            IA.validate_file(_answer(tmp_path, text))
+            installer_answer.validate_file(_answer(tmp_path, text))
         assert caught.value.findings[0].payload["length"] == length
 
 
@@ -148,7 +150,7 @@ def test_warnings_do_not_fail(tmp_path, capsys):
     text = BASE.replace('gateway = "10.0.10.1"', 'gateway = "10.0.99.1"').replace(
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq3 ops@example.com", "my laptop key")
     path = _answer(tmp_path, text)
-    found = IA.validate_file(path)
+    found = installer_answer.validate_file(path)
     assert [(f.code, f.subject, f.payload.get("line")) for f in found] == [
         ("installer-ssh-key-suspicious", "global.root-ssh-keys[0]", 9),
         ("installer-gateway-off-subnet", "network.gateway", 16),
@@ -163,28 +165,28 @@ def test_unreadable_and_non_toml_files_are_user_errors(tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
     bad = _answer(tmp_path, "[global\n")
     with pytest.raises(ValidationFailed) as caught:
-        IA.validate_file(bad)
+        installer_answer.validate_file(bad)
     assert codes(caught.value.findings) == [("installer-toml-invalid", None, 1)]
 
 
 def test_upper_case_raid_levels_are_accepted_as_the_installer_does(tmp_path):
     text = BASE.replace('zfs.raid = "raid1"', 'zfs.raid = "RAID1"')
-    assert IA.validate_file(_answer(tmp_path, text)) == []
+    assert installer_answer.validate_file(_answer(tmp_path, text)) == []
 
 
 def test_fqdn_rules():
-    assert R.fqdn_problem("pve1.example.com") is None
-    assert R.fqdn_problem("a" * 63 + ".com") is None
-    assert "no domain" in R.fqdn_problem("pve1")
-    assert "numeric" in R.fqdn_problem("123.com")
-    assert "invalid part" in R.fqdn_problem("a" * 64 + ".com")
-    assert "too long" in R.fqdn_problem(("a" * 60 + ".") * 5 + "com")
+    assert installer_rules.fqdn_problem("pve1.example.com") is None
+    assert installer_rules.fqdn_problem("a" * 63 + ".com") is None
+    assert "no domain" in installer_rules.fqdn_problem("pve1")
+    assert "numeric" in installer_rules.fqdn_problem("123.com")
+    assert "invalid part" in installer_rules.fqdn_problem("a" * 64 + ".com")
+    assert "too long" in installer_rules.fqdn_problem(("a" * 60 + ".") * 5 + "com")
 
 
 # -- rendering -----------------------------------------------------------------------------------
 
 def _render(node, settings=SETTINGS, **kw):
-    return IA.render_for(CLUSTER, node, settings, **kw)
+    return installer_answer.render_for(CLUSTER, node, settings, **kw)
 
 
 def test_rendered_answer_for_each_node():
@@ -213,7 +215,7 @@ def test_rendered_answer_for_each_node():
 @pytest.mark.parametrize("ours, theirs", [("da", "dk"), ("ja", "jp"), ("sv", "se"),
                                           ("sl", "si"), ("de-ch", "de-ch")])
 def test_keyboard_is_spelled_the_installer_way(ours, theirs):
-    assert IA.keyboard_for_installer(ours) == theirs
+    assert keyboard_for_installer(ours) == theirs
 
 
 def test_rendered_answer_passes_the_same_rules_and_the_cli_prints_it(tmp_path, capsys):
@@ -226,7 +228,7 @@ def test_rendered_answer_passes_the_same_rules_and_the_cli_prints_it(tmp_path, c
                  "--installer", str(SETTINGS), "--out", str(target)]) == 0
     assert target.read_text() == out
     assert oct(target.stat().st_mode & 0o777) == "0o600"
-    assert IA.validate_file(target) == []
+    assert installer_answer.validate_file(target) == []
 
 
 def test_missing_settings_are_named_by_answer_key_and_setting(tmp_path):
@@ -265,7 +267,7 @@ def test_a_node_without_a_management_address_is_blamed_on_the_cluster_file(tmp_p
     cluster = tmp_path / "cluster.toml"
     cluster.write_text(CLUSTER.read_text().replace('management = "10.19.0.12/24"\n', ""))
     with pytest.raises(ValidationFailed) as caught:
-        IA.render_for(cluster, "pve2", SETTINGS)
+        installer_answer.render_for(cluster, "pve2", SETTINGS)
     (finding,) = caught.value.findings
     assert (finding.code, finding.subject) == ("installer-key-missing", "network.cidr")
     assert finding.payload["from"] == "cluster answer file: nodes[1].management"
@@ -279,7 +281,7 @@ def test_settings_file_problems_name_key_and_line(tmp_path):
                         '[installer.nodes.pve9]\ncountry = "de"\n')
     plan = load(CLUSTER)
     with pytest.raises(ValidationFailed) as caught:
-        IS.load(settings, plan, "pve1")
+        installer_validate.load(settings, plan, "pve1")
     assert codes(caught.value.findings) == [
         ("installer-settings-key-unknown", "installer.time_zone", 3),
         ("installer-settings-key-misspelled", "installer.network-filter", 4),
@@ -364,7 +366,7 @@ def test_no_password_source_fails_on_the_installer_rule(tmp_path):
 
 def test_inspect_masking_hides_the_hash_and_keeps_the_rest():
     text = _render("pve1").text
-    masked = IA.mask_secrets(text)
+    masked = installer_answer.mask_secrets(text)
     assert HASH not in masked
     assert 'root-password-hashed = "<redacted>"' in masked
     assert masked.replace('"<redacted>"', f'"{HASH}"') == text
@@ -390,7 +392,7 @@ def test_a_problem_made_of_both_files_is_blamed_at_render_on_the_cluster_setting
     settings.write_text('[installer]\nroot_password_hashed = "%s"\n'
                         '[installer.nodes.pve2.disk]\nfilesystem = "ext4"\n' % HASH)
     with pytest.raises(ValidationFailed) as caught:
-        IA.render_for(cluster, "pve2", settings)
+        installer_answer.render_for(cluster, "pve2", settings)
     (finding,) = caught.value.findings
     assert (finding.code, finding.subject) == ("installer-disks-too-many", "disk-setup.disk-list")
     assert finding.payload["from"] == "cluster answer file: installer.disk.disk_list"
@@ -424,7 +426,7 @@ def test_the_cluster_file_alone_gives_the_same_answers_as_the_two_files(tmp_path
         assert tomllib.loads(one) == tomllib.loads(_render(node).text)
         path = tmp_path / f"{node}.toml"
         path.write_text(one)
-        assert IA.validate_file(path) == []
+        assert installer_answer.validate_file(path) == []
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
@@ -442,7 +444,7 @@ def test_the_cluster_file_alone_with_the_password_as_a_build_option(tmp_path, mo
 
 def test_without_any_settings_the_missing_ones_point_to_the_cluster_file():
     with pytest.raises(ValidationFailed) as caught:
-        IA.render_for(CLUSTER, "pve2", None)
+        installer_answer.render_for(CLUSTER, "pve2", None)
     got = {f.subject: f.payload.get("from") for f in caught.value.findings}
     assert got["global.mailto"] == "cluster answer file: installer.mailto"
     assert got["disk-setup"] == "cluster answer file: installer.disk"
@@ -457,7 +459,7 @@ def test_the_file_wins_over_the_cluster_file_key_by_key(tmp_path):
                         '[installer.nodes.pve3.disk]\nfilesystem = "xfs"\n'
                         'disk_list = ["nvme0n1"]\n' % HASH)
     plan = load(rack)
-    settings = {n: IS.load(override, plan, n) for n in ("pve1", "pve2", "pve3")}
+    settings = {n: installer_validate.load(override, plan, n) for n in ("pve1", "pve2", "pve3")}
     # the file's shared country beats even the cluster file's own node override
     assert {n: s.get("country") for n, s in settings.items()} == dict.fromkeys(settings, "no")
     assert settings["pve2"].origin("country") == f"{override}: installer.country"
@@ -466,7 +468,7 @@ def test_the_file_wins_over_the_cluster_file_key_by_key(tmp_path):
     # a filesystem and disks chosen later replace the earlier choice and its options
     assert settings["pve3"].get("disk") == {"filesystem": "xfs", "disk_list": ("nvme0n1",)}
     assert settings["pve1"].get("disk")["zfs"] == {"raid": "raid1", "ashift": 12, "arc_max": 8192}
-    doc = tomllib.loads(IA.render_for(rack, "pve3", override).text)
+    doc = tomllib.loads(installer_answer.render_for(rack, "pve3", override).text)
     assert doc["disk-setup"] == {"filesystem": "xfs", "disk-list": ["nvme0n1"]}
     assert doc["global"]["timezone"] == "Europe/Oslo" and doc["global"]["country"] == "no"
 
@@ -492,23 +494,21 @@ def load_text(text):
 def test_every_installer_setting_renders_to_an_answer_key_of_the_same_type():
     """The format's installer keys name their answer.toml key; its enum and range are taken
     from there, so the two formats cannot drift apart."""
-    from pvestrap import answer_schema as S
-
     def walk(keys):
         for key in keys:
             yield key
             yield from walk(key.children)
 
-    targets = [k for k in walk(S.INSTALLER_KEYS)]
+    targets = [k for k in walk(INSTALLER_KEYS)]
     assert all(k.target for k in targets)
     for key in targets:
-        field = IS.target_field(key.target)
+        field = installer_rules.key_at(key.target)
         expected = "string-or-table" if key.name == "domain" else key.kind
         assert field.kind == expected, key.name
-        if field.enum and key.name != "keyboard":
-            assert S.rules_of(key)["enum"] == list(field.enum)
-    assert S.rules_of(next(k for k in targets if k.name == "ashift")) == {"minimum": 9,
-                                                                         "maximum": 16}
+        if field.rule("enum") and key.name != "keyboard":
+            assert key.rule("enum") == list(field.rule("enum"))
+    assert dict(next(k for k in targets if k.name == "ashift").rules) == {"minimum": 9,
+                                                                          "maximum": 16}
 
 
 @pytest.mark.parametrize("version", ["3.11", "3.13"])
@@ -528,8 +528,8 @@ def test_the_hook_loads_a_cluster_file_with_installer_settings_on_a_plain_python
     hook = tmp_path / "proxmox-first-boot"
     built = H.build(rack)
     H.write(built, hook)
-    assert {"pvestrap.iso.installer_settings", "pvestrap.iso.installer_rules"} <= set(
-        built.modules)
+    assert {"pvestrap.installer.settings", "pvestrap.installer.rules",
+            "pvestrap.installer.validate"} <= set(built.modules)
     done = subprocess.run([python, str(hook), "--selftest", "--state-dir", str(tmp_path / "s")],
                           cwd=tmp_path, env={}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -541,6 +541,7 @@ def test_the_hook_loads_a_cluster_file_with_installer_settings_on_a_plain_python
 def test_an_unset_password_variable_is_named_by_the_option(tmp_path, monkeypatch):
     monkeypatch.delenv("PVESTRAP_TEST_UNSET_PW", raising=False)
     with pytest.raises(UserError) as caught:
-        IA.render_for(_one_file(tmp_path), "pve1", password_env="PVESTRAP_TEST_UNSET_PW")
+        installer_answer.render_for(_one_file(tmp_path), "pve1",
+                                    password_env="PVESTRAP_TEST_UNSET_PW")
     assert caught.value.code == "password-missing"
     assert "(--root-password-env)" in caught.value.message

@@ -62,3 +62,26 @@ def test_help_lists_groups_without_importing_heavy_libraries():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout
+
+
+def test_the_core_imports_nothing_from_the_front_ends_not_even_lazily():
+    """Core modules (pvestrap/ but the CLI: cli.py and commands/) and checks/ build on nothing
+    above them: every import statement counts, in functions too."""
+    import ast
+
+    above = ("pvestrap.iso", "pvestrap.wizard", "pvestrap.commands")
+    core = [p for p in [*ROOT.glob("pvestrap/**/*.py"), *ROOT.glob("checks/**/*.py")]
+            if p.relative_to(ROOT).parts[:2] != ("pvestrap", "commands")
+            and p.relative_to(ROOT) != pathlib.Path("pvestrap/cli.py")]
+    found = []
+    for path in core:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            if any(n == a or n.startswith(a + ".") for n in names for a in above):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert len(core) > 50 and found == []

@@ -12,6 +12,7 @@ import tomllib
 import pytest
 
 from pvestrap import answer_schema as S
+from pvestrap.toml_schema import is_secret
 from pvestrap.answers import dumps
 from pvestrap.checks.localsys import CommandResult, IfAddress, Interface, Machine
 from pvestrap.wizard import flow
@@ -101,7 +102,7 @@ def test_question_ids_are_unique_and_secrets_have_no_answer_of_their_own():
     assert [q.id for q in secrets] == ["join.password"]
     # the only keys a secret maps to are the references, never a value key
     assert set(secrets[0].keys) == {"join.password_env", "join.password_file"}
-    assert all(S.is_secret(k.rsplit(".", 1)[-1]) is False for q in secrets for k in q.keys)
+    assert all(is_secret(k.rsplit(".", 1)[-1]) is False for q in secrets for k in q.keys)
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ import zoneinfo
 from dataclasses import replace
 from typing import Any
 
-from pvestrap.answer_schema import key_lines, line_of
 from pvestrap.findings import Finding, fail, warn
-from pvestrap.iso.toml_schema import (BOOL, INT, MAP, NUM, STR, STR_OR_TABLE, STRS, TABLE, Field,
-                                      Style, check)
+from pvestrap.toml_lines import key_lines, line_of
+from pvestrap.toml_schema import (BOOL, INT, MAP, NUM, STR, STR_OR_TABLE, STRS, TABLE, Key, Style,
+                                  check, rules)
 
 STYLE = Style(prefix="installer", separator="-")
 KEYBOARDS = ("de", "de-ch", "dk", "en-gb", "en-us", "es", "fi", "fr", "fr-be", "fr-ca", "fr-ch",
@@ -54,73 +54,92 @@ def _raids(levels: dict[str, int]) -> tuple[str, ...]:
     return tuple(levels) + tuple(level.upper() for level in levels)
 
 
-FORMAT: tuple[Field, ...] = (
-    Field("global", TABLE, required=True, children=(
-        Field("country", STR, required=True, doc="ISO 3166-1 alpha-2 code, e.g. at"),
-        Field("fqdn", STR_OR_TABLE, required=True, doc="host name with domain", children=(
-            Field("source", STR, enum=("from-dhcp",)),
-            Field("domain", STR),
+FORMAT: tuple[Key, ...] = (
+    Key("global", TABLE, required=True, children=(
+        Key("country", STR, required=True, doc="ISO 3166-1 alpha-2 code, e.g. at"),
+        Key("fqdn", STR_OR_TABLE, required=True, doc="host name with domain", children=(
+            Key("source", STR, rules=rules(enum=("from-dhcp",))),
+            Key("domain", STR),
         )),
-        Field("keyboard", STR, required=True, enum=KEYBOARDS),
-        Field("mailto", STR, required=True, doc="root's mail address"),
-        Field("timezone", STR, required=True, doc="e.g. Europe/Vienna"),
-        Field("root-password", STR),
-        Field("root-password-hashed", STR),
-        Field("reboot-on-error", BOOL),
-        Field("reboot-mode", STR, enum=("reboot", "power-off")),
-        Field("root-ssh-keys", STRS),
-        Field("subscription-key", STR),
+        Key("keyboard", STR, required=True, rules=rules(enum=KEYBOARDS)),
+        Key("mailto", STR, required=True, doc="root's mail address"),
+        Key("timezone", STR, required=True, doc="e.g. Europe/Vienna"),
+        Key("root-password", STR),
+        Key("root-password-hashed", STR),
+        Key("reboot-on-error", BOOL),
+        Key("reboot-mode", STR, rules=rules(enum=("reboot", "power-off"))),
+        Key("root-ssh-keys", STRS),
+        Key("subscription-key", STR),
     )),
-    Field("network", TABLE, required=True, children=(
-        Field("source", STR, enum=("from-dhcp", "from-answer")),
-        Field("cidr", STR),
-        Field("dns", STR),
-        Field("gateway", STR),
-        Field("filter", MAP),
-        Field("interface-name-pinning", TABLE, children=(
-            Field("enabled", BOOL, required=True),
-            Field("mapping", MAP),
-        )),
-    )),
-    Field("disk-setup", TABLE, required=True, children=(
-        Field("filesystem", STR, required=True, enum=FILESYSTEMS),
-        Field("disk-list", STRS),
-        Field("filter", MAP),
-        Field("filter-match", STR, enum=("any", "all")),
-        Field("zfs", TABLE, children=(
-            Field("raid", STR, enum=_raids(ZFS_RAID)),
-            Field("ashift", INT, minimum=9, maximum=16),
-            Field("arc-max", INT, minimum=64),
-            Field("checksum", STR, enum=("on", "fletcher4", "sha256")),
-            Field("compress", STR, enum=("on", "off", "lzjb", "lz4", "zle", "gzip", "zstd")),
-            Field("copies", INT, minimum=1, maximum=3),
-            Field("hdsize", NUM, minimum=2),
-        )),
-        Field("lvm", TABLE, children=(
-            Field("hdsize", NUM, minimum=2),
-            Field("swapsize", NUM, minimum=0),
-            Field("maxroot", NUM, minimum=2),
-            Field("maxvz", NUM, minimum=0),
-            Field("minfree", NUM, minimum=0),
-        )),
-        Field("btrfs", TABLE, children=(
-            Field("hdsize", NUM, minimum=2),
-            Field("raid", STR, enum=_raids(BTRFS_RAID)),
-            Field("compress", STR, enum=("on", "off", "zlib", "lzo", "zstd")),
+    Key("network", TABLE, required=True, children=(
+        Key("source", STR, rules=rules(enum=("from-dhcp", "from-answer"))),
+        Key("cidr", STR),
+        Key("dns", STR),
+        Key("gateway", STR),
+        Key("filter", MAP),
+        Key("interface-name-pinning", TABLE, children=(
+            Key("enabled", BOOL, required=True),
+            Key("mapping", MAP),
         )),
     )),
-    Field("first-boot", TABLE, children=(
-        Field("source", STR, required=True, enum=("from-iso", "from-url")),
-        Field("ordering", STR, enum=ORDERINGS),
-        Field("url", STR),
-        Field("cert-fingerprint", STR),
+    Key("disk-setup", TABLE, required=True, children=(
+        Key("filesystem", STR, required=True, rules=rules(enum=FILESYSTEMS)),
+        Key("disk-list", STRS),
+        Key("filter", MAP),
+        Key("filter-match", STR, rules=rules(enum=("any", "all"))),
+        Key("zfs", TABLE, children=(
+            Key("raid", STR, rules=rules(enum=_raids(ZFS_RAID))),
+            Key("ashift", INT, rules=rules(minimum=9, maximum=16)),
+            Key("arc-max", INT, rules=rules(minimum=64)),
+            Key("checksum", STR, rules=rules(enum=("on", "fletcher4", "sha256"))),
+            Key("compress", STR, rules=rules(enum=("on", "off", "lzjb", "lz4", "zle", "gzip",
+                                                   "zstd"))),
+            Key("copies", INT, rules=rules(minimum=1, maximum=3)),
+            Key("hdsize", NUM, rules=rules(minimum=2)),
+        )),
+        Key("lvm", TABLE, children=(
+            Key("hdsize", NUM, rules=rules(minimum=2)),
+            Key("swapsize", NUM, rules=rules(minimum=0)),
+            Key("maxroot", NUM, rules=rules(minimum=2)),
+            Key("maxvz", NUM, rules=rules(minimum=0)),
+            Key("minfree", NUM, rules=rules(minimum=0)),
+        )),
+        Key("btrfs", TABLE, children=(
+            Key("hdsize", NUM, rules=rules(minimum=2)),
+            Key("raid", STR, rules=rules(enum=_raids(BTRFS_RAID))),
+            Key("compress", STR, rules=rules(enum=("on", "off", "zlib", "lzo", "zstd"))),
+        )),
     )),
-    Field("post-installation-webhook", TABLE, children=(
-        Field("url", STR, required=True),
-        Field("cert-fingerprint", STR),
-        Field("auth-token", STR),
+    Key("first-boot", TABLE, children=(
+        Key("source", STR, required=True, rules=rules(enum=("from-iso", "from-url"))),
+        Key("ordering", STR, rules=rules(enum=ORDERINGS)),
+        Key("url", STR),
+        Key("cert-fingerprint", STR),
+    )),
+    Key("post-installation-webhook", TABLE, children=(
+        Key("url", STR, required=True),
+        Key("cert-fingerprint", STR),
+        Key("auth-token", STR),
     )),
 )
+
+
+def key_at(target: str) -> Key:
+    """The answer.toml key at a dotted path such as disk-setup.zfs.raid."""
+    key = Key("", TABLE, children=FORMAT)
+    for part in target.split("."):
+        found = key.child(part)
+        if found is None:
+            raise KeyError(target)
+        key = found
+    return key
+
+
+def rules_at(target: str) -> tuple[tuple[str, object], ...]:
+    """The enum and range the installer gives the answer.toml key TARGET, as JSON Schema."""
+    key = key_at(target)
+    return tuple((name, list(value) if name == "enum" else value) for name, value in key.rules
+                 if name in ("enum", "minimum", "maximum"))
 
 
 def check_text(text: str, source: str) -> list[Finding]:
@@ -133,14 +152,14 @@ def check_text(text: str, source: str) -> list[Finding]:
         return [fail("installer-toml-invalid", f"not valid TOML: {exc}", None,
                      payload={"line": line}, remedy="fix the syntax at that line")]
     clean, findings = check(raw, FORMAT, STYLE)
-    findings += rules(clean)
+    findings += cross_field(clean)
     where = key_lines(text)
     located = [replace(f, payload={**f.payload, "line": line_of(where, f.subject)})
                for f in findings]
     return sorted(located, key=lambda f: (f.payload["line"] is None, f.payload["line"] or 0))
 
 
-def rules(clean: dict[str, Any]) -> list[Finding]:
+def cross_field(clean: dict[str, Any]) -> list[Finding]:
     """The cross-field rules, on values the format check let through."""
     out: list[Finding] = []
     if "global" in clean:
