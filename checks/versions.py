@@ -9,11 +9,13 @@ ctx.options["versions"] = {node: {"pve": "8.2.4", "corosync": "3.1.7"}} for the 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Mapping
+from typing import ClassVar
 
 from pvestrap.checks.base import Context
 from pvestrap.checks.localsys import LIVE, Runner, Sources, short_hostname
+
 from pvestrap.findings import Finding, Severity, fail, warn
 
 FAMILY = "versions"
@@ -40,14 +42,16 @@ def local_versions(runner: Runner) -> dict[str, str | None]:
 
 
 def major(version: str) -> int:
-    return int(version.split(".", 1)[0])
+    """The major release of "8.2.4", "3.1.7-pve3" or a Debian "1:2.3-4" (epoch skipped)."""
+    m = re.match(r"(?:\d+:)?(\d+)", version)
+    return int(m.group(1)) if m else 0
 
 
 def compare_versions(versions: Mapping[str, Mapping[str, str | None]],
-                     check: str = "versions") -> list[Finding]:
+                     check: str = "versions", products: Sequence[str] = PRODUCTS) -> list[Finding]:
     """Findings comparing {node: {product: version}} across nodes, per product."""
     out: list[Finding] = []
-    for product in PRODUCTS:
+    for product in products:
         seen = {node: v[product] for node, v in sorted(versions.items()) if v.get(product)}
         if len(seen) < 2:
             continue

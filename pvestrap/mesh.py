@@ -16,8 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.findings import Finding, Severity
@@ -34,6 +35,7 @@ class NodeResult:
     report: Mapping[str, Any] | None  # report_dict() of the node's own report
     measurements: Mapping[str, Any] | None
     error: str | None = None
+    data: Mapping[str, Any] | None = None  # the whole RESULT object (other agents than preflight)
 
 
 def ssh_argv(address: str, remote: Sequence[str], ssh: Sequence[str] = ("ssh",)) -> list[str]:
@@ -47,26 +49,41 @@ def run_mesh(plan: ClusterPlan, answers_text: str, *, duration_s: float,
              launcher: Callable[[str, list[str]], tuple[list[str], dict | None]] | None = None,
              ignore: Sequence[str] = (), timeout_s: float = 120.0,
              progress: Callable[[str], None] | None = None) -> list[NodeResult]:
-    """Run the agent on every node of the plan at once; return each node's results.
+    """Run the preflight agent on every node of the plan at once; return each node's results.
 
     launcher(node, agent_argv) -> (argv, env) lets the lab run agents with nsenter (and its
     libfaketime clock offsets) instead of SSH.
     """
     token = secrets.token_hex(16)
-    agent = [*remote, "preflight", "--agent"]
+    targets = {n.name: n.addresses[min(n.addresses)] for n in plan.nodes}
+    jobs = {n.name: {"answers": answers_text, "node": n.name, "token": token,
+                     "duration_s": duration_s, "ignore": list(ignore)} for n in plan.nodes}
+    return run_agents(targets, [*remote, "preflight", "--agent"], jobs, ssh=ssh,
+                      launcher=launcher, timeout_s=timeout_s, progress=progress)
+
+
+def run_agents(targets: Mapping[str, str], agent: Sequence[str], jobs: Mapping[str, Any], *,
+               ssh: Sequence[str] = ("ssh",),
+               launcher: Callable[[str, list[str]], tuple[list[str], dict | None]] | None = None,
+               timeout_s: float = 120.0,
+               progress: Callable[[str], None] | None = None) -> list[NodeResult]:
+    """One agent per node (name -> SSH address), all at once: send each its job, wait until
+    every one is READY, say GO to all, collect each RESULT line. A node that cannot be reached
+    or sends nothing in time is a NodeResult with an error, never an exception."""
     procs: dict[str, subprocess.Popen] = {}
     say = progress or (lambda _m: None)
+    agent = list(agent)
     try:
-        for node in plan.nodes:
-            argv, env = launcher(node.name, agent) if launcher else \
-                (ssh_argv(node.addresses[min(node.addresses)], agent, ssh), None)
-            procs[node.name] = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                                stderr=subprocess.PIPE, text=True, bufsize=1,
-                                                env=env)
-            job = {"answers": answers_text, "node": node.name, "token": token,
-                   "duration_s": duration_s, "ignore": list(ignore)}
-            procs[node.name].stdin.write(json.dumps(job) + "\n")
-            procs[node.name].stdin.flush()
+        for name, address in targets.items():
+            argv, env = launcher(name, agent) if launcher else (ssh_argv(address, agent, ssh),
+                                                                None)
+            procs[name] = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True, bufsize=1, env=env)
+            try:
+                procs[name].stdin.write(json.dumps(jobs[name]) + "\n")
+                procs[name].stdin.flush()
+            except OSError:
+                pass  # it died at once; READY will not come and _why says why
         deadline = time.monotonic() + timeout_s
         failed: dict[str, str] = {}
         for name, proc in procs.items():
@@ -76,8 +93,11 @@ def run_mesh(plan: ClusterPlan, answers_text: str, *, duration_s: float,
         say(f"responders up on {len(procs) - len(failed)}/{len(procs)} nodes; probing")
         for name, proc in procs.items():
             if name not in failed:
-                proc.stdin.write(GO + "\n")
-                proc.stdin.flush()
+                try:
+                    proc.stdin.write(GO + "\n")
+                    proc.stdin.flush()
+                except OSError:
+                    failed[name] = _why(proc, "hung up before GO")
         results = []
         for name, proc in procs.items():
             if name in failed:
@@ -88,7 +108,8 @@ def run_mesh(plan: ClusterPlan, answers_text: str, *, duration_s: float,
                 results.append(NodeResult(name, None, None, _why(proc, "sent no result")))
                 continue
             data = json.loads(line[len(RESULT):])
-            results.append(NodeResult(name, data["report"], data.get("measurements")))
+            results.append(NodeResult(name, data.get("report"), data.get("measurements"),
+                                      None, data))
             say(f"{name}: done")
         return results
     finally:
@@ -144,38 +165,55 @@ def _close(proc: subprocess.Popen) -> None:
 def agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
     """One node's side of the mesh run; see the module docstring for the conversation."""
     from pvestrap import answers, preflight
-    from pvestrap.checks import probe as wire
     from pvestrap.checks import prober
-    from pvestrap.checks.responder import Responder, ResponderConfig, ports_for_links
     from pvestrap.report.jsonout import report_dict
 
     job = json.loads(stdin.readline() or "{}")
     plan = answers.loads(job["answers"], source="answers (mesh)")
     node = plan.node(job["node"])
-    token = wire.Token(job["token"].encode())
-    ports = ports_for_links(plan.link_numbers, base_port=5405)
-    config = ResponderConfig(token=token, ports=ports,
-                             addresses=tuple(sorted(set(node.addresses.values()))),
-                             ttl_s=float(job.get("ttl_s", 600)))
-    done = threading.Event()
     ignore = tuple(job.get("ignore", ()))
-    with Responder(config) as responder:
-        thread = threading.Thread(target=responder.serve, kwargs={"stop": done.is_set},
-                                  daemon=True)
-        thread.start()
+
+    def before_ready():
         # the CPU-heavy local checks run now, while the others start, not while probes fly
-        local = preflight.run_local(plan, node.name, ignore=ignore)
-        print(READY, flush=True, file=stdout)
-        if stdin.readline().strip() != GO:
-            done.set()
-            return 1
+        return preflight.run_local(plan, node.name, ignore=ignore)
+
+    def after_go(token, local):
         settings = prober.ProbeSettings(duration_s=float(job.get("duration_s", 3.0)))
         request = prober.request_from_plan(plan, node.name, settings)
         measured = prober.measure(request, token)
         network = preflight.run_network(plan, node.name, {prober.PROBES_KEY: measured},
                                         ignore=ignore)
         report = preflight.combine(local, network)
-        out = {"report": report_dict(report), "measurements": measured.to_dict()}
+        return {"report": report_dict(report), "measurements": measured.to_dict()}
+
+    return agent_session(job, plan.link_numbers, node.addresses.values(), before_ready,
+                         after_go, stdin, stdout)
+
+
+def agent_session(job: Mapping[str, Any], links: Sequence[int], addresses: Sequence[str],
+                  before_ready: Callable[[], Any], after_go: Callable[[Any, Any], Any],
+                  stdin=sys.stdin, stdout=sys.stdout) -> int:
+    """The agent's half of the conversation, for any agent: answer probes on the link ports of
+    ADDRESSES from before READY until the orchestrator hangs up; run BEFORE_READY, say READY,
+    wait for GO, print RESULT + AFTER_GO(token, what before_ready returned)."""
+    from pvestrap.checks import probe as wire
+    from pvestrap.checks.responder import Responder, ResponderConfig, ports_for_links
+
+    token = wire.Token(job["token"].encode())
+    config = ResponderConfig(token=token, ports=ports_for_links(tuple(links), base_port=5405),
+                             addresses=tuple(sorted(set(addresses))),
+                             ttl_s=float(job.get("ttl_s", 600)))
+    done = threading.Event()
+    with Responder(config) as responder:
+        thread = threading.Thread(target=responder.serve, kwargs={"stop": done.is_set},
+                                  daemon=True)
+        thread.start()
+        early = before_ready()
+        print(READY, flush=True, file=stdout)
+        if stdin.readline().strip() != GO:
+            done.set()
+            return 1
+        out = after_go(token, early)
         print(RESULT + json.dumps(out), flush=True, file=stdout)
         stdin.read()  # keep answering the others' probes until the orchestrator hangs up
         done.set()
@@ -248,5 +286,12 @@ def require_nodes_reachable(plan: ClusterPlan) -> None:
                         remedy="add the other nodes, or run `pvestrap preflight` without --mesh")
 
 
-__all__ = ["NodeResult", "agent_main", "matrices", "merge", "run_mesh", "ssh_argv",
-           "OperationFailed"]
+__all__ = [
+    "NodeResult",
+    "OperationFailed",
+    "agent_main",
+    "matrices",
+    "merge",
+    "run_mesh",
+    "ssh_argv",
+]

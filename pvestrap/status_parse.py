@@ -341,6 +341,7 @@ class KnetLinkStats:
     down_count: int
     up_count: int
     mtu: int | None
+    retries: int = 0  # rx_total_retries + tx_*_retries: sends knet had to repeat
 
 
 _STAT = re.compile(r"^stats\.knet\.node(\d+)\.link(\d+)\.(\w+) \((\w+)\) = (.*)$")
@@ -376,4 +377,5 @@ def _knet(nodeid: int, link: int, keys: Mapping[str, str], what: str) -> KnetLin
     return KnetLinkStats(nodeid, link, num("connected") == 1, num("enabled") == 1,
                          latency("latency_ave"), latency("latency_min"),
                          latency("latency_max"), samples, num("down_count"), num("up_count"),
-                         num("mtu") if "mtu" in keys else None)
+                         num("mtu") if "mtu" in keys else None,
+                         sum(num(k) for k in keys if k.endswith("_retries")))

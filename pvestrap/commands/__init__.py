@@ -17,6 +17,7 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
     ("responder", "responder", "Answer preflight probes from peers (UDP 5404, 5405+N)."),
     ("apply", "apply", "Create or join the cluster as planned."),
     ("status", "status", "Report the cluster's quorum and knet link state."),
+    ("doctor", "doctor", "Check a running cluster against what the admin guide warns about."),
     ("link", "link", "Add or move corosync links on a running cluster."),
     ("node", "node", "Remove a node from the cluster, or separate this node from it."),
     ("wizard", "wizard", "Guided create/join in the terminal."),
