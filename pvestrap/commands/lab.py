@@ -44,12 +44,20 @@ def up(
     loss: Optional[List[str]] = LOSS, drop: Optional[List[str]] = DROP,
     reject: Optional[List[str]] = REJECT, clock: Optional[List[str]] = CLOCK,
     hosts: Optional[List[str]] = HOSTS, mtu: Optional[List[str]] = MTU,
+    pve: Optional[str] = typer.Option(
+        None, "--pve", metavar="8|9", help="Run Proxmox VE's real cluster stack (pmxcfs, pvecm) "
+        "of that release in every node, built once from Proxmox's source and cached."),
+    pve_sources: Optional[str] = typer.Option(
+        None, "--pve-sources", metavar="DIR", help="Folder with Proxmox's source tarballs or "
+        "checkouts (pve-cluster, pve-common, pve-access-control, pve-apiclient); default: "
+        "$PVESTRAP_PVE_SOURCES, else shared/oracle/proxmox beside the project checkout."),
 ) -> None:
     """Create N nodes, each with its own namespaces, hostname, /etc and one NIC per link."""
     from pvestrap.lab.lab import Lab
 
-    lab = Lab.up(name, nodes, links, **_flags(delay=delay, jitter=jitter, loss=loss, drop=drop,
-                                              reject=reject, clock=clock, hosts=hosts, mtu=mtu))
+    lab = Lab.up(name, nodes, links, pve=pve, pve_sources=pve_sources,
+                 **_flags(delay=delay, jitter=jitter, loss=loss, drop=drop,
+                          reject=reject, clock=clock, hosts=hosts, mtu=mtu))
     _print_status(lab.status())
     typer.echo(f"\nnext: pvestrap lab exec --name {name} n1 -- hostname; "
                f"pvestrap lab down --name {name}")
@@ -102,8 +110,9 @@ def status(
 
 def _print_status(one: dict) -> None:
     count, links = len(one["nodes"]), one["links"]
+    pve = f", Proxmox VE {one['pve']} cluster stack" if one.get("pve") else ""
     typer.echo(f"lab {one['name']}: {count} node{'s' * (count != 1)}, "
-               f"{links} link{'s' * (links != 1)}, {one['phase']}")
+               f"{links} link{'s' * (links != 1)}, {one['phase']}{pve}")
     for node in one["nodes"]:
         addrs = " ".join(node["addresses"].values())
         running = " ".join(f"{n}({pid})" for n, pid in node["services"].items())

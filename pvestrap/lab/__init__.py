@@ -14,7 +14,9 @@ real: a user-space delay line, nftables inside the node, libfaketime. State live
 Modules: names (what things are called), impair (flags -> values), state, build (up),
 effects (impairments on a running lab), services (corosync, chrony, sshd), teardown (down),
 lab (the API), cluster (the lab as a ClusterPlan), testing (the pytest fixture); holder.py,
-detach.py and forwarder.py run as standalone scripts.
+detach.py and forwarder.py run as standalone scripts. `up --pve 8|9`: pvestack builds Proxmox
+VE's real cluster stack (pmxcfs, pvecm) from Proxmox's source once per machine, pvenode runs it in
+every node, with pve_systemctl.py as the nodes' systemctl.
 """
 
 from pvestrap.lab.lab import Lab, LabNode

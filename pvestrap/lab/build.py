@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 
 from pvestrap.errors import OperationFailed, UserError
-from pvestrap.lab import files, names, proc, state
+from pvestrap.lab import files, names, proc, pvenode, state
 
 OPAQUE = ("trusted.overlay.opaque", b"y")
 # Folders the node owns outright (the host's copies would mislead: e.g. Debian's example
@@ -56,18 +56,25 @@ def prepare_node(layout: names.Layout, st: state.LabState, index: int) -> None:
     (etc / "hosts").write_text(files.hosts(layout, st.nodes, index))
     (etc / "network/interfaces").write_text(files.interfaces(st.links, index))
     (etc / "ssh/ssh_config").write_text(files.SSH_CONFIG)
+    if st.pve_stack:
+        pvenode.prepare_node(root, st.pve_stack)
 
 
-def holder_spec(layout: names.Layout, index: int) -> dict:
+def holder_spec(layout: names.Layout, index: int, st: state.LabState | None = None) -> dict:
     root = layout.node_dir(index)
-    return {
+    overlays = [[str(root / "etc"), str(root / ".etc-work"), "/etc"],
+                [str(root / "root"), str(root / ".root-work"), "/root"]]
+    spec: dict = {
         "tag": layout.tag(index),
         "hostname": layout.node_name(index),
-        "overlays": [[str(root / "etc"), str(root / ".etc-work"), "/etc"],
-                     [str(root / "root"), str(root / ".root-work"), "/root"]],
+        "overlays": overlays,
         "binds": [[str(root / sub), target] for sub, target in BOUND],
         "run": str(root / "run"),
     }
+    if st is not None and st.pve_stack:
+        overlays.append([str(root / "var"), str(root / ".var-work"), "/var"])
+        spec["ro_overlays"] = [[f"{pvenode.usr_layer(layout)}:{st.pve_stack}/usr:/usr", "/usr"]]
+    return spec
 
 
 def keygen_jobs(layout: names.Layout, st: state.LabState) -> list:
@@ -80,6 +87,10 @@ def keygen_jobs(layout: names.Layout, st: state.LabState) -> list:
         jobs.append(([keygen, "-q", "-t", "ed25519", "-N", "", "-C",
                       f"root@{layout.node_name(index)}",
                       "-f", str(layout.node_dir(index) / "etc/ssh/ssh_host_ed25519_key")], None))
+        if st.pve:  # pvecm updatecerts reads the RSA host key (PVE::Cluster::Setup)
+            jobs.append(([keygen, "-q", "-t", "rsa", "-b", "2048", "-N", "", "-C",
+                          f"root@{layout.node_name(index)}",
+                          "-f", str(layout.node_dir(index) / "etc/ssh/ssh_host_rsa_key")], None))
     return jobs
 
 
@@ -106,7 +117,7 @@ def install_ssh(layout: names.Layout, st: state.LabState) -> None:
 
 
 def start_holders(layout: names.Layout, st: state.LabState) -> dict[int, int]:
-    specs = [holder_spec(layout, i) for i in range(1, st.nodes + 1)]
+    specs = [holder_spec(layout, i, st) for i in range(1, st.nodes + 1)]
     result = proc.run(proc.script("holder.py") + [json.dumps(specs)], check=False)
     if result.returncode != 0:
         raise OperationFailed(f"the lab's nodes could not be set up: "
@@ -152,6 +163,8 @@ def build(st: state.LabState) -> state.LabState:
     layout.ssh_dir.mkdir(mode=0o700, exist_ok=True)
     for index in range(1, st.nodes + 1):
         prepare_node(layout, st, index)
+    if st.pve_stack:
+        pvenode.prepare_lab(layout)
     proc.run_all(keygen_jobs(layout, st))
     install_ssh(layout, st)
     proc.run(["ip", "netns", "add", layout.switch_ns])

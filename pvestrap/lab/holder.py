@@ -3,7 +3,8 @@
 It forks one child per node; each child leaves the caller's session, unshares net, mount and UTS namespaces, sets the
 hostname, lays the node's private files over /etc and /root (overlays whose upper layers are in
 the node's folder, so edits inside the node stay in the node and renames work; /root may hold
-the very Python this runs on), binds the node's folders over /run, /var/lib/corosync and
+the very Python this runs on), read-only overlays where asked (a `lab up --pve` node's /usr gets
+Proxmox's cluster stack laid over it), binds the node's folders over /run, /var/lib/corosync and
 /var/log, mounts its own /dev/shm and a sysfs that shows
 the node's NICs, and then becomes `sleep infinity` named `pvestrap-lab:<prefix>-nK` (cheap, and
 findable by name after a crash). The parent prints the children's pids once all are ready and
@@ -74,6 +75,8 @@ def setup(spec):
     for upper, work, target in spec["overlays"]:
         _mount(libc, "overlay", target, "overlay", 0,
                f"lowerdir={target},upperdir={upper},workdir={work}")
+    for lowers, target in spec.get("ro_overlays", ()):
+        _mount(libc, "overlay", target, "overlay", 0, f"lowerdir={lowers}")
     for source, target in spec["binds"]:
         if os.path.isdir(target):
             _mount(libc, source, target, None, MS_BIND)

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from pvestrap.errors import UserError
-from pvestrap.lab import build, effects, files, impair, names, proc, services, state, teardown
+from pvestrap.lab import (build, effects, files, impair, names, proc, pvenode, pvestack,
+                          services, state, teardown)
 
 NodeRef = int | str
 
@@ -67,8 +68,10 @@ class Lab:
 
     # -- life cycle ----------------------------------------------------------------------------
     @classmethod
-    def up(cls, prefix: str, nodes: int = 3, links: int = 1, **flags) -> "Lab":
-        """Create a lab; impairment FLAGS as in the CLI (delay="n2:eth0=1ms", loss=[...])."""
+    def up(cls, prefix: str, nodes: int = 3, links: int = 1, pve: str | None = None,
+           pve_sources: str | None = None, **flags) -> "Lab":
+        """Create a lab; impairment FLAGS as in the CLI (delay="n2:eth0=1ms", loss=[...]).
+        PVE ("8", "9"): every node runs that release's real cluster stack (pvestack)."""
         names.check_prefix(prefix)
         names.check_size(nodes, links)
         _require_root()
@@ -76,13 +79,19 @@ class Lab:
         effects.check_tools(items)
         layout = names.Layout(prefix)
         build.refuse_existing(layout)
+        stack = None
+        if pve is not None:
+            stack = str(pvestack.ensure_built(pve, pvestack.sources_dir(pve_sources)))
         with state.locked(prefix, create=True):
-            st = state.new(prefix, nodes, links)
+            st = state.new(prefix, nodes, links, pve, stack)
             state.save(st)
             try:
                 st = build.build(st)
                 st = effects.apply(st, (), items)
                 state.save(replace(st, impairments=items))
+                if pve is not None:
+                    st = pvenode.start(st)
+                    state.save(st)
             except BaseException:
                 teardown.down(prefix, lock=False)
                 raise
@@ -210,6 +219,7 @@ class Lab:
             "name": self.prefix,
             "phase": st.phase,
             "links": st.links,
+            "pve": st.pve,
             "nodes": [{
                 "name": layout.node_name(i),
                 "pid": st.holders.get(i),

@@ -36,6 +36,8 @@ class LabState:
     services: Mapping[int, Mapping[str, int]] = field(default_factory=dict)  # node -> name -> pid
     forwarder: int | None = None
     created: float = 0.0
+    pve: str | None = None  # `up --pve`: the Proxmox VE release whose cluster stack nodes run
+    pve_stack: str | None = None  # its cached build (a folder with usr/)
 
     @property
     def layout(self) -> names.Layout:
@@ -74,11 +76,14 @@ class LabState:
                       for k, v in data.get("services", {}).items()},
             forwarder=data.get("forwarder"),
             created=float(data.get("created", 0.0)),
+            pve=data.get("pve"), pve_stack=data.get("pve_stack"),
         )
 
 
-def new(prefix: str, nodes: int, links: int) -> LabState:
-    return LabState(prefix=prefix, nodes=nodes, links=links, created=time.time())
+def new(prefix: str, nodes: int, links: int, pve: str | None = None,
+        pve_stack: str | None = None) -> LabState:
+    return LabState(prefix=prefix, nodes=nodes, links=links, created=time.time(), pve=pve,
+                    pve_stack=pve_stack)
 
 
 def save(state: LabState) -> None:

@@ -55,6 +55,13 @@ def unavailable() -> str | None:
     return None
 
 
+def pve_unavailable(release: str) -> str | None:
+    """Why a `lab up --pve RELEASE` cannot run here (no root, or Proxmox's sources absent)."""
+    from pvestrap.lab import pvestack
+
+    return unavailable() or pvestack.unavailable(release)
+
+
 @pytest.fixture
 def lab(request):
     """Factory: lab(nodes=3, links=1, **impairment flags) -> Lab; all removed afterwards."""
@@ -65,6 +72,9 @@ def lab(request):
     request.node.lab_prefixes = made
 
     def factory(nodes: int = 3, links: int = 1, prefix: str | None = None, **flags) -> Lab:
+        why = pve_unavailable(flags["pve"]) if flags.get("pve") else None
+        if why:
+            pytest.skip(why)
         name = prefix or new_prefix()
         made.append(name)
         return Lab.up(name, nodes, links, **flags)
