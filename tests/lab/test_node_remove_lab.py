@@ -38,10 +38,17 @@ def start_cluster(lab, nodes: int, links: int = 1):
 
 
 def power_off(lab, index: int, links: int = 1) -> None:
-    """corosync stopped and every NIC down: the node answers nothing any more."""
+    """corosync stopped and every NIC down: the node answers nothing any more; returns once
+    n1's knet has noticed (knet keeps a link up until its pong timeout)."""
     lab.stop("corosync", [index])
     for link in range(links):
         lab.exec(index, ["ip", "link", "set", f"eth{link}", "down"], check=True)
+
+    def gone() -> bool:
+        out = lab.exec(1, ["corosync-cfgtool", "-s"]).stdout
+        return not re.search(rf"nodeid:\s+{index}:\s+connected", out)
+
+    assert wait(gone, 30), f"n1's knet still sees n{index}"
 
 
 def node_cmd(lab, *args: str, node: int = 1, timeout: float = 180):
@@ -144,3 +151,46 @@ def test_dry_run_shows_the_diff_and_changes_nothing(lab):
     assert re.search(rf"^-\s+name: {n3.name}$", out.stdout, re.M)
     assert "+  config_version: 2" in out.stdout and "dry run: nothing was changed" in out.stdout
     assert etc_hashes(three) == before
+
+
+def test_a_member_unreachable_mid_write_rolls_back_every_member(lab):
+    """In-process on n1 (its files under its root, its commands through its nsenter wrap) so a
+    hook can cut n3's SSH at the moment the write starts."""
+    from pvestrap.apply import removal as rm
+    from pvestrap.apply.engine import StepFailed
+    from pvestrap.apply.links import LinkTimeouts
+    from pvestrap.system import RealSystem
+
+    four, conf = start_cluster(lab, 4)
+    n4 = four.node(4)
+    power_off(four, 4)
+    assert wait(lambda: members(four, 1) == 3, 30)
+    files = {i: four.node(i).path(CONF).read_bytes() for i in (1, 2, 3)}
+    baks = {i: four.node(i).path(CONF + ".bak").exists() for i in (1, 2, 3)}
+    system = RealSystem(root=str(four.node(1).root), wrap=four.node(1).wrap)
+    removal, _ = rm.read_removal(system, n4.name, timeouts=LinkTimeouts(remote=8, connect=3,
+                                                                         verify=20))
+    assert [f for f in rm.preflight(system, removal) if f.severity.value == "fail"] == []
+    events = []
+
+    def hook(event):
+        events.append((event.step_id, event.state))
+        if (event.step_id, event.state) == (f"remove-{n4.name}", "applying"):
+            four.impair(drop="n3:tcp/22")
+
+    with QuorumWatcher(four, "n1", 3) as watcher:
+        with pytest.raises(StepFailed) as caught:
+            rm.run_removal(system, removal, hook)
+    failure = caught.value.as_dict()
+    assert failure["step"] == f"remove-{n4.name}" and failure["undo_failures"] == []
+    assert four.node(3).name in failure["message"]
+    for i in (1, 2, 3):
+        assert four.node(i).path(CONF).read_bytes() == files[i]  # byte for byte
+        assert four.node(i).path(CONF + ".bak").exists() == baks[i]
+        assert runtime_version(four, i) == 1
+        assert quorum(four, i).expected_votes == 4
+    assert watcher.samples > 5
+    assert watcher.bad == [], watcher.bad[0][1]
+    four.impair(clear=True)
+    done = node_cmd(four, "remove", n4.name, "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
