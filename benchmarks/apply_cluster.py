@@ -34,10 +34,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pvestrap.answers import dumps
+from pvestrap.corosync.status import StatusUnparsable, parse_quorum_status
 from pvestrap.lab import teardown
 from pvestrap.lab.lab import Lab
 from pvestrap.lab.testing import new_prefix, unavailable
-from pvestrap.status_parse import StatusUnparsable, parse_quorum_status
 
 APPLY = [sys.executable, "-m", "pvestrap", "apply"]
 TIMEOUT = 300.0

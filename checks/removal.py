@@ -16,9 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from pvestrap.corosync_conf import CorosyncConf, as_int
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.corosync.status import LinksStatus, QuorumStatus
+from pvestrap.corosync.tree import as_int
 from pvestrap.findings import Finding, fail, passed, warn
-from pvestrap.status_parse import LinksStatus, QuorumStatus
 
 CHECK_MEMBER = "remove-member"      # NAME is in this cluster's corosync.conf (and not us)
 CHECK_OFFLINE = "remove-offline"    # NAME is not online: membership, knet, ICMP

@@ -5,7 +5,8 @@ values (path, before, after, mode); `unified_diff` shows one, `write_changes` ap
 atomic writes. The layouts follow what Proxmox itself writes, so a file we render and a file PVE
 rewrites later do not fight over formatting:
 
-- corosync.conf as pve-cluster's writer dumps it (PVE::Corosync::write_conf): top-level sections
+- corosync.conf as pve-cluster's writer dumps it (PVE::Corosync::write_conf), written by
+  pvestrap.corosync (CorosyncConf.create and the tree's canonical layout): top-level sections
   sorted (logging, nodelist, quorum, totem), keys sorted inside each section, two-space indent, a
   blank line after each top-level section (also after the last), `node` entries sorted by node
   name and `interface` entries by link number, `knet_link_priority` only when non-zero.
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 from urllib.parse import unquote
 
+from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.errors import UserError
 from pvestrap.plan import DEFAULT_MAC_PREFIX, ClusterPlan, Datacenter
 
@@ -67,23 +69,9 @@ def _render(template: str, **context: object) -> str:
 # -- corosync.conf ---------------------------------------------------------------------------------
 
 def render_corosync_conf(plan: ClusterPlan, config_version: int = 1) -> str:
-    """corosync.conf for the whole cluster, byte for byte as pve-cluster would write it.
-
-    The plan is validated first, so a config with e.g. link 8 or a duplicate nodeid is refused
-    before any text exists.
-    """
-    plan.check()
-    # write_conf keys the nodelist by node name and dumps it with Perl's `sort keys`: a bytewise
-    # sort of names (pve10 comes before pve2), not an order by nodeid.
-    nodes = [
-        {"name": n.name, "nodeid": n.nodeid, "votes": n.votes,
-         "rings": sorted(n.addresses.items())}
-        for n in sorted(plan.nodes, key=lambda n: n.name.encode())
-    ]
-    links = sorted(plan.links, key=lambda link: link.number)
-    return _render("corosync.conf.j2", cluster_name=plan.cluster_name,
-                   config_version=config_version, nodes=nodes, links=links,
-                   token_coefficient=plan.token_coefficient)
+    """corosync.conf for the whole cluster, byte for byte as pve-cluster would write it (the one
+    writer is CorosyncConf.create; the plan is validated before any text exists)."""
+    return CorosyncConf.create(plan, config_version).text()
 
 
 # -- datacenter.cfg --------------------------------------------------------------------------------

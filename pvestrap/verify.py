@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from pvestrap import __version__
-from pvestrap.corosync_conf import ConfParseError, CorosyncConf
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.corosync.status import (KnetLinkStats, LinksStatus, PeersStatus, QuorumStatus,
+                                      StatusUnparsable, parse_cfgtool_nodes, parse_cfgtool_status,
+                                      parse_knet_stats, parse_quorum_status)
+from pvestrap.corosync.tree import ConfParseError
 from pvestrap.errors import PvestrapError
 from pvestrap.findings import Finding, Severity, fail, warn
 from pvestrap.report.model import Report, Section
-from pvestrap.status_parse import (KnetLinkStats, LinksStatus, PeersStatus, QuorumStatus,
-                                   StatusUnparsable, parse_cfgtool_nodes, parse_cfgtool_status,
-                                   parse_knet_stats, parse_quorum_status)
 from pvestrap.system import System
 
 CHECK = "status"

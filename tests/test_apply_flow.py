@@ -23,13 +23,13 @@ from pvestrap.apply.flow import (ApplyContext, ApplyDeclined, PreflightFailed, a
                                  choose_backend, plan_only_preflight)
 from pvestrap.apply.remote import (MemberUnreachable, Remote, RemoteCommandFailed, RemoteFile,
                                    parse_show, put_script, replace_script, show_script)
-from pvestrap.corosync_conf import CorosyncConf
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.corosync.status import parse_quorum_status
 from pvestrap.errors import OperationFailed
 from pvestrap.findings import Finding, Severity
 from pvestrap.plan import ClusterPlan, Link, Node
 from pvestrap.render import COROSYNC_CONF, render_corosync_conf
 from pvestrap.report.model import Report, Section
-from pvestrap.status_parse import parse_quorum_status
 from pvestrap.system import (RecordedCommand, RecordedRemove, RecordedWrite, RecordingSystem,
                              Secret)
 

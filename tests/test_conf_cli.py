@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pvestrap.cli import main
-from pvestrap.corosync_conf import canonical, parse
+from pvestrap.corosync.tree import canonical, parse
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "corosync"
@@ -245,8 +245,8 @@ def mutate(text: str, edits) -> str:
 def test_mutated_confs_lint_without_crashing(edits):
     """Random line edits of a good file: lint finds something or nothing, but never crashes,
     and whatever parses also formats, re-parses and edits through the facade."""
-    from pvestrap.corosync_conf import CorosyncConf
-    from pvestrap.corosync_lint import lint
+    from pvestrap.corosync.facade import CorosyncConf
+    from pvestrap.corosync.lint import lint
     from pvestrap.errors import UserError
 
     text = mutate(GOOD, edits)

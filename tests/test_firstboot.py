@@ -16,10 +16,10 @@ import pytest
 
 from pvestrap.answers import dumps
 from pvestrap.apply.engine import StepFailed
-from pvestrap.corosync_conf import CorosyncConf
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.corosync.status import Member, QuorumStatus
 from pvestrap.errors import OperationFailed
 from pvestrap.plan import ClusterPlan, Link, Node
-from pvestrap.status_parse import Member, QuorumStatus
 from pvestrap.wizard import firstboot
 from pvestrap.wizard import firstboot_cluster as cluster
 from pvestrap.wizard.firstboot_net import derive_tokens

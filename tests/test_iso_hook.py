@@ -58,7 +58,7 @@ def test_hook_size_and_what_it_carries(hook_file, record_property, capsys):
     assert hook_file.stat().st_mode & 0o777 == 0o755
     names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
     for wanted in ("__main__.py", "pvestrap/__init__.py", "pvestrap/answers.py",
-                   "pvestrap/templates/corosync.conf.j2", "pvestrap/checks/responder.py",
+                   "pvestrap/templates/datacenter.cfg.j2", "pvestrap/checks/responder.py",
                    "jinja2/__init__.py", "markupsafe/_native.py", "ntplib.py",
                    "ping3/__init__.py", "pvestrap-hook/answers.toml",
                    "pvestrap-hook/manifest.json", "pvestrap-hook/licenses/Jinja2/LICENSE.txt"):

@@ -19,13 +19,13 @@ from pvestrap.apply.links import (COROSYNC_CONF, Cluster, LinkRequest, LinkTimeo
                                   LinkVerifyFailed, Member, Phase, PhaseStep, plan_change, steps)
 from pvestrap.apply.remote import RemoteFile
 from pvestrap.commands.link import parse_addresses
-from pvestrap.corosync_conf import CorosyncConf
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.corosync.status import parse_cfgtool_nodes
 from pvestrap.errors import UserError, ValidationFailed
 from pvestrap.findings import Severity
 from pvestrap.plan import ClusterPlan, Link, Node
 from pvestrap.system import RecordingSystem
 from pvestrap.verify import Observed, address_findings, convergence_findings, ping_findings
-from pvestrap.status_parse import parse_cfgtool_nodes
 
 NAMES = ("pve1", "pve2", "pve3")
 BAK = COROSYNC_CONF + ".bak"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from pvestrap.checks import removal as r
-from pvestrap.corosync_conf import CorosyncConf
-from pvestrap.status_parse import parse_cfgtool_status, parse_quorum_status
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.corosync.status import parse_cfgtool_status, parse_quorum_status
 
 
 def conf_text(nodes: int, device: str = "") -> str:

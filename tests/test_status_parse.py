@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pvestrap.status_parse import (Member, StatusUnparsable, parse_cfgtool_nodes,
+from pvestrap.corosync.status import (Member, StatusUnparsable, parse_cfgtool_nodes,
                                    parse_cfgtool_status, parse_knet_stats, parse_members,
                                    parse_quorum_status)
 

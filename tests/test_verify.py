@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pvestrap.corosync_conf import CorosyncConf
+from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.findings import Severity
 from pvestrap.plan import ClusterPlan, Link, Node
 from pvestrap.report.html import render_html

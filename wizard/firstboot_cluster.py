@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from pvestrap.corosync.status import QuorumStatus, StatusUnparsable, parse_quorum_status
 from pvestrap.errors import OperationFailed, PvestrapError
 from pvestrap.plan import ClusterPlan, Node
-from pvestrap.status_parse import QuorumStatus, StatusUnparsable, parse_quorum_status
 
 Say = Callable[[str], None]
 CONF_PATHS = ("/etc/pve/corosync.conf", "/etc/corosync/corosync.conf")
@@ -44,7 +44,7 @@ def configured_member(plan: ClusterPlan, node: Node, root: str = "/") -> bool:
     cluster it was not told about. Debian's packaged example config does not count.
     """
     from pvestrap.checks.joinable import is_stock_conf
-    from pvestrap.corosync_conf import CorosyncConf
+    from pvestrap.corosync.facade import CorosyncConf
 
     for path in CONF_PATHS:
         real = os.path.join(root, path.lstrip("/"))

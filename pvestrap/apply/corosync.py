@@ -31,12 +31,13 @@ from typing import Callable, Protocol, Sequence
 from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait, Step, WriteFileStep
 from pvestrap.apply.remote import (MemberAddress, MembersStep, Remote, RemoteFile, parse_show,
                                    show_script)
-from pvestrap.corosync_conf import ConfParseError, CorosyncConf
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.corosync.status import QuorumStatus, StatusUnparsable, parse_quorum_status
+from pvestrap.corosync.tree import ConfParseError
 from pvestrap.errors import OperationFailed, PvestrapError
 from pvestrap.findings import Finding, fail
 from pvestrap.plan import ClusterPlan
 from pvestrap.render import COROSYNC_CONF, Change, render_corosync_conf
-from pvestrap.status_parse import QuorumStatus, StatusUnparsable, parse_quorum_status
 from pvestrap.system import SECRET_MARK, CommandFailed, Secret, System
 
 AUTHKEY = "/etc/corosync/authkey"

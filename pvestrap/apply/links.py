@@ -32,11 +32,11 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait
 from pvestrap.apply.remote import (JOIN_LOCK, Remote, RemoteCommandFailed, RemoteFile,
                                    member_lock, parse_show, replace_script, show_script)
-from pvestrap.corosync_conf import CorosyncConf
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.corosync.status import StatusUnparsable, parse_cfgtool_nodes
 from pvestrap.errors import OperationFailed, PvestrapError, UserError, ValidationFailed
 from pvestrap.findings import Finding, Severity, fail, warn
 from pvestrap.render import Change
-from pvestrap.status_parse import StatusUnparsable, parse_cfgtool_nodes
 from pvestrap.system import System
 from pvestrap.verify import COROSYNC_CONF, Observed, convergence_findings, runtime_version
 

@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from pvestrap.apply.engine import PlannedCommand, PlannedWait, Step, WriteFileStep
-from pvestrap.corosync_conf import CorosyncConf
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.corosync.status import QuorumStatus, StatusUnparsable, parse_quorum_status
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.plan import ClusterPlan, Datacenter, JoinTarget
 from pvestrap.render import DATACENTER_CFG, MODES, render_datacenter_cfg
-from pvestrap.status_parse import QuorumStatus, StatusUnparsable, parse_quorum_status
 from pvestrap.system import CommandFailed, CommandTimeout, Secret, System
 
 PVE_COROSYNC_CONF = "/etc/pve/corosync.conf"

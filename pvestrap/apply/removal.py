@@ -32,11 +32,12 @@ from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait
 from pvestrap.apply.links import Cluster, LinkTimeouts, Member, MemberOps, Phase, PhaseStep
 from pvestrap.apply.remote import parse_show, put_script, show_script
 from pvestrap.checks import removal as checks
-from pvestrap.corosync_conf import ConfNode, CorosyncConf
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.corosync.status import QuorumStatus, StatusUnparsable, parse_quorum_status
+from pvestrap.corosync.tree import ConfNode
 from pvestrap.errors import OperationFailed, PvestrapError, UserError
 from pvestrap.findings import Finding, fail, passed
 from pvestrap.render import Change
-from pvestrap.status_parse import QuorumStatus, StatusUnparsable, parse_quorum_status
 from pvestrap.system import System
 from pvestrap.verify import COROSYNC_CONF, QUORUMTOOL
 

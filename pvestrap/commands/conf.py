@@ -21,7 +21,7 @@ def lint_command(
     """Check a corosync.conf against the plan rules and corosync's own (exit 1 on FAIL)."""
     import json
 
-    from pvestrap.corosync_lint import lint
+    from pvestrap.corosync.lint import lint
     from pvestrap.errors import UserError
     from pvestrap.findings import failures
 
@@ -46,7 +46,7 @@ def fmt_command(
     """Print FILE in pvecm's canonical order, or rewrite it in place with a backup."""
     import sys
 
-    from pvestrap.corosync_conf import canonical, parse
+    from pvestrap.corosync.tree import canonical, parse
 
     text = _read(file)
     formatted = canonical(parse(text, file))

@@ -26,13 +26,13 @@ from pvestrap.apply.corosync import AUTHKEY, CorosyncTimeouts, JoinRefused
 from pvestrap.apply.engine import PlannedCommand, StepEvent, StepFailed
 from pvestrap.apply.flow import ApplyContext, apply_node, plan_only_preflight
 from pvestrap.apply.remote import JOIN_LOCK, JoinLocked
+from pvestrap.corosync.status import (parse_cfgtool_nodes, parse_cfgtool_status,
+                                      parse_quorum_status)
 from pvestrap.findings import Finding, Severity
 from pvestrap.lab import names
 from pvestrap.lab.lab import Lab
 from pvestrap.render import COROSYNC_CONF, render_corosync_conf
 from pvestrap.report.model import Report, Section
-from pvestrap.status_parse import (parse_cfgtool_nodes, parse_cfgtool_status,
-                                   parse_quorum_status)
 from pvestrap.system import RealSystem
 
 pytestmark = pytest.mark.lab

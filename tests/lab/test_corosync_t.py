@@ -18,8 +18,8 @@ import subprocess
 
 import pytest
 
-from pvestrap.corosync_conf import CorosyncConf
-from pvestrap.corosync_lint import lint
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.corosync.lint import lint
 from pvestrap.errors import ValidationFailed
 from pvestrap.findings import Severity
 from pvestrap.plan import ClusterPlan, Link, Node

@@ -15,12 +15,12 @@ import time
 
 import pytest
 
+from pvestrap.corosync.status import parse_quorum_status
 from pvestrap.demo import STATE_DIR, DemoOptions, run_demo
 from pvestrap.errors import PvestrapError
 from pvestrap.lab import names, teardown
 from pvestrap.lab.lab import Lab
 from pvestrap.lab.testing import leftovers, new_prefix
-from pvestrap.status_parse import parse_quorum_status
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

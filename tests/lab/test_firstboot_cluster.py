@@ -25,7 +25,7 @@ import pytest
 
 import pvestrap.iso
 from pvestrap.answers import dumps
-from pvestrap.status_parse import parse_quorum_status
+from pvestrap.corosync.status import parse_quorum_status
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

@@ -20,7 +20,7 @@ import pytest
 
 from pvestrap.answers import dumps
 from pvestrap.cli import main
-from pvestrap.status_parse import parse_quorum_status
+from pvestrap.corosync.status import parse_quorum_status
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

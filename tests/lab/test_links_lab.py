@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from pvestrap.corosync_conf import CorosyncConf
+from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.lab.testing import QuorumWatcher, etc_hashes, members, wait
 
 pytestmark = pytest.mark.lab

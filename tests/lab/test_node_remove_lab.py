@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from pvestrap.corosync_conf import CorosyncConf
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.corosync.status import parse_quorum_status
 from pvestrap.lab.testing import QuorumWatcher, etc_hashes, members, wait
-from pvestrap.status_parse import parse_quorum_status
 
 pytestmark = pytest.mark.lab
 

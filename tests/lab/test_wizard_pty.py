@@ -189,7 +189,7 @@ def join_information(lab, node) -> str:
     import subprocess
     import tempfile
 
-    from pvestrap.corosync_conf import parse
+    from pvestrap.corosync.tree import parse
 
     conf = parse(lab.node(node).path("/etc/corosync/corosync.conf").read_text())
     totem_section = conf.section("totem")

@@ -1,8 +1,6 @@
 """CorosyncConf: domain edits (add a node or a link, move addresses, bump config_version) over
-the corosync.conf tree of pvestrap.corosync_conf.
-
-Kept apart from the parser and writers so each module stays small; pvestrap.corosync_conf
-re-exports CorosyncConf, so `from pvestrap.corosync_conf import CorosyncConf` keeps working.
+the corosync.conf tree of pvestrap.corosync.tree, and the one writer of a new cluster's file
+(CorosyncConf.create, which render.render_corosync_conf returns as text).
 """
 
 from __future__ import annotations
@@ -10,17 +8,15 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
-from pvestrap.corosync_conf import (FORBIDDEN, ConfNode, Item, Node_, Section, addr_number,
-                                    as_int, canonical, canonical_tree, format_tree,
-                                    interface_number, node_addresses, parse, read_node)
+from pvestrap.corosync.derive import derive_plan
+from pvestrap.corosync.tree import (FORBIDDEN, ConfNode, Item, Node_, Section, addr_number, as_int,
+                                    canonical, canonical_tree, format_tree, interface_number,
+                                    node_addresses, parse, read_node)
 from pvestrap.errors import UserError, ValidationFailed
 from pvestrap.findings import Finding, fail
-from pvestrap.plan import MAX_LINK, NAME_MAX, NAME_RE, NODEID_MAX
-
-if TYPE_CHECKING:
-    from pvestrap.plan import ClusterPlan
+from pvestrap.plan import MAX_LINK, NAME_MAX, NAME_RE, NODEID_MAX, ClusterPlan
 
 
 # -- the facade ------------------------------------------------------------------------------------
@@ -50,13 +46,17 @@ class CorosyncConf:
         return cls(parse(text, source))
 
     @classmethod
-    def create(cls, plan: "ClusterPlan") -> "CorosyncConf":
-        """The whole cluster's file in pvecm's keys, values and layout (create_conf, then the
-        nodes `pvecm add` adds), at config_version 1: pvecm itself would be at 1 + one per join."""
-        plan.check("plan")
+    def create(cls, plan: ClusterPlan, config_version: int = 1) -> "CorosyncConf":
+        """The whole cluster's file in pvecm's keys, values and layout (pve-cluster Corosync.pm
+        create_conf, then the nodes `pvecm add` adds; write_conf's order: nodes sorted by name as
+        strings, pve10 before pve2). The plan is validated first, so a config with e.g. link 8 or
+        a duplicate nodeid is refused before any text exists. pvecm itself would be at
+        config_version 1 + one per join."""
+        plan.check()
         nodes = tuple(Section("node", _node_items(n.name, n.nodeid, n.votes, n.addresses))
                       for n in plan.nodes)
-        totem = [Item("cluster_name", plan.cluster_name), Item("config_version", "1"),
+        totem = [Item("cluster_name", plan.cluster_name),
+                 Item("config_version", str(config_version)),
                  *(_interface(link.number, link.priority) for link in plan.links),
                  Item("ip_version", "ipv4-6"), Item("link_mode", "passive"),
                  Item("secauth", "on"), Item("version", "2")]
@@ -122,10 +122,8 @@ class CorosyncConf:
                   else 0 for n in self.link_numbers}
         return {n: v if isinstance(v, int) else 0 for n, v in values.items()}
 
-    def to_plan(self) -> "ClusterPlan":
+    def to_plan(self) -> ClusterPlan:
         """The ClusterPlan this file describes; not validated (call .check() on it)."""
-        from pvestrap.corosync_lint import derive_plan
-
         return derive_plan(self.tree)[0]
 
     # -- edits ---------------------------------------------------------------------------------

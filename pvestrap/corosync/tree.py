@@ -1,10 +1,10 @@
 """corosync.conf as an ordered tree: parse and write back (the editing facade, CorosyncConf, is in
-pvestrap.corosync_facade and re-exported here).
+pvestrap.corosync.facade).
 
 The grammar is corosync's own (exec/coroparse.c): one item per line, `name {` opens a section,
 `}` alone closes it, `key: value` (split at the first ':'), whole-line `#` comments. The tree keeps
 everything corosync would read, in order, plus the comment and blank lines before each item, so a
-file can be edited without losing what the user wrote. Two writers: `format_tree` keeps the tree's
+file can be edited without losing what the user wrote. Two layouts: `format_tree` keeps the tree's
 order and layout; `canonical` lays it out the way pvecm writes it (pve-cluster Corosync.pm).
 """
 
@@ -289,12 +289,3 @@ def interface_number(iface: Section) -> int | str:
     value = iface.get("linknumber", iface.get("ringnumber"))
     return 0 if value is None else as_int(value)
 
-
-def __getattr__(name: str):
-    """CorosyncConf lives in pvestrap.corosync_facade (which imports this module); resolving it
-    on first use keeps old imports working without an import cycle."""
-    if name == "CorosyncConf":
-        from pvestrap.corosync_facade import CorosyncConf
-
-        return CorosyncConf
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
