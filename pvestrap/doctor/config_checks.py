@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from pvestrap.checks.base import Context
 from pvestrap.checks.quorum import TOKEN_LIMIT_MS, token_timing
-from pvestrap.corosync_lint import lint
+from pvestrap.corosync.lint import lint
 from pvestrap.doctor import facts as F
 from pvestrap.doctor.pvefiles import (
     in_network,

@@ -15,10 +15,10 @@ from statistics import mean
 from typing import ClassVar
 
 from pvestrap.checks.base import Context
+from pvestrap.corosync.status import KnetLinkStats
 from pvestrap.doctor.config_checks import view_of
 from pvestrap.doctor.view import DoctorView, NodeView
 from pvestrap.findings import Finding, Severity, fail, passed, warn
-from pvestrap.status_parse import KnetLinkStats
 
 FAMILY = "links"
 

@@ -127,7 +127,7 @@ def run_local(root: str = "/", window_s: float = 5.0, latency_ms: float = 2.0,
 
 def mesh_targets(conf_text: str | None) -> dict[str, str]:
     """node name -> where to SSH: its link0 (lowest link) address from the nodelist."""
-    from pvestrap.corosync_facade import CorosyncConf
+    from pvestrap.corosync.facade import CorosyncConf
 
     if conf_text is None:
         raise UserError("--mesh needs this node's corosync.conf to find the other nodes",
@@ -170,7 +170,7 @@ def agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
     from pvestrap import mesh
     from pvestrap.checks import prober
     from pvestrap.checks.clockpair import ClockPairCheck
-    from pvestrap.corosync_facade import CorosyncConf
+    from pvestrap.corosync.facade import CorosyncConf
 
     job = json.loads(stdin.readline() or "{}")
     root = str(job.get("root") or "/")

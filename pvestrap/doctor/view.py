@@ -14,18 +14,11 @@ from functools import cached_property
 from typing import Any
 
 from pvestrap.checks.localsys import Machine
-from pvestrap.corosync_conf import ConfParseError
-from pvestrap.corosync_facade import CorosyncConf
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.corosync.status import (KnetLinkStats, LinksStatus, QuorumStatus, StatusUnparsable,
+                                      parse_cfgtool_status, parse_knet_stats, parse_quorum_status)
+from pvestrap.corosync.tree import ConfParseError
 from pvestrap.doctor import facts as F
-from pvestrap.status_parse import (
-    KnetLinkStats,
-    LinksStatus,
-    QuorumStatus,
-    StatusUnparsable,
-    parse_cfgtool_status,
-    parse_knet_stats,
-    parse_quorum_status,
-)
 
 _CMAP = re.compile(r"^(\S+) \((\w+)\) = (.*)$")
 
