@@ -9,10 +9,12 @@ expected-votes value set by hand with `corosync-quorumtool -e` / `pvecm expected
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import ClassVar
 
 from pvestrap.checks.base import Context
+from pvestrap.checks.link_senders import Senders
 from pvestrap.checks.quorum import qdevice_votes, quorum_math
 from pvestrap.checks.versions import compare_versions
 from pvestrap.doctor import facts as F
@@ -61,7 +63,7 @@ class QuorumCheck:
                                                                         "missing": missing},
                             remedy="start corosync on them; check their links (knet-links)"))
         out += self._parity(len(votes), qdevice, math, payload)
-        if not out or all(f.severity is Severity.INFO for f in out):
+        if q.quorate and not missing:
             out.append(passed("cluster-quorate", f"quorate, {len(members)}/{len(votes)} nodes, "
                               f"{math.tolerance} may fail", "cluster", self.id, payload=payload))
         return out
@@ -204,6 +206,49 @@ def _known_hosts(text: str | None) -> list[str]:
 
 
 @dataclass(frozen=True)
+class LinkStrangersCheck:
+    id: ClassVar[str] = "link-strangers"
+    family: ClassVar[str] = "leftovers"
+    title: ClassVar[str] = "no host outside the nodelist sends to the link ports"
+
+    def run(self, ctx: Context) -> list[Finding]:
+        view = view_of(ctx)
+        conf = view.conf
+        if conf is None:
+            return []
+        known = {a for n in conf.nodes for a in n.addresses.values()}
+        for node in view.nodes.values():
+            known |= {a for addrs in (node.facts.get("resolved") or {}).values() for a in addrs}
+        out, listened = [], 0
+        for name, node in sorted(view.nodes.items()):
+            heard = Senders.from_dict(node.facts.get("senders"))
+            if heard.error or "senders" not in node.facts:
+                out.append(Finding("link-strangers-unheard", Severity.SKIP, f"{name}: "
+                                   f"{heard.error or 'not listened'}", name, self.id))
+                continue
+            listened += 1
+            mine = node.machine
+            for source, ports in sorted(heard.seen.items()):
+                if source in known or ipaddress.ip_address(source).is_loopback or \
+                        (mine is not None and mine.carrying(source)):
+                    continue
+                out.append(fail("link-stranger", f"{source} sent {sum(ports.values())} "
+                                f"datagram(s) to {name}'s link port(s) "
+                                f"{', '.join(map(str, sorted(ports)))} but is in no node's "
+                                "link addresses", source, check=self.id,
+                                payload={"node": name, "source": source,
+                                         "ports": {str(p): n for p, n in ports.items()},
+                                         "seconds": heard.seconds},
+                                remedy="a removed node still running corosync? Power it off "
+                                       "for good, or separate it (the guide's Separate a Node "
+                                       "Without Reinstalling); else find what sends there"))
+        if listened and not any(f.severity is Severity.FAIL for f in out):
+            out.append(passed("link-strangers-none", f"only nodelist addresses sent to the link "
+                              f"ports ({listened} node(s) listened)", "links", self.id))
+        return out
+
+
+@dataclass(frozen=True)
 class AnsweredCheck:
     id: ClassVar[str] = "mesh-nodes"
     family: ClassVar[str] = "plan"
@@ -223,4 +268,4 @@ class AnsweredCheck:
 
 def checks() -> tuple:
     return (AnsweredCheck(), QuorumCheck(), ExpectedVotesCheck(), VersionsCheck(),
-            LeftoverNodesCheck())
+            LeftoverNodesCheck(), LinkStrangersCheck())

@@ -9,6 +9,7 @@ the same everywhere; one authkey (corosync refuses packets it cannot decrypt).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -54,7 +55,7 @@ class ConfLintCheck:
         text = me.file(path) if me else None
         if text is None:
             return _no_conf(self.id, view)
-        found = lint(text, path)
+        found = [dataclasses.replace(f, check=self.id) for f in lint(text, path)]
         return found or [passed("conf-lint-clean", f"{path} passes lint", path, self.id)]
 
 

@@ -14,13 +14,17 @@ import hashlib
 import ipaddress
 import os
 import stat
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from pvestrap.checks import link_senders
 from pvestrap.checks.localsys import LIVE, Sources, short_hostname
 from pvestrap.checks.timesync import read_sync_state
 from pvestrap.checks.versions import parse_corosync_version, parse_pveversion
+from pvestrap.corosync_conf import ConfParseError, as_int
+from pvestrap.corosync_facade import CorosyncConf
 
 MAX_FILE_BYTES = 1 << 20
 COROSYNC_CONF = "/etc/corosync/corosync.conf"
@@ -128,12 +132,19 @@ def versions(sources: Sources) -> dict[str, str | None]:
     return out
 
 
+def conf_addresses(text: str | None) -> list[str]:
+    """Every link address of the nodelist (empty when the file is absent or unreadable)."""
+    try:
+        conf = CorosyncConf.parse(text) if text else None
+    except ConfParseError:
+        return []
+    return [a for node in (conf.nodes if conf else ()) for a in node.addresses.values()]
+
+
 def resolve_names(conf_text: str | None, resolver: Callable[[str], tuple[str, ...]]) -> \
         dict[str, list[str]]:
     """name -> addresses for every link address in corosync.conf that is not an IP address:
     what getaddrinfo gives on THIS node (corosync resolves them once, at start)."""
-    from pvestrap.doctor.view import conf_addresses
-
     out: dict[str, list[str]] = {}
     for address in conf_addresses(conf_text):
         try:
@@ -141,6 +152,37 @@ def resolve_names(conf_text: str | None, resolver: Callable[[str], tuple[str, ..
         except ValueError:
             out[address] = list(resolver(address))
     return out
+
+
+def link_ports(conf_text: str | None) -> list[int]:
+    """The UDP ports knet listens on: totem.interface.N.mcastport, else 5405 + N."""
+    from pvestrap.corosync_conf import ConfParseError
+    from pvestrap.corosync_facade import CorosyncConf
+
+    try:
+        conf = CorosyncConf.parse(conf_text or "")
+    except ConfParseError:
+        return []
+    totem = conf.tree.section("totem")
+    given = {}
+    for iface in (totem.sections("interface") if totem else ()):
+        number, port = as_int(iface.get("linknumber", iface.get("ringnumber", "0"))), \
+            as_int(iface.get("mcastport"))
+        if isinstance(number, int) and isinstance(port, int):
+            given[number] = port
+    return sorted({given.get(n, 5405 + n) for n in conf.link_numbers})
+
+
+def watch_window(window_s: float, ports: Sequence[int], sources: Sources = LIVE) -> \
+        tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The knet window, and meanwhile who sends to the link PORTS (checks.link_senders)."""
+    box: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: box.update(
+        senders=link_senders.listen(ports, window_s).to_dict()), daemon=True)
+    thread.start()
+    samples = sample_window(window_s, sources=sources)
+    thread.join(timeout=window_s + 5)
+    return samples, box.get("senders") or {"error": "the listener did not finish"}
 
 
 def sample_window(window_s: float, interval_s: float = 1.0, sources: Sources = LIVE,
@@ -160,7 +202,7 @@ def sample_window(window_s: float, interval_s: float = 1.0, sources: Sources = L
         sleep(max(0.0, min(interval_s, window_s - (clock() - start))) or 0.05)
 
 
-def gather(root: str = "/", window_s: float = 5.0, sources: Sources = LIVE) -> dict[str, Any]:
-    facts = snapshot(root, sources)
-    facts["window"] = sample_window(window_s, sources=sources)
-    return facts
+def add_window(facts: dict[str, Any], window_s: float, sources: Sources = LIVE) -> None:
+    """facts["window"] and facts["senders"], measured now over WINDOW_S seconds."""
+    ports = link_ports((facts.get("files") or {}).get(COROSYNC_CONF))
+    facts["window"], facts["senders"] = watch_window(window_s, ports, sources)

@@ -55,7 +55,7 @@ def node_facts(root: str, window_s: float, sources: Sources = LIVE,
     sync = run_one(LocalSyncCheck(sources), Context(node=facts["hostname"], root=root))
     facts[NODE_FINDINGS] = [f.as_dict() for f in sync]
     if sample:
-        facts["window"] = F.sample_window(window_s, sources=sources)
+        F.add_window(facts, window_s, sources)
     return facts
 
 
@@ -195,7 +195,7 @@ def agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
         measured = prober.measure(request, token)
         ctx = Context(node=me, probes={prober.PROBES_KEY: measured})
         facts[NODE_FINDINGS] += [f.as_dict() for f in run_one(ClockPairCheck(), ctx)]
-        facts["window"] = F.sample_window(float(job.get("window_s", 5.0)))
+        F.add_window(facts, float(job.get("window_s", 5.0)))
         return {"facts": facts}
 
     return mesh.agent_session(job, links, list(mine.values()), before_ready, after_go, stdin,

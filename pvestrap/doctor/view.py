@@ -23,17 +23,6 @@ from pvestrap.doctor import facts as F
 _CMAP = re.compile(r"^(\S+) \((\w+)\) = (.*)$")
 
 
-def conf_addresses(text: str | None) -> list[str]:
-    """Every link address of the nodelist (empty when the file is absent or unreadable)."""
-    if not text:
-        return []
-    try:
-        conf = CorosyncConf.parse(text)
-    except ConfParseError:
-        return []
-    return [a for node in conf.nodes for a in node.addresses.values()]
-
-
 def cmap_values(text: str) -> dict[str, str]:
     """`corosync-cmapctl` key (type) = value lines -> {key: value}."""
     out = {}

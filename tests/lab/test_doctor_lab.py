@@ -188,3 +188,28 @@ def test_doctor_healthy_then_each_sickness_alone(lab):
 
     rc, report = doctor(lb)
     assert rc == 0 and failing(report) == {}, json.dumps(failing(report))
+
+
+def test_doctor_hears_a_removed_node_still_sending(lab):
+    """n3 was removed from n1 and n2's nodelist but still runs corosync with the old one: its
+    knet keeps sending to their link port, which knet drops silently. doctor on n1 names it."""
+    from pvestrap.lab import files
+
+    lb = lab(nodes=3, links=1)
+    lb.write_corosync(nodes=[1, 2])
+    old = files.corosync_conf(lb.state.layout, [1, 2, 3], 1)
+    n3 = lb.node(3)
+    n3.path("/etc/corosync/corosync.conf").write_text(old)
+    key = n3.path("/etc/corosync/authkey")
+    key.write_bytes(os.urandom(256))
+    os.chmod(key, 0o400)
+    lb.start("corosync")
+    deadline = time.monotonic() + 30
+    while "Nodes:            2" not in lb.exec("n1", ["corosync-quorumtool", "-s"]).stdout:
+        assert time.monotonic() < deadline, "n1 and n2 did not form their cluster"
+        time.sleep(0.5)
+    out = lb.exec("n1", [*PVESTRAP, "doctor", "--json", "--window", "3"], timeout=120)
+    report = json.loads(out.stdout)
+    [stranger] = only_failing(report, "link-strangers", "link-stranger")
+    assert stranger["subject"] == n3.address(0) and stranger["payload"]["ports"]["5405"] > 0
+    assert out.returncode == 1
