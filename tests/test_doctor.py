@@ -30,8 +30,8 @@ NAMES = ("pveA", "pveB")
 
 
 def conf(version: int = 2, addr1: str = "10.254.1.2", links: int = 2) -> str:
-    text = ("totem {\n  version: 2\n  cluster_name: lab\n  config_version: %d\n"
-            "  link_mode: passive\n  crypto_cipher: aes256\n  crypto_hash: sha256\n" % version)
+    text = (f"totem {{\n  version: 2\n  cluster_name: lab\n  config_version: {version}\n"
+            "  link_mode: passive\n  crypto_cipher: aes256\n  crypto_hash: sha256\n")
     text += "".join(f"  interface {{\n    linknumber: {n}\n  }}\n" for n in range(links))
     text += "}\nnodelist {\n"
     for i, name in enumerate(NAMES, 1):
