@@ -175,15 +175,17 @@ def test_doctor_healthy_then_each_sickness_alone(lab):
 
     # 7. a Proxmox layout under --root with a removed node's /etc/pve/nodes/NAME still there
     for node in (n1, n2, n3):
-        root = node.path("/srv/pve")
+        root = node.path("/root/pve-layout")  # /root is private to the node (overlay)
         for name in (n1.name, n2.name, n3.name, f"{lb.prefix}-gone"):
             (root / "etc/pve/nodes" / name / "qemu-server").mkdir(parents=True, exist_ok=True)
         (root / "etc/corosync").mkdir(parents=True, exist_ok=True)
         for name in ("corosync.conf", "authkey"):
             shutil.copyfile(node.path(f"/etc/corosync/{name}"), root / "etc/corosync" / name)
         shutil.copyfile(node.path("/etc/corosync/corosync.conf"), root / "etc/pve/corosync.conf")
-    rc, report = doctor(lb, "--root", "/srv/pve")
-    [left] = only_failing(report, "leftover-nodes", "leftover-node-dir")
+    rc, report = doctor(lb, "--root", "/root/pve-layout")
+    left = only_failing(report, "leftover-nodes", "leftover-node-dir")
+    assert len(left) == 1, json.dumps(left, indent=1)
+    left = left[0]
     assert left["subject"] == f"{lb.prefix}-gone" and rc == 1
 
     rc, report = doctor(lb)
