@@ -63,6 +63,12 @@ def main(argv=None) -> int:
     return firstboot.main(flow_args + extra)
 
 
+# What the units of pve-installer's proxmox-first-boot/etc/ pass to the hook (ExecStart):
+# -network-pre.service "before-network", -network-online.service "network-online",
+# -multi-user.service "fully-up" (pvestrap.installer.rules.ORDERINGS; standard library only here).
+STAGES = ("before-network", "network-online", "fully-up")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="proxmox-first-boot", allow_abbrev=False,
                                 usage="%(prog)s [STAGE] [options] [-- FLOW OPTIONS]",
@@ -70,8 +76,9 @@ def _parser() -> argparse.ArgumentParser:
                                             "the cluster of its embedded answer file.",
                                 epilog="Options after -- go to the first-boot flow (see "
                                        "`-- --help`); the proxmox-first-boot unit gives none.")
-    p.add_argument("stage", nargs="?", help="ordering target given by the "
-                   "proxmox-first-boot unit (network-pre, network-online, multi-user)")
+    p.add_argument("stage", nargs="?", help="the [first-boot] ordering of answer.toml, "
+                   "which the proxmox-first-boot-* unit that runs the hook passes: "
+                   + ", ".join(STAGES))
     p.add_argument("--state-dir", default=STATE_DIR, help="where answers.toml is written "
                    "and the flow keeps its state (default %(default)s)")
     p.add_argument("--selftest", action="store_true", help="extract, import and render, "

@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from pvestrap import plan as P
+from pvestrap.datacenter_schema import LANGUAGES, MAC_PREFIX, NEXT_ID_LOWER, NEXT_ID_UPPER
 from pvestrap.findings import Finding, fail
 from pvestrap.installer.rules import rules_at
 from pvestrap.toml_schema import (BOOL, INT, MAP, NUM, STR, STRS, TABLE, TABLES, UNKNOWN, Key,
@@ -158,7 +159,8 @@ FORMAT: tuple[Key, ...] = (
     Key("datacenter", TABLE, "datacenter.cfg options (written on the create node)", children=(
         Key("keyboard", STR, "keyboard layout (installer spellings dk/jp/se/si accepted)",
             rules=_KEYBOARDS),
-        Key("language", STR, "default GUI language, e.g. en"),
+        Key("language", STR, "default GUI language, e.g. en or pt_BR",
+            rules=rules(enum=list(LANGUAGES))),
         Key("console", STR, "default console viewer", rules=rules(enum=list(P.CONSOLES))),
         Key("ha_shutdown_policy", STR, "HA policy on node shutdown",
             rules=rules(enum=list(P.HA_POLICIES))),
@@ -167,10 +169,12 @@ FORMAT: tuple[Key, ...] = (
         Key("bwlimit", TABLE, "bandwidth limits in KiB/s", children=tuple(
             Key(k, INT, f"{k} limit (KiB/s)", rules=rules(minimum=0)) for k in P.BWLIMIT_KEYS)),
         Key("mac_prefix", STR, "unicast MAC prefix for new NICs (default BC:24:11)",
-            rules=rules(pattern=P.MAC_PREFIX_RE.pattern)),
-        Key("next_id", TABLE, "range for new guest ids", children=tuple(
-            Key(k, INT, f"{k} bound", rules=rules(minimum=100, maximum=999_999_999))
-            for k in ("lower", "upper"))),
+            rules=rules(pattern=MAC_PREFIX.pattern)),
+        Key("next_id", TABLE, "range for new guest ids (PVE: lower <= upper)", children=(
+            Key("lower", INT, "lowest id (inclusive, default 100)",
+                rules=rules(minimum=NEXT_ID_LOWER[0], maximum=NEXT_ID_LOWER[1])),
+            Key("upper", INT, "upper bound (exclusive, default 1000000)",
+                rules=rules(minimum=NEXT_ID_UPPER[0], maximum=NEXT_ID_UPPER[1])))),
         Key("email_from", STR, "sender address of notification mails",
             rules=rules(pattern=r"^[^@\s]+@[^@\s]+$")),
         Key("http_proxy", STR, "proxy for downloads (http://...)",

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
+from pvestrap.datacenter_schema import LANGUAGES, mac_prefix_problem, next_id_problems
 from pvestrap.errors import ValidationFailed
 from pvestrap.findings import Finding, fail
 
@@ -24,7 +25,6 @@ FORBIDDEN_CHARS = "{}\n\r"
 FINGERPRINT_RE = re.compile(r"^([A-Fa-f0-9]{2}:){31}[A-Fa-f0-9]{2}$")
 HOST_RE = re.compile(r"^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
 IFACE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.:-]{0,14}$")
-MAC_PREFIX_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){0,2}(:[0-9A-Fa-f])?:?$")  # PVE: up to 3.5 octets
 
 DEFAULT_MAC_PREFIX = "BC:24:11"
 KEYBOARDS = frozenset(
@@ -221,7 +221,8 @@ def validate(plan: ClusterPlan) -> list[Finding]:
     out += _check_links(plan)
     out += _check_nodes(plan)
     out += _check_join(plan)
-    out += _check_datacenter(plan.datacenter)
+    major = next(iter(_version_tuple(plan.pve_version or "")), None)
+    out += _check_datacenter(plan.datacenter, major)
     out += _check_preflight(plan.preflight)
     if plan.backend not in BACKENDS:
         out.append(fail("backend-invalid", f"unknown backend {plan.backend!r}", "cluster.backend",
@@ -399,7 +400,7 @@ def _check_transfer(kind: str, type_: str | None, net: str | None) -> list[Findi
     return out
 
 
-def _check_datacenter(dc: Datacenter) -> list[Finding]:
+def _check_datacenter(dc: Datacenter, pve_major: int | None) -> list[Finding]:
     out: list[Finding] = []
     out += _check_transfer("migration", dc.migration_type, dc.migration_network)
     out += _check_transfer("replication", dc.replication_type, dc.replication_network)
@@ -421,20 +422,7 @@ def _check_datacenter(dc: Datacenter) -> list[Finding]:
         elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
             out.append(fail("bwlimit-invalid", f"bwlimit {key} must be KiB/s, a whole number >= 0",
                             f"datacenter.bwlimit.{key}"))
-    if dc.mac_prefix is not None and not MAC_PREFIX_RE.match(dc.mac_prefix):
-        out.append(fail("mac-prefix-invalid", f"mac_prefix {dc.mac_prefix!r} is not like "
-                        "BC:24:11", "datacenter.mac_prefix"))
-    elif dc.mac_prefix is not None and int(dc.mac_prefix[:2], 16) & 1:
-        out.append(fail("mac-prefix-invalid", "mac_prefix must be a unicast prefix (first octet "
-                        "even)", "datacenter.mac_prefix"))
-    lo, hi = dc.next_id_lower, dc.next_id_upper
-    for value, key in ((lo, "lower"), (hi, "upper")):
-        if value is not None and (not isinstance(value, int) or not 100 <= value <= 999_999_999):
-            out.append(fail("next-id-invalid", f"next-id {key} {value!r} is not 100..999999999",
-                            f"datacenter.next_id.{key}"))
-    if isinstance(lo, int) and isinstance(hi, int) and lo >= hi:
-        out.append(fail("next-id-invalid", f"next-id lower {lo} is not below upper {hi}",
-                        "datacenter.next_id"))
+    out += _check_pve_schema(dc, pve_major)
     if dc.email_from is not None and not re.match(r"^[^@\s]+@[^@\s]+$", dc.email_from):
         out.append(fail("email-invalid", f"{dc.email_from!r} is not an e-mail address",
                         "datacenter.email_from"))
@@ -444,6 +432,26 @@ def _check_datacenter(dc: Datacenter) -> list[Finding]:
     if dc.max_workers is not None and (not isinstance(dc.max_workers, int) or dc.max_workers < 1):
         out.append(fail("max-workers-invalid", "max_workers must be a whole number >= 1",
                         "datacenter.max_workers"))
+    return out
+
+
+def _check_pve_schema(dc: Datacenter, pve_major: int | None) -> list[Finding]:
+    """language, mac_prefix and next-id as PVE's own schema checks them (DataCenterConfig.pm)."""
+    out: list[Finding] = []
+    if dc.language is not None and dc.language not in LANGUAGES:
+        out.append(fail("language-invalid", f"language {dc.language!r} is not one PVE knows "
+                        "(it would drop it with a warning on every read)", "datacenter.language",
+                        payload={"value": dc.language, "allowed": list(LANGUAGES)},
+                        remedy=f"one of {', '.join(LANGUAGES)}"))
+    problem = None if dc.mac_prefix is None else mac_prefix_problem(dc.mac_prefix, pve_major)
+    if problem:
+        out.append(fail("mac-prefix-invalid", f"mac_prefix {dc.mac_prefix!r} {problem}",
+                        "datacenter.mac_prefix", payload={"value": dc.mac_prefix},
+                        remedy="e.g. BC:24:11 (Proxmox's OUI) or 02:AB:CD"))
+    for key, text in next_id_problems(dc.next_id_lower, dc.next_id_upper):
+        out.append(fail("next-id-invalid", text, "datacenter.next_id" + (f".{key}" if key else ""),
+                        remedy="lower is inclusive, upper exclusive; PVE's defaults are 100 and "
+                               "1000000"))
     return out
 
 

@@ -28,9 +28,9 @@ _EXPECTED = {STR: "a string", INT: "a whole number", NUM: "a number", BOOL: "tru
              STRS: "an array of strings", TABLE: "a table", TABLES: "an array of tables",
              MAP: "a table of strings", STR_OR_TABLE: "a string or a table"}
 
-# What a key spelled in the other case style (kebab vs snake) is:
+# What a key spelled in the other case style (kebab vs snake) is, unless it is one of the key's
+# `aliases` (accepted under the key's name with a {prefix}-key-deprecated warning):
 MISSPELLED = "misspelled"  # refused as {prefix}-key-misspelled
-DEPRECATED = "deprecated"  # accepted under its own name, with a {prefix}-key-deprecated warning
 UNKNOWN = "unknown"        # refused as {prefix}-key-unknown, suggesting the right spelling
 
 
@@ -43,6 +43,7 @@ class Key:
     `rules` are JSON Schema keywords (enum, minimum, maximum, pattern ...): the editor schema
     shows them all; the walk checks enum and range where the style says so.
     `target` (installer settings) is the installer answer.toml key the value is rendered to.
+    `aliases` are deprecated spellings the format still accepts (with a warning).
     """
 
     name: str
@@ -55,6 +56,7 @@ class Key:
     target: str | None = None
     family: tuple[str, ...] = ()
     near: tuple[str, str] | None = None
+    aliases: tuple[str, ...] = ()
 
     def rule(self, name: str) -> Any:
         return dict(self.rules).get(name)
@@ -78,7 +80,7 @@ class Style:
     prefix: str                  # finding codes: f"{prefix}-key-unknown" ...
     separator: str               # "-" (kebab-case) or "_" (snake_case)
     values: bool = True          # check enum and range here (False: the caller's rules do)
-    respelled: str = MISSPELLED  # a key in the other case style: MISSPELLED/DEPRECATED/UNKNOWN
+    respelled: str = MISSPELLED  # a key in the other case style: MISSPELLED or UNKNOWN
     secret: Callable[[str], Finding] | None = None  # refuse password-like keys at a path
 
     def code(self, what: str) -> str:
@@ -110,6 +112,7 @@ def _table(raw: dict[str, Any], keys: tuple[Key, ...], style: Style, path: str,
     holder = Key("", TABLE, children=keys)
     clean: dict[str, Any] = {}
     given: set[str] = set()
+    excused: set[str] = set()
     for name, value in raw.items():
         sub = join_path(path, name)
         if style.secret is not None and is_secret(name):
@@ -119,6 +122,7 @@ def _table(raw: dict[str, Any], keys: tuple[Key, ...], style: Style, path: str,
         if key is None:
             key, spelled = _respelled(name, keys, style, sub, out)
         if key is None:
+            excused.add(spelled)  # a misspelled key is not also missing
             if style.secret is not None:
                 out.extend(_secrets_within(value, sub, style.secret))
             continue
@@ -132,7 +136,7 @@ def _table(raw: dict[str, Any], keys: tuple[Key, ...], style: Style, path: str,
         if ok:
             clean[spelled] = checked
     for key in keys:
-        if key.required and key.name not in given:
+        if key.required and key.name not in given | excused:
             out.append(fail(style.code("key-missing"), f"required key {key.name!r} is missing",
                             join_path(path, key.name), payload={"key": key.name},
                             remedy=f"add {key.name}" + (f" ({key.doc})" if key.doc else "")))
@@ -141,24 +145,26 @@ def _table(raw: dict[str, Any], keys: tuple[Key, ...], style: Style, path: str,
 
 def _respelled(name: str, keys: tuple[Key, ...], style: Style, path: str,
                out: list[Finding]) -> tuple[Key | None, str]:
-    """The key NAME stands for when it is spelled in the other case style (and the finding
-    that says so); else (None, NAME) with an unknown-key finding."""
+    """The key NAME stands for when it is a deprecated alias (accepted, with a warning), else
+    (None, NAME) with the finding that says why not: misspelled (the other case style) or
+    unknown."""
+    alias = next((k for k in keys if name in k.aliases), None)
+    if alias is not None:
+        out.append(warn(style.code("key-deprecated"), f"{name!r} is a deprecated spelling; use "
+                        f"{alias.name!r}", path, payload={"key": name, "suggestion": alias.name},
+                        remedy=f"rename it to {alias.name}"))
+        return alias, alias.name
     other = "_" if style.separator == "-" else "-"
     right = name.replace(other, style.separator)
-    known = next((k for k in keys if not k.pattern and k.name == right), None)
-    if other not in name or known is None or style.respelled == UNKNOWN:
+    known = any(not k.pattern and k.name == right for k in keys)
+    if other not in name or not known or style.respelled == UNKNOWN:
         out.append(_unknown(name, path, keys, style))
         return None, name
     casing = "kebab-case" if style.separator == "-" else "snake_case"
-    payload = {"key": name, "suggestion": right}
-    if style.respelled == DEPRECATED:
-        out.append(warn(style.code("key-deprecated"), f"{name!r} is the deprecated spelling "
-                        f"of {right!r} ({casing})", path, payload=payload,
-                        remedy=f"rename it to {right}"))
-        return known, right
     out.append(fail(style.code("key-misspelled"), f"{name!r} must be spelled {right!r} "
-                    f"({casing})", path, payload=payload, remedy=f"rename it to {right}"))
-    return None, name
+                    f"({casing})", path, payload={"key": name, "suggestion": right},
+                    remedy=f"rename it to {right}"))
+    return None, right
 
 
 def _unknown(name: str, path: str, keys: tuple[Key, ...], style: Style) -> Finding:
@@ -255,7 +261,7 @@ def _in_range(value: Any, key: Key, style: Style, path: str, out: list[Finding])
     enum = key.rule("enum")
     if enum and value not in enum:
         out.append(fail(style.code("value-invalid"), f"{value!r} is not one of "
-                        f"{', '.join(enum)}", path, payload={"value": value, "allowed": enum},
+                        f"{', '.join(enum)}", path, payload={"value": value, "allowed": list(enum)},
                         remedy=f"use one of: {', '.join(enum)}"))
         return False
     low, high = key.rule("minimum"), key.rule("maximum")

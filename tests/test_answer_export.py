@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from pvestrap import answers
+from pvestrap.datacenter_schema import LANGUAGES
 from pvestrap.errors import PvestrapError, ValidationFailed
 from pvestrap.plan import (BACKENDS, BWLIMIT_KEYS, CONSOLES, FORBIDDEN_CHARS, HA_POLICIES,
                            INSTALLER_KEYBOARDS, KEYBOARDS, TRANSFER_TYPES, ClusterPlan, Datacenter,
@@ -132,9 +133,9 @@ def test_the_example_and_its_export_satisfy_the_schema(text):
      "$.installer.network_source: not one of the enum"),
     ('filesystem = "zfs"', 'filesystem = "ntfs"',
      "$.installer.disk.filesystem: not one of the enum"),
-    ("ashift = 12", "ashift = 17", "$.installer.disk.zfs.ashift: out of range"),
-    ("lvm = { hdsize = 100, swapsize = 8 }", "lvm = { hdsize = 1 }",
-     "$.installer.nodes.pve3.disk.lvm.hdsize: out of range"),
+    ("ashift = 12", "ashift = -1", "$.installer.disk.zfs.ashift: out of range"),  # u32
+    ("lvm = { hdsize = 100, swapsize = 8 }", 'lvm = { hdsize = "1" }',
+     "$.installer.nodes.pve3.disk.lvm.hdsize: not number"),
     ('ID_NET_NAME = "eno1"', "ID_NET_NAME = 1", "$.installer.network_filter.ID_NET_NAME: not "
      "string"),
     ("[installer.nodes.pve3.disk]", "[installer.nodes.pve_3]\n[installer.nodes.pve3.disk]",
@@ -213,7 +214,8 @@ def stanzas(draw):
 def datacenters(draw):
     lower = draw(maybe(st.integers(100, 999_999_998)))
     return Datacenter(
-        keyboard=draw(maybe(st.sampled_from(sorted(KEYBOARDS)))), language=draw(maybe(words)),
+        keyboard=draw(maybe(st.sampled_from(sorted(KEYBOARDS)))),
+        language=draw(maybe(st.sampled_from(LANGUAGES))),
         console=draw(maybe(st.sampled_from(CONSOLES))),
         migration_type=draw(maybe(st.sampled_from(TRANSFER_TYPES))),
         migration_network=draw(maybe(st.just("10.254.1.0/24"))),
@@ -221,9 +223,9 @@ def datacenters(draw):
         replication_network=draw(maybe(st.just("fd01::/64"))),
         ha_shutdown_policy=draw(maybe(st.sampled_from(HA_POLICIES))),
         bwlimit=draw(st.dictionaries(st.sampled_from(BWLIMIT_KEYS), st.integers(0, 2**40))),
-        mac_prefix=draw(maybe(st.sampled_from(["BC:24:11", "02:00", "AA:BB:CC:DD"]))),
+        mac_prefix=draw(maybe(st.sampled_from(["BC:24:11", "02:00", "bc:24:11:a"]))),
         next_id_lower=lower,
-        next_id_upper=None if lower is None else draw(st.integers(lower + 1, 999_999_999)),
+        next_id_upper=None if lower is None else draw(st.integers(lower, 1_000_000_000)),
         email_from=draw(maybe(emails)), http_proxy=draw(maybe(proxies)),
         max_workers=draw(maybe(st.integers(1, 64))),
         description=draw(maybe(st.text(st.characters(blacklist_categories=("Cs",)))) ))

@@ -579,14 +579,14 @@ _INSTALLER_CASES = [
      "installer.disk.zfs.raid"),
     ('raid = "raid1"', 'raid = "raidz-2"', "installer-disks-too-few",
      "installer.disk.disk_list", "disk_list ="),
-    ("ashift = 12", "ashift = 17", "installer-settings-value-out-of-range",
+    ("ashift = 12", "ashift = -1", "installer-settings-value-out-of-range",  # u32
      "installer.disk.zfs.ashift"),
     ('compress = "lz4"', 'compress = "brotli"', "installer-settings-value-invalid",
      "installer.disk.zfs.compress"),
     ("lvm = { hdsize = 100, swapsize = 8 }", "lvm = { hdsize = 100, swapsize = 60 }",
      "installer-swapsize-too-large", "installer.nodes.pve3.disk.lvm.swapsize"),
-    ("lvm = { hdsize = 100, swapsize = 8 }", "lvm = { hdsize = 100, maxroot = 1 }",
-     "installer-settings-value-out-of-range", "installer.nodes.pve3.disk.lvm.maxroot"),
+    ("lvm = { hdsize = 100, swapsize = 8 }", 'lvm = { hdsize = 100, maxroot = "1" }',
+     "answer-type-invalid", "installer.nodes.pve3.disk.lvm.maxroot"),
     ("lvm = { hdsize = 100, swapsize = 8 }", 'lvm = { hdsize = 100 }\nzfs = { raid = "raid1" }',
      "installer-fs-options-conflict", "installer.nodes.pve3.disk.zfs"),
     ("[installer.nodes.pve3.disk]", '[installer.nodes.pve9]\ncountry = "de"\n'
@@ -673,7 +673,7 @@ def test_plans_built_in_code_get_the_same_installer_checks():
 
     plan = answers.loads(answers.example())
     bad = replace(plan, installer={"country": 7, "root_password_hashed": "$6$x$y",
-                                   "disk": {"filesystem": "zfs", "zfs": {"copies": 4}},
+                                   "disk": {"filesystem": "zfs", "zfs": {"copies": -1}},
                                    "nodes": {"pve2": {"mailto": "x"}}})
     assert sorted((f.code, f.subject) for f in answers.problems_of(bad)) == [
         ("installer-mailto-invalid", "installer.nodes.pve2.mailto"),

@@ -51,7 +51,7 @@ def test_every_broken_rule_is_listed_with_its_key_and_line():
         ("installer-mailto-invalid", "global.mailto", 6),
         ("installer-timezone-invalid", "global.timezone", 7),
         ("installer-password-length", "global.root-password", 8),
-        ("installer-key-misspelled", "global.root_ssh_keys", 9),
+        ("installer-value-invalid", "global.reboot-mode", 9),
         ("installer-key-unknown", "global.language", 10),
         ("installer-key-missing", "network.dns", 12),
         ("installer-key-missing", "network.filter", 12),
@@ -64,8 +64,7 @@ def test_every_broken_rule_is_listed_with_its_key_and_line():
         ("installer-key-missing", "first-boot.url", 25),
         ("installer-value-invalid", "first-boot.ordering", 27),
     ]
-    misspelled = caught.value.findings[6]
-    assert misspelled.payload["suggestion"] == "root-ssh-keys"
+    assert caught.value.findings[6].payload["allowed"] == ["reboot", "power-off"]
 
 
 def test_the_cli_exits_2_and_prints_file_line_key_and_code(capsys):
@@ -104,7 +103,7 @@ _R = "root-password-hashed = \"$6$rounds"
     ('zfs.raid = "raid1"', 'zfs.raid = "raidz-2"',
      [("installer-disks-too-few", "disk-setup.disk-list")]),
     ('zfs.raid = "raid1"\n', '', [("installer-raid-missing", "disk-setup.zfs.raid")]),
-    ('zfs.ashift = 12', 'zfs.ashift = 17',
+    ('zfs.ashift = 12', 'zfs.ashift = -1',  # a u32: the installer's only bound
      [("installer-value-out-of-range", "disk-setup.zfs.ashift")]),
     ('zfs.ashift = 12', 'zfs.ashift = "12"', [("installer-type-invalid", "disk-setup.zfs.ashift")]),
     ('disk-list = ["sda", "sdb"]\n', '', [("installer-disks-missing", "disk-setup")]),
@@ -117,8 +116,7 @@ _R = "root-password-hashed = \"$6$rounds"
      [("installer-url-invalid", "first-boot.url")]),
     ('reboot-on-error = false', 'reboot-on-error = "no"',
      [("installer-type-invalid", "global.reboot-on-error")]),
-    ('[disk-setup]', '[disk_setup]', [("installer-key-misspelled", "disk_setup"),
-                                      ("installer-key-missing", "disk-setup")]),
+    ('[disk-setup]', '[disk_setup]', [("installer-key-misspelled", "disk_setup")]),
 ])
 def test_one_broken_rule_gives_exactly_its_findings(tmp_path, old, new, expected):
     assert old in BASE
@@ -134,7 +132,8 @@ def test_both_password_keys_missing_is_an_error_ssh_keys_do_not_replace_it(tmp_p
     assert codes(caught.value.findings) == [("installer-password-missing", "global", 2)]
 
 
-@pytest.mark.parametrize("length, ok", [(7, False), (8, True), (64, True), (65, False)])
+@pytest.mark.parametrize("length, ok", [(7, False), (8, True), (64, True), (65, True),
+                                        (1000, True)])
 def test_root_password_length_bounds(tmp_path, length, ok):
     text = BASE.replace('root-password-hashed = "$6$rounds=5000$saltsalt$',
                         f'root-password = "{"x" * length}"\n# "')
@@ -315,6 +314,20 @@ def test_password_from_a_file_is_hashed_and_never_written(tmp_path):
     text = _render("pve1", settings, password_file=str(pw)).text
     hashed = tomllib.loads(text)["global"]["root-password-hashed"]
     assert secret not in text
+    salt = hashed.split("$")[2]
+    again = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"],
+                           input=secret + "\n", capture_output=True, text=True, check=True)
+    assert again.stdout.strip() == hashed
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_a_long_root_password_is_taken_the_installer_has_no_maximum(tmp_path):
+    secret = "correct horse battery staple " * 8  # 232 characters
+    pw = tmp_path / "root-pw"
+    pw.write_text(secret + "\n")
+    pw.chmod(0o600)
+    text = _render("pve1", _no_hash_settings(tmp_path), password_file=str(pw)).text
+    hashed = tomllib.loads(text)["global"]["root-password-hashed"]
     salt = hashed.split("$")[2]
     again = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"],
                            input=secret + "\n", capture_output=True, text=True, check=True)
@@ -507,8 +520,8 @@ def test_every_installer_setting_renders_to_an_answer_key_of_the_same_type():
         assert field.kind == expected, key.name
         if field.rule("enum") and key.name != "keyboard":
             assert key.rule("enum") == list(field.rule("enum"))
-    assert dict(next(k for k in targets if k.name == "ashift").rules) == {"minimum": 9,
-                                                                          "maximum": 16}
+    assert dict(next(k for k in targets if k.name == "ashift").rules) == {
+        "minimum": 0, "maximum": 2**32 - 1}  # a u32: the installer checks no other bound
 
 
 @pytest.mark.parametrize("version", ["3.11", "3.13"])
@@ -545,3 +558,85 @@ def test_an_unset_password_variable_is_named_by_the_option(tmp_path, monkeypatch
                                     password_env="PVESTRAP_TEST_UNSET_PW")
     assert caught.value.code == "password-missing"
     assert "(--root-password-env)" in caught.value.message
+
+
+# -- no stricter than the installer ----------------------------------------------------------------
+
+_SNAKE = [("root-password-hashed = ", "root_password_hashed = "),
+          ("root-ssh-keys = ", "root_ssh_keys = "), ("reboot-on-error = ", "reboot_on_error = "),
+          ("disk-list = ", "disk_list = "), ("zfs.arc-max = ", "zfs.arc_max = ")]
+
+
+def test_snake_case_keys_the_installer_still_reads_are_accepted_with_its_warning(tmp_path,
+                                                                                  capsys):
+    """proxmox-installer-types keeps serde aliases for these (its `legacy` feature);
+    Proxmox's validate-answer warns "deprecated key ..., use ... instead" for each."""
+    text = BASE
+    for kebab, snake in _SNAKE:
+        assert kebab in text
+        text = text.replace(kebab, snake, 1)
+    path = _answer(tmp_path, text)
+    found = installer_answer.validate_file(path)
+    assert [(f.code, f.severity.value, f.payload["suggestion"]) for f in found] == [
+        ("installer-key-deprecated", "warn", kebab.split(".")[-1].split(" ")[0])
+        for kebab, _ in _SNAKE]
+    assert main(["iso", "validate-answer", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "'root_password_hashed' is a deprecated spelling; use 'root-password-hashed'" in err
+
+
+def test_a_snake_case_password_key_is_not_also_a_missing_password(tmp_path):
+    text = BASE.replace('root-password-hashed = "$6$rounds=5000$saltsalt$',
+                        'root_password = "long-enough"\n# "')
+    found = installer_answer.validate_file(_answer(tmp_path, text))
+    assert [(f.code, f.subject) for f in found] == [("installer-key-deprecated",
+                                                     "global.root_password")]
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    # one message per problem: a refused value is not also a missing key
+    ('root-password-hashed = "$6$rounds=5000$saltsalt$', 'root-password-hashed = 5\n# "',
+     [("installer-type-invalid", "global.root-password-hashed")]),
+    ('disk-list = ["sda", "sdb"]', 'disk-list = "sda"',
+     [("installer-type-invalid", "disk-setup.disk-list")]),
+    ('dns = "10.0.10.1"', "dns = 10", [("installer-type-invalid", "network.dns")]),
+    # both spellings of one key: serde refuses the duplicate field
+    ("reboot-on-error = false", "reboot-on-error = false\nreboot_on_error = true",
+     [("installer-key-duplicate", "global.reboot_on_error")]),
+    # snake_case the installer has no alias for: refused, once
+    ("[first-boot]", "[first_boot]", [("installer-key-misspelled", "first_boot")]),
+])
+def test_one_message_per_real_problem(tmp_path, old, new, expected):
+    assert old in BASE
+    with pytest.raises(ValidationFailed) as caught:
+        installer_answer.validate_file(_answer(tmp_path, BASE.replace(old, new, 1)))
+    assert [(f.code, f.subject) for f in caught.value.findings] == expected
+
+
+@pytest.mark.parametrize("line", ["zfs.ashift = 17", "zfs.ashift = 0", "zfs.copies = 4",
+                                  "zfs.arc-max = 1", "zfs.hdsize = 1.5", "zfs.hdsize = -3"])
+def test_no_zfs_bounds_the_installer_does_not_check(tmp_path, line):
+    """Only their types bound them (u32, f64): the ranges of proxmox-installer-types' API
+    schema are not applied when the installer reads answer.toml."""
+    text = BASE.replace("zfs.ashift = 12\n", "").replace("zfs.arc-max = 4096\n", "")
+    text = text.replace('zfs.raid = "raid1"', f'zfs.raid = "raid1"\n{line}')
+    assert installer_answer.validate_file(_answer(tmp_path, text)) == []
+
+
+def test_an_integer_outside_u32_is_refused(tmp_path):
+    text = BASE.replace("zfs.ashift = 12", "zfs.ashift = 4294967296")
+    with pytest.raises(ValidationFailed) as caught:
+        installer_answer.validate_file(_answer(tmp_path, text))
+    assert [(f.code, f.subject) for f in caught.value.findings] == [
+        ("installer-value-out-of-range", "disk-setup.zfs.ashift")]
+
+
+def test_the_hook_help_names_the_stages_the_units_pass():
+    """pve-installer's proxmox-first-boot-{network-pre,network-online,multi-user}.service run
+    the hook with before-network, network-online and fully-up: the [first-boot] orderings."""
+    from pvestrap.iso import hook_main
+
+    assert hook_main.STAGES == installer_rules.ORDERINGS
+    help_text = " ".join(hook_main._parser().format_help().split())
+    assert all(stage in help_text for stage in hook_main.STAGES)
+    assert "network-pre" not in help_text and "multi-user" not in help_text

@@ -1,12 +1,21 @@
 """The rules of Proxmox's automated installer for answer.toml, as pvestrap checks them.
 
-Facts read from proxmox/pve-installer (proxmox-auto-installer, proxmox-installer-common) and
-proxmox-installer-types: keys are kebab-case and unknown keys are refused (serde
-deny_unknown_fields); snake_case spellings are deprecated aliases since PVE 8.4, and Proxmox's own
-`validate-answer` fails on them, so pvestrap does too. The cross-field rules (password xor hash,
+Facts read from proxmox/pve-installer (proxmox-auto-installer src/utils.rs, the `verify_*`
+functions of `parse_answer`; proxmox-installer-common) and proxmox-rs proxmox-installer-types
+(src/answer.rs, built with its `legacy` feature): keys are kebab-case and unknown keys are refused
+(serde deny_unknown_fields). The snake_case spellings that type still accepts as serde aliases
+(root_password, root_ssh_keys, disk_list, arc_max ...) are accepted here too, with the warning
+Proxmox's `validate-answer` prints for them ("deprecated key"); other snake_case keys
+(disk_setup, first_boot ...) the installer refuses, and so does pvestrap.
+
+Nothing is stricter than the installer: the root password needs 8 characters and has no maximum
+(ROOT_PASSWORD_MIN_LENGTH, no cap), and the numeric disk options (ashift, arc-max, copies, sizes)
+are bounded only by their types (u32, f64): the ranges in proxmox-installer-types' API schema are
+not applied when the installer reads answer.toml. The cross-field rules (password xor hash,
 network from-answer needs cidr/dns/gateway/filter, disk-list xor filter, one filesystem's options,
-RAID minimum disk counts) are the installer's; a few checks the installer leaves to the first
-boot (a gateway outside the management network, an SSH key that is not one) are warnings.
+RAID minimum disk counts, duplicate disks, swapsize <= hdsize / 2) are the installer's; a few
+checks the installer leaves to the first boot (a gateway outside the management network, an SSH
+key that is not one) are warnings.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import zoneinfo
 from dataclasses import replace
 from typing import Any
 
-from pvestrap.findings import Finding, fail, warn
+from pvestrap.findings import Finding, Severity, fail, warn
 from pvestrap.toml_lines import key_lines, line_of
 from pvestrap.toml_schema import (BOOL, INT, MAP, NUM, STR, STR_OR_TABLE, STRS, TABLE, Key, Style,
                                   check, rules)
@@ -32,7 +41,8 @@ ORDERINGS = ("before-network", "network-online", "fully-up")
 # lower-case spelling and, since 2025, the upper-case one too.
 ZFS_RAID = {"raid0": 1, "raid1": 2, "raid10": 4, "raidz-1": 3, "raidz-2": 4, "raidz-3": 5}
 BTRFS_RAID = {"raid0": 1, "raid1": 2, "raid10": 4}
-PASSWORD_MIN, PASSWORD_MAX = 8, 64
+PASSWORD_MIN = 8  # proxmox-installer-common ROOT_PASSWORD_MIN_LENGTH; no maximum
+U32 = rules(minimum=0, maximum=2**32 - 1)  # serde's u32: the only bound of an integer option
 MAIL_PLACEHOLDER = "mail@example.invalid"
 SECRET_KEYS = (("global", "root-password"), ("global", "root-password-hashed"),
                ("global", "subscription-key"), ("post-installation-webhook", "auth-token"))
@@ -64,11 +74,12 @@ FORMAT: tuple[Key, ...] = (
         Key("keyboard", STR, required=True, rules=rules(enum=KEYBOARDS)),
         Key("mailto", STR, required=True, doc="root's mail address"),
         Key("timezone", STR, required=True, doc="e.g. Europe/Vienna"),
-        Key("root-password", STR),
-        Key("root-password-hashed", STR),
-        Key("reboot-on-error", BOOL),
-        Key("reboot-mode", STR, rules=rules(enum=("reboot", "power-off"))),
-        Key("root-ssh-keys", STRS),
+        Key("root-password", STR, aliases=("root_password",)),
+        Key("root-password-hashed", STR, aliases=("root_password_hashed",)),
+        Key("reboot-on-error", BOOL, aliases=("reboot_on_error",)),
+        Key("reboot-mode", STR, rules=rules(enum=("reboot", "power-off")),
+            aliases=("reboot_mode",)),
+        Key("root-ssh-keys", STRS, aliases=("root_ssh_keys",)),
         Key("subscription-key", STR),
     )),
     Key("network", TABLE, required=True, children=(
@@ -84,28 +95,28 @@ FORMAT: tuple[Key, ...] = (
     )),
     Key("disk-setup", TABLE, required=True, children=(
         Key("filesystem", STR, required=True, rules=rules(enum=FILESYSTEMS)),
-        Key("disk-list", STRS),
+        Key("disk-list", STRS, aliases=("disk_list",)),
         Key("filter", MAP),
-        Key("filter-match", STR, rules=rules(enum=("any", "all"))),
+        Key("filter-match", STR, rules=rules(enum=("any", "all")), aliases=("filter_match",)),
         Key("zfs", TABLE, children=(
             Key("raid", STR, rules=rules(enum=_raids(ZFS_RAID))),
-            Key("ashift", INT, rules=rules(minimum=9, maximum=16)),
-            Key("arc-max", INT, rules=rules(minimum=64)),
+            Key("ashift", INT, rules=U32),
+            Key("arc-max", INT, rules=U32, aliases=("arc_max",)),
             Key("checksum", STR, rules=rules(enum=("on", "fletcher4", "sha256"))),
             Key("compress", STR, rules=rules(enum=("on", "off", "lzjb", "lz4", "zle", "gzip",
                                                    "zstd"))),
-            Key("copies", INT, rules=rules(minimum=1, maximum=3)),
-            Key("hdsize", NUM, rules=rules(minimum=2)),
+            Key("copies", INT, rules=U32),
+            Key("hdsize", NUM),
         )),
         Key("lvm", TABLE, children=(
-            Key("hdsize", NUM, rules=rules(minimum=2)),
-            Key("swapsize", NUM, rules=rules(minimum=0)),
-            Key("maxroot", NUM, rules=rules(minimum=2)),
-            Key("maxvz", NUM, rules=rules(minimum=0)),
-            Key("minfree", NUM, rules=rules(minimum=0)),
+            Key("hdsize", NUM),
+            Key("swapsize", NUM),
+            Key("maxroot", NUM),
+            Key("maxvz", NUM),
+            Key("minfree", NUM),
         )),
         Key("btrfs", TABLE, children=(
-            Key("hdsize", NUM, rules=rules(minimum=2)),
+            Key("hdsize", NUM),
             Key("raid", STR, rules=rules(enum=_raids(BTRFS_RAID))),
             Key("compress", STR, rules=rules(enum=("on", "off", "zlib", "lzo", "zstd"))),
         )),
@@ -114,12 +125,12 @@ FORMAT: tuple[Key, ...] = (
         Key("source", STR, required=True, rules=rules(enum=("from-iso", "from-url"))),
         Key("ordering", STR, rules=rules(enum=ORDERINGS)),
         Key("url", STR),
-        Key("cert-fingerprint", STR),
+        Key("cert-fingerprint", STR, aliases=("cert_fingerprint",)),
     )),
     Key("post-installation-webhook", TABLE, children=(
         Key("url", STR, required=True),
-        Key("cert-fingerprint", STR),
-        Key("auth-token", STR),
+        Key("cert-fingerprint", STR, aliases=("cert_fingerprint",)),
+        Key("auth-token", STR, aliases=("auth_token",)),
     )),
 )
 
@@ -152,11 +163,19 @@ def check_text(text: str, source: str) -> list[Finding]:
         return [fail("installer-toml-invalid", f"not valid TOML: {exc}", None,
                      payload={"line": line}, remedy="fix the syntax at that line")]
     clean, findings = check(raw, FORMAT, STYLE)
-    findings += cross_field(clean)
+    refused = {f.subject for f in findings if f.severity is Severity.FAIL}
+    findings += [f for f in cross_field(clean) if not _follows_on(f, refused)]
     where = key_lines(text)
     located = [replace(f, payload={**f.payload, "line": line_of(where, f.subject)})
                for f in findings]
     return sorted(located, key=lambda f: (f.payload["line"] is None, f.payload["line"] or 0))
+
+
+def _follows_on(f: Finding, refused: set[str | None]) -> bool:
+    """A key "missing" only because the format check refused the value given for it: that
+    problem is reported once, as the refusal."""
+    keys = f.payload.get("keys") or [f.subject]
+    return f.code.endswith("-missing") and any(key in refused for key in keys)
 
 
 def cross_field(clean: dict[str, Any]) -> list[Finding]:
@@ -216,10 +235,11 @@ def _password(g: dict[str, Any]) -> list[Finding]:
     if clear is None and hashed is None:
         return [fail("installer-password-missing", "the installer needs root-password or "
                      "root-password-hashed (root-ssh-keys do not replace it)", "global",
+                     payload={"keys": ["global.root-password", "global.root-password-hashed"]},
                      remedy="add root-password-hashed (openssl passwd -6)")]
-    if clear is not None and not PASSWORD_MIN <= len(clear) <= PASSWORD_MAX:
-        return [fail("installer-password-length", f"root-password must be {PASSWORD_MIN}.."
-                     f"{PASSWORD_MAX} characters", "global.root-password",
+    if clear is not None and len(clear) < PASSWORD_MIN:
+        return [fail("installer-password-length", f"root-password must be at least "
+                     f"{PASSWORD_MIN} characters", "global.root-password",
                      payload={"length": len(clear)})]
     if hashed is not None and not _CRYPT.match(hashed):
         return [fail("installer-password-hash-invalid", "root-password-hashed is not a "
@@ -354,7 +374,9 @@ def _disks(d: dict[str, Any]) -> list[Finding]:
     disks, filters = d.get("disk-list", ()), d.get("filter", {})
     if not disks and not filters:
         out.append(fail("installer-disks-missing", "set either disk-list or filter",
-                        "disk-setup", remedy="e.g. disk-list = [\"sda\"]"))
+                        "disk-setup", payload={"keys": ["disk-setup.disk-list",
+                                                        "disk-setup.filter"]},
+                        remedy="e.g. disk-list = [\"sda\"]"))
     elif disks and filters:
         out.append(fail("installer-disks-conflict", "disk-list and filter cannot both be set",
                         "disk-setup.filter", remedy="keep one of them"))
