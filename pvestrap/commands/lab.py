@@ -51,11 +51,14 @@ def up(
         None, "--pve-sources", metavar="DIR", help="Folder with Proxmox's source tarballs or "
         "checkouts (pve-cluster, pve-common, pve-access-control, pve-apiclient); default: "
         "$PVESTRAP_PVE_SOURCES, else shared/oracle/proxmox beside the project checkout."),
+    qnetd: bool = typer.Option(False, "--qnetd", help="Add a qnetd host NAME-qnetd (not a "
+                               "cluster node; .100 on every link) running corosync-qnetd and "
+                               "sshd, for a QDevice."),
 ) -> None:
     """Create N nodes, each with its own namespaces, hostname, /etc and one NIC per link."""
     from pvestrap.lab.lab import Lab
 
-    lab = Lab.up(name, nodes, links, pve=pve, pve_sources=pve_sources,
+    lab = Lab.up(name, nodes, links, pve=pve, pve_sources=pve_sources, qnetd=qnetd,
                  **_flags(delay=delay, jitter=jitter, loss=loss, drop=drop,
                           reject=reject, clock=clock, hosts=hosts, mtu=mtu))
     _print_status(lab.status())
@@ -118,6 +121,11 @@ def _print_status(one: dict) -> None:
         running = " ".join(f"{n}({pid})" for n, pid in node["services"].items())
         mark = "" if node["up"] else "  [holder gone: run down]"
         typer.echo(f"  {node['name']:<14} {addrs}  {running}{mark}".rstrip())
+    host = one.get("qnetd")
+    if host:
+        addrs = " ".join(host["addresses"].values())
+        running = " ".join(f"{n}({pid})" for n, pid in host["services"].items())
+        typer.echo(f"  {host['name']:<14} {addrs}  {running}  (qnetd host)".rstrip())
     for flag in one["impairments"]:
         typer.echo(f"  impaired: {flag}")
 
@@ -216,6 +224,12 @@ def chrony(action: str = ACTION, nodes: Optional[List[str]] = NODES,
            name: Optional[str] = NAME) -> None:
     """Run chronyd -x in the nodes as an NTP server for the lab (never sets the clock)."""
     _service("chrony", action, nodes, name)
+
+
+@app.command("qnetd")
+def qnetd(action: str = ACTION, name: Optional[str] = NAME) -> None:
+    """Run corosync-qnetd on the lab's qnetd host (`lab up --qnetd` starts it already)."""
+    _service("qnetd", action, None, name)
 
 
 @app.command("sshd")

@@ -42,6 +42,7 @@ def prepare_node(layout: names.Layout, st: state.LabState, index: int) -> None:
     """The node's folder: upper layers for /etc and /root, and the folders bound over /run etc."""
     root = layout.node_dir(index)
     for sub in ("etc/network", "etc/corosync/uidgid.d", "etc/ssh", "root/.ssh", "run/sshd",
+                "run/corosync-qnetd", "run/corosync-qdevice",
                 "var/lib/corosync", "var/log/corosync", ".etc-work", ".root-work"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     for sub in OPAQUE_DIRS:
@@ -53,7 +54,7 @@ def prepare_node(layout: names.Layout, st: state.LabState, index: int) -> None:
     os.chmod(root / "run/sshd", 0o755)
     etc = root / "etc"
     (etc / "hostname").write_text(files.hostname(layout, index))
-    (etc / "hosts").write_text(files.hosts(layout, st.nodes, index))
+    (etc / "hosts").write_text(files.hosts(layout, st.nodes, index, qnetd=st.qnetd))
     (etc / "network/interfaces").write_text(files.interfaces(st.links, index))
     (etc / "ssh/ssh_config").write_text(files.SSH_CONFIG)
     if st.pve_stack:
@@ -83,7 +84,7 @@ def keygen_jobs(layout: names.Layout, st: state.LabState) -> list:
         return []
     jobs = [([keygen, "-q", "-t", "ed25519", "-N", "", "-C", f"root@{layout.prefix}-lab",
               "-f", str(layout.ssh_dir / "id_ed25519")], None)]
-    for index in range(1, st.nodes + 1):
+    for index in st.hosts:
         jobs.append(([keygen, "-q", "-t", "ed25519", "-N", "", "-C",
                       f"root@{layout.node_name(index)}",
                       "-f", str(layout.node_dir(index) / "etc/ssh/ssh_host_ed25519_key")], None))
@@ -95,16 +96,16 @@ def keygen_jobs(layout: names.Layout, st: state.LabState) -> list:
 
 
 def install_ssh(layout: names.Layout, st: state.LabState) -> None:
-    """One lab key for root on every node; every node knows every node's host key."""
+    """One lab key for root on every host; every host knows every host's key."""
     user_key = layout.ssh_dir / "id_ed25519"
     if not user_key.exists():
         return
     public = (layout.ssh_dir / "id_ed25519.pub").read_text()
     host_keys = {i: (layout.node_dir(i) / "etc/ssh/ssh_host_ed25519_key.pub").read_text()
-                 for i in range(1, st.nodes + 1)}
-    known = files.known_hosts(layout, st.nodes, st.links, host_keys)
+                 for i in st.hosts}
+    known = files.known_hosts(layout, st.links, host_keys)
     (layout.ssh_dir / "known_hosts").write_text(known)  # for SSH from outside (lab inventory)
-    for index in range(1, st.nodes + 1):
+    for index in st.hosts:
         root = layout.node_dir(index)
         ssh = root / "root/.ssh"
         shutil.copyfile(user_key, ssh / "id_ed25519")
@@ -117,17 +118,18 @@ def install_ssh(layout: names.Layout, st: state.LabState) -> None:
 
 
 def start_holders(layout: names.Layout, st: state.LabState) -> dict[int, int]:
-    specs = [holder_spec(layout, i, st) for i in range(1, st.nodes + 1)]
+    # the qnetd host is plain Debian: never the Proxmox stack
+    specs = [holder_spec(layout, i, st if i != names.QNETD else None) for i in st.hosts]
     result = proc.run(proc.script("holder.py") + [json.dumps(specs)], check=False)
     if result.returncode != 0:
         raise OperationFailed(f"the lab's nodes could not be set up: "
                                    f"{result.stderr.strip()}", code="lab-node-failed")
-    return dict(enumerate(json.loads(result.stdout), 1))
+    return dict(zip(st.hosts, json.loads(result.stdout)))
 
 
 def root_batch(layout: names.Layout, st: state.LabState) -> list[str]:
     lines = [f"netns attach {layout.node_name(i)} {pid}" for i, pid in st.holders.items()]
-    for index in range(1, st.nodes + 1):
+    for index in st.hosts:
         for link in [*range(st.links), 9]:
             nic = names.nic(link) if link != 9 else names.SPARE_NIC
             lines.append(f"link add {nic} netns {layout.node_name(index)} index {NIC_INDEX + link} "
@@ -142,7 +144,7 @@ def switch_batch(st: state.LabState) -> list[str]:
     for link in range(st.links):
         lines += [f"link add {names.bridge(link)} type bridge mcast_snooping 0",
                   f"link set {names.bridge(link)} mtu {names.SWITCH_MTU} up"]
-    for index in range(1, st.nodes + 1):
+    for index in st.hosts:
         for link in range(st.links):
             lines.append(f"link set {names.port_name(index, link)} master {names.bridge(link)} up")
         lines.append(f"link set {names.port_name(index, 9)} up")
@@ -161,7 +163,7 @@ def build(st: state.LabState) -> state.LabState:
     """Create everything for ST (saved already); return the state of the running lab."""
     layout = st.layout
     layout.ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    for index in range(1, st.nodes + 1):
+    for index in st.hosts:
         prepare_node(layout, st, index)
     if st.pve_stack:
         pvenode.prepare_lab(layout)
@@ -175,10 +177,9 @@ def build(st: state.LabState) -> state.LabState:
     proc.run_all([proc.ip_batch(root_batch(layout, st))])
     proc.run_all([proc.ip_batch(switch_batch(st), layout.switch_ns)] +
                  [proc.ip_batch(node_batch(st, i), layout.node_name(i))
-                  for i in range(1, st.nodes + 1)])
+                  for i in st.hosts])
     inodes = {name: proc.netns_inode(name) or 0
-              for name in [layout.switch_ns] + [layout.node_name(i)
-                                                for i in range(1, st.nodes + 1)]}
+              for name in [layout.switch_ns] + [layout.node_name(i) for i in st.hosts]}
     st = replace(st, netns=inodes, phase="up")
     state.save(st)
     wait_links(st)
@@ -189,7 +190,7 @@ def wait_links(st: state.LabState, timeout: float = LINK_TIMEOUT) -> None:
     """The kernel turns new veths on in batches up to a second later (linkwatch); until then
     they drop frames, so `up` returns only when every link NIC is up."""
     pending = [st.root(i) / f"sys/class/net/{names.nic(link)}/operstate"
-               for i in range(1, st.nodes + 1) for link in range(st.links)]
+               for i in st.hosts for link in range(st.links)]
     deadline = time.monotonic() + timeout
     while pending:
         pending = [p for p in pending if _read(p) != "up"]

@@ -49,7 +49,7 @@ def apply(st: state.LabState, old: tuple[Impairment, ...], new: tuple[Impairment
     """Bring the running lab from OLD to NEW impairments; return the new state (forwarder pid)."""
     layout = st.layout
     jobs = []
-    for index in range(1, st.nodes + 1):
+    for index in st.hosts:
         ruleset = impair.nft_ruleset(new, index)
         if ruleset != impair.nft_ruleset(old, index):
             jobs.append((["nsenter", "-t", str(st.holders[index]), "-n", "nft", "-f", "-"],
@@ -58,7 +58,8 @@ def apply(st: state.LabState, old: tuple[Impairment, ...], new: tuple[Impairment
         if mtu_lines:
             jobs.append(proc.ip_batch(mtu_lines, layout.node_name(index)))
         if impair.hosts_mode(new, index) != impair.hosts_mode(old, index):
-            text = files.hosts(layout, st.nodes, index, impair.hosts_mode(new, index))
+            text = files.hosts(layout, st.nodes, index, impair.hosts_mode(new, index),
+                               qnetd=st.qnetd)
             (st.root(index) / "etc/hosts").write_text(text)
     if jobs:
         proc.run_all(jobs)

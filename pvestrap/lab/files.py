@@ -16,12 +16,14 @@ HOSTS_HEAD = (
 )
 
 
-def hosts(layout: names.Layout, nodes: int, index: int, mode: str = "normal") -> str:
-    """Every node's name at its link0 address; the node's own line follows its hosts mode."""
+def hosts(layout: names.Layout, nodes: int, index: int, mode: str = "normal",
+          qnetd: bool = False) -> str:
+    """Every node's name at its link0 address (and the qnetd host's, when the lab has one);
+    the node's own line follows its hosts mode."""
     lines = [HOSTS_HEAD]
     if mode == "loopback":
         lines.append(f"127.0.1.1\t{layout.node_name(index)}\n")
-    for other in range(1, nodes + 1):
+    for other in [*range(1, nodes + 1), *([names.QNETD] if qnetd else [])]:
         if other == index and mode != "normal":
             continue
         lines.append(f"{names.address(0, other)}\t{layout.node_name(other)}\n")
@@ -74,10 +76,10 @@ SSH_CONFIG = (
 )
 
 
-def known_hosts(layout: names.Layout, nodes: int, links: int, keys: dict[int, str]) -> str:
-    """Every node's host key under its name and every one of its addresses."""
+def known_hosts(layout: names.Layout, links: int, keys: dict[int, str]) -> str:
+    """Every host's key (KEYS: index -> public key) under its name and all its addresses."""
     lines = []
-    for index in range(1, nodes + 1):
+    for index in sorted(keys):
         aliases = [layout.node_name(index)] + [names.address(link, index)
                                                for link in range(links)]
         key = " ".join(keys[index].split()[:2])

@@ -66,7 +66,7 @@ class Impairment:
 
     def flag(self, prefix: str) -> str:
         """The flag that sets this impairment (for `status` and error messages)."""
-        node = f"{prefix}-n{self.node}"
+        node = names.Layout(prefix).node_name(self.node)
         if self.kind in PORT_KINDS:
             return f"--{self.kind} {node}:{self.target}"
         if self.kind in ("delay", "jitter"):
@@ -92,7 +92,8 @@ def _bad(kind: str, text: str, why: str) -> UserError:
                      remedy=f"write it as --{kind} {_EXAMPLES[kind]}")
 
 
-def parse(kind: str, text: str, prefix: str, nodes: int, links: int) -> Impairment:
+def parse(kind: str, text: str, prefix: str, nodes: int, links: int,
+          qnetd: bool = False) -> Impairment:
     """One flag value -> an Impairment, or a UserError naming the flag and showing the syntax."""
     if kind not in KINDS:
         raise UserError(f"unknown impairment {kind!r}", code="lab-flag-invalid",
@@ -104,7 +105,7 @@ def parse(kind: str, text: str, prefix: str, nodes: int, links: int) -> Impairme
         match = _PORT.match(target)
         if not sep or not match or not 1 <= int(match.group("port")) <= 65535:
             raise _bad(kind, text, "expected NODE:udp/PORT or NODE:tcp/PORT (port 1..65535)")
-        index = names.node_index(node_text, prefix, nodes, f"--{kind}")
+        index = names.node_index(node_text, prefix, nodes, f"--{kind}", qnetd)
         return Impairment(kind, index, f"{match.group('proto')}/{int(match.group('port'))}", kind)
     head, sep, value = text.partition("=")
     if not sep:
@@ -120,9 +121,9 @@ def parse(kind: str, text: str, prefix: str, nodes: int, links: int) -> Impairme
         if iface not in allowed:
             raise _bad(kind, text, f"{iface!r} is not a lab NIC (this lab has "
                                    f"{', '.join(allowed)})")
-        index = names.node_index(node_text, prefix, nodes, f"--{kind}")
+        index = names.node_index(node_text, prefix, nodes, f"--{kind}", qnetd)
         return Impairment(kind, index, iface, _nic_value(kind, text, value))
-    index = names.node_index(head, prefix, nodes, f"--{kind}")
+    index = names.node_index(head, prefix, nodes, f"--{kind}", qnetd)
     if kind == "clock":
         match = _OFFSET.match(value)
         if not match:
@@ -157,7 +158,7 @@ def _nic_value(kind: str, text: str, value: str) -> float | int:
 
 
 def parse_flags(flags: Mapping[str, str | Iterable[str] | None], prefix: str, nodes: int,
-                links: int) -> tuple[Impairment, ...]:
+                links: int, qnetd: bool = False) -> tuple[Impairment, ...]:
     """{"delay": ["n2:eth0=1ms"], "loss": "n3:eth1=5%", ...} -> impairments; every problem is
     found before anything is changed (the first one is raised)."""
     out = []
@@ -165,7 +166,7 @@ def parse_flags(flags: Mapping[str, str | Iterable[str] | None], prefix: str, no
         if values is None:
             continue
         for text in [values] if isinstance(values, str) else values:
-            out.append(parse(kind, text, prefix, nodes, links))
+            out.append(parse(kind, text, prefix, nodes, links, qnetd))
     return tuple(out)
 
 

@@ -69,13 +69,15 @@ class Lab:
     # -- life cycle ----------------------------------------------------------------------------
     @classmethod
     def up(cls, prefix: str, nodes: int = 3, links: int = 1, pve: str | None = None,
-           pve_sources: str | None = None, **flags) -> "Lab":
+           pve_sources: str | None = None, qnetd: bool = False, **flags) -> "Lab":
         """Create a lab; impairment FLAGS as in the CLI (delay="n2:eth0=1ms", loss=[...]).
-        PVE ("8", "9"): every node runs that release's real cluster stack (pvestack)."""
+        PVE ("8", "9"): every node runs that release's real cluster stack (pvestack).
+        With QNETD, one more host on the link networks (not a cluster node) runs Debian's
+        corosync-qnetd and sshd, as a QDevice's qnetd server."""
         names.check_prefix(prefix)
         names.check_size(nodes, links)
         _require_root()
-        items = impair.merge((), impair.parse_flags(flags, prefix, nodes, links))
+        items = impair.merge((), impair.parse_flags(flags, prefix, nodes, links, qnetd=qnetd))
         effects.check_tools(items)
         layout = names.Layout(prefix)
         build.refuse_existing(layout)
@@ -83,7 +85,7 @@ class Lab:
         if pve is not None:
             stack = str(pvestack.ensure_built(pve, pvestack.sources_dir(pve_sources)))
         with state.locked(prefix, create=True):
-            st = state.new(prefix, nodes, links, pve, stack)
+            st = state.new(prefix, nodes, links, pve, stack, qnetd=qnetd)
             state.save(st)
             try:
                 st = build.build(st)
@@ -92,6 +94,10 @@ class Lab:
                 if pve is not None:
                     st = pvenode.start(st)
                     state.save(st)
+                if qnetd:
+                    for service in ("sshd", "qnetd"):
+                        st = services.start(st, names.QNETD, service)
+                        state.save(st)
             except BaseException:
                 teardown.down(prefix, lock=False)
                 raise
@@ -118,6 +124,15 @@ class Lab:
         return tuple(LabNode(self.prefix, i, st.holders[i], st.links)
                      for i in range(1, st.nodes + 1))
 
+    @property
+    def qnetd(self) -> LabNode:
+        """The qnetd host (`up(qnetd=True)`): not a cluster node; address link L .100."""
+        st = self.state
+        if not st.qnetd:
+            raise UserError(f"lab {self.prefix} has no qnetd host", code="lab-no-qnetd",
+                            remedy="create the lab with --qnetd")
+        return LabNode(self.prefix, names.QNETD, st.holders[names.QNETD], st.links)
+
     def node(self, ref: NodeRef) -> LabNode:
         st = self.state
         index = self._index(st, ref)
@@ -128,7 +143,7 @@ class Lab:
             if 1 <= ref <= st.nodes:
                 return ref
             ref = f"n{ref}"
-        return names.node_index(str(ref), self.prefix, st.nodes, "node")
+        return names.node_index(str(ref), self.prefix, st.nodes, "node", qnetd=st.qnetd)
 
     # -- running things inside nodes -----------------------------------------------------------
     def command(self, ref: NodeRef, argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
@@ -153,7 +168,7 @@ class Lab:
     def impair(self, clear: bool = False, **flags) -> tuple[impair.Impairment, ...]:
         """Add or change impairments (CLI flag syntax); with CLEAR, start from none."""
         st = self.state
-        new = impair.parse_flags(flags, self.prefix, st.nodes, st.links)
+        new = impair.parse_flags(flags, self.prefix, st.nodes, st.links, qnetd=st.qnetd)
         effects.check_tools(new)
         with state.locked(self.prefix):
             st = self.state
@@ -174,7 +189,8 @@ class Lab:
         out = {}
         with state.locked(self.prefix):
             st = self.state
-            indexes = self._indexes(st, nodes)
+            indexes = [names.QNETD] if service == "qnetd" and nodes is None \
+                else self._indexes(st, nodes)
             try:
                 for index in indexes:
                     st = action(st, index, service)
@@ -227,6 +243,14 @@ class Lab:
                 "addresses": {f"link{link}": names.address(link, i) for link in range(st.links)},
                 "services": {n: pid for n, pid in alive.get(i, {}).items()},
             } for i in range(1, st.nodes + 1)],
+            "qnetd": {
+                "name": layout.node_name(names.QNETD), "pid": st.holders.get(names.QNETD),
+                "up": proc.alive(st.holders.get(names.QNETD),
+                                 st.netns.get(layout.node_name(names.QNETD))),
+                "addresses": {f"link{link}": names.address(link, names.QNETD)
+                              for link in range(st.links)},
+                "services": dict(alive.get(names.QNETD, {})),
+            } if st.qnetd else None,
             "impairments": [i.flag(self.prefix) for i in st.impairments],
             "forwarder": st.forwarder if proc.alive(
                 st.forwarder, st.netns.get(layout.switch_ns)) else None,

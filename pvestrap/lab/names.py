@@ -25,6 +25,12 @@ HOLDER_TAG = "pvestrap-lab:"
 SWITCH_MTU = 9000
 SCRIPTS = ("holder.py", "detach.py", "forwarder.py")
 NODE_RE = re.compile(r"^(?:(?P<prefix>.+)-)?n(?P<index>[0-9]{1,2})$")
+# The qnetd host (`lab up --qnetd`): a host on the link networks that is not a cluster node. It
+# is held like a node, under an index no node can have (so its addresses are 10.254.L.100).
+QNETD = 100
+QNETD_NAME = "qnetd"
+QNETD_RE = re.compile(r"^(?:(?P<prefix>.+)-)?(qnetd|q)$")
+HOST_PART = r"(n[0-9]{1,2}|qnetd)"
 
 
 def check_prefix(prefix: str) -> str:
@@ -91,12 +97,12 @@ class Layout:
         return f"{self.prefix}-sw"
 
     def node_name(self, index: int) -> str:
-        return f"{self.prefix}-n{index}"
+        return f"{self.prefix}-{QNETD_NAME}" if index == QNETD else f"{self.prefix}-n{index}"
 
     def node_dir(self, index: int) -> Path:
         """The node's private files: `etc/` is the upper layer of its /etc overlay, the rest are
         bound over /root, /run, /var/lib/corosync and /var/log."""
-        return self.state_dir / f"n{index}"
+        return self.state_dir / (QNETD_NAME if index == QNETD else f"n{index}")
 
     def tag(self, index: int) -> str:
         return f"{HOLDER_TAG}{self.node_name(index)}"
@@ -110,7 +116,7 @@ class Layout:
         return self.state_dir / "ssh"
 
     def owns_netns(self, name: str) -> bool:
-        return re.fullmatch(re.escape(self.prefix) + r"-(sw|n[0-9]{1,2})", name) is not None
+        return re.fullmatch(re.escape(self.prefix) + r"-(sw|" + HOST_PART + ")", name) is not None
 
     def owns_cmdline(self, cmdline: str) -> bool:
         """Whether a process's command line marks it as one of this lab's: a holder's tag, or
@@ -119,22 +125,28 @@ class Layout:
         if f"{STATE_ROOT}/{self.prefix}/" in cmdline and any(
                 f"/pvestrap/lab/{script}" in cmdline for script in SCRIPTS):
             return True
-        pattern = re.escape(HOLDER_TAG + self.prefix) + r"-n[0-9]{1,2}(\s|$)"
+        pattern = re.escape(HOLDER_TAG + self.prefix) + "-" + HOST_PART + r"(\s|$)"
         return re.search(pattern, cmdline) is not None
 
 
 def prefix_of_tag(cmdline: str) -> str | None:
     """The lab prefix of a holder's `pvestrap-lab:<prefix>-nK` tag (for `down` of every lab)."""
-    match = re.match(re.escape(HOLDER_TAG) + r"(\S+)-n[0-9]{1,2}(\s|$)", cmdline)
+    match = re.match(re.escape(HOLDER_TAG) + r"(\S+)-" + HOST_PART + r"(\s|$)", cmdline)
     return match.group(1) if match and PREFIX_RE.match(match.group(1)) else None
 
 
-def node_index(text: str, prefix: str, nodes: int, flag: str) -> int:
-    """`n2` or `<prefix>-n2` -> 2, or a UserError naming the flag."""
+def node_index(text: str, prefix: str, nodes: int, flag: str, qnetd: bool = False) -> int:
+    """`n2` or `<prefix>-n2` -> 2 (`qnetd` -> QNETD in a lab that has that host), or a
+    UserError naming the flag."""
     match = NODE_RE.match(text.strip())
     if match and match.group("prefix") in (None, prefix):
         index = int(match.group("index"))
         if 1 <= index <= nodes:
             return index
+    match = QNETD_RE.match(text.strip())
+    if qnetd and match and match.group("prefix") in (None, prefix):
+        return QNETD
+    extra = f", or {QNETD_NAME}" if qnetd else ""
     raise UserError(f"{flag}: {text!r} is not a node of lab {prefix}", code="lab-node-unknown",
-                    remedy=f"name a node as n1..n{nodes} or {prefix}-n1..{prefix}-n{nodes}")
+                    remedy=f"name a node as n1..n{nodes} or {prefix}-n1..{prefix}-n{nodes}"
+                           + extra)

@@ -1,4 +1,5 @@
-"""Daemons inside lab nodes: corosync, chronyd (NTP server only, -x) and sshd.
+"""Daemons inside lab nodes: corosync, chronyd (NTP server only, -x), sshd, and corosync-qnetd
+on the qnetd host.
 
 Each runs in its node's namespaces (nsenter into the holder), under libfaketime when the node
 has a clock offset, detached from the caller, with its output in the node's /var/log. `start`
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pvestrap.errors import OperationFailed, UserError
-from pvestrap.lab import effects, files, impair, proc, state
+from pvestrap.lab import effects, files, impair, names, proc, state
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -33,7 +34,15 @@ SERVICES = {
     "chrony": Service("chrony", ("chronyd", "-x", "-d", "-f", "/run/chrony-lab.conf"), "udp", 123),
     "sshd": Service("sshd", ("/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/sshd_config"),
                     "tcp", 22),
+    # Debian's corosync-qnetd (the unit runs `corosync-qnetd -f`), on the qnetd host only.
+    "qnetd": Service("qnetd", ("corosync-qnetd", "-f"), "tcp", 5403),
 }
+QNETD_DB = "etc/corosync/qnetd/nssdb"
+# What the package's postinst does once: the qnetd CA (corosync-qnetd-certutil -i -G), its
+# database readable by the coroqnetd group.
+QNETD_INIT = ("sh", "-c", "corosync-qnetd-certutil -i -G >/dev/null && "
+              "chgrp coroqnetd /etc/corosync/qnetd/nssdb /etc/corosync/qnetd/nssdb/cert9.db "
+              "/etc/corosync/qnetd/nssdb/key4.db")
 
 
 def service(name: str) -> Service:
@@ -63,17 +72,35 @@ def _prepare(st: state.LabState, index: int, svc: Service, env: dict[str, str]) 
         (root / "run/chrony-lab.conf").write_text(files.chrony_conf(st.links))
     if svc.name == "sshd":
         (root / "etc/ssh/sshd_config").write_text(files.sshd_config(env))
+    if svc.name == "qnetd":
+        _prepare_qnetd(st, index)
     if shutil.which(svc.argv[0]) is None:
         raise UserError(f"{svc.argv[0]} is not installed", code="lab-tool-missing",
                         remedy=f"install the package that provides {svc.argv[0]}")
 
 
+def _prepare_qnetd(st: state.LabState, index: int) -> None:
+    if index != names.QNETD:
+        raise UserError(f"{st.layout.node_name(index)} is a cluster node, not the qnetd host",
+                        code="lab-qnetd-node", remedy="start qnetd on the lab's qnetd host "
+                        "(`pvestrap lab up --qnetd`)")
+    if shutil.which("corosync-qnetd-certutil") is None:
+        raise UserError("corosync-qnetd is not installed", code="lab-tool-missing",
+                        remedy="apt-get install corosync-qnetd")
+    if not (st.root(index) / QNETD_DB / "cert9.db").exists():
+        argv, env = node_command(st, index, list(QNETD_INIT))
+        proc.run(argv)
+
+
 def listening(pid: int, svc: Service) -> bool:
-    """Whether PID's network namespace has a socket bound to the service's port."""
-    try:
-        lines = Path(f"/proc/{pid}/net/{svc.proto}").read_text().splitlines()[1:]
-    except OSError:
-        return False
+    """Whether PID's network namespace has a socket bound to the service's port (IPv4 or
+    IPv6: corosync-qnetd listens on an IPv6 socket that takes both)."""
+    lines = []
+    for table in (svc.proto, svc.proto + "6"):
+        try:
+            lines += Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
     want = f":{svc.port:04X}"
     listen_state = "0A" if svc.proto == "tcp" else "07"
     return any(line.split()[1].endswith(want) and line.split()[3] == listen_state

@@ -38,6 +38,12 @@ class LabState:
     created: float = 0.0
     pve: str | None = None  # `up --pve`: the Proxmox VE release whose cluster stack nodes run
     pve_stack: str | None = None  # its cached build (a folder with usr/)
+    qnetd: bool = False  # a qnetd host (names.QNETD) beside the nodes
+
+    @property
+    def hosts(self) -> tuple[int, ...]:
+        """Every host the lab holds: the nodes, then the qnetd host if there is one."""
+        return tuple(range(1, self.nodes + 1)) + ((names.QNETD,) if self.qnetd else ())
 
     @property
     def layout(self) -> names.Layout:
@@ -77,13 +83,14 @@ class LabState:
             forwarder=data.get("forwarder"),
             created=float(data.get("created", 0.0)),
             pve=data.get("pve"), pve_stack=data.get("pve_stack"),
+            qnetd=bool(data.get("qnetd", False)),
         )
 
 
 def new(prefix: str, nodes: int, links: int, pve: str | None = None,
-        pve_stack: str | None = None) -> LabState:
+        pve_stack: str | None = None, qnetd: bool = False) -> LabState:
     return LabState(prefix=prefix, nodes=nodes, links=links, created=time.time(), pve=pve,
-                    pve_stack=pve_stack)
+                    pve_stack=pve_stack, qnetd=qnetd)
 
 
 def save(state: LabState) -> None:

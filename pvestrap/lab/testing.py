@@ -71,13 +71,14 @@ def lab(request):
     made: list[str] = []
     request.node.lab_prefixes = made
 
-    def factory(nodes: int = 3, links: int = 1, prefix: str | None = None, **flags) -> Lab:
+    def factory(nodes: int = 3, links: int = 1, prefix: str | None = None,
+                qnetd: bool = False, **flags) -> Lab:
         why = pve_unavailable(flags["pve"]) if flags.get("pve") else None
         if why:
             pytest.skip(why)
         name = prefix or new_prefix()
         made.append(name)
-        return Lab.up(name, nodes, links, **flags)
+        return Lab.up(name, nodes, links, qnetd=qnetd, **flags)
 
     yield factory
     for name in reversed(made):
@@ -104,6 +105,7 @@ def diagnose(prefix: str, lines: int = 15) -> str:
     except Exception as exc:  # a broken lab is what is being diagnosed
         out.append(f"status unavailable: {exc}")
     logs = sorted(layout.state_dir.glob("n*/var/log/*.out")) + \
+        sorted(layout.state_dir.glob("qnetd/var/log/*.out")) + \
         sorted(layout.state_dir.glob("n*/var/log/corosync/corosync.log")) + \
         sorted(layout.state_dir.glob("*.log"))
     for log in logs:
