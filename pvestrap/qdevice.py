@@ -17,11 +17,14 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from pvestrap.corosync_conf import CorosyncConf, Item, Section
+from pvestrap.corosync_conf import Item, Section
 from pvestrap.errors import UserError
 from pvestrap.findings import Finding, fail
+
+if TYPE_CHECKING:  # the facade imports the plan, which holds a QDevice
+    from pvestrap.corosync_conf import CorosyncConf
 
 QNETD_PORT = 5403
 ALGORITHMS = ("ffsplit", "lms")
@@ -169,7 +172,7 @@ def device_section(q: QDevice, nodes: int) -> Section:
     return Section("device", tuple(items))
 
 
-def _quorum(conf: CorosyncConf) -> Section:
+def _quorum(conf: "CorosyncConf") -> Section:
     found = conf.tree.section("quorum")
     if found is None:
         raise UserError("corosync.conf has no quorum section", code="conf-quorum-missing",
@@ -177,7 +180,7 @@ def _quorum(conf: CorosyncConf) -> Section:
     return found
 
 
-def configured(conf: CorosyncConf) -> dict[str, str] | None:
+def configured(conf: "CorosyncConf") -> dict[str, str] | None:
     """The configured device (model, votes and its net keys), or None."""
     device = _quorum(conf).section("device") if conf.tree.section("quorum") else None
     if device is None:
@@ -188,7 +191,7 @@ def configured(conf: CorosyncConf) -> dict[str, str] | None:
     return out
 
 
-def with_device(conf: CorosyncConf, q: QDevice) -> CorosyncConf:
+def with_device(conf: "CorosyncConf", q: QDevice) -> "CorosyncConf":
     """CONF with the device section (two_node dropped) and config_version + 1."""
     if configured(conf) is not None:
         raise UserError("a QDevice is configured already", code="qdevice-configured",
@@ -196,10 +199,10 @@ def with_device(conf: CorosyncConf, q: QDevice) -> CorosyncConf:
     quorum = _quorum(conf)
     kept = tuple(c for c in quorum.children if not (isinstance(c, Item) and c.key == "two_node"))
     new = quorum.with_children((*kept, device_section(q, len(conf.nodes))))
-    return CorosyncConf(conf.tree.replace(quorum, new)).bump_version()
+    return type(conf)(conf.tree.replace(quorum, new)).bump_version()
 
 
-def without_device(conf: CorosyncConf) -> CorosyncConf:
+def without_device(conf: "CorosyncConf") -> "CorosyncConf":
     """CONF without the device section, config_version + 1."""
     quorum = _quorum(conf)
     device = quorum.section("device")
@@ -207,4 +210,4 @@ def without_device(conf: CorosyncConf) -> CorosyncConf:
         raise UserError("no QDevice is configured", code="qdevice-not-configured",
                         remedy="nothing to remove")
     new = quorum.with_children(c for c in quorum.children if c is not device)
-    return CorosyncConf(conf.tree.replace(quorum, new)).bump_version()
+    return type(conf)(conf.tree.replace(quorum, new)).bump_version()

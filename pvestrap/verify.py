@@ -39,8 +39,8 @@ CFGTOOL_PEERS = ("corosync-cfgtool", "-n")
 KNET_STATS = ("corosync-cmapctl", "-m", "stats", "stats.knet.")
 RUNTIME_VERSION = ("corosync-cmapctl", "-g", "totem.config_version")
 _VERSION = re.compile(r"^totem\.config_version \(\w+\) = (\d+)$", re.M)
-SECTIONS = (("quorum", "QUORUM"), ("members", "MEMBERS"), ("links", "KNET LINKS"),
-            ("config", "CONFIGURATION"))
+SECTIONS = (("quorum", "QUORUM"), ("members", "MEMBERS"), ("qdevice", "QDEVICE"),
+            ("links", "KNET LINKS"), ("config", "CONFIGURATION"))
 
 
 @dataclass(frozen=True)
@@ -303,8 +303,10 @@ def matrices(obs: Observed, latency_warn_ms: float = LATENCY_WARN_MS) -> dict[st
 
 def build_report(obs: Observed, expect_nodes: int | None = None,
                  latency_warn_ms: float = LATENCY_WARN_MS,
-                 meta: Mapping[str, Any] | None = None) -> Report:
+                 meta: Mapping[str, Any] | None = None,
+                 qdevice: Sequence[Finding] = ()) -> Report:
     found = {"quorum": quorum_findings(obs), "members": member_findings(obs, expect_nodes),
+             "qdevice": list(qdevice),
              "links": link_findings(obs, latency_warn_ms) if obs.quorum else [],
              "config": config_findings(obs) if obs.quorum else []}
     sections = tuple(Section(name, title, tuple(_checked(found[name])))
@@ -328,8 +330,11 @@ def status_report(system: System, expect_nodes: int | None = None,
                   latency_warn_ms: float = LATENCY_WARN_MS) -> Report:
     """`pvestrap status`: observe this node's corosync and report."""
     started = time.monotonic()
+    from pvestrap.verify_qdevice import qdevice_findings
+
     obs = observe(system)
-    report = build_report(obs, expect_nodes, latency_warn_ms)
+    report = build_report(obs, expect_nodes, latency_warn_ms,
+                          qdevice=qdevice_findings(obs, system))
     return Report(report.title, report.sections,
                   {**report.meta, "duration_s": round(time.monotonic() - started, 3)},
                   report.matrices)

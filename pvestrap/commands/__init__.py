@@ -20,6 +20,7 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
     ("doctor", "doctor", "Check a running cluster against what the admin guide warns about."),
     ("link", "link", "Add or move corosync links on a running cluster."),
     ("node", "node", "Remove a node from the cluster, or separate this node from it."),
+    ("qdevice", "qdevice", "Set up, remove or show a QDevice (an external tie-breaking vote)."),
     ("wizard", "wizard", "Guided create/join in the terminal."),
     ("firstboot", "firstboot", "Run the first-boot flow (unattended apply, or the wizard on tty1)."),
     ("demo", "demo", "Build a 3-node lab, cluster it unattended and report."),
