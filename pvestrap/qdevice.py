@@ -19,12 +19,12 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
-from pvestrap.corosync_conf import Item, Section
+from pvestrap.corosync.tree import Item, Section
 from pvestrap.errors import UserError
 from pvestrap.findings import Finding, fail
 
 if TYPE_CHECKING:  # the facade imports the plan, which holds a QDevice
-    from pvestrap.corosync_conf import CorosyncConf
+    from pvestrap.corosync.facade import CorosyncConf
 
 QNETD_PORT = 5403
 ALGORITHMS = ("ffsplit", "lms")

@@ -6,11 +6,11 @@ import pytest
 
 from pvestrap import qdevice as model
 from pvestrap.checks import qdevice as checks
-from pvestrap.corosync_conf import CorosyncConf
+from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.errors import UserError
 from pvestrap.findings import Severity
 from pvestrap.lab import files, names
-from pvestrap.status_parse import parse_quorum_status
+from pvestrap.corosync.status import parse_quorum_status
 from pvestrap.verify import Observed
 from pvestrap.verify_qdevice import parse_tool, qdevice_findings
 

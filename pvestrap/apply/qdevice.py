@@ -33,7 +33,7 @@ from pvestrap.apply.qdevice_change import (START, STOP, QdeviceChange, dir_snaps
                                            each_member, node_votes, parse_snapshot, raise_errors,
                                            read_remove, read_setup, run_on)
 from pvestrap.errors import OperationFailed, PvestrapError
-from pvestrap.status_parse import QuorumStatus, StatusUnparsable, parse_quorum_status
+from pvestrap.corosync.status import QuorumStatus, StatusUnparsable, parse_quorum_status
 from pvestrap.system import System
 
 __all__ = ["QdeviceChange", "node_votes", "read_remove", "read_setup", "run_change", "steps"]

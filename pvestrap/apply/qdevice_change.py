@@ -16,7 +16,7 @@ from pvestrap import qdevice as model
 from pvestrap.apply import links
 from pvestrap.apply.links import Cluster, LinkTimeouts, Member
 from pvestrap.apply.remote import Remote
-from pvestrap.corosync_conf import CorosyncConf
+from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.errors import OperationFailed, PvestrapError, UserError
 from pvestrap.render import COROSYNC_CONF, Change
 from pvestrap.system import System

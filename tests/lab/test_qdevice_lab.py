@@ -17,10 +17,10 @@ import pytest
 from pvestrap.apply import qdevice as qd
 from pvestrap.apply.engine import StepFailed
 from pvestrap.apply.links import LinkTimeouts
-from pvestrap.corosync_conf import CorosyncConf
+from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.lab.testing import etc_hashes, members, wait
 from pvestrap.qdevice import QDevice
-from pvestrap.status_parse import parse_quorum_status
+from pvestrap.corosync.status import parse_quorum_status
 from pvestrap.system import RealSystem
 
 pytestmark = pytest.mark.lab
