@@ -23,8 +23,8 @@ from pvestrap.checks import link_senders
 from pvestrap.checks.localsys import LIVE, Sources, short_hostname
 from pvestrap.checks.timesync import read_sync_state
 from pvestrap.checks.versions import parse_corosync_version, parse_pveversion
-from pvestrap.corosync_conf import ConfParseError, as_int
-from pvestrap.corosync_facade import CorosyncConf
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.corosync.tree import ConfParseError, as_int
 
 MAX_FILE_BYTES = 1 << 20
 COROSYNC_CONF = "/etc/corosync/corosync.conf"
@@ -156,9 +156,6 @@ def resolve_names(conf_text: str | None, resolver: Callable[[str], tuple[str, ..
 
 def link_ports(conf_text: str | None) -> list[int]:
     """The UDP ports knet listens on: totem.interface.N.mcastport, else 5405 + N."""
-    from pvestrap.corosync_conf import ConfParseError
-    from pvestrap.corosync_facade import CorosyncConf
-
     try:
         conf = CorosyncConf.parse(conf_text or "")
     except ConfParseError:
