@@ -75,6 +75,48 @@ def remove(name: str = typer.Argument(..., help="The node to remove (powered off
                        "aside": removal.aside if aside else None})
 
 
+@app.command("separate")
+def separate(expected_votes: Optional[int] = EXPECTED, dry_run: bool = DRY_RUN, yes: bool = YES,
+             json_out: bool = JSON, ignore: List[str] = IGNORE, timeout: float = TIMEOUT) -> int:
+    """Separate THIS node from its cluster without reinstalling it (run on the leaving node).
+
+    Preflight (check ids: separate-quorum, remove-members, and on Proxmox VE
+    separate-shared-storage, separate-guests), the plan, confirmation, then: corosync stops
+    here, its files are kept aside under /var/lib/pvestrap/separated/, the staying members drop
+    this node (over SSH) and are verified; undone in reverse on a failure. The node can join a
+    cluster again with `pvestrap apply`. Exit codes as for remove.
+    """
+    from pvestrap.apply import separate as sp
+    from pvestrap.apply.corosync import default_service
+    from pvestrap.apply.links import LinkTimeouts
+    from pvestrap.system import RealSystem
+
+    system = RealSystem()
+    out = Output(json_out)
+    sep = sp.read_separation(system, default_service(system), expected_votes,
+                             LinkTimeouts(verify=timeout))
+    name = sep.name
+    report = preflight_report("separate", sp.preflight(system, sep), ignore,
+                              {"cluster": sep.removal.cluster.conf.cluster_name, "node": name})
+    if report.exit_code():
+        return out.refused(report, name)
+    step_list = sp.steps(system, sep)
+    out.plan(report, sep.removal.change(), step_list, system)
+    if dry_run:
+        return out.finish("dry-run", "dry run: nothing was changed")
+    from pvestrap.commands.link import _confirm
+
+    _confirm(yes, f"separate {name} from {sep.removal.cluster.conf.cluster_name}?")
+    outcome = run_and_report(out, lambda progress: sp.run_separation(system, sep, progress))
+    if outcome is None:
+        return 1
+    return out.finish("done", f"done: {name} is standalone; its old files are in {sep.aside}; "
+                      f"the {len(sep.removal.cluster.members)} other members run "
+                      f"config_version {sep.removal.after.config_version}",
+                      {"applied": list(outcome), "aside": sep.aside,
+                       "config_version": sep.removal.after.config_version})
+
+
 # -- shared by remove and separate -----------------------------------------------------------------
 
 def preflight_report(what: str, found, ignore: List[str], meta=None):

@@ -194,3 +194,33 @@ def test_a_member_unreachable_mid_write_rolls_back_every_member(lab):
     four.impair(clear=True)
     done = node_cmd(four, "remove", n4.name, "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_separate_then_join_again_with_apply(lab, tmp_path):
+    from pvestrap.answers import dumps
+
+    three, conf = start_cluster(lab, 3)
+    n3 = three.node(3)
+    key = n3.path("/etc/corosync/authkey").read_bytes()
+    out = node_cmd(three, "separate", "--yes", node=3)
+    assert out.returncode == 0, out.stdout + out.stderr
+    aside = re.search(r"its old files are in (\S+);", out.stdout).group(1)
+    assert not n3.path(CONF).exists() and not n3.path("/etc/corosync/authkey").exists()
+    assert n3.path(aside + CONF).read_text() == conf.text()
+    assert n3.path(aside + "/etc/corosync/authkey").read_bytes() == key
+    assert three.exec(3, ["corosync-quorumtool", "-s"]).returncode not in (0, 2)  # stopped
+    want = conf.remove_node(n3.name).bump_version()
+    for index in (1, 2):
+        assert three.node(index).path(CONF).read_text() == want.text()
+        status = quorum(three, index)
+        assert status.quorate and status.expected_votes == 2
+        assert {m.nodeid for m in status.nodes_only} == {1, 2}
+        assert n3.address(0) not in known_hosts(three, index)
+
+    answers = tmp_path / "answers.toml"
+    answers.write_text(dumps(three.plan()))
+    joined = three.exec(3, [*PVESTRAP, "apply", "--answers", str(answers), "--node", n3.name,
+                            "--yes"], timeout=240)
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    assert wait(lambda: all(members(three, i) == 3 for i in (1, 2, 3)), 60)
+    assert all(quorum(three, i).expected_votes == 3 for i in (1, 2, 3))
