@@ -33,9 +33,11 @@ from pvestrap.apply.engine import Action, PlannedCommand
 from pvestrap.apply.links import LinkTimeouts, Phase, PhaseStep
 from pvestrap.checks import removal as checks
 from pvestrap.checks import separation
-from pvestrap.errors import OperationFailed, UserError
-from pvestrap.findings import Finding
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.errors import OperationFailed, PvestrapError, UserError
+from pvestrap.findings import Finding, info
 from pvestrap.system import System
+from pvestrap.verify import COROSYNC_CONF
 
 ASIDE = "/var/lib/pvestrap/separated"
 LEFTOVERS = ("/etc/corosync", "/var/lib/corosync")
@@ -46,6 +48,7 @@ STORAGE_CFG = "/etc/pve/storage.cfg"
 class Separation:
     removal: removal.Removal   # target: this node; cluster: the members that stay
     service: Service
+    dropped_by: str | None = None  # a member whose corosync.conf no longer lists this node
     stamp: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S"))
 
     @property
@@ -81,11 +84,30 @@ def read_separation(system: System, service: Service, expected_votes: int | None
     leaving = removal.Removal(me.name, dataclasses.replace(cluster, members=stay), target,
                               cluster.conf.remove_node(me.name).bump_version(), votes, kind,
                               expected_votes)
-    return Separation(leaving, service)
+    return Separation(leaving, service, dropped_by(system, leaving))
+
+
+def dropped_by(system: System, leaving: removal.Removal) -> str | None:
+    """The first staying member that answers and no longer lists this node (it was removed
+    while it was away and came back as it was), else None."""
+    ops = links.ShellOps(system, leaving.cluster)
+    for member in leaving.cluster.members:
+        try:
+            text = ops.read(member)
+            conf = CorosyncConf.parse(text or "", f"{member.name}:{COROSYNC_CONF}")
+        except PvestrapError:
+            continue
+        return None if any(n.name == leaving.name for n in conf.nodes) else member.name
+    return None
 
 
 def preflight(system: System, sep: Separation) -> list[Finding]:
     r = sep.removal
+    if sep.dropped_by:
+        return [info("dropped-by-members", f"{sep.dropped_by}'s corosync.conf no longer lists "
+                     f"{r.name}: it was removed while away; only this node's corosync is "
+                     "stopped and its files kept aside", r.name, separation.CHECK_QUORUM,
+                     payload={"member": sep.dropped_by})]
     obs = r.cluster.observed
     quorate = bool(obs.quorum and obs.quorum.quorate)
     out = separation.quorum_findings(r.votes, quorate, r.expected_votes, r.name)
@@ -207,6 +229,8 @@ def steps(system: System, sep: Separation, control_path: str | None = None) -> l
     r = sep.removal
     ops = RemoteOps(system, r.cluster, control_path)
     out: list = [StopStep(sep.service), AsideStep(sep)]
+    if sep.dropped_by:
+        return out
     if r.expected_votes is not None:
         tool = ("corosync-quorumtool", "-e", str(r.expected_votes))
         out.append(removal.ExpectedVotesStep(tool, r.votes.expected_now, None,
@@ -221,6 +245,8 @@ def run_separation(system: System, sep: Separation, on_progress=None):
     from pvestrap.apply.engine import run_steps
 
     cluster = sep.removal.cluster
+    if sep.dropped_by:
+        return run_steps(steps(system, sep), system, on_progress)
     with links.locked(system, cluster) as control_path:
         ops = RemoteOps(system, cluster, control_path)
         texts = links.each(cluster.members, ops.read)

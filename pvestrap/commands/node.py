@@ -101,7 +101,7 @@ def separate(expected_votes: Optional[int] = EXPECTED, dry_run: bool = DRY_RUN, 
     if report.exit_code():
         return out.refused(report, name)
     step_list = sp.steps(system, sep)
-    out.plan(report, sep.removal.change(), step_list, system)
+    out.plan(report, None if sep.dropped_by else sep.removal.change(), step_list, system)
     if dry_run:
         return out.finish("dry-run", "dry run: nothing was changed")
     from pvestrap.commands.link import _confirm
@@ -110,9 +110,11 @@ def separate(expected_votes: Optional[int] = EXPECTED, dry_run: bool = DRY_RUN, 
     outcome = run_and_report(out, lambda progress: sp.run_separation(system, sep, progress))
     if outcome is None:
         return 1
+    others = (f"{sep.dropped_by} had dropped it already" if sep.dropped_by else
+              f"the {len(sep.removal.cluster.members)} other members run config_version "
+              f"{sep.removal.after.config_version}")
     return out.finish("done", f"done: {name} is standalone; its old files are in {sep.aside}; "
-                      f"the {len(sep.removal.cluster.members)} other members run "
-                      f"config_version {sep.removal.after.config_version}",
+                      f"{others}",
                       {"applied": list(outcome), "aside": sep.aside,
                        "config_version": sep.removal.after.config_version})
 
@@ -161,12 +163,13 @@ class Output:
         self.report(report)
         plans = {s.id: [str(getattr(a, "path", None) or a) for a in s.plan(system)]
                  for s in step_list}
+        diff = unified_diff(change) if change is not None else ""
         if self.json_out:
-            self.doc["diff"] = unified_diff(change)
+            self.doc["diff"] = diff
             self.doc["plan"] = [{"step": s.id, "description": s.description,
                                  "actions": plans[s.id]} for s in step_list]
             return
-        print(unified_diff(change), end="")
+        print(diff, end="")
         for step in step_list:
             print(f"\n{step.id}: {step.description}")
             for line in plans[step.id]:
