@@ -1,8 +1,7 @@
 """The cluster plan: the one model everything reads (answers, wizard, render, preflight, apply).
 
 Plain frozen dataclasses. `validate(plan)` collects EVERY problem as a finding with a field path
-(`nodes[2].link1`, `datacenter.keyboard`) and `plan.check()` raises once with all of them; nothing
-downstream runs on an invalid plan.
+(`nodes[2].link1`, `datacenter.keyboard`); `plan.check()` raises once with all (nothing runs after).
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from typing import Any, Iterator, Mapping
 from pvestrap.datacenter_schema import LANGUAGES, mac_prefix_problem, next_id_problems
 from pvestrap.errors import ValidationFailed
 from pvestrap.findings import Finding, fail
+from pvestrap.qdevice import QDevice, plan_problems
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$")
 NAME_MAX = 15
@@ -135,7 +135,6 @@ class Preflight:
     thresholds: Thresholds = field(default_factory=Thresholds)
     ignore_checks: tuple[str, ...] = ()
     ntp_servers: tuple[str, ...] = ()
-    qdevice: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +151,7 @@ class ClusterPlan:
     # [installer] for `pvestrap iso answer/prepare`, as read: a read-only mapping of the answer
     # file's snake_case keys, per-node overrides under "nodes". Checked by pvestrap.iso.
     installer: Mapping[str, Any] | None = None
+    qdevice: QDevice | None = None  # [qdevice]: an external vote
 
     # -- lookups -------------------------------------------------------------------------------
     def node(self, name: str) -> Node:
@@ -224,6 +224,7 @@ def validate(plan: ClusterPlan) -> list[Finding]:
     major = next(iter(_version_tuple(plan.pve_version or "")), None)
     out += _check_datacenter(plan.datacenter, major)
     out += _check_preflight(plan.preflight)
+    out += plan_problems(plan)
     if plan.backend not in BACKENDS:
         out.append(fail("backend-invalid", f"unknown backend {plan.backend!r}", "cluster.backend",
                         remedy=f"use one of {', '.join(BACKENDS)}"))
