@@ -12,9 +12,9 @@ in reverse on a failure:
   /var/lib/pvestrap/separated/STAMP/ (same paths below it); the other members drop this node
   from their nodelist (config_version + 1, written over SSH, corosync reloaded, verified);
   their known_hosts forget it;
-- Proxmox VE: the guide's sequence (pve-cluster and corosync stopped, pmxcfs in local mode to
-  take /etc/pve/corosync.conf away, pve-cluster started again) with the files kept aside, then
-  `pvecm delnode` on a member over SSH.
+- Proxmox VE: the preflight runs (shared storages, guests, quorum), applying is refused for now
+  (`separate-pve-unsupported`): the guide's sequence (pve-cluster stopped, pmxcfs in local mode
+  to take /etc/pve/corosync.conf away) is not automated yet.
 
 The node can then join this or another cluster with `pvestrap apply`.
 """
@@ -227,6 +227,13 @@ class RemoteOps(links.ShellOps):
 
 def steps(system: System, sep: Separation, control_path: str | None = None) -> list:
     r = sep.removal
+    if r.backend == "pve":
+        raise OperationFailed(
+            "separating a Proxmox VE node is not automated yet: pvestrap would have to stop "
+            "pve-cluster and run pmxcfs in local mode", code="separate-pve-unsupported",
+            remedy="follow the admin guide's \"Separate A Node Without Reinstalling\" by hand "
+                   "(its preflight above already checked the shared storages), or "
+                   "power the node off and run `pvestrap node remove NAME` on a member")
     ops = RemoteOps(system, r.cluster, control_path)
     out: list = [StopStep(sep.service), AsideStep(sep)]
     if sep.dropped_by:
