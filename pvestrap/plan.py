@@ -1,7 +1,8 @@
 """The cluster plan: the one model everything reads (answers, wizard, render, preflight, apply).
 
 Plain frozen dataclasses. `validate(plan)` collects EVERY problem as a finding with a field path
-(`nodes[2].link1`, `datacenter.keyboard`); `plan.check()` raises once with all (nothing runs after).
+(`nodes[2].link1`, `datacenter.keyboard`) and `plan.check()` raises once with all of them; nothing
+downstream runs on an invalid plan.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
+from pvestrap import pvecm_versions
 from pvestrap.datacenter_schema import LANGUAGES, mac_prefix_problem, next_id_problems
 from pvestrap.errors import ValidationFailed
 from pvestrap.findings import Finding, fail
-from pvestrap.qdevice import QDevice, plan_problems
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$")
 NAME_MAX = 15
@@ -82,6 +83,12 @@ class Node:
     def address(self, link: int) -> str:
         return self.addresses[link]
 
+    @property
+    def counted_votes(self) -> int:
+        """The votes corosync counts: a node written without quorum_votes (pvecm addnode does
+        that for 0 votes) counts as 1."""
+        return self.votes or 1
+
 
 @dataclass(frozen=True)
 class JoinTarget:
@@ -135,6 +142,7 @@ class Preflight:
     thresholds: Thresholds = field(default_factory=Thresholds)
     ignore_checks: tuple[str, ...] = ()
     ntp_servers: tuple[str, ...] = ()
+    qdevice: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,9 @@ class ClusterPlan:
     # [installer] for `pvestrap iso answer/prepare`, as read: a read-only mapping of the answer
     # file's snake_case keys, per-node overrides under "nodes". Checked by pvestrap.iso.
     installer: Mapping[str, Any] | None = None
-    qdevice: QDevice | None = None  # [qdevice]: an external vote
+    # The pve-cluster version installed on the node this plan is applied on (pvestrap.nodefacts
+    # fills it in from dpkg; never read from an answer file). It outranks pve_version.
+    pve_cluster: str | None = None
 
     # -- lookups -------------------------------------------------------------------------------
     def node(self, name: str) -> Node:
@@ -183,9 +193,21 @@ class ClusterPlan:
         return tuple(sorted(link.number for link in self.links if isinstance(link.number, int)))
 
     @property
+    def pvecm_version(self) -> str | None:
+        """The pve-cluster version whose pvecm behaviour applies (pvestrap.pvecm_versions): the
+        node's installed one, else the one the answer file's pve_version plans ahead for."""
+        if self.pve_cluster:
+            return self.pve_cluster
+        return pvecm_versions.pve_cluster_for_release(self.pve_version) if self.pve_version \
+            else None
+
+    @property
     def token_coefficient(self) -> int | None:
-        """PVE >= 9.2 writes token_coefficient: 125 for new clusters (pve-cluster 9.1.0)."""
-        return 125 if self.pve_version and _version_tuple(self.pve_version) >= (9, 2) else None
+        """What pvecm create writes: token_coefficient: 125 from pve-cluster 9.1.0 (PVE 9.2)."""
+        version = self.pvecm_version
+        if version and pvecm_versions.has(version, pvecm_versions.TOKEN_COEFFICIENT):
+            return pvecm_versions.DEFAULT_TOKEN_COEFFICIENT
+        return None
 
     def join_address(self) -> str:
         """The address joiners contact: the explicit target, else the creator's link0 address."""
@@ -224,7 +246,6 @@ def validate(plan: ClusterPlan) -> list[Finding]:
     major = next(iter(_version_tuple(plan.pve_version or "")), None)
     out += _check_datacenter(plan.datacenter, major)
     out += _check_preflight(plan.preflight)
-    out += plan_problems(plan)
     if plan.backend not in BACKENDS:
         out.append(fail("backend-invalid", f"unknown backend {plan.backend!r}", "cluster.backend",
                         remedy=f"use one of {', '.join(BACKENDS)}"))

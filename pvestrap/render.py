@@ -68,10 +68,31 @@ def _render(template: str, **context: object) -> str:
 
 # -- corosync.conf ---------------------------------------------------------------------------------
 
-def render_corosync_conf(plan: ClusterPlan, config_version: int = 1) -> str:
+def render_corosync_conf(plan: ClusterPlan, config_version: int | None = None) -> str:
     """corosync.conf for the whole cluster, byte for byte as pve-cluster would write it (the one
-    writer is CorosyncConf.create; the plan is validated before any text exists)."""
-    return CorosyncConf.create(plan, config_version).text()
+    writer is CorosyncConf.create; the plan is validated before any text exists).
+
+    config_version defaults to what pvecm ends at when it builds the cluster: it starts a new
+    file at 0 and adds one per write (create: 1, each join: +1), so N nodes give N. A node with
+    0 votes gets no quorum_votes line (pvecm addnode leaves it out; corosync counts it as 1).
+    """
+    version = len(plan.nodes) if config_version is None else config_version
+    return CorosyncConf.create(plan, version).text()
+
+
+_CONFIG_VERSION = re.compile(r"^\s*config_version:\s*(\d+)\s*$", re.MULTILINE)
+
+
+def corosync_conf_over(plan: ClusterPlan, before: str | None) -> str:
+    """The planned corosync.conf against the node's current one: a file already as planned
+    (whatever config_version it reached) stays as it is; a changed one gets the next version."""
+    found = _CONFIG_VERSION.search(before or "")
+    if found is None:
+        return render_corosync_conf(plan)
+    current = int(found.group(1))
+    if render_corosync_conf(plan, current) == before:
+        return before
+    return render_corosync_conf(plan, max(len(plan.nodes), current + 1))
 
 
 # -- datacenter.cfg --------------------------------------------------------------------------------
@@ -238,7 +259,7 @@ def render_node(plan: ClusterPlan, node_name: str, root: str | os.PathLike[str] 
                         code="node-unknown",
                         remedy=f"use one of {', '.join(n.name for n in plan.nodes)}")
     node = plan.node(node_name)
-    wanted = {COROSYNC_CONF: lambda before: render_corosync_conf(plan)}
+    wanted = {COROSYNC_CONF: lambda before: corosync_conf_over(plan, before)}
     if plan.role_of(node_name) == "create" and _plan_sets_datacenter(plan.datacenter):
         wanted[DATACENTER_CFG] = lambda before: render_datacenter_cfg(plan, before)
     if node.interfaces:

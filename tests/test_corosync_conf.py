@@ -7,6 +7,8 @@ after each top-level section, nodes ordered by name and interfaces by link numbe
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import difflib
 import ipaddress
 import pathlib
@@ -233,7 +235,9 @@ def test_add_node_takes_the_lowest_free_nodeid():
     conf = conf.add_node("delta", {0: "10.40.0.14", 1: "10.41.0.14"})
     assert {n.name: n.nodeid for n in conf.nodes}["delta"] == 2
     conf = conf.add_node("echo", {0: "10.40.0.15", 1: "10.41.0.15"}, votes=0)
-    assert conf.nodes[-1] == ("echo", 4, 0, {0: "10.40.0.15", 1: "10.41.0.15"})
+    # pvecm addnode writes no quorum_votes for 0 votes; corosync (and the facade) count 1
+    assert conf.nodes[-1] == ("echo", 4, 1, {0: "10.40.0.15", 1: "10.41.0.15"})
+    assert "quorum_votes" not in conf.text().split("name: echo")[1].split("}")[0]
     assert lint(conf.text()) == []
 
 
@@ -379,8 +383,9 @@ def valid_plans(draw) -> ClusterPlan:
 def test_plan_to_conf_to_plan_is_the_identity(plan):
     text = CorosyncConf.create(plan).text()
     back = CorosyncConf.parse(text).to_plan()
-    # pvecm orders nodes by name and links by number; nothing else may change
-    assert back.nodes == tuple(sorted(plan.nodes, key=lambda n: n.name))
+    # pvecm orders nodes by name and links by number; 0 votes are written as none (counted 1)
+    assert back.nodes == tuple(sorted((replace(n, votes=n.counted_votes) for n in plan.nodes),
+                                      key=lambda n: n.name))
     assert back.links == tuple(sorted(plan.links, key=lambda link: link.number))
     assert (back.cluster_name, back.token_coefficient) == (plan.cluster_name,
                                                            plan.token_coefficient)

@@ -21,6 +21,7 @@ from pvestrap.apply.pve import (JoinFailed, PveCreateStep, PveTimeouts, PveWaitQ
                                 create_argv, create_steps, is_pve, join_argv,
                                 join_password, join_steps, pvesh_join_argv, quorum_status)
 from pvestrap.errors import OperationFailed, UserError
+from pvestrap.render import render_corosync_conf
 from pvestrap.plan import ClusterPlan, Datacenter, JoinTarget, Link, Node
 from pvestrap.system import (DryRunSystem, RealSystem, RecordedWait, RecordedWrite,
                              RecordingSystem, Secret)
@@ -466,6 +467,12 @@ def test_fetch_fingerprint_reports_a_closed_port():
 def test_a_join_that_never_gets_quorate_says_it_cannot_be_undone_from_here():
     system = RecordingSystem()
     system.on(("pvecm", "status"), (2, NOT_QUORATE, ""))
+
+    def joined(sys_, argv, stdin):  # what pvecm add leaves: the cluster's file listing pve2
+        sys_.files["/etc/pve/corosync.conf"] = (render_corosync_conf(make_plan()).encode(), 0o640)
+        return 0, "successfully added node 'pve2' to cluster.", ""
+
+    system.on(("pvecm", "add"), joined)
     steps = join_steps(make_plan(), "pve2", Secret(PASSWORD),
                        PveTimeouts(quorum=3, poll=1), fetch=lambda host: FP)
     with pytest.raises(StepFailed) as caught:

@@ -73,7 +73,7 @@ EXPECTED_PROD = (
     "\n"
     "totem {\n"
     "  cluster_name: prod\n"         # totem keys sorted: cluster_name < config_version < interface
-    "  config_version: 1\n"          # create_conf starts at 0 and the first write bumps it to 1
+    "  config_version: 3\n"          # pvecm starts at 0, +1 per write: create 1, 2 joins 3
     "  interface {\n"                # one interface section per link, sorted by link number
     "    knet_link_priority: 20\n"   # only because link0's priority is non-zero; k < l
     "    linknumber: 0\n"
@@ -168,7 +168,7 @@ def _plan_from_conf(conf: dict, plan: ClusterPlan) -> ClusterPlan:
     nodes = tuple(
         Node(n["name"], int(n["nodeid"]),
              {int(k[4:-5]): v for k, v in n.items() if k.startswith("ring")},
-             votes=int(n["quorum_votes"]))
+             votes=int(n.get("quorum_votes", 0)))
         for n in conf["nodelist"]["node"])
     links = tuple(Link(int(i["linknumber"]), priority=int(i.get("knet_link_priority", 0)))
                   for i in conf["totem"]["interface"])

@@ -12,7 +12,6 @@ import tomllib
 import pytest
 
 from pvestrap import answer_schema as S
-from pvestrap import answers
 from pvestrap.toml_schema import is_secret
 from pvestrap.answers import dumps
 from pvestrap.checks.localsys import CommandResult, IfAddress, Interface, Machine
@@ -118,8 +117,7 @@ def _create_run(det, extra=()):
               ("link1.static", "10.3.0.1/24"), ("links.add2", False), ("links.preferred", 1),
               ("peer1.name", "pve2"), ("peer1.link0", "10.1.0.2"), ("peer1.link1", "10.3.0.2"),
               ("peer2.name", ""), ("migration.network", "10.3.0.0/24"),
-              ("migration.type", "insecure"), ("keyboard", "de"), ("qdevice.host", "10.1.0.50"),
-              *extra]
+              ("migration.type", "insecure"), ("keyboard", "de"), *extra]
     asker = ScriptedAsker(script)
     talk = flow.gather(det, asker, FakeServices())
     asker.done()
@@ -150,7 +148,7 @@ def test_every_key_the_wizard_writes_is_in_the_schema_and_comes_from_a_question(
     for text in texts:
         written |= file_paths(tomllib.loads(text))
     assert {"nodes[].interfaces[].address", "datacenter.migration.type", "join.fingerprint",
-            "join.password_env", "links[].priority", "qdevice.host"} <= written
+            "join.password_env", "links[].priority"} <= written
     assert sorted(p for p in written if not in_schema(p, paths)) == []
     # the backend comes from what was detected, not from a question; every other key from one
     assert sorted(p for p in written if p not in asked) == ["cluster.backend"]
@@ -165,21 +163,6 @@ def test_cluster_name_rejection_shows_the_rule(det, value, ok):
     assert (problem is None) is ok
     if not ok:
         assert Q.NAME_RULE in problem
-
-
-def test_qdevice_is_asked_for_an_even_node_count_only(det):
-    plan = _create_run(det)  # two nodes: asked, answered
-    assert plan.qdevice is not None and plan.qdevice.host == "10.1.0.50"
-    assert answers.loads(dumps(plan)) == plan  # the answer export round-trips it
-    two = Q.State(det, {"role": "create", "link0.address": "10.1.0.1", "peer1.name": "pve2",
-                        "peer1.link0": "10.1.0.2"})
-    assert Q.QDEVICE.when(two)
-    assert "outside the cluster" in Q.QDEVICE.check("10.1.0.2", two)
-    assert Q.QDEVICE.check("", two) is None and Q.QDEVICE.check("10.1.0.50", two) is None
-    three = Q.State(det, {**two.answers, "peer2.name": "pve3", "peer2.link0": "10.1.0.3"})
-    assert not Q.QDEVICE.when(three)
-    note = Q.QDEVICE_ODD_NOTE.format(n=3, votes=2)
-    assert "discourages" in note and "no single node may fail" in note
 
 
 def test_address_rules(det):

@@ -429,9 +429,12 @@ def check_join(plan: ClusterPlan, node_name: str, conf: CorosyncConf,
                                    "then apply again"))
             continue
         if entry.nodeid == me.nodeid:
+            free = conf.next_free_nodeid
             out.append(fail("join-nodeid-taken", f"nodeid {me.nodeid} is {entry.name}'s",
                             f"{node_name}.nodeid", payload={"nodeid": me.nodeid,
-                                                            "holder": entry.name}))
+                                                            "holder": entry.name,
+                                                            "next_free": free},
+                            remedy=f"give {node_name} nodeid = {free} (the next free id)"))
         used = set(entry.addresses.values()) & set(me.addresses.values())
         if used:
             out.append(fail("join-address-in-use", f"{', '.join(sorted(used))} is used by "

@@ -26,6 +26,7 @@ import hashlib
 import os
 import random
 import re
+import shlex
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -50,7 +51,9 @@ _JOIN_ERRORS = (
     (re.compile(r"fingerprint '([0-9A-Fa-f:]+)' not verified"), "join-fingerprint-mismatch"),
     (re.compile(r"Fingerprint not verified"), "join-fingerprint-unverified"),
     (re.compile(r"^401 |authentication failure", re.MULTILINE), "join-auth-failed"),
-    (re.compile(r"Check if node may join a cluster failed"), "join-refused"),
+    (re.compile(r"Check if node may join a cluster failed|detected the following error"),
+     "join-refused"),
+    (re.compile(r"unable to add node"), "join-add-failed"),
     (re.compile(r"cluster not ready - no quorum"), "join-cluster-not-quorate"),
     (re.compile(r"corosync: link \d+ (?:exists in cluster config|specified for new node)"),
      "join-links-mismatch"),
@@ -59,6 +62,13 @@ _JOIN_ERRORS = (
     (re.compile(r"Parameter verification failed"), "join-bad-arguments"),
     (_LOCKED, "join-cluster-locked"),
 )
+
+
+# What pvecm add prints when it did not join although it exits 0 (pve-cluster's CLI/pvecm.pm
+# runs the checks and the add in a forked worker and ignores its result).
+_REFUSED_ANYWAY = re.compile(r"Check if node may join a cluster failed|"
+                             r"detected the following error|unable to add node|"
+                             r"Cluster join aborted")
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,17 @@ def join_argv(plan: ClusterPlan, node_name: str, host: str, fingerprint: str
     node = plan.node(node_name)
     argv = ["pvecm", "add", host, "--fingerprint", fingerprint,
             *link_args(plan, node_name, False), "--nodeid", str(node.nodeid)]
+    if node.votes != 1:
+        argv += ["--votes", str(node.votes)]
+    return tuple(argv)
+
+
+def ssh_join_argv(plan: ClusterPlan, node_name: str, host: str) -> tuple[str, ...]:
+    """pvecm add --use_ssh: pvecm logs in to HOST as root with this node's key and runs
+    `pvecm addnode` there (no password, no fingerprint; pve-cluster's CLI/pvecm.pm)."""
+    node = plan.node(node_name)
+    argv = ["pvecm", "add", host, "--use_ssh", "1", *link_args(plan, node_name, False),
+            "--nodeid", str(node.nodeid)]
     if node.votes != 1:
         argv += ["--votes", str(node.votes)]
     return tuple(argv)
@@ -211,6 +232,97 @@ def join_password(join: JoinTarget, system: System,
                     remedy="set join.password_file or join.password_env")
 
 
+# -- how to join ----------------------------------------------------------------------------------
+
+SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=5")
+
+
+@dataclass(frozen=True)
+class JoinMethod:
+    """How this node joins: "api" (pvecm add, the root password on stdin; needs pveproxy on the
+    cluster node), "pvesh" (the API join with the password on the command line) or "ssh"
+    (pvecm add --use_ssh 1; needs root key login to the cluster node)."""
+
+    kind: str
+    why: str
+
+    def describe(self) -> str:
+        how = {"api": "the API join (pvecm add, password on stdin)",
+               "pvesh": "the API join (pvesh create /cluster/config/join)",
+               "ssh": "pvecm add --use_ssh 1 (root key login)"}[self.kind]
+        return f"{how}: {self.why}"
+
+
+def ssh_argv(host: str, *command: str) -> list[str]:
+    return ["ssh", *SSH_OPTIONS, f"root@{host}", "--", shlex.join(command)]
+
+
+def key_login(system: System, host: str) -> bool:
+    try:
+        result = system.run(ssh_argv(host, "true"), timeout=30, check=False, mutates=False)
+    except CommandFailed:
+        return False
+    return result.returncode == 0
+
+
+def choose_join_method(system: System, plan: ClusterPlan, has_pveproxy: Callable[[str], bool]
+                       ) -> JoinMethod:
+    """The API join when the plan names the root password and the cluster node serves the API;
+    otherwise pvecm's SSH join when root key login to it works."""
+    host = plan.join_address()
+    password = bool(plan.join.password_file or plan.join.password_env)
+    if password and has_pveproxy(host):
+        return JoinMethod("api", f"the plan names the root password and {host}:8006 answers")
+    if key_login(system, host):
+        reason = (f"{host}:8006 does not answer" if password
+                  else "the plan names no root password")
+        return JoinMethod("ssh", f"{reason}; root key login to {host} works")
+    raise UserError(f"{plan.join_address()}: no way to join: "
+                    + ("its API (TCP 8006) does not answer" if password
+                       else "the plan names no root password (join.password_file or "
+                            "join.password_env)")
+                    + f" and root key login to {host} fails",
+                    code="join-no-method",
+                    remedy="set join.password_file (API join, needs pveproxy on the cluster "
+                           "node) or let this node's root log in there with its key "
+                           "(ssh-copy-id root@" + host + ")")
+
+
+def pveproxy_answers(host: str, port: int = 8006, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def cluster_conf_over_ssh(system: System, host: str) -> CorosyncConf | None:
+    """The cluster's corosync.conf as the cluster node has it (read over root key login)."""
+    try:
+        result = system.run(ssh_argv(host, "cat", PVE_COROSYNC_CONF), timeout=60, check=False,
+                            mutates=False)
+    except CommandFailed:
+        return None
+    if result.returncode != 0 or not result.stdout.strip():
+        return None
+    return CorosyncConf.parse(result.stdout, f"{host}:{PVE_COROSYNC_CONF}")
+
+
+def nodeid_refusal(conf: CorosyncConf, plan: ClusterPlan, node_name: str) -> JoinFailed | None:
+    """pvecm never checks an explicit --nodeid against the cluster (ClusterConfig.pm addnode
+    only checks names and addresses): a taken id would give two nodes one id."""
+    mine = plan.node(node_name).nodeid
+    taken = {n.nodeid: n.name for n in conf.nodes if n.name != node_name}
+    if mine not in taken:
+        return None
+    free = conf.next_free_nodeid
+    return JoinFailed(f"node id {mine} is already {taken[mine]}'s in cluster "
+                      f"{conf.cluster_name}", "join-nodeid-taken",
+                      {"nodeid": mine, "member": taken[mine], "next_free": free},
+                      remedy=f"give {node_name} nodeid = {free} (the next free id) in the "
+                             "answer file")
+
+
 # -- steps -----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -273,11 +385,16 @@ class PveWaitQuorumStep:
 class PveJoinStep:
     cluster: ClusterPlan
     node_name: str
-    password: Secret = field(repr=False)
+    password: Secret | None = field(repr=False)
     use_pvesh: bool = False
     timeouts: PveTimeouts = PveTimeouts()
     fetch: Callable[[str], str] | None = field(default=fetch_fingerprint, compare=False)
+    method: JoinMethod | None = None  # None: the API join (pvesh when use_pvesh)
     id: str = "pve-join"
+
+    @property
+    def kind(self) -> str:
+        return self.method.kind if self.method else ("pvesh" if self.use_pvesh else "api")
 
     @property
     def host(self) -> str:
@@ -285,7 +402,8 @@ class PveJoinStep:
 
     @property
     def description(self) -> str:
-        return f"join {self.node_name} to {self.cluster.cluster_name} via {self.host}"
+        how = f" with {self.method.describe()}" if self.method else ""
+        return f"join {self.node_name} to {self.cluster.cluster_name} via {self.host}{how}"
 
     def _fingerprint(self) -> str:
         fp = self.cluster.join.fingerprint
@@ -296,11 +414,23 @@ class PveJoinStep:
                                    "`pvenode cert info` there (SHA-256)")
         return fp.upper()
 
+    def _secret(self) -> Secret:
+        if self.password is None:
+            raise UserError("the API join needs the cluster's root password",
+                            code="password-missing",
+                            remedy="set join.password_file or join.password_env")
+        return self.password
+
     def argv(self) -> tuple:
+        if self.kind == "ssh":
+            return ssh_join_argv(self.cluster, self.node_name, self.host)
         fp = self._fingerprint()
-        if self.use_pvesh:
-            return pvesh_join_argv(self.cluster, self.node_name, self.host, fp, self.password)
+        if self.kind == "pvesh":
+            return pvesh_join_argv(self.cluster, self.node_name, self.host, fp, self._secret())
         return join_argv(self.cluster, self.node_name, self.host, fp)
+
+    def _stdin(self) -> Secret | None:
+        return Secret(self._secret().value + "\n") if self.kind == "api" else None
 
     def plan(self, system: System) -> list:
         if cluster_membership(system, self.cluster, self.node_name):
@@ -312,6 +442,12 @@ class PveJoinStep:
                              "join-refused", {"reasons": refusals},
                              remedy="join only freshly installed nodes; pvestrap never "
                                     "passes --force")
+        if self.kind == "ssh":
+            conf = cluster_conf_over_ssh(system, self.host)
+            refusal = conf and nodeid_refusal(conf, self.cluster, self.node_name)
+            if refusal:
+                raise refusal
+            return [PlannedCommand(self.argv())]
         fp = self._fingerprint()
         if self.fetch is not None:
             seen = self.fetch(self.host)
@@ -321,16 +457,13 @@ class PveJoinStep:
                                  {"expected": fp, "seen": seen},
                                  remedy="check that join.address is the cluster node and "
                                         "copy its fingerprint again")
-        stdin = None if self.use_pvesh else Secret(self.password.value + "\n")
-        return [PlannedCommand(self.argv(), stdin)]
+        return [PlannedCommand(self.argv(), self._stdin())]
 
     def apply(self, system: System) -> None:
-        stdin = None if self.use_pvesh else Secret(self.password.value + "\n")
         t = self.timeouts
         for attempt in range(t.lock_retries + 1):
             try:
-                system.run(self.argv(), input=stdin, timeout=t.join)
-                return
+                result = system.run(self.argv(), input=self._stdin(), timeout=t.join)
             except CommandTimeout as exc:
                 raise self._timed_out(exc) from None
             except CommandFailed as exc:
@@ -340,6 +473,18 @@ class PveJoinStep:
                     system.sleep(delay + random.uniform(0, delay / 2))
                     continue
                 raise _classify(exc, attempt) from None
+            self._confirm(system, result, attempt)
+            return
+
+    def _confirm(self, system: System, result, attempt: int) -> None:
+        """pvecm add exits 0 even when its checks refused the join (they run in a forked task
+        whose result it ignores): success is this node listed in /etc/pve/corosync.conf."""
+        output = (result.stdout or "") + "\n" + (result.stderr or "")
+        if _REFUSED_ANYWAY.search(output) or not cluster_membership(system, self.cluster,
+                                                                     self.node_name):
+            failed = CommandFailed(result.args, result.returncode, result.stdout or "",
+                                   result.stderr or "")
+            raise _classify(failed, attempt, default="join-not-confirmed")
 
     def _timed_out(self, exc: CommandTimeout) -> JoinFailed:
         return JoinFailed(
@@ -357,9 +502,9 @@ class PveJoinStep:
             code="join-not-undoable")
 
 
-def _classify(exc: CommandFailed, attempt: int) -> JoinFailed:
+def _classify(exc: CommandFailed, attempt: int, default: str = "join-failed") -> JoinFailed:
     output = exc.stdout + "\n" + exc.stderr
-    code, details = "join-failed", {"returncode": exc.returncode, "attempts": attempt + 1}
+    code, details = default, {"returncode": exc.returncode, "attempts": attempt + 1}
     for pattern, candidate in _JOIN_ERRORS:
         m = pattern.search(output)
         if m:
@@ -391,12 +536,13 @@ def create_steps(plan: ClusterPlan, node_name: str, system: System,
     return steps
 
 
-def join_steps(plan: ClusterPlan, node_name: str, password: Secret,
+def join_steps(plan: ClusterPlan, node_name: str, password: Secret | None,
                timeouts: PveTimeouts = PveTimeouts(), use_pvesh: bool = False,
-               fetch: Callable[[str], str] | None = fetch_fingerprint) -> list[Step]:
+               fetch: Callable[[str], str] | None = fetch_fingerprint,
+               method: JoinMethod | None = None) -> list[Step]:
     """pvecm add (retried while the cluster is locked), then a bounded wait for quorum."""
     plan.check()
-    return [PveJoinStep(plan, node_name, password, use_pvesh, timeouts, fetch),
+    return [PveJoinStep(plan, node_name, password, use_pvesh, timeouts, fetch, method),
             PveWaitQuorumStep(timeouts.quorum, timeouts.poll)]
 
 
@@ -404,7 +550,10 @@ def steps_for(plan: ClusterPlan, node_name: str, system: System,
               password: Secret | None = None, **kw) -> list[Step]:
     if plan.role_of(node_name) == "create":
         return create_steps(plan, node_name, system, kw.get("timeouts", PveTimeouts()))
-    if password is None:
+    if cluster_membership(system, plan, node_name):
+        return join_steps(plan, node_name, password, **kw)
+    method = kw.pop("method", None) or choose_join_method(
+        system, plan, kw.pop("has_pveproxy", pveproxy_answers))
+    if method.kind != "ssh" and password is None:
         password = join_password(plan.join, system)
-    return join_steps(plan, node_name, password, **kw)
-
+    return join_steps(plan, node_name, password, method=method, **kw)

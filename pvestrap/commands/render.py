@@ -27,11 +27,15 @@ def command(
     their diffs against the current files under /). With --root DIR, write them under DIR.
     """
     from pvestrap import answers as answer_files
+    from pvestrap.nodefacts import read_facts, resolve
     from pvestrap.render import render_node, unified_diff, write_changes
+    from pvestrap.system import RealSystem
 
     plan = answer_files.load(answers)
     name = answer_files.select_node(plan, node).name
     base = root if root is not None else Path("/")
+    plan = resolve(plan, read_facts(RealSystem(root=str(base)), str(base)),
+                   lambda line: typer.echo(f"note: {line}", err=True))
     changes = render_node(plan, name, root=base)
     for change in changes:
         if diff:

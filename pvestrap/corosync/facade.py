@@ -126,6 +126,12 @@ class CorosyncConf:
         """The ClusterPlan this file describes; not validated (call .check() on it)."""
         return derive_plan(self.tree)[0]
 
+    @property
+    def next_free_nodeid(self) -> int:
+        """The lowest nodeid >= 1 no node has (what pvecm addnode picks without --nodeid)."""
+        taken = {n.nodeid for n in self.nodes}
+        return min(set(range(1, len(taken) + 2)) - taken)
+
     # -- edits ---------------------------------------------------------------------------------
     def add_node(self, name: str, addresses: Mapping[int, str], votes: int = 1,
                  nodeid: int | None = None) -> "CorosyncConf":
@@ -134,7 +140,7 @@ class CorosyncConf:
         nodelist, current = self._top("nodelist"), self.nodes
         taken = {n.nodeid for n in current}
         if nodeid is None:
-            nodeid = min(set(range(1, len(taken) + 2)) - taken)
+            nodeid = self.next_free_nodeid
         problems = _check_name(name)
         if name in {n.name for n in current}:
             problems.append(fail("node-name-duplicate", f"node {name} exists already", "name"))
@@ -340,7 +346,10 @@ def _check_link(number: int, priority: int) -> list[Finding]:
 
 def _node_items(name: str, nodeid: int, votes: int,
                 addresses: Mapping[int, str]) -> tuple[Item, ...]:
-    return (Item("name", name), Item("nodeid", str(nodeid)), Item("quorum_votes", str(votes)),
+    """A node entry as pvecm addnode writes it: no quorum_votes for 0 votes (corosync then
+    counts 1; pve-cluster's API2/ClusterConfig.pm addnode)."""
+    votes_item = (Item("quorum_votes", str(votes)),) if votes else ()
+    return (Item("name", name), Item("nodeid", str(nodeid)), *votes_item,
             *(Item(f"ring{n}_addr", addresses[n]) for n in sorted(addresses)))
 
 

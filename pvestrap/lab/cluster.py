@@ -2,7 +2,7 @@
 
 The lab's nodes become the plan's nodes (nodeid = node number, one address per link), its link
 networks the plan's links; the cluster is named after the lab. The backend is the plain
-corosync one: a lab node has corosync, not Proxmox VE.
+corosync one (a lab node has corosync, not Proxmox VE), or pve in a `lab up --pve` lab.
 """
 
 from __future__ import annotations
@@ -26,5 +26,5 @@ def lab_plan(st: LabState) -> ClusterPlan:
         for index in range(1, st.nodes + 1))
     links = tuple(Link(number=link, network=names.network(link)) for link in range(st.links))
     plan = ClusterPlan(cluster_name=cluster_name(st.prefix), nodes=nodes, links=links,
-                       backend="corosync")
+                       backend="pve" if st.pve else "corosync")
     return plan.check(source=f"lab {st.prefix}")

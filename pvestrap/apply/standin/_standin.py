@@ -280,10 +280,8 @@ def status_text(cluster: dict, local: str) -> tuple[str, int]:
     members = sorted(cluster["nodes"], key=lambda n: n["nodeid"])
     me = next(n for n in members if n["name"] == local)
     quorate = bool(cluster.get("quorate", True))
-    votes = cluster.get("expected") or sum(n.get("votes", 1) for n in members)
-    online = cluster.get("online")  # names of the nodes up (tests set it); else all or me
-    seen = [n for n in members if n["name"] in online] if online is not None else \
-        members if quorate else [me]
+    votes = sum(n.get("votes", 1) for n in members)
+    seen = members if quorate else [me]
     total = sum(n.get("votes", 1) for n in seen)
     needed = votes // 2 + 1
     lines = ["Cluster information", "-------------------",
