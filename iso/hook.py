@@ -55,10 +55,12 @@ class Hook:
         return len(self.data)
 
 
-def build(answers_path: str | os.PathLike[str], *, limit: int = MAX_BYTES) -> Hook:
-    """Build the hook for a cluster answer file; refuses secrets and anything over LIMIT."""
+def build(answers_path: str | os.PathLike[str], *, limit: int = MAX_BYTES,
+          extra: tuple[str, ...] = ()) -> Hook:
+    """Build the hook for a cluster answer file; refuses secrets and anything over LIMIT.
+    EXTRA modules are carried too (the Ansible collection's modules import pvestrap.verify)."""
     answers = _cluster_answers(answers_path)
-    found = closure((ENTRY,) + SELFTEST)
+    found = closure((ENTRY,) + SELFTEST + tuple(extra))
     fatal = [(e, why) for e, why in found.unsafe if e != ENTRY or why != "no such module"]
     if fatal:
         raise UserError("the hook cannot carry " + "; ".join(f"{e}: {why}" for e, why in fatal),

@@ -324,3 +324,40 @@ ntp_servers = ["0.debian.pool.ntp.org"]
 # filter = { ID_SERIAL = "*SAMSUNG*" }
 # lvm = { hdsize = 100, swapsize = 8 }
 '''
+
+
+def dumps_document(doc: Mapping[str, Any]) -> str:
+    """A raw answer document (tables, arrays of tables, plain values) as TOML, keys in the
+    given order, for answer files assembled elsewhere (an Ansible inventory) and then validated
+    by loading them back. None values are left out: a required key then shows as missing."""
+    head: list[str] = []
+    tables: list[str] = []
+    for name, value in doc.items():
+        if value is None:
+            continue
+        if _is_table_array(value):
+            for item in value:
+                tables += _raw_table(f"[[{_key(name)}]]", _key(name), item)
+        elif isinstance(value, Mapping):
+            tables += _raw_table(f"[{_key(name)}]", _key(name), value)
+        else:
+            head.append(f"{_key(name)} = {_value(value)}")
+    return "\n".join(head + ([""] if head else []) + tables).rstrip("\n") + "\n"
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and \
+        all(isinstance(v, Mapping) for v in value)
+
+
+def _raw_table(header: str, path: str, table: Mapping[str, Any]) -> list[str]:
+    lines, later = [header], []
+    for name, value in table.items():
+        if value is None:
+            continue
+        if _is_table_array(value):
+            for item in value:
+                later += _raw_table(f"[[{path}.{_key(name)}]]", f"{path}.{_key(name)}", item)
+        else:
+            lines.append(f"{_key(name)} = {_value(value)}")
+    return lines + [""] + later

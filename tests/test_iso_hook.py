@@ -227,3 +227,12 @@ def test_options_after_a_double_dash_go_to_the_flow(hook_file, tmp_path):
     assert "usage: pvestrap firstboot" in done.stdout and "--corosync-start" in done.stdout
     own = _run([PYTHONS["3.11"], str(hook_file), "--help"], tmp_path)
     assert own.returncode == 0 and "usage: proxmox-first-boot" in own.stdout
+
+
+def test_extra_modules_are_carried_when_asked(hook_file):
+    """The Ansible collection's status module imports pvestrap.verify, which the first-boot
+    flow does not: the collection's build asks for it."""
+    plain = H.build(CLUSTER)
+    more = H.build(CLUSTER, extra=("pvestrap.verify",))
+    assert "pvestrap.verify" not in plain.modules and "pvestrap.verify" in more.modules
+    assert more.size <= H.MAX_BYTES

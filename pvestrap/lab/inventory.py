@@ -25,6 +25,7 @@ from pvestrap.lab.state import LabState
 
 PARENT = "pvestrap_clusters"
 NODE_PYTHON = "/usr/bin/python3"
+REMOTE_DIR = "/run/pvestrap/ansible"
 TUNNEL = Path(__file__).with_name("tunnel.py")
 
 
@@ -63,7 +64,10 @@ def inventory(st: LabState, clusters: int = 1) -> dict[str, Any]:
                      "pvestrap_links": links},
             "hosts": {layout.node_name(i): _host(st, i) for i in indexes},
         }
-    return {"all": {"children": {PARENT: {"children": children}}}}
+    # The nodes share this machine's /var/lib: the role's copy of pvestrap goes to each node's
+    # own /run instead.
+    return {"all": {"children": {PARENT: {"vars": {"pvestrap_remote_dir": REMOTE_DIR},
+                                          "children": children}}}}
 
 
 def _host(st: LabState, index: int) -> dict[str, Any]:
