@@ -25,6 +25,7 @@ from typing import Any, Iterator
 
 from pvestrap import __version__
 from pvestrap.answers import load as load_answers
+from pvestrap.atomic import atomic_write
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.iso import hook_main
 from pvestrap.iso.hook_modules import DEPENDENCIES, closure
@@ -108,19 +109,7 @@ def pack(members: dict[str, bytes]) -> bytes:
 
 def write(hook: Hook, out: str | os.PathLike[str]) -> None:
     """Write the hook executable (0755) atomically: the old file or the new, never half."""
-    target = Path(out)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(hook.data)
-            fh.flush()
-            os.fchmod(fh.fileno(), 0o755)
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {target}: {exc.strerror or exc}",
-                        code="file-unwritable") from None
+    atomic_write(out, hook.data, 0o755, backup=False, error=UserError)
 
 
 # -- what goes in --------------------------------------------------------------------------------

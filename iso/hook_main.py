@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import zipfile
 
 ANSWERS_MEMBER = "pvestrap-hook/answers.toml"
@@ -41,11 +40,13 @@ def main(argv=None) -> int:
     if args.manifest:
         sys.stdout.write(read_member(archive, MANIFEST_MEMBER).decode("utf-8"))
         return 0
+    from pvestrap.errors import OperationFailed
+
     try:
         path = extract_answers(archive, args.state_dir)
-    except OSError as exc:
+    except (OSError, OperationFailed) as exc:
         print("pvestrap first-boot hook: cannot write the answer file under %s: %s"
-              % (args.state_dir, exc.strerror or exc), file=sys.stderr)
+              % (args.state_dir, getattr(exc, "strerror", None) or exc), file=sys.stderr)
         return 1
     if args.selftest:
         return selftest(archive, path)
@@ -95,29 +96,14 @@ def read_member(archive: str, name: str) -> bytes:
 
 
 def extract_answers(archive: str, state_dir: str) -> str:
-    """Write the embedded answers to STATE_DIR/answers.toml (atomically; untouched when it
-    already holds the same bytes, so reruns change nothing)."""
+    """Write the embedded answers to STATE_DIR/answers.toml (the core's one atomic write;
+    untouched when it already holds the same bytes, so reruns change nothing)."""
+    from pvestrap.atomic import atomic_write  # stdlib only; imported after the version check
+
     data = read_member(archive, ANSWERS_MEMBER)
     os.makedirs(state_dir, mode=0o755, exist_ok=True)
     target = os.path.join(state_dir, "answers.toml")
-    try:
-        with open(target, "rb") as fh:
-            if fh.read() == data:
-                return target
-    except FileNotFoundError:
-        pass
-    fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=".answers.toml.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fchmod(fh.fileno(), 0o644)
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(target, data, 0o644, backup=False)
     return target
 
 

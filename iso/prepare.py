@@ -23,6 +23,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from pvestrap.atomic import atomic_write
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.iso import xorriso as X
 from pvestrap.iso.hook import Hook
@@ -88,16 +89,13 @@ def write_partition(folder: str | os.PathLike[str], answer_text: str) -> list[st
     if root.exists() and not root.is_dir():
         raise UserError(f"--partition {root}: exists and is not a folder",
                         code="partition-dir-invalid")
+    target = root / "answer.toml"
     try:
         root.mkdir(parents=True, exist_ok=True)
-        target = root / "answer.toml"
-        tmp = root / ".answer.toml.tmp"
-        tmp.write_text(answer_text, encoding="utf-8")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, target)
     except OSError as exc:
         raise UserError(f"cannot write into {root}: {exc.strerror or exc}",
                         code="file-unwritable") from None
+    atomic_write(target, answer_text, 0o600, backup=False, error=UserError)  # root's hash
     return [str(target)]
 
 

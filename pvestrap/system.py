@@ -15,7 +15,6 @@ import shlex
 import signal
 import stat
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -146,33 +145,6 @@ def poll(system: System, check: Callable[[], bool], timeout: float, interval: fl
 
 # -- real ------------------------------------------------------------------------------------------
 
-def _write_binary(path: Path, data: bytes, mode: int | None, backup: bool) -> None:
-    """Non-UTF-8 content (a restored binary file): the same temp-file-and-rename dance as
-    pvestrap.atomic, which handles text only.
-    """
-    try:
-        old = path.stat() if path.exists() else None
-        if old is not None and backup:
-            _write_binary(path.with_name(path.name + ".bak"), path.read_bytes(),
-                          stat.S_IMODE(old.st_mode), backup=False)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                os.fchmod(fh.fileno(), mode if mode is not None
-                          else stat.S_IMODE(old.st_mode) if old else 0o644)
-                if old is not None:
-                    os.fchown(fh.fileno(), old.st_uid, old.st_gid)
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise OperationFailed(f"cannot write {path}: {exc.strerror or exc}",
-                              code="write-failed") from exc
-
-
 @dataclass(frozen=True)
 class RealSystem:
     """Acts for real. `root` maps node paths (a lab node's files live under a folder); `env`
@@ -240,12 +212,7 @@ class RealSystem:
 
     def write_bytes(self, path: str, data: bytes, mode: int | None = None,
                     backup: bool = True) -> None:
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            _write_binary(self.path(path), data, mode, backup)
-        else:
-            atomic_write(self.path(path), text, mode, backup)
+        atomic_write(self.path(path), data, mode, backup)
 
     def write_text(self, path: str, text: str, mode: int | None = None,
                    backup: bool = True) -> None:

@@ -22,23 +22,20 @@ def init(
     force: bool = typer.Option(False, "--force", help="Overwrite FILE if it exists."),
 ) -> None:
     """Write a commented example answer file (3 nodes, 2 links) to edit."""
+    import os
+
     from pvestrap.answers import example
+    from pvestrap.atomic import atomic_write
     from pvestrap.errors import UserError
 
     text = example()
     if file is None:
         typer.echo(text, nl=False)
         return
-    mode = "w" if force else "x"
-    try:
-        with open(file, mode, encoding="utf-8") as fh:
-            fh.write(text)
-    except FileExistsError:
+    if not force and os.path.lexists(file):
         raise UserError(f"{file} exists; nothing was written", code="file-exists",
-                        remedy="pass --force to overwrite it, or choose another name") from None
-    except OSError as exc:
-        raise UserError(f"cannot write {file}: {exc.strerror or exc}",
-                        code="file-unwritable") from None
+                        remedy="pass --force to overwrite it, or choose another name")
+    atomic_write(file, text, backup=False, error=UserError)
     typer.echo(f"wrote {file}; edit it, then run: pvestrap answer validate {file}")
 
 

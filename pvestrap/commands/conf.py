@@ -97,38 +97,11 @@ def _report(file: str, findings) -> str:
 
 
 def _replace(file: str, text: str) -> None:
-    """Write atomically: FILE.bak first, then a temp file in the same folder (fsync, the old
-    mode and owner) renamed over FILE, so a crash leaves the old or the new file, never half."""
+    """Rewrite FILE with the project's atomic write (FILE.bak kept, mode and owner kept). A
+    symlink named on the command line is resolved here, on purpose: the file it points to is
+    the one rewritten (the atomic write itself never follows one)."""
     import os
-    import shutil
-    import tempfile
 
-    from pvestrap.errors import OperationFailed
+    from pvestrap.atomic import atomic_write
 
-    path = os.path.realpath(file)
-    folder = os.path.dirname(path)
-    tmp = None
-    try:
-        st = os.stat(path)
-        shutil.copy2(path, path + ".bak")
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, st.st_mode & 0o7777)
-        if hasattr(os, "chown") and os.geteuid() == 0:
-            os.chown(tmp, st.st_uid, st.st_gid)
-        os.replace(tmp, path)
-        tmp = None
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as exc:
-        raise OperationFailed(f"cannot rewrite {file}: {exc.strerror or exc}",
-                              code="file-write-failed") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(os.path.realpath(file), text)

@@ -69,20 +69,11 @@ def answer(
 
 
 def _write_private(path: Path, text: str) -> None:
-    import os
-
+    """Only root may read it: the answer file holds the root password hash."""
+    from pvestrap.atomic import atomic_write
     from pvestrap.errors import UserError
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}",
-                        code="file-unwritable") from None
+    atomic_write(path, text, 0o600, backup=False, error=UserError)
 
 
 @app.command("validate-answer")

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Mapping
 
+from pvestrap.atomic import atomic_write
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.lab import impair, names
 
@@ -94,10 +95,7 @@ def new(prefix: str, nodes: int, links: int, pve: str | None = None,
 
 
 def save(state: LabState) -> None:
-    path = state.layout.state_file
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(state.to_json(), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(state.layout.state_file, state.to_json(), backup=False)
 
 
 def load(prefix: str) -> LabState:
