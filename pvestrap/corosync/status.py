@@ -13,8 +13,8 @@ the line, so a changed format is noticed instead of read as "no members".
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from pvestrap.errors import OperationFailed
 
@@ -195,8 +195,14 @@ def _opt_int(pairs: Mapping[str, tuple[int, str]], key: str, what: str) -> int |
 
 @dataclass(frozen=True)
 class PeerState:
-    nodeid: int
-    state: str  # localhost | connected | disconnected
+    """One node's state on one link. nodeid is None where corosync printed only positions:
+    3.0.0-3.0.1 (`node 0:`) and the brief `-b` form (one character per node of the sorted
+    nodelist); position is then its index there."""
+
+    nodeid: int | None
+    state: str  # localhost | connected | disconnected | knet error | config error
+    enabled: bool = True
+    position: int | None = None
 
     @property
     def connected(self) -> bool:
@@ -205,10 +211,20 @@ class PeerState:
 
 @dataclass(frozen=True)
 class LinkStatus:
+    """A link (corosync 3, knet) or a ring (corosync 2: `summary` is its status text, e.g.
+    "ring 0 active with no faults", and there are no per-node states)."""
+
     link: int
-    transport: str
+    transport: str | None
     address: str
     peers: tuple[PeerState, ...]
+    summary: str | None = None
+
+    @property
+    def faulty(self) -> bool:
+        if self.summary is not None and not self.peers:
+            return "FAULTY" in self.summary.upper()
+        return any(not p.connected for p in self.peers)
 
     def peer(self, nodeid: int) -> PeerState | None:
         return next((p for p in self.peers if p.nodeid == nodeid), None)
@@ -216,58 +232,104 @@ class LinkStatus:
 
 @dataclass(frozen=True)
 class LinksStatus:
-    """`corosync-cfgtool -s`: every link, and for every configured node its state there."""
+    """`corosync-cfgtool -s` (and `-b -s`, `-i`) of corosync 2.x, 3.0 and 3.1: every link (or
+    ring), and for every configured node its state there. local_nodeid/transport are None
+    where the output does not say (the man page's bare blocks; transport before 3.1.1)."""
 
-    local_nodeid: int
-    transport: str
+    local_nodeid: int | None
+    transport: str | None
     links: tuple[LinkStatus, ...]
 
     def link(self, number: int) -> LinkStatus | None:
         return next((link for link in self.links if link.link == number), None)
 
 
-_LOCAL = re.compile(r"^Local node ID (\d+), transport (\S+)$")
-_LINK = re.compile(r"^LINK ID (\d+) (\S+)$")
-_ADDR = re.compile(r"^addr\s*=\s*(\S+)$")
-_PEER = re.compile(r"^nodeid:\s*(\d+):\s*(\S+)$")
+_HEADERS = ("Printing link status.", "Printing ring status.")
+_LOCAL = re.compile(r"^Local node ID (\d+)(?:, transport (\S+))?$")
+_LINK = re.compile(r"^(LINK|RING) ID (\d+):?(?: (\S+))?$")
+_ADDR = re.compile(r"^(?:addr|id)\s*=\s*(\S+)$")
+_SUMMARY = re.compile(r"^status\s*=\s*(.*?)\s*$")
+_PEER = re.compile(r"^(nodeid:?|node)\s*(\d+):\s*(.+?)\s*$")
+_OLD_STATE = re.compile(r"^link enabled:\s*([01])\s+link connected:\s*([01])$")
+_STATES = ("localhost", "connected", "disconnected", "knet error", "config error")
+_BRIEF = {"n": "localhost", "?": "knet error", "d": "config error"}
 
 
-def _local_line(lines: list[str], what: str) -> tuple[int, str]:
+def _local_line(lines: list[str], what: str, required: bool = True) -> tuple[int | None,
+                                                                            str | None]:
     for line in lines:
         m = _LOCAL.match(line.strip())
         if m:
             return int(m.group(1)), m.group(2)
-    raise StatusUnparsable(what, "no 'Local node ID N, transport T' line")
+    if required:
+        raise StatusUnparsable(what, "no 'Local node ID N' line")
+    return None, None
+
+
+def _peer_state(kind: str, number: int, text: str, local: int | None, line: int,
+                what: str) -> PeerState:
+    nodeid, position = (None, number) if kind == "node" else (number, None)
+    if m := _OLD_STATE.match(text):  # 3.0.0-3.0.3: "link enabled:1  link connected:1"
+        enabled, connected = m.group(1) == "1", m.group(2) == "1"
+        state = "localhost" if nodeid is not None and nodeid == local else \
+            ("connected" if connected else "disconnected")
+        return PeerState(nodeid, state, enabled, position)
+    state, _, rest = text.partition(" (")
+    if state not in _STATES or rest not in ("", "not enabled)"):
+        raise StatusUnparsable(what, f"unknown link state {text!r}", line)
+    return PeerState(nodeid, state, not rest, position)
+
+
+def _brief(summary: str) -> tuple[PeerState, ...]:
+    """`status = n33`: one character per node, 'n' this node, else bit 1 enabled, 2 connected."""
+    out = []
+    for i, char in enumerate(summary):
+        if char in _BRIEF:
+            out.append(PeerState(None, _BRIEF[char], True, i))
+        elif char.isdigit():
+            bits = int(char)
+            out.append(PeerState(None, "connected" if bits & 2 else "disconnected",
+                                 bool(bits & 1), i))
+    return tuple(out)
 
 
 def parse_cfgtool_status(text: str, what: str = "corosync-cfgtool -s") -> LinksStatus:
     lines = text.splitlines()
-    local, transport = _local_line(lines, what)
-    links: list[LinkStatus] = []
-    current: dict | None = None
+    local, transport = _local_line(lines, what, required=False)
+    links: list[dict] = []
     for number, raw in enumerate(lines, 1):
         line = raw.strip()
-        if not line or _LOCAL.match(line) or line == "status:" or line.startswith("**"):
+        if not line or line in _HEADERS or _LOCAL.match(line) or line == "status:" \
+                or line.startswith("**"):
             continue
         if m := _LINK.match(line):
-            current = {"link": int(m.group(1)), "transport": m.group(2), "address": "",
-                       "peers": []}
-            links.append(current)  # type: ignore[arg-type]
-        elif current is not None and (m := _ADDR.match(line)):
-            current["address"] = m.group(1)
-        elif current is not None and (m := _PEER.match(line)):
-            current["peers"].append(PeerState(int(m.group(1)), m.group(2)))
+            links.append({"link": int(m.group(2)), "transport": m.group(3), "address": "",
+                          "peers": [], "summary": None, "ring": m.group(1) == "RING"})
+        elif links and (m := _ADDR.match(line)):
+            links[-1]["address"] = m.group(1)
+        elif links and (m := _SUMMARY.match(line)):
+            links[-1]["summary"] = m.group(1)
+            if not links[-1]["ring"] and re.fullmatch(r"[0-9n?d]+", m.group(1)):
+                links[-1]["peers"] = list(_brief(m.group(1)))
+        elif links and (m := _PEER.match(line)):
+            kind = "node" if m.group(1) == "node" else "nodeid"
+            links[-1]["peers"].append(_peer_state(kind, int(m.group(2)), m.group(3), local,
+                                                  number, what))
         else:
             raise StatusUnparsable(what, f"unexpected line {line!r}", number)
+    if not links and local is None:
+        raise StatusUnparsable(what, "no 'Local node ID' line and no 'LINK ID'/'RING ID' block")
+    if transport is None and links:
+        transport = "knet" if not links[0]["ring"] else None
     return LinksStatus(local, transport, tuple(
-        LinkStatus(d["link"], d["transport"], d["address"], tuple(d["peers"]))
-        for d in links))  # type: ignore[index]
+        LinkStatus(d["link"], d["transport"], d["address"], tuple(d["peers"]), d["summary"])
+        for d in links))
 
 
 @dataclass(frozen=True)
 class PeerLink:
     link: int
-    transport: str
+    transport: str | None
     local_address: str
     remote_address: str
     enabled: bool
@@ -280,6 +342,7 @@ class ReachablePeer:
     nodeid: int
     links: tuple[PeerLink, ...]
     flags: tuple[str, ...] = ()  # remote, external
+    onwire: tuple[int, int, int] | None = None  # knet on-wire versions min, max, current
 
     def link(self, number: int) -> PeerLink | None:
         return next((link for link in self.links if link.link == number), None)
@@ -287,30 +350,33 @@ class ReachablePeer:
 
 @dataclass(frozen=True)
 class PeersStatus:
-    """`corosync-cfgtool -n`: only REACHABLE peers are listed; a missing node is unreachable."""
+    """`corosync-cfgtool -n` (3.1.1 on): only REACHABLE peers are listed; a missing node is
+    unreachable. Before 3.1.5 the LINK lines carry no transport word."""
 
     local_nodeid: int
-    transport: str
+    transport: str | None
     peers: tuple[ReachablePeer, ...]
 
     def peer(self, nodeid: int) -> ReachablePeer | None:
         return next((p for p in self.peers if p.nodeid == nodeid), None)
 
 
-_NODE = re.compile(r"^nodeid:\s*(\d+) reachable((?: remote| external)*)")
-_PEER_LINK = re.compile(r"^LINK: (\d+) (\S+) \(([^)]*)\)((?: \w+)*?) mtu: (\d+)$")
+_NODE = re.compile(r"^nodeid:\s*(\d+) reachable((?: remote| external)*)"
+                   r"(?:\s+onwire \(min/max/cur\): (\d+), (\d+), (\d+))?$")
+_PEER_LINK = re.compile(r"^LINK: (\d+)(?: (\S+))? \(([^)]*)\)\s*((?:\w+\s+)*?)mtu: (\d+)$")
 
 
 def parse_cfgtool_nodes(text: str, what: str = "corosync-cfgtool -n") -> PeersStatus:
     lines = text.splitlines()
     local, transport = _local_line(lines, what)
-    peers: list[tuple[int, tuple[str, ...], list[PeerLink]]] = []
+    peers: list[tuple[int, tuple[str, ...], list[PeerLink], tuple | None]] = []
     for number, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line or _LOCAL.match(line):
             continue
         if m := _NODE.match(line):
-            peers.append((int(m.group(1)), tuple(m.group(2).split()), []))
+            onwire = tuple(int(g) for g in m.groups()[2:]) if m.group(3) else None
+            peers.append((int(m.group(1)), tuple(m.group(2).split()), [], onwire))
         elif peers and (m := _PEER_LINK.match(line)):
             src, _, dst = m.group(3).partition("->")
             words = m.group(4).split()
@@ -319,8 +385,8 @@ def parse_cfgtool_nodes(text: str, what: str = "corosync-cfgtool -n") -> PeersSt
                                          int(m.group(5))))
         else:
             raise StatusUnparsable(what, f"unexpected line {line!r}", number)
-    return PeersStatus(local, transport,
-                       tuple(ReachablePeer(n, tuple(ls), fl) for n, fl, ls in peers))
+    return PeersStatus(local, transport,  # type: ignore[arg-type]
+                       tuple(ReachablePeer(n, tuple(ls), fl, ow) for n, fl, ls, ow in peers))
 
 
 # -- corosync-cmapctl -m stats ---------------------------------------------------------------------
