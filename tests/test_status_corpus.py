@@ -98,8 +98,16 @@ def _kind(path: Path):
 CAPTURED = sorted(p for p in DATA.rglob("*.txt") if CORPUS not in p.parents and _kind(p))
 
 
+# Real outputs that carry no status to read: the reader must say why, not guess.
+REFUSED = {"pve9-pvecm-status-corosync-stopped-n3.txt": "corosync is not running"}
+
+
 @pytest.mark.parametrize("path", CAPTURED, ids=lambda p: str(p.relative_to(DATA)))
 def test_every_captured_output_parses(path):
+    if path.name in REFUSED:
+        with pytest.raises(StatusUnparsable, match=REFUSED[path.name]):
+            _kind(path)(path.read_text())
+        return
     assert _kind(path)(path.read_text())
 
 

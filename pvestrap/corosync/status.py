@@ -156,6 +156,9 @@ def parse_quorum_status(text: str, what: str = "corosync-quorumtool -s") -> Quor
     votes = _pairs(sections.get("Votequorum information", []), what)
     cluster = _pairs(sections.get("Cluster information", []), what)
     if "Quorate" not in quorum and "Flags" not in votes:
+        if cluster and not quorum:  # pvecm status when CMAP is not there (stderr says so)
+            raise StatusUnparsable(what, "only the 'Cluster information' block: corosync is "
+                                   "not running on this node")
         raise StatusUnparsable(what, "neither 'Quorate:' nor 'Flags:' found")
     flags = tuple(votes.get("Flags", (0, ""))[1].split())
     quorate = (quorum["Quorate"][1] == "Yes") if "Quorate" in quorum else "Quorate" in flags
