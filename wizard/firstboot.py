@@ -13,7 +13,9 @@ idea which of the others are up yet. In order:
 4. The creating node waits until every peer's preflight passed, then creates; the others join
    one at a time in nodeid order: each waits until the node before it answers as a member,
    then applies, retrying while the cluster is busy.
-5. Done marker; keep answering probes until every node is a member (bounded), so no peer that
+5. With `[qdevice]`, the node that joins last sets the QDevice up once every node is a member
+   (wizard.firstboot_qdevice).
+6. Done marker; keep answering probes until every node is a member (bounded), so no peer that
    is still in its preflight sees this node go dark.
 
 A rerun (the hook runs once per boot until it succeeds; a node may be killed or rebooted at any
@@ -39,6 +41,7 @@ from typing import Callable, Sequence
 from pvestrap.errors import OperationFailed, PvestrapError, UserError
 from pvestrap.wizard import firstboot_cluster as cluster
 from pvestrap.wizard import firstboot_net as net
+from pvestrap.wizard import firstboot_qdevice
 from pvestrap.wizard.firstboot_state import STATE_DIR, StateDir
 
 Say = Callable[[str], None]
@@ -148,6 +151,8 @@ def _apply_and_stay(opts, state, plan, me, digest, presence, apply, say, detail
     attempts = cluster.apply_with_retries(apply, request, opts.apply_timeout_s, say)
     state.record(digest, me.name, "applied")
     presence.announce("member")
+    if firstboot_qdevice.mine(plan, me):  # the last node to join; a failure: next boot again
+        firstboot_qdevice.setup(plan, me, opts.linger_s, opts.ignore, say)
     state.mark_done(digest, me.name, plan.cluster_name)
     say(f"done: {me.name} is a member of {plan.cluster_name}")
     everyone = cluster.wait_for_all_members(plan, opts.linger_s, say)
