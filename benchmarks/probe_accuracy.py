@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from pvestrap.checks import prober as P
+from pvestrap.checks import prober
 from pvestrap.checks.probe import TOKEN_ENV, new_token
 from pvestrap.lab.lab import Lab
 from pvestrap.lab.testing import new_prefix, unavailable
@@ -57,12 +57,12 @@ def _wait_ready(proc, endpoints: int) -> None:
         text += chunk
 
 
-def run_prober(lab: Lab, node, request: P.ProbeRequest, token: str) -> P.Measurements:
+def run_prober(lab: Lab, node, request: prober.ProbeRequest, token: str) -> prober.Measurements:
     done = lab.exec(node, [sys.executable, "-m", "pvestrap.checks.prober"],
                     input=json.dumps(request.to_dict()), env={TOKEN_ENV: token})
     if done.returncode:
         raise SystemExit(f"prober failed: {done.stderr}")
-    return P.Measurements.from_dict(json.loads(done.stdout))
+    return prober.Measurements.from_dict(json.loads(done.stdout))
 
 
 def ping_median(lab: Lab, node, address: str, count: int) -> float:
@@ -80,14 +80,14 @@ def accuracy(delays: list[float], count: int) -> bool:
     ok = True
     try:
         procs = start_responders(lab, ["n2"], token, ports=(5405,))
-        target = P.Target(lab.node(2).name, 0, 5405, "10.254.0.2", "10.254.0.1")
-        settings = P.ProbeSettings(duration_s=count * INTERVAL_S, interval_s=INTERVAL_S,
-                                   mtu=False, icmp=False)
+        target = prober.Target(lab.node(2).name, 0, 5405, "10.254.0.2", "10.254.0.1")
+        settings = prober.ProbeSettings(duration_s=count * INTERVAL_S, interval_s=INTERVAL_S,
+                                        mtu=False, icmp=False)
         print(f"{'delay/dir':>9} {'RTT+':>6} {'ours ms':>9} {'ping ms':>9} {'diff us':>8} "
               f"{'ratio':>6}  verdict (within 5 % or 50 us)")
         for delay in delays:
             lab.impair(clear=True, **({"delay": f"n2:eth0={delay}ms"} if delay else {}))
-            found = run_prober(lab, "n1", P.ProbeRequest("n1", (target,), settings=settings),
+            found = run_prober(lab, "n1", prober.ProbeRequest("n1", (target,), settings=settings),
                                token)
             ours = statistics.median(found.udp[0].rtts_ms)
             ping = ping_median(lab, "n1", "10.254.0.2", count)
@@ -110,8 +110,8 @@ def fanout(peers: int, count: int) -> None:
     procs = []
     try:
         procs = start_responders(lab, [f"n{i}" for i in range(2, peers + 2)], token)
-        settings = P.ProbeSettings(duration_s=count * 0.05, interval_s=0.05, icmp=False)
-        request = P.request_from_plan(lab.plan(), lab.node(1).name, settings)
+        settings = prober.ProbeSettings(duration_s=count * 0.05, interval_s=0.05, icmp=False)
+        request = prober.request_from_plan(lab.plan(), lab.node(1).name, settings)
         start = time.perf_counter()
         found = run_prober(lab, "n1", request, token)
         wall = time.perf_counter() - start

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pvestrap.iso import hook_main
-from pvestrap.iso import xorriso as X
+from pvestrap.iso import xorriso
 from pvestrap.iso.installer_answer import mask_secrets
 from pvestrap.iso.prepare import ANSWER, CAPABLE, HOOK, MODE
 
@@ -45,7 +45,7 @@ class Inspection:
 
 
 def inspect(iso: str | os.PathLike[str]) -> Inspection:
-    info = X.describe(iso)
+    info = xorriso.describe(iso)
     with tempfile.TemporaryDirectory(prefix="pvestrap-inspect.") as tmp:
         got = {p: _read(info, p, Path(tmp)) for p in (MODE, ANSWER, HOOK)}
     answer = got[ANSWER]
@@ -57,11 +57,11 @@ def inspect(iso: str | os.PathLike[str]) -> Inspection:
         hook=hook_info(got[HOOK]) if got[HOOK] is not None else None)
 
 
-def _read(info: X.IsoInfo, iso_path: str, tmp: Path) -> bytes | None:
+def _read(info: xorriso.IsoInfo, iso_path: str, tmp: Path) -> bytes | None:
     if iso_path not in info.files:
         return None
     copy = tmp / iso_path.strip("/")
-    return copy.read_bytes() if X.extract(info.path, iso_path, str(copy)) else None
+    return copy.read_bytes() if xorriso.extract(info.path, iso_path, str(copy)) else None
 
 
 def hook_info(data: bytes) -> HookInfo:

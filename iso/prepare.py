@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pvestrap.atomic import atomic_write
 from pvestrap.errors import OperationFailed, UserError
-from pvestrap.iso import xorriso as X
+from pvestrap.iso import xorriso
 from pvestrap.iso.hook import Hook
 
 ANSWER, MODE, HOOK, CAPABLE = ("/answer.toml", "/auto-installer-mode.toml",
@@ -53,7 +53,7 @@ class Prepared:
 def prepare_iso(iso: str | os.PathLike[str], out: str | os.PathLike[str], hook: Hook,
                 answer_text: str | None, engine: str = "auto") -> Prepared:
     """answer_text None prepares a partition-mode ISO (the answer comes from a USB stick)."""
-    source = X.describe(iso)
+    source = xorriso.describe(iso)
     if not source.bootable:
         raise UserError(f"--iso {iso}: has no El Torito boot record; not an installer ISO",
                         code="iso-not-bootable", remedy="give the Proxmox VE installer ISO")
@@ -72,7 +72,7 @@ def prepare_iso(iso: str | os.PathLike[str], out: str | os.PathLike[str], hook: 
         if chosen == "assistant":
             _assistant(source.path, built, staged, mode, work)
         else:
-            X.rewrite(source, built, staged)
+            xorriso.rewrite(source, built, staged)
         _verify(built, source, staged, chosen, work)
         os.chmod(built, 0o600 if answer_text is not None else 0o644)  # the root password hash
         os.replace(built, target)
@@ -111,7 +111,7 @@ def _check_out(out: Path, iso: Path) -> Path:
     return out
 
 
-def _engine(engine: str, source: X.IsoInfo) -> str:
+def _engine(engine: str, source: xorriso.IsoInfo) -> str:
     if engine not in ENGINES:
         raise UserError(f"--engine {engine}: use one of {', '.join(ENGINES)}",
                         code="engine-invalid")
@@ -146,18 +146,18 @@ def _assistant(iso: str, out: str, staged: dict[str, str], mode: str, work: Path
             "--tmp", str(work), "--on-first-boot", staged[HOOK]]
     if ANSWER in staged:
         args += ["--answer-file", staged[ANSWER]]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=X.TIMEOUT_S,
+    done = subprocess.run(args, capture_output=True, text=True, timeout=xorriso.TIMEOUT_S,
                           check=False)
     if done.returncode != 0:
         raise OperationFailed(f"{ASSISTANT} prepare-iso failed: "
                               f"{done.stderr.strip()[-400:]}", code="assistant-failed")
 
 
-def _verify(built: str, source: X.IsoInfo, staged: dict[str, str], engine: str,
+def _verify(built: str, source: xorriso.IsoInfo, staged: dict[str, str], engine: str,
             work: Path) -> None:
     """The new image must carry exactly the staged files and the source's identity and boot
     setup; any difference is an error and the image is thrown away."""
-    after = X.describe(built)
+    after = xorriso.describe(built)
     problems = []
     if (after.volume_id, after.uuid) != (source.volume_id, source.uuid):
         problems.append(f"volume id/UUID {after.volume_id}/{after.uuid} instead of "
@@ -169,7 +169,7 @@ def _verify(built: str, source: X.IsoInfo, staged: dict[str, str], engine: str,
         problems.append("boot setup changed: " + "; ".join(changed[:6]))
     for iso_path, local in staged.items():
         copy = work / ("check" + iso_path.replace("/", "_"))
-        if not X.extract(built, iso_path, str(copy)):
+        if not xorriso.extract(built, iso_path, str(copy)):
             problems.append(f"{iso_path} is missing")
         elif not _same(iso_path, copy.read_bytes(), Path(local).read_bytes(), engine):
             problems.append(f"{iso_path} differs from what was meant")
@@ -188,13 +188,13 @@ def _same(iso_path: str, got: bytes, meant: bytes, engine: str) -> bool:
     return got == meant
 
 
-def _release_warnings(source: X.IsoInfo) -> list[str]:
+def _release_warnings(source: xorriso.IsoInfo) -> list[str]:
     """/.cd-info names the release: the first-boot hook needs 8.3, kebab-case keys 8.4."""
     if "/.cd-info" not in source.files:
         return [f"{source.path} has no /.cd-info: not a Proxmox installer ISO?"]
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "cd-info"
-        if not X.extract(source.path, "/.cd-info", str(copy)):
+        if not xorriso.extract(source.path, "/.cd-info", str(copy)):
             return []
         info = dict(re.findall(r"^(\w+)=['\"]?(.*?)['\"]?$", copy.read_text(errors="replace"),
                                re.MULTILINE))

@@ -17,7 +17,7 @@ import dataclasses
 import re
 from typing import Any
 
-from pvestrap import plan as P
+from pvestrap import plan
 from pvestrap.datacenter_schema import LANGUAGES, MAC_PREFIX, NEXT_ID_LOWER, NEXT_ID_UPPER
 from pvestrap.findings import Finding, fail
 from pvestrap.installer.rules import rules_at
@@ -27,10 +27,10 @@ from pvestrap.toml_schema import (BOOL, INT, MAP, NUM, STR, STRS, TABLE, TABLES,
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LINK_KEY = r"^link[0-7]$"
 
-_NAME = rules(pattern=P.NAME_RE.pattern, maxLength=P.NAME_MAX)
+_NAME = rules(pattern=plan.NAME_RE.pattern, maxLength=plan.NAME_MAX)
 _TRANSFER = (
     Key("type", STR, "secure (over SSH, default) or insecure (plain TCP)",
-        rules=rules(enum=list(P.TRANSFER_TYPES))),
+        rules=rules(enum=list(plan.TRANSFER_TYPES))),
     Key("network", STR, "CIDR of the network to use, e.g. 10.10.20.0/24"),
 )
 _THRESHOLD_DOCS = {
@@ -59,7 +59,7 @@ def _options(fs: str, keys: tuple[tuple[str, str, str], ...]) -> Key:
         for n, kind, doc in keys))
 
 
-_KEYBOARDS = rules(enum=sorted(P.KEYBOARDS | set(P.INSTALLER_KEYBOARDS)))
+_KEYBOARDS = rules(enum=sorted(plan.KEYBOARDS | set(plan.INSTALLER_KEYBOARDS)))
 INSTALLER_KEYS: tuple[Key, ...] = (
     _setting("country", STR, "ISO 3166-1 alpha-2 country code, lower case, e.g. at",
              "global.country", own=rules(pattern="^[a-z]{2}$")),
@@ -71,7 +71,7 @@ INSTALLER_KEYS: tuple[Key, ...] = (
              own=rules(pattern=r"^[^@\s]+@[^@\s]+$",
                        **{"not": {"const": "mail@example.invalid"}})),
     _setting("domain", STR, "DNS domain; a node's FQDN is NAME.domain (at most 253 characters)",
-             "global.fqdn", own=rules(pattern=P.HOST_RE.pattern)),
+             "global.fqdn", own=rules(pattern=plan.HOST_RE.pattern)),
     _setting("network_source", STR, "from-answer (management address, default) or from-dhcp",
              "network.source"),
     _setting("gateway", STR, "default gateway's IP address (from-answer)", "network.gateway"),
@@ -103,7 +103,7 @@ _INSTALLER = Key("installer", TABLE, "Proxmox automated-installer settings for p
                  "answer/prepare (never a password)", children=INSTALLER_KEYS + (
                      Key("nodes", TABLE, "per-node overrides", children=(
                          Key("NAME", TABLE, "one node's settings, winning over the shared ones",
-                             pattern=P.NAME_RE.pattern, children=INSTALLER_KEYS),)),))
+                             pattern=plan.NAME_RE.pattern, children=INSTALLER_KEYS),)),))
 
 
 FORMAT: tuple[Key, ...] = (
@@ -114,12 +114,12 @@ FORMAT: tuple[Key, ...] = (
         Key("pve_version", STR, 'target PVE release, e.g. "9.2" (>= 9.2 writes '
             "token_coefficient: 125)", rules=rules(pattern=r"^[0-9]+")),
         Key("backend", STR, "auto, pve (pvecm) or corosync (plain Debian)",
-            rules=rules(enum=list(P.BACKENDS))),
+            rules=rules(enum=list(plan.BACKENDS))),
     )),
     Key("links", TABLES, "corosync knet links, link0..link7", required=True,
-        rules=rules(minItems=1, maxItems=P.MAX_LINK + 1), children=(
+        rules=rules(minItems=1, maxItems=plan.MAX_LINK + 1), children=(
             Key("number", INT, "link number 0..7 (UDP port 5405 + number)", required=True,
-                rules=rules(minimum=0, maximum=P.MAX_LINK)),
+                rules=rules(minimum=0, maximum=plan.MAX_LINK)),
             Key("network", STR, "the link's network in CIDR notation"),
             Key("priority", INT, "0..255; the higher number is preferred",
                 rules=rules(minimum=0, maximum=255)),
@@ -131,12 +131,12 @@ FORMAT: tuple[Key, ...] = (
                 rules=rules(minimum=1)),
             Key("votes", INT, "quorum votes (default 1)", rules=rules(minimum=0)),
             Key("linkN", STR, "the node's IP address on link N", pattern=LINK_KEY,
-                family=tuple(f"link{n}" for n in range(P.MAX_LINK + 1)),
+                family=tuple(f"link{n}" for n in range(plan.MAX_LINK + 1)),
                 near=(r"link[0-9]+", "corosync has links 0..7 only: use link0 .. link7")),
             Key("management", STR, "management address in CIDR notation"),
             Key("interfaces", TABLES, "/etc/network/interfaces stanzas the plan owns", children=(
                 Key("name", STR, "interface name, e.g. eno2", required=True,
-                    rules=rules(pattern=P.IFACE_RE.pattern)),
+                    rules=rules(pattern=plan.IFACE_RE.pattern)),
                 Key("address", STR, "static address in CIDR notation"),
                 Key("mtu", INT, "MTU 576..65535", rules=rules(minimum=576, maximum=65535)),
                 Key("kind", STR, "nic (default) or bridge", rules=rules(enum=["nic", "bridge"])),
@@ -148,7 +148,7 @@ FORMAT: tuple[Key, ...] = (
         children=(
             Key("address", STR, "address joiners contact (default: the create node's link0)"),
             Key("fingerprint", STR, "SHA-256 fingerprint of the cluster node's certificate",
-                rules=rules(pattern=P.FINGERPRINT_RE.pattern)),
+                rules=rules(pattern=plan.FINGERPRINT_RE.pattern)),
             Key("join_info", STR, "the GUI's base64 Join Information (fills address and "
                 "fingerprint)"),
             Key("password_file", STR, "absolute path of a file holding root's password "
@@ -161,13 +161,13 @@ FORMAT: tuple[Key, ...] = (
             rules=_KEYBOARDS),
         Key("language", STR, "default GUI language, e.g. en or pt_BR",
             rules=rules(enum=list(LANGUAGES))),
-        Key("console", STR, "default console viewer", rules=rules(enum=list(P.CONSOLES))),
+        Key("console", STR, "default console viewer", rules=rules(enum=list(plan.CONSOLES))),
         Key("ha_shutdown_policy", STR, "HA policy on node shutdown",
-            rules=rules(enum=list(P.HA_POLICIES))),
+            rules=rules(enum=list(plan.HA_POLICIES))),
         Key("migration", TABLE, "migration settings", children=_TRANSFER),
         Key("replication", TABLE, "replication settings", children=_TRANSFER),
         Key("bwlimit", TABLE, "bandwidth limits in KiB/s", children=tuple(
-            Key(k, INT, f"{k} limit (KiB/s)", rules=rules(minimum=0)) for k in P.BWLIMIT_KEYS)),
+            Key(k, INT, f"{k} limit (KiB/s)", rules=rules(minimum=0)) for k in plan.BWLIMIT_KEYS)),
         Key("mac_prefix", STR, "unicast MAC prefix for new NICs (default BC:24:11)",
             rules=rules(pattern=MAC_PREFIX.pattern)),
         Key("next_id", TABLE, "range for new guest ids (PVE: lower <= upper)", children=(
@@ -185,7 +185,7 @@ FORMAT: tuple[Key, ...] = (
     Key("preflight", TABLE, "preflight thresholds and overrides", children=tuple(
         Key(f.name, NUM, _THRESHOLD_DOCS.get(f.name, f.name),
             rules=rules(exclusiveMinimum=0, default=f.default))
-        for f in dataclasses.fields(P.Thresholds)
+        for f in dataclasses.fields(plan.Thresholds)
     ) + (
         Key("ignore_checks", STRS, "check ids whose FAIL is downgraded to WARN (never \"all\")",
             rules=rules(items={"type": "string", "not": {"const": "all"}})),

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from pvestrap import answer_schema as S
+from pvestrap.answer_schema import ENV_NAME, LINK_KEY, check_file
 from pvestrap import joininfo
 from pvestrap.answer_export import dumps, example, json_schema
 from pvestrap.errors import AnswerFileInvalid, UserError, located
@@ -66,7 +66,7 @@ def loads(text: str, source: str = "answers.toml") -> ClusterPlan:
         raise UserError(f"{source}: not an answer file (expected TOML text under "
                         f"{MAX_CHARS} characters)", code="answer-file-unreadable")
     raw = _parse(text, source)
-    clean, problems = S.check_file(raw)
+    clean, problems = check_file(raw)
     plan, more = _build(clean)
     problems += more
     findings = _merge(problems, problems_of(plan))
@@ -159,7 +159,7 @@ def _nodes(raws: list[dict[str, Any]]) -> tuple[Node, ...]:
     free = (i for i in itertools.count(1) if i not in taken)
     nodes = []
     for raw in raws:
-        addresses = {int(k[4:]): v for k, v in raw.items() if re.fullmatch(S.LINK_KEY, k)}
+        addresses = {int(k[4:]): v for k, v in raw.items() if re.fullmatch(LINK_KEY, k)}
         stanzas = tuple(InterfaceStanza(name=s.get("name", ""), address=s.get("address"),
                                         mtu=s.get("mtu"), kind=s.get("kind", "nic"),
                                         bridge_ports=s.get("bridge_ports"),
@@ -186,7 +186,7 @@ def _join(raw: dict[str, Any], cluster_name: str | None,
             address = address or info.address
             fingerprint = fingerprint or info.fingerprint
     env, path = raw.get("password_env"), raw.get("password_file")
-    if env is not None and not S.ENV_NAME.match(env):
+    if env is not None and not ENV_NAME.match(env):
         out.append(fail("password-env-invalid", "password_env must be the NAME of an "
                         "environment variable", "join.password_env",
                         remedy="e.g. password_env = \"PVE_ROOT_PASSWORD\"; never the password"))

@@ -111,7 +111,9 @@ def check(q: QDevice, member_addresses: Sequence[str] = (), nodeids: Sequence[in
 # -- vote math -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Outcome:
+class FailureOutcome:
+    """Votes left after one failure (a node, the QDevice)."""
+
     lost: str        # what failed
     votes: int       # votes left
     quorate: bool
@@ -125,7 +127,7 @@ class VoteMath:
     qdevice_votes: int
     expected: int
     quorum: int
-    outcomes: tuple[Outcome, ...]
+    outcomes: tuple[FailureOutcome, ...]
 
     def as_dict(self) -> dict[str, Any]:
         return {"nodes": self.nodes, "algorithm": self.algorithm,
@@ -154,7 +156,7 @@ def vote_math(votes: Sequence[int], algorithm: str) -> VoteMath:
     if n > 2:
         cases.append((f"all nodes but one ({n - 1})", smallest + qv))
     return VoteMath(n, algorithm, total, qv, expected, quorum,
-                    tuple(Outcome(what, v, v >= quorum) for what, v in cases))
+                    tuple(FailureOutcome(what, v, v >= quorum) for what, v in cases))
 
 
 # -- corosync.conf ---------------------------------------------------------------------------------

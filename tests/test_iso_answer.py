@@ -529,7 +529,7 @@ def test_the_hook_loads_a_cluster_file_with_installer_settings_on_a_plain_python
         tmp_path, version):
     """At first boot the node loads the same file, [installer] checks included, with only
     what the hook carries."""
-    from pvestrap.iso import hook as H
+    from pvestrap.iso import hook as iso_hook
 
     candidates = [f"/usr/bin/python{version}", f"/usr/local/bin/python{version}",
                   *sorted(pathlib.Path("/root/.pyenv/versions").glob(
@@ -539,8 +539,8 @@ def test_the_hook_loads_a_cluster_file_with_installer_settings_on_a_plain_python
         pytest.skip(f"python {version} is not installed here")
     rack = _one_file(tmp_path)
     hook = tmp_path / "proxmox-first-boot"
-    built = H.build(rack)
-    H.write(built, hook)
+    built = iso_hook.build(rack)
+    iso_hook.write(built, hook)
     assert {"pvestrap.installer.settings", "pvestrap.installer.rules",
             "pvestrap.installer.validate"} <= set(built.modules)
     done = subprocess.run([python, str(hook), "--selftest", "--state-dir", str(tmp_path / "s")],
@@ -568,7 +568,7 @@ _SNAKE = [("root-password-hashed = ", "root_password_hashed = "),
 
 
 def test_snake_case_keys_the_installer_still_reads_are_accepted_with_its_warning(tmp_path,
-                                                                                  capsys):
+                                                                                 capsys):
     """proxmox-installer-types keeps serde aliases for these (its `legacy` feature);
     Proxmox's validate-answer warns "deprecated key ..., use ... instead" for each."""
     text = BASE

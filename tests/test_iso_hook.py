@@ -19,7 +19,7 @@ import pytest
 
 from pvestrap.answers import load
 from pvestrap.cli import main
-from pvestrap.iso import hook as H
+from pvestrap.iso import hook as iso_hook
 from pvestrap.iso.hook_modules import closure, imports_of
 from pvestrap.render import render_corosync_conf
 
@@ -52,8 +52,8 @@ def test_hook_size_and_what_it_carries(hook_file, record_property, capsys):
     data = hook_file.read_bytes()
     size = len(data)
     record_property("hook_bytes", size)
-    print(f"hook size: {size} bytes ({size / H.MAX_BYTES:.1%} of the 1 MiB limit)")
-    assert size <= H.MAX_BYTES
+    print(f"hook size: {size} bytes ({size / iso_hook.MAX_BYTES:.1%} of the 1 MiB limit)")
+    assert size <= iso_hook.MAX_BYTES
     assert data.startswith(b"#!/usr/bin/env python3\n")
     assert hook_file.stat().st_mode & 0o777 == 0o755
     names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
@@ -80,7 +80,7 @@ def test_hook_size_and_what_it_carries(hook_file, record_property, capsys):
 
 
 def test_the_build_is_reproducible(hook_file):
-    assert H.build(CLUSTER).data == hook_file.read_bytes()
+    assert iso_hook.build(CLUSTER).data == hook_file.read_bytes()
 
 
 @pytest.mark.parametrize("version", ["3.11", "3.12", "3.13"])
@@ -169,8 +169,8 @@ def test_a_cluster_file_with_a_password_is_refused(tmp_path, capsys):
 def test_the_second_look_for_secrets_catches_what_the_loader_allows(tmp_path):
     """password_file and password_env name a place, not a password: allowed. Anything else
     that looks like a password is refused by the hook's own scan as well."""
-    found = list(H._secret_keys({"join": {"password_env": "X", "passwd": "y"},
-                                 "nodes": [{"x": {"root-password": 1}}]}, ""))
+    found = list(iso_hook._secret_keys({"join": {"password_env": "X", "passwd": "y"},
+                                        "nodes": [{"x": {"root-password": 1}}]}, ""))
     assert found == ["join.passwd", "nodes[0].x.root-password"]
 
 
@@ -232,7 +232,7 @@ def test_options_after_a_double_dash_go_to_the_flow(hook_file, tmp_path):
 def test_extra_modules_are_carried_when_asked(hook_file):
     """The Ansible collection's status module imports pvestrap.verify, which the first-boot
     flow does not: the collection's build asks for it."""
-    plain = H.build(CLUSTER)
-    more = H.build(CLUSTER, extra=("pvestrap.verify",))
+    plain = iso_hook.build(CLUSTER)
+    more = iso_hook.build(CLUSTER, extra=("pvestrap.verify",))
     assert "pvestrap.verify" not in plain.modules and "pvestrap.verify" in more.modules
-    assert more.size <= H.MAX_BYTES
+    assert more.size <= iso_hook.MAX_BYTES

@@ -16,9 +16,9 @@ import pytest
 
 from pvestrap.cli import main
 from pvestrap.errors import OperationFailed, UserError
-from pvestrap.iso import hook as H
-from pvestrap.iso import prepare as P
-from pvestrap.iso import xorriso as X
+from pvestrap.iso import hook as iso_hook
+from pvestrap.iso import prepare as iso_prepare
+from pvestrap.iso import xorriso as iso_xorriso
 
 pytestmark = pytest.mark.skipif(shutil.which("xorriso") is None, reason="needs xorriso")
 
@@ -306,13 +306,13 @@ def test_an_out_path_that_is_a_folder_is_refused(isos, tmp_path, capsys):
     assert prepare(out, isos["plain"]) == 2
     assert "is a directory" in capsys.readouterr().err
     with pytest.raises(UserError) as caught:
-        P.prepare_iso(isos["plain"], out, H.build(CLUSTER), "x = 1\n", "xorriso")
+        iso_prepare.prepare_iso(isos["plain"], out, iso_hook.build(CLUSTER), "x = 1\n", "xorriso")
     assert caught.value.code == "out-invalid"
     assert list(out.iterdir()) == []
 
 
 def test_the_assistant_engine_needs_the_assistant(isos, tmp_path, capsys):
-    if shutil.which(P.ASSISTANT):
+    if shutil.which(iso_prepare.ASSISTANT):
         pytest.skip("proxmox-auto-install-assistant is installed here")
     out = tmp_path / "pve2.iso"
     assert prepare(out, isos["plain"], "pve2", "--engine", "assistant") == 2
@@ -321,20 +321,20 @@ def test_the_assistant_engine_needs_the_assistant(isos, tmp_path, capsys):
 
 def test_a_rewrite_that_lost_or_changed_a_file_fails_its_check(isos, tmp_path):
     """The check before the rename compares what is in the new image with what was meant."""
-    source = X.describe(isos["plain"])
+    source = iso_xorriso.describe(isos["plain"])
     meant = {"/answer.toml": tmp_path / "a.toml", "/proxmox-first-boot": tmp_path / "hook"}
     meant["/answer.toml"].write_text("x = 1\n")
     meant["/proxmox-first-boot"].write_bytes(b"#!/bin/sh\n")
     built = tmp_path / "built.iso"
-    X.rewrite(source, str(built), {"/answer.toml": str(meant["/answer.toml"])})
+    iso_xorriso.rewrite(source, str(built), {"/answer.toml": str(meant["/answer.toml"])})
     meant["/answer.toml"].write_text("x = 2\n")
     with pytest.raises(OperationFailed) as caught:
-        P._verify(str(built), source, {k: str(v) for k, v in meant.items()}, "xorriso",
-                  tmp_path)
+        iso_prepare._verify(str(built), source, {k: str(v) for k, v in meant.items()}, "xorriso",
+                            tmp_path)
     assert caught.value.code == "iso-verify-failed"
     assert "/answer.toml differs" in caught.value.message
     assert "/proxmox-first-boot is missing" in caught.value.message
 
 
 def test_hook_limit_is_the_installers():
-    assert H.MAX_BYTES == 1024 * 1024
+    assert iso_hook.MAX_BYTES == 1024 * 1024

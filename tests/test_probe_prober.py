@@ -18,13 +18,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pvestrap.checks import probe as wire
-from pvestrap.checks import prober as P
+from pvestrap.checks import prober
 from pvestrap.checks import responder as rsp
 from pvestrap.checks.mtu import MtuSearch
 from pvestrap.plan import ClusterPlan, JoinTarget, Link, Node, Preflight
 
 TOKEN = wire.Token(b"prober-test-token-0123456")
-FAST = P.ProbeSettings(duration_s=0.5, interval_s=0.05, reply_timeout_s=0.5, icmp=False)
+FAST = prober.ProbeSettings(duration_s=0.5, interval_s=0.05, reply_timeout_s=0.5, icmp=False)
 
 
 @pytest.fixture
@@ -55,15 +55,15 @@ def _free_port(kind=socket.SOCK_DGRAM) -> int:
         return s.getsockname()[1]
 
 
-def _one(target: P.Target, settings=FAST, token=TOKEN) -> P.PortResult:
-    found = P.measure(P.ProbeRequest("me", (target,), settings=settings), token)
+def _one(target: prober.Target, settings=FAST, token=TOKEN) -> prober.PortResult:
+    found = prober.measure(prober.ProbeRequest("me", (target,), settings=settings), token)
     assert len(found.udp) == 1
     return found.udp[0]
 
 
 def test_open_port_gives_rtts_and_a_near_zero_clock_offset(responders):
     (port,) = responders()
-    r = _one(P.Target("peer", 0, port, "127.0.0.1", "127.0.0.1"))
+    r = _one(prober.Target("peer", 0, port, "127.0.0.1", "127.0.0.1"))
     assert r.state == "open"
     assert r.sent == FAST.count and r.received == r.sent
     assert len(r.rtts_ms) == r.received and all(0 < x < 50 for x in r.rtts_ms)
@@ -74,31 +74,32 @@ def test_open_port_gives_rtts_and_a_near_zero_clock_offset(responders):
 def test_progress_is_reported_up_to_done(responders):
     (port,) = responders()
     seen: list[float] = []
-    P.measure(P.ProbeRequest("me", (P.Target("peer", 0, port, "127.0.0.1"),), settings=FAST),
-              TOKEN, progress=seen.append)
+    target = prober.Target("peer", 0, port, "127.0.0.1")
+    prober.measure(prober.ProbeRequest("me", (target,), settings=FAST), TOKEN,
+                   progress=seen.append)
     assert len(seen) > 2 and seen[-1] == 1.0
     assert seen == sorted(seen) and all(0 <= x <= 1 for x in seen)
 
 
 def test_ipv6_loopback_works_too(responders):
     (port,) = responders(address="::1")
-    r = _one(P.Target("peer", 0, port, "::1", "::1"))
+    r = _one(prober.Target("peer", 0, port, "::1", "::1"))
     assert (r.state, r.received) == ("open", r.sent)
 
 
 def test_nothing_listening_is_closed():
-    r = _one(P.Target("peer", 0, _free_port(), "127.0.0.1"))
+    r = _one(prober.Target("peer", 0, _free_port(), "127.0.0.1"))
     assert (r.state, r.received) == ("closed", 0)
 
 
 def test_a_responder_with_another_token_looks_filtered(responders):
     (port,) = responders(token=wire.Token(b"some-other-run-token-xyz"))
-    r = _one(P.Target("peer", 0, port, "127.0.0.1"))
+    r = _one(prober.Target("peer", 0, port, "127.0.0.1"))
     assert (r.state, r.sent, r.received) == ("filtered", FAST.count, 0)
 
 
 def test_a_source_address_not_on_this_node_is_an_error_not_a_verdict():
-    r = _one(P.Target("peer", 0, 5405, "127.0.0.1", source="203.0.113.7"))
+    r = _one(prober.Target("peer", 0, 5405, "127.0.0.1", source="203.0.113.7"))
     assert r.state == "error" and "203.0.113.7" in r.error and r.sent == 0
 
 
@@ -112,10 +113,10 @@ def test_many_targets_at_once_all_measured():
     try:
         ports = [int(re.search(r":(\d+)/udp", proc.stderr.readline()).group(1)) for _ in range(4)]
         peers = {f"pve{i}": {0: "127.0.0.1", 1: "127.0.0.1"} for i in range(1, 17)}
-        targets = [P.Target(t.peer, t.link, ports[t.link * 2 + t.legacy], t.address, t.source,
-                            t.legacy)
-                   for t in P.udp_targets(peers, {0: "127.0.0.1", 1: "127.0.0.1"})]
-        found = P.measure(P.ProbeRequest("me", tuple(targets), settings=FAST), TOKEN)
+        targets = [prober.Target(t.peer, t.link, ports[t.link * 2 + t.legacy], t.address, t.source,
+                                 t.legacy)
+                   for t in prober.udp_targets(peers, {0: "127.0.0.1", 1: "127.0.0.1"})]
+        found = prober.measure(prober.ProbeRequest("me", tuple(targets), settings=FAST), TOKEN)
     finally:
         proc.kill()
         proc.wait()
@@ -126,8 +127,8 @@ def test_many_targets_at_once_all_measured():
 
 def test_mtu_on_loopback_reaches_the_largest_datagram(responders):
     (port,) = responders()
-    found = P.measure(P.ProbeRequest("me", (P.Target("peer", 0, port, "127.0.0.1"),),
-                                     settings=FAST), TOKEN)
+    found = prober.measure(prober.ProbeRequest("me", (prober.Target("peer", 0, port, "127.0.0.1"),),
+                                               settings=FAST), TOKEN)
     (m,) = found.mtu
     lo_mtu = int(open("/sys/class/net/lo/mtu").read())
     assert m.forward_payload == m.reverse_payload == min(lo_mtu - 28, wire.MAX_DATAGRAM)
@@ -153,10 +154,10 @@ def test_tcp_open_and_closed():
     open_port = listener.getsockname()[1]
     closed_port = _free_port(socket.SOCK_STREAM)
     try:
-        req = P.ProbeRequest("me", tcp=(P.TcpTarget("pve1", "127.0.0.1", open_port, "join-api"),
-                                        P.TcpTarget("pve1", "127.0.0.1", closed_port, "join-ssh")),
-                             settings=FAST)
-        found = P.measure(req, TOKEN)
+        req = prober.ProbeRequest("me", tcp=(
+            prober.TcpTarget("pve1", "127.0.0.1", open_port, "join-api"),
+            prober.TcpTarget("pve1", "127.0.0.1", closed_port, "join-ssh")), settings=FAST)
+        found = prober.measure(req, TOKEN)
     finally:
         listener.close()
     states = {r.port: r for r in found.tcp}
@@ -165,10 +166,10 @@ def test_tcp_open_and_closed():
 
 
 def test_icmp_second_opinion_where_udp_is_closed():
-    settings = P.ProbeSettings(duration_s=0.2, interval_s=0.05, reply_timeout_s=0.2,
-                               icmp_count=3)
-    found = P.measure(P.ProbeRequest("me", (P.Target("peer", 1, _free_port(), "127.0.0.1"),),
-                                     settings=settings), TOKEN)
+    settings = prober.ProbeSettings(duration_s=0.2, interval_s=0.05, reply_timeout_s=0.2,
+                                    icmp_count=3)
+    target = prober.Target("peer", 1, _free_port(), "127.0.0.1")
+    found = prober.measure(prober.ProbeRequest("me", (target,), settings=settings), TOKEN)
     (icmp,) = found.icmp
     assert (icmp.peer, icmp.link, icmp.sent) == ("peer", 1, 3)
     assert icmp.received == 3 and len(icmp.rtts_ms) == 3
@@ -176,26 +177,26 @@ def test_icmp_second_opinion_where_udp_is_closed():
 
 def test_measurements_survive_json(responders):
     (port,) = responders()
-    found = P.measure(P.ProbeRequest("me", (P.Target("peer", 0, port, "127.0.0.1"),
-                                            P.Target("peer", 1, _free_port(), "127.0.0.1")),
-                                     settings=FAST), TOKEN)
-    again = P.Measurements.from_dict(json.loads(json.dumps(found.to_dict())))
+    targets = (prober.Target("peer", 0, port, "127.0.0.1"),
+               prober.Target("peer", 1, _free_port(), "127.0.0.1"))
+    found = prober.measure(prober.ProbeRequest("me", targets, settings=FAST), TOKEN)
+    again = prober.Measurements.from_dict(json.loads(json.dumps(found.to_dict())))
     assert again == found
-    req = P.ProbeRequest("me", (P.Target("a", 0, 1, "::1", "::1", True),),
-                         (P.TcpTarget("b", "::1", 22, "join-ssh"),),
-                         (P.DadTarget("10.254.0.1", "eth0", 0),), FAST)
-    assert P.ProbeRequest.from_dict(json.loads(json.dumps(req.to_dict()))) == req
+    req = prober.ProbeRequest("me", (prober.Target("a", 0, 1, "::1", "::1", True),),
+                              (prober.TcpTarget("b", "::1", 22, "join-ssh"),),
+                              (prober.DadTarget("10.254.0.1", "eth0", 0),), FAST)
+    assert prober.ProbeRequest.from_dict(json.loads(json.dumps(req.to_dict()))) == req
 
 
 def test_module_entry_point_reads_a_request_and_prints_measurements(responders):
     (port,) = responders()
-    req = P.ProbeRequest("me", (P.Target("peer", 0, port, "127.0.0.1"),), settings=FAST)
+    req = prober.ProbeRequest("me", (prober.Target("peer", 0, port, "127.0.0.1"),), settings=FAST)
     env = {**os.environ, wire.TOKEN_ENV: TOKEN.secret.decode()}
     proc = subprocess.run([sys.executable, "-m", "pvestrap.checks.prober"],
                           input=json.dumps(req.to_dict()), env=env, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    found = P.Measurements.from_dict(json.loads(proc.stdout))
+    found = prober.Measurements.from_dict(json.loads(proc.stdout))
     assert found.udp[0].state == "open"
     bad = subprocess.run([sys.executable, "-m", "pvestrap.checks.prober"], input="{not json",
                          env=env, capture_output=True, text=True, timeout=60)
@@ -209,7 +210,7 @@ def _plan(**kw) -> ClusterPlan:
 
 def test_request_from_plan_for_a_joiner():
     plan = _plan(preflight=Preflight(qdevice="10.254.0.50"))
-    req = P.request_from_plan(plan, "pve2")
+    req = prober.request_from_plan(plan, "pve2")
     assert {(t.peer, t.link, t.port, t.address, t.source, t.legacy) for t in req.targets} == {
         (peer, link, port, f"10.254.{link}.{i}", f"10.254.{link}.2", port == 5404)
         for peer, i in (("pve1", 1), ("pve3", 3)) for link in (0, 1)
@@ -221,5 +222,5 @@ def test_request_from_plan_for_a_joiner():
 
 
 def test_request_from_plan_for_the_creator_has_no_join_ports():
-    req = P.request_from_plan(_plan(join=JoinTarget()), "pve1")
+    req = prober.request_from_plan(_plan(join=JoinTarget()), "pve1")
     assert req.tcp == () and len(req.targets) == 8

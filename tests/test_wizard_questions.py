@@ -11,12 +11,12 @@ import tomllib
 
 import pytest
 
-from pvestrap import answer_schema as S
+from pvestrap import answer_schema
 from pvestrap.toml_schema import is_secret
 from pvestrap.answers import dumps
 from pvestrap.checks.localsys import CommandResult, IfAddress, Interface, Machine
 from pvestrap.wizard import flow
-from pvestrap.wizard import questions as Q
+from pvestrap.wizard import questions
 from pvestrap.wizard.detect import detect
 
 
@@ -41,20 +41,20 @@ ScriptedAsker, FakeServices, join_blob, machine = (_S.ScriptedAsker, _S.FakeServ
                                                    _S.join_blob, _S.machine)
 
 
-def schema_paths(keys=S.FORMAT, prefix="") -> dict[str, S.Key]:
+def schema_paths(keys=answer_schema.FORMAT, prefix="") -> dict[str, answer_schema.Key]:
     """Every key of the answer-file format as a path: links[].number, nodes[].linkN ..."""
     out = {}
     for key in keys:
         path = f"{prefix}{key.name}"
         out[path] = key
-        if key.kind == S.TABLE:
+        if key.kind == answer_schema.TABLE:
             out.update(schema_paths(key.children, path + "."))
-        elif key.kind == S.TABLES:
+        elif key.kind == answer_schema.TABLES:
             out.update(schema_paths(key.children, path + "[]."))
     return out
 
 
-def in_schema(path: str, paths: dict[str, S.Key]) -> bool:
+def in_schema(path: str, paths: dict[str, answer_schema.Key]) -> bool:
     """A concrete path (nodes[].link3) against the schema, pattern keys included."""
     if path in paths:
         return True
@@ -80,7 +80,7 @@ def file_paths(data, prefix="") -> set[str]:
 
 def test_every_question_key_is_an_answer_file_key():
     paths = schema_paths()
-    keys = {k for q in Q.all_questions() for k in q.keys}
+    keys = {k for q in questions.all_questions() for k in q.keys}
     assert keys, "the questions name no keys at all"
     assert sorted(k for k in keys if not in_schema(k, paths)) == []
 
@@ -88,17 +88,17 @@ def test_every_question_key_is_an_answer_file_key():
 def test_every_required_answer_file_key_has_a_question():
     paths = schema_paths()
     required_leaves = [p for p, k in paths.items()
-                       if k.required and k.kind not in (S.TABLE, S.TABLES)]
+                       if k.required and k.kind not in (answer_schema.TABLE, answer_schema.TABLES)]
     assert {"cluster.name", "links[].number", "nodes[].name",
             "nodes[].interfaces[].name"} <= set(required_leaves)
-    keys = {k for q in Q.all_questions() for k in q.keys}
+    keys = {k for q in questions.all_questions() for k in q.keys}
     assert [p for p in required_leaves if p not in keys] == []
 
 
 def test_question_ids_are_unique_and_secrets_have_no_answer_of_their_own():
-    ids = [q.id for q in Q.all_questions()]
+    ids = [q.id for q in questions.all_questions()]
     assert len(ids) == len(set(ids))
-    secrets = [q for q in Q.all_questions() if q.secret]
+    secrets = [q for q in questions.all_questions() if q.secret]
     assert [q.id for q in secrets] == ["join.password"]
     # the only keys a secret maps to are the references, never a value key
     assert set(secrets[0].keys) == {"join.password_env", "join.password_file"}
@@ -141,7 +141,7 @@ def test_every_key_the_wizard_writes_is_in_the_schema_and_comes_from_a_question(
     import dataclasses
 
     paths = schema_paths()
-    asked = {k for q in Q.all_questions() for k in q.keys}
+    asked = {k for q in questions.all_questions() for k in q.keys}
     det_pve = dataclasses.replace(det, is_pve=True)
     written = set()
     texts = [dumps(_create_run(det)), dumps(_join_run(det_pve, FakeServices())[1])]
@@ -159,25 +159,25 @@ def test_every_key_the_wizard_writes_is_in_the_schema_and_comes_from_a_question(
                                        ("bad_name", False), ("-prod", False), ("prod-", False),
                                        ("a" * 16, False), ("", False), ("pr od", False)])
 def test_cluster_name_rejection_shows_the_rule(det, value, ok):
-    problem = Q.CLUSTER_NAME.check(value, Q.State(det))
+    problem = questions.CLUSTER_NAME.check(value, questions.State(det))
     assert (problem is None) is ok
     if not ok:
-        assert Q.NAME_RULE in problem
+        assert questions.NAME_RULE in problem
 
 
 def test_address_rules(det):
-    state = Q.State(det, {"link0.address": "10.1.0.1", "peer1.name": "pve2"})
-    rule = Q.link_other(1)
-    assert Q.IP_RULE in rule.check("pve2.example", state)
+    state = questions.State(det, {"link0.address": "10.1.0.1", "peer1.name": "pve2"})
+    rule = questions.link_other(1)
+    assert questions.IP_RULE in rule.check("pve2.example", state)
     assert "127.0.0.1 cannot carry" in rule.check("127.0.0.1", state)
     assert "already given for this node's link0" in rule.check("10.1.0.1", state)
     assert rule.check("10.9.9.9", state) is None
-    peer = Q.peer_link(1, 0)
+    peer = questions.peer_link(1, 0)
     assert "not in link0's network 10.1.0.0/24" in peer.check("10.7.0.2", state)
     assert peer.check("10.1.0.2", state) is None
-    static = Q.link_static(1)
-    st = Q.State(det, {"link0.address": "10.1.0.1", "link1.address": "nic:eth2"})
-    assert Q.CIDR_RULE in static.check("10.3.0.1", st)
+    static = questions.link_static(1)
+    st = questions.State(det, {"link0.address": "10.1.0.1", "link1.address": "nic:eth2"})
+    assert questions.CIDR_RULE in static.check("10.3.0.1", st)
     assert static.check("10.3.0.1/24", st) is None
 
 
@@ -186,29 +186,30 @@ def test_defaults_and_choices_come_from_the_machine(tmp_path):
     (tmp_path / "etc/default/keyboard").write_text('XKBMODEL="pc105"\nXKBLAYOUT="ch"\n')
     det = detect(str(tmp_path), machine=machine(), resolver=lambda n: ("10.2.0.1",),
                  runner=lambda argv: CommandResult(tuple(argv), 127))
-    state = Q.State(det)
-    assert det.keyboard == "de-ch" and Q.KEYBOARD.default_for(state) == "de-ch"
-    link0 = Q.link_address(0)
+    state = questions.State(det)
+    assert det.keyboard == "de-ch" and questions.KEYBOARD.default_for(state) == "de-ch"
+    link0 = questions.link_address(0)
     # the host name's address is PVE's node IP: the default for link0
     assert link0.default_for(state) == "10.2.0.1"
     values = [c.value for c in link0.choices_for(state)]
-    assert values == ["10.1.0.1", "10.2.0.1", "nic:eth2", Q.OTHER]
+    assert values == ["10.1.0.1", "10.2.0.1", "nic:eth2", questions.OTHER]
     # an address taken by link0 is not offered again for link1, the free NIC still is
-    taken = Q.State(det, {"link0.address": "10.2.0.1"})
-    assert [c.value for c in Q.link_address(1).choices_for(taken)] == \
-        ["10.1.0.1", "nic:eth2", Q.OTHER]
+    taken = questions.State(det, {"link0.address": "10.2.0.1"})
+    assert [c.value for c in questions.link_address(1).choices_for(taken)] == \
+        ["10.1.0.1", "nic:eth2", questions.OTHER]
 
 
 def test_when_conditions_split_create_and_join(det):
-    create = Q.State(det, {"role": "create"})
-    join = Q.State(det, {"role": "join"})
-    join_only = [Q.JOIN_METHOD, Q.JOIN_ADDRESS, Q.NODEID]
-    create_only = [Q.MIGRATION_NETWORK, Q.MIGRATION_TYPE, Q.KEYBOARD, Q.more_links(1)]
+    create = questions.State(det, {"role": "create"})
+    join = questions.State(det, {"role": "join"})
+    join_only = [questions.JOIN_METHOD, questions.JOIN_ADDRESS, questions.NODEID]
+    create_only = [questions.MIGRATION_NETWORK, questions.MIGRATION_TYPE, questions.KEYBOARD,
+                   questions.more_links(1)]
     assert [q.when(create) for q in join_only] == [False] * 3
     assert [q.when(join) for q in create_only] == [False] * 4
     assert all(q.when(create) for q in create_only)
     # the password and the fingerprint are asked only where pvecm needs them
-    assert not Q.PASSWORD_Q.when(join) and not Q.FINGERPRINT.when(join)
+    assert not questions.PASSWORD_Q.when(join) and not questions.FINGERPRINT.when(join)
 
 
 def test_detect_reads_pve_markers_clusters_and_ignores_the_stock_conf(tmp_path):

@@ -27,7 +27,7 @@ from pvestrap.plan import (MAX_LINK, NODEID_MAX, ClusterPlan, Datacenter, Interf
                            JoinTarget, Link, Node)
 from pvestrap.report.model import Report
 from pvestrap.system import Secret
-from pvestrap.wizard import questions as Q
+from pvestrap.wizard import questions
 from pvestrap.wizard.detect import Detected, describe
 from pvestrap.wizard.goback import go_back_question, reask_set
 
@@ -37,7 +37,7 @@ class Asker(Protocol):
 
     interactive: bool
 
-    def ask(self, question: Q.Question, state: Q.State, default: Any) -> Any: ...
+    def ask(self, question: questions.Question, state: questions.State, default: Any) -> Any: ...
 
     def say(self, text: str) -> None: ...
 
@@ -91,10 +91,10 @@ class Talk:
     reask: set[str] = field(default_factory=set)
     defaults: dict[str, Any] = field(default_factory=dict)
 
-    def state(self) -> Q.State:
-        return Q.State(self.detected, dict(self.answers), dict(self.facts))
+    def state(self) -> questions.State:
+        return questions.State(self.detected, dict(self.answers), dict(self.facts))
 
-    def ask(self, q: Q.Question) -> Any:
+    def ask(self, q: questions.Question) -> Any:
         state = self.state()
         if not q.when(state):
             self.answers.pop(q.id, None)
@@ -121,36 +121,37 @@ class Talk:
 
 def converse(talk: Talk) -> None:
     """Every question, in order, for the answers so far (the first run and each go-back)."""
-    talk.ask(Q.ROLE)
+    talk.ask(questions.ROLE)
     if talk.state().joining:
         _join_target(talk)
-    talk.ask(Q.CLUSTER_NAME)
+    talk.ask(questions.CLUSTER_NAME)
     _links(talk)
     _peers(talk)
-    talk.ask(Q.NODEID)
-    for q in (Q.PASSWORD_REF, Q.PASSWORD_ENV, Q.PASSWORD_FILE, Q.MIGRATION_NETWORK):
+    talk.ask(questions.NODEID)
+    for q in (questions.PASSWORD_REF, questions.PASSWORD_ENV, questions.PASSWORD_FILE,
+              questions.MIGRATION_NETWORK):
         talk.ask(q)
-    if talk.ask(Q.MIGRATION_TYPE) == "insecure":
+    if talk.ask(questions.MIGRATION_TYPE) == "insecure":
         talk.asker.say("  WARNING: insecure migration sends guest memory unencrypted; use it "
                        "only on a network nobody else can reach.")
-    talk.ask(Q.KEYBOARD)
+    talk.ask(questions.KEYBOARD)
 
 
 def _join_target(talk: Talk) -> None:
-    talk.ask(Q.JOIN_METHOD)
-    blob = talk.ask(Q.JOIN_INFO)
+    talk.ask(questions.JOIN_METHOD)
+    blob = talk.ask(questions.JOIN_INFO)
     if blob:
         talk.facts["join_info"] = joininfo.decode(blob)
         talk.answers.pop("join.links", None)
     else:
         talk.facts.pop("join_info", None)
-    talk.ask(Q.JOIN_ADDRESS)
-    talk.ask(Q.JOIN_LINKS)
+    talk.ask(questions.JOIN_ADDRESS)
+    talk.ask(questions.JOIN_LINKS)
     if talk.detected.is_pve:
         _fingerprint(talk)
         if not talk.facts.get("save_only"):
-            again = "password" not in talk.facts or Q.PASSWORD_Q.id in talk.reask
-            secret = talk.ask(Q.PASSWORD_Q) if again else None
+            again = "password" not in talk.facts or questions.PASSWORD_Q.id in talk.reask
+            secret = talk.ask(questions.PASSWORD_Q) if again else None
             if secret is not None:
                 talk.facts["password"] = Secret(secret)
 
@@ -177,8 +178,8 @@ def _fingerprint(talk: Talk) -> None:
         talk.facts["fingerprint_accepted"] = seen
         return
     if talk.facts.get("fingerprint_accepted") != seen:
-        talk.reask.add(Q.FINGERPRINT.id)
-    if talk.ask(Q.FINGERPRINT) is False:
+        talk.reask.add(questions.FINGERPRINT.id)
+    if talk.ask(questions.FINGERPRINT) is False:
         raise UserError(f"the fingerprint of {host} was not confirmed: nothing changed",
                         code="fingerprint-not-confirmed",
                         remedy="compare it with `pvenode cert info` on the cluster node")
@@ -197,18 +198,18 @@ def _links(talk: Talk) -> None:
         return
     _link(talk, 0)
     n = 1
-    while n <= MAX_LINK and talk.ask(Q.more_links(n)):
+    while n <= MAX_LINK and talk.ask(questions.more_links(n)):
         _link(talk, n)
         n += 1
     for m in range(n, MAX_LINK + 1):
         _drop(talk, f"link{m}.")
         if m > n:
             _drop(talk, f"links.add{m}")
-    talk.ask(Q.PREFERRED)
+    talk.ask(questions.PREFERRED)
 
 
 def _link(talk: Talk, n: int) -> None:
-    for q in (Q.link_address(n), Q.link_other(n), Q.link_static(n)):
+    for q in (questions.link_address(n), questions.link_other(n), questions.link_static(n)):
         talk.ask(q)
 
 
@@ -219,10 +220,10 @@ def _drop(talk: Talk, prefix: str) -> None:
 
 def _peers(talk: Talk) -> None:
     i = 1
-    while talk.ask(Q.peer_name(i)):
+    while talk.ask(questions.peer_name(i)):
         numbers = talk.state().link_numbers()
         for n in numbers:
-            talk.ask(Q.peer_link(i, n))
+            talk.ask(questions.peer_link(i, n))
         _drop_matching(talk, lambda k: k.startswith(f"peer{i}.link")
                        and int(k[k.index(".link") + 5:]) not in numbers)
         i += 1
@@ -244,7 +245,7 @@ def _drop_matching(talk: Talk, doomed: Callable[[str], bool]) -> None:
 NODEID_LIMIT = NODEID_MAX + 1
 
 
-def to_plan(state: Q.State) -> ClusterPlan:
+def to_plan(state: questions.State) -> ClusterPlan:
     """The ClusterPlan the answers describe (validated: a wizard bug, not the user, is to blame
     when this raises, since every answer was checked as it was given)."""
     me = state.detected.hostname
@@ -270,38 +271,38 @@ def to_plan(state: Q.State) -> ClusterPlan:
         join=_join(state), datacenter=_datacenter(state)).check(source="the wizard's answers")
 
 
-def _priority(state: Q.State, n: int) -> int:
+def _priority(state: questions.State, n: int) -> int:
     """The preferred link gets the higher priority; a joiner keeps the cluster's."""
     if state.joining:
         return dict(state.facts.get("link_priorities", {})).get(n, 0)
     preferred = state.get("links.preferred")
-    if len(state.link_numbers()) < 2 or preferred in (None, Q.NONE):
+    if len(state.link_numbers()) < 2 or preferred in (None, questions.NONE):
         return 0
-    return Q.PREFERRED_PRIORITY if n == preferred else Q.OTHER_PRIORITY
+    return questions.PREFERRED_PRIORITY if n == preferred else questions.OTHER_PRIORITY
 
 
-def _cluster_name(state: Q.State) -> str:
+def _cluster_name(state: questions.State) -> str:
     info = state.join_info
     if state.joining and info is not None and info.cluster_name:
         return info.cluster_name
     return state.get("cluster.name") or ""
 
 
-def _stanzas(state: Q.State, planned: tuple[InterfaceStanza, ...]
+def _stanzas(state: questions.State, planned: tuple[InterfaceStanza, ...]
              ) -> tuple[InterfaceStanza, ...]:
     """New stanzas for the free NICs chosen; an answer file's own stanzas (PLANNED) stay,
     replaced where a NIC got a new address."""
     chosen = {}
     for n in state.link_numbers():
         value = str(state.get(f"link{n}.address"))
-        if value.startswith(Q.NIC):
-            name = value[len(Q.NIC):]
+        if value.startswith(questions.NIC):
+            name = value[len(questions.NIC):]
             chosen[name] = InterfaceStanza(name, state.get(f"link{n}.static"))
     kept = [chosen.pop(s.name, None) or s for s in planned]
     return tuple(kept + list(chosen.values()))
 
 
-def _join(state: Q.State) -> JoinTarget:
+def _join(state: questions.State) -> JoinTarget:
     ref = state.get("join.password_ref")
     env = state.get("join.password_env") if ref == "env" else None
     path = state.get("join.password_file") if ref == "file" else None
@@ -312,7 +313,7 @@ def _join(state: Q.State) -> JoinTarget:
                       password_file=path)
 
 
-def _datacenter(state: Q.State) -> Datacenter:
+def _datacenter(state: questions.State) -> Datacenter:
     if state.joining:
         return Datacenter()
     network = state.get("migration.network") or None
@@ -387,7 +388,7 @@ def run(detected: Detected, asker: Asker, services: Services,
     me = detected.hostname
 
     def confirm(_text: str) -> bool:
-        return bool(talk.ask(Q.APPLY))
+        return bool(talk.ask(questions.APPLY))
 
     applied = services.apply(plan, me, talk.facts.get("password"), report, confirm,
                              lambda line: asker.say(line))
@@ -415,7 +416,7 @@ def with_own_fingerprint(talk: Talk, plan: ClusterPlan) -> ClusterPlan:
 
 
 def _offer_save(talk: Talk, plan: ClusterPlan) -> str | None:
-    path = talk.ask(Q.SAVE)
+    path = talk.ask(questions.SAVE)
     if not path:
         return None
     save_answers(talk, plan, path)

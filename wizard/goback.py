@@ -12,13 +12,13 @@ import re
 from typing import Iterable
 
 from pvestrap.findings import Finding
-from pvestrap.wizard import questions as Q
+from pvestrap.wizard import questions
 
 _LINK_SUBJECT = re.compile(r"^(?P<a>[^/\s>-][^/\s]*?)(?:->(?P<b>[^/\s]+))?/link(?P<n>\d+)")
 JOIN_TARGET = ("join.method", "join.info", "join.address", "join.fingerprint", "join.password")
 
 
-def targets_for(finding: Finding, state: Q.State) -> tuple[str, ...]:
+def targets_for(finding: Finding, state: questions.State) -> tuple[str, ...]:
     """The question ids (go-back targets) that set the value a finding is about."""
     me = state.detected.hostname
     subject = finding.subject or ""
@@ -39,14 +39,14 @@ def targets_for(finding: Finding, state: Q.State) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _peer_index(state: Q.State, name: str | None) -> int | None:
+def _peer_index(state: questions.State, name: str | None) -> int | None:
     for i in state.peer_indexes():
         if state.get(f"peer{i}.name") == name:
             return i
     return None
 
 
-def reask_set(target: str, state: Q.State) -> set[str]:
+def reask_set(target: str, state: questions.State) -> set[str]:
     """Question ids re-asked when going back to TARGET (a link re-asks all its questions)."""
     if target == "join":
         return set(JOIN_TARGET)
@@ -55,7 +55,7 @@ def reask_set(target: str, state: Q.State) -> set[str]:
     return {target}
 
 
-def describe_target(target: str, state: Q.State) -> str:
+def describe_target(target: str, state: questions.State) -> str:
     if re.fullmatch(r"link\d", target):
         n = int(target[4:])
         return f"this node's link{n} address (now {state.link_address(n)})"
@@ -67,16 +67,16 @@ def describe_target(target: str, state: Q.State) -> str:
     return f"{target} (now {state.get(target)})"
 
 
-def go_back_question(fails: Iterable[Finding], state: Q.State) -> Q.Question:
+def go_back_question(fails: Iterable[Finding], state: questions.State) -> questions.Question:
     targets: list[str] = []
     for f in fails:
         for t in targets_for(f, state):
             if t not in targets:
                 targets.append(t)
-    choices = tuple(Q.Choice(t, f"go back: change {describe_target(t, state)}")
+    choices = tuple(questions.Choice(t, f"go back: change {describe_target(t, state)}")
                     for t in targets)
-    choices += (Q.Choice("again", "run the preflight again (after fixing it outside)"),
-                Q.Choice("abort", "stop here: nothing has been changed"))
-    return Q.Question("preflight.next", "The preflight found problems. What now?",
-                      "Each FAIL above says how to fix it.", Q.SELECT,
-                      default=lambda s: choices[0].value, choices=lambda s: choices)
+    choices += (questions.Choice("again", "run the preflight again (after fixing it outside)"),
+                questions.Choice("abort", "stop here: nothing has been changed"))
+    return questions.Question("preflight.next", "The preflight found problems. What now?",
+                              "Each FAIL above says how to fix it.", questions.SELECT,
+                              default=lambda s: choices[0].value, choices=lambda s: choices)

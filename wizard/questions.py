@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from pvestrap.plan import MAX_LINK
-from pvestrap.wizard import rules as R
+from pvestrap.wizard import rules
 from pvestrap.wizard.model import (CONFIRM, CREATE, JOIN, NIC, NONE, OTHER, OTHER_PRIORITY,
                                    PASSWORD, PREFERRED_PRIORITY, SELECT, TEXT, Choice, Question,
                                    State)
@@ -45,7 +45,7 @@ ROLE = Question(
 CLUSTER_NAME = Question(
     "cluster.name", "Cluster name",
     f"It cannot be changed later. Rule: {NAME_RULE}.", TEXT, keys=("cluster.name",),
-    validate=lambda v, s: R.check_name(v),
+    validate=lambda v, s: rules.check_name(v),
     when=lambda s: not s.joining or s.join_info is None or not s.join_info.cluster_name)
 
 JOIN_METHOD = Question(
@@ -58,20 +58,20 @@ JOIN_METHOD = Question(
 JOIN_INFO = Question(
     "join.info", "Paste the Join Information",
     "The base64 text from the cluster node's GUI; line breaks are ignored.", TEXT,
-    keys=("join.join_info",), validate=R._join_info_rule,
+    keys=("join.join_info",), validate=rules.join_info_rule,
     when=lambda s: s.joining and s.get("join.method") == "info")
 
 JOIN_ADDRESS = Question(
     "join.address", "Address of a node already in the cluster",
     "Joining talks to this node: TCP 8006 (Proxmox VE) or 22 (plain corosync).", TEXT,
-    keys=("join.address",), validate=R._join_address_rule,
+    keys=("join.address",), validate=rules.join_address_rule,
     when=lambda s: s.joining and s.get("join.method") != "info")
 
 JOIN_LINKS = Question(
     "join.links", "Which links does the cluster have?",
     "The link numbers in the cluster's corosync.conf (totem > interface > linknumber); a "
     "joining node needs exactly one address on each.", TEXT, keys=("links[].number",),
-    default=lambda s: "0", validate=R._links_rule,
+    default=lambda s: "0", validate=rules.links_rule,
     when=lambda s: s.joining and s.join_info is None)
 
 FINGERPRINT = Question(
@@ -101,12 +101,12 @@ PASSWORD_REF = Question(
 
 PASSWORD_ENV = Question(
     "join.password_env", "Name of the environment variable", "e.g. PVE_ROOT_PASSWORD", TEXT,
-    keys=("join.password_env",), default=lambda s: "PVE_ROOT_PASSWORD", validate=R._env_rule,
+    keys=("join.password_env",), default=lambda s: "PVE_ROOT_PASSWORD", validate=rules.env_rule,
     when=lambda s: _saves_password_ref(s) and s.get("join.password_ref") == "env")
 
 PASSWORD_FILE = Question(
     "join.password_file", "Path of the password file", "An absolute path, mode 0600.", TEXT,
-    keys=("join.password_file",), default=lambda s: "/root/.pve-root-pw", validate=R._path_rule,
+    keys=("join.password_file",), default=lambda s: "/root/.pve-root-pw", validate=rules.path_rule,
     when=lambda s: _saves_password_ref(s) and s.get("join.password_ref") == "file")
 
 
@@ -117,14 +117,14 @@ def link_address(n: int) -> Question:
         "migrations from delaying the cluster's token; a free NIC gets a static address in "
         "/etc/network/interfaces.", SELECT,
         keys=(f"nodes[].link{n}", "links[].number", "links[].network"),
-        default=R._link_default(n), choices=R._link_choices(n))
+        default=rules.link_default(n), choices=rules.link_choices(n))
 
 
 def link_other(n: int) -> Question:
     return Question(
         f"link{n}.other", f"link{n}: address", f"Rule: {IP_RULE}.", TEXT,
         keys=(f"nodes[].link{n}",),
-        validate=lambda v, s: R._link_address_rule(v, s, f"link{n}.address"),
+        validate=lambda v, s: rules.link_address_rule(v, s, f"link{n}.address"),
         parse=str.strip, when=lambda s: s.get(f"link{n}.address") == OTHER)
 
 
@@ -136,7 +136,7 @@ def link_static(n: int) -> Question:
         f"link{n}.static", lambda s: f"link{n}: static address for {nic(s)}",
         f"Written as a new `iface {{nic}} inet static` stanza; rule: {CIDR_RULE}.", TEXT,
         keys=("nodes[].interfaces[].address", "nodes[].interfaces[].name", f"nodes[].link{n}"),
-        validate=R._static_rule(n), parse=str.strip,
+        validate=rules.static_rule(n), parse=str.strip,
         when=lambda s: str(s.get(f"link{n}.address", "")).startswith(NIC))
 
 
@@ -153,7 +153,7 @@ PREFERRED = Question(
     "knet sends over the up link with the highest priority (passive mode); the others take "
     "over when it fails.", SELECT, keys=("links[].priority",),
     default=lambda s: s.link_numbers()[0] if s.link_numbers() else None, required=False,
-    choices=R._preferred_choices, when=lambda s: not s.joining and len(s.link_numbers()) > 1)
+    choices=rules.preferred_choices, when=lambda s: not s.joining and len(s.link_numbers()) > 1)
 
 
 def peer_name(i: int) -> Question:
@@ -166,15 +166,15 @@ def peer_name(i: int) -> Question:
         f"peer{i}.name", prompt,
         "The whole-cluster answer file lists every node, so the others can run `pvestrap "
         f"apply --answers FILE` unattended. Rule: {NAME_RULE}.", TEXT, keys=("nodes[].name",),
-        default=lambda s: "", validate=lambda v, s: R._peer_name_rule(v, s, i), parse=str.strip,
+        default=lambda s: "", validate=lambda v, s: rules.peer_name_rule(v, s, i), parse=str.strip,
         required=False)
 
 
 def _peer_link_rule(i: int, n: int) -> Callable[[str, State], str | None]:
     def rule(value: str, state: State) -> str | None:
-        problem = R._link_address_rule(value, state, f"peer{i}.link{n}")
+        problem = rules.link_address_rule(value, state, f"peer{i}.link{n}")
         network = state.link_network(n)
-        if problem is None and network and not R._same_network(network, value):
+        if problem is None and network and not rules.same_network(network, value):
             return f"{value} is not in link{n}'s network {network}: every node's link{n} " \
                    "address must be on the same network"
         return problem
@@ -185,21 +185,21 @@ def peer_link(i: int, n: int) -> Question:
     return Question(
         f"peer{i}.link{n}", lambda s: f"{s.get(f'peer{i}.name')}: address on link{n}",
         f"Rule: {IP_RULE}.", TEXT, keys=(f"nodes[].link{n}",),
-        default=R._peer_link_default(i, n), validate=_peer_link_rule(i, n), parse=str.strip)
+        default=rules.peer_link_default(i, n), validate=_peer_link_rule(i, n), parse=str.strip)
 
 
 NODEID = Question(
     "node.nodeid", "This node's nodeid",
     "The cluster gives a joining node the lowest free id; name it here so the answer file "
-    "matches the cluster.", TEXT, keys=("nodes[].nodeid",), default=R._nodeid_default,
-    validate=R._nodeid_rule, parse=lambda v: int(v.strip()), when=lambda s: s.joining)
+    "matches the cluster.", TEXT, keys=("nodes[].nodeid",), default=rules.nodeid_default,
+    validate=rules.nodeid_rule, parse=lambda v: int(v.strip()), when=lambda s: s.joining)
 
 MIGRATION_NETWORK = Question(
     "migration.network", "Migration network",
     "Live migration copies guest memory over this network; a link network keeps it off the "
     "management network (but shares it with corosync).", SELECT,
     keys=("datacenter.migration.network",), default=lambda s: NONE, required=False,
-    choices=R._migration_choices, when=lambda s: not s.joining)
+    choices=rules.migration_choices, when=lambda s: not s.joining)
 
 MIGRATION_TYPE = Question(
     "migration.type", "Migration transport",
@@ -214,7 +214,7 @@ KEYBOARD = Question(
     "keyboard", "Keyboard layout for the GUI's consoles",
     "Written to datacenter.cfg; the default is this machine's console layout.", SELECT,
     keys=("datacenter.keyboard",), default=lambda s: s.detected.keyboard or NONE,
-    required=False, choices=R._keyboard_choices, when=lambda s: not s.joining)
+    required=False, choices=rules.keyboard_choices, when=lambda s: not s.joining)
 
 APPLY = Question(
     "apply", "Apply this plan now?", "Nothing has been changed so far.", CONFIRM,
@@ -224,7 +224,7 @@ SAVE = Question(
     "save", "Save the whole-cluster answer file (empty: do not save)",
     "The other nodes can then run `pvestrap apply --answers FILE` unattended. Passwords are "
     "never written.", TEXT, default=lambda s: "/root/pvestrap-answers.toml",
-    validate=R._save_rule, required=False, parse=str.strip)
+    validate=rules.save_rule, required=False, parse=str.strip)
 
 
 def all_questions(peers: int = 2) -> tuple[Question, ...]:

@@ -55,11 +55,11 @@ def describe_question(qid: str) -> str:
     return qid
 
 
-def _link_address_rule(value: str, state: State, qid: str) -> str | None:
+def link_address_rule(value: str, state: State, qid: str) -> str | None:
     return check_ip(value) or _unused(value, state, qid)
 
 
-def _static_rule(n: int) -> Callable[[str, State], str | None]:
+def static_rule(n: int) -> Callable[[str, State], str | None]:
     def rule(value: str, state: State) -> str | None:
         try:
             iface = ipaddress.ip_interface(value.strip())
@@ -71,7 +71,7 @@ def _static_rule(n: int) -> Callable[[str, State], str | None]:
     return rule
 
 
-def _peer_name_rule(value: str, state: State, i: int) -> str | None:
+def peer_name_rule(value: str, state: State, i: int) -> str | None:
     if not value:
         return None if not (i == 1 and state.joining) else \
             "name the cluster node you join (its host name): the answer file needs it"
@@ -84,13 +84,13 @@ def _peer_name_rule(value: str, state: State, i: int) -> str | None:
     return None
 
 
-def _nodeid_rule(value: str, state: State) -> str | None:
+def nodeid_rule(value: str, state: State) -> str | None:
     if not value.strip().isdigit() or not 1 <= int(value) <= NODEID_MAX:
         return f"use a whole number 1..{NODEID_MAX}"
     return None
 
 
-def _join_info_rule(value: str, _state: State) -> str | None:
+def join_info_rule(value: str, _state: State) -> str | None:
     try:
         joininfo.decode(value)
     except UserError as exc:
@@ -98,7 +98,7 @@ def _join_info_rule(value: str, _state: State) -> str | None:
     return None
 
 
-def _join_address_rule(value: str, _state: State) -> str | None:
+def join_address_rule(value: str, _state: State) -> str | None:
     text = value.strip()
     try:
         ipaddress.ip_address(text)
@@ -108,31 +108,31 @@ def _join_address_rule(value: str, _state: State) -> str | None:
     return None if HOST_RE.match(text) else "use the cluster node's IP address or host name"
 
 
-def _links_rule(value: str, _state: State) -> str | None:
+def links_rule(value: str, _state: State) -> str | None:
     parts = value.replace(",", " ").split()
     if not parts or not all(p.isdigit() and int(p) <= MAX_LINK for p in parts):
         return "list the cluster's link numbers 0..7, e.g. 0 or 0,1"
     return None
 
 
-def _env_rule(value: str, _state: State) -> str | None:
+def env_rule(value: str, _state: State) -> str | None:
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
         return None
     return "the NAME of an environment variable (letters, digits, _), never the password"
 
 
-def _path_rule(value: str, _state: State) -> str | None:
+def path_rule(value: str, _state: State) -> str | None:
     return None if value.startswith("/") else "an absolute path, e.g. /root/.pve-root-pw"
 
 
-def _save_rule(value: str, _state: State) -> str | None:
+def save_rule(value: str, _state: State) -> str | None:
     return None if not value or value.startswith("/") or not value.startswith("-") else \
         "a file name (empty: do not save)"
 
 
 # -- choices and defaults computed from the machine ------------------------------------------------
 
-def _link_choices(n: int) -> Callable[[State], tuple[Choice, ...]]:
+def link_choices(n: int) -> Callable[[State], tuple[Choice, ...]]:
     def choices(state: State) -> tuple[Choice, ...]:
         qid = f"link{n}.address"
         used = state.addresses_in_use(qid)
@@ -153,13 +153,13 @@ def _link_choices(n: int) -> Callable[[State], tuple[Choice, ...]]:
     return choices
 
 
-def _link_default(n: int) -> Callable[[State], Any]:
+def link_default(n: int) -> Callable[[State], Any]:
     def default(state: State) -> Any:
-        choices = [c.value for c in _link_choices(n)(state)]
+        choices = [c.value for c in link_choices(n)(state)]
         peer = _cluster_peer_address(state, n)
         if peer is not None:
             for addr in state.detected.addresses:
-                if addr.address in choices and _same_network(addr.cidr, peer):
+                if addr.address in choices and same_network(addr.cidr, peer):
                     return addr.address
         host = state.detected.host_address
         if n == 0 and host in choices:
@@ -175,19 +175,19 @@ def _cluster_peer_address(state: State, n: int) -> str | None:
     return state.get(f"peer1.link{n}")
 
 
-def _same_network(cidr: str, address: str) -> bool:
+def same_network(cidr: str, address: str) -> bool:
     try:
         return ipaddress.ip_address(address) in ipaddress.ip_interface(cidr).network
     except ValueError:
         return False
 
 
-def _preferred_choices(state: State) -> tuple[Choice, ...]:
+def preferred_choices(state: State) -> tuple[Choice, ...]:
     out = [Choice(n, f"link{n} ({state.link_address(n)})") for n in state.link_numbers()]
     return tuple(out) + (Choice(NONE, "no preference (all priority 0)"),)
 
 
-def _migration_choices(state: State) -> tuple[Choice, ...]:
+def migration_choices(state: State) -> tuple[Choice, ...]:
     seen, out = set(), [Choice(NONE, "not set: the management network")]
     for n in state.link_numbers():
         net = state.link_network(n)
@@ -197,12 +197,12 @@ def _migration_choices(state: State) -> tuple[Choice, ...]:
     return tuple(out)
 
 
-def _keyboard_choices(_state: State) -> tuple[Choice, ...]:
+def keyboard_choices(_state: State) -> tuple[Choice, ...]:
     return (Choice(NONE, "not set (the GUI's default)"),) + tuple(
         Choice(k, k) for k in sorted(KEYBOARDS))
 
 
-def _peer_link_default(i: int, n: int) -> Callable[[State], Any]:
+def peer_link_default(i: int, n: int) -> Callable[[State], Any]:
     def default(state: State) -> Any:
         if i == 1 and state.joining:
             return _cluster_peer_address(state, n) if n in _peer_links(state) else \
@@ -216,5 +216,5 @@ def _peer_links(state: State) -> dict[int, str]:
     return dict(info.peer_links) if info is not None else {}
 
 
-def _nodeid_default(state: State) -> str:
+def nodeid_default(state: State) -> str:
     return str(len(state.peer_indexes()) + 1)

@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import questionary
 
-from pvestrap.wizard import questions as Q
+from pvestrap.wizard import questions
 
 
 @dataclass
@@ -25,22 +25,23 @@ class TerminalAsker:
         self.out.write(text.rstrip("\n") + "\n")
         self.out.flush()
 
-    def ask(self, question: Q.Question, state: Q.State, default: Any) -> Any:
+    def ask(self, question: questions.Question, state: questions.State, default: Any) -> Any:
         message = question.message(state)
         if question.help:
             self.say(f"\n  {question.help}")
-        if question.type == Q.SELECT:
+        if question.type == questions.SELECT:
             return self._select(question, state, message, default)
-        if question.type == Q.CONFIRM:
+        if question.type == questions.CONFIRM:
             return questionary.confirm(message, default=bool(default),
                                        auto_enter=False).unsafe_ask()
-        if question.type == Q.PASSWORD:
+        if question.type == questions.PASSWORD:
             return questionary.password(message, validate=self._validator(question, state)
                                         ).unsafe_ask()
         return questionary.text(message, default="" if default is None else str(default),
                                 validate=self._validator(question, state)).unsafe_ask()
 
-    def _select(self, question: Q.Question, state: Q.State, message: str, default: Any) -> Any:
+    def _select(self, question: questions.Question, state: questions.State, message: str,
+                default: Any) -> Any:
         choices = question.choices_for(state)
         # questionary falls back to the title when a value is None, so map values by position.
         items = [questionary.Choice(c.title, value=i) for i, c in enumerate(choices)]
@@ -50,7 +51,7 @@ class TerminalAsker:
         return choices[picked].value
 
     @staticmethod
-    def _validator(question: Q.Question, state: Q.State):
+    def _validator(question: questions.Question, state: questions.State):
         def validate(text: str) -> bool | str:
             problem = question.check(text, state)
             return True if problem is None else problem

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 from pvestrap.errors import UserError
 from pvestrap.plan import ClusterPlan, JoinTarget
-from pvestrap.wizard import questions as Q
+from pvestrap.wizard import questions
 from pvestrap.wizard.detect import Detected
 
 
@@ -26,8 +26,8 @@ def answers_from_plan(plan: ClusterPlan, detected: Detected) -> dict[str, Any]:
     stays missing, and the unattended asker names its key.
     """
     me = plan.node(detected.hostname)
-    joining = plan.role_of(me.name) == Q.JOIN
-    out: dict[str, Any] = {"role": Q.JOIN if joining else Q.CREATE}
+    joining = plan.role_of(me.name) == questions.JOIN
+    out: dict[str, Any] = {"role": questions.JOIN if joining else questions.CREATE}
     if joining:
         out.update({"join.method": "address", "join.address": plan.join_address(),
                     "join.links": ",".join(str(n) for n in plan.link_numbers),
@@ -41,16 +41,16 @@ def answers_from_plan(plan: ClusterPlan, detected: Detected) -> dict[str, Any]:
         if addr in local:  # also a stanza's address once the apply configured it
             out[f"link{n}.address"] = addr
         elif addr in stanzas:
-            out[f"link{n}.address"] = Q.NIC + stanzas[addr].name
+            out[f"link{n}.address"] = questions.NIC + stanzas[addr].name
             out[f"link{n}.static"] = stanzas[addr].address
         else:
-            out.update({f"link{n}.address": Q.OTHER, f"link{n}.other": addr})
+            out.update({f"link{n}.address": questions.OTHER, f"link{n}.other": addr})
         if i:
             out[f"links.add{n}"] = True
     out[f"links.add{max(plan.link_numbers) + 1}"] = False
     top = max(plan.links, key=lambda link: link.priority)
     if not joining and len(plan.links) > 1:
-        out["links.preferred"] = top.number if top.priority else Q.NONE
+        out["links.preferred"] = top.number if top.priority else questions.NONE
     others = [n for n in plan.nodes if n.name != me.name]
     if joining:
         others.sort(key=lambda n: n.name != plan.creator.name)
@@ -60,8 +60,9 @@ def answers_from_plan(plan: ClusterPlan, detected: Detected) -> dict[str, Any]:
     out[f"peer{len(others) + 1}.name"] = ""
     out.update(_password_ref(plan.join))
     dc = plan.datacenter
-    out.update({"migration.network": dc.migration_network or Q.NONE,
-                "migration.type": dc.migration_type or "secure", "keyboard": dc.keyboard or Q.NONE})
+    out.update({"migration.network": dc.migration_network or questions.NONE,
+                "migration.type": dc.migration_type or "secure",
+                "keyboard": dc.keyboard or questions.NONE})
     return out
 
 
@@ -70,7 +71,7 @@ def _password_ref(join: JoinTarget) -> Mapping[str, Any]:
         return {"join.password_ref": "env", "join.password_env": join.password_env}
     if join.password_file:
         return {"join.password_ref": "file", "join.password_file": join.password_file}
-    return {"join.password_ref": Q.NONE}
+    return {"join.password_ref": questions.NONE}
 
 
 def facts_from_plan(plan: ClusterPlan) -> dict[str, Any]:
@@ -102,7 +103,7 @@ class UnattendedAsker:
     say_to: Callable[[str], None] = lambda _text: None
     interactive: bool = False
 
-    def ask(self, question: Q.Question, state: Q.State, default: Any) -> Any:
+    def ask(self, question: questions.Question, state: questions.State, default: Any) -> Any:
         if question.secret:
             if question.id in self.secrets:
                 return self.secrets[question.id]

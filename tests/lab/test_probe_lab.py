@@ -18,14 +18,14 @@ import time
 
 import pytest
 
-from pvestrap.checks import prober as P
+from pvestrap.checks import prober
 from pvestrap.checks.probe import TOKEN_ENV
 
 pytestmark = pytest.mark.lab
 
 CLI = [sys.executable, "-c", "import sys; from pvestrap.cli import main; sys.exit(main())"]
 TOKEN = "lab-sniff-" + secrets.token_hex(12)
-QUICK = P.ProbeSettings(duration_s=1.0, interval_s=0.05, reply_timeout_s=0.5, icmp=False)
+QUICK = prober.ProbeSettings(duration_s=1.0, interval_s=0.05, reply_timeout_s=0.5, icmp=False)
 HOLD = ("import socket, sys, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
         "s.bind((sys.argv[1], int(sys.argv[2]))); print('held', flush=True); time.sleep(120)")
 
@@ -63,12 +63,12 @@ def _responder(lab, node, processes, ports, address=None) -> str:
     return _read_until(proc, r"listening|raw socket|skipping", per_address * len(ports))
 
 
-def _probe(lab, node, targets) -> P.Measurements:
-    req = P.ProbeRequest(lab.node(node).name, tuple(targets), settings=QUICK)
+def _probe(lab, node, targets) -> prober.Measurements:
+    req = prober.ProbeRequest(lab.node(node).name, tuple(targets), settings=QUICK)
     done = lab.exec(node, [sys.executable, "-m", "pvestrap.checks.prober"],
                     input=json.dumps(req.to_dict()), env={TOKEN_ENV: TOKEN}, timeout=120)
     assert done.returncode == 0, done.stderr
-    return P.Measurements.from_dict(json.loads(done.stdout))
+    return prober.Measurements.from_dict(json.loads(done.stdout))
 
 
 def test_busy_port_is_answered_through_a_raw_socket(lab, processes):
@@ -80,8 +80,8 @@ def test_busy_port_is_answered_through_a_raw_socket(lab, processes):
     log = _responder(two, "n2", processes, (5404, 5405))
     assert re.search(r"0\.0\.0\.0:5405/udp is in use: answering probes on it through a raw socket",
                      log)
-    found = _probe(two, "n1", P.udp_targets({two.node(2).name: {0: "10.254.0.2"}},
-                                            {0: "10.254.0.1"}))
+    found = _probe(two, "n1", prober.udp_targets({two.node(2).name: {0: "10.254.0.2"}},
+                                                 {0: "10.254.0.1"}))
     states = {(r.port, r.state, r.received) for r in found.udp}
     assert states == {(5405, "open", QUICK.count), (5404, "open", QUICK.count)}
     sniffed = next(r for r in found.udp if r.port == 5405)
@@ -98,11 +98,11 @@ def test_wrong_token_gets_no_answer_from_the_raw_socket_either(lab, processes):
     processes.append(holder)
     assert holder.stdout.readline().strip() == "held"
     _responder(two, "n2", processes, (5405,), address="10.254.0.2")
-    req = P.ProbeRequest("n1", (P.Target("n2", 0, 5405, "10.254.0.2", "10.254.0.1"),),
-                         settings=QUICK)
+    req = prober.ProbeRequest("n1", (prober.Target("n2", 0, 5405, "10.254.0.2", "10.254.0.1"),),
+                              settings=QUICK)
     done = two.exec("n1", [sys.executable, "-m", "pvestrap.checks.prober"],
                     input=json.dumps(req.to_dict()), env={TOKEN_ENV: "another-token-" + "x" * 10})
-    (r,) = P.Measurements.from_dict(json.loads(done.stdout)).udp
+    (r,) = prober.Measurements.from_dict(json.loads(done.stdout)).udp
     assert (r.state, r.received) == ("filtered", 0)
 
 
@@ -128,8 +128,8 @@ def test_probes_reach_corosync_members_on_5405_and_corosync_stays_quorate(lab, p
     assert _wait_quorate(two, "n1", 2)
     log = _responder(two, "n2", processes, (5404, 5405))
     assert "5405/udp is in use" in log
-    found = _probe(two, "n1", P.udp_targets({two.node(2).name: {0: "10.254.0.2"}},
-                                            {0: "10.254.0.1"}))
+    found = _probe(two, "n1", prober.udp_targets({two.node(2).name: {0: "10.254.0.2"}},
+                                                 {0: "10.254.0.1"}))
     by_port = {r.port: r for r in found.udp}
     assert by_port[5405].state == "open" and by_port[5405].received == QUICK.count
     assert by_port[5404].state == "open"
@@ -156,8 +156,9 @@ def test_busy_port_is_answered_over_ipv6_too(lab, processes):
     assert holder.stdout.readline().strip() == "held"
     log = _responder(two, "n2", processes, (5405,))
     assert "[::]:5405/udp is in use" in log and "0.0.0.0:5405/udp is in use" in log
-    found = _probe(two, "n1", [P.Target("n2", 0, 5405, f"fd5a:{suffix}::2", f"fd5a:{suffix}::1"),
-                               P.Target("n2", 0, 5405, "10.254.0.2", "10.254.0.1")])
+    found = _probe(two, "n1", [
+        prober.Target("n2", 0, 5405, f"fd5a:{suffix}::2", f"fd5a:{suffix}::1"),
+        prober.Target("n2", 0, 5405, "10.254.0.2", "10.254.0.1")])
     assert [(r.address, r.state, r.received) for r in found.udp] == [
         (f"fd5a:{suffix}::2", "open", QUICK.count), ("10.254.0.2", "open", QUICK.count)]
 
