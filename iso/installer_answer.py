@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Mapping
 
 from pvestrap.answer_schema import ENV_NAME
-from pvestrap.answers import load, resolve_password, select_node
+from pvestrap.answers import load, select_node
 from pvestrap.errors import AnswerFileInvalid, OperationFailed, UserError
 from pvestrap.findings import Finding, Severity
 from pvestrap.installer import rules
 from pvestrap.installer.answer import Rendered, render
 from pvestrap.installer.settings import Settings
 from pvestrap.installer.validate import load as load_settings
+from pvestrap.password import resolve_password
 from pvestrap.plan import JoinTarget
 from pvestrap.toml_lines import key_lines
 
@@ -119,11 +120,12 @@ def root_password_hash(settings: Settings, *, password_file: str | None = None,
                         code="installer-password-env-invalid")
     target = JoinTarget(password_file=value) if from_file else JoinTarget(password_env=value)
     try:
-        clear = resolve_password(target, environ)
+        secret = resolve_password(target, environ)
     except UserError as exc:  # it names the join key it reads for joining; name ours
         told = "(join.password_file)" if from_file else "(join.password_env)"
         raise UserError(exc.message.replace(told, f"({key})"), code=exc.code,
                         remedy=exc.remedy) from None
+    clear = secret.value if secret is not None else ""  # a source is named: never None
     if len(clear) < rules.PASSWORD_MIN:
         raise UserError(f"the root password from {key} {value} must be at least "
                         f"{rules.PASSWORD_MIN} characters (the installer's rule)",

@@ -3,7 +3,7 @@
 `loads()` collects every problem at once (type errors, unknown and missing keys, secrets, and
 everything `plan.validate()` finds), names each by its TOML key path and line, and raises once.
 The root password never lives in the file: only a reference to a file or an environment
-variable, resolved by `resolve_password()` at the moment of joining.
+variable, resolved by pvestrap.password at the moment of joining.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ import itertools
 import os
 import re
 import socket
-import stat
 import tomllib
 from dataclasses import fields, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from pvestrap.answer_schema import ENV_NAME, LINK_KEY, check_file
 from pvestrap import joininfo
@@ -29,8 +28,7 @@ from pvestrap.plan import (ClusterPlan, Datacenter, InterfaceStanza, JoinTarget,
                            Preflight, Thresholds, normalize_keyboard, validate)
 from pvestrap.toml_lines import key_lines, line_of
 
-__all__ = ["AnswerFileInvalid", "dumps", "example", "load", "loads", "resolve_password",
-           "schema", "select_node"]
+__all__ = ["AnswerFileInvalid", "dumps", "example", "load", "loads", "schema", "select_node"]
 
 MAX_CHARS = 1_000_000
 
@@ -310,45 +308,3 @@ def select_node(plan: ClusterPlan, name: str | None = None) -> Node:
     raise UserError(f"node {wanted!r}{origin} is not in the answer file; its nodes: {known}",
                     code="node-not-in-answers",
                     remedy="pass --node NAME to choose one, or add this host to [[nodes]]")
-
-
-def resolve_password(join: JoinTarget, environ: Mapping[str, str] | None = None) -> str | None:
-    """root's password for joining, read at the moment of use and never logged.
-
-    None when the file names no source: the caller must then refuse an unattended join.
-    """
-    if join.password_file:
-        return _password_from_file(join.password_file)
-    if join.password_env:
-        value = (os.environ if environ is None else environ).get(join.password_env)
-        if not value:
-            raise UserError(f"environment variable {join.password_env} (join.password_env) is "
-                            "not set or empty", code="password-missing",
-                            remedy=f"export {join.password_env} before running pvestrap")
-        return value
-    return None
-
-
-def _password_from_file(path: str) -> str:
-    """The first line of the file; refused when other users could read it."""
-    try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise UserError(f"password file {path} is not a regular file",
-                            code="password-file-invalid")
-        if st.st_mode & 0o007:
-            raise UserError(f"password file {path} is accessible to every user "
-                            f"(mode {stat.S_IMODE(st.st_mode):04o})",
-                            code="password-file-insecure", remedy=f"chmod 600 {path}")
-        with open(path, encoding="utf-8") as fh:
-            first = fh.readline().rstrip("\r\n")
-    except OSError as exc:
-        raise UserError(f"cannot read password file {path}: {exc.strerror or exc}",
-                        code="password-missing") from None
-    except UnicodeDecodeError:
-        raise UserError(f"password file {path} is not UTF-8 text",
-                        code="password-file-invalid") from None
-    if not first:
-        raise UserError(f"password file {path} is empty", code="password-missing",
-                        remedy="write root's password on the first line")
-    return first

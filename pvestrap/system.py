@@ -43,6 +43,17 @@ class Secret:
 Arg = Union[str, Secret]
 
 
+@dataclass(frozen=True)
+class OwnedFile:
+    """What one open file held (at most the limit asked for + 1 bytes, nothing when it is not
+    a regular file) and what fstat said of that same file: no swap between check and read."""
+
+    data: bytes = field(repr=False)
+    mode: int
+    uid: int
+    regular: bool
+
+
 def reveal(value: Arg | None) -> str | None:
     return value.value if isinstance(value, Secret) else value
 
@@ -112,6 +123,8 @@ class System(Protocol):
     def read_text(self, path: str) -> str | None: ...
 
     def file_mode(self, path: str) -> int | None: ...
+
+    def read_owned(self, path: str, limit: int) -> OwnedFile | None: ...
 
     def write_bytes(self, path: str, data: bytes, mode: int | None = None,
                     backup: bool = True) -> None: ...
@@ -209,6 +222,24 @@ class RealSystem:
             return stat.S_IMODE(self.path(path).stat().st_mode)
         except FileNotFoundError:
             return None
+
+    def read_owned(self, path: str, limit: int) -> OwnedFile | None:
+        try:
+            fd = os.open(self.path(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            st = os.fstat(fd)
+            regular = stat.S_ISREG(st.st_mode)
+            chunks: list[bytes] = []
+            while regular and (left := limit + 1 - sum(map(len, chunks))) > 0:
+                chunk = os.read(fd, left)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        return OwnedFile(b"".join(chunks), stat.S_IMODE(st.st_mode), st.st_uid, regular)
 
     def write_bytes(self, path: str, data: bytes, mode: int | None = None,
                     backup: bool = True) -> None:
@@ -333,6 +364,13 @@ class DryRunSystem:
             return None if entry is None else entry[1]
         return self.inner.file_mode(path)
 
+    def read_owned(self, path: str, limit: int) -> OwnedFile | None:
+        if path in self._overlay:
+            entry = self._overlay[path]  # written by this dry run: ours
+            return None if entry is None else OwnedFile(entry[0][:limit + 1], entry[1] or 0o644,
+                                                        os.geteuid(), True)
+        return self.inner.read_owned(path, limit)
+
     def write_bytes(self, path: str, data: bytes, mode: int | None = None,
                     backup: bool = True) -> None:
         text = data.decode("utf-8", errors="replace")
@@ -431,6 +469,10 @@ class RecordingSystem:
     def file_mode(self, path: str) -> int | None:
         entry = self.files.get(path)
         return None if entry is None else entry[1]
+
+    def read_owned(self, path: str, limit: int) -> OwnedFile | None:
+        entry = self.files.get(path)  # an in-memory node: every file is root's
+        return None if entry is None else OwnedFile(entry[0][:limit + 1], entry[1], 0, True)
 
     def write_bytes(self, path: str, data: bytes, mode: int | None = None,
                     backup: bool = True) -> None:

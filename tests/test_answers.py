@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import pathlib
 import re
 import tomllib
@@ -16,7 +15,6 @@ import pytest
 
 from pvestrap import answers, joininfo, toml_lines
 from pvestrap.errors import UserError, ValidationFailed
-from pvestrap.plan import JoinTarget
 
 DATA = pathlib.Path(__file__).parent / "data" / "answers"
 FP = ":".join(f"{i * 7 % 256:02X}" for i in range(32))
@@ -463,49 +461,6 @@ def test_join_info_that_disagrees_with_the_file_is_reported(snippet, code, subje
 def test_a_matching_explicit_fingerprint_in_other_case_is_no_conflict():
     plan = answers.loads(join_with(f'fingerprint = "{FP.lower()}"\njoin_info = "{gui_blob()}"'))
     assert plan.join.fingerprint == FP.lower()
-
-
-# -- resolving the password at use time ------------------------------------------------------------
-
-def test_password_from_a_private_file(tmp_path):
-    path = tmp_path / "pw"
-    path.write_text("correct horse\nsecond line\n")
-    path.chmod(0o600)
-    assert answers.resolve_password(JoinTarget(password_file=str(path))) == "correct horse"
-    path.chmod(0o640)
-    assert answers.resolve_password(JoinTarget(password_file=str(path))) == "correct horse"
-
-
-@pytest.mark.parametrize("content,mode,code", [
-    ("pw\n", 0o644, "password-file-insecure"),
-    ("pw\n", 0o606, "password-file-insecure"),
-    ("\n", 0o600, "password-missing"),
-    (None, None, "password-missing"),
-    ("dir", None, "password-file-invalid"),
-])
-def test_password_files_that_are_unsafe_or_unusable_are_refused(tmp_path, content, mode, code):
-    path = tmp_path / "pw"
-    if content == "dir":
-        path.mkdir()
-    elif content is not None:
-        path.write_text(content)
-        path.chmod(mode)
-    with pytest.raises(UserError) as info:
-        answers.resolve_password(JoinTarget(password_file=str(path)))
-    assert info.value.code == code and info.value.exit_code == 2
-    assert "pw\n" not in info.value.message
-
-
-def test_password_from_the_environment_and_none_without_a_source():
-    target = JoinTarget(password_env="PVESTRAP_TEST_PW")
-    assert answers.resolve_password(target, {"PVESTRAP_TEST_PW": "s3cret"}) == "s3cret"
-    with pytest.raises(UserError, match="PVESTRAP_TEST_PW") as info:
-        answers.resolve_password(target, {})
-    assert info.value.code == "password-missing"
-    assert answers.resolve_password(JoinTarget()) is None
-    os.environ.pop("PVESTRAP_UNSET_FOR_TEST", None)
-    with pytest.raises(UserError):
-        answers.resolve_password(JoinTarget(password_env="PVESTRAP_UNSET_FOR_TEST"))
 
 
 # -- [installer]: the automated installer's settings in the same file -------------------------------

@@ -17,10 +17,11 @@ import pytest
 
 import pvestrap.apply
 from pvestrap.apply.engine import StepFailed, run_steps
-from pvestrap.apply.pve import (JoinFailed, PveCreateStep, PveTimeouts, PveWaitQuorumStep,
+from pvestrap.apply.pve import (JoinFailed, JoinMethod, PveCreateStep, PveTimeouts, PveWaitQuorumStep,
                                 create_argv, create_steps, is_pve, join_argv,
-                                join_password, join_steps, pvesh_join_argv, quorum_status)
+                                join_steps, pvesh_join_argv, quorum_status, steps_for)
 from pvestrap.errors import OperationFailed, UserError
+from pvestrap.password import resolve_password
 from pvestrap.render import render_corosync_conf
 from pvestrap.plan import ClusterPlan, Datacenter, JoinTarget, Link, Node
 from pvestrap.system import (DryRunSystem, RealSystem, RecordedWait, RecordedWrite,
@@ -120,13 +121,19 @@ def test_detects_pve(tmp_path: Path):
 
 
 def test_password_comes_from_env_or_file_and_nowhere_else(tmp_path: Path):
-    system = RecordingSystem({"/root/pw": "from file\nsecond line\n"})
-    assert join_password(JoinTarget(password_env="PW"), system, {"PW": "env pw"}).value == "env pw"
-    assert join_password(JoinTarget(password_file="/root/pw"), system).value == "from file"
-    for target in (JoinTarget(password_env="PW"), JoinTarget(password_file="/nope"), JoinTarget()):
+    system = RecordingSystem()
+    system.write_text("/root/pw", "from file\nsecond line\n", 0o600)
+    env = {"PW": "env pw"}
+    assert resolve_password(JoinTarget(password_env="PW"), env, system).value == "env pw"
+    assert resolve_password(JoinTarget(password_file="/root/pw"), {}, system).value == "from file"
+    for target in (JoinTarget(password_env="PW"), JoinTarget(password_file="/nope")):
         with pytest.raises(UserError) as caught:
-            join_password(target, system, {})
+            resolve_password(target, {}, system)
         assert caught.value.code == "password-missing"
+    assert resolve_password(JoinTarget(), {}, system) is None
+    with pytest.raises(UserError) as caught:  # an API join without a password source
+        steps_for(make_plan(join=JoinTarget()), "pve2", system, method=JoinMethod("api", "test"))
+    assert caught.value.code == "password-missing"
 
 
 # -- create ----------------------------------------------------------------------------------------

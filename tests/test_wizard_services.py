@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from pvestrap.answers import dumps, load
-from pvestrap.apply.pve import join_password
 from pvestrap.checks.localsys import IfAddress, Interface, Machine
 from pvestrap.errors import OperationFailed
+from pvestrap.password import resolve_password
 from pvestrap.plan import ClusterPlan, InterfaceStanza, Link, Node
 from pvestrap.system import RealSystem, Secret
 from pvestrap.wizard import services
@@ -46,7 +46,7 @@ def test_the_typed_password_reaches_the_join_only_through_an_in_memory_file():
     with services._password_reference(PLAN, Secret("pa ss\tword")) as usable:
         path = usable.join.password_file
         assert path.startswith("/proc/self/fd/") and usable.join.password_env is None
-        assert join_password(usable.join, RealSystem()).value == "pa ss\tword"
+        assert resolve_password(usable.join, {}, RealSystem()).value == "pa ss\tword"
         fd = int(path.rsplit("/", 1)[1])
         assert os.readlink(path).startswith("/memfd:")  # never a file on a disk
     with pytest.raises(OSError):

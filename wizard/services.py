@@ -243,6 +243,7 @@ class _password_reference:
         if self.password is None:
             return self.plan
         self.fd = os.memfd_create("pvestrap-join", 0)
+        os.fchmod(self.fd, 0o600)  # a memfd starts as 0777; the password resolver wants 0600
         os.write(self.fd, self.password.value.encode() + b"\n")
         join = dataclasses.replace(self.plan.join, password_file=f"/proc/self/fd/{self.fd}",
                                    password_env=None)

@@ -23,7 +23,6 @@ Cluster/Setup.pm, Cluster.pm; pve-common's PTY.pm and Tools.pm):
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import re
 import shlex
@@ -36,7 +35,8 @@ from pvestrap.apply.engine import PlannedCommand, PlannedWait, Step, WriteFileSt
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import QuorumStatus, StatusUnparsable, parse_quorum_status
 from pvestrap.errors import OperationFailed, UserError
-from pvestrap.plan import ClusterPlan, Datacenter, JoinTarget
+from pvestrap.password import resolve_password
+from pvestrap.plan import ClusterPlan, Datacenter
 from pvestrap.render import DATACENTER_CFG, MODES, render_datacenter_cfg
 from pvestrap.system import CommandFailed, CommandTimeout, Secret, System
 
@@ -209,27 +209,6 @@ def fetch_fingerprint(host: str, port: int = 8006, timeout: float = 10.0) -> str
                                      "from here") from exc
     digest = hashlib.sha256(der).hexdigest().upper()
     return ":".join(digest[i:i + 2] for i in range(0, 64, 2))
-
-
-def join_password(join: JoinTarget, system: System,
-                  environ: Mapping[str, str] | None = None) -> Secret:
-    """The root password from the plan's reference (file on the node, or environment)."""
-    env = os.environ if environ is None else environ
-    if join.password_env:
-        value = env.get(join.password_env)
-        if not value:
-            raise UserError(f"join.password_env: ${join.password_env} is not set or empty",
-                            code="password-missing", remedy=f"export {join.password_env}=...")
-        return Secret(value)
-    if join.password_file:
-        text = system.read_text(join.password_file)
-        if not text or not text.strip("\r\n"):
-            raise UserError(f"join.password_file: {join.password_file} is missing or empty",
-                            code="password-missing", remedy="write the root password of the "
-                            "cluster node into that file (mode 0600)")
-        return Secret(text.splitlines()[0])
-    raise UserError("joining needs the cluster's root password", code="password-missing",
-                    remedy="set join.password_file or join.password_env")
 
 
 # -- how to join ----------------------------------------------------------------------------------
@@ -555,5 +534,8 @@ def steps_for(plan: ClusterPlan, node_name: str, system: System,
     method = kw.pop("method", None) or choose_join_method(
         system, plan, kw.pop("has_pveproxy", pveproxy_answers))
     if method.kind != "ssh" and password is None:
-        password = join_password(plan.join, system)
+        password = resolve_password(plan.join, system=system)
+        if password is None:
+            raise UserError("joining needs the cluster's root password", code="password-missing",
+                            remedy="set join.password_file or join.password_env")
     return join_steps(plan, node_name, password, method=method, **kw)

@@ -103,6 +103,7 @@ def _from_file(path, node, detected, unattended):
     import dataclasses
 
     from pvestrap import answers as answer_files
+    from pvestrap.password import resolve_password
     from pvestrap.wizard.unattended import answers_from_plan, facts_from_plan
 
     plan = answer_files.load(path)
@@ -110,9 +111,9 @@ def _from_file(path, node, detected, unattended):
     detected = dataclasses.replace(detected, hostname=me)
     secrets = {}
     if unattended and detected.is_pve and plan.role_of(me) == "join":
-        password = answer_files.resolve_password(plan.join)
+        password = resolve_password(plan.join)
         if password is not None:
-            secrets["join.password"] = password
+            secrets["join.password"] = password.value
     return detected, answers_from_plan(plan, detected), facts_from_plan(plan), secrets
 
 
