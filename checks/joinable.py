@@ -13,19 +13,18 @@ one, reuses an existing authkey and keeps its guests.
 from __future__ import annotations
 
 import glob
-import hashlib
 import ipaddress
 import os
 import re
-import socket
-import ssl
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping
 
 from pvestrap.checks.base import Context
 from pvestrap.checks.localsys import (LIVE, Sources, is_loopback, link_addresses, path_under,
                                       role)
+from pvestrap.errors import OperationFailed
 from pvestrap.findings import Finding, Severity, fail, passed, warn
+from pvestrap.fingerprint import API_PORT, TIMEOUT, fetch_fingerprint
 
 FAMILY = "joinable"
 AUTHKEY = "/etc/corosync/authkey"
@@ -260,26 +259,6 @@ def _same(address: str, others: Any) -> bool:
 
 # -- the certificate fingerprint -------------------------------------------------------------------
 
-def format_fingerprint(der: bytes) -> str:
-    """SHA-256 of a DER certificate as PVE shows it: 32 upper-case hex pairs joined by colons."""
-    digest = hashlib.sha256(der).hexdigest().upper()
-    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
-
-
-def fetch_fingerprint(host: str, port: int = 8006, timeout: float = 3.0) -> str:
-    """The fingerprint of the certificate `host:port` presents. Unverified on purpose: the
-    fingerprint IS the verification (pvecm add compares it the same way)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        with context.wrap_socket(sock, server_hostname=None) as tls:
-            der = tls.getpeercert(binary_form=True)
-    if not der:
-        raise ssl.SSLError(f"{host}:{port} presented no certificate")
-    return format_fingerprint(der)
-
-
 @dataclass(frozen=True)
 class FingerprintCheck:
     """The join target's certificate on TCP 8006 has the planned fingerprint."""
@@ -287,8 +266,8 @@ class FingerprintCheck:
     id: ClassVar[str] = "join-fingerprint"
     family: ClassVar[str] = FAMILY
     title: ClassVar[str] = "the join target presents the planned certificate fingerprint"
-    port: int = 8006
-    timeout_s: float = 3.0
+    port: int = API_PORT
+    timeout_s: float = TIMEOUT
     fetch: Callable[[str, int, float], str] = fetch_fingerprint
 
     def run(self, ctx: Context) -> list[Finding]:
@@ -300,8 +279,8 @@ class FingerprintCheck:
         payload: dict[str, Any] = {"target": target, "port": self.port, "planned": planned}
         try:
             seen = self.fetch(target, self.port, self.timeout_s)
-        except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
-            payload["error"] = f"{type(exc).__name__}: {exc}"
+        except OperationFailed as exc:
+            payload["error"] = exc.message
             if planned is None:
                 return [Finding("fingerprint-skipped", Severity.SKIP, f"no fingerprint planned "
                                 f"and {target}:{self.port} did not answer", target, self.id,

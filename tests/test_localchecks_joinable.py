@@ -18,9 +18,11 @@ import pytest
 from pvestrap.checks.base import Context
 from pvestrap.checks.joinable import (AuthkeyCheck, ClusterSideCheck, ClusterView,
                                       CorosyncConfCheck, CorosyncRunningCheck, FingerprintCheck,
-                                      GuestsCheck, fetch_fingerprint, guest_ids)
+                                      GuestsCheck, guest_ids)
 from pvestrap.checks.localsys import CommandResult, Sources
+from pvestrap.errors import OperationFailed
 from pvestrap.findings import Severity
+from pvestrap.fingerprint import TIMEOUT, fetch_fingerprint
 from pvestrap.plan import ClusterPlan, JoinTarget, Link, Node
 
 
@@ -247,6 +249,22 @@ def test_unreachable_target_cannot_be_verified():
     assert (f.code, f.severity) == ("fingerprint-unverified", Severity.WARN)
     assert "ConnectionRefusedError" in f.payload["error"]
     assert s.severity is Severity.SKIP
+
+
+def test_one_fetch_one_error_for_every_caller():
+    """The preflight, the wizard and the join share pvestrap.fingerprint: one timeout, one error."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    try:
+        with pytest.raises(OperationFailed) as err:
+            fetch_fingerprint("127.0.0.1", port, 1.0)
+    finally:
+        closed.close()
+    assert err.value.code == "fingerprint-unreachable"
+    assert f"127.0.0.1:{port}" in err.value.message and "ConnectionRefusedError" in \
+        err.value.message
+    assert FingerprintCheck().timeout_s == TIMEOUT and FingerprintCheck().fetch is fetch_fingerprint
 
 
 def test_the_creator_does_not_fetch():

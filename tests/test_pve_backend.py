@@ -17,8 +17,8 @@ import pytest
 
 import pvestrap.apply
 from pvestrap.apply.engine import StepFailed, run_steps
-from pvestrap.apply.pve import (JoinFailed, JoinMethod, PveCreateStep, PveTimeouts, PveWaitQuorumStep,
-                                create_argv, create_steps, is_pve, join_argv,
+from pvestrap.apply.pve import (JoinFailed, JoinMethod, PveCreateStep, PveTimeouts,
+                                PveWaitQuorumStep, create_argv, create_steps, is_pve, join_argv,
                                 join_steps, pvesh_join_argv, quorum_status, steps_for)
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.password import resolve_password
@@ -418,7 +418,7 @@ def test_standin_without_fingerprint_needs_a_yes(joiner: Path):
 
 SERVER_AND_CLIENT = textwrap.dedent("""
     import socket, ssl, sys, threading
-    from pvestrap.apply.pve import fetch_fingerprint
+    from pvestrap.fingerprint import fetch_fingerprint
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(sys.argv[1], sys.argv[2])
     srv = socket.create_server(("127.0.0.1", 0))
@@ -452,7 +452,7 @@ def test_fetch_fingerprint_matches_openssl(tmp_path: Path):
 
 
 UNREACHABLE = textwrap.dedent("""
-    from pvestrap.apply.pve import fetch_fingerprint
+    from pvestrap.fingerprint import fetch_fingerprint
     from pvestrap.errors import OperationFailed
     try:
         fetch_fingerprint("127.0.0.1", 8006, timeout=5)

@@ -72,9 +72,9 @@ class LiveServices:
 
     # -- fingerprint, report, save -----------------------------------------------------------
     def fetch_fingerprint(self, host: str) -> str:
-        from pvestrap.apply.pve import fetch_fingerprint
+        from pvestrap.fingerprint import fetch_fingerprint
 
-        return fetch_fingerprint(host, 8006)
+        return fetch_fingerprint(host)
 
     def render_report(self, report: Report) -> str:
         from pvestrap.report.text import render_text, wants_color

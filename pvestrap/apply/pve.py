@@ -22,12 +22,10 @@ Cluster/Setup.pm, Cluster.pm; pve-common's PTY.pm and Tools.pm):
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 import shlex
 import socket
-import ssl
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -35,6 +33,7 @@ from pvestrap.apply.engine import PlannedCommand, PlannedWait, Step, WriteFileSt
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import QuorumStatus, StatusUnparsable, parse_quorum_status
 from pvestrap.errors import OperationFailed, UserError
+from pvestrap.fingerprint import API_PORT, fetch_fingerprint
 from pvestrap.password import resolve_password
 from pvestrap.plan import ClusterPlan, Datacenter
 from pvestrap.render import DATACENTER_CFG, MODES, render_datacenter_cfg
@@ -191,26 +190,6 @@ def _quorate(system: System) -> bool:
     return bool(status and status.quorate and status.local is not None)
 
 
-def fetch_fingerprint(host: str, port: int = 8006, timeout: float = 10.0) -> str:
-    """SHA-256 of the certificate HOST:PORT presents, as pvecm writes fingerprints.
-
-    No CA check on purpose: the fingerprint IS the check, compared with the plan's."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            with context.wrap_socket(sock, server_hostname=host) as tls:
-                der = tls.getpeercert(binary_form=True)
-    except (OSError, ssl.SSLError) as exc:
-        raise OperationFailed(f"cannot fetch the certificate of {host}:{port}: {exc}",
-                              code="fingerprint-unreachable",
-                              remedy="check that the cluster node is up and TCP 8006 is open "
-                                     "from here") from exc
-    digest = hashlib.sha256(der).hexdigest().upper()
-    return ":".join(digest[i:i + 2] for i in range(0, 64, 2))
-
-
 # -- how to join ----------------------------------------------------------------------------------
 
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=5")
@@ -267,7 +246,7 @@ def choose_join_method(system: System, plan: ClusterPlan, has_pveproxy: Callable
                            "(ssh-copy-id root@" + host + ")")
 
 
-def pveproxy_answers(host: str, port: int = 8006, timeout: float = 3.0) -> bool:
+def pveproxy_answers(host: str, port: int = API_PORT, timeout: float = 3.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
