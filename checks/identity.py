@@ -18,10 +18,10 @@ from pvestrap.checks.base import Context
 from pvestrap.checks.localsys import (LIVE, Machine, Sources, corosync_order, ip_version,
                                       is_loopback, link_addresses, short_hostname)
 from pvestrap.findings import Finding, Severity, fail, info, passed, warn
-from pvestrap.plan import NAME_MAX, NAME_RE
+from pvestrap.plan import NAME_RULE, name_problem
 
 FAMILY = "identity"
-_NAME_REMEDY = "use letters, digits and inner hyphens, at most 15 characters (e.g. 'pve1')"
+_NAME_REMEDY = f"use {NAME_RULE} (e.g. 'pve1')"
 
 
 def node_name(ctx: Context, machine: Machine) -> str:
@@ -97,15 +97,6 @@ class HostnameCheck:
                      check=self.id, payload=dict(base, first=raw[0]),
                      remedy=f"list the IPv4 address of {name} first in /etc/hosts (or drop the "
                             "IPv6 entry), so every tool picks the same address")]
-
-
-def name_problem(value: str) -> str | None:
-    """Why `value` is not a valid node or cluster name, or None when it is."""
-    if len(value) > NAME_MAX:
-        return f"longer than {NAME_MAX} characters"
-    if not NAME_RE.match(value):
-        return "only letters, digits and inner hyphens are allowed"
-    return None
 
 
 @dataclass(frozen=True)

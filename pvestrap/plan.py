@@ -18,8 +18,11 @@ from pvestrap.datacenter_schema import LANGUAGES, mac_prefix_problem, next_id_pr
 from pvestrap.errors import ValidationFailed
 from pvestrap.findings import Finding, fail
 
+# Node and cluster names: pve-cluster's rule (PVE/API2/ClusterConfig.pm, pve-node and
+# cluster_name formats; at most 15 characters, corosync's cluster_name limit).
 NAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$")
 NAME_MAX = 15
+NAME_RULE = f"letters, digits and inner hyphens (not first or last), at most {NAME_MAX} characters"
 MAX_LINK = 7
 NODEID_MAX = 2**32 - 1  # corosync's nodeid is an unsigned 32-bit number
 FORBIDDEN_CHARS = "{}\n\r"
@@ -255,11 +258,21 @@ def validate(plan: ClusterPlan) -> list[Finding]:
     return out
 
 
+def name_problem(value: object) -> str | None:
+    """Why VALUE is not a valid node or cluster name, or None when it is: the one name rule."""
+    if not isinstance(value, str):
+        return "not text"
+    if len(value) > NAME_MAX:
+        return f"longer than {NAME_MAX} characters"
+    if not NAME_RE.fullmatch(value):  # fullmatch: `$` alone lets a trailing newline through
+        return "only letters, digits and inner hyphens are allowed"
+    return None
+
+
 def _check_name(value: str, path: str, code: str, what: str) -> list[Finding]:
-    if not isinstance(value, str) or not NAME_RE.match(value) or len(value) > NAME_MAX:
+    if name_problem(value):
         return [fail(code, f"{what} {value!r} is not valid", path, payload={"value": value},
-                     remedy="use letters, digits and inner hyphens, at most 15 characters "
-                            "(e.g. 'pve-prod1')")]
+                     remedy=f"use {NAME_RULE} (e.g. 'pve-prod1')")]
     return []
 
 

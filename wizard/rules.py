@@ -13,18 +13,16 @@ from typing import Any, Callable
 
 from pvestrap import joininfo
 from pvestrap.errors import UserError
-from pvestrap.plan import HOST_RE, KEYBOARDS, MAX_LINK, NAME_MAX, NAME_RE, NODEID_MAX
+from pvestrap.plan import HOST_RE, KEYBOARDS, MAX_LINK, NAME_RULE, NODEID_MAX, name_problem
 from pvestrap.wizard.model import NIC, NONE, OTHER, Choice, State, normal_address
 
-NAME_RULE = ("letters, digits and inner hyphens (not first or last), at most "
-             f"{NAME_MAX} characters, e.g. pve-prod1")
 IP_RULE = "an IP address such as 10.10.10.1 (not a host name, not loopback)"
 CIDR_RULE = "an address with its prefix length, such as 10.10.10.1/24"
 
 def check_name(value: str, what: str = "cluster name") -> str | None:
-    if NAME_RE.match(value) and len(value) <= NAME_MAX:
+    if name_problem(value) is None:
         return None
-    return f"not a valid {what}: use {NAME_RULE}"
+    return f"not a valid {what}: use {NAME_RULE}, e.g. pve-prod1"
 
 
 def check_ip(value: str) -> str | None:

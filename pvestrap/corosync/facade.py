@@ -16,7 +16,7 @@ from pvestrap.corosync.tree import (FORBIDDEN, ConfNode, Item, Node_, Section, a
                                     node_addresses, parse, read_node)
 from pvestrap.errors import UserError, ValidationFailed
 from pvestrap.findings import Finding, fail
-from pvestrap.plan import MAX_LINK, NAME_MAX, NAME_RE, NODEID_MAX, ClusterPlan
+from pvestrap.plan import MAX_LINK, NAME_RULE, NODEID_MAX, ClusterPlan, name_problem
 
 
 # -- the facade ------------------------------------------------------------------------------------
@@ -327,10 +327,10 @@ def _outside(number: int, addresses: Mapping[str, str], network: str | None) -> 
 
 
 def _check_name(name: str) -> list[Finding]:
-    if isinstance(name, str) and NAME_RE.match(name) and len(name) <= NAME_MAX:
+    if name_problem(name) is None:
         return []
     return [fail("node-name-invalid", f"node name {name!r} is not valid", "name",
-                 remedy="letters, digits and inner hyphens, at most 15 characters")]
+                 remedy=NAME_RULE)]
 
 
 def _check_link(number: int, priority: int) -> list[Finding]:

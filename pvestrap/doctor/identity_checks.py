@@ -16,7 +16,7 @@ from pvestrap.checks.base import Context
 from pvestrap.doctor import facts as F
 from pvestrap.doctor.config_checks import FAMILY, view_of
 from pvestrap.findings import Finding, Severity, fail, passed
-from pvestrap.plan import NAME_MAX, NAME_RE
+from pvestrap.plan import NAME_RULE, name_problem
 
 
 @dataclass(frozen=True)
@@ -128,9 +128,9 @@ class ClusterNameCheck:
         name = next(iter(distinct), None)
         if not name:
             return []
-        if not NAME_RE.match(name) or len(name) > NAME_MAX:
+        if name_problem(name):
             return [fail("cluster-name-invalid", f"cluster name {name!r} breaks PVE's rule "
-                         f"(letters, digits, inner hyphens, at most {NAME_MAX})", "cluster",
+                         f"({NAME_RULE})", "cluster",
                          check=self.id, payload={"name": name},
                          remedy="a cluster name cannot be changed in place; keep it, but know "
                                 "pvecm and the GUI refuse it for new clusters")]

@@ -20,7 +20,7 @@ from pvestrap.findings import Finding, Severity, fail
 from pvestrap.installer.answer import render
 from pvestrap.installer.settings import (CLUSTER, FILE_FORMAT, FILE_KEYS, PASSWORD_SOURCES, STYLE,
                                          Layer, Settings, check_layers, merge, thaw)
-from pvestrap.plan import NAME_RE, ClusterPlan, Node
+from pvestrap.plan import ClusterPlan, Node, name_problem
 from pvestrap.toml_lines import key_lines, line_of
 from pvestrap.toml_schema import Key, check
 
@@ -106,7 +106,7 @@ def _rule_problems(plan: ClusterPlan, layers: list[Layer], mine: str) -> list[Fi
     problem is named by the setting of SOURCE that caused it, once, with the nodes it hits
     where those are not all nodes."""
     found: dict[tuple[str, str], tuple[Finding, list[str]]] = {}
-    nodes = [n for n in plan.nodes if isinstance(n.name, str) and NAME_RE.match(n.name)]
+    nodes = [n for n in plan.nodes if name_problem(n.name) is None]
     for node in nodes:
         applying = [la for la in layers if la.node in (None, node.name)]
         views = [applying] + ([[la for la in applying if la.node is None]]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pvestrap.lab import names
 from pvestrap.lab.state import LabState
-from pvestrap.plan import NAME_MAX, NAME_RE, ClusterPlan, Link, Node
+from pvestrap.plan import ClusterPlan, Link, Node, name_problem
 
 FALLBACK_CLUSTER_NAME = "lab"
 
 
 def cluster_name(prefix: str) -> str:
-    return prefix if NAME_RE.match(prefix) and len(prefix) <= NAME_MAX else FALLBACK_CLUSTER_NAME
+    return prefix if name_problem(prefix) is None else FALLBACK_CLUSTER_NAME
 
 
 def lab_plan(st: LabState) -> ClusterPlan:
