@@ -184,18 +184,13 @@ def test_stranger_on_the_link_port():
 
 
 def test_knet_window_mean_comes_from_the_samples_in_the_window():
-    first = "\n".join(["stats.knet.node2.link0.connected (u8) = 1",
-                       "stats.knet.node2.link0.latency_ave (u32) = 300",
-                       "stats.knet.node2.link0.latency_max (u32) = 700",
-                       "stats.knet.node2.link0.latency_samples (u32) = 10",
-                       "stats.knet.node2.link0.down_count (u32) = 1",
-                       "stats.knet.node2.link0.up_count (u32) = 1"])
+    first = "stats.knet.node2.link0.connected (u8) = 1\nstats.knet.node2.link0.latency_ave (u32) = 300\nstats.knet.node2.link0.latency_max (u32) = 700\nstats.knet.node2.link0.latency_samples (u32) = 10\nstats.knet.node2.link0.down_count (u32) = 1\nstats.knet.node2.link0.up_count (u32) = 1"
     last = first.replace("= 300", "= 1000").replace("= 10\n", "= 20\n")
     a = node_facts(1, window=[{"t": 0, "knet": cmd(first), "links": cmd("")},
                               {"t": 4, "knet": cmd(last), "links": cmd("")}])
     view = DoctorView.of({"pveA": a}, local="pveA")
     [w] = windows(view, view.me)
-    assert (w.new_samples, w.window_ave_us) == (10, 1700.0)  # (1000*20 - 300*10) / 10
+    assert (w.new_samples, w.window_ave_us, w.basis) == (10, 1700.0, "window")
     report = doctor(a, mesh=False)
     assert fails(report) == {}
     slow = last.replace("= 1000", "= 2000")
@@ -207,6 +202,29 @@ def test_knet_window_mean_comes_from_the_samples_in_the_window():
     c = node_facts(1, window=[{"t": 0, "knet": cmd(first), "links": cmd("")},
                               {"t": 4, "knet": cmd(down), "links": cmd("")}])
     assert fails(doctor(c, mesh=False)) == {"knet-links": {"knet-link-down"}}
+
+
+def _stats(ave: int, samples: int) -> str:
+    return "\n".join(["stats.knet.node2.link0.connected (u8) = 1",
+                      f"stats.knet.node2.link0.latency_ave (u32) = {ave}",
+                      f"stats.knet.node2.link0.latency_samples (u32) = {samples}"])
+
+
+def test_one_late_pong_is_not_a_slow_link_and_a_long_running_link_uses_knets_average():
+    # pongs of 300, 300, 4300 (a busy host), 300 us: the running mean after each
+    steps = [(300, 10), (300, 11), (300, 12), (633, 13), (611, 14)]
+    a = node_facts(1, window=[{"t": i, "knet": cmd(_stats(*x)), "links": cmd("")}
+                              for i, x in enumerate(steps)])
+    view = DoctorView.of({"pveA": a}, local="pveA")
+    [w] = windows(view, view.me)
+    assert w.basis == "window" and w.new_samples == 4 and w.window_ave_us < 400
+    capped = [(2500, 2048), (2501, 2048)]  # knet_ping_precision reached: n stays
+    b = node_facts(1, window=[{"t": i, "knet": cmd(_stats(*x)), "links": cmd("")}
+                              for i, x in enumerate(capped)])
+    view = DoctorView.of({"pveA": b}, local="pveA")
+    [w] = windows(view, view.me)
+    assert (w.basis, w.window_ave_us) == ("knet-average", 2501.0)
+    assert fails(doctor(b, mesh=False)) == {"knet-latency": {"knet-latency-high"}}
 
 
 def test_pve_files():

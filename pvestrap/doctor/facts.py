@@ -182,7 +182,7 @@ def watch_window(window_s: float, ports: Sequence[int], sources: Sources = LIVE)
     return samples, box.get("senders") or {"error": "the listener did not finish"}
 
 
-def sample_window(window_s: float, interval_s: float = 1.0, sources: Sources = LIVE,
+def sample_window(window_s: float, interval_s: float = 0.5, sources: Sources = LIVE,
                   clock: Callable[[], float] = time.monotonic,
                   sleep: Callable[[float], None] = time.sleep) -> list[dict[str, Any]]:
     """knet's own statistics and link states, sampled every INTERVAL_S over WINDOW_S seconds

@@ -15,8 +15,15 @@ from typing import Any
 
 from pvestrap.checks.localsys import Machine
 from pvestrap.corosync.facade import CorosyncConf
-from pvestrap.corosync.status import (KnetLinkStats, LinksStatus, QuorumStatus, StatusUnparsable,
-                                      parse_cfgtool_status, parse_knet_stats, parse_quorum_status)
+from pvestrap.corosync.status import (
+    KnetLinkStats,
+    LinksStatus,
+    QuorumStatus,
+    StatusUnparsable,
+    parse_cfgtool_status,
+    parse_knet_stats,
+    parse_quorum_status,
+)
 from pvestrap.corosync.tree import ConfParseError
 from pvestrap.doctor import facts as F
 

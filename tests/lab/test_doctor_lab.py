@@ -87,6 +87,7 @@ def test_doctor_healthy_then_each_sickness_alone(lab):
             "knet-links-up", "knet-latency-ok", "clock-offset-ok", "mesh-all-answered",
             "links-redundant"} <= codes
     assert report["meta"]["nodes"] == [n1.name, n2.name, n3.name]
+    assert doctor(lb, "--strict")[0] == 3  # warnings only (link0 is the management network)
 
     # 1. link1 of n3 written as a hostname that n2 resolves to another address
     alias = f"{lb.prefix}-c3"
@@ -190,6 +191,16 @@ def test_doctor_healthy_then_each_sickness_alone(lab):
 
     rc, report = doctor(lb)
     assert rc == 0 and failing(report) == {}, json.dumps(failing(report))
+
+    # 8. a node that does not answer over SSH is a finding, and the reports are written
+    lb.stop("sshd", ["n3"])
+    rc, report = doctor(lb, "--junit", "/root/doctor.xml", "--html", "/root/doctor.html")
+    [gone] = only_failing(report, "mesh-nodes", "node-unreachable")
+    assert gone["subject"] == n3.name and rc == 1
+    assert report["meta"]["nodes"] == [n1.name, n2.name]
+    junit = n1.path("/root/doctor.xml").read_text()
+    assert 'failures="1"' in junit and "node-unreachable" in junit
+    assert "knet-latency" in n1.path("/root/doctor.html").read_text()
 
 
 def test_doctor_hears_a_removed_node_still_sending(lab):
