@@ -92,8 +92,6 @@ _R = "root-password-hashed = \"$6$rounds"
      [("installer-password-conflict", "global.root-password-hashed")]),
     (_R, "x" + _R, [("installer-password-missing", "global"),
                     ("installer-key-unknown", "global.xroot-password-hashed")]),
-    (_R, 'root-password-hashed = "rounds',
-     [("installer-password-hash-invalid", "global.root-password-hashed")]),
     ('fqdn = "pve1.lab.example.com"', 'fqdn = "123.example.com"',
      [("installer-fqdn-invalid", "global.fqdn")]),
     ('fqdn = "pve1.lab.example.com"', 'fqdn = "pve1-.example.com"',
@@ -621,6 +619,13 @@ def test_no_zfs_bounds_the_installer_does_not_check(tmp_path, line):
     text = BASE.replace("zfs.ashift = 12\n", "").replace("zfs.arc-max = 4096\n", "")
     text = text.replace('zfs.raid = "raid1"', f'zfs.raid = "raid1"\n{line}')
     assert installer_answer.validate_file(_answer(tmp_path, text)) == []
+
+
+def test_a_hash_the_installer_takes_as_is_is_a_warning(tmp_path):
+    text = BASE.replace('root-password-hashed = "$6$rounds', 'root-password-hashed = "rounds')
+    found = installer_answer.validate_file(_answer(tmp_path, text))
+    assert [(f.code, f.severity.value, f.subject) for f in found] == [
+        ("installer-password-hash-suspicious", "warn", "global.root-password-hashed")]
 
 
 def test_an_integer_outside_u32_is_refused(tmp_path):

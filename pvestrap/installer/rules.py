@@ -14,8 +14,8 @@ are bounded only by their types (u32, f64): the ranges in proxmox-installer-type
 not applied when the installer reads answer.toml. The cross-field rules (password xor hash,
 network from-answer needs cidr/dns/gateway/filter, disk-list xor filter, one filesystem's options,
 RAID minimum disk counts, duplicate disks, swapsize <= hdsize / 2) are the installer's; a few
-checks the installer leaves to the first boot (a gateway outside the management network, an SSH
-key that is not one) are warnings.
+checks the installer does not make (a gateway outside the management network, an SSH key or a
+password hash that does not look like one) are warnings.
 """
 
 from __future__ import annotations
@@ -242,9 +242,11 @@ def _password(g: dict[str, Any]) -> list[Finding]:
                      f"{PASSWORD_MIN} characters", "global.root-password",
                      payload={"length": len(clear)})]
     if hashed is not None and not _CRYPT.match(hashed):
-        return [fail("installer-password-hash-invalid", "root-password-hashed is not a "
-                     "crypt(3) hash", "global.root-password-hashed",
-                     remedy="make one with: openssl passwd -6")]
+        # The installer does not check it (it hands the hash to the new system as is): a
+        # warning, as root could then not log in with a password.
+        return [warn("installer-password-hash-suspicious", "root-password-hashed does not look "
+                     "like a crypt(3) hash: root could not log in with a password",
+                     "global.root-password-hashed", remedy="make one with: openssl passwd -6")]
     return []
 
 
