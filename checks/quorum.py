@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Sequence
 
+from pvestrap import qdevice as qdevice_model
 from pvestrap.checks.base import Context
 from pvestrap.findings import Finding, Severity, warn
 
@@ -40,10 +41,9 @@ class QuorumMath:
 
 
 def qdevice_votes(nodes: int) -> int:
-    """ffsplit (even node count) gives 1 vote; an odd count needs lms with N - 1 votes."""
-    if nodes == 0:
-        return 0
-    return 1 if nodes % 2 == 0 else max(nodes - 1, 1)
+    """The votes of a QDevice with the algorithm pvecm picks for NODES (pvestrap.qdevice)."""
+    return qdevice_model.qdevice_votes(qdevice_model.default_algorithm(nodes), nodes) \
+        if nodes else 0
 
 
 def _tolerance(votes: Sequence[int], total: int, quorum: int) -> int:
@@ -113,7 +113,7 @@ class QuorumCheck:
         if not votes:
             return [Finding("quorum-skipped", Severity.SKIP, "no plan: no nodes to count", None,
                             self.id)]
-        qdevice = bool(ctx.plan and ctx.plan.preflight.qdevice)
+        qdevice = bool(ctx.plan and ctx.plan.qdevice)
         math = quorum_math(list(votes.values()), qdevice)
         n = len(votes)
         payload: dict[str, Any] = {"nodes": n, "votes": votes, "qdevice": qdevice,

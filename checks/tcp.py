@@ -42,9 +42,8 @@ def targets_for(plan: "ClusterPlan", node: str) -> tuple["prober.TcpTarget", ...
         if plan.backend != "corosync":  # the API join (8006) exists only on Proxmox VE
             out.append(prober.TcpTarget(name, address, PORTS["join-api"], "join-api"))
         out.append(prober.TcpTarget(name, address, PORTS["join-ssh"], "join-ssh"))
-    if plan.preflight.qdevice:
-        out.append(prober.TcpTarget("qdevice", plan.preflight.qdevice, PORTS["qdevice"],
-                                    "qdevice"))
+    if plan.qdevice is not None:
+        out.append(prober.TcpTarget("qdevice", plan.qdevice.host, PORTS["qdevice"], "qdevice"))
     return tuple(out)
 
 

@@ -88,6 +88,12 @@ def dumps(plan: ClusterPlan) -> str:
         ("password_file", join.password_file), ("password_env", join.password_env)]))
     parts += _table("datacenter", _datacenter(plan.datacenter))
     parts += _table("preflight", _preflight(plan))
+    if plan.qdevice is not None:
+        q = plan.qdevice
+        parts += _table("qdevice", _pairs([
+            ("host", q.host), ("algorithm", q.algorithm),
+            ("tie_breaker", None if q.tie_breaker == "lowest" else q.tie_breaker),
+            ("network", q.network)]))
     if plan.installer is not None:
         parts += _installer(plan.installer, "installer")
     return "\n".join(parts).rstrip("\n") + "\n"
@@ -160,7 +166,7 @@ def _preflight(plan: ClusterPlan) -> list[str]:
                if getattr(pf.thresholds, f.name) != getattr(default, f.name)]
     return _pairs(changed + [
         ("ignore_checks", list(pf.ignore_checks) or None),
-        ("ntp_servers", list(pf.ntp_servers) or None), ("qdevice", pf.qdevice)])
+        ("ntp_servers", list(pf.ntp_servers) or None)])
 
 
 # -- JSON Schema -----------------------------------------------------------------------------------
@@ -294,6 +300,13 @@ latency_fail_ms = 2.0  # round trips above this FAIL (Proxmox says < 5 ms; 2 ms 
 clock_warn_s = 0.1
 ignore_checks = []     # check ids whose FAIL becomes a WARN; "all" is refused here
 ntp_servers = ["0.debian.pool.ntp.org"]
+
+# An external vote for an even node count (the admin guide: "Corosync External Vote Support"):
+# corosync-qnetd on a host outside the cluster; first boot sets it up after the last join.
+# [qdevice]
+# host = "192.168.1.50"     # the qnetd host's IP (TCP 5403 from every node, root SSH from one)
+# algorithm = "ffsplit"     # default: ffsplit for an even node count, lms for an odd one
+# tie_breaker = "lowest"    # lowest | highest | a node id
 
 # Proxmox's automated installer, for `pvestrap iso answer` and `pvestrap iso prepare`: with
 # this table ONE file describes the rack. Every key is optional; a node's own

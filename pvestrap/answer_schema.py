@@ -190,8 +190,18 @@ FORMAT: tuple[Key, ...] = (
         Key("ignore_checks", STRS, "check ids whose FAIL is downgraded to WARN (never \"all\")",
             rules=rules(items={"type": "string", "not": {"const": "all"}})),
         Key("ntp_servers", STRS, "NTP servers the clocks are compared with"),
-        Key("qdevice", STR, "address of a corosync-qnetd host"),
+        Key("qdevice", STR, "address of a corosync-qnetd host (older spelling of "
+            "[qdevice] host)"),
     )),
+    Key("qdevice", TABLE, "an external vote: corosync-qnetd on a host outside the cluster, "
+        "corosync-qdevice on every node (set up after the last node joined)", children=(
+            Key("host", STR, "the qnetd host's IP address (TCP 5403 from every node)",
+                required=True),
+            Key("algorithm", STR, "ffsplit (even node counts) or lms; default: as pvecm picks "
+                "by node count", rules=rules(enum=["ffsplit", "lms"])),
+            Key("tie_breaker", STR, "lowest (default), highest or a node id"),
+            Key("network", STR, "CIDR the nodes reach the qnetd host from (pvecm --network)"),
+        )),
     _INSTALLER,
 )
 

@@ -26,6 +26,7 @@ from pvestrap.findings import Finding, fail
 from pvestrap.installer.validate import plan_problems
 from pvestrap.plan import (ClusterPlan, Datacenter, InterfaceStanza, JoinTarget, Link, Node,
                            Preflight, Thresholds, normalize_keyboard, validate)
+from pvestrap.qdevice import QDevice
 from pvestrap.toml_lines import key_lines, line_of
 
 __all__ = ["AnswerFileInvalid", "dumps", "example", "load", "loads", "schema", "select_node"]
@@ -138,6 +139,7 @@ def _build(clean: dict[str, Any]) -> tuple[ClusterPlan, list[Finding]]:
         pve_version=cluster.get("pve_version"),
         backend=cluster.get("backend", "auto"),
         installer=_frozen(clean["installer"]) if "installer" in clean else None,
+        qdevice=_qdevice(clean.get("qdevice"), clean.get("preflight", {}).get("qdevice")),
     )
     return plan, problems
 
@@ -244,7 +246,15 @@ def _datacenter(raw: dict[str, Any]) -> Datacenter:
 def _preflight(raw: dict[str, Any]) -> Preflight:
     thresholds = Thresholds(**{f.name: raw[f.name] for f in fields(Thresholds) if f.name in raw})
     return Preflight(thresholds=thresholds, ignore_checks=raw.get("ignore_checks", ()),
-                     ntp_servers=raw.get("ntp_servers", ()), qdevice=raw.get("qdevice"))
+                     ntp_servers=raw.get("ntp_servers", ()))
+
+
+def _qdevice(raw: dict[str, Any] | None, older: str | None) -> QDevice | None:
+    """[qdevice], or the older `[preflight] qdevice = "HOST"` (the host alone)."""
+    if raw is None:
+        return QDevice(older) if older else None
+    return QDevice(raw.get("host", ""), raw.get("algorithm"), raw.get("tie_breaker", "lowest"),
+                   raw.get("network"))
 
 
 # -- findings: plan paths to TOML paths, lines -----------------------------------------------------

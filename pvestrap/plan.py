@@ -1,8 +1,7 @@
 """The cluster plan: the one model everything reads (answers, wizard, render, preflight, apply).
 
 Plain frozen dataclasses. `validate(plan)` collects EVERY problem as a finding with a field path
-(`nodes[2].link1`, `datacenter.keyboard`) and `plan.check()` raises once with all of them; nothing
-downstream runs on an invalid plan.
+(`nodes[2].link1`, `datacenter.keyboard`); `plan.check()` raises once with all (nothing runs after).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from pvestrap import pvecm_versions
 from pvestrap.datacenter_schema import LANGUAGES, mac_prefix_problem, next_id_problems
 from pvestrap.errors import ValidationFailed
 from pvestrap.findings import Finding, fail
+from pvestrap.qdevice import QDevice, plan_problems
 
 # Node and cluster names: pve-cluster's rule (PVE/API2/ClusterConfig.pm, pve-node and
 # cluster_name formats; at most 15 characters, corosync's cluster_name limit).
@@ -145,7 +145,6 @@ class Preflight:
     thresholds: Thresholds = field(default_factory=Thresholds)
     ignore_checks: tuple[str, ...] = ()
     ntp_servers: tuple[str, ...] = ()
-    qdevice: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +164,7 @@ class ClusterPlan:
     # The pve-cluster version installed on the node this plan is applied on (pvestrap.nodefacts
     # fills it in from dpkg; never read from an answer file). It outranks pve_version.
     pve_cluster: str | None = None
+    qdevice: QDevice | None = None  # [qdevice]: an external vote
 
     # -- lookups -------------------------------------------------------------------------------
     def node(self, name: str) -> Node:
@@ -249,6 +249,7 @@ def validate(plan: ClusterPlan) -> list[Finding]:
     major = next(iter(_version_tuple(plan.pve_version or "")), None)
     out += _check_datacenter(plan.datacenter, major)
     out += _check_preflight(plan.preflight)
+    out += plan_problems(plan)
     if plan.backend not in BACKENDS:
         out.append(fail("backend-invalid", f"unknown backend {plan.backend!r}", "cluster.backend",
                         remedy=f"use one of {', '.join(BACKENDS)}"))

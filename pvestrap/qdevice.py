@@ -93,6 +93,14 @@ def problems(q: QDevice, member_addresses: Sequence[str] = (), nodeids: Sequence
     return out
 
 
+def plan_problems(plan: Any) -> list[Finding]:
+    """A ClusterPlan's [qdevice] checked against its nodes (none: nothing to check)."""
+    if plan.qdevice is None:
+        return []
+    return problems(plan.qdevice, [a for n in plan.nodes for a in n.addresses.values()],
+                    [n.nodeid for n in plan.nodes])
+
+
 def _tie_breaker_ok(value: str, nodeids: Sequence[int]) -> bool:
     if value in TIE_BREAKERS:
         return True

@@ -101,7 +101,7 @@ def test_schema_prints_the_json_schema(capsys):
     assert printed == answers.schema()
     assert printed["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert set(printed["properties"]) == {"cluster", "links", "nodes", "join", "datacenter",
-                                          "preflight", "installer"}
+                                          "preflight", "installer", "qdevice"}
 
 
 def test_the_installed_command_exits_2_without_a_traceback(tmp_path):

@@ -19,6 +19,7 @@ from pvestrap.errors import PvestrapError, ValidationFailed
 from pvestrap.plan import (BACKENDS, BWLIMIT_KEYS, CONSOLES, FORBIDDEN_CHARS, HA_POLICIES,
                            INSTALLER_KEYBOARDS, KEYBOARDS, TRANSFER_TYPES, ClusterPlan, Datacenter,
                            InterfaceStanza, JoinTarget, Link, Node, Preflight, Thresholds)
+from pvestrap.qdevice import QDevice
 
 DATA = pathlib.Path(__file__).parent / "data" / "answers"
 MUTATIONS = int(os.environ.get("PVESTRAP_MUTATIONS", "400"))  # more for a long local hunt
@@ -345,10 +346,14 @@ def plans(draw):
             password_env=draw(env_names) if password == "env" else None),
         datacenter=draw(datacenters()),
         preflight=Preflight(thresholds, tuple(draw(st.lists(ids, max_size=3))),
-                            tuple(draw(st.lists(words, max_size=2))), draw(maybe(words))),
+                            tuple(draw(st.lists(words, max_size=2)))),
         pve_version=draw(maybe(versions)),
         backend=draw(st.sampled_from(BACKENDS)),
         installer=installer,
+        qdevice=draw(maybe(st.builds(
+            QDevice, st.sampled_from(["172.31.255.1", "fd9e::53"]),
+            maybe(st.sampled_from(["ffsplit", "lms"])), st.sampled_from(["lowest", "highest"]),
+            maybe(st.sampled_from(["172.31.255.0/24", "fd9e::/64"]))))),
     )
     assume(not answers.problems_of(plan))
     return plan

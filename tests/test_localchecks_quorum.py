@@ -9,7 +9,8 @@ from pvestrap.checks.base import Context
 from pvestrap.checks.quorum import (QuorumCheck, TokenTimingCheck, qdevice_votes, quorum_math,
                                     token_timing)
 from pvestrap.findings import Severity
-from pvestrap.plan import ClusterPlan, Link, Node, Preflight
+from pvestrap.plan import ClusterPlan, Link, Node
+from pvestrap.qdevice import QDevice
 
 votes_lists = st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=40)
 
@@ -17,7 +18,7 @@ votes_lists = st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_si
 def plan(n, qdevice=None, pve_version=None, votes=None):
     nodes = tuple(Node(f"n{i}", i, {0: f"10.254.0.{i}"}, votes=(votes or {}).get(i, 1))
                   for i in range(1, n + 1))
-    return ClusterPlan("lab", nodes, (Link(0),), preflight=Preflight(qdevice=qdevice),
+    return ClusterPlan("lab", nodes, (Link(0),), qdevice=QDevice(qdevice) if qdevice else None,
                        pve_version=pve_version)
 
 

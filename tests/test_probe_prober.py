@@ -21,7 +21,8 @@ from pvestrap.checks import probe as wire
 from pvestrap.checks import prober
 from pvestrap.checks import responder as rsp
 from pvestrap.checks.mtu import MtuSearch
-from pvestrap.plan import ClusterPlan, JoinTarget, Link, Node, Preflight
+from pvestrap.plan import ClusterPlan, JoinTarget, Link, Node
+from pvestrap.qdevice import QDevice
 
 TOKEN = wire.Token(b"prober-test-token-0123456")
 FAST = prober.ProbeSettings(duration_s=0.5, interval_s=0.05, reply_timeout_s=0.5, icmp=False)
@@ -209,7 +210,7 @@ def _plan(**kw) -> ClusterPlan:
 
 
 def test_request_from_plan_for_a_joiner():
-    plan = _plan(preflight=Preflight(qdevice="10.254.0.50"))
+    plan = _plan(qdevice=QDevice("10.254.0.50"))
     req = prober.request_from_plan(plan, "pve2")
     assert {(t.peer, t.link, t.port, t.address, t.source, t.legacy) for t in req.targets} == {
         (peer, link, port, f"10.254.{link}.{i}", f"10.254.{link}.2", port == 5404)

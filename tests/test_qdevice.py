@@ -151,3 +151,48 @@ def test_lab_names_know_the_qnetd_host():
     with pytest.raises(UserError):
         names.node_index("qnetd", "lab1", 2, "--drop")
     assert names.address(0, names.QNETD) == "10.254.0.100"
+
+
+ANSWERS = """
+[cluster]
+name = "prod"
+
+[[links]]
+number = 0
+
+[[nodes]]
+name = "pve1"
+link0 = "10.1.0.1"
+
+[[nodes]]
+name = "pve2"
+link0 = "10.1.0.2"
+"""
+
+
+def test_answer_table_loads_and_round_trips():
+    from pvestrap import answers
+
+    plan = answers.loads(ANSWERS + '\n[qdevice]\nhost = "10.1.0.50"\ntie_breaker = "2"\n')
+    assert plan.qdevice == model.QDevice("10.1.0.50", None, "2", None)
+    assert answers.loads(answers.dumps(plan)) == plan
+    older = answers.loads(ANSWERS + '\n[preflight]\nqdevice = "10.1.0.50"\n')
+    assert older.qdevice == model.QDevice("10.1.0.50")
+
+
+def test_answer_table_problems_name_the_key_and_line():
+    from pvestrap import answers
+    from pvestrap.errors import AnswerFileInvalid
+
+    text = ANSWERS + '\n[qdevice]\nhost = "10.1.0.2"\nalgorithm = "split"\n'
+    with pytest.raises(AnswerFileInvalid) as caught:
+        answers.loads(text)
+    found = {f.code: f for f in caught.value.findings}
+    assert "qdevice-host-member" in found
+    assert found["qdevice-host-member"].subject == "qdevice.host"
+    assert found["qdevice-host-member"].payload.get("line") == 17
+    assert any(f.subject and f.subject.startswith("qdevice.algorithm")
+               for f in caught.value.findings)
+    with pytest.raises(AnswerFileInvalid) as missing:
+        answers.loads(ANSWERS + '\n[qdevice]\nalgorithm = "lms"\n')
+    assert any("qdevice.host" in (f.subject or "") for f in missing.value.findings)

@@ -11,7 +11,7 @@ import tomllib
 
 import pytest
 
-from pvestrap import answer_schema
+from pvestrap import answer_schema, answers
 from pvestrap.toml_schema import is_secret
 from pvestrap.answers import dumps
 from pvestrap.checks.localsys import CommandResult, IfAddress, Interface, Machine
@@ -117,7 +117,8 @@ def _create_run(det, extra=()):
               ("link1.static", "10.3.0.1/24"), ("links.add2", False), ("links.preferred", 1),
               ("peer1.name", "pve2"), ("peer1.link0", "10.1.0.2"), ("peer1.link1", "10.3.0.2"),
               ("peer2.name", ""), ("migration.network", "10.3.0.0/24"),
-              ("migration.type", "insecure"), ("keyboard", "de"), *extra]
+              ("migration.type", "insecure"), ("keyboard", "de"), ("qdevice.host", "10.1.0.50"),
+              *extra]
     asker = ScriptedAsker(script)
     talk = flow.gather(det, asker, FakeServices())
     asker.done()
@@ -148,7 +149,7 @@ def test_every_key_the_wizard_writes_is_in_the_schema_and_comes_from_a_question(
     for text in texts:
         written |= file_paths(tomllib.loads(text))
     assert {"nodes[].interfaces[].address", "datacenter.migration.type", "join.fingerprint",
-            "join.password_env", "links[].priority"} <= written
+            "join.password_env", "links[].priority", "qdevice.host"} <= written
     assert sorted(p for p in written if not in_schema(p, paths)) == []
     # the backend comes from what was detected, not from a question; every other key from one
     assert sorted(p for p in written if p not in asked) == ["cluster.backend"]
@@ -163,6 +164,21 @@ def test_cluster_name_rejection_shows_the_rule(det, value, ok):
     assert (problem is None) is ok
     if not ok:
         assert questions.NAME_RULE in problem
+
+
+def test_qdevice_is_asked_for_an_even_node_count_only(det):
+    plan = _create_run(det)  # two nodes: asked, answered
+    assert plan.qdevice is not None and plan.qdevice.host == "10.1.0.50"
+    assert answers.loads(dumps(plan)) == plan  # the answer export round-trips it
+    two = questions.State(det, {"role": "create", "link0.address": "10.1.0.1", "peer1.name": "pve2",
+                        "peer1.link0": "10.1.0.2"})
+    assert questions.QDEVICE.when(two)
+    assert "outside the cluster" in questions.QDEVICE.check("10.1.0.2", two)
+    assert questions.QDEVICE.check("", two) is None and questions.QDEVICE.check("10.1.0.50", two) is None
+    three = questions.State(det, {**two.answers, "peer2.name": "pve3", "peer2.link0": "10.1.0.3"})
+    assert not questions.QDEVICE.when(three)
+    note = questions.QDEVICE_ODD_NOTE.format(n=3, votes=2)
+    assert "discourages" in note and "no single node may fail" in note
 
 
 def test_address_rules(det):

@@ -25,6 +25,7 @@ from pvestrap.errors import OperationFailed, UserError
 from pvestrap.findings import Severity
 from pvestrap.plan import (MAX_LINK, NODEID_MAX, ClusterPlan, Datacenter, InterfaceStanza,
                            JoinTarget, Link, Node)
+from pvestrap.qdevice import QDevice
 from pvestrap.report.model import Report
 from pvestrap.system import Secret
 from pvestrap.wizard import questions
@@ -135,6 +136,18 @@ def converse(talk: Talk) -> None:
         talk.asker.say("  WARNING: insecure migration sends guest memory unencrypted; use it "
                        "only on a network nobody else can reach.")
     talk.ask(questions.KEYBOARD)
+    _qdevice(talk)
+
+
+def _qdevice(talk: Talk) -> None:
+    """Asked for an even node count; with an odd one the wizard says why it does not ask."""
+    state = talk.state()
+    if state.joining:
+        return
+    n = questions.node_count(state)
+    if n % 2 and n > 1:
+        talk.asker.say("  " + questions.QDEVICE_ODD_NOTE.format(n=n, votes=n - 1))
+    talk.ask(questions.QDEVICE)
 
 
 def _join_target(talk: Talk) -> None:
@@ -268,7 +281,9 @@ def to_plan(state: questions.State) -> ClusterPlan:
         cluster_name=_cluster_name(state), nodes=nodes, links=links,
         backend=state.facts.get("backend") or state.detected.backend,
         create_node=others[0].name if state.joining else me,
-        join=_join(state), datacenter=_datacenter(state)).check(source="the wizard's answers")
+        join=_join(state), datacenter=_datacenter(state),
+        qdevice=QDevice(state.get("qdevice.host")) if state.get("qdevice.host") else None,
+    ).check(source="the wizard's answers")
 
 
 def _priority(state: questions.State, n: int) -> int:

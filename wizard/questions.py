@@ -216,6 +216,35 @@ KEYBOARD = Question(
     keys=("datacenter.keyboard",), default=lambda s: s.detected.keyboard or NONE,
     required=False, choices=rules.keyboard_choices, when=lambda s: not s.joining)
 
+def node_count(state: State) -> int:
+    return 1 + len(state.peer_indexes())
+
+
+def _qdevice_rule(value: str, state: State) -> str | None:
+    value = value.strip()
+    if not value:
+        return None
+    mine = {state.link_address(n) for n in state.link_numbers()}
+    theirs = {state.get(f"peer{i}.link{n}") for i in state.peer_indexes()
+              for n in state.link_numbers()}
+    if value in mine | theirs:
+        return "that is a cluster node's address: the qnetd host must be outside the cluster"
+    return rules.check_ip(value)
+
+
+QDEVICE = Question(
+    "qdevice.host", lambda s: f"QDevice for the {node_count(s)} nodes: the qnetd host's IP "
+    "address (empty: none)",
+    "With an even node count, half the nodes failing leaves the other half without quorum; a "
+    "QDevice (corosync-qnetd on a host outside the cluster, TCP 5403 from every node, root SSH "
+    "from one) adds the tie-breaking vote. It is set up after the last node joined.", TEXT,
+    keys=("qdevice.host",), default=lambda s: "", required=False, validate=_qdevice_rule,
+    parse=str.strip, when=lambda s: not s.joining and node_count(s) % 2 == 0)
+
+# What the wizard says instead of asking, with an odd node count (the admin guide's reasoning).
+QDEVICE_ODD_NOTE = ("No QDevice: with {n} nodes (an odd count) the admin guide discourages one: "
+                    "it would carry {votes} votes, and once it fails no single node may fail.")
+
 APPLY = Question(
     "apply", "Apply this plan now?", "Nothing has been changed so far.", CONFIRM,
     default=lambda s: False, destructive=True)
@@ -240,5 +269,5 @@ def all_questions(peers: int = 2) -> tuple[Question, ...]:
     for i in range(1, peers + 1):
         out.append(peer_name(i))
         out += [peer_link(i, n) for n in range(MAX_LINK + 1)]
-    out += [NODEID, MIGRATION_NETWORK, MIGRATION_TYPE, KEYBOARD, APPLY, SAVE]
+    out += [NODEID, MIGRATION_NETWORK, MIGRATION_TYPE, KEYBOARD, QDEVICE, APPLY, SAVE]
     return tuple(out)
