@@ -230,9 +230,12 @@ def test_options_after_a_double_dash_go_to_the_flow(hook_file, tmp_path):
 
 
 def test_extra_modules_are_carried_when_asked(hook_file):
-    """The Ansible collection's status module imports pvestrap.verify, which the first-boot
-    flow does not: the collection's build asks for it."""
+    """A build asks for modules the first-boot flow does not import (the Ansible collection's
+    status module imports pvestrap.verify, which first boot now carries anyway: it verifies a
+    QDevice; pvestrap.report.junit it never imports)."""
     plain = iso_hook.build(CLUSTER)
-    more = iso_hook.build(CLUSTER, extra=("pvestrap.verify",))
-    assert "pvestrap.verify" not in plain.modules and "pvestrap.verify" in more.modules
+    more = iso_hook.build(CLUSTER, extra=("pvestrap.verify", "pvestrap.report.junit"))
+    assert "pvestrap.verify" in plain.modules and "pvestrap.verify" in more.modules
+    assert "pvestrap.report.junit" not in plain.modules
+    assert "pvestrap.report.junit" in more.modules
     assert more.size <= iso_hook.MAX_BYTES
