@@ -295,6 +295,12 @@ def request_from_plan(plan: "ClusterPlan", node: str,
 
 # -- the engine ------------------------------------------------------------------------------------
 
+def new_session() -> int:
+    """A session id per exchange: with the sequence number it is the probe's nonce, which a
+    responder answers once (checks.admission), so no two exchanges may share one."""
+    return random.getrandbits(64)
+
+
 class Exchange:
     """A connected UDP socket to one target (bound to our address on its link)."""
 
@@ -435,19 +441,18 @@ def measure(request: ProbeRequest, token: wire.Token,
 
     settings = request.settings
     started, t0 = time.time(), time.monotonic()
-    session = random.getrandbits(64)
     loop = Loop()
     searches: dict[tuple[str, int], Any] = {}
 
     def start_mtu(target: Target, now: float) -> None:
         key = (target.peer, target.link)
         if settings.mtu and key not in searches:
-            searches[key] = mtu.MtuFlow(Exchange(target, token, session, False, kclock),
+            searches[key] = mtu.MtuFlow(Exchange(target, token, new_session(), False, kclock),
                                         settings, now)
             loop.add(searches[key])
 
     kclock = wire.kernel_clock_offset()
-    exchanges = [Exchange(t, token, session, True, kclock) for t in request.targets]
+    exchanges = [Exchange(t, token, new_session(), True, kclock) for t in request.targets]
     flows = [latency.LatencyFlow(ex, settings, t0, start_mtu) for ex in exchanges]
     for flow in flows:
         loop.add(flow)

@@ -2,8 +2,9 @@
 
 It listens on UDP 5404 and each link's port (5405 + N), answers probes made with the run's token
 (see checks.probe) and stays silent for everything else, so to a stranger it looks like a
-filtered port. Replies are never larger than the probe and are rate-limited per source address
-(a token bucket), so the responder cannot be turned into an amplifier. It exits after its TTL:
+filtered port. Each probe is answered once and only while it is fresh, replies are never larger
+than the probe, and they are rate-limited per source address and in total (checks.admission), so
+the responder can be turned neither into an amplifier nor into a reflector of captured probes. It exits after its TTL:
 a forgotten responder does not linger on a production node.
 
 Where a port is already taken (corosync owns 5405 on a cluster member), the responder still
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from pvestrap.checks import probe as wire
+from pvestrap.checks.admission import MAX_RATE_PPS, MAX_TTL_S, Admission, check_setting
 from pvestrap.errors import OperationFailed, UserError
 
 LEGACY_PORT = 5404
@@ -59,7 +61,18 @@ class ResponderConfig:
     ttl_s: float = 600.0
     rate_pps: float = 250.0
     burst: float = 250.0
+    global_rate_pps: float = 4000.0  # all sources together: a 32-node, 2-link mesh needs ~1300
+    global_burst: float = 4000.0
     sniff_busy_ports: bool = True
+
+    def __post_init__(self) -> None:
+        for name, value, upper in (("ttl_s", self.ttl_s, MAX_TTL_S),
+                                   ("rate_pps", self.rate_pps, MAX_RATE_PPS),
+                                   ("global_rate_pps", self.global_rate_pps, MAX_RATE_PPS)):
+            problem = check_setting(name, value, upper)
+            if problem:
+                raise UserError(f"responder setting {problem}",
+                                remedy=f"use a value above 0 and at most {upper:g}")
 
 
 @dataclass(frozen=True)
@@ -76,35 +89,11 @@ class Endpoint:
 class ResponderStats:
     answered: int
     rejected: int  # not an authentic probe: dropped silently
-    rate_limited: int
+    stale: int  # authentic but too old for its session (or our clock): a capture sent again
+    replayed: int  # authentic but answered already
+    rate_limited: int  # over its source's budget
+    over_budget: int  # over the budget of all sources together
     send_errors: int
-
-
-class RateLimiter:
-    """A token bucket per source address; the table is bounded so floods cannot grow it."""
-
-    MAX_SOURCES = 4096
-
-    def __init__(self, rate: float, burst: float):
-        self.rate, self.burst = rate, burst
-        self.buckets: dict[str, tuple[float, float]] = {}
-
-    def allow(self, source: str, now: float) -> bool:
-        tokens, last = self.buckets.get(source, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if len(self.buckets) >= self.MAX_SOURCES and source not in self.buckets:
-            self._prune(now)
-        if tokens < 1.0:
-            self.buckets[source] = (tokens, now)
-            return False
-        self.buckets[source] = (tokens - 1.0, now)
-        return True
-
-    def _prune(self, now: float) -> None:
-        idle = self.burst / self.rate if self.rate > 0 else 0.0
-        self.buckets = {k: v for k, v in self.buckets.items() if now - v[1] < idle}
-        while len(self.buckets) >= self.MAX_SOURCES:
-            self.buckets.pop(next(iter(self.buckets)))
 
 
 def _family(address: str) -> int:
@@ -138,12 +127,14 @@ class Responder:
     def __init__(self, config: ResponderConfig, log: Callable[[str], None] | None = None):
         self.config = config
         self.log = log or (lambda _msg: None)
-        self.limiter = RateLimiter(config.rate_pps, config.burst)
+        self.admission = Admission(config.rate_pps, config.burst, config.global_rate_pps,
+                                   config.global_burst)
         self.selector = selectors.DefaultSelector()
         self.endpoints: list[Endpoint] = []
         self.sniffed: dict[int, set[tuple[str, int]]] = {}  # family -> {(address, port)}
         self.kclock = wire.kernel_clock_offset()  # kernel stamp + kclock = our clock
-        self.counts = {"answered": 0, "rejected": 0, "rate_limited": 0, "send_errors": 0}
+        self.counts = {"answered": 0, "rejected": 0, "stale": 0, "replayed": 0,
+                       "rate_limited": 0, "over_budget": 0, "send_errors": 0}
 
     def __enter__(self) -> "Responder":
         self.open()
@@ -248,12 +239,16 @@ class Responder:
         k = arrival.kernel_ns + self.kclock
         return k if -_SLACK <= user_rx - k < 1_000_000_000 else user_rx
 
-    def _accept(self, data: bytes, source: str) -> wire.Probe | None:
+    def _accept(self, data: bytes, source: str, t2: int) -> wire.Probe | None:
+        """The probe when it earns a reply: authentic, fresh, new and within budget."""
         found = wire.decode_probe(self.config.token, data)
         if found is None:
             self.counts["rejected"] += 1
-        elif not self.limiter.allow(source, time.monotonic()):
-            self.counts["rate_limited"] += 1
+            return None
+        why = self.admission.decide(found.session, found.seq, found.t1_ns, t2, source,
+                                    time.monotonic())
+        if why is not None:
+            self.counts[why] += 1
             return None
         return found
 
@@ -266,11 +261,11 @@ class Responder:
             except OSError:
                 continue  # an ICMP error for an earlier reply
             user_rx = time.time_ns()
-            found = self._accept(data, addr[0])
-            if found is None:
-                continue
             arrival = wire.parse_ancillary(anc)
             t2 = self._times(arrival, user_rx)
+            found = self._accept(data, addr[0], t2)
+            if found is None:
+                continue
             rx_mtu = wire.interface_mtu(sock, arrival.ifindex)
             anc = wire.source_ancillary(family, arrival.local_address)
             reply, _ = wire.encode_reply(self.config.token, found, t2, rx_mtu, clock=time.time_ns)
@@ -294,10 +289,10 @@ class Responder:
             if parsed is None:
                 continue
             src, dst, sport, dport, payload = parsed
-            found = self._accept(payload, src)
+            t2 = self._times(arrival, user_rx)
+            found = self._accept(payload, src, t2)
             if found is None:
                 continue
-            t2 = self._times(arrival, user_rx)
             rx_mtu = wire.interface_mtu(raw, arrival.ifindex)
             anc = wire.source_ancillary(family, dst)
             reply, _ = wire.encode_reply(self.config.token, found, t2, rx_mtu, clock=time.time_ns)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from pvestrap.checks import admission
 from pvestrap.checks import probe as wire
 from pvestrap.checks import responder as rsp
 
@@ -117,10 +118,11 @@ def test_reply_never_larger_than_the_probe_on_the_wire(serve, size, wanted):
 def test_rate_limit_is_per_source_address(serve):
     server, port = serve(rate_pps=0.001, burst=5)  # no refill during the test
     answered = {}
-    for source in ("127.0.0.1", "127.0.0.2"):
+    for session, source in enumerate(("127.0.0.1", "127.0.0.2")):
         with _client("127.0.0.1", port, source) as sock:
             for seq in range(30):
-                sock.send(wire.encode_probe(TOKEN, wire.Probe(9, seq), clock=time.time_ns)[0])
+                sock.send(wire.encode_probe(TOKEN, wire.Probe(session, seq),
+                                            clock=time.time_ns)[0])
             sock.settimeout(0.5)
             got = 0
             try:
@@ -135,7 +137,7 @@ def test_rate_limit_is_per_source_address(serve):
 
 
 def test_rate_limiter_refills_at_its_rate():
-    limiter = rsp.RateLimiter(rate=10, burst=2)
+    limiter = admission.RateLimiter(rate=10, burst=2)
     assert [limiter.allow("a", 0.0) for _ in range(3)] == [True, True, False]
     assert limiter.allow("a", 0.05) is False  # half a token
     assert limiter.allow("a", 0.11) is True
@@ -143,10 +145,10 @@ def test_rate_limiter_refills_at_its_rate():
 
 
 def test_rate_limiter_table_stays_bounded():
-    limiter = rsp.RateLimiter(rate=1000, burst=1)
-    for i in range(rsp.RateLimiter.MAX_SOURCES * 2):
+    limiter = admission.RateLimiter(rate=1000, burst=1)
+    for i in range(admission.RateLimiter.MAX_SOURCES * 2):
         limiter.allow(f"10.0.{i // 256}.{i % 256}", i * 1.0)
-    assert len(limiter.buckets) <= rsp.RateLimiter.MAX_SOURCES
+    assert len(limiter.buckets) <= admission.RateLimiter.MAX_SOURCES
 
 
 def test_ports_for_links_adds_legacy_5404():
@@ -244,3 +246,120 @@ def test_background_is_idempotent_and_stoppable(tmp_path):
     finally:
         if pid and _alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+# -- freshness, replays and budgets (checks.admission) -------------------------------------------
+
+def _drain(sock, timeout: float = 0.5) -> int:
+    sock.settimeout(timeout)
+    got = 0
+    try:
+        while True:
+            sock.recv(70_000)
+            got += 1
+    except socket.timeout:
+        return got
+
+
+def test_a_captured_probe_sent_again_gets_no_second_reply(serve):
+    server, port = serve()
+    captured, _ = wire.encode_probe(TOKEN, wire.Probe(41, 1), clock=time.time_ns)
+    with _client("127.0.0.1", port) as sock:
+        sock.send(captured)
+        assert _drain(sock) == 1
+        for _ in range(5):
+            sock.send(captured)  # the same bytes again: a reflection attempt
+        assert _drain(sock) == 0
+        sock.send(wire.encode_probe(TOKEN, wire.Probe(41, 2), clock=time.time_ns)[0])
+        assert _drain(sock) == 1  # the session's next probe is still answered
+    assert server.counts["replayed"] == 5 and server.counts["answered"] == 2
+
+
+def test_stale_probes_get_no_reply(serve):
+    server, port = serve()
+    now = time.time_ns()
+    with _client("127.0.0.1", port) as sock:
+        old = wire.Probe(51, 1, t1_ns=now - admission.MAX_SKEW_NS - admission.NS)
+        sock.send(wire.encode_probe(TOKEN, old)[0])  # a new session, but from long ago
+        assert _drain(sock) == 0
+        sock.send(wire.encode_probe(TOKEN, wire.Probe(52, 1), clock=time.time_ns)[0])
+        assert _drain(sock) == 1
+        late = wire.Probe(52, 2, t1_ns=time.time_ns() - admission.WINDOW_NS - admission.NS)
+        sock.send(wire.encode_probe(TOKEN, late)[0])  # captured earlier, sent now
+        assert _drain(sock) == 0
+    assert server.counts["stale"] == 2 and server.counts["answered"] == 1
+
+
+def test_a_skewed_clock_is_still_measured():
+    """A node seconds off is what the clock-offset check is for: its probes are answered."""
+    guard = admission.ReplayGuard()
+    skew = 90 * admission.NS
+    assert [guard.admit(7, seq, seq * 1000, seq * 1000 + skew) for seq in (1, 2, 3)] == \
+        [None, None, None]
+
+
+def test_an_oversized_or_tampered_probe_gets_no_reply(serve):
+    server, port = serve()
+    good, _ = wire.encode_probe(TOKEN, wire.Probe(61, 1, size=1000, reply_size=1000),
+                                clock=time.time_ns)
+    with _client("127.0.0.1", port) as sock:
+        sock.send(good + bytes(8000))  # padded past what the MAC covers
+        sock.send(os.urandom(60_000))
+        sock.send(good[:-1] + bytes([good[-1] ^ 1]))
+        assert _drain(sock) == 0
+    assert server.counts["rejected"] == 3 and server.counts["answered"] == 0
+
+
+def test_replay_guard_window_and_bounds():
+    guard = admission.ReplayGuard(max_sessions=8)
+    assert guard.admit(1, 5000, 0, 10) is None
+    assert guard.admit(1, 5000, 0, 10) == "replayed"
+    assert guard.admit(1, 4990, 0, 10) is None  # late but within the window: answered once
+    assert guard.admit(1, 4990, 0, 10) == "replayed"
+    assert guard.admit(1, 5000 - admission.SEQ_WINDOW, 0, 10) == "replayed"  # too far back
+    for session in range(100, 200):
+        guard.admit(session, 1, 0, 10)
+    assert len(guard.sessions) == 8
+
+
+def test_global_budget_holds_under_50_spoofed_looking_sources(serve):
+    """50 loopback sources, each within its own budget, together capped by the global one."""
+    server, port = serve(rate_pps=0.001, burst=5, global_rate_pps=0.001, global_burst=20)
+    answered = 0
+    for index in range(50):
+        source = f"127.0.{index // 200}.{index % 200 + 2}"
+        with _client("127.0.0.1", port, source) as sock:
+            for seq in range(3):
+                sock.send(wire.encode_probe(TOKEN, wire.Probe(1000 + index, seq),
+                                            clock=time.time_ns)[0])
+            answered += _drain(sock, 0.1)
+    assert answered == 20
+    assert server.counts["answered"] == 20 and server.counts["over_budget"] == 130
+
+
+@pytest.mark.parametrize("args", [
+    ["--rate", "inf"], ["--rate", "nan"], ["--rate", "-1"], ["--rate", "1e9"],
+    ["--ttl", "inf"], ["--ttl", "nan"], ["--ttl", "1e12"], ["--address", "not-an-ip"],
+])
+def test_command_refuses_settings_that_would_disable_a_bound(args):
+    proc = subprocess.run(PVESTRAP + ["responder", "-p", "0"] + args,
+                          env=_env("cli-test-token-0123456789"), capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and args[0] in proc.stderr
+
+
+def test_a_relative_log_file_is_written_where_the_user_stands(tmp_path):
+    pid_file = tmp_path / "responder.pid"
+    base = PVESTRAP + ["responder", "-p", "0", "-a", "127.0.0.1", "--ttl", "60",
+                       "--pid-file", str(pid_file)]
+    started = subprocess.run(base + ["--background", "--log-file", "responder.log"], env=_env(),
+                             capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    try:
+        assert started.returncode == 0, started.stderr
+    finally:
+        subprocess.run(base + ["--stop"], env=_env(), capture_output=True, timeout=30)
+    pid = int(pid_file.read_text()) if pid_file.exists() else None
+    assert pid is None or _wait_gone(pid)
+    assert (tmp_path / "responder.log").exists()
+    assert not Path("/responder.log").exists()

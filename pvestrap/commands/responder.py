@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+import ipaddress
+import os
+from typing import List, Optional, Sequence
 
 import typer
 
@@ -50,8 +52,9 @@ def command(
         pid = rsp.stop_running(pid_file)
         log(f"stopped pid {pid}" if pid else "no responder was running")
         return
-    if ttl <= 0 or rate <= 0:
-        raise UserError("--ttl and --rate must be greater than 0", remedy="e.g. --ttl 600")
+    _check_settings(ttl, rate, address or ())
+    if log_file:
+        log_file = os.path.abspath(log_file)  # the daemon changes to / before it opens it
     config = rsp.ResponderConfig(
         token=load_token(token, token_file), ports=_ports(port, answers, rsp),
         addresses=tuple(address or ()), ttl_s=ttl, rate_pps=rate, burst=max(rate, 1.0))
@@ -71,11 +74,29 @@ def command(
     finally:
         server.close()
     log(f"answered {stats.answered}, dropped {stats.rejected} unauthenticated, "
-        f"rate-limited {stats.rate_limited}")
+        f"{stats.stale} stale, {stats.replayed} replayed, rate-limited {stats.rate_limited} "
+        f"(per source) and {stats.over_budget} (all sources)")
     if lock is not None:
-        import os
-
         os._exit(0)  # the daemon must not run the parent's exit handlers
+
+
+def _check_settings(ttl: float, rate: float, addresses: Sequence[str]) -> None:
+    """Refuse settings that would disable a safety bound (nan, inf) or make no sense."""
+    from pvestrap.checks.admission import MAX_RATE_PPS, MAX_TTL_S, check_setting
+    from pvestrap.errors import UserError
+
+    for flag, value, upper, example in (("--ttl", ttl, MAX_TTL_S, "--ttl 600"),
+                                        ("--rate", rate, MAX_RATE_PPS, "--rate 250")):
+        problem = check_setting(flag, value, upper)
+        if problem:
+            raise UserError(problem, remedy=f"e.g. {example} (at most {upper:g})")
+    for address in addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise UserError(f"--address {address!r} is not an IP address",
+                            remedy="give an IPv4 or IPv6 address of this machine, e.g. "
+                                   "--address 10.0.0.1") from None
 
 
 def _ports(given: Optional[List[int]], answers: Optional[str], rsp) -> tuple[int, ...]:
