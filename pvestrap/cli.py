@@ -7,6 +7,7 @@ inside the command functions, so `pvestrap --help` stays fast.
 from __future__ import annotations
 
 import sys
+import traceback
 
 import typer
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         result = app(args=args, prog_name="pvestrap", standalone_mode=False)
     except PvestrapError as exc:
         if debug:
-            raise
+            traceback.print_exc()  # --debug adds the traceback; the exit code stays the error's
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return exc.exit_code
         if debug:
-            raise
+            traceback.print_exc()
         print(f"internal error (a bug in pvestrap): {type(exc).__name__}: {exc}\n"
               "  run again with --debug for the traceback", file=sys.stderr)
         return 70

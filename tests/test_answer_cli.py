@@ -112,3 +112,15 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     assert ":39: join.password: " in proc.stderr
+
+
+def test_debug_adds_a_traceback_but_keeps_the_exit_code(tmp_path, capsys):
+    """--debug is for reading a failure, not for changing what a script sees: bad input stays 2."""
+    from pvestrap.cli import main
+
+    missing = str(tmp_path / "missing.toml")
+    assert main(["answer", "validate", missing]) == 2
+    plain = capsys.readouterr().err
+    assert main(["--debug", "answer", "validate", missing]) == 2
+    with_debug = capsys.readouterr().err
+    assert "Traceback" not in plain and "Traceback" in with_debug
