@@ -18,10 +18,10 @@ from pvestrap.apply.engine import (CommandStep, PlannedCommand, StepFailed, Writ
                                    plan_steps, run_steps)
 from pvestrap.apply.lock import ApplyLocked, apply_lock, lock_file
 from pvestrap.errors import OperationFailed
+from pvestrap.recorded import (DryRunSystem, RecordedCommand, RecordedWait, RecordedWrite,
+                               RecordingSystem)
 from pvestrap.render import Change
-from pvestrap.system import (CommandFailed, CommandTimeout, DryRunSystem, RealSystem,
-                             RecordedCommand, RecordedWait, RecordedWrite, RecordingSystem,
-                             Secret)
+from pvestrap.system import CommandFailed, CommandTimeout, RealSystem, Secret
 
 
 def tree_state(root: Path) -> dict[str, tuple[int, str]]:

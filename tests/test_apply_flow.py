@@ -28,10 +28,10 @@ from pvestrap.corosync.status import parse_quorum_status
 from pvestrap.errors import OperationFailed
 from pvestrap.findings import Finding, Severity
 from pvestrap.plan import ClusterPlan, Link, Node
+from pvestrap.recorded import RecordedCommand, RecordedRemove, RecordedWrite, RecordingSystem
 from pvestrap.render import COROSYNC_CONF, render_corosync_conf
 from pvestrap.report.model import Report, Section
-from pvestrap.system import (RecordedCommand, RecordedRemove, RecordedWrite, RecordingSystem,
-                             Secret)
+from pvestrap.system import Secret
 
 DATA = Path(__file__).parent / "data" / "status"
 QUORATE = (DATA / "quorumtool-s-2node-quorate.txt").read_text()

@@ -24,7 +24,7 @@ from pvestrap.corosync.status import parse_cfgtool_nodes
 from pvestrap.errors import UserError, ValidationFailed
 from pvestrap.findings import Severity
 from pvestrap.plan import ClusterPlan, Link, Node
-from pvestrap.system import RecordingSystem
+from pvestrap.recorded import RecordingSystem
 from pvestrap.verify import Observed, address_findings, convergence_findings, ping_findings
 
 NAMES = ("pve1", "pve2", "pve3")

@@ -14,8 +14,8 @@ from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.errors import UserError
 from pvestrap.nodefacts import NodeFacts, parse_dpkg_query, read_facts, resolve
 from pvestrap.plan import ClusterPlan, JoinTarget, Link, Node
+from pvestrap.recorded import RecordingSystem
 from pvestrap.render import corosync_conf_over, render_corosync_conf
-from pvestrap.system import RecordingSystem
 
 DPKG = ("corosync\t3.1.7-1+deb12u2\tii \n"
         "pve-cluster\t8.1.3\tii \n"

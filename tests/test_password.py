@@ -10,7 +10,8 @@ import pytest
 from pvestrap.errors import UserError
 from pvestrap.password import MAX_BYTES, read_password_file, resolve_password
 from pvestrap.plan import JoinTarget
-from pvestrap.system import DryRunSystem, RealSystem, RecordingSystem
+from pvestrap.recorded import DryRunSystem, RecordingSystem
+from pvestrap.system import RealSystem
 
 def test_password_from_a_private_file(tmp_path):
     path = tmp_path / "pw"

@@ -22,10 +22,10 @@ from pvestrap.apply.pve import (JoinFailed, JoinMethod, PveCreateStep, PveTimeou
                                 join_steps, pvesh_join_argv, quorum_status, steps_for)
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.password import resolve_password
-from pvestrap.render import render_corosync_conf
 from pvestrap.plan import ClusterPlan, Datacenter, JoinTarget, Link, Node
-from pvestrap.system import (DryRunSystem, RealSystem, RecordedWait, RecordedWrite,
-                             RecordingSystem, Secret)
+from pvestrap.recorded import DryRunSystem, RecordedWait, RecordedWrite, RecordingSystem
+from pvestrap.render import render_corosync_conf
+from pvestrap.system import RealSystem, Secret
 
 STANDIN = Path(pvestrap.apply.__file__).parent / "standin"
 FP = ":".join(["AB", "CD", "EF", "01"] * 8)

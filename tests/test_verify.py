@@ -15,10 +15,10 @@ import pytest
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.findings import Severity
 from pvestrap.plan import ClusterPlan, Link, Node
+from pvestrap.recorded import RecordingSystem
 from pvestrap.report.html import render_html
 from pvestrap.report.jsonout import render_json
 from pvestrap.report.junit import render_junit
-from pvestrap.system import RecordingSystem
 from pvestrap.verify import build_report, observe, runtime_version, status_report
 
 DATA = Path(__file__).parent / "data" / "status"

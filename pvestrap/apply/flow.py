@@ -32,9 +32,10 @@ from pvestrap.errors import OperationFailed, UserError
 from pvestrap.findings import Finding, Severity, apply_ignores
 from pvestrap.nodefacts import read_facts, resolve
 from pvestrap.plan import ClusterPlan
+from pvestrap.recorded import DryRunSystem
 from pvestrap.render import Change, unified_diff
 from pvestrap.report.model import Report, Section
-from pvestrap.system import DryRunSystem, System
+from pvestrap.system import System
 
 Preflight = Callable[[ClusterPlan, str], Report]
 Confirm = Callable[[str], bool]

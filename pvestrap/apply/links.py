@@ -210,7 +210,7 @@ def locked(system: System, cluster: Cluster) -> Iterator[str]:
     from pvestrap.apply.remote import CONTROL_PATH
 
     t = cluster.timeouts
-    root = str(getattr(system, "root", "/"))
+    root = system.root
     with ExitStack() as stack:
         stack.enter_context(apply_lock(root, timeout=t.lock_wait))
         for m in sorted(cluster.members, key=lambda m: m.name):

@@ -30,7 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from pvestrap.apply.engine import Action, PlannedCommand
 from pvestrap.errors import OperationFailed, PvestrapError
@@ -206,18 +206,6 @@ class Remote:
 
 # -- the member lock -------------------------------------------------------------------------------
 
-def _spawn(system: System, argv: Sequence[str]) -> subprocess.Popen:
-    """Start a long-lived command through the system's wrap (a lab node's nsenter). Only a
-    system that really runs commands can hold a session: a fake must not start a real ssh."""
-    if not hasattr(system, "wrap") or getattr(system, "dry_run", False):
-        raise TypeError(f"{type(system).__name__} cannot hold an ssh session")
-    wrap = tuple(getattr(system, "wrap", ()))
-    extra: Mapping[str, str] = getattr(system, "env", {}) or {}
-    env = {**os.environ, **extra} if extra else None
-    return subprocess.Popen([*wrap, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, start_new_session=True)
-
-
 def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
     """Close the session's stdin (the remote `cat` ends, flock lets go, ssh exits); stop it
     and what it started if it does not."""
@@ -271,7 +259,7 @@ def _try_lock(system: System, remote: Remote, wait: float) -> subprocess.Popen |
     opts = replace(remote, control_path=None).options()
     master = ["-o", "ControlMaster=yes", "-o", f"ControlPath={CONTROL_PATH}",
               "-o", "ControlPersist=no"]
-    proc = _spawn(system, ["ssh", *opts, *master, remote.target, "--", script])
+    proc = system.spawn(["ssh", *opts, *master, remote.target, "--", script])
     line = _first_line(proc, wait + remote.connect_timeout + 10)
     if line.strip() == b"locked":
         return proc

@@ -168,7 +168,7 @@ def member_findings(system: System, removal: Removal) -> list[Finding]:
 
 
 def guests(system: System, name: str) -> dict[str, list[str]]:
-    root = str(getattr(system, "root", "/"))
+    root = system.root
     out = {}
     for kind in ("qemu-server", "lxc"):
         folder = os.path.join(root, PVE_NODES.lstrip("/"), name, kind)
