@@ -3,7 +3,8 @@
 Checks never call `ip` or read /sys themselves: they are handed a `Machine` (interfaces, their
 addresses and membership, the default route) and a resolver. On a node the facts are read live
 with `read_machine()`; unit tests build a `Machine` from recorded facts (`Machine.from_dict`), and
-the runner can ship the dict form between nodes. Commands run through a `Runner` seam so tests
+the runner can ship the dict form between nodes. Commands run through the `Runner` seam
+(pvestrap.system: every System offers it as `query`, `run_command` is this machine) so tests
 can replay recorded outputs of chronyc, corosync-quorumtool and friends.
 """
 
@@ -13,9 +14,10 @@ import ipaddress
 import json
 import os
 import socket
-import subprocess
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+from pvestrap.system import Runner, run_command
 
 if TYPE_CHECKING:
     from pvestrap.checks.base import Context
@@ -25,37 +27,7 @@ KINDS = ("physical", "veth", "bridge", "bond", "vlan", "loopback", "virtual")
 _LINKINFO_KINDS = {"veth": "veth", "bridge": "bridge", "bond": "bond", "vlan": "vlan"}
 
 
-@dataclass(frozen=True)
-class CommandResult:
-    argv: tuple[str, ...]
-    rc: int
-    stdout: str = ""
-    stderr: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.rc == 0
-
-
-Runner = Callable[[Sequence[str]], CommandResult]
 Resolver = Callable[[str], tuple[str, ...]]
-
-
-def run_command(argv: Sequence[str], timeout: float = 5.0) -> CommandResult:
-    """Run a read-only command; a missing tool is rc 127 and a hang is rc 124, never an error.
-
-    LC_ALL=C keeps outputs parseable (chronyc and timedatectl localise nothing today, but
-    pveversion and ntpq could).
-    """
-    env = dict(os.environ, LC_ALL="C")
-    try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env,
-                              check=False)
-    except FileNotFoundError:
-        return CommandResult(tuple(argv), 127, "", f"{argv[0]}: not found")
-    except subprocess.TimeoutExpired:
-        return CommandResult(tuple(argv), 124, "", f"{argv[0]}: timed out after {timeout} s")
-    return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
 
 
 def resolve(name: str) -> tuple[str, ...]:
@@ -356,7 +328,6 @@ def role(ctx: "Context") -> str | None:
     return ctx.plan.role_of(ctx.node)
 
 
-__all__ = ["CommandResult", "IfAddress", "Interface", "KINDS", "LIVE", "Machine", "Resolver",
-           "Runner", "Sources", "corosync_order", "ip_version", "is_loopback",
-           "link_addresses", "path_under", "read_machine", "resolve", "role", "run_command",
-           "short_hostname"]
+__all__ = ["IfAddress", "Interface", "KINDS", "LIVE", "Machine", "Resolver", "Sources",
+           "corosync_order", "ip_version", "is_loopback", "link_addresses", "path_under",
+           "read_machine", "resolve", "role", "short_hostname"]

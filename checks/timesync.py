@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 from pvestrap.checks.base import Context
-from pvestrap.checks.localsys import LIVE, Runner, Sources
+from pvestrap.checks.localsys import LIVE, Sources
 from pvestrap.findings import Finding, Severity, fail, warn
 from pvestrap.plan import Thresholds
+from pvestrap.system import Runner
 
 FAMILY = "timesync"
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from pvestrap.checks.base import Context
-from pvestrap.checks.localsys import LIVE, Runner, Sources, short_hostname
+from pvestrap.checks.localsys import LIVE, Sources, short_hostname
+from pvestrap.system import Runner
 
 from pvestrap.findings import Finding, Severity, fail, warn
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence, Union
 
 from pvestrap.system import (DEFAULT_TIMEOUT, SECRET_MARK, Arg, CommandFailed, CommandTimeout,
-                             OwnedFile, Secret, System, poll, redact, reveal, show_command)
+                             OwnedFile, Queries, Secret, System, poll, redact, reveal,
+                             show_command)
 
 
 # -- records ---------------------------------------------------------------------------------------
@@ -54,7 +55,7 @@ def _record_command(argv: Sequence[Arg], input: Arg | None, mutates: bool) -> Re
     return RecordedCommand(redact(argv), shown_input, mutates)
 
 
-class DryRunSystem:
+class DryRunSystem(Queries):
     """Reads the real node (through `inner`), changes nothing, and records what it would do.
 
     Writes and removals land in an overlay, so a later read in the same run sees them; commands
@@ -145,7 +146,7 @@ Responder = Callable[["RecordingSystem", tuple[str, ...], "str | None"],
                      "subprocess.CompletedProcess[str] | tuple[int, str, str]"]
 
 
-class RecordingSystem:
+class RecordingSystem(Queries):
     """An in-memory node for tests: files in a dict, a fake clock, scripted command answers.
 
     `on(prefix, answer)` answers commands whose argv starts with prefix; answer is

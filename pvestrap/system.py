@@ -25,6 +25,7 @@ from pvestrap.atomic import atomic_write
 from pvestrap.errors import OperationFailed
 
 DEFAULT_TIMEOUT = 120.0
+QUERY_TIMEOUT = 15.0  # a read-only command: corosync's and chrony's tools answer at once
 SECRET_MARK = "<secret>"
 
 
@@ -53,6 +54,24 @@ class OwnedFile:
     mode: int
     uid: int
     regular: bool
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a read-only command printed; never an exception (a tool that cannot start is rc
+    127, a hang rc 124)."""
+
+    argv: tuple[str, ...]
+    rc: int
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+Runner = Callable[[Sequence[str]], CommandResult]  # the read-only command seam
 
 
 def reveal(value: Arg | None) -> str | None:
@@ -120,6 +139,11 @@ class System(Protocol):
             timeout: float | None = DEFAULT_TIMEOUT, check: bool = True,
             mutates: bool = True) -> subprocess.CompletedProcess[str]: ...
 
+    def query(self, argv: Sequence[str], timeout: float = QUERY_TIMEOUT) -> CommandResult:
+        """A read-only command (run even in a dry run) as a CommandResult: a System is a
+        Runner too, the seam the checks and the status readers take."""
+        ...
+
     def read_bytes(self, path: str) -> bytes | None: ...
 
     def read_text(self, path: str) -> str | None: ...
@@ -163,10 +187,30 @@ def poll(system: System, check: Callable[[], bool], timeout: float, interval: fl
         system.sleep(min(interval, left))
 
 
+class Queries:
+    """query() in terms of run(): every System's read-only seam is the same code."""
+
+    def query(self, argv: Sequence[str], timeout: float = QUERY_TIMEOUT) -> CommandResult:
+        run = self.run  # type: ignore[attr-defined]
+        try:
+            done = run(list(argv), timeout=timeout, check=False, mutates=False)
+        except CommandTimeout as exc:
+            return CommandResult(tuple(argv), 124, exc.stdout, exc.stderr or exc.message)
+        except CommandFailed as exc:  # it could not start
+            return CommandResult(tuple(argv), 127, "", exc.stderr or exc.message)
+        return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
+
+
+def run_command(argv: Sequence[str], timeout: float = 5.0) -> CommandResult:
+    """A read-only command on this machine (the checks' default Runner). LC_ALL=C keeps outputs
+    parseable (chronyc and timedatectl localise nothing today, but pveversion and ntpq could)."""
+    return RealSystem(env={"LC_ALL": "C"}).query(argv, timeout)
+
+
 # -- real ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class RealSystem:
+class RealSystem(Queries):
     """Acts for real. `root` maps node paths (a lab node's files live under a folder); `env`
     is laid over the environment of every command; `wrap` prefixes every command (e.g.
     `nsenter -t PID -n -m` to run inside a lab node's namespaces). Command arguments are not

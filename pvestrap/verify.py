@@ -21,11 +21,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from pvestrap import __version__
 from pvestrap.corosync.facade import CorosyncConf
-from pvestrap.corosync.status import (KnetLinkStats, LinksStatus, PeersStatus, QuorumStatus,
-                                      StatusUnparsable, parse_cfgtool_nodes, parse_cfgtool_status,
-                                      parse_knet_stats, parse_quorum_status)
+from pvestrap.corosync.status import (QUORUMTOOL, KnetLinkStats, LinksStatus, PeersStatus,
+                                      QuorumStatus, parse_cfgtool_nodes, parse_cfgtool_status,
+                                      parse_knet_stats, read_quorum, read_status)
 from pvestrap.corosync.tree import ConfParseError
-from pvestrap.errors import PvestrapError
 from pvestrap.findings import Finding, Severity, fail, warn
 from pvestrap.report.model import Report, Section
 from pvestrap.system import System
@@ -33,7 +32,6 @@ from pvestrap.system import System
 CHECK = "status"
 COROSYNC_CONF = "/etc/corosync/corosync.conf"
 LATENCY_WARN_MS = 2.0  # the project's latency requirement (pve-facts.md)
-QUORUMTOOL = ("corosync-quorumtool", "-s")
 CFGTOOL_LINKS = ("corosync-cfgtool", "-s")
 CFGTOOL_PEERS = ("corosync-cfgtool", "-n")
 KNET_STATS = ("corosync-cmapctl", "-m", "stats", "stats.knet.")
@@ -80,41 +78,19 @@ class Observed:
             if self.conf else ids
 
 
-def _query(system: System, argv: Sequence[str], errors: dict[str, str]) -> str | None:
-    """The command's output, or None (and why in `errors`) when it failed to run or said
-    nothing: corosync's tools exit non-zero for states they report too (not quorate)."""
-    try:
-        result = system.run(list(argv), check=False, mutates=False, timeout=15)
-    except PvestrapError as exc:
-        errors[" ".join(argv)] = exc.message
-        return None
-    if not result.stdout.strip():
-        errors[" ".join(argv)] = (result.stderr.strip() or f"exit {result.returncode}")
-        return None
-    return result.stdout
-
-
-def _parsed(parser, text: str | None, argv: Sequence[str], errors: dict[str, str]):
-    if text is None:
-        return None
-    try:
-        return parser(text)
-    except StatusUnparsable as exc:
-        errors[" ".join(argv)] = exc.message
-        return None
-
-
 def observe(system: System, conf_path: str = COROSYNC_CONF) -> Observed:
-    """Ask corosync on this node (through SYSTEM) everything the verification reads."""
+    """Ask corosync on this node (through SYSTEM's read-only seam) everything the verification
+    reads."""
     errors: dict[str, str] = {}
-    quorum = _parsed(parse_quorum_status, _query(system, QUORUMTOOL, errors), QUORUMTOOL, errors)
-    links = _parsed(parse_cfgtool_status, _query(system, CFGTOOL_LINKS, errors), CFGTOOL_LINKS,
-                    errors)
-    peers = _parsed(parse_cfgtool_nodes, _query(system, CFGTOOL_PEERS, errors), CFGTOOL_PEERS,
-                    errors)
-    knet = _parsed(parse_knet_stats, _query(system, KNET_STATS, errors), KNET_STATS, errors)
-    return Observed(quorum, links, peers, knet or (),
-                    runtime_version(_query(system, RUNTIME_VERSION, errors)),
+
+    def read(argv: Sequence[str], parse):
+        return read_status(system.query, argv, parse, errors)
+
+    return Observed(read_quorum(system.query, QUORUMTOOL, errors),
+                    read(CFGTOOL_LINKS, parse_cfgtool_status),
+                    read(CFGTOOL_PEERS, parse_cfgtool_nodes),
+                    read(KNET_STATS, parse_knet_stats) or (),
+                    read(RUNTIME_VERSION, runtime_version),
                     _read_conf(system, conf_path, errors), errors)
 
 

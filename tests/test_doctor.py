@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from pvestrap.checks.link_senders import ETH_P_IP, ETH_P_IPV6, udp_destination
-from pvestrap.checks.localsys import CommandResult, Machine, Sources
+from pvestrap.checks.localsys import Machine, Sources
+from pvestrap.system import CommandResult
 
 from pvestrap.cli import main
 from pvestrap.doctor import facts as F

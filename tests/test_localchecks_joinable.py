@@ -19,11 +19,12 @@ from pvestrap.checks.base import Context
 from pvestrap.checks.joinable import (AuthkeyCheck, ClusterSideCheck, ClusterView,
                                       CorosyncConfCheck, CorosyncRunningCheck, FingerprintCheck,
                                       GuestsCheck, guest_ids)
-from pvestrap.checks.localsys import CommandResult, Sources
+from pvestrap.checks.localsys import Sources
 from pvestrap.errors import OperationFailed
 from pvestrap.findings import Severity
 from pvestrap.fingerprint import TIMEOUT, fetch_fingerprint
 from pvestrap.plan import ClusterPlan, JoinTarget, Link, Node
+from pvestrap.system import CommandResult
 
 
 def plan(fingerprint=None, join_address=None, links=(0, 1)):

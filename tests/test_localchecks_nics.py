@@ -12,11 +12,12 @@ import json
 import pytest
 
 from pvestrap.checks.base import Context
-from pvestrap.checks.localsys import CommandResult, IfAddress, Interface, Machine, read_machine
+from pvestrap.checks.localsys import IfAddress, Interface, Machine, read_machine
 from pvestrap.checks.nics import (InventoryCheck, LinkAddressCheck, LinkLayoutCheck, free_nics,
                                   nic_kinds)
 from pvestrap.findings import Severity
 from pvestrap.plan import ClusterPlan, Link, Node
+from pvestrap.system import CommandResult
 
 RECORDED_NETNS = [
     {"ifindex": 1, "ifname": "lo", "flags": ["LOOPBACK", "UP", "LOWER_UP"], "mtu": 65536,

@@ -10,12 +10,13 @@ from __future__ import annotations
 import pytest
 
 from pvestrap.checks.base import Context
-from pvestrap.checks.localsys import CommandResult, Sources
+from pvestrap.checks.localsys import Sources
 from pvestrap.checks.timesync import (LocalSyncCheck, NtpOffsetCheck, NtpSample,
                                       parse_chrony_sources, parse_chrony_tracking,
                                       parse_ntpq_peers, read_sync_state, split_server)
 from pvestrap.findings import Severity
 from pvestrap.plan import ClusterPlan, Link, Node, Preflight, Thresholds
+from pvestrap.system import CommandResult
 
 CHRONY_SYNCED = """\
 Reference ID    : 7F000001 (127.0.0.1)

@@ -8,10 +8,11 @@ import subprocess
 import pytest
 
 from pvestrap.checks.base import Context
-from pvestrap.checks.localsys import CommandResult, Machine, Sources
+from pvestrap.checks.localsys import Machine, Sources
 from pvestrap.checks.versions import (VersionsCheck, compare_versions, local_versions,
                                       parse_corosync_version, parse_pveversion)
 from pvestrap.findings import Severity
+from pvestrap.system import CommandResult
 
 PVEVERSION = "pve-manager/8.2.4/faa83925c9641325 (running kernel: 6.8.8-2-pve)\n"
 COROSYNC = "Corosync Cluster Engine, version '3.1.7'\nCopyright (c) 2006-2021 Red Hat, Inc.\n"
@@ -33,7 +34,7 @@ def test_parsers():
 @pytest.mark.skipif(not shutil.which("corosync"), reason="corosync is not installed")
 def test_the_real_corosync_binary_is_parsed():
     printed = subprocess.run(["corosync", "-v"], capture_output=True, text=True).stdout
-    from pvestrap.checks.localsys import run_command
+    from pvestrap.system import run_command
     got = local_versions(run_command)
     assert got["corosync"] and got["corosync"] in printed
     assert got["corosync"].startswith("3.")

@@ -11,10 +11,10 @@ import dataclasses
 import pytest
 
 from pvestrap.answers import dumps, loads
-from pvestrap.checks.localsys import CommandResult
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.findings import Finding, Severity, fail
 from pvestrap.plan import ClusterPlan, Datacenter, InterfaceStanza, JoinTarget, Link, Node
+from pvestrap.system import CommandResult
 from pvestrap.wizard import flow, goback, unattended
 from pvestrap.wizard import questions as Q
 from pvestrap.wizard.detect import ExistingCluster, detect

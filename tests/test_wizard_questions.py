@@ -12,9 +12,10 @@ import tomllib
 import pytest
 
 from pvestrap import answer_schema, answers
-from pvestrap.toml_schema import is_secret
 from pvestrap.answers import dumps
-from pvestrap.checks.localsys import CommandResult, IfAddress, Interface, Machine
+from pvestrap.checks.localsys import IfAddress, Interface, Machine
+from pvestrap.system import CommandResult
+from pvestrap.toml_schema import is_secret
 from pvestrap.wizard import flow
 from pvestrap.wizard import questions
 from pvestrap.wizard.detect import detect

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pvestrap.checks.joinable import CONF_PATHS, is_stock_conf
-from pvestrap.checks.localsys import (Interface, Machine, Resolver, Runner, is_loopback,
-                                      read_machine, resolve, run_command, short_hostname)
+from pvestrap.checks.localsys import (Interface, Machine, Resolver, is_loopback, read_machine,
+                                      resolve, short_hostname)
 from pvestrap.checks.nics import free_nics, management_interfaces
 from pvestrap.checks.timesync import SyncState, read_sync_state
 from pvestrap.plan import KEYBOARDS
+from pvestrap.system import Runner, run_command
 
 PVE_MARKERS = ("/usr/bin/pvecm", "/etc/pve")
 KEYBOARD_FILE = "/etc/default/keyboard"

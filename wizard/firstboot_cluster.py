@@ -21,9 +21,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pvestrap.corosync.status import QuorumStatus, StatusUnparsable, parse_quorum_status
+from pvestrap.corosync.status import QuorumStatus, read_quorum
 from pvestrap.errors import OperationFailed, PvestrapError
 from pvestrap.plan import ClusterPlan, Node
+from pvestrap.system import Runner, run_command
 
 Say = Callable[[str], None]
 CONF_PATHS = ("/etc/pve/corosync.conf", "/etc/corosync/corosync.conf")
@@ -68,26 +69,9 @@ def configured_member(plan: ClusterPlan, node: Node, root: str = "/") -> bool:
     return False
 
 
-def quorum_status(run: Callable[[list[str]], tuple[int, str]] | None = None
-                  ) -> QuorumStatus | None:
-    """`corosync-quorumtool -s` parsed; None when corosync does not answer."""
-    rc, out = (run or _run)(["corosync-quorumtool", "-s"])
-    if rc not in (0, 2) or not out.strip():
-        return None
-    try:
-        return parse_quorum_status(out)
-    except StatusUnparsable:
-        return None
-
-
-def _run(argv: list[str]) -> tuple[int, str]:
-    import subprocess
-
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return -1, ""
-    return done.returncode, done.stdout
+def quorum_status(query: Runner = run_command) -> QuorumStatus | None:
+    """`corosync-quorumtool -s` on this node; None when corosync does not answer."""
+    return read_quorum(query)
 
 
 def member_nodeids(status: QuorumStatus | None) -> set[int]:

@@ -32,13 +32,14 @@ from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait, Step, Wri
 from pvestrap.apply.remote import (MemberAddress, MembersStep, Remote, RemoteFile, parse_show,
                                    show_script)
 from pvestrap.corosync.facade import CorosyncConf
-from pvestrap.corosync.status import QuorumStatus, StatusUnparsable, parse_quorum_status
+from pvestrap.corosync.status import (QuorumStatus, StatusUnparsable, parse_quorum_status,
+                                      read_quorum)
 from pvestrap.corosync.tree import ConfParseError
 from pvestrap.errors import OperationFailed, PvestrapError
 from pvestrap.findings import Finding, fail
 from pvestrap.plan import ClusterPlan
 from pvestrap.render import COROSYNC_CONF, Change, render_corosync_conf
-from pvestrap.system import SECRET_MARK, CommandFailed, Secret, System
+from pvestrap.system import SECRET_MARK, Secret, System
 
 AUTHKEY = "/etc/corosync/authkey"
 AUTHKEY_BYTES = 256  # corosync-keygen's default of 2048 bits
@@ -123,18 +124,8 @@ def default_service(system: System) -> Service:
 # -- reading the node ------------------------------------------------------------------------------
 
 def quorum_status(system: System) -> QuorumStatus | None:
-    """`corosync-quorumtool -s` parsed; None when corosync does not answer (not running)."""
-    try:
-        result = system.run(["corosync-quorumtool", "-s"], timeout=10, check=False,
-                            mutates=False)
-    except CommandFailed:
-        return None
-    if result.returncode not in (0, 2):
-        return None
-    try:
-        return parse_quorum_status(result.stdout)
-    except StatusUnparsable:
-        return None
+    """`corosync-quorumtool -s` on the node; None when corosync does not answer (not running)."""
+    return read_quorum(system.query)
 
 
 def quorate_with(status: QuorumStatus | None, members: int | None) -> bool:

@@ -31,7 +31,7 @@ from typing import Callable, Mapping
 
 from pvestrap.apply.engine import PlannedCommand, PlannedWait, Step, WriteFileStep
 from pvestrap.corosync.facade import CorosyncConf
-from pvestrap.corosync.status import QuorumStatus, StatusUnparsable, parse_quorum_status
+from pvestrap.corosync.status import PVECM_STATUS, QuorumStatus, read_quorum
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.fingerprint import API_PORT, fetch_fingerprint
 from pvestrap.password import resolve_password
@@ -173,16 +173,7 @@ def cluster_membership(system: System, plan: ClusterPlan, node_name: str) -> boo
 
 def quorum_status(system: System) -> QuorumStatus | None:
     """`pvecm status` parsed, or None when it cannot tell (not clustered, corosync down)."""
-    try:
-        result = system.run(["pvecm", "status"], timeout=30, check=False, mutates=False)
-    except CommandFailed:
-        return None
-    if result.returncode not in (0, 2):
-        return None
-    try:
-        return parse_quorum_status(result.stdout, "pvecm status")
-    except StatusUnparsable:
-        return None
+    return read_quorum(system.query, PVECM_STATUS)
 
 
 def _quorate(system: System) -> bool:

@@ -33,13 +33,13 @@ from pvestrap.apply.links import Cluster, LinkTimeouts, Member, MemberOps, Phase
 from pvestrap.apply.remote import parse_show, put_script, show_script
 from pvestrap.checks import removal as checks
 from pvestrap.corosync.facade import CorosyncConf
-from pvestrap.corosync.status import QuorumStatus, StatusUnparsable, parse_quorum_status
+from pvestrap.corosync.status import QUORUMTOOL, QuorumStatus, StatusUnparsable, parse_quorum_status
 from pvestrap.corosync.tree import ConfNode
 from pvestrap.errors import OperationFailed, PvestrapError, UserError
 from pvestrap.findings import Finding, fail, passed
 from pvestrap.render import Change
 from pvestrap.system import System
-from pvestrap.verify import COROSYNC_CONF, QUORUMTOOL
+from pvestrap.verify import COROSYNC_CONF
 
 KNOWN_HOSTS = "/root/.ssh/known_hosts"
 PVE_KNOWN_HOSTS = "/etc/pve/priv/known_hosts"   # /etc/ssh/ssh_known_hosts links here on PVE

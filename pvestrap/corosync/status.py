@@ -13,11 +13,14 @@ the line, so a changed format is noticed instead of read as "no members".
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pvestrap.errors import OperationFailed
+from pvestrap.system import Runner
 
+T = TypeVar("T")
 KNET_NO_SAMPLE = 4294967295  # latency_min before the first sample (UINT32_MAX)
 
 
@@ -195,6 +198,37 @@ def _opt_int(pairs: Mapping[str, tuple[int, str]], key: str, what: str) -> int |
 
 
 # -- corosync-cfgtool ------------------------------------------------------------------------------
+
+QUORUMTOOL = ("corosync-quorumtool", "-s")
+PVECM_STATUS = ("pvecm", "status")  # the same block, after pvecm's cluster information
+
+
+def read_status(query: Runner, argv: Sequence[str], parse: Callable[[str], T],
+                errors: dict[str, str] | None = None) -> T | None:
+    """ARGV through the read-only seam (any System's `query`, or `run_command` on this
+    machine), parsed. None when the tool printed nothing or not its format; why goes into
+    ERRORS under the command (corosync's tools exit non-zero for states they report too, so
+    the output decides, not the exit code)."""
+    what = " ".join(argv)
+    result = query(argv)
+    if not result.stdout.strip():
+        if errors is not None:
+            errors[what] = result.stderr.strip() or f"exit {result.rc}"
+        return None
+    try:
+        return parse(result.stdout)
+    except StatusUnparsable as exc:
+        if errors is not None:
+            errors[what] = exc.message
+        return None
+
+
+def read_quorum(query: Runner, argv: Sequence[str] = QUORUMTOOL,
+                errors: dict[str, str] | None = None) -> QuorumStatus | None:
+    """The one quorum reader (apply's waits, status, first boot, the pve backend)."""
+    return read_status(query, argv, lambda text: parse_quorum_status(text, " ".join(argv)),
+                       errors)
+
 
 @dataclass(frozen=True)
 class PeerState:

@@ -24,6 +24,7 @@ from pvestrap.checks.localsys import LIVE, Sources, short_hostname
 from pvestrap.checks.timesync import read_sync_state
 from pvestrap.checks.versions import parse_corosync_version, parse_pveversion
 from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.corosync.status import QUORUMTOOL
 from pvestrap.corosync.tree import ConfParseError, as_int
 
 MAX_FILE_BYTES = 1 << 20
@@ -35,7 +36,7 @@ STORAGE_CFG = "/etc/pve/storage.cfg"
 PVE_NODES = "/etc/pve/nodes"
 PVE_KNOWN_HOSTS = "/etc/pve/priv/known_hosts"  # pvecm updatecerts keeps the nodes' keys here
 
-QUORUM = ("corosync-quorumtool", "-s")
+QUORUM = QUORUMTOOL
 RUNTIME_VERSION = ("corosync-cmapctl", "-g", "totem.config_version")
 VOTEQUORUM = ("corosync-cmapctl", "runtime.votequorum.")
 RUNTIME_TOTEM = ("corosync-cmapctl", "runtime.config.totem.")

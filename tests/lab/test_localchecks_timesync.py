@@ -23,9 +23,10 @@ from pathlib import Path
 import pytest
 
 from pvestrap.checks.base import Context
-from pvestrap.checks.localsys import Sources, run_command
+from pvestrap.checks.localsys import Sources
 from pvestrap.checks.timesync import LocalSyncCheck
 from pvestrap.findings import Severity
+from pvestrap.system import run_command
 
 NET = "10.254.211"
 SERVER = f"{NET}.1"
