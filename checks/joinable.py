@@ -25,10 +25,9 @@ from pvestrap.checks.localsys import (LIVE, Sources, is_loopback, link_addresses
 from pvestrap.errors import OperationFailed
 from pvestrap.findings import Finding, Severity, fail, passed, warn
 from pvestrap.fingerprint import API_PORT, TIMEOUT, fetch_fingerprint
+from pvestrap.paths import AUTHKEY, CONF_PATHS
 
 FAMILY = "joinable"
-AUTHKEY = "/etc/corosync/authkey"
-CONF_PATHS = ("/etc/pve/corosync.conf", "/etc/corosync/corosync.conf")
 GUEST_GLOBS = {"qemu": ("etc/pve/qemu-server/*.conf", "etc/pve/nodes/*/qemu-server/*.conf"),
                "lxc": ("etc/pve/lxc/*.conf", "etc/pve/nodes/*/lxc/*.conf")}
 

@@ -29,11 +29,9 @@ from urllib.parse import unquote
 
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.errors import UserError
+from pvestrap.paths import COROSYNC_CONF, DATACENTER_CFG, INTERFACES
 from pvestrap.plan import DEFAULT_MAC_PREFIX, ClusterPlan, Datacenter
 
-COROSYNC_CONF = "/etc/corosync/corosync.conf"
-DATACENTER_CFG = "/etc/pve/datacenter.cfg"
-INTERFACES = "/etc/network/interfaces"
 # /etc/pve is pmxcfs: it shows every file as 0640 root:www-data whatever we ask for.
 MODES = {COROSYNC_CONF: 0o644, DATACENTER_CFG: 0o640, INTERFACES: 0o644}
 

@@ -26,11 +26,11 @@ from pvestrap.corosync.status import (QUORUMTOOL, KnetLinkStats, LinksStatus, Pe
                                       parse_knet_stats, read_quorum, read_status)
 from pvestrap.corosync.tree import ConfParseError
 from pvestrap.findings import Finding, Severity, fail, warn
+from pvestrap.paths import COROSYNC_CONF
 from pvestrap.report.model import Report, Section
 from pvestrap.system import System
 
 CHECK = "status"
-COROSYNC_CONF = "/etc/corosync/corosync.conf"
 LATENCY_WARN_MS = 2.0  # the project's latency requirement (pve-facts.md)
 CFGTOOL_LINKS = ("corosync-cfgtool", "-s")
 CFGTOOL_PEERS = ("corosync-cfgtool", "-n")

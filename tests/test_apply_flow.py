@@ -27,9 +27,10 @@ from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import parse_quorum_status
 from pvestrap.errors import OperationFailed
 from pvestrap.findings import Finding, Severity
+from pvestrap.paths import COROSYNC_CONF
 from pvestrap.plan import ClusterPlan, Link, Node
 from pvestrap.recorded import RecordedCommand, RecordedRemove, RecordedWrite, RecordingSystem
-from pvestrap.render import COROSYNC_CONF, render_corosync_conf
+from pvestrap.render import render_corosync_conf
 from pvestrap.report.model import Report, Section
 from pvestrap.system import Secret
 

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from pvestrap.corosync.tree import canonical, parse
 from pvestrap.errors import UserError, ValidationFailed
+from pvestrap.paths import COROSYNC_CONF, DATACENTER_CFG, INTERFACES
 from pvestrap.plan import ClusterPlan, Datacenter, InterfaceStanza, Link, Node
-from pvestrap.render import (COROSYNC_CONF, DATACENTER_CFG, INTERFACES, Change, render_corosync_conf,
-                             render_datacenter_cfg, render_node, unified_diff, write_changes)
+from pvestrap.render import (Change, render_corosync_conf, render_datacenter_cfg, render_node,
+                             unified_diff, write_changes)
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 

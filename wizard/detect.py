@@ -17,11 +17,12 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from pvestrap.checks.joinable import CONF_PATHS, is_stock_conf
+from pvestrap.checks.joinable import is_stock_conf
 from pvestrap.checks.localsys import (Interface, Machine, Resolver, is_loopback, read_machine,
                                       resolve, short_hostname)
 from pvestrap.checks.nics import free_nics, management_interfaces
 from pvestrap.checks.timesync import SyncState, read_sync_state
+from pvestrap.paths import CONF_PATHS
 from pvestrap.plan import KEYBOARDS
 from pvestrap.system import Runner, run_command
 

@@ -23,11 +23,11 @@ from typing import Callable
 
 from pvestrap.corosync.status import QuorumStatus, read_quorum
 from pvestrap.errors import OperationFailed, PvestrapError
+from pvestrap.paths import CONF_PATHS
 from pvestrap.plan import ClusterPlan, Node
 from pvestrap.system import Runner, run_command
 
 Say = Callable[[str], None]
-CONF_PATHS = ("/etc/pve/corosync.conf", "/etc/corosync/corosync.conf")
 # Reasons (error codes, a failed step's cause, a refused join's findings) that mean "not yet":
 # the cluster is busy with another join, not created or not quorate yet, or not reachable yet.
 RETRYABLE = frozenset({

@@ -19,8 +19,8 @@ from pvestrap.apply.qdevice_preflight import preflight
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.errors import OperationFailed
 from pvestrap.findings import Severity, apply_ignores
+from pvestrap.paths import COROSYNC_CONF
 from pvestrap.plan import ClusterPlan, Node
-from pvestrap.render import COROSYNC_CONF
 from pvestrap.system import RealSystem, System
 from pvestrap.wizard import firstboot_cluster as cluster
 

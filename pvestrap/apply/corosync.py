@@ -37,11 +37,11 @@ from pvestrap.corosync.status import (QuorumStatus, StatusUnparsable, parse_quor
 from pvestrap.corosync.tree import ConfParseError
 from pvestrap.errors import OperationFailed, PvestrapError
 from pvestrap.findings import Finding, fail
+from pvestrap.paths import AUTHKEY, COROSYNC_CONF
 from pvestrap.plan import ClusterPlan
-from pvestrap.render import COROSYNC_CONF, Change, render_corosync_conf
+from pvestrap.render import Change, render_corosync_conf
 from pvestrap.system import SECRET_MARK, Secret, System
 
-AUTHKEY = "/etc/corosync/authkey"
 AUTHKEY_BYTES = 256  # corosync-keygen's default of 2048 bits
 SECRET_TEXT = SECRET_MARK + "\n"
 

@@ -36,9 +36,10 @@ from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import StatusUnparsable, parse_cfgtool_nodes
 from pvestrap.errors import OperationFailed, PvestrapError, UserError, ValidationFailed
 from pvestrap.findings import Finding, Severity, fail, warn
+from pvestrap.paths import COROSYNC_CONF
 from pvestrap.render import Change
 from pvestrap.system import System
-from pvestrap.verify import COROSYNC_CONF, Observed, convergence_findings, runtime_version
+from pvestrap.verify import Observed, convergence_findings, runtime_version
 
 RELOAD = ("corosync-cfgtool", "-R")
 _SPLIT = "@@pvestrap@@"

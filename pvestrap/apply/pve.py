@@ -35,13 +35,11 @@ from pvestrap.corosync.status import PVECM_STATUS, QuorumStatus, read_quorum
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.fingerprint import API_PORT, fetch_fingerprint
 from pvestrap.password import resolve_password
+from pvestrap.paths import AUTHKEY, COROSYNC_CONF, DATACENTER_CFG, PVE_COROSYNC_CONF
 from pvestrap.plan import ClusterPlan, Datacenter
-from pvestrap.render import DATACENTER_CFG, MODES, render_datacenter_cfg
+from pvestrap.render import MODES, render_datacenter_cfg
 from pvestrap.system import CommandFailed, CommandTimeout, Secret, System
 
-PVE_COROSYNC_CONF = "/etc/pve/corosync.conf"
-AUTHKEY = "/etc/corosync/authkey"
-LOCAL_COROSYNC_CONF = "/etc/corosync/corosync.conf"
 
 _LOCKED = re.compile(r"got lock request timeout|can't lock file '[^']*' - got timeout|"
                      r"unable to (?:get|acquire) lock", re.IGNORECASE)
@@ -300,7 +298,7 @@ class PveCreateStep:
         system.run(["pmxcfs", "-l"], timeout=60)
         system.remove(PVE_COROSYNC_CONF)
         system.remove(AUTHKEY)
-        system.remove(LOCAL_COROSYNC_CONF)
+        system.remove(COROSYNC_CONF)
         system.run(["killall", "pmxcfs"], timeout=60)
         system.run(["systemctl", "start", "pve-cluster"], timeout=60)
 

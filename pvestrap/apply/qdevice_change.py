@@ -18,7 +18,8 @@ from pvestrap.apply.links import Cluster, LinkTimeouts, Member
 from pvestrap.apply.remote import Remote
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.errors import OperationFailed, PvestrapError, UserError
-from pvestrap.render import COROSYNC_CONF, Change
+from pvestrap.paths import COROSYNC_CONF
+from pvestrap.render import Change
 from pvestrap.system import System
 
 QDEVICE_CERTUTIL = "corosync-qdevice-net-certutil"

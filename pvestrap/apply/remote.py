@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from pvestrap.apply.engine import Action, PlannedCommand
 from pvestrap.errors import OperationFailed, PvestrapError
-from pvestrap.render import COROSYNC_CONF as CONF
+from pvestrap.paths import COROSYNC_CONF as CONF
 from pvestrap.render import Change
 from pvestrap.system import Arg, CommandFailed, CommandTimeout, Secret, System
 

@@ -37,13 +37,11 @@ from pvestrap.corosync.status import QUORUMTOOL, QuorumStatus, StatusUnparsable,
 from pvestrap.corosync.tree import ConfNode
 from pvestrap.errors import OperationFailed, PvestrapError, UserError
 from pvestrap.findings import Finding, fail, passed
+from pvestrap.paths import COROSYNC_CONF, PVE_KNOWN_HOSTS, PVE_NODES
 from pvestrap.render import Change
 from pvestrap.system import System
-from pvestrap.verify import COROSYNC_CONF
 
 KNOWN_HOSTS = "/root/.ssh/known_hosts"
-PVE_KNOWN_HOSTS = "/etc/pve/priv/known_hosts"   # /etc/ssh/ssh_known_hosts links here on PVE
-PVE_NODES = "/etc/pve/nodes"
 ASIDE = "/var/lib/pvestrap/removed"
 _PING_LOSS = re.compile(r"(\d+(?:\.\d+)?)% packet loss")
 
@@ -389,20 +387,20 @@ class DelnodeStep:
         return f"pvecm delnode {self.removal.name}"
 
     def plan(self, system: System) -> list[Action]:
-        from pvestrap.apply.pve import PVE_COROSYNC_CONF
+        from pvestrap.paths import PVE_COROSYNC_CONF
 
         return [Change(PVE_COROSYNC_CONF, self.removal.cluster.text, self.removal.after.text(),
                        0o640), PlannedCommand(("pvecm", "delnode", self.removal.name))]
 
     def apply(self, system: System) -> str | None:
-        from pvestrap.apply.pve import PVE_COROSYNC_CONF
+        from pvestrap.paths import PVE_COROSYNC_CONF
 
         before = system.read_text(PVE_COROSYNC_CONF)
         system.run(["pvecm", "delnode", self.removal.name], timeout=120)
         return before
 
     def undo(self, system: System, memo: str | None) -> None:
-        from pvestrap.apply.pve import PVE_COROSYNC_CONF
+        from pvestrap.paths import PVE_COROSYNC_CONF
 
         if memo is not None:
             system.write_text(PVE_COROSYNC_CONF, memo, backup=False)

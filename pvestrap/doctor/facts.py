@@ -26,15 +26,11 @@ from pvestrap.checks.versions import parse_corosync_version, parse_pveversion
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import QUORUMTOOL
 from pvestrap.corosync.tree import ConfParseError, as_int
+from pvestrap.paths import (AUTHKEY, COROSYNC_CONF, DATACENTER_CFG, PVE_COROSYNC_CONF,
+                            PVE_KNOWN_HOSTS, PVE_NODES)
 
 MAX_FILE_BYTES = 1 << 20
-COROSYNC_CONF = "/etc/corosync/corosync.conf"
-PVE_COROSYNC_CONF = "/etc/pve/corosync.conf"  # pmxcfs copy, the one pvecm edits
-AUTHKEY = "/etc/corosync/authkey"
-DATACENTER_CFG = "/etc/pve/datacenter.cfg"
 STORAGE_CFG = "/etc/pve/storage.cfg"
-PVE_NODES = "/etc/pve/nodes"
-PVE_KNOWN_HOSTS = "/etc/pve/priv/known_hosts"  # pvecm updatecerts keeps the nodes' keys here
 
 QUORUM = QUORUMTOOL
 RUNTIME_VERSION = ("corosync-cmapctl", "-g", "totem.config_version")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from pvestrap.answers import dumps
-from pvestrap.apply.corosync import AUTHKEY, CorosyncTimeouts, JoinRefused
+from pvestrap.apply.corosync import CorosyncTimeouts, JoinRefused
 from pvestrap.apply.engine import PlannedCommand, StepEvent, StepFailed
 from pvestrap.apply.flow import ApplyContext, apply_node, plan_only_preflight
 from pvestrap.apply.remote import JOIN_LOCK, JoinLocked
@@ -31,7 +31,8 @@ from pvestrap.corosync.status import (parse_cfgtool_nodes, parse_cfgtool_status,
 from pvestrap.findings import Finding, Severity
 from pvestrap.lab import names
 from pvestrap.lab.lab import Lab
-from pvestrap.render import COROSYNC_CONF, render_corosync_conf
+from pvestrap.paths import AUTHKEY, COROSYNC_CONF
+from pvestrap.render import render_corosync_conf
 from pvestrap.report.model import Report, Section
 from pvestrap.system import RealSystem
 

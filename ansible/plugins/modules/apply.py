@@ -91,7 +91,8 @@ def main():
 def not_yet(module, plan, node, lines):
     """Check mode on fresh nodes: the joiner's cluster is created by this same run, so there is
     no member to plan the join against yet. Show the files the node gets."""
-    from pvestrap.apply.corosync import AUTHKEY, SECRET_TEXT
+    from pvestrap.apply.corosync import SECRET_TEXT
+    from pvestrap.paths import AUTHKEY
     from pvestrap.render import Change, render_node
 
     changes = render_node(plan, node) + [Change(AUTHKEY, None, SECRET_TEXT, 0o400)]
