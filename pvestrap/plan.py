@@ -312,7 +312,8 @@ def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
         return None
 
 
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def ip_or_none(text: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """TEXT as an IP address, or None when it is not one (a host name, garbage, not text)."""
     try:
         return ipaddress.ip_address(text)
     except (ValueError, TypeError):
@@ -357,7 +358,7 @@ def _check_nodes(plan: ClusterPlan) -> list[Finding]:
                             remedy="every node needs exactly one address on every link"))
         for number, addr_text in sorted(node.addresses.items()):
             apath = f"{path}.link{number}"
-            addr = _address(addr_text)
+            addr = ip_or_none(addr_text)
             if addr is None:
                 out.append(fail("address-not-ip", f"{addr_text!r} is not an IP address", apath,
                                 payload={"address": addr_text},
@@ -402,7 +403,7 @@ def _check_stanza(stanza: InterfaceStanza, path: str) -> list[Finding]:
     if stanza.mtu is not None and (not isinstance(stanza.mtu, int) or not 576 <= stanza.mtu <= 65535):
         out.append(fail("interface-mtu-invalid", f"mtu {stanza.mtu!r} is not 576..65535 "
                         "(knet's minimum is 576 for IPv4, 1280 for IPv6)", f"{path}.mtu"))
-    if stanza.gateway is not None and _address(stanza.gateway) is None:
+    if stanza.gateway is not None and ip_or_none(stanza.gateway) is None:
         out.append(fail("interface-gateway-invalid", f"{stanza.gateway!r} is not an IP address",
                         f"{path}.gateway"))
     return out
@@ -416,7 +417,7 @@ def _check_join(plan: ClusterPlan) -> list[Finding]:
                         "pairs", "join.fingerprint",
                         remedy="copy it from the cluster node's Join Information or "
                                "`pvenode cert info` (SHA-256)"))
-    if j.address is not None and _address(j.address) is None and not HOST_RE.match(j.address):
+    if j.address is not None and ip_or_none(j.address) is None and not HOST_RE.match(j.address):
         out.append(fail("join-address-invalid", f"{j.address!r} is neither an IP address nor a "
                         "host name", "join.address", remedy="e.g. 10.10.10.1"))
     if j.password_file and j.password_env:

@@ -16,7 +16,8 @@ from pvestrap.corosync.tree import (FORBIDDEN, ConfNode, Item, Node_, Section, a
                                     node_addresses, parse, read_node)
 from pvestrap.errors import UserError, ValidationFailed
 from pvestrap.findings import Finding, fail
-from pvestrap.plan import MAX_LINK, NAME_RULE, NODEID_MAX, ClusterPlan, name_problem
+from pvestrap.plan import (MAX_LINK, NAME_RULE, NODEID_MAX, ClusterPlan, ip_or_none,
+                           name_problem)
 
 
 # -- the facade ------------------------------------------------------------------------------------
@@ -264,7 +265,7 @@ class CorosyncConf:
             subject = f"{name}/link{number}"
             if name not in known:
                 out.append(fail("node-unknown", f"no node named {name!r}", subject))
-            elif not _is_ip(address):
+            elif ip_or_none(address) is None:
                 out.append(fail("address-not-ip", f"{address!r} is not an IP address", subject,
                                 remedy="write the IP address (pvecm stores IPs, not names)"))
             elif address in used:
@@ -303,14 +304,6 @@ def _not_int(value: object, low: int, high: int | None = None) -> bool:
             or (high is not None and value > high))
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
-
-
 def _outside(number: int, addresses: Mapping[str, str], network: str | None) -> list[Finding]:
     """Addresses outside the link's network (a CIDR) would not reach each other directly."""
     if network is None:
@@ -323,7 +316,7 @@ def _outside(number: int, addresses: Mapping[str, str], network: str | None) -> 
     return [fail("link-address-outside-network", f"{address} is not in {net}",
                  f"{name}/link{number}", payload={"address": address, "network": str(net)})
             for name, address in sorted(addresses.items())
-            if _is_ip(address) and ipaddress.ip_address(address) not in net]
+            if ip_or_none(address) is not None and ip_or_none(address) not in net]
 
 
 def _check_name(name: str) -> list[Finding]:

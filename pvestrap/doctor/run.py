@@ -10,7 +10,6 @@ does not answer is a finding (node-unreachable), its facts are simply missing.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import secrets
 import socket
@@ -30,6 +29,7 @@ from pvestrap.doctor.knet import KnetLatencyCheck, KnetLinksCheck
 from pvestrap.doctor.view import DoctorView, NodeView
 from pvestrap.errors import UserError
 from pvestrap.findings import Finding, Severity
+from pvestrap.plan import ip_or_none
 from pvestrap.report.model import Report
 
 AGENT = ("doctor", "--agent")
@@ -179,10 +179,10 @@ def agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
     me = NodeView({"hostname": socket.gethostname().split(".")[0],
                    "files": {F.COROSYNC_CONF: text},
                    "commands": {" ".join(F.VOTEQUORUM): _cmd(F.VOTEQUORUM)}}).name
-    peers = {n.name: {k: a for k, a in n.addresses.items() if _is_ip(a)}
+    peers = {n.name: {k: a for k, a in n.addresses.items() if ip_or_none(a) is not None}
              for n in (conf.nodes if conf else ()) if n.name and n.name != me}
     mine = next((n.addresses for n in (conf.nodes if conf else ()) if n.name == me), {})
-    mine = {k: a for k, a in mine.items() if _is_ip(a)}
+    mine = {k: a for k, a in mine.items() if ip_or_none(a) is not None}
     links = conf.link_numbers if conf else (0,)
 
     def before_ready():
@@ -205,14 +205,6 @@ def agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
 def _cmd(argv: tuple[str, ...]) -> dict[str, Any]:
     res = LIVE.runner(list(argv))
     return {"rc": res.rc, "stdout": res.stdout, "stderr": res.stderr}
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
 
 
 __all__ = ["NodeView", "agent_main", "catalogue", "doctor_checks", "node_facts", "report",
