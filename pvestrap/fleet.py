@@ -156,12 +156,11 @@ def _networks(a: ClusterGroup, b: ClusterGroup) -> list[Finding]:
             where = f"{a.group} link{la.number} {na} / {b.group} link{lb.number} {nb}"
             payload = {"groups": [a.group, b.group], "networks": [str(na), str(nb)]}
             if na == nb:
-                out.append(info("fleet-network-shared", f"{where}: one network, two clusters "
-                                "(their names must differ)", where, check="fleet",
-                                payload=payload))
+                out.append(info("fleet-network-shared", f"{na} carries both clusters (their "
+                                "names must differ)", where, check="fleet", payload=payload))
             else:
-                out.append(fail("fleet-network-overlap", f"{where}: the networks overlap but "
-                                "differ", where, check="fleet", payload=payload,
+                out.append(fail("fleet-network-overlap", f"{na} and {nb} overlap but differ",
+                                where, check="fleet", payload=payload,
                                 remedy="use the same network for both, or networks that do "
                                        "not overlap"))
     return out

@@ -85,7 +85,7 @@ def test_a_bad_inventory_fails_on_the_controller_with_key_paths_and_lines(
     assert "pve-n1" not in recap(ansible_collection, result)
 
 
-@pytest.mark.parametrize("module", ["fleet", "preflight", "apply", "status"])
+@pytest.mark.parametrize("module", ["fleet", "fleet_report", "preflight", "apply", "status"])
 def test_every_module_documents_itself(ansible_collection, module):
     doc = subprocess.run([str(ansible_collection["playbook"]).replace("-playbook", "-doc"),
                           "--json", f"pvestrap.cluster.{module}"], capture_output=True,

@@ -4,10 +4,11 @@ fleet shows (pvestrap.fleet; the input is `ansible-inventory --list --export`)."
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
-from pvestrap import fleet
+from pvestrap import fleet, fleet_report
 from pvestrap.answers import loads
 from pvestrap.errors import UserError
 from pvestrap.findings import Severity
@@ -103,3 +104,26 @@ def test_a_consistent_fleet_passes():
     groups = fleet.cluster_groups(export({"ga": ("alpha", ["a-n1"]), "gb": ("beta", ["b-n2"])}))
     [only] = [f for f in fleet.fleet_findings(groups) if f.severity is not Severity.INFO]
     assert only.code == "fleet-consistent" and only.severity is Severity.PASS
+
+
+def test_reports_merge_each_cluster_and_summarise_the_fleet(tmp_path):
+    groups = fleet.cluster_groups(export({"ga": ("alpha", ["a-n1", "a-n2"]),
+                                          "gb": ("beta", ["b-n3", "b-n4"])}))
+    good = {"sections": [{"name": "identity", "findings": [
+        {"code": "hostname-ok", "severity": "pass", "message": "ok", "check": "hostname"}]}]}
+    results = {"a-n1": {"report": good}, "a-n2": {"report": {"member": True}},
+               "b-n3": {"report": good},
+               "b-n4": {"report": None, "error": "preflight on b-n4: 1 FAIL"}}
+    written = fleet_report.write_reports(str(tmp_path), groups, fleet.fleet_findings(groups),
+                                         results)
+    assert sorted(written) == ["fleet", "ga", "gb"]
+    for name in written:
+        assert (tmp_path / f"{name}.html").read_text().startswith("<!")
+    summary = json.loads((tmp_path / "fleet.json").read_text())
+    lines = {f["subject"]: f for s in summary["sections"] for f in s["findings"]
+             if f["code"].startswith("fleet-cluster-")}
+    assert lines["ga: alpha"]["code"] == "fleet-cluster-passed"
+    assert lines["gb: beta"]["code"] == "fleet-cluster-failed"
+    assert "b-n4: preflight on b-n4: 1 FAIL" in lines["gb: beta"]["message"]
+    beta = json.loads((tmp_path / "gb.json").read_text())
+    assert beta["summary"]["failures"] == 1 and set(beta["matrices"]) == {"link0", "link1"}

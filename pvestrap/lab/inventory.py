@@ -66,7 +66,9 @@ def inventory(st: LabState, clusters: int = 1) -> dict[str, Any]:
         }
     # The nodes share this machine's /var/lib: the role's copy of pvestrap goes to each node's
     # own /run instead.
-    return {"all": {"children": {PARENT: {"vars": {"pvestrap_remote_dir": REMOTE_DIR},
+    # Pipelining: one SSH round per module instead of a copy and a run.
+    parent_vars = {"pvestrap_remote_dir": REMOTE_DIR, "ansible_pipelining": True}
+    return {"all": {"children": {PARENT: {"vars": parent_vars,
                                           "children": children}}}}
 
 

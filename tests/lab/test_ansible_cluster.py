@@ -56,6 +56,13 @@ def assert_cluster(lab: Lab, indexes: list[int], links: int) -> None:
             assert {p.nodeid for p in link.peers if p.connected} == set(indexes), (index, link)
 
 
+def fleet_lines(ansible_collection) -> dict[str, dict]:
+    """The fleet summary the run wrote: its per-cluster lines by group."""
+    summary = json.loads((ansible_collection["work"] / "build/reports/fleet.json").read_text())
+    return {f["payload"]["group"]: f for s in summary["sections"] for f in s["findings"]
+            if f["code"].startswith("fleet-cluster-")}
+
+
 def all_ok(recap: dict, hosts: list[str], changed: int | None = None) -> None:
     for host in hosts:
         assert recap[host]["failed"] == 0 and recap[host]["unreachable"] == 0, (host, recap)
@@ -74,6 +81,12 @@ def test_one_run_builds_two_clusters_and_a_second_run_changes_nothing(
     all_ok(ansible_collection["recap"](first.stdout), hosts + ["localhost"])
     assert_cluster(six, [1, 2, 3], 2)
     assert_cluster(six, [4, 5, 6], 2)
+    group = six.prefix.replace("-", "_")
+    lines = fleet_lines(ansible_collection)
+    assert {lines[f"{group}_c{k}"]["code"] for k in (1, 2)} == {"fleet-cluster-passed"}
+    report = json.loads((ansible_collection["work"] / f"build/reports/{group}_c1.json")
+                        .read_text())
+    assert report["matrices"]["link1"]["state"][0] == [None, "open", "open"]
     conf = six.node(1).path("/etc/corosync/corosync.conf").read_text()
     assert f"cluster_name: {six.prefix}-c1" in conf
     assert six.node(4).path("/etc/corosync/authkey").read_bytes() != \
@@ -123,6 +136,11 @@ def test_a_blocked_port_in_cluster_b_stops_b_at_preflight_and_a_is_built(
         assert recap[six.node(i).name]["failed"] == 1, recap
     out = run.stdout
     assert "link-port-filtered" in out
+    group = six.prefix.replace("-", "_")
+    lines = fleet_lines(ansible_collection)
+    assert lines[f"{group}_c1"]["code"] == "fleet-cluster-passed"
+    assert lines[f"{group}_c2"]["code"] == "fleet-cluster-failed"
+    assert "link-port-filtered" in lines[f"{group}_c2"]["message"]
     assert f"cluster {six.prefix}-c2 (group " in out and "is not built: preflight failed" in out
     assert_cluster(six, [1, 2, 3], 2)
     assert {i: etc_hash(six, i) for i in (4, 5, 6)} == before

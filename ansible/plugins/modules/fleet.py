@@ -82,7 +82,8 @@ def main():
         module.fail_json(msg=exc.render())
     findings = fleet.invalid_findings(groups) + fleet.fleet_findings(groups)
     fails = [f for f in findings if f.severity is Severity.FAIL]
-    facts = {"findings": [f.as_dict() for f in findings]}
+    facts = {"findings": [f.as_dict() for f in findings], "parent": module.params["parent"],
+             "build_dir": module.params["build_dir"]}
     if fails:
         module.fail_json(msg="fleet preflight: %d FAIL\n%s" % (
             len(fails), "\n".join("[%s] %s" % (f.code, f.message) for f in fails)),
