@@ -110,9 +110,7 @@ def build(module, group):
     wrote = atomic_write(answers, group.answers, mode=0o600, backup=False)
     built = hook.build(answers, extra=EXTRA_MODULES)
     path = os.path.join(folder, group.group + ".pyz")
-    if not os.path.exists(path) or open(path, "rb").read() != built.data:
-        hook.write(built, path)
-        wrote = True
+    wrote = atomic_write(path, built.data, 0o755, backup=False) or wrote
     plan = group.plan
     hosts = dict(zip(group.hosts, (n.name for n in plan.nodes)))
     return {
