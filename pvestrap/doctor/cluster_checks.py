@@ -18,7 +18,7 @@ from pvestrap.checks.link_senders import Senders
 from pvestrap.checks.quorum import qdevice_votes, quorum_math
 from pvestrap.checks.versions import compare_versions
 from pvestrap.doctor import facts as F
-from pvestrap.doctor.config_checks import view_of
+from pvestrap.doctor.view import view_of
 from pvestrap.findings import Finding, Severity, fail, info, passed, warn
 
 

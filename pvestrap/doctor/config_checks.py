@@ -18,20 +18,17 @@ from pvestrap.checks.base import Context
 from pvestrap.checks.quorum import TOKEN_LIMIT_MS, token_timing
 from pvestrap.corosync.lint import lint
 from pvestrap.doctor import facts as F
+from pvestrap.doctor.knet import link_latency_ms
 from pvestrap.doctor.pvefiles import (
     in_network,
     migration_network,
     network_of,
     storage_servers,
 )
-from pvestrap.doctor.view import DoctorView, NodeView
+from pvestrap.doctor.view import DoctorView, NodeView, view_of
 from pvestrap.findings import Finding, Severity, fail, info, passed, warn
 
 FAMILY = "config"
-
-
-def view_of(ctx: Context) -> DoctorView:
-    return ctx.options["doctor"]
 
 
 def _no_conf(check: str, view: DoctorView) -> list[Finding]:
@@ -227,8 +224,6 @@ class LinkPriorityCheck:
     title: ClassVar[str] = "the preferred link (highest knet_link_priority) is not the slower one"
 
     def run(self, ctx: Context) -> list[Finding]:
-        from pvestrap.doctor.knet import link_latency_ms
-
         view = view_of(ctx)
         conf = view.conf
         if conf is None or len(conf.link_numbers) < 2:
@@ -286,12 +281,5 @@ class TokenCheck:
 
 
 def checks() -> tuple:
-    from pvestrap.doctor.identity_checks import (
-        AuthkeyCheck,
-        ClusterNameCheck,
-        ConfigVersionCheck,
-    )
-
     return (ConfLintCheck(), LinkRedundancyCheck(), LinkNetworksCheck(), LinkHostnamesCheck(),
-            LinkPriorityCheck(), TokenCheck(), ConfigVersionCheck(), AuthkeyCheck(),
-            ClusterNameCheck())
+            LinkPriorityCheck(), TokenCheck())

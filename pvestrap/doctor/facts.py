@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pvestrap.checks import link_senders
+from pvestrap.checks.base import Context
 from pvestrap.checks.localsys import LIVE, Sources, short_hostname
 from pvestrap.checks.timesync import read_sync_state
 from pvestrap.checks.versions import parse_corosync_version, parse_pveversion
@@ -83,7 +84,7 @@ def _output(sources: Sources, argv: tuple[str, ...]) -> dict[str, Any]:
 
 def snapshot(root: str = "/", sources: Sources = LIVE) -> dict[str, Any]:
     """The node's static facts: files, corosync's runtime answers, versions, names, time."""
-    machine = sources.machine_for(_Ctx(root))
+    machine = sources.machine_for(Context(root=root))
     conf = read_file(root, COROSYNC_CONF)
     facts: dict[str, Any] = {
         "hostname": short_hostname(machine.hostname),
@@ -103,14 +104,6 @@ def snapshot(root: str = "/", sources: Sources = LIVE) -> dict[str, Any]:
     facts["time"] = {"daemon": sync.daemon, "synced": sync.synced,
                      "servers": list(sync.servers)}
     return facts
-
-
-class _Ctx:
-    """The part of a check Context that Sources.machine_for reads."""
-
-    def __init__(self, root: str):
-        self.root = root
-        self.options: dict[str, Any] = {}
 
 
 def versions(sources: Sources) -> dict[str, str | None]:

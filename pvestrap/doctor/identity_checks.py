@@ -14,9 +14,11 @@ from typing import ClassVar
 
 from pvestrap.checks.base import Context
 from pvestrap.doctor import facts as F
-from pvestrap.doctor.config_checks import FAMILY, view_of
+from pvestrap.doctor.view import view_of
 from pvestrap.findings import Finding, Severity, fail, passed
 from pvestrap.plan import NAME_RULE, name_problem
+
+FAMILY = "config"
 
 
 @dataclass(frozen=True)
@@ -136,3 +138,7 @@ class ClusterNameCheck:
                                 "pvecm and the GUI refuse it for new clusters")]
         return [passed("cluster-name-ok", f"cluster {name}", "cluster", self.id,
                        payload={"name": name})]
+
+
+def checks() -> tuple:
+    return (ConfigVersionCheck(), AuthkeyCheck(), ClusterNameCheck())

@@ -16,8 +16,7 @@ from typing import ClassVar
 
 from pvestrap.checks.base import Context
 from pvestrap.corosync.status import KnetLinkStats
-from pvestrap.doctor.config_checks import view_of
-from pvestrap.doctor.view import DoctorView, NodeView
+from pvestrap.doctor.view import DoctorView, NodeView, view_of
 from pvestrap.findings import Finding, Severity, fail, passed, warn
 
 FAMILY = "links"

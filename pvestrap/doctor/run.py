@@ -18,14 +18,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pvestrap import __version__
+from pvestrap import __version__, mesh
+from pvestrap.checks import prober
 from pvestrap.checks.base import Context
+from pvestrap.checks.clockpair import ClockPairCheck
 from pvestrap.checks.localsys import LIVE, Sources
 from pvestrap.checks.runner import build_sections, run_one
 from pvestrap.checks.timesync import LocalSyncCheck
-from pvestrap.doctor import cluster_checks, config_checks
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.doctor import cluster_checks, config_checks, identity_checks
 from pvestrap.doctor import facts as F
-from pvestrap.doctor.knet import KnetLatencyCheck, KnetLinksCheck
+from pvestrap.doctor.knet import KnetLatencyCheck, KnetLinksCheck, windows
 from pvestrap.doctor.view import DoctorView, NodeView
 from pvestrap.errors import UserError
 from pvestrap.findings import Finding, Severity
@@ -38,8 +41,8 @@ FAMILY_OF = {"time-sync": "timesync", "clock-offset": "clock"}
 
 
 def doctor_checks() -> tuple:
-    return (*config_checks.checks(), *cluster_checks.checks(), KnetLinksCheck(),
-            KnetLatencyCheck())
+    return (*config_checks.checks(), *identity_checks.checks(), *cluster_checks.checks(),
+            KnetLinksCheck(), KnetLatencyCheck())
 
 
 def catalogue() -> list[tuple[str, str, str]]:
@@ -90,8 +93,6 @@ def _revive(d: Mapping[str, Any], node: str) -> Finding:
 
 def matrices(view: DoctorView) -> dict[str, dict[str, Any]]:
     """Per link: rows = from node, columns = to node; knet's window latency and link state."""
-    from pvestrap.doctor.knet import windows
-
     conf = view.conf
     if conf is None:
         return {}
@@ -127,8 +128,6 @@ def run_local(root: str = "/", window_s: float = 5.0, latency_ms: float = 2.0,
 
 def mesh_targets(conf_text: str | None) -> dict[str, str]:
     """node name -> where to SSH: its link0 (lowest link) address from the nodelist."""
-    from pvestrap.corosync.facade import CorosyncConf
-
     if conf_text is None:
         raise UserError("--mesh needs this node's corosync.conf to find the other nodes",
                         code="doctor-no-conf", remedy="run it on a cluster member (or give "
@@ -145,8 +144,6 @@ def run_mesh(root: str = "/", window_s: float = 5.0, latency_ms: float = 2.0,
              ignore: Sequence[str] = (), remote: Sequence[str] = ("pvestrap",),
              launcher: Callable | None = None, probe_s: float = 1.0, timeout_s: float = 120.0,
              progress: Callable[[str], None] | None = None) -> Report:
-    from pvestrap import mesh
-
     started = time.monotonic()
     targets = mesh_targets(F.read_file(root, F.PVE_COROSYNC_CONF)
                            or F.read_file(root, F.COROSYNC_CONF))
@@ -167,11 +164,6 @@ def run_mesh(root: str = "/", window_s: float = 5.0, latency_ms: float = 2.0,
 
 def agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
     """One node's side of `doctor --mesh` (the conversation of pvestrap.mesh)."""
-    from pvestrap import mesh
-    from pvestrap.checks import prober
-    from pvestrap.checks.clockpair import ClockPairCheck
-    from pvestrap.corosync.facade import CorosyncConf
-
     job = json.loads(stdin.readline() or "{}")
     root = str(job.get("root") or "/")
     text = F.read_file(root, F.COROSYNC_CONF)

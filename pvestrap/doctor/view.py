@@ -135,6 +135,11 @@ class NodeView:
         return tuple(out)
 
 
+def view_of(ctx: Any) -> DoctorView:
+    """The DoctorView a doctor check reads (Context.options["doctor"])."""
+    return ctx.options["doctor"]
+
+
 @dataclass
 class DoctorView:
     """local: the node the run started on (its conf names the cluster); unanswered: node ->

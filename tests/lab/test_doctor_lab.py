@@ -226,3 +226,34 @@ def test_doctor_hears_a_removed_node_still_sending(lab):
     [stranger] = only_failing(report, "link-strangers", "link-stranger")
     assert stranger["subject"] == n3.address(0) and stranger["payload"]["ports"]["5405"] > 0
     assert out.returncode == 1
+
+
+def test_doctor_on_proxmox_ves_real_stack(lab, tmp_path):
+    """A 3-node cluster built by the real pvecm (lab --pve 9: pmxcfs, /etc/pve): doctor --mesh
+    reads /etc/pve/corosync.conf, /etc/pve/nodes and /etc/pve/priv/known_hosts for real; no
+    FAIL. A node directory left in pmxcfs (cluster-wide) is then the only FAIL."""
+    from pvestrap.answers import dumps
+
+    three = lab(nodes=3, pve="9")
+    answers = tmp_path / "answers.toml"
+    answers.write_text(dumps(three.plan()))
+    for index in (1, 2, 3):
+        done = three.exec(index, [*PVESTRAP, "apply", "--answers", str(answers), "--node",
+                                  three.node(index).name, "--yes"], timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+    three.start("sshd")
+    wait_healthy_pve = time.monotonic() + 60
+    while "Nodes:            3" not in three.exec(1, ["corosync-quorumtool", "-s"]).stdout:
+        assert time.monotonic() < wait_healthy_pve
+        time.sleep(0.5)
+    rc, report = doctor(three)
+    assert rc == 0 and failing(report) == {}, json.dumps(
+        [f for f in findings(report) if f["severity"] in ("fail", "warn")], indent=1)
+    codes = {f["code"] for f in findings(report)}
+    assert {"leftover-none", "config-version-equal", "authkey-equal"} <= codes
+    ghost = f"{three.prefix}-old"
+    made = three.exec(1, ["mkdir", "-p", f"/etc/pve/nodes/{ghost}/qemu-server"])
+    assert made.returncode == 0, made.stderr
+    rc, report = doctor(three)
+    [left] = only_failing(report, "leftover-nodes", "leftover-node-dir")
+    assert left["subject"] == ghost and rc == 1
