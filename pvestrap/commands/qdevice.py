@@ -76,12 +76,15 @@ def _change(action: str, q, force: bool, dry_run: bool, yes: bool, json_out: boo
             ignore: List[str], timeout: float) -> int:
     from pvestrap.apply import qdevice as qd
     from pvestrap.apply.links import LinkTimeouts
+    from pvestrap.apply.pve import is_pve
     from pvestrap.commands.link import _confirm
     from pvestrap.commands.node import Output, run_and_report
     from pvestrap.system import RealSystem
 
     system = RealSystem()
     out = Output(json_out)
+    if is_pve(system):
+        return _pvecm(system, out, action, q, force, dry_run, yes, ignore, timeout)
     timeouts = LinkTimeouts(verify=timeout)
     change = qd.read_setup(system, q, timeouts) if q else qd.read_remove(system, timeouts)
     found = []
@@ -109,6 +112,36 @@ def _change(action: str, q, force: bool, dry_run: bool, yes: bool, json_out: boo
                       f"runs config_version {change.after.config_version} with {votes} "
                       "expected votes",
                       {"applied": list(outcome), "expected_votes": votes,
+                       "config_version": change.after.config_version})
+
+
+def _pvecm(system, out, action: str, q, force: bool, dry_run: bool, yes: bool,
+           ignore: List[str], timeout: float) -> int:
+    """Proxmox VE: pvecm qdevice setup/remove does the work (pvestrap.apply.qdevice_pve)."""
+    from pvestrap.apply import qdevice_pve as pve
+    from pvestrap.apply.engine import run_steps
+    from pvestrap.checks import qdevice as checks
+    from pvestrap.commands.link import _confirm
+    from pvestrap.commands.node import run_and_report
+
+    change = pve.read_setup(system, q, force, timeout) if q else pve.read_remove(system, timeout)
+    found = checks.vote_findings(change.math, force) if change.math else []
+    report = preflight_report(action, found, ignore, {
+        "backend": "pve", "qnetd": change.qdevice.host,
+        **({"votes": change.math.as_dict()} if change.math else {})})
+    if report.exit_code():
+        return out.refused(report, change.qdevice.host)
+    step_list = pve.steps(change)
+    out.plan(report, change.diff(), step_list, system)
+    if dry_run:
+        return out.finish("dry-run", "dry run: nothing was changed")
+    _confirm(yes, f"{action} the QDevice on {change.qdevice.host} with pvecm?")
+    outcome = run_and_report(out, lambda progress: run_steps(step_list, system, progress))
+    if outcome is None:
+        return 1
+    return out.finish("done", f"done: QDevice {'set up' if q else 'removed'} with pvecm; "
+                      f"{change.expected_votes} expected votes",
+                      {"applied": list(outcome), "expected_votes": change.expected_votes,
                        "config_version": change.after.config_version})
 
 

@@ -222,7 +222,8 @@ def render_conf(cluster: dict) -> str:
                 f"    quorum_votes: {node.get('votes', 1)}"]
         out += [f"    ring{n}_addr: {a}" for n, a in sorted(node["addresses"].items())]
         out.append("  }")
-    out += ["}", "", "quorum {", "  provider: corosync_votequorum", "}", "", "totem {",
+    out += ["}", "", "quorum {"] + _device(cluster.get("qdevice")) + [
+        "  provider: corosync_votequorum", "}", "", "totem {",
             f"  cluster_name: {cluster['cluster_name']}",
             f"  config_version: {cluster['config_version']}"]
     for n, prio in sorted(cluster["links"].items()):
@@ -233,8 +234,22 @@ def render_conf(cluster: dict) -> str:
     out += ["  ip_version: ipv4-6", "  link_mode: passive", "  secauth: on"]
     if cluster.get("token_coefficient") is not None:
         out.append(f"  token_coefficient: {cluster['token_coefficient']}")
-    out += ["  version: 2", "}", ""]
+    out += ["  version: 2", "}", "", ""]  # pvecm ends the file with a blank line
     return "\n".join(out)
+
+
+def _device(qdevice: dict | None) -> list[str]:
+    """pvecm's quorum.device section (sorted keys; votes only for ffsplit)."""
+    if not qdevice:
+        return []
+    votes = ["    votes: 1"] if qdevice["algorithm"] == "ffsplit" else []
+    return ["  device {", "    model: net", "    net {", f"      algorithm: {qdevice['algorithm']}",
+            f"      host: {qdevice['host']}", "      tls: on", "    }", *votes, "  }"]
+
+
+def qdevice_votes(cluster: dict) -> int:
+    q, n = cluster.get("qdevice"), len(cluster["nodes"])
+    return 0 if not q else (1 if q["algorithm"] == "ffsplit" else max(1, n - 1))
 
 
 def write_node_files(cluster: dict, authkey: bytes) -> None:
@@ -280,9 +295,10 @@ def status_text(cluster: dict, local: str) -> tuple[str, int]:
     members = sorted(cluster["nodes"], key=lambda n: n["nodeid"])
     me = next(n for n in members if n["name"] == local)
     quorate = bool(cluster.get("quorate", True))
-    votes = sum(n.get("votes", 1) for n in members)
+    qv = qdevice_votes(cluster)  # SIMULATED: a configured QDevice always votes
+    votes = sum(n.get("votes", 1) for n in members) + qv
     seen = members if quorate else [me]
-    total = sum(n.get("votes", 1) for n in seen)
+    total = sum(n.get("votes", 1) for n in seen) + qv
     needed = votes // 2 + 1
     lines = ["Cluster information", "-------------------",
              f"{'Name:':<17} {cluster['cluster_name']}",
@@ -297,13 +313,16 @@ def status_text(cluster: dict, local: str) -> tuple[str, int]:
              f"Expected votes:   {votes}", f"Highest expected: {votes}",
              f"Total votes:      {total}",
              f"Quorum:           {needed} {' ' if quorate else 'Activity blocked'}",
-             f"Flags:            {'Quorate ' if quorate else ''}", "",
-             "Membership information", "----------------------",
-             "    Nodeid      Votes Name"]
+             f"Flags:            {'Quorate ' if quorate else ''}{'Qdevice ' if qv else ''}",
+             "", "Membership information", "----------------------",
+             "    Nodeid      Votes    Qdevice Name" if qv else "    Nodeid      Votes Name"]
     for n in seen:
         addr = n["addresses"][min(n["addresses"], key=int)]
-        lines.append(f"0x{n['nodeid']:08x} {n.get('votes', 1):>10} {addr}"
+        flags = "    A,V,NMW" if qv else ""
+        lines.append(f"0x{n['nodeid']:08x} {n.get('votes', 1):>10}{flags} {addr}"
                      + (" (local)" if n["name"] == local else ""))
+    if qv:
+        lines.append(f"0x00000000 {qv:>10}            Qdevice")
     return "\n".join(lines) + "\n", 0 if quorate else 2
 
 
