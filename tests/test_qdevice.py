@@ -196,3 +196,25 @@ def test_answer_table_problems_name_the_key_and_line():
     with pytest.raises(AnswerFileInvalid) as missing:
         answers.loads(ANSWERS + '\n[qdevice]\nalgorithm = "lms"\n')
     assert any("qdevice.host" in (f.subject or "") for f in missing.value.findings)
+
+
+def test_status_report_shows_the_qdevice_in_every_format():
+    import json
+
+    from pvestrap.report.html import render_html
+    from pvestrap.report.jsonout import render_json
+    from pvestrap.report.junit import render_junit
+    from pvestrap.report.text import render_text
+    from pvestrap.verify import build_report
+
+    conf = model.with_device(CorosyncConf.parse(TWO), model.QDevice("10.254.0.100"))
+    obs = Observed(quorum=parse_quorum_status(QUORUMTOOL), conf=conf)
+    report = build_report(obs, qdevice=qdevice_findings(obs, tool=parse_tool(TOOL)))
+    assert [s.name for s in report.sections][:3] == ["quorum", "members", "qdevice"]
+    text = render_text(report, color=False)
+    assert "= QDEVICE =" in text and "[qdevice-connected]" in text
+    doc = json.loads(render_json(report))
+    section = next(s for s in doc["sections"] if s["name"] == "qdevice")
+    assert section["findings"][0]["payload"]["votes"] == 1
+    assert "qdevice-connected" in render_junit(report)
+    assert "qdevice-node-not-registered" in render_html(report)

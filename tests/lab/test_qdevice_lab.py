@@ -124,6 +124,13 @@ def test_three_nodes_refused_unless_forced_and_vote_math(lab):
     assert "nothing was changed" in result.stderr
     assert etc_hashes(three) == hashes
 
+    # a dry run with --force shows the plan (lms, no votes key) and changes nothing
+    dry = qdevice(three, "setup", QNETD, "--force", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "+      algorithm: lms" in dry.stdout and "dry run: nothing was changed" in dry.stdout
+    assert etc_hashes(three) == hashes
+    assert not qdevice_running(three, 1)
+
     result = qdevice(three, "setup", QNETD, "--force", "--yes", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     votes = json.loads(result.stdout)["preflight"]["meta"]["votes"]
