@@ -10,13 +10,13 @@ import os
 import subprocess
 import tomllib
 from dataclasses import replace
-from pathlib import Path
 from typing import Mapping
 
 from pvestrap.answer_schema import ENV_NAME
 from pvestrap.answers import load, select_node
 from pvestrap.errors import AnswerFileInvalid, OperationFailed, UserError
 from pvestrap.findings import Finding, Severity
+from pvestrap.inputs import read_input
 from pvestrap.installer import rules
 from pvestrap.installer.answer import Rendered, render
 from pvestrap.installer.settings import Settings
@@ -34,14 +34,10 @@ def validate_file(path: str | os.PathLike[str]) -> list[Finding]:
     """Check an answer.toml; raise AnswerFileInvalid listing every FAIL with key and line,
     else return the warnings."""
     source = str(path)
+    data = read_input(path, "installer answer file", MAX_BYTES,
+                      code="installer-answer-unreadable")
     try:
-        if os.stat(path).st_size > MAX_BYTES:
-            raise UserError(f"{source}: larger than {MAX_BYTES} bytes; not an answer file",
-                            code="installer-answer-unreadable")
-        text = Path(path).read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot read {source}: {exc.strerror or exc}",
-                        code="installer-answer-unreadable") from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{source}: not UTF-8 text", code="installer-toml-invalid") from None
     findings = [_with_place(f, source) for f in rules.check_text(text, source)]

@@ -14,7 +14,6 @@ import re
 import socket
 import tomllib
 from dataclasses import fields, replace
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -23,6 +22,7 @@ from pvestrap import joininfo
 from pvestrap.answer_export import dumps, example, json_schema
 from pvestrap.errors import AnswerFileInvalid, UserError, located
 from pvestrap.findings import Finding, fail
+from pvestrap.inputs import read_input
 from pvestrap.installer.validate import plan_problems
 from pvestrap.plan import (ClusterPlan, Datacenter, InterfaceStanza, JoinTarget, Link, Node,
                            Preflight, Thresholds, normalize_keyboard, validate)
@@ -42,14 +42,7 @@ def schema() -> dict[str, Any]:
 def load(path: str | os.PathLike[str]) -> ClusterPlan:
     """Read and validate an answer file; problems are reported as `path:line:`."""
     source = str(path)
-    try:
-        if os.stat(path).st_size > MAX_CHARS:
-            raise UserError(f"{source}: larger than {MAX_CHARS} bytes; not an answer file",
-                            code="answer-file-unreadable")
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise UserError(f"cannot read {source}: {exc.strerror or exc}",
-                        code="answer-file-unreadable") from None
+    data = read_input(path, "answer file", MAX_CHARS, code="answer-file-unreadable")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -23,6 +23,7 @@ from typing import Callable, Mapping, Protocol, Sequence, Union
 
 from pvestrap.atomic import atomic_write
 from pvestrap.errors import OperationFailed
+from pvestrap.inputs import read_limited
 
 DEFAULT_TIMEOUT = 120.0
 QUERY_TIMEOUT = 15.0  # a read-only command: corosync's and chrony's tools answer at once
@@ -276,21 +277,11 @@ class RealSystem(Queries):
 
     def read_owned(self, path: str, limit: int) -> OwnedFile | None:
         try:
-            fd = os.open(self.path(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            data, info = read_limited(self.path(path), limit)
         except FileNotFoundError:
             return None
-        try:
-            st = os.fstat(fd)
-            regular = stat.S_ISREG(st.st_mode)
-            chunks: list[bytes] = []
-            while regular and (left := limit + 1 - sum(map(len, chunks))) > 0:
-                chunk = os.read(fd, left)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
-        return OwnedFile(b"".join(chunks), stat.S_IMODE(st.st_mode), st.st_uid, regular)
+        return OwnedFile(data, stat.S_IMODE(info.st_mode), info.st_uid,
+                         stat.S_ISREG(info.st_mode))
 
     def spawn(self, argv: Sequence[str]) -> subprocess.Popen:
         if self.dry_run:

@@ -63,12 +63,9 @@ def fmt_command(
 def _read(file: str) -> str:
     """The file's text, or a UserError saying why not (exit 2, nothing changed)."""
     from pvestrap.errors import UserError
+    from pvestrap.inputs import read_input
 
-    try:
-        data = open(file, "rb").read()
-    except OSError as exc:
-        raise UserError(f"cannot read {file}: {exc.strerror or exc}", code="file-unreadable",
-                        remedy="give the path of a readable corosync.conf") from None
+    data = read_input(file, "corosync.conf", code="file-unreadable")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

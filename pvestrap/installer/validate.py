@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import replace
-from pathlib import Path
 from typing import Mapping
 
 from pvestrap.answer_schema import INSTALLER_KEYS
 from pvestrap.errors import AnswerFileInvalid, UserError, ValidationFailed
 from pvestrap.findings import Finding, Severity, fail
+from pvestrap.inputs import read_input
 from pvestrap.installer.answer import render
 from pvestrap.installer.settings import (CLUSTER, FILE_FORMAT, FILE_KEYS, PASSWORD_SOURCES, STYLE,
                                          Layer, Settings, check_layers, merge, thaw)
@@ -68,12 +68,12 @@ def load(path: str | os.PathLike[str] | None, plan: ClusterPlan, node: str) -> S
     if path is None:
         return merge(layers, node, CLUSTER)
     source = str(path)
+    data = read_input(path, "installer settings file", code="installer-settings-unreadable")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read installer settings {source}: "
-                        f"{getattr(exc, 'strerror', None) or exc}",
-                        code="installer-settings-unreadable") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{source}: not UTF-8 text", code="installer-settings-unreadable",
+                        remedy="save the file as UTF-8") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
