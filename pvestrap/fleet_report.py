@@ -33,7 +33,8 @@ def cluster_report(group: ClusterGroup, results: Mapping[str, HostResult]) -> Re
                 "already-member", f"{node} already runs in cluster {group.plan.cluster_name}: "
                 "preflight skipped", node, check="fleet").as_dict()]}]}
         error = None if report else (got.get("error") or "no preflight result")
-        nodes.append(NodeResult(node, report, (report or {}).get("measurements"), error))
+        nodes.append(NodeResult(node=node, report=report, error=error,
+                                measurements=(report or {}).get("measurements")))
     merged = merge(group.plan, nodes)
     return Report(f"pvestrap preflight: cluster {group.plan.cluster_name} (group {group.group})",
                   merged.sections, {**merged.meta, "group": group.group, "mode": "ansible"},

@@ -139,7 +139,8 @@ def check(module, plan):
             measured = prober.measure(prober.request_from_plan(plan, node, settings),
                                       Token(module.params["token"].encode()))
             probes = {prober.PROBES_KEY: measured}
-            rows = matrices(plan, [NodeResult(node, None, measured.to_dict())])
+            rows = matrices(plan, [NodeResult(node=node, report=None,
+                                              measurements=measured.to_dict())])
         report = preflight.run_with_probes(plan, node, probes, ignore=ignore, matrices=rows)
     except PvestrapError as exc:
         target.failed(module, exc)
