@@ -16,14 +16,24 @@ import json
 import re
 import socket
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from pvestrap import __version__
 from pvestrap.corosync.facade import CorosyncConf
-from pvestrap.corosync.status import (QUORUMTOOL, KnetLinkStats, LinksStatus, PeersStatus,
-                                      QuorumStatus, parse_cfgtool_nodes, parse_cfgtool_status,
-                                      parse_knet_stats, read_quorum, read_status)
+from pvestrap.corosync.status import (
+    QUORUMTOOL,
+    KnetLinkStats,
+    LinksStatus,
+    PeersStatus,
+    QuorumStatus,
+    parse_cfgtool_nodes,
+    parse_cfgtool_status,
+    parse_knet_stats,
+    read_quorum,
+    read_status,
+)
 from pvestrap.corosync.tree import ConfParseError
 from pvestrap.findings import Finding, Severity, fail, warn
 from pvestrap.paths import COROSYNC_CONF
@@ -36,7 +46,7 @@ CFGTOOL_LINKS = ("corosync-cfgtool", "-s")
 CFGTOOL_PEERS = ("corosync-cfgtool", "-n")
 KNET_STATS = ("corosync-cmapctl", "-m", "stats", "stats.knet.")
 RUNTIME_VERSION = ("corosync-cmapctl", "-g", "totem.config_version")
-_VERSION = re.compile(r"^totem\.config_version \(\w+\) = (\d+)$", re.M)
+_VERSION = re.compile(r"^totem\.config_version \(\w+\) = (\d+)$", re.MULTILINE)
 SECTIONS = (("quorum", "QUORUM"), ("members", "MEMBERS"), ("qdevice", "QDEVICE"),
             ("links", "KNET LINKS"), ("config", "CONFIGURATION"))
 
@@ -73,7 +83,8 @@ class Observed:
         return dict(sorted(out.items()))
 
     def _configured_ids(self) -> set[int]:
-        ids = {p.nodeid for link in (self.links.links if self.links else ()) for p in link.peers}
+        ids = {p.nodeid for link in (self.links.links if self.links else ()) for p in link.peers
+               if p.nodeid is not None}  # positional outputs (3.0.0, -b) name no node ids
         return ids | {n.nodeid for n in self.conf.nodes if isinstance(n.nodeid, int)} \
             if self.conf else ids
 
@@ -177,12 +188,19 @@ def link_findings(obs: Observed, latency_warn_ms: float = LATENCY_WARN_MS) -> li
     names, me = obs.names(), obs.local_nodeid
     stats = {(s.nodeid, s.link): s for s in obs.knet}
     out = []
+    ordered = sorted(n.nodeid for n in (obs.conf.nodes if obs.conf else ())
+                     if isinstance(n.nodeid, int))
     for link in obs.links.links:
+        if link.summary is not None and not link.peers:  # corosync 2: a ring, no per-node state
+            out.append(_ring(link))
         for peer in link.peers:
-            if peer.nodeid == me or peer.state == "localhost":
+            nodeid = peer.nodeid if peer.nodeid is not None else (
+                ordered[peer.position] if peer.position is not None
+                and peer.position < len(ordered) else None)  # cfgtool's order: sorted nodeids
+            if nodeid is None or nodeid == me or peer.state == "localhost":
                 continue
-            out += _one_link(obs, link.link, peer.nodeid, peer.connected, names,
-                             stats.get((peer.nodeid, link.link)), latency_warn_ms)
+            out += _one_link(obs, link.link, nodeid, peer.connected, names,
+                             stats.get((nodeid, link.link)), latency_warn_ms)
     running = {link.link for link in obs.links.links}
     for number in (obs.conf.link_numbers if obs.conf else ()):
         if number not in running:
@@ -191,6 +209,17 @@ def link_findings(obs: Observed, latency_warn_ms: float = LATENCY_WARN_MS) -> li
                             remedy="corosync-cfgtool -R loads it (or see the CONFIGURATION "
                                    "section)"))
     return out
+
+
+def _ring(link) -> Finding:
+    """corosync 2's `RING ID N` block: its status text is all there is."""
+    payload = {"link": link.link, "address": link.address, "status": link.summary}
+    if link.faulty:
+        return fail("ring-faulty", f"ring {link.link} ({link.address}): {link.summary}",
+                    f"ring{link.link}", payload=payload,
+                    remedy="fix the ring's network, then `corosync-cfgtool -r` re-enables it")
+    return Finding("ring-active", Severity.PASS, f"ring {link.link} ({link.address}): "
+                   f"{link.summary}", f"ring{link.link}", payload=payload)
 
 
 def _one_link(obs: Observed, number: int, nodeid: int, connected: bool, names: dict[int, str],

@@ -135,3 +135,18 @@ def test_garbage_is_a_clear_error_never_a_traceback(parser, garbage):
         assert exc.remedy
     else:  # a few inputs are valid for a lenient reader: knet stats may be empty
         assert parser is parse_knet_stats and garbage in ("empty",)
+
+
+def test_status_reads_a_corosync_2_ring_and_a_positional_3_0_output():
+    from pvestrap.corosync.facade import CorosyncConf
+    from pvestrap.verify import Observed, link_findings
+
+    rings = parse_cfgtool_status((CORPUS / "2.x-cfgtool-s-ring0-faulty.txt").read_text())
+    found = {f.code: f for f in link_findings(Observed(links=rings))}
+    assert found["ring-faulty"].subject == "ring0" and found["ring-active"].subject == "ring1"
+    conf = CorosyncConf.parse("nodelist {\n  node {\n    name: a\n    nodeid: 1\n"
+                              "    ring0_addr: 10.0.0.1\n  }\n  node {\n    name: b\n"
+                              "    nodeid: 2\n    ring0_addr: 10.0.0.2\n  }\n}\n")
+    brief = parse_cfgtool_status((CORPUS / "3.0.4-cfgtool-bs.txt").read_text())
+    down = [f for f in link_findings(Observed(links=brief, conf=conf)) if f.code == "knet-link-down"]
+    assert sorted(f.subject for f in down) == ["b/link0", "b/link1"]

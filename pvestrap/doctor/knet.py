@@ -90,7 +90,8 @@ def windows(view: DoctorView, node: NodeView) -> list[LinkWindow]:
     names = view.names_by_id()
     keys = sorted({(k.nodeid, k.link) for s in samples for k in s.stats if k.nodeid != node.nodeid}
                   | {(p.nodeid, link.link) for s in samples if s.links
-                     for link in s.links.links for p in link.peers if p.state != "localhost"})
+                     for link in s.links.links for p in link.peers
+                     if p.state != "localhost" and p.nodeid is not None})
     out = []
     for nodeid, link in keys:
         series = [_stat(s.stats, nodeid, link) for s in samples]
