@@ -320,6 +320,31 @@ def ip_or_none(text: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
         return None
 
 
+def link_address_problem(text: object) -> tuple[str, str, str] | None:
+    """(code, what is wrong, the fix) when TEXT cannot be a corosync link address, else None.
+
+    corosync binds knet to a unicast address of this node: the wildcard, loopback, multicast
+    and broadcast addresses are refused, and an IPv6 scope id may only name an interface (it
+    reaches `ping -I` and corosync.conf: nothing else may ride along on it).
+    """
+    addr = ip_or_none(text)
+    if addr is None:
+        return ("address-not-ip", f"{text!r} is not an IP address",
+                "write the IP address, not a hostname (pvecm stores IPs)")
+    scope = getattr(addr, "scope_id", None)
+    if scope is not None and not IFACE_RE.match(scope):
+        return ("address-scope-invalid", f"{text!r}: the scope id {scope!r} is not an "
+                "interface name", "write the address as fe80::1%eth1, or without a scope id")
+    kind = ("the unspecified address" if addr.is_unspecified else "a loopback address"
+            if addr.is_loopback else "a multicast address" if addr.is_multicast
+            else "the broadcast address" if addr == ipaddress.IPv4Address("255.255.255.255")
+            else None)
+    if kind:
+        return ("address-not-unicast", f"{text} is {kind}, not a node's address on the link",
+                "write this node's unicast address on the link's network")
+    return None
+
+
 def _check_nodes(plan: ClusterPlan) -> list[Finding]:
     out: list[Finding] = []
     if not plan.nodes:
@@ -358,12 +383,12 @@ def _check_nodes(plan: ClusterPlan) -> list[Finding]:
                             remedy="every node needs exactly one address on every link"))
         for number, addr_text in sorted(node.addresses.items()):
             apath = f"{path}.link{number}"
-            addr = ip_or_none(addr_text)
-            if addr is None:
-                out.append(fail("address-not-ip", f"{addr_text!r} is not an IP address", apath,
-                                payload={"address": addr_text},
-                                remedy="write the IP address, not a hostname (pvecm stores IPs)"))
+            problem = link_address_problem(addr_text)
+            if problem:
+                out.append(fail(problem[0], problem[1], apath, payload={"address": addr_text},
+                                remedy=problem[2]))
                 continue
+            addr = ipaddress.ip_address(addr_text)
             if addr_text in used:
                 out.append(fail("address-duplicate", f"{addr_text} is used by node "
                                 f"{used[addr_text]} too", apath, payload={"address": addr_text}))

@@ -574,3 +574,14 @@ def test_the_one_writer_changes_only_config_version_for_another_version(plan, ve
     first, later = CorosyncConf.create(plan).text(), CorosyncConf.create(plan, version).text()
     assert CorosyncConf.parse(later).config_version == version
     assert later == first.replace("  config_version: 1\n", f"  config_version: {version}\n", 1)
+
+
+def test_link_add_and_move_refuse_a_hostile_or_non_unicast_address():
+    """The facade behind `link add` / `link move` applies the same link-address rule."""
+    conf = three_nodes()
+    hostile = {"alpha": "fe80::1%x;touch PWNED;true", "bravo": "fe80::2", "charlie": "127.0.0.1"}
+    with pytest.raises(ValidationFailed) as err:
+        conf.add_link(2, hostile)
+    assert {f.code: f.subject for f in err.value.findings
+            if f.code.startswith("address-")} == {"address-scope-invalid": "alpha/link2",
+                                                  "address-not-unicast": "charlie/link2"}

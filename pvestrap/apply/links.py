@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import os
+import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -270,6 +271,13 @@ def preflight(system: System, cluster: Cluster, plan: ChangePlan) -> list[Findin
     return out + [f for m in cluster.members for f in results[m.name]]
 
 
+def ping_command(count: int, source: str, target: str) -> str:
+    """`ping` from SOURCE to TARGET as a shell word list: every value quoted (an address may
+    carry a scope id, which is user input)."""
+    return shlex.join(["ping", "-n", "-q", "-c", str(int(count)), "-i", "0.2", "-W", "1",
+                       "-I", source, target])
+
+
 def _member_checks(system: System, cluster: Cluster, plan: ChangePlan,
                    member: Member) -> list[Finding]:
     from pvestrap.verify import address_findings, ping_findings
@@ -280,8 +288,8 @@ def _member_checks(system: System, cluster: Cluster, plan: ChangePlan,
     peers = [(n.name, n.addresses[number]) for n in final.nodes if n.name != member.name]
     script = "; ".join(
         [show_script([COROSYNC_CONF]), f"echo {_SPLIT}", "ip -j addr show"] +
-        [f"echo {_SPLIT}; ping -n -q -c {cluster.timeouts.pings} -i 0.2 -W 1 -I {mine} {addr} "
-         "2>&1 || true" for _, addr in peers])
+        [f"echo {_SPLIT}; {ping_command(cluster.timeouts.pings, mine, addr)} 2>&1 || true"
+         for _, addr in peers])
     try:
         parts = access.run(script, "check the new network", mutates=False).stdout.split(_SPLIT)
     except PvestrapError as exc:

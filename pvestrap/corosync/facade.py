@@ -17,6 +17,7 @@ from pvestrap.corosync.tree import (FORBIDDEN, ConfNode, Item, Node_, Section, a
 from pvestrap.errors import UserError, ValidationFailed
 from pvestrap.findings import Finding, fail
 from pvestrap.plan import (MAX_LINK, NAME_RULE, NODEID_MAX, ClusterPlan, ip_or_none,
+                           link_address_problem,
                            name_problem)
 
 
@@ -265,9 +266,9 @@ class CorosyncConf:
             subject = f"{name}/link{number}"
             if name not in known:
                 out.append(fail("node-unknown", f"no node named {name!r}", subject))
-            elif ip_or_none(address) is None:
-                out.append(fail("address-not-ip", f"{address!r} is not an IP address", subject,
-                                remedy="write the IP address (pvecm stores IPs, not names)"))
+            elif (problem := link_address_problem(address)) is not None:
+                out.append(fail(problem[0], problem[1], subject, payload={"address": address},
+                                remedy=problem[2]))
             elif address in used:
                 out.append(fail("address-duplicate", f"{address} is used by {used[address]}",
                                 subject, payload={"address": address, "link": number}))
