@@ -203,6 +203,16 @@ def each(members: Sequence[Member], work: Callable[[Member], Any]) -> dict[str, 
         return {name: f.result() for name, f in futures.items()}
 
 
+def each_safely(members: Sequence[Member], work: Callable[[Member], Any]) -> dict[str, Any]:
+    """`each`, with a member's PvestrapError as its result instead of ending the others."""
+    def guarded(member: Member):
+        try:
+            return work(member)
+        except PvestrapError as exc:
+            return exc
+    return each(members, guarded)
+
+
 @contextmanager
 def locked(system: System, cluster: Cluster) -> Iterator[str]:
     """Every member's join lock (the one a join takes on the member it talks to) and this
@@ -499,8 +509,14 @@ def steps(cluster: Cluster, plan: ChangePlan, ops: MemberOps) -> list[PhaseStep]
 
 
 def run_change(system: System, cluster: Cluster, plan: ChangePlan, on_progress=None):
-    """Apply PLAN under every member's lock, after checking that no member's corosync.conf
-    changed since it was read; StepFailed (after the rollback) when a phase fails."""
+    """Apply PLAN (see run_locked); StepFailed (after the rollback) when a phase fails."""
+    return run_locked(system, cluster, lambda ops: steps(cluster, plan, ops), on_progress)
+
+
+def run_locked(system: System, cluster: Cluster, make_steps: Callable[[ShellOps], Sequence],
+               on_progress=None):
+    """The steps MAKE_STEPS(ops) under every member's lock, after checking that no member's
+    corosync.conf changed since it was read (link changes, node removal, the QDevice)."""
     from pvestrap.apply.engine import run_steps
 
     with locked(system, cluster) as control_path:
@@ -511,4 +527,4 @@ def run_change(system: System, cluster: Cluster, plan: ChangePlan, on_progress=N
             raise OperationFailed(f"corosync.conf changed on {', '.join(changed)} since it was "
                                   "read", code="conf-changed-meanwhile",
                                   remedy="run the command again to plan from the new file")
-        return run_steps(steps(cluster, plan, ops), system, on_progress)
+        return run_steps(make_steps(ops), system, on_progress)

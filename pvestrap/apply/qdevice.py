@@ -191,16 +191,5 @@ def steps(system: System, change: QdeviceChange, ops: MemberOps | None = None,
 def run_change(system: System, change: QdeviceChange, force: bool = False, on_progress=None):
     """Apply CHANGE under every member's lock, after checking that no member's corosync.conf
     changed since it was read; StepFailed (after the rollback) when a step fails."""
-    from pvestrap.apply.engine import run_steps
-
-    cluster = change.cluster
-    with links.locked(system, cluster) as control_path:
-        ops = links.ShellOps(system, cluster, control_path)
-        texts = links.each(cluster.members, ops.read)
-        changed = sorted(n for n, t in texts.items() if t != cluster.text)
-        if changed:
-            raise OperationFailed(f"corosync.conf changed on {', '.join(changed)} since it was "
-                                  "read", code="conf-changed-meanwhile",
-                                  remedy="run the command again to plan from the new file")
-        return run_steps(steps(system, change, ops, force), system, on_progress)
-
+    return links.run_locked(system, change.cluster,
+                            lambda ops: steps(system, change, ops, force), on_progress)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import shlex
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from pvestrap import qdevice as model
 from pvestrap.apply import links
@@ -111,14 +111,7 @@ def run_on(change: QdeviceChange, system: System, member: Member, script: str, w
     return change.cluster.access(system, member, control_path).run(script, what, **kw).stdout
 
 
-def each_member(members: Sequence[Member], work: Callable[[Member], Any]) -> dict[str, Any]:
-    """WORK on every member at once; a member's PvestrapError is its result, not a crash."""
-    def guarded(member: Member):
-        try:
-            return work(member)
-        except PvestrapError as exc:
-            return exc
-    return links.each(members, guarded)
+each_member = links.each_safely  # a member's PvestrapError is its result, not a crash
 
 
 def raise_errors(results: dict[str, Any], what: str, code: str) -> None:

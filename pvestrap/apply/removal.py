@@ -25,7 +25,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 from pvestrap.apply import links
 from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait
@@ -258,7 +258,7 @@ class KnownHostsStep:
             return [before[p] for p in self.files(member) if p in before]
 
         errors = []
-        for name, result in _each_safely(cluster.members, one).items():
+        for name, result in links.each_safely(cluster.members, one).items():
             if isinstance(result, PvestrapError):
                 errors.append(f"{name}: {result.message}")
             else:
@@ -275,15 +275,6 @@ class KnownHostsStep:
             if memo.get(member.name):
                 script, stdin = put_script(memo[member.name])
                 cluster.access(system, member).run(script, "put known_hosts back", input=stdin)
-
-
-def _each_safely(members: Sequence[Member], work) -> dict[str, Any]:
-    def guarded(member: Member):
-        try:
-            return work(member)
-        except PvestrapError as exc:
-            return exc
-    return links.each(members, guarded)
 
 
 @dataclass(frozen=True)
@@ -431,15 +422,5 @@ def steps(system: System, removal: Removal, ops: MemberOps | None = None) -> lis
 def run_removal(system: System, removal: Removal, on_progress=None):
     """Apply the removal under every member's lock, after checking no member's corosync.conf
     changed since it was read; StepFailed (after the rollback) when a step fails."""
-    from pvestrap.apply.engine import run_steps
-
-    cluster = removal.cluster
-    with links.locked(system, cluster) as control_path:
-        ops = links.ShellOps(system, cluster, control_path)
-        texts = links.each(cluster.members, ops.read)
-        changed = sorted(n for n, t in texts.items() if t != cluster.text)
-        if changed:
-            raise OperationFailed(f"corosync.conf changed on {', '.join(changed)} since it was "
-                                  "read", code="conf-changed-meanwhile",
-                                  remedy="run the command again to plan from the new file")
-        return run_steps(steps(system, removal, ops), system, on_progress)
+    return links.run_locked(system, removal.cluster,
+                            lambda ops: steps(system, removal, ops), on_progress)
