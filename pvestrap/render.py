@@ -28,7 +28,8 @@ from typing import Iterable, Mapping
 from urllib.parse import unquote
 
 from pvestrap.corosync.facade import CorosyncConf
-from pvestrap.errors import UserError
+from pvestrap.atomic import atomic_write
+from pvestrap.errors import PvestrapError, UserError
 from pvestrap.paths import COROSYNC_CONF, DATACENTER_CFG, INTERFACES
 from pvestrap.plan import DEFAULT_MAC_PREFIX, ClusterPlan, Datacenter
 
@@ -272,7 +273,20 @@ def render_node(plan: ClusterPlan, node_name: str, root: str | os.PathLike[str] 
 
 
 def _under(root: str | os.PathLike[str], path: str) -> Path:
-    return Path(root) / path.lstrip("/")
+    """PATH under ROOT; refused when a symlink on the way leads out of ROOT (a copy of a node's
+    / may hold absolute links that would point into this machine's own /etc)."""
+    target = Path(root) / path.lstrip("/")
+    real_root = Path(root).resolve()
+    if real_root == Path("/"):
+        return target
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    real = existing.resolve()
+    if real != real_root and real_root not in real.parents:
+        raise UserError(f"{target} leads out of {root} (to {real})", code="render-root-escape",
+                        remedy=f"replace the symlink {existing} with the file or folder itself")
+    return target
 
 
 def _read(root: str | os.PathLike[str], path: str) -> tuple[str | None, int | None]:
@@ -302,14 +316,44 @@ def unified_diff(change: Change) -> str:
                    for line in lines)
 
 
-def write_changes(changes: Iterable[Change], root: str | os.PathLike[str] = "/") -> list[str]:
-    """Write each change under ROOT atomically (backup kept, folders created); return written paths."""
-    from pvestrap.atomic import atomic_write
+def write_changes(changes: Iterable[Change], root: str | os.PathLike[str]) -> list[str]:
+    """Write every change under ROOT, all or nothing; return the written paths.
 
-    written = []
-    for change in changes:
-        target = _under(root, change.path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if atomic_write(target, change.after, mode=change.mode):
-            written.append(str(target))
-    return written
+    ROOT is a copy or mount of a node's /, never this machine's own: changing the live system is
+    `pvestrap apply`'s job (preflight, plan, confirm, rollback). Every target is checked before
+    the first write (no symlink out of ROOT, the atomic write refuses a symlinked file); each file
+    is written atomically with a backup, and when one fails the ones already written get their
+    old content back.
+    """
+    if Path(root).resolve() == Path("/"):
+        raise UserError(f"--root {root} is this machine's /: render never writes the live "
+                        "system", code="render-root-live",
+                        remedy="render into a copy (--root DIR), or change this node with "
+                               "`pvestrap apply` (preflight, plan, confirm)")
+    pending = [(change, _under(root, change.path)) for change in changes]
+    written: list[tuple[Change, Path, bytes | None]] = []
+    try:
+        for change, target in pending:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            backup = _backup_of(target)
+            if atomic_write(target, change.after, mode=change.mode, error=UserError):
+                written.append((change, target, backup))
+    except PvestrapError:
+        for change, target, backup in reversed(written):
+            _put_back(target, change.before, change.mode)
+            _put_back(target.with_name(target.name + ".bak"), backup, change.mode)
+        raise
+    return [str(target) for _, target, _ in written]
+
+
+def _backup_of(target: Path) -> bytes | None:
+    """The content of TARGET.bak before a write replaces it (None: there was none)."""
+    bak = target.with_name(target.name + ".bak")
+    return bak.read_bytes() if bak.is_file() and not bak.is_symlink() else None
+
+
+def _put_back(path: Path, content: str | bytes | None, mode: int) -> None:
+    if content is None:
+        path.unlink(missing_ok=True)
+    else:
+        atomic_write(path, content, mode=mode, backup=False)

@@ -7,6 +7,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -498,3 +499,57 @@ def test_corosync_accepts_random_rendered_plans(tmp_path, plan):
              for a in node.addresses.values()]
     result = _corosync_accepts(render_corosync_conf(plan), node.name, local, tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+# -- writing under --root: never the live /, all or nothing, never out through a symlink ---------
+
+def test_a_root_that_resolves_to_slash_is_refused_before_anything(tmp_path):
+    link = tmp_path / "looks-like-a-copy"
+    link.symlink_to("/")
+    changes = [Change(COROSYNC_CONF, None, "totem {\n}\n", 0o644)]
+    for root in ("/", str(link), str(tmp_path / ".." / ".." / ".." / "..")):
+        with pytest.raises(UserError) as err:
+            write_changes(changes, root)
+        assert err.value.code == "render-root-live" and err.value.exit_code == 2
+
+
+def test_render_root_slash_through_the_cli_exits_2_and_writes_nothing(tmp_path):
+    answers_file = tmp_path / "cluster.toml"
+    from pvestrap import answers
+
+    answers_file.write_text(answers.example())
+    proc = subprocess.run([sys.executable, "-c", "import sys; from pvestrap.cli import main; "
+                           "sys.exit(main())", "render", "--answers", str(answers_file),
+                           "--node", "pve1", "--root", "/"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "render never writes the live system" in proc.stderr
+
+
+def test_a_failing_write_leaves_no_file_changed(tmp_path):
+    root = _node_root(tmp_path)
+    changes = render_node(_full_plan(), "pve1", root=root)
+    assert [c.path for c in changes] == [COROSYNC_CONF, DATACENTER_CFG, INTERFACES]
+    interfaces = root / INTERFACES.lstrip("/")
+    interfaces.rename(interfaces.with_name("interfaces.real"))
+    interfaces.symlink_to("interfaces.real")  # the last of three writes refuses a symlink
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    with pytest.raises(UserError) as err:
+        write_changes(changes, root)
+    assert err.value.code == "write-target-not-regular"
+    after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert after == before  # corosync.conf and datacenter.cfg, written first, were taken back
+
+
+def test_a_symlink_out_of_the_root_is_never_followed(tmp_path):
+    root = _node_root(tmp_path / "node")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "etc/corosync").symlink_to(outside)
+    changes = [Change(COROSYNC_CONF, None, "totem {\n}\n", 0o644)]
+    with pytest.raises(UserError) as err:
+        write_changes(changes, root)
+    assert err.value.code == "render-root-escape"
+    assert list(outside.iterdir()) == []
+    with pytest.raises(UserError):
+        render_node(_full_plan(), "pve1", root=root)  # nor read through
