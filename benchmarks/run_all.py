@@ -15,7 +15,8 @@ import sys
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
-ORDER = ("lab_updown", "probe_accuracy", "preflight_mesh", "apply_cluster", "ansible_fleet")
+ORDER = ("answers_validate", "lab_updown", "probe_accuracy", "preflight_mesh", "apply_cluster",
+         "ansible_fleet")
 
 
 def main(names: list[str]) -> int:

@@ -10,7 +10,6 @@ from typing import Any
 from pvestrap.toml_schema import join_path
 
 _LAST_PART = re.compile(r'(\[\d+\]|\.(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"))$')
-_CLOSERS = ("]", "}", '"""', "'''")
 
 
 def key_lines(text: str) -> dict[str, int]:
@@ -95,14 +94,55 @@ def _split_key(line: str) -> str | None:
     return None
 
 
+_SPECIAL = re.compile(r"\"\"\"|\'\'\'|[\"\'#\[\]{}]")
+_BASIC_END = {'"': re.compile(r'\\.|"'), '"""': re.compile(r'\\.|"""')}
+
+
+def _value_end(lines: list[str], i: int, start: int) -> int:
+    """The last line of the value that starts at lines[i][start:], found in one pass: strings
+    (basic, literal, both multi-line), comments and bracket depth are tracked, so a long value
+    costs one scan instead of a parse per line (a 40 KB string took 38 s that way)."""
+    quote, depth = "", 0
+    for j in range(i, len(lines)):
+        line, k = lines[j], start if j == i else 0
+        while k < len(line):
+            if quote:
+                k, quote = _string_end(line, k, quote)
+                continue
+            found = _SPECIAL.search(line, k)
+            if found is None or found.group() == "#":
+                break
+            token, k = found.group(), found.end()
+            if token in "[{":
+                depth += 1
+            elif token in "]}":
+                depth -= 1
+            else:
+                quote = token
+        if quote in ('"', "'"):
+            quote = ""  # a one-line string cannot go on: tomllib will say what is wrong
+        if not quote and depth <= 0:
+            return j
+    return len(lines) - 1
+
+
+def _string_end(line: str, k: int, quote: str) -> tuple[int, str]:
+    """(where scanning goes on, the quote still open) inside a string starting at line[k:]."""
+    if quote in _BASIC_END:  # basic strings have escapes: a backslash skips the next character
+        for found in _BASIC_END[quote].finditer(line, k):
+            if found.group() == quote:
+                return found.end(), ""
+        return len(line), quote
+    end = line.find(quote, k)
+    return (len(line), quote) if end < 0 else (end + len(quote), "")
+
+
 def _key_value(lines: list[str], i: int, table: str, where: dict[str, int]) -> int:
     key_text = _split_key(lines[i])
     if key_text is None:
         return i + 1
     parts, _ = _descend(tomllib.loads(key_text + "= 0"))
-    for j in range(i, len(lines)):
-        if j > i and not any(c in lines[j] for c in _CLOSERS):
-            continue
+    for j in range(_value_end(lines, i, len(key_text) + 1), len(lines)):
         try:
             doc = tomllib.loads("\n".join(lines[i:j + 1]))
         except tomllib.TOMLDecodeError:
