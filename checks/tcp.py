@@ -33,13 +33,16 @@ _SERVICE = {"join-api": "the Proxmox VE API (pveproxy)", "join-ssh": "SSH (sshd)
 
 
 def targets_for(plan: "ClusterPlan", node: str) -> tuple["prober.TcpTarget", ...]:
-    """22 (and 8006 on Proxmox VE: the corosync backend joins over SSH only) to the join
-    target for a joining node; 5403 to the QDevice for every node."""
+    """22 (and 8006 on Proxmox VE when the plan names the root password: the corosync backend
+    and pvecm add --use_ssh join over SSH only) to the join target for a joining node; 5403 to
+    the QDevice for every node."""
     out = []
     if plan.role_of(node) == "join":
         address = plan.join_address()
         name = next((n.name for n in plan.nodes if address in n.addresses.values()), address)
-        if plan.backend != "corosync":  # the API join (8006) exists only on Proxmox VE
+        # The API join (8006) exists only on Proxmox VE, and only with the root password;
+        # without one, pvecm add --use_ssh joins over 22.
+        if plan.backend != "corosync" and plan.join.names_password:
             out.append(prober.TcpTarget(name, address, PORTS["join-api"], "join-api"))
         out.append(prober.TcpTarget(name, address, PORTS["join-ssh"], "join-ssh"))
     if plan.qdevice is not None:

@@ -106,6 +106,12 @@ class JoinTarget:
     password_file: str | None = None
     password_env: str | None = None
 
+    @property
+    def names_password(self) -> bool:
+        """Whether the plan can give the root password: the API join (pvecm add, TCP 8006) is
+        possible; without it a Proxmox VE node joins with pvecm add --use_ssh (TCP 22)."""
+        return bool(self.password_file or self.password_env)
+
 
 @dataclass(frozen=True)
 class Datacenter:

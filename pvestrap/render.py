@@ -127,6 +127,18 @@ def render_datacenter_cfg(plan: ClusterPlan, existing: str | None) -> str:
                    entries=sorted(merged.entries.items()))
 
 
+def datacenter_options(plan: ClusterPlan, existing: str | None) -> dict[str, str]:
+    """The options `pvesh set /cluster/options` needs to turn EXISTING into what the plan wants:
+    key -> value as datacenter.cfg spells it ('description' included), only those that change."""
+    plan.check()
+    current = _parse_datacenter(existing or "")
+    merged = _merge_datacenter(current, plan.datacenter)
+    out = {k: v for k, v in sorted(merged.entries.items()) if current.entries.get(k) != v}
+    if merged.description.rstrip("\n") != current.description.rstrip("\n"):
+        out["description"] = merged.description.rstrip("\n")
+    return out
+
+
 def _parse_datacenter(text: str) -> _DatacenterFile:
     """Comments at column 0 form the description (percent-decoded); other lines are `key: value`."""
     description = ""

@@ -209,8 +209,15 @@ def _plan(**kw) -> ClusterPlan:
     return ClusterPlan("lab", nodes, (Link(0, "10.254.0.0/24"), Link(1, "10.254.1.0/24")), **kw)
 
 
+def test_without_a_root_password_a_pve_joiner_needs_only_ssh():
+    """pvecm add --use_ssh 1 joins over 22; the API (8006) is probed only for the API join."""
+    req = prober.request_from_plan(_plan(), "pve2")
+    assert {(t.port, t.purpose) for t in req.tcp} == {(22, "join-ssh")}
+
+
 def test_request_from_plan_for_a_joiner():
-    plan = _plan(qdevice=QDevice("10.254.0.50"))
+    plan = _plan(qdevice=QDevice("10.254.0.50"),
+                 join=JoinTarget(password_env="PVE_ROOT_PASSWORD"))
     req = prober.request_from_plan(plan, "pve2")
     assert {(t.peer, t.link, t.port, t.address, t.source, t.legacy) for t in req.targets} == {
         (peer, link, port, f"10.254.{link}.{i}", f"10.254.{link}.2", port == 5404)

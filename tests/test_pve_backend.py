@@ -150,6 +150,7 @@ def test_create_then_again_plans_nothing(tmp_path: Path):
     assert [c["argv"] for c in log if c["argv"][0] == "create"] == [
         list(create_argv(plan, "pve1"))[1:]]
     assert "keyboard: de" in (root / "etc/pve/datacenter.cfg").read_text()
+    assert not (root / "etc/pve/datacenter.cfg.bak").exists()  # nothing extra in /etc/pve
     assert (root / "etc/corosync/authkey").stat().st_mode & 0o777 == 0o400
     status = quorum_status(system)
     assert status.quorate and status.cluster_name == "lab" and status.local.nodeid == 1
@@ -174,6 +175,30 @@ def test_a_dry_run_create_runs_no_pvecm_create_and_changes_nothing(tmp_path: Pat
     assert shown[0].startswith("pvecm create lab --link0 10.254.0.1")
     assert isinstance(dry.records[1], RecordedWait)
     assert isinstance(dry.records[2], RecordedWrite) and "keyboard: de" in dry.records[2].text
+    assert dry.records[2].backup is False
+
+
+def test_with_pvesh_the_options_go_through_the_api(tmp_path: Path):
+    """A node with pve-manager: `pvesh set /cluster/options` (validated, under pmxcfs's lock),
+    only the options that change; again: nothing; no .bak in /etc/pve."""
+    root = tmp_path / "pve1"
+    (root / "etc/pve").mkdir(parents=True)
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/pvesh").symlink_to(STANDIN / "pvesh")
+    (root / "etc/pve/datacenter.cfg").write_text("keyboard: en-us\nlanguage: en\n")
+    system = node_system(root, "pve1")
+    plan = make_plan(datacenter=Datacenter(keyboard="de", migration_type="insecure",
+                                           migration_network="10.254.1.0/24"))
+    outcome = run_steps(create_steps(plan, "pve1", system, FAST), system)
+    assert outcome.applied[-1] == "pve-datacenter-cfg"
+    sets = [c["argv"] for c in calls(root) if c["tool"] == "pvesh"]
+    assert sets == [["set", "/cluster/options", "--keyboard", "de", "--migration",
+                     "insecure,network=10.254.1.0/24"]]
+    assert (root / "etc/pve/datacenter.cfg").read_text() == (
+        "keyboard: de\nlanguage: en\nmigration: insecure,network=10.254.1.0/24\n")
+    assert not (root / "etc/pve/datacenter.cfg.bak").exists()
+    again = run_steps(create_steps(plan, "pve1", system, FAST), system)
+    assert again.applied == ()
 
 
 def test_a_node_of_another_cluster_is_refused(tmp_path: Path):

@@ -22,6 +22,7 @@ Cluster/Setup.pm, Cluster.pm; pve-common's PTY.pm and Tools.pm):
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shlex
@@ -29,15 +30,16 @@ import socket
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from pvestrap.apply.engine import PlannedCommand, PlannedWait, Step, WriteFileStep
+from pvestrap.apply.engine import PlannedCommand, PlannedWait, Step
+from pvestrap.apply.pve_datacenter import PveDatacenterStep
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import PVECM_STATUS, QuorumStatus, read_quorum
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.fingerprint import API_PORT, fetch_fingerprint
 from pvestrap.password import resolve_password
-from pvestrap.paths import AUTHKEY, COROSYNC_CONF, DATACENTER_CFG, PVE_COROSYNC_CONF
+from pvestrap.paths import (AUTHKEY, COROSYNC_CONF, DATACENTER_CFG, PVE_COROSYNC_CONF,
+                            PVE_MEMBERS)
 from pvestrap.plan import ClusterPlan, Datacenter
-from pvestrap.render import MODES, render_datacenter_cfg
 from pvestrap.system import CommandFailed, CommandTimeout, Secret, System
 
 
@@ -175,8 +177,23 @@ def quorum_status(system: System) -> QuorumStatus | None:
 
 
 def _quorate(system: System) -> bool:
+    """corosync is quorate AND pmxcfs knows it: /etc/pve refuses writes (EACCES) until its
+    /etc/pve/.members says "quorate": 1, seen ~3 s after corosync's quorum on a fresh cluster."""
     status = quorum_status(system)
-    return bool(status and status.quorate and status.local is not None)
+    return bool(status and status.quorate and status.local is not None) and \
+        pmxcfs_quorate(system)
+
+
+def pmxcfs_quorate(system: System) -> bool:
+    """pmxcfs's view (its .members file); True where there is no pmxcfs to ask."""
+    text = system.read_text(PVE_MEMBERS)
+    if text is None:
+        return True
+    try:
+        cluster = json.loads(text).get("cluster") or {}
+    except (ValueError, AttributeError):
+        return False
+    return cluster.get("quorate") == 1
 
 
 # -- how to join ----------------------------------------------------------------------------------
@@ -217,7 +234,7 @@ def choose_join_method(system: System, plan: ClusterPlan, has_pveproxy: Callable
     """The API join when the plan names the root password and the cluster node serves the API;
     otherwise pvecm's SSH join when root key login to it works."""
     host = plan.join_address()
-    password = bool(plan.join.password_file or plan.join.password_env)
+    password = plan.join.names_password
     if password and has_pveproxy(host):
         return JoinMethod("api", f"the plan names the root password and {host}:8006 answers")
     if key_login(system, host):
@@ -474,12 +491,8 @@ def create_steps(plan: ClusterPlan, node_name: str, system: System,
     plan.check()
     steps: list[Step] = [PveCreateStep(plan, node_name, timeouts.create),
                          PveWaitQuorumStep(timeouts.quorum, timeouts.poll)]
-    existing = system.read_text(DATACENTER_CFG)
-    if existing is not None or plan.datacenter != Datacenter():
-        text = render_datacenter_cfg(plan, existing)
-        steps.append(WriteFileStep(DATACENTER_CFG, text, MODES[DATACENTER_CFG],
-                                   id="pve-datacenter-cfg",
-                                   description=f"write {DATACENTER_CFG} (cluster-wide options)"))
+    if system.exists(DATACENTER_CFG) or plan.datacenter != Datacenter():
+        steps.append(PveDatacenterStep(plan))
     return steps
 
 

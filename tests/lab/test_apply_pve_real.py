@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ import pytest
 from pvestrap.answers import dumps
 from pvestrap.apply.pve import JoinFailed, JoinMethod, PveJoinStep
 from pvestrap.lab.lab import Lab
-from pvestrap.plan import ClusterPlan
+from pvestrap.plan import ClusterPlan, Datacenter
 from pvestrap.corosync.status import parse_quorum_status
 from pvestrap.system import RealSystem
 
@@ -28,7 +29,7 @@ HEADER = "==> /etc/corosync/corosync.conf (mode 0644) <==\n"
 
 
 def answer_file(lab: Lab, tmp_path: Path) -> tuple[ClusterPlan, Path]:
-    plan = lab.plan()
+    plan = replace(lab.plan(), datacenter=Datacenter(keyboard="de"))
     text = dumps(plan).replace('backend = "pve"\n', 'backend = "pve"\npve_version = "9.2"\n')
     assert 'pve_version = "9.2"' in text
     path = tmp_path / "answers.toml"
@@ -88,6 +89,10 @@ def test_apply_builds_a_real_proxmox_cluster_exactly_as_previewed(lab, tmp_path,
         assert "already as planned" in diff.stderr
         dry = apply(three, index, answers, "--dry-run")
         assert dry.returncode == 0 and "nothing to do, already as planned" in dry.stdout
+        # datacenter.cfg was written once, on n1, into pmxcfs: every node has it, no backup
+        pve = three.node(index).path("/etc/pve")
+        assert "keyboard: de\n" in (pve / "datacenter.cfg").read_text()
+        assert not (pve / "datacenter.cfg.bak").exists()
 
     # A join real pvecm refuses (n2 is a member already): it prints the errors and exits 0,
     # and pvestrap reports the refusal instead of taking the exit code for success.
@@ -98,3 +103,41 @@ def test_apply_builds_a_real_proxmox_cluster_exactly_as_previewed(lab, tmp_path,
         step.apply(system)
     assert refused.value.code == "join-refused"
     assert any("already exists" in line for line in refused.value.details["output"])
+
+
+FIRSTBOOT_ARGS = ("--peer-wait 120 --turn-wait 240 --apply-timeout 240 --quorum-timeout 90 "
+                  "--linger 240 --duration 1")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("release", ["8", "9"])
+def test_first_boot_of_a_pve_lab_ends_as_apply_does(lab, tmp_path, release):
+    """iso/pvestrap-firstboot.sh in every node at once, from one answer file: the same
+    cluster as `apply` builds, byte for byte the preview."""
+    import pvestrap.iso
+
+    script = Path(pvestrap.iso.__file__).with_name("pvestrap-firstboot.sh")
+    three = lab(nodes=3, pve=release)
+    _, answers = answer_file(three, tmp_path)
+    before = preview(three, 1, answers)
+    env = {"PVESTRAP_ANSWERS": str(answers), "PVESTRAP_STATE_DIR": "/run/pvestrap/firstboot",
+           "PVESTRAP_FIRSTBOOT": f"{sys.executable} -m pvestrap.wizard.firstboot",
+           "PVESTRAP_FIRSTBOOT_ARGS": FIRSTBOOT_ARGS}
+    runs = {}
+    for index in (1, 2, 3):
+        out = (tmp_path / f"n{index}.out").open("w")
+        runs[index] = three.popen(index, ["sh", str(script)], env=env, stdout=out,
+                                  stderr=subprocess.STDOUT)
+    try:
+        codes = {i: p.wait(timeout=600) for i, p in runs.items()}
+    finally:
+        for p in runs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    logs = {i: (tmp_path / f"n{i}.out").read_text()[-3000:] for i in runs}
+    assert codes == {1: 0, 2: 0, 3: 0}, logs
+    for index in (1, 2, 3):
+        quorum = parse_quorum_status(three.exec(index, ["pvecm", "status"]).stdout)
+        assert quorum.quorate and quorum.total_votes == 3
+        assert three.node(index).path("/etc/pve/corosync.conf").read_text() == before

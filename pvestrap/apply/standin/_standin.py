@@ -75,6 +75,19 @@ def log_call(tool: str, argv: list[str], stdin: str | None) -> None:
         fh.write(json.dumps(entry) + "\n")
 
 
+def encode_text(line: str) -> str:
+    """pve-common's encode_text (datacenter.cfg comments): %XX for control bytes, non-ASCII,
+    ':' and '%'."""
+    return "".join(chr(b) if 0x20 <= b <= 0x7E and b not in (0x25, 0x3A) else f"%{b:02X}"
+                   for b in line.encode("utf-8"))
+
+
+def decode_text(text: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(text, errors="replace")
+
+
 # -- arguments -------------------------------------------------------------------------------------
 
 def parse_options(args: list[str], spec: dict[str, str], positional: list[str]) -> dict:
