@@ -7,8 +7,8 @@ separated node. These functions turn what the tools said into findings, each wit
 (what `--ignore` names); they read nothing themselves, so the commands and tests feed them.
 
 Vote math follows votequorum (corosync's votequorum(5)): expected votes are the sum of the
-nodelist's quorum_votes plus the quorum device's votes; quorum is expected // 2 + 1. A QDevice
-without `votes` gets 1 with algorithm ffsplit and nodes - 1 with lms (corosync-qdevice(8)).
+nodelist's quorum_votes plus the quorum device's votes (the quorum.device section, read and
+counted by pvestrap.qdevice); quorum is expected // 2 + 1.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import LinksStatus, QuorumStatus
 from pvestrap.corosync.tree import as_int
 from pvestrap.findings import Finding, fail, passed, warn
+from pvestrap.qdevice import configured, qdevice_votes
 
 CHECK_MEMBER = "remove-member"      # NAME is in this cluster's corosync.conf (and not us)
 CHECK_OFFLINE = "remove-offline"    # NAME is not online: membership, knet, ICMP
@@ -74,31 +75,15 @@ def offline_findings(name: str, nodeid: int, quorum: QuorumStatus | None,
 
 # -- votes -----------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class QDevice:
-    model: str | None
-    algorithm: str | None
-    votes: int | None   # as written; None: corosync-qdevice's default
-
-
-def qdevice(conf: CorosyncConf) -> QDevice | None:
-    """The quorum.device section of corosync.conf, if any."""
-    quorum = conf.tree.section("quorum")
-    device = quorum.section("device") if quorum else None
-    if device is None:
-        return None
-    net = device.section("net")
-    votes = as_int(device.get("votes"))
-    return QDevice(device.get("model"), net.get("algorithm") if net else None,
-                   votes if isinstance(votes, int) else None)
-
-
-def qdevice_votes(device: QDevice | None, nodes: int) -> int:
+def device_votes(device: Mapping[str, str] | None, nodes: int) -> int:
+    """The QDevice's votes for NODES nodes: its `votes` key, else corosync-qdevice's default
+    for its algorithm (pvestrap.qdevice, the one owner of that rule)."""
     if device is None:
         return 0
-    if device.votes is not None:
-        return device.votes
-    return max(nodes - 1, 1) if device.algorithm == "lms" else 1
+    votes = as_int(device.get("votes"))
+    if isinstance(votes, int):
+        return votes
+    return qdevice_votes(device.get("algorithm") or "ffsplit", nodes)
 
 
 def node_votes(conf: CorosyncConf) -> dict[str, int]:
@@ -113,7 +98,7 @@ class VotePlan:
     expected_after: int
     quorum_after: int
     present: int          # votes of the members other than NAME, QDevice included
-    qdevice: QDevice | None
+    qdevice: Mapping[str, str] | None
     nodes_after: int
 
     @property
@@ -130,8 +115,8 @@ def vote_plan(conf: CorosyncConf, name: str, quorum: QuorumStatus | None) -> Vot
     votes = node_votes(conf)
     nodeid = {str(n.name): n.nodeid for n in conf.nodes}.get(name)
     after = {n: v for n, v in votes.items() if n != name}
-    device = qdevice(conf)
-    expected = sum(after.values()) + qdevice_votes(device, len(after))
+    device = configured(conf)
+    expected = sum(after.values()) + device_votes(device, len(after))
     members = quorum.members if quorum else ()
     present = sum(m.votes or 0 for m in members if m.nodeid != nodeid)
     return VotePlan(quorum.expected_votes if quorum else None, expected, expected // 2 + 1,
@@ -179,7 +164,7 @@ def vote_findings(votes: VotePlan, quorate_now: bool, expected_override: int | N
                         "cluster", check=CHECK_VOTES, payload=payload,
                         remedy="remove the QDevice (`pvecm qdevice remove`) or add a node"
                         + ("; algorithm ffsplit works only with an even number of nodes"
-                           if votes.qdevice.algorithm == "ffsplit" else "")))
+                           if votes.qdevice.get("algorithm") == "ffsplit" else "")))
     if not any(f.severity.value == "fail" for f in out):
         out.append(passed("removal-votes", f"after the removal: expected votes "
                           f"{votes.expected_after}, quorum {votes.quorum_after}, "

@@ -98,8 +98,7 @@ def test_a_removal_that_would_lose_quorum_fails():
 ])
 def test_qdevice_votes_and_parity(algo, votes, nodes, expected, odd):
     conf = CorosyncConf.parse(conf_text(nodes, DEVICE.format(votes=votes, algo=algo)))
-    device = r.qdevice(conf)
-    assert device.algorithm == algo
+    assert r.device_votes(r.configured(conf), nodes - 1) == expected - (nodes - 1)
     plan = r.vote_plan(conf, f"n{nodes}", quorum(list(range(1, nodes)), 99, True, qdevice=1))
     assert plan.expected_after == expected
     found = codes(r.vote_findings(plan, True, None, f"n{nodes}"))
@@ -114,3 +113,63 @@ def test_guests_and_ha():
                             "ha-names-node": "warn"}
     assert found[0].payload["guests"] == {"qemu-server": ["99", "100"]}
     assert codes(r.guest_findings("n4", {}, [])) == {"node-no-guests": "pass"}
+
+
+STORAGE_CFG = """dir: local
+\tpath /var/lib/vz
+\tcontent iso,backup
+
+nfs: shared-nfs
+\tserver 10.0.0.50
+\texport /srv
+\tpath /mnt/pve/shared-nfs
+
+lvm: san
+\tvgname vg0
+\tshared 1
+\tnodes n1,n2
+
+rbd: ceph
+\tpool vms
+"""
+
+
+def test_shared_storage_and_guests():
+    from pvestrap.checks import separation as s
+
+    storages = s.parse_storage_cfg(STORAGE_CFG)
+    assert [(x.id, x.shared) for x in storages] == [
+        ("local", False), ("shared-nfs", True), ("san", True), ("ceph", True)]
+    found = s.storage_findings("n3", storages)  # san is restricted to n1, n2
+    assert [(f.code, f.subject) for f in found] == [("shared-storage-kept", "shared-nfs"),
+                                                    ("shared-storage-kept", "ceph")]
+    assert codes(s.storage_findings("n3", storages[:1])) == {"no-shared-storage": "pass"}
+    guests = {"qemu-server/100": "scsi0: ceph:vm-100-disk-0,size=8G\nnet0: virtio=AA\n",
+              "lxc/101": "rootfs: local:101/vm-101-disk-0.raw,size=8G\n"}
+    found = s.guest_storage_findings("n3", storages, guests)
+    assert [(f.code, f.payload["storages"]) for f in found] == [
+        ("guest-on-shared-storage", ["ceph"])]
+
+
+def test_separation_quorum():
+    from pvestrap.checks import separation as s
+
+    three = r.vote_plan(CorosyncConf.parse(conf_text(3)), "n1", quorum([1, 2, 3], 3, True))
+    assert codes(s.quorum_findings(three, True, None, "n1")) == {"others-stay-quorate": "pass"}
+    two = r.vote_plan(CorosyncConf.parse(conf_text(2)), "n1", quorum([1, 2], 2, True))
+    assert codes(s.quorum_findings(two, True, None, "n1")) == {"separation-loses-quorum": "fail"}
+    assert codes(s.quorum_findings(two, True, 1, "n1")) == {"expected-votes-lowered": "warn"}
+
+
+def test_strangers_findings():
+    from pvestrap.checks import strangers as s
+
+    conf = CorosyncConf.parse(conf_text(3))
+    assert s.ports_of(conf) == {5405: 0}
+    found = s.stranger_findings(conf, {"10.0.0.4": {5405}, "10.0.0.2": {5405},
+                                       "127.0.0.1": {5405}}, 2.0)
+    assert [(f.code, f.subject, f.payload["links"]) for f in found] == [
+        ("link-stranger", "10.0.0.4", [0])]
+    assert codes(s.stranger_findings(conf, {}, 2.0)) == {"link-strangers-none": "pass"}
+    assert codes(s.stranger_findings(conf, None, 2.0, "not root")) == {
+        "link-strangers-unheard": "skip"}

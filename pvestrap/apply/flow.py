@@ -28,8 +28,9 @@ from pvestrap.apply.engine import (Action, Outcome, PlannedCommand, Progress, St
                                    StepFailed, plan_steps, run_steps)
 from pvestrap.apply.lock import apply_lock
 from pvestrap.apply.remote import Remote, member_lock
-from pvestrap.errors import OperationFailed, UserError
-from pvestrap.findings import Finding, Severity, apply_ignores
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.errors import OperationFailed, PvestrapError, UserError
+from pvestrap.findings import Finding, Severity, apply_ignores, fail
 from pvestrap.nodefacts import read_facts, resolve
 from pvestrap.plan import ClusterPlan
 from pvestrap.recorded import DryRunSystem
@@ -237,6 +238,8 @@ def _corosync(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
     service = ctx.service or cs.default_service(ctx.system)
     t = ctx.timeouts
     found = cs.membership(system, plan, node)
+    if found.state == "member" and plan.role_of(node) == "join":
+        _refuse_if_dropped(plan, node, ctx, system)
     if found.state == "member":
         ctx.out(f"{node} is already in cluster {plan.cluster_name} as planned: preflight "
                 "skipped, checking that corosync runs and is quorate")
@@ -256,6 +259,32 @@ def _corosync(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
                              remedy="join only nodes without an authkey and without a running "
                                     "corosync; pvestrap never forces a join")
     return _join(plan, node, ctx, system, service)
+
+
+def _refuse_if_dropped(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System) -> None:
+    """This node's corosync.conf lists it, but the cluster's (on the join target) does not: it
+    was removed while away and came back as it was (the admin guide: it must never come back
+    "as it is"). Its corosync talks on the members' link ports; refuse instead of starting it."""
+    t = ctx.timeouts
+    target = plan.join_address()
+    try:
+        files = Remote(system, target, timeout=t.remote, connect_timeout=t.connect).read_files(
+            [cs.COROSYNC_CONF], "read the cluster's corosync.conf")
+        theirs = CorosyncConf.parse((files[cs.COROSYNC_CONF].data or b"").decode(),
+                                    f"{target}:{cs.COROSYNC_CONF}")
+    except PvestrapError:
+        return  # the member path below still has to find a quorate cluster
+    if any(n.name == node for n in theirs.nodes):
+        return
+    raise cs.JoinRefused(
+        f"{node} was removed from cluster {plan.cluster_name}: its own corosync.conf still "
+        f"lists it, {target}'s (config_version {theirs.config_version}) does not",
+        [fail("removed-node-returned", f"{node} has the old corosync.conf of "
+              f"{plan.cluster_name}; the members dropped it", node,
+              payload={"target": target, "cluster_version": theirs.config_version})],
+        code="join-removed-node",
+        remedy="run `pvestrap node separate` on this node (stops corosync, keeps its old files "
+               "aside), then `pvestrap apply` again to join cleanly")
 
 
 def _remote_factory(t: cs.CorosyncTimeouts, target: str, control: str | None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -202,6 +203,8 @@ class ExpectedVotesStep:
     argv: tuple[str, ...]
     before: int | None
     undo_argv: tuple[str, ...] | None
+    member: Member | None = None   # run there over SSH (None: here)
+    cluster: Cluster | None = field(default=None, compare=False)
     id: str = "expected-votes"
 
     @property
@@ -210,13 +213,19 @@ class ExpectedVotesStep:
                "not quorate)"
 
     def plan(self, system: System) -> list[Action]:
+        if self.member is not None:
+            return [PlannedCommand(("ssh", f"root@{self.member.name}", shlex.join(self.argv)))]
         return [PlannedCommand(self.argv, undo_argv=self.undo_argv)]
 
     def apply(self, system: System) -> None:
-        system.run(list(self.argv), timeout=30)
+        if self.member is not None and self.cluster is not None:
+            self.cluster.access(system, self.member).run(shlex.join(self.argv),
+                                                         "lower expected votes")
+        else:
+            system.run(list(self.argv), timeout=30)
 
     def undo(self, system: System, memo: None) -> None:
-        if self.undo_argv:  # corosync refuses some values; a reload resets it from the nodelist
+        if self.undo_argv and self.member is None:  # a reload resets it from the nodelist
             system.run(list(self.undo_argv), check=False, timeout=30)
 
 
@@ -237,8 +246,6 @@ class KnownHostsStep:
         return (KNOWN_HOSTS, PVE_KNOWN_HOSTS) if shared else (KNOWN_HOSTS,)
 
     def script(self, member: Member) -> str:
-        import shlex
-
         return "; ".join(f"if [ -f {shlex.quote(p)} ]; then ssh-keygen -R {shlex.quote(h)} -f "
                          f"{shlex.quote(p)} >/dev/null 2>&1; rm -f -- {shlex.quote(p + '.old')}; fi"
                          for p in self.files(member) for h in self.removal.hosts)

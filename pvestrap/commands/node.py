@@ -75,6 +75,50 @@ def remove(name: str = typer.Argument(..., help="The node to remove (powered off
                        "aside": removal.aside if aside else None})
 
 
+@app.command("separate")
+def separate(expected_votes: Optional[int] = EXPECTED, dry_run: bool = DRY_RUN, yes: bool = YES,
+             json_out: bool = JSON, ignore: List[str] = IGNORE, timeout: float = TIMEOUT) -> int:
+    """Separate THIS node from its cluster without reinstalling it (run on the leaving node).
+
+    Preflight (check ids: separate-quorum, remove-members, and on Proxmox VE
+    separate-shared-storage, separate-guests), the plan, confirmation, then: corosync stops
+    here, its files are kept aside under /var/lib/pvestrap/separated/, the staying members drop
+    this node (over SSH) and are verified; undone in reverse on a failure. The node can join a
+    cluster again with `pvestrap apply`. Exit codes as for remove.
+    """
+    from pvestrap.apply import separate as sp
+    from pvestrap.apply.corosync import default_service
+    from pvestrap.apply.links import LinkTimeouts
+    from pvestrap.system import RealSystem
+
+    system = RealSystem()
+    out = Output(json_out)
+    sep = sp.read_separation(system, default_service(system), expected_votes,
+                             LinkTimeouts(verify=timeout))
+    name = sep.name
+    report = preflight_report("separate", sp.preflight(system, sep), ignore,
+                              {"cluster": sep.removal.cluster.conf.cluster_name, "node": name})
+    if report.exit_code():
+        return out.refused(report, name)
+    step_list = sp.steps(system, sep)
+    out.plan(report, None if sep.dropped_by else sep.removal.change(), step_list, system)
+    if dry_run:
+        return out.finish("dry-run", "dry run: nothing was changed")
+    from pvestrap.commands.link import _confirm
+
+    _confirm(yes, f"separate {name} from {sep.removal.cluster.conf.cluster_name}?")
+    outcome = run_and_report(out, lambda progress: sp.run_separation(system, sep, progress))
+    if outcome is None:
+        return 1
+    others = (f"{sep.dropped_by} had dropped it already" if sep.dropped_by else
+              f"the {len(sep.removal.cluster.members)} other members run config_version "
+              f"{sep.removal.after.config_version}")
+    return out.finish("done", f"done: {name} is standalone; its old files are in {sep.aside}; "
+                      f"{others}",
+                      {"applied": list(outcome), "aside": sep.aside,
+                       "config_version": sep.removal.after.config_version})
+
+
 # -- shared by remove and separate -----------------------------------------------------------------
 
 def preflight_report(what: str, found, ignore: List[str], meta=None):
@@ -119,12 +163,13 @@ class Output:
         self.report(report)
         plans = {s.id: [str(getattr(a, "path", None) or a) for a in s.plan(system)]
                  for s in step_list}
+        diff = unified_diff(change) if change is not None else ""
         if self.json_out:
-            self.doc["diff"] = unified_diff(change)
+            self.doc["diff"] = diff
             self.doc["plan"] = [{"step": s.id, "description": s.description,
                                  "actions": plans[s.id]} for s in step_list]
             return
-        print(unified_diff(change), end="")
+        print(diff, end="")
         for step in step_list:
             print(f"\n{step.id}: {step.description}")
             for line in plans[step.id]:

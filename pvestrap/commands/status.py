@@ -18,6 +18,10 @@ def command(
                                      help="Warn when a link's average RTT (knet's own "
                                      "measurement) is above this."),
     strict: bool = typer.Option(False, "--strict", help="Exit 3 when there are warnings."),
+    listen: float = typer.Option(2.0, "--listen", min=0.0,
+                                 help="Seconds to listen (raw socket, root) for hosts outside "
+                                 "the nodelist sending to the link ports, e.g. a removed node "
+                                 "that came back; 0 skips it."),
 ) -> int:
     """Report quorum, votes, members, and every knet link's state and RTT on this node.
 
@@ -27,9 +31,53 @@ def command(
     from pvestrap.system import RealSystem
     from pvestrap.verify import status_report
 
-    report = status_report(RealSystem(), expect_nodes=expect_nodes, latency_warn_ms=latency_ms)
+    system = RealSystem()
+    with strangers_in_background(system, listen) as heard:
+        report = status_report(system, expect_nodes=expect_nodes, latency_warn_ms=latency_ms)
+    report = with_section(report, "strangers", "LINK PORTS", heard())
     emit(report, json_out, junit, html)
     return report.exit_code(strict)
+
+
+def strangers_in_background(system, seconds: float):
+    """Listen for strangers on the link ports (checks.strangers) while the block runs; the
+    context yields a function returning the findings (none when there is no corosync.conf
+    or SECONDS is 0)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import contextmanager
+
+    from pvestrap.corosync.facade import CorosyncConf
+    from pvestrap.corosync.tree import ConfParseError
+    from pvestrap.verify import COROSYNC_CONF
+
+    @contextmanager
+    def run():
+        text = system.read_text(COROSYNC_CONF) if seconds > 0 else None
+        try:
+            conf = CorosyncConf.parse(text, COROSYNC_CONF) if text else None
+        except ConfParseError:
+            conf = None
+        if conf is None:
+            yield lambda: []
+            return
+        from pvestrap.checks.strangers import heard_findings
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(heard_findings, conf, seconds)
+            yield future.result
+
+    return run()
+
+
+def with_section(report, name: str, title: str, findings):
+    import dataclasses
+
+    from pvestrap.report.model import Section
+
+    if not findings:
+        return report
+    return dataclasses.replace(report, sections=(*report.sections,
+                                                 Section(name, title, tuple(findings))))
 
 
 def emit(report, json_out: bool = False, junit: Optional[str] = None,

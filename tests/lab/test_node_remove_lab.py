@@ -59,6 +59,11 @@ def quorum(lab, index: int):
     return parse_quorum_status(lab.exec(index, ["corosync-quorumtool", "-s"]).stdout)
 
 
+def quorum_or_none(lab, index: int):
+    result = lab.exec(index, ["corosync-quorumtool", "-s"])
+    return parse_quorum_status(result.stdout) if result.returncode in (0, 2) else None
+
+
 def runtime_version(lab, index: int) -> int:
     out = lab.exec(index, ["corosync-cmapctl", "-g", "totem.config_version"]).stdout
     return int(out.split("=")[1])
@@ -194,3 +199,72 @@ def test_a_member_unreachable_mid_write_rolls_back_every_member(lab):
     four.impair(clear=True)
     done = node_cmd(four, "remove", n4.name, "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_separate_then_join_again_with_apply(lab, tmp_path):
+    from pvestrap.answers import dumps
+
+    three, conf = start_cluster(lab, 3)
+    n3 = three.node(3)
+    key = n3.path("/etc/corosync/authkey").read_bytes()
+    out = node_cmd(three, "separate", "--yes", node=3)
+    assert out.returncode == 0, out.stdout + out.stderr
+    aside = re.search(r"its old files are in (\S+);", out.stdout).group(1)
+    assert not n3.path(CONF).exists() and not n3.path("/etc/corosync/authkey").exists()
+    assert n3.path(aside + CONF).read_text() == conf.text()
+    assert n3.path(aside + "/etc/corosync/authkey").read_bytes() == key
+    assert three.exec(3, ["corosync-quorumtool", "-s"]).returncode not in (0, 2)  # stopped
+    want = conf.remove_node(n3.name).bump_version()
+    for index in (1, 2):
+        assert three.node(index).path(CONF).read_text() == want.text()
+        status = quorum(three, index)
+        assert status.quorate and status.expected_votes == 2
+        assert {m.nodeid for m in status.nodes_only} == {1, 2}
+        assert n3.address(0) not in known_hosts(three, index)
+
+    answers = tmp_path / "answers.toml"
+    answers.write_text(dumps(three.plan()))
+    joined = three.exec(3, [*PVESTRAP, "apply", "--answers", str(answers), "--node", n3.name,
+                            "--yes"], timeout=240)
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    assert wait(lambda: all(members(three, i) == 3 for i in (1, 2, 3)), 60)
+    assert all(quorum(three, i).expected_votes == 3 for i in (1, 2, 3))
+
+
+def test_a_removed_node_that_comes_back_as_it_was_is_detected_and_can_rejoin(lab, tmp_path):
+    from pvestrap.answers import dumps
+
+    three, _ = start_cluster(lab, 3)
+    n3 = three.node(3)
+    answers = tmp_path / "answers.toml"
+    answers.write_text(dumps(three.plan()))
+    power_off(three, 3)
+    assert node_cmd(three, "remove", n3.name, "--yes").returncode == 0
+    three.exec(3, ["ip", "link", "set", "eth0", "up"], check=True)
+    three.start("corosync", [3])  # powered on as it was: the old corosync.conf
+    assert wait(lambda: quorum_or_none(three, 3) is not None, 30)
+
+    status = three.exec(1, [*PVESTRAP, "status", "--json", "--listen", "5"], timeout=60)
+    assert status.returncode == 1, status.stdout + status.stderr
+    found = [f for s in json.loads(status.stdout)["sections"] for f in s["findings"]
+             if f["code"] == "link-stranger"]
+    assert [(f["subject"], f["payload"]["links"]) for f in found] == [(n3.address(0), [0])]
+    assert all(members(three, i) == 2 for i in (1, 2))  # never silently accepted
+
+    def apply_n3():
+        return three.exec(3, [*PVESTRAP, "apply", "--answers", str(answers), "--node",
+                              n3.name, "--yes"], timeout=240)
+
+    refused = apply_n3()
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "[removed-node-returned]" in refused.stdout + refused.stderr
+    separated = node_cmd(three, "separate", "--yes", node=3)
+    assert separated.returncode == 0, separated.stdout + separated.stderr
+    assert "[dropped-by-members]" in separated.stdout
+    assert not n3.path(CONF).exists()
+    joined = apply_n3()
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    assert wait(lambda: all(members(three, i) == 3 for i in (1, 2, 3)), 60)
+    clean = three.exec(1, [*PVESTRAP, "status", "--listen", "3"], timeout=60)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "[link-strangers-none]" in clean.stdout

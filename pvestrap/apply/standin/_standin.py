@@ -309,8 +309,10 @@ def status_text(cluster: dict, local: str) -> tuple[str, int]:
     me = next(n for n in members if n["name"] == local)
     quorate = bool(cluster.get("quorate", True))
     qv = qdevice_votes(cluster)  # SIMULATED: a configured QDevice always votes
-    votes = sum(n.get("votes", 1) for n in members) + qv
-    seen = members if quorate else [me]
+    votes = (cluster.get("expected") or sum(n.get("votes", 1) for n in members)) + qv
+    online = cluster.get("online")  # names of the nodes up (tests set it); else all or me
+    seen = [n for n in members if n["name"] in online] if online is not None else \
+        members if quorate else [me]
     total = sum(n.get("votes", 1) for n in seen) + qv
     needed = votes // 2 + 1
     lines = ["Cluster information", "-------------------",
