@@ -8,8 +8,10 @@ a crashing check becomes one FAIL finding (a bug in one check must not hide the 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from pvestrap.errors import UserError
 from pvestrap.findings import Finding, Severity, apply_ignores
 from pvestrap.report.model import Report, Section, section_rank
 
@@ -31,6 +33,18 @@ SECTION_TITLES = {
     "quorum": "QUORUM",
     "status": "CLUSTER STATUS",
 }
+
+
+def check_ignore_ids(given: Iterable[str], known: Iterable[str], flag: str = "--ignore") -> None:
+    """Refuse a check id that no check has (a typo would silently ignore nothing), naming the
+    closest real one."""
+    ids = sorted(set(known))
+    for wanted in given:
+        if wanted not in ids:
+            close = difflib.get_close_matches(wanted, ids, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UserError(f"{flag} {wanted!r}: no check has that id", code="ignore-unknown",
+                            remedy=f"{hint}--list-checks shows every check id")
 
 
 def run_one(check: Check, ctx: Context) -> list[Finding]:

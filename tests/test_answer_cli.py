@@ -124,3 +124,30 @@ def test_debug_adds_a_traceback_but_keeps_the_exit_code(tmp_path, capsys):
     assert main(["--debug", "answer", "validate", missing]) == 2
     with_debug = capsys.readouterr().err
     assert "Traceback" not in plain and "Traceback" in with_debug
+
+
+def test_a_misspelled_ignore_is_refused_naming_the_closest_check(capsys):
+    from pvestrap.cli import main
+
+    assert main(["preflight", "--ignore", "link-portz"]) == 2
+    err = capsys.readouterr().err
+    assert "link-portz" in err and "did you mean 'link-ports'" in err
+    assert main(["doctor", "--ignore", "authkeys"]) == 2
+    assert "did you mean 'authkey'" in capsys.readouterr().err
+
+
+def test_apply_offers_the_lock_timeout_its_lock_error_suggests(tmp_path, capsys):
+    from pvestrap.apply.lock import apply_lock
+    from pvestrap.cli import main
+    from pvestrap import answers
+
+    path = tmp_path / "cluster.toml"
+    path.write_text(answers.example())
+    assert main(["apply", "--answers", str(path), "--node", "pve1", "--dry-run",
+                 "--lock-timeout", "nan"]) == 2
+    assert "--lock-timeout" in capsys.readouterr().err
+    with apply_lock(str(tmp_path)):
+        assert main(["apply", "--answers", str(path), "--node", "pve1", "--yes",
+                     "--root", str(tmp_path), "--lock-timeout", "0.2"]) == 1
+    err = capsys.readouterr().err
+    assert "after waiting 0.2 s" in err and "--lock-timeout" in err

@@ -275,3 +275,11 @@ def test_mutated_confs_give_only_project_errors(tmp_path, capsys, edits):
     for args in (["lint", str(path)], ["lint", "--json", str(path)], ["fmt", str(path)]):
         assert main(["conf", *args]) in (0, 1, 2)
     capsys.readouterr()
+
+
+def test_deep_nesting_is_a_parse_error_not_a_crash(capsys, tmp_path):
+    deep = tmp_path / "deep.conf"
+    deep.write_text("a {\n" * 1000 + "}\n" * 1000)
+    for command in ("lint", "fmt"):
+        code, _, err = run(capsys, command, str(deep))
+        assert code == 2 and "nest deeper than 16 levels" in err and "Traceback" not in err

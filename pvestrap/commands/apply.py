@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+MAX_LOCK_WAIT_S = 3600.0
 
 
 def command(
@@ -27,6 +30,9 @@ def command(
     root: Optional[Path] = typer.Option(None, "--root", metavar="DIR", file_okay=False,
                                         help="Act on the files under DIR instead of / "
                                              "(commands still run on this machine)."),
+    lock_timeout: float = typer.Option(0.0, "--lock-timeout", metavar="SECONDS",
+                                       help="Wait this long for another pvestrap apply on this "
+                                            "node to finish (default: refuse at once)."),
 ) -> None:
     """Preflight, show the plan, confirm, then create or join the cluster on this node.
 
@@ -37,6 +43,8 @@ def command(
     step and its cause are printed), 2 bad input or no way to confirm.
     """
     from pvestrap import answers as answer_files
+    from pvestrap.checks.runner import check_ignore_ids
+    from pvestrap.commands.preflight import CHECK_IDS
     from pvestrap.apply.flow import ApplyContext, apply_node
     from pvestrap.errors import UserError
     from pvestrap.system import RealSystem
@@ -46,6 +54,11 @@ def command(
                         "on", code="confirmation-impossible",
                         remedy="pass --yes to apply unattended, or --dry-run to only see the "
                                "plan")
+    check_ignore_ids(ignore or (), CHECK_IDS.split(", "))
+    if not (math.isfinite(lock_timeout) and 0 <= lock_timeout <= MAX_LOCK_WAIT_S):
+        raise UserError(f"--lock-timeout {lock_timeout!r} is not a number of seconds from 0 to "
+                        f"{MAX_LOCK_WAIT_S:g}", code="lock-timeout-invalid",
+                        remedy="e.g. --lock-timeout 60")
     plan = answer_files.load(answers)
     name = answer_files.select_node(plan, node).name
     base = str(root) if root is not None else "/"
@@ -54,7 +67,7 @@ def command(
         return typer.confirm(question, default=False)
 
     ctx = ApplyContext(RealSystem(root=base), root=base, dry_run=dry_run,
-                       ignore=tuple(ignore or ()),
+                       ignore=tuple(ignore or ()), lock_timeout=lock_timeout,
                        confirm=None if (yes or dry_run) else confirm,
                        out=lambda line: typer.echo(line))
     apply_node(plan, name, ctx)

@@ -53,8 +53,11 @@ def command(
     if not os.path.isdir(root):
         raise UserError(f"--root {root!r} is not a folder", code="doctor-root-missing",
                         remedy="give the folder that holds etc/corosync (default /)")
+    from pvestrap.checks.runner import check_ignore_ids
     from pvestrap.commands.status import emit
     from pvestrap.doctor import run
+
+    check_ignore_ids(ignore or (), [check_id for check_id, _, _ in run.catalogue()])
 
     if mesh:
         say = (lambda m: print(f"  {m}", file=sys.stderr)) if sys.stderr.isatty() else None

@@ -49,10 +49,12 @@ def command(
         from pvestrap.mesh import agent_main
 
         return agent_main()
+    from pvestrap.checks.runner import check_ignore_ids
     from pvestrap.preflight_cli import list_catalogue, run_preflight
 
     if list_checks:
         return list_catalogue()
+    check_ignore_ids(ignore or (), CHECK_IDS.split(", "))
     return run_preflight(answers=answers, node=node, peers=peer or [], mesh=mesh,
                          remote=remote_command, token_file=token_file, duration=duration,
                          ignore=ignore or [], json_out=json_out, junit=junit, html=html,

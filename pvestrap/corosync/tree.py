@@ -20,6 +20,9 @@ from pvestrap.errors import UserError
 INDENT = "  "
 BLANKS = " \t\u00a0"  # corosync also trims 0xA0 (no-break space)
 MAX_LINE = 510  # corosync reads lines into a 512-byte buffer (newline and NUL included)
+# corosync's sections nest four deep at most (quorum { device { net { } } }); a deeper file is
+# not a corosync.conf, and the tree's readers and writer recurse once per level.
+MAX_DEPTH = 16
 FORBIDDEN = "{}\n\r"
 ADDR_KEY = re.compile(r"^(ring|link)(\d+)_addr$")
 
@@ -155,6 +158,10 @@ def _parse_line(raw: str, number: int, stack: list[_Open], source: str) -> None:
                                  remedy="put each item on its own line")
         if not name:
             raise ConfParseError(source, number, "missing section name before '{'")
+        if len(stack) > MAX_DEPTH:
+            raise ConfParseError(source, number, f"sections nest deeper than {MAX_DEPTH} levels "
+                                 "(corosync's own nest 4 deep)",
+                                 remedy="is this a corosync.conf? close the sections above")
         stack.append(_Open(name, number, comments))
     elif ":" in line:
         key, value = line.split(":", 1)
