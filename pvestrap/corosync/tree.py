@@ -192,6 +192,11 @@ def format_tree(root: Section) -> str:
     for child in root.children:
         _emit(child, 0, out)
     _emit_lines(root.trailing, 0, out)
+    for number, line in enumerate(out, 1):
+        if len(line) > MAX_LINE:  # a long line that indenting pushed past corosync's buffer
+            raise ConfParseError("the formatted file", number, f"line would be {len(line)} "
+                                 f"characters long once indented (corosync reads at most "
+                                 f"{MAX_LINE})", remedy="shorten that value or comment first")
     return "\n".join(out) + "\n" if out else ""
 
 
