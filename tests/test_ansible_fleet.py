@@ -121,3 +121,16 @@ def test_the_shipped_pvestrap_carries_every_module_the_node_modules_import():
                        extra=fleet_module.EXTRA_MODULES)
     assert set(fleet_module.EXTRA_MODULES) <= set(built.modules)
     assert built.size <= hook.MAX_BYTES
+
+
+def test_a_host_outside_every_cluster_group_is_told_so(ansible_collection, tmp_path):
+    path = inventory(tmp_path, {"ga": "alpha"}, {"ga": ["pve-n1"]})
+    doc = json.loads(path.read_text())
+    doc["all"]["children"]["pvestrap_clusters"]["hosts"] = {"stray-n9": {
+        "ansible_host": "stray-n9.invalid"}}
+    path.write_text(json.dumps(doc))
+    result = play(ansible_collection, path)
+    assert result.returncode != 0
+    assert "stray-n9 is in no cluster group: put it in one child group of pvestrap_clusters" \
+        in result.stdout, result.stdout
+    assert recap(ansible_collection, result)["stray-n9"]["failed"] == 1
