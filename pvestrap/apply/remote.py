@@ -26,6 +26,7 @@ import select
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -42,6 +43,14 @@ SSH_UNREACHABLE = 255  # ssh's own failure: no route, refused, no key, host key 
 JOIN_LOCK = "/run/pvestrap/join.lock"
 CONTROL_DIR = "/run/pvestrap"
 CONTROL_PATH = CONTROL_DIR + "/ssh-%C"  # ssh expands %C to a hash of (local host, host, port, user)
+# The member's join lock is a lease: its holder on the member exits (and flock lets go) when the
+# joiner's heartbeat stops for LOCK_LEASE_S, so a joiner that loses power or its network frees
+# the member within that bound instead of when sshd notices the dead connection (hours with TCP
+# keepalive). perl-base is Essential on Debian and Proxmox VE, so every member has perl.
+LOCK_LEASE_S = 15
+HEARTBEAT_S = LOCK_LEASE_S / 5
+LEASE_HOLDER = ('$| = 1; print "locked\\n"; $SIG{ALRM} = sub { exit 0 }; '
+                'while (1) { alarm(%d); defined(my $beat = <STDIN>) or exit 0; }')
 ABSENT = "-"  # on the stdin of a `put`: remove the file instead of writing it
 
 # Shell functions sent ahead of a remote script. `show` prints one line per file:
@@ -207,7 +216,7 @@ class Remote:
 # -- the member lock -------------------------------------------------------------------------------
 
 def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """Close the session's stdin (the remote `cat` ends, flock lets go, ssh exits); stop it
+    """Close the session's stdin (the remote lease holder ends, flock lets go, ssh exits); stop it
     and what it started if it does not."""
     try:
         if proc.stdin and not proc.stdin.closed:
@@ -253,9 +262,9 @@ def _first_line(proc: subprocess.Popen, timeout: float) -> bytes:
 
 def _try_lock(system: System, remote: Remote, wait: float) -> subprocess.Popen | None:
     """One attempt: the held session, or None when flock gave up after WAIT seconds."""
-    script = (f"mkdir -p {shlex.quote(os.path.dirname(JOIN_LOCK))} && exec flock -w "
-              f"{max(1, round(wait))} {shlex.quote(JOIN_LOCK)} sh -c 'echo locked; exec cat "
-              ">/dev/null'")
+    script = (f"mkdir -p {shlex.quote(os.path.dirname(JOIN_LOCK))} && exec " + shlex.join(
+        ["flock", "-w", str(max(1, round(wait))), JOIN_LOCK, "perl", "-e",
+         LEASE_HOLDER % LOCK_LEASE_S]))
     opts = replace(remote, control_path=None).options()
     master = ["-o", "ControlMaster=yes", "-o", f"ControlPath={CONTROL_PATH}",
               "-o", "ControlPersist=no"]
@@ -295,10 +304,26 @@ def member_lock(system: System, remote: Remote, wait: float = 60.0, retries: int
         raise JoinLocked(f"{remote.address} stayed locked by another join for "
                          f"{(retries + 1) * wait:g} s", remedy=f"check what holds {JOIN_LOCK} on "
                          f"{remote.address} (`fuser -v {JOIN_LOCK}`), then apply again")
+    beating = threading.Event()
+    heart = threading.Thread(target=_heartbeat, args=(proc, beating), daemon=True)
+    heart.start()
     try:
         yield CONTROL_PATH
     finally:
+        beating.set()
+        heart.join()
         _stop(proc)
+
+
+def _heartbeat(proc: subprocess.Popen, stop: threading.Event) -> None:
+    """Keep the member's lease on the join lock alive while the join runs."""
+    while not stop.wait(HEARTBEAT_S):
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(b"\n")
+            proc.stdin.flush()
+        except (OSError, ValueError):
+            return  # the session is gone: the lease ends on the member by itself
 
 
 # -- the join's edit of every member ---------------------------------------------------------------
