@@ -338,3 +338,18 @@ def test_a_rewrite_that_lost_or_changed_a_file_fails_its_check(isos, tmp_path):
 
 def test_hook_limit_is_the_installers():
     assert iso_hook.MAX_BYTES == 1024 * 1024
+
+
+def test_partition_answer_never_goes_through_a_planted_symlink(tmp_path, capsys):
+    """answer.toml carries root's password hash: a symlink planted where it goes (pointing at
+    a world-readable file) is refused, and nothing is written through it."""
+    folder = tmp_path / "usb"
+    folder.mkdir()
+    leak = tmp_path / "world-readable"
+    leak.write_text("")
+    leak.chmod(0o644)
+    (folder / "answer.toml").symlink_to(leak)
+    assert main(["iso", "prepare", "--answers", str(CLUSTER), "--node", "pve3",
+                 "--installer", str(SETTINGS), "--partition", str(folder)]) == 2
+    assert "symlink" in capsys.readouterr().err
+    assert leak.read_text() == "" and (folder / "answer.toml").is_symlink()
