@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from pvestrap.errors import UserError
 from pvestrap.findings import Finding, Severity, apply_ignores
-from pvestrap.report.model import Report, Section, section_rank
+from pvestrap.report.model import Report, ReportSection, section_rank
 
 from pvestrap.checks.base import Check, Context
 
@@ -81,11 +81,12 @@ def run_checks(
 
 
 def build_sections(by_family: Mapping[str, Sequence[Finding]],
-                   ignore: Iterable[str] = ()) -> tuple[Section, ...]:
+                   ignore: Iterable[str] = ()) -> tuple[ReportSection, ...]:
     """Non-empty families as titled sections in report order, with --ignore applied."""
     ignored = tuple(ignore)
     return tuple(
-        Section(name, SECTION_TITLES.get(name, name.upper()), tuple(apply_ignores(fs, ignored)))
+        ReportSection(name, SECTION_TITLES.get(name, name.upper()),
+                      tuple(apply_ignores(fs, ignored)))
         for name, fs in sorted(by_family.items(), key=lambda kv: section_rank(kv[0]))
         if fs
     )

@@ -26,7 +26,7 @@ from typing import Callable, Mapping
 
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.findings import Finding
-from pvestrap.report.model import Report, Section
+from pvestrap.report.model import Report, ReportSection
 
 Out = Callable[[str], None]
 STATE_DIR = "/run/pvestrap/firstboot"  # a lab node's /run is its own; /var/lib is the host's
@@ -234,7 +234,7 @@ def merge_status(per_node: Mapping[str, Report]) -> Report:
     meta = {**(first.meta if first else {}), "nodes": len(per_node), "mode": "every node"}
     meta.pop("node", None)
     return Report("pvestrap status (every node)",
-                  tuple(Section(n, t, tuple(fs)) for n, (t, fs) in sections.items()),
+                  tuple(ReportSection(n, t, tuple(fs)) for n, (t, fs) in sections.items()),
                   meta, matrices)
 
 
@@ -253,7 +253,7 @@ def write_html(path: str, preflight: Report, status: Report, meta: Mapping) -> N
     from pvestrap.report.html import render_html
 
     sections = preflight.sections + tuple(
-        Section(f"status-{s.name}", f"CLUSTER STATUS: {s.title}", s.findings)
+        ReportSection(f"status-{s.name}", f"CLUSTER STATUS: {s.title}", s.findings)
         for s in status.sections)
     matrices = {**{f"preflight {k}": v for k, v in preflight.matrices.items()},
                 **{f"knet {k}": v for k, v in status.matrices.items()}}

@@ -16,7 +16,7 @@ from pvestrap.atomic import atomic_write
 from pvestrap.findings import Finding, Severity, fail, passed
 from pvestrap.fleet import ClusterGroup
 from pvestrap.mesh import NodeResult, merge
-from pvestrap.report.model import Report, Section
+from pvestrap.report.model import Report, ReportSection
 
 # A host's preflight result: {"report": report dict | None, "error": message | None}
 HostResult = Mapping[str, Any]
@@ -58,8 +58,8 @@ def fleet_summary(groups: Sequence[ClusterGroup], fleet_findings: Sequence[Findi
         else:
             lines.append(passed("fleet-cluster-passed", f"{len(g.hosts)} nodes passed",
                                 subject, check="fleet", payload=payload))
-    sections = (Section("fleet", "FLEET", tuple(fleet_findings)),
-                Section("clusters", "CLUSTERS", tuple(lines)))
+    sections = (ReportSection("fleet", "FLEET", tuple(fleet_findings)),
+                ReportSection("clusters", "CLUSTERS", tuple(lines)))
     return Report("pvestrap fleet preflight", sections,
                   {"clusters": len(groups), "nodes": sum(len(g.hosts) for g in groups),
                    "mode": "ansible"})

@@ -37,7 +37,7 @@ from pvestrap.corosync.status import (
 from pvestrap.corosync.tree import ConfParseError
 from pvestrap.findings import Finding, Severity, fail, warn
 from pvestrap.paths import COROSYNC_CONF
-from pvestrap.report.model import Report, Section
+from pvestrap.report.model import Report, ReportSection
 from pvestrap.system import System
 
 CHECK = "status"
@@ -314,7 +314,7 @@ def build_report(obs: Observed, expect_nodes: int | None = None,
              "qdevice": list(qdevice),
              "links": link_findings(obs, latency_warn_ms) if obs.quorum else [],
              "config": config_findings(obs) if obs.quorum else []}
-    sections = tuple(Section(name, title, tuple(_checked(found[name])))
+    sections = tuple(ReportSection(name, title, tuple(_checked(found[name])))
                      for name, title in SECTIONS if found[name])
     names = obs.names()
     info = {"cluster": obs.conf.cluster_name if obs.conf else (

@@ -31,7 +31,7 @@ from pvestrap.paths import COROSYNC_CONF
 from pvestrap.plan import ClusterPlan, Link, Node
 from pvestrap.recorded import RecordedCommand, RecordedRemove, RecordedWrite, RecordingSystem
 from pvestrap.render import render_corosync_conf
-from pvestrap.report.model import Report, Section
+from pvestrap.report.model import Report, ReportSection
 from pvestrap.system import Secret
 
 DATA = Path(__file__).parent / "data" / "status"
@@ -89,7 +89,7 @@ def mutations(system: RecordingSystem) -> list:
 
 
 def report_with(*findings: Finding) -> Report:
-    return Report("test", (Section("local", "LOCAL", findings),))
+    return Report("test", (ReportSection("local", "LOCAL", findings),))
 
 
 # -- the remote shell snippets, for real ---------------------------------------------------------
@@ -298,7 +298,7 @@ def test_clustered_elsewhere_is_refused_before_any_change(node, code, tmp_path):
 def test_a_differing_entry_is_not_taken_for_membership():
     plan = make_plan()
     moved = replace(plan, nodes=(replace(plan.nodes[0], addresses={0: "10.254.0.9",
-                                                                  1: "10.254.1.9"}),
+                                                                   1: "10.254.1.9"}),
                                  *plan.nodes[1:]))
     system = corosync_node({cs.AUTHKEY: b"k" * 256, COROSYNC_CONF: render_corosync_conf(moved)})
     found = cs.membership(system, plan, "pve1")

@@ -18,7 +18,7 @@ import pytest
 
 from pvestrap.findings import Finding, Severity
 from pvestrap.report.html import render_html
-from pvestrap.report.model import Report, Section
+from pvestrap.report.model import Report, ReportSection
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -36,7 +36,7 @@ def report() -> Report:
     nodes = ["pve1", "pve2", "pve3"]
     return Report(
         "pvestrap preflight",
-        (Section("latency", "Latency", (
+        (ReportSection("latency", "Latency", (
             Finding("latency-high", Severity.FAIL, "pve2 -> pve3 median 2.70 ms", "pve2/link0",
                     "latency", {"median_ms": 2.7}, remedy="find the slow hop"),)),),
         meta={"cluster": "lab"},

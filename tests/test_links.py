@@ -16,7 +16,8 @@ import pytest
 
 from pvestrap.apply.engine import Change, PlannedCommand, PlannedWait, StepFailed, run_steps
 from pvestrap.apply.links import (COROSYNC_CONF, Cluster, LinkRequest, LinkTimeouts,
-                                  LinkVerifyFailed, Member, Phase, PhaseStep, plan_change, steps)
+                                  LinkVerifyFailed, MemberHost, Phase, PhaseStep, plan_change,
+                                  steps)
 from pvestrap.apply.remote import RemoteFile
 from pvestrap.commands.link import parse_addresses
 from pvestrap.corosync.facade import CorosyncConf
@@ -118,7 +119,7 @@ class Model:
 
 
 def cluster_of(conf: CorosyncConf, verify: float = 5.0) -> Cluster:
-    members = tuple(Member(n, i, addr(0, i), local=(i == 1)) for i, n in enumerate(NAMES, 1))
+    members = tuple(MemberHost(n, i, addr(0, i), local=(i == 1)) for i, n in enumerate(NAMES, 1))
     return Cluster(conf, conf.text(), Observed(), members,
                    LinkTimeouts(verify=verify, poll=0.5))
 

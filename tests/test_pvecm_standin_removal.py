@@ -87,7 +87,7 @@ def test_pve_removal_steps_through_the_standin(tmp_path):
     SSH, known_hosts and /etc/pve/nodes steps act on real paths and are covered in the lab)."""
     from pvestrap.apply import removal as rm
     from pvestrap.apply.engine import StepFailed, run_steps
-    from pvestrap.apply.links import Cluster, Member
+    from pvestrap.apply.links import Cluster, MemberHost
     from pvestrap.checks.removal import vote_plan
     from pvestrap.corosync.facade import CorosyncConf
     from pvestrap.system import RealSystem
@@ -101,7 +101,7 @@ def test_pve_removal_steps_through_the_standin(tmp_path):
          "  config_version: 5\n  version: 2\n}\n"])
     (root / "etc/pve/corosync.conf").write_text(conf_text)
     conf = CorosyncConf.parse(conf_text)
-    members = (Member("pve1", 1, "10.254.0.1", True),)
+    members = (MemberHost("pve1", 1, "10.254.0.1", True),)
     removal = rm.Removal("pve2", Cluster(conf, conf_text, Observed(), members),
                          conf.nodes[1], conf.remove_node("pve2").bump_version(),
                          vote_plan(conf, "pve2", None), "pve", 1)

@@ -18,7 +18,7 @@ from pvestrap.findings import Finding, Severity, apply_ignores
 from pvestrap.report.html import cell_class, render_html
 from pvestrap.report.jsonout import render_json, report_dict
 from pvestrap.report.junit import render_junit
-from pvestrap.report.model import Report, Section
+from pvestrap.report.model import Report, ReportSection
 from pvestrap.report.text import render_text, summary_counts, wants_color
 
 EVIL = '<script>alert("x")</script> & \'q\''
@@ -37,16 +37,16 @@ def sample() -> Report:
     return Report(
         title="pvestrap preflight",
         sections=(
-            Section("identity", "Identity", tuple(identity)),
-            Section("timesync", "Time", (
+            ReportSection("identity", "Identity", tuple(identity)),
+            ReportSection("timesync", "Time", (
                 Finding("time-sync-weak", Severity.WARN, f"timesyncd {EVIL}", f"pve2{EVIL}",
                         "time-sync", {"daemon": "timesyncd", "evil": EVIL, "nan": float("nan"),
                                       "set": {3, 1}},
                         remedy=f"apt install chrony {EVIL}"),)),
-            Section("ports", "Ports", (
+            ReportSection("ports", "Ports", (
                 Finding("ports-skipped", Severity.SKIP, "no peers", None, "link-ports"),)),
-            Section("empty", "Nothing here", ()),
-            Section("quorum", "Quorum", (
+            ReportSection("empty", "Nothing here", ()),
+            ReportSection("quorum", "Quorum", (
                 Finding("quorum-tolerance", Severity.INFO, "4 nodes, quorum 3", "cluster",
                         "quorum", {"quorum": 3, "tolerance": 1}),)),
         ),
@@ -128,7 +128,7 @@ def test_summary_counts_exclude_info_from_total():
 
 
 def test_all_pass_report_has_no_attention_line():
-    r = Report("t", (Section("a", "A", (Finding("x", Severity.PASS, "fine"),)),))
+    r = Report("t", (ReportSection("a", "A", (Finding("x", Severity.PASS, "fine"),)),))
     text = render_text(r)
     assert "ATTENTION" not in text and "FAILURES: 0" in text
 
@@ -150,7 +150,7 @@ def test_json_round_trips_with_summary_and_matrices():
 
 
 def test_json_exit_codes_follow_the_model():
-    only_warn = Report("t", (Section("a", "A", (Finding("w", Severity.WARN, "hm"),)),))
+    only_warn = Report("t", (ReportSection("a", "A", (Finding("w", Severity.WARN, "hm"),)),))
     d = report_dict(only_warn)
     assert (d["summary"]["exit_code"], d["summary"]["exit_code_strict"]) == (0, 3)
 
@@ -220,7 +220,8 @@ def test_junit_structure_counts_and_payloads(strict):
 
 
 def test_junit_survives_control_characters():
-    r = Report("t", (Section("a", "A", (Finding("x", Severity.FAIL, "bell \x07 esc \x1b[0m"),)),))
+    bell = Finding("x", Severity.FAIL, "bell \x07 esc \x1b[0m")
+    r = Report("t", (ReportSection("a", "A", (bell,)),))
     root = ET.fromstring(render_junit(r).encode())
     assert "\ufffd" in root.find("testsuite/testcase/failure").get("message")
 
@@ -304,4 +305,4 @@ def test_threshold_comes_from_the_matrix_or_meta():
 def test_ragged_matrix_does_not_break_the_page():
     r = Report("t", (), matrices={"l": {"nodes": ["a", "b", "c"], "rtt_ms": [[None, 0.1]]}})
     assert [c for _, _, c in parse(render_html(r)).cells] == ["ok", "none", "none", "none",
-                                                             "none", "none"]
+                                                              "none", "none"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from pvestrap.checks.localsys import IfAddress, Interface, Machine
 from pvestrap.findings import Finding, Severity
-from pvestrap.report.model import Report, Section
+from pvestrap.report.model import Report, ReportSection
 
 FINGERPRINT = ":".join(["AB"] * 32)
 
@@ -78,7 +78,7 @@ class ScriptedAsker:
 
 
 def report(*findings: Finding) -> Report:
-    return Report("test preflight", (Section("nics", "NICS", tuple(findings)),))
+    return Report("test preflight", (ReportSection("nics", "NICS", tuple(findings)),))
 
 
 @dataclass

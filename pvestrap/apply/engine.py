@@ -75,7 +75,7 @@ class UndoFailure:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ApplyOutcome:
     plans: tuple[tuple[str, tuple[Action, ...]], ...]
     applied: tuple[str, ...]
     skipped: tuple[str, ...]
@@ -129,7 +129,7 @@ def plan_steps(steps: Sequence[Step],
 
 
 def run_steps(steps: Sequence[Step], system: System,
-              on_progress: Progress | None = None) -> Outcome:
+              on_progress: Progress | None = None) -> ApplyOutcome:
     """Plan all, apply in order, undo in reverse on failure (raising StepFailed)."""
     _check_ids(steps)
     emit = on_progress or (lambda event: None)
@@ -152,8 +152,8 @@ def run_steps(steps: Sequence[Step], system: System,
             raise StepFailed(step.id, exc, undone, failures) from exc
         applied.append((step, memo))
         emit(StepEvent(step.id, "applied", step.description))
-    return Outcome(tuple((s.id, a) for s, a in plans), tuple(s.id for s, _ in applied),
-                   tuple(skipped))
+    return ApplyOutcome(tuple((s.id, a) for s, a in plans), tuple(s.id for s, _ in applied),
+                        tuple(skipped))
 
 
 def _check_ids(steps: Sequence[Step]) -> None:

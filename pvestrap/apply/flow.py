@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from pvestrap.apply import corosync as cs
-from pvestrap.apply.engine import (Action, Outcome, PlannedCommand, Progress, Step, StepEvent,
+from pvestrap.apply.engine import (Action, ApplyOutcome, PlannedCommand, Progress, Step, StepEvent,
                                    StepFailed, plan_steps, run_steps)
 from pvestrap.apply.lock import apply_lock
 from pvestrap.apply.remote import Remote, member_lock
@@ -35,7 +35,7 @@ from pvestrap.nodefacts import read_facts, resolve
 from pvestrap.plan import ClusterPlan
 from pvestrap.recorded import DryRunSystem
 from pvestrap.render import Change, unified_diff
-from pvestrap.report.model import Report, Section
+from pvestrap.report.model import Report, ReportSection
 from pvestrap.system import System
 
 Preflight = Callable[[ClusterPlan, str], Report]
@@ -74,7 +74,7 @@ class ApplyResult:
     backend: str
     role: str  # create | join | member
     plans: tuple[tuple[str, tuple[Action, ...]], ...]
-    outcome: Outcome | None = None  # None: dry run, or nothing to do
+    outcome: ApplyOutcome | None = None  # None: dry run, or nothing to do
 
     @property
     def planned(self) -> bool:
@@ -119,8 +119,8 @@ def plan_only_preflight(plan: ClusterPlan, node: str) -> Report:
                                           check="plan")]
     note = Finding("preflight-plan-only", Severity.INFO, "only the plan was validated; no "
                    "checks of this machine ran", node, "plan")
-    return Report("pvestrap apply preflight", (Section("plan", "CLUSTER PLAN",
-                                                       (*findings, note)),))
+    return Report("pvestrap apply preflight", (ReportSection("plan", "CLUSTER PLAN",
+                                                             (*findings, note)),))
 
 
 def gate(report: Report, ignore: Sequence[str], out: Out) -> None:

@@ -66,7 +66,10 @@ class LinkRequest:
 
 
 @dataclass(frozen=True)
-class Member:
+class MemberHost:
+    """A cluster member as pvestrap reaches it to run commands (corosync's view of a member is
+    pvestrap.corosync.status.MemberHost)."""
+
     name: str
     nodeid: int
     address: str  # where pvestrap reaches it (ssh; the local node runs commands itself)
@@ -147,10 +150,10 @@ class Cluster:
     conf: CorosyncConf
     text: str
     observed: Observed
-    members: tuple[Member, ...]
+    members: tuple[MemberHost, ...]
     timeouts: LinkTimeouts = field(default_factory=LinkTimeouts)
 
-    def access(self, system: System, member: Member,
+    def access(self, system: System, member: MemberHost,
                control_path: str | None = None) -> Remote | LocalShell:
         if member.local:
             return LocalShell(system, timeout=self.timeouts.remote)
@@ -158,7 +161,7 @@ class Cluster:
                       connect_timeout=self.timeouts.connect, control_path=control_path)
 
     @property
-    def local(self) -> Member:
+    def local(self) -> MemberHost:
         return next(m for m in self.members if m.local)
 
 
@@ -188,7 +191,7 @@ def read_cluster(system: System, request: LinkRequest | None,
             raise UserError(f"corosync.conf has a node without name, nodeid or address "
                             f"({node})", code="conf-node-incomplete",
                             remedy="every node needs name, nodeid and ringN_addr")
-        members.append(Member(node.name, node.nodeid, address, node.nodeid == me))
+        members.append(MemberHost(node.name, node.nodeid, address, node.nodeid == me))
     if not any(m.local for m in members):
         raise UserError(f"this node (nodeid {me}) is not in {COROSYNC_CONF}",
                         code="not-a-cluster-member")
@@ -196,16 +199,16 @@ def read_cluster(system: System, request: LinkRequest | None,
                    timeouts)
 
 
-def each(members: Sequence[Member], work: Callable[[Member], Any]) -> dict[str, Any]:
+def each(members: Sequence[MemberHost], work: Callable[[MemberHost], Any]) -> dict[str, Any]:
     """WORK on every member at once (ssh handshakes are most of the cost); name -> result."""
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(members)))) as pool:
         futures = {m.name: pool.submit(work, m) for m in members}
         return {name: f.result() for name, f in futures.items()}
 
 
-def each_safely(members: Sequence[Member], work: Callable[[Member], Any]) -> dict[str, Any]:
+def each_safely(members: Sequence[MemberHost], work: Callable[[MemberHost], Any]) -> dict[str, Any]:
     """`each`, with a member's PvestrapError as its result instead of ending the others."""
-    def guarded(member: Member):
+    def guarded(member: MemberHost):
         try:
             return work(member)
         except PvestrapError as exc:
@@ -289,7 +292,7 @@ def ping_command(count: int, source: str, target: str) -> str:
 
 
 def _member_checks(system: System, cluster: Cluster, plan: ChangePlan,
-                   member: Member) -> list[Finding]:
+                   member: MemberHost) -> list[Finding]:
     from pvestrap.verify import address_findings, ping_findings
 
     access = cluster.access(system, member)
@@ -325,11 +328,11 @@ States = tuple[RemoteFile, RemoteFile]  # corosync.conf and its .bak, as they we
 class MemberOps(Protocol):
     """What a phase does to the members; `ShellOps` does it over SSH, tests with a model."""
 
-    def replace(self, member: Member, text: str) -> tuple[States | None, str | None]: ...
-    def restore(self, member: Member, states: States) -> str | None: ...
+    def replace(self, member: MemberHost, text: str) -> tuple[States | None, str | None]: ...
+    def restore(self, member: MemberHost, states: States) -> str | None: ...
     def reload(self) -> None: ...
-    def corosync_state(self, member: Member) -> tuple[str, str]: ...
-    def read(self, member: Member) -> str | None: ...
+    def corosync_state(self, member: MemberHost) -> tuple[str, str]: ...
+    def read(self, member: MemberHost) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -341,10 +344,10 @@ class ShellOps:
     cluster: Cluster
     control_path: str | None = None
 
-    def _run(self, member: Member, script: str, what: str, **kw):
+    def _run(self, member: MemberHost, script: str, what: str, **kw):
         return self.cluster.access(self.system, member, self.control_path).run(script, what, **kw)
 
-    def replace(self, member: Member, text: str) -> tuple[States | None, str | None]:
+    def replace(self, member: MemberHost, text: str) -> tuple[States | None, str | None]:
         stdin = base64.b64encode(text.encode()).decode() + "\n"
         try:
             out, error = self._run(member, replace_script(COROSYNC_CONF), "write corosync.conf",
@@ -357,7 +360,7 @@ class ShellOps:
         states = (files.get(COROSYNC_CONF), files.get(COROSYNC_CONF + ".bak"))
         return (None if None in states else states), error  # type: ignore[return-value]
 
-    def restore(self, member: Member, states: States) -> str | None:
+    def restore(self, member: MemberHost, states: States) -> str | None:
         from pvestrap.apply.remote import put_script
 
         script, stdin = put_script(states)
@@ -370,7 +373,7 @@ class ShellOps:
     def reload(self) -> None:
         self._run(self.cluster.local, " ".join(RELOAD), "reload corosync")
 
-    def corosync_state(self, member: Member) -> tuple[str, str]:
+    def corosync_state(self, member: MemberHost) -> tuple[str, str]:
         from pvestrap.verify import CFGTOOL_PEERS, RUNTIME_VERSION
 
         script = f"{' '.join(RUNTIME_VERSION)}; echo {_SPLIT}; {' '.join(CFGTOOL_PEERS)}"
@@ -381,7 +384,7 @@ class ShellOps:
         version, _, peers = out.partition(_SPLIT)
         return version, peers
 
-    def read(self, member: Member) -> str | None:
+    def read(self, member: MemberHost) -> str | None:
         files = parse_show(self._run(member, show_script([COROSYNC_CONF]), "read corosync.conf",
                                      mutates=False).stdout)
         found = files.get(COROSYNC_CONF)
@@ -470,7 +473,7 @@ def converged(cluster: Cluster, ops: MemberOps, conf: CorosyncConf,
               ignore: Sequence[str] = ()) -> list[Finding]:
     """Problems keeping the members from running CONF with every link up (empty: done)."""
 
-    def one(member: Member) -> list[Finding]:
+    def one(member: MemberHost) -> list[Finding]:
         try:
             version, peers = ops.corosync_state(member)
         except PvestrapError as exc:

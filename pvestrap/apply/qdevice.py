@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pvestrap import qdevice as model
 from pvestrap.apply import links
 from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait
-from pvestrap.apply.links import Cluster, Member, MemberOps, Phase, PhaseStep
+from pvestrap.apply.links import Cluster, MemberHost, MemberOps, Phase, PhaseStep
 from pvestrap.apply.qdevice_certs import ClusterCertStep, ImportStep, NodeDbStep, QnetdCaStep
 from pvestrap.apply.qdevice_change import (START, STOP, QdeviceChange, dir_snapshot_script,
                                            each_member, node_votes, parse_snapshot, raise_errors,
@@ -65,7 +65,7 @@ class ServiceStep:
         results = each_member(self.change.cluster.members, lambda m: run_on(
             self.change, system, m, script, ("start" if start else "stop") + " corosync-qdevice"))
         raise_errors(results, ("starting" if start else "stopping") + " corosync-qdevice",
-                      "qdevice-service-failed")
+                     "qdevice-service-failed")
 
     def apply(self, system: System) -> None:
         self._all(system, self.start)
@@ -74,7 +74,7 @@ class ServiceStep:
         self._all(system, not self.start)
 
 
-def member_quorum(system: System, cluster: Cluster, member: Member) -> QuorumStatus | None:
+def member_quorum(system: System, cluster: Cluster, member: MemberHost) -> QuorumStatus | None:
     try:
         out = cluster.access(system, member).run("corosync-quorumtool -s || true",
                                                  "read quorum", mutates=False).stdout

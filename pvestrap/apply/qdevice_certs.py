@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pvestrap import qdevice as model
 from pvestrap.apply.engine import Action, PlannedCommand
-from pvestrap.apply.links import Member
+from pvestrap.apply.links import MemberHost
 from pvestrap.apply.qdevice_change import (QDEVICE_CERTUTIL, QNETD_CERTUTIL, QdeviceChange, b64,
                                            dir_restore_script, dir_snapshot_script, each_member,
                                            parse_snapshot, raise_errors, run_on, with_file)
@@ -98,12 +98,12 @@ class NodeDbStep:
     def undo(self, system: System, memo: dict[str, str | None]) -> None:
         by_name = {m.name: m for m in self.change.cluster.members}
 
-        def put_back(m: Member) -> None:
+        def put_back(m: MemberHost) -> None:
             script, stdin = dir_restore_script(model.QDEVICE_DIR, memo[m.name])
             run_on(self.change, system, m, script, "put the certificate store back", input=stdin)
 
         raise_errors(each_member([by_name[n] for n in memo], put_back),
-                      "putting the certificate stores back", "qdevice-restore-failed")
+                     "putting the certificate stores back", "qdevice-restore-failed")
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ class ClusterCertStep:
         crt = model.cluster_cert(change.name)
         name = shlex.quote(change.name)
         out = run_on(change, system, local, f"{QDEVICE_CERTUTIL} -r -n {name} >&2; "
-                   + show_script([model.CRQ]), "request the cluster certificate")
+                     + show_script([model.CRQ]), "request the cluster certificate")
         crq = parse_show(out).get(model.CRQ)
         if crq is None or crq.data is None:
             raise OperationFailed("corosync-qdevice-net-certutil -r made no request",
@@ -140,7 +140,7 @@ class ClusterCertStep:
         before = qnetd.read_files([crt], "read the cluster certificate")[crt]
         try:
             signed = qnetd.run(with_file(f"{QNETD_CERTUTIL} -s -c \"$f\" -n {name} >&2; "
-                                          + show_script([crt])), "sign the cluster certificate",
+                                         + show_script([crt])), "sign the cluster certificate",
                                input=b64(crq.data)).stdout
             cert = parse_show(signed).get(crt)
             if cert is None or cert.data is None:

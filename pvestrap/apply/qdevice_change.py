@@ -14,7 +14,7 @@ from typing import Any
 
 from pvestrap import qdevice as model
 from pvestrap.apply import links
-from pvestrap.apply.links import Cluster, LinkTimeouts, Member
+from pvestrap.apply.links import Cluster, LinkTimeouts, MemberHost
 from pvestrap.apply.remote import Remote
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.errors import OperationFailed, PvestrapError, UserError
@@ -60,11 +60,11 @@ class QdeviceChange:
         return Change(COROSYNC_CONF, self.cluster.text, self.after.text(), 0o644)
 
     @property
-    def local(self) -> Member:
+    def local(self) -> MemberHost:
         return self.cluster.local
 
     @property
-    def others(self) -> tuple[Member, ...]:
+    def others(self) -> tuple[MemberHost, ...]:
         return tuple(m for m in self.cluster.members if not m.local)
 
 
@@ -106,8 +106,8 @@ def read_remove(system: System, timeouts: LinkTimeouts = LinkTimeouts()) -> Qdev
 
 # -- running scripts on the members and the qnetd host ---------------------------------------------
 
-def run_on(change: QdeviceChange, system: System, member: Member, script: str, what: str,
-         control_path: str | None = None, **kw) -> str:
+def run_on(change: QdeviceChange, system: System, member: MemberHost, script: str, what: str,
+           control_path: str | None = None, **kw) -> str:
     return change.cluster.access(system, member, control_path).run(script, what, **kw).stdout
 
 

@@ -11,7 +11,7 @@ import shlex
 
 from pvestrap import qdevice as model
 from pvestrap.apply import links
-from pvestrap.apply.links import Member
+from pvestrap.apply.links import MemberHost
 from pvestrap.apply.qdevice import QdeviceChange
 from pvestrap.checks import qdevice as checks
 from pvestrap.errors import PvestrapError
@@ -48,7 +48,7 @@ def member_script(host: str, source: str | None) -> str:
             host, str(model.QNETD_PORT), source or "", str(CONNECT_TIMEOUT)))])
 
 
-def source_address(member: Member, change: QdeviceChange) -> str | None:
+def source_address(member: MemberHost, change: QdeviceChange) -> str | None:
     """The member's address in the QDevice's network (pvecm --network), if one is given."""
     network = change.qdevice.network if change.qdevice else None
     if not network:
@@ -88,7 +88,7 @@ def preflight(system: System, change: QdeviceChange, force: bool = False) -> lis
     assert q is not None and change.math is not None
     cluster = change.cluster
 
-    def one(member: Member) -> dict[str, str]:
+    def one(member: MemberHost) -> dict[str, str]:
         try:
             return _parse(cluster.access(system, member).run(
                 member_script(q.host, source_address(member, change)), "check the QDevice",

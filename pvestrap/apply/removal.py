@@ -30,7 +30,7 @@ from typing import Sequence
 
 from pvestrap.apply import links
 from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait
-from pvestrap.apply.links import Cluster, LinkTimeouts, Member, MemberOps, Phase, PhaseStep
+from pvestrap.apply.links import Cluster, LinkTimeouts, MemberHost, MemberOps, Phase, PhaseStep
 from pvestrap.apply.remote import parse_show, put_script, show_script
 from pvestrap.checks import removal as checks
 from pvestrap.corosync.facade import CorosyncConf
@@ -148,7 +148,7 @@ def member_findings(system: System, removal: Removal) -> list[Finding]:
                 remedy="bring it back into the cluster first (or remove it too, powered off)")
            for m in cluster.members if m.nodeid not in present]
 
-    def one(member: Member) -> Finding:
+    def one(member: MemberHost) -> Finding:
         try:
             text = links.ShellOps(system, cluster).read(member)
         except PvestrapError as exc:
@@ -203,7 +203,7 @@ class ExpectedVotesStep:
     argv: tuple[str, ...]
     before: int | None
     undo_argv: tuple[str, ...] | None
-    member: Member | None = None   # run there over SSH (None: here)
+    member: MemberHost | None = None   # run there over SSH (None: here)
     cluster: Cluster | None = field(default=None, compare=False)
     id: str = "expected-votes"
 
@@ -241,11 +241,11 @@ class KnownHostsStep:
     def description(self) -> str:
         return f"forget {self.removal.name}'s SSH host keys ({', '.join(self.removal.hosts)})"
 
-    def files(self, member: Member) -> tuple[str, ...]:
+    def files(self, member: MemberHost) -> tuple[str, ...]:
         shared = self.removal.backend == "pve" and member.local
         return (KNOWN_HOSTS, PVE_KNOWN_HOSTS) if shared else (KNOWN_HOSTS,)
 
-    def script(self, member: Member) -> str:
+    def script(self, member: MemberHost) -> str:
         return "; ".join(f"if [ -f {shlex.quote(p)} ]; then ssh-keygen -R {shlex.quote(h)} -f "
                          f"{shlex.quote(p)} >/dev/null 2>&1; rm -f -- {shlex.quote(p + '.old')}; fi"
                          for p in self.files(member) for h in self.removal.hosts)
@@ -257,7 +257,7 @@ class KnownHostsStep:
     def apply(self, system: System) -> dict[str, list]:
         cluster, memo = self.removal.cluster, {}
 
-        def one(member: Member):
+        def one(member: MemberHost):
             access = cluster.access(system, member)
             before = parse_show(access.run(show_script(self.files(member)), "read known_hosts",
                                            mutates=False).stdout)
@@ -330,7 +330,7 @@ class VerifyStep:
         return None
 
 
-def member_quorum(system: System, cluster: Cluster, member: Member) -> QuorumStatus | None:
+def member_quorum(system: System, cluster: Cluster, member: MemberHost) -> QuorumStatus | None:
     try:
         out = cluster.access(system, member).run(" ".join(QUORUMTOOL) + " || true",
                                                  "read quorum", mutates=False).stdout

@@ -104,13 +104,13 @@ def _run(action: str, number: int, address: List[str], priority: Optional[int],
 
 
 def _preflight_report(action: str, cluster, found):
-    from pvestrap.report.model import Report, Section
+    from pvestrap.report.model import Report, ReportSection
 
     network = tuple(f for f in found if f.code.startswith(("link-address", "link-interface",
                                                            "link-peer")))
     rest = tuple(f for f in found if f not in network)
-    sections = tuple(s for s in (Section("cluster", "CLUSTER", rest),
-                                 Section("network", "NEW NETWORK", network)) if s.findings)
+    sections = tuple(s for s in (ReportSection("cluster", "CLUSTER", rest),
+                                 ReportSection("network", "NEW NETWORK", network)) if s.findings)
     return Report(f"pvestrap link {action} (preflight)", sections,
                   {"cluster": cluster.conf.cluster_name, "node": cluster.local.name})
 

@@ -58,7 +58,7 @@ def remove(name: str = typer.Argument(..., help="The node to remove (powered off
     from pvestrap.commands.link import _confirm
 
     _confirm(yes, f"remove {name} from the cluster ({len(removal.cluster.members)} members "
-                 "stay)?")
+             "stay)?")
     outcome = run_and_report(out, lambda progress: rm.run_removal(system, removal, progress))
     if outcome is None:
         return 1
@@ -123,11 +123,11 @@ def separate(expected_votes: Optional[int] = EXPECTED, dry_run: bool = DRY_RUN, 
 
 def preflight_report(what: str, found, ignore: List[str], meta=None):
     from pvestrap.findings import apply_ignores
-    from pvestrap.report.model import Report, Section
+    from pvestrap.report.model import Report, ReportSection
 
     found = apply_ignores(found, ignore)
     return Report(f"pvestrap node {what} (preflight)",
-                  (Section("node", f"NODE {what.upper()}", tuple(found)),), dict(meta or {}))
+                  (ReportSection("node", f"NODE {what.upper()}", tuple(found)),), dict(meta or {}))
 
 
 class Output:

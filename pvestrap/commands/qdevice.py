@@ -61,13 +61,13 @@ def status(json_out: bool = JSON, junit: Optional[str] = typer.Option(None, "--j
     """The QDevice as corosync and corosync-qdevice-tool see it: connected, votes, flags
     (A/V/NMW/NR per node), algorithm. Same formats as `pvestrap status`."""
     from pvestrap.commands.status import emit
-    from pvestrap.report.model import Report, Section
+    from pvestrap.report.model import Report, ReportSection
     from pvestrap.system import RealSystem
     from pvestrap.verify import observe
     from pvestrap.verify_qdevice import CHECK, qdevice_findings
 
     found = qdevice_findings(observe(RealSystem()), RealSystem())
-    report = Report("pvestrap qdevice status", (Section(CHECK, "QDEVICE", tuple(found)),), {})
+    report = Report("pvestrap qdevice status", (ReportSection(CHECK, "QDEVICE", tuple(found)),), {})
     emit(report, json_out=json_out, junit=junit, html=html)
     return report.exit_code()
 
@@ -104,7 +104,7 @@ def _change(action: str, q, force: bool, dry_run: bool, yes: bool, json_out: boo
     _confirm(yes, f"{action} the QDevice on {change.qdevice.host} for "
                   f"{len(change.cluster.members)} members?")
     outcome = run_and_report(out, lambda progress: qd.run_change(system, change, force,
-                                                                  progress))
+                                                                 progress))
     if outcome is None:
         return 1
     votes = change.math.expected if change.math else sum(qd.node_votes(change.after))
@@ -147,8 +147,8 @@ def _pvecm(system, out, action: str, q, force: bool, dry_run: bool, yes: bool,
 
 def preflight_report(action: str, found, ignore: List[str], meta=None):
     from pvestrap.findings import apply_ignores
-    from pvestrap.report.model import Report, Section
+    from pvestrap.report.model import Report, ReportSection
 
     found = apply_ignores(found, ignore)
-    sections = (Section("qdevice", "QDEVICE", tuple(found)),) if found else ()
+    sections = (ReportSection("qdevice", "QDEVICE", tuple(found)),) if found else ()
     return Report(f"pvestrap qdevice {action} (preflight)", sections, dict(meta or {}))

@@ -72,12 +72,12 @@ def strangers_in_background(system, seconds: float):
 def with_section(report, name: str, title: str, findings):
     import dataclasses
 
-    from pvestrap.report.model import Section
+    from pvestrap.report.model import ReportSection
 
     if not findings:
         return report
     return dataclasses.replace(report, sections=(*report.sections,
-                                                 Section(name, title, tuple(findings))))
+                                                 ReportSection(name, title, tuple(findings))))
 
 
 def emit(report, json_out: bool = False, junit: Optional[str] = None,

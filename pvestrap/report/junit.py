@@ -16,7 +16,7 @@ from typing import Any
 
 from pvestrap.findings import Finding, Severity
 from pvestrap.report.jsonout import plain
-from pvestrap.report.model import Report, Section
+from pvestrap.report.model import Report, ReportSection
 from pvestrap.report.text import display_message
 
 
@@ -49,7 +49,7 @@ def _system_out(f: Finding) -> str:
     return "\n".join(lines)
 
 
-def _testcase(parent: ET.Element, section: Section, f: Finding, strict: bool) -> None:
+def _testcase(parent: ET.Element, section: ReportSection, f: Finding, strict: bool) -> None:
     case = ET.SubElement(parent, "testcase", {
         "name": _safe(_case_name(f)),
         "classname": _safe(f"pvestrap.{section.name}.{f.check or section.name}"),

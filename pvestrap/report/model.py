@@ -18,7 +18,7 @@ def section_rank(name: str) -> tuple[int, str]:
 
 
 @dataclass(frozen=True)
-class Section:
+class ReportSection:
     name: str
     title: str
     findings: tuple[Finding, ...]
@@ -33,7 +33,7 @@ class Report:
     """
 
     title: str
-    sections: tuple[Section, ...]
+    sections: tuple[ReportSection, ...]
     meta: Mapping[str, Any] = field(default_factory=dict)
     matrices: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 

@@ -33,7 +33,7 @@ from pvestrap.lab import names
 from pvestrap.lab.lab import Lab
 from pvestrap.paths import AUTHKEY, COROSYNC_CONF
 from pvestrap.render import render_corosync_conf
-from pvestrap.report.model import Report, Section
+from pvestrap.report.model import Report, ReportSection
 from pvestrap.system import RealSystem
 
 pytestmark = pytest.mark.lab
@@ -124,7 +124,7 @@ def preflight_in_node(lab: Lab, index: int, answers_file: Path):
         findings = tuple(Finding(d["code"], Severity(d["severity"]), d["message"], d["subject"],
                                  d["check"], d["payload"], d["remedy"], d["ignored"])
                          for d in json.loads(result.stdout))
-        return Report("preflight in node", (Section("local", "LOCAL", findings),))
+        return Report("preflight in node", (ReportSection("local", "LOCAL", findings),))
 
     return run
 
