@@ -1,5 +1,6 @@
-"""First boot's responders and waits on loopback addresses of this machine (127.x.y.z, a fresh
-random /24 per test): real sockets, real raw-socket answers, real probes.
+"""First boot's responders and waits in a network namespace of the test's own (its loopback
+carries a fresh random 10.254.N.0/24 per test; a link address may not be a loopback address):
+real sockets, real raw-socket answers, real probes. Nothing of the machine's network is seen.
 
 The point of the placeholders: corosync's own link ports (link N: 5405+N on the node's link-N
 address) must stay free for corosync at every moment, while probes to them are answered all
@@ -8,11 +9,15 @@ the same; and a stage announced later must not grab them either.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import json
 import os
 import random
 import socket
+import subprocess
+import threading
 
 import pytest
 
@@ -24,11 +29,34 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="answering on a busy p
                                 "raw socket (root)")
 
 
+CLONE_NEWNET = 0x40000000
+LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+@contextlib.contextmanager
+def private_network(addresses):
+    """This thread, and every thread and process it starts, in a new network namespace whose
+    loopback is up and carries ADDRESSES; back to the machine's namespace afterwards."""
+    back = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
+    try:
+        if LIBC.unshare(CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        for address in addresses:
+            subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", "lo"], check=True)
+        yield
+    finally:
+        if LIBC.setns(back, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "could not return to the machine's namespace")
+        os.close(back)
+
+
 @pytest.fixture
-def plan() -> ClusterPlan:
-    base = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}"
+def plan():
+    base = f"10.254.{random.randint(1, 254)}"
     nodes = tuple(Node(f"n{i}", i, {0: f"{base}.{i}"}) for i in (1, 2, 3))
-    return ClusterPlan("lo", nodes, (Link(0),)).check()
+    with private_network([node.addresses[0] for node in nodes]):
+        yield ClusterPlan("lo", nodes, (Link(0),)).check()
 
 
 TOKENS = net.derive_tokens(b"the answer file")
