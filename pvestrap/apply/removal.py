@@ -43,6 +43,7 @@ from pvestrap.render import Change
 from pvestrap.system import System
 
 KNOWN_HOSTS = "/root/.ssh/known_hosts"
+PVE_LOCAL = "/etc/pve/local"  # pmxcfs makes it writable only with quorum
 ASIDE = "/var/lib/pvestrap/removed"
 _PING_LOSS = re.compile(r"(\d+(?:\.\d+)?)% packet loss")
 
@@ -205,6 +206,7 @@ class ExpectedVotesStep:
     undo_argv: tuple[str, ...] | None
     member: MemberHost | None = None   # run there over SSH (None: here)
     cluster: Cluster | None = field(default=None, compare=False)
+    writable: str | None = None    # wait until this is writable (pmxcfs's own quorum view)
     id: str = "expected-votes"
 
     @property
@@ -223,6 +225,11 @@ class ExpectedVotesStep:
                                                          "lower expected votes")
         else:
             system.run(list(self.argv), timeout=30)
+        if self.writable and not system.wait_until(lambda: cfs_writable(system, self.writable),
+                                                   30, 0.2, f"{self.writable} writable"):
+            raise OperationFailed(f"{self.writable} stayed read-only 30 s after lowering the "
+                                  "expected votes: pmxcfs does not see quorum",
+                                  code="cfs-not-quorate")
 
     def undo(self, system: System, memo: None) -> None:
         if self.undo_argv and self.member is None:  # a reload resets it from the nodelist
@@ -330,6 +337,18 @@ class VerifyStep:
         return None
 
 
+def cfs_writable(system: System, path: str) -> bool:
+    """pmxcfs's quorum as pve-cluster's check_cfs_quorum reads it: the owner-write bit of
+    /etc/pve/local's own mode (lstat; `-w` is always true for root). corosync's quorum comes
+    first, pmxcfs follows a moment later."""
+    try:
+        mode = system.run(["stat", "-c", "%a", path], check=False, mutates=False,
+                          timeout=10).stdout.strip()
+        return bool(int(mode, 8) & 0o200)
+    except (PvestrapError, ValueError):
+        return False
+
+
 def member_quorum(system: System, cluster: Cluster, member: MemberHost) -> QuorumStatus | None:
     try:
         out = cluster.access(system, member).run(" ".join(QUORUMTOOL) + " || true",
@@ -414,7 +433,8 @@ def steps(system: System, removal: Removal, ops: MemberOps | None = None) -> lis
         tool = ("pvecm", "expected") if removal.backend == "pve" else \
             ("corosync-quorumtool", "-e")
         out.append(ExpectedVotesStep((*tool, str(removal.expected_votes)), before,
-                                     (*tool, str(before)) if before else None))
+                                     (*tool, str(before)) if before else None,
+                                     writable=PVE_LOCAL if removal.backend == "pve" else None))
     if removal.backend == "pve":
         out += [NodesDirAsideStep(removal), KnownHostsStep(removal), DelnodeStep(removal)]
     else:

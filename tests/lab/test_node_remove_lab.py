@@ -156,6 +156,11 @@ def test_dry_run_shows_the_diff_and_changes_nothing(lab):
     assert re.search(rf"^-\s+name: {n3.name}$", out.stdout, re.M)
     assert "+  config_version: 2" in out.stdout and "dry run: nothing was changed" in out.stdout
     assert etc_hashes(three) == before
+    doc = json.loads(node_cmd(three, "remove", n3.name, "--dry-run", "--json").stdout)
+    assert doc["status"] == "dry-run" and doc["preflight"]["summary"]["failures"] == 0
+    assert [s["step"] for s in doc["plan"]] == [f"remove-{n3.name}", "known-hosts", "verify"]
+    assert f"-    name: {n3.name}" in doc["diff"]
+    assert etc_hashes(three) == before
 
 
 def test_a_member_unreachable_mid_write_rolls_back_every_member(lab):
