@@ -124,7 +124,7 @@ def _always(_state: State) -> bool:
 class Question:
     id: str
     prompt: str | Callable[[State], str]
-    help: str
+    help: str | Callable[[State], str]
     type: str
     keys: tuple[str, ...] = ()
     default: Callable[[State], Any] | None = None
@@ -142,6 +142,9 @@ class Question:
 
     def message(self, state: State) -> str:
         return self.prompt(state) if callable(self.prompt) else self.prompt
+
+    def help_for(self, state: State) -> str:
+        return self.help(state) if callable(self.help) else self.help
 
     def default_for(self, state: State) -> Any:
         return self.default(state) if self.default else None

@@ -134,7 +134,8 @@ def link_static(n: int) -> Question:
 
     return Question(
         f"link{n}.static", lambda s: f"link{n}: static address for {nic(s)}",
-        f"Written as a new `iface {{nic}} inet static` stanza; rule: {CIDR_RULE}.", TEXT,
+        lambda s: f"Written as a new `iface {nic(s)} inet static` stanza in /etc/network/"
+                  f"interfaces; rule: {CIDR_RULE}.", TEXT,
         keys=("nodes[].interfaces[].address", "nodes[].interfaces[].name", f"nodes[].link{n}"),
         validate=rules.static_rule(n), parse=str.strip,
         when=lambda s: str(s.get(f"link{n}.address", "")).startswith(NIC))

@@ -27,8 +27,9 @@ class TerminalAsker:
 
     def ask(self, question: questions.Question, state: questions.State, default: Any) -> Any:
         message = question.message(state)
-        if question.help:
-            self.say(f"\n  {question.help}")
+        help_text = question.help_for(state)
+        if help_text:
+            self.say(f"\n  {help_text}")
         if question.type == questions.SELECT:
             return self._select(question, state, message, default)
         if question.type == questions.CONFIRM:
