@@ -487,19 +487,6 @@ def measure(request: ProbeRequest, token: wire.Token,
                         tuple(f.result() for f in tcp_flows), tuple(dad), asdict(settings))
 
 
-def network_checks() -> tuple:
-    """The checks that read these measurements, in report order."""
-    from pvestrap.checks.addresses import AddressCheck
-    from pvestrap.checks.clockpair import ClockPairCheck
-    from pvestrap.checks.latency import LatencyCheck
-    from pvestrap.checks.mtu import MtuCheck
-    from pvestrap.checks.ports import PortsCheck
-    from pvestrap.checks.tcp import TcpCheck
-
-    return (AddressCheck(), PortsCheck(), TcpCheck(), LatencyCheck(), MtuCheck(),
-            ClockPairCheck())
-
-
 def main(argv: list[str] | None = None) -> int:
     """`python3 -m pvestrap.checks.prober [--token-file F] < request.json > measurements.json`
 

@@ -1,4 +1,4 @@
-"""Run checks and gather their findings into a Report.
+"""Run checks and gather their findings into report sections (pvestrap.preflight.run uses it).
 
 The runner owns the cross-cutting rules: every finding carries the id of the check that made it,
 a crashing check becomes one FAIL finding (a bug in one check must not hide the others), and
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from pvestrap.errors import UserError
 from pvestrap.findings import Finding, Severity, apply_ignores
-from pvestrap.report.model import Report, ReportSection, section_rank
+from pvestrap.report.model import ReportSection, section_rank
 
 from pvestrap.checks.base import Check, Context
 
@@ -58,26 +58,15 @@ def run_one(check: Check, ctx: Context) -> list[Finding]:
     return [f if f.check else dataclasses.replace(f, check=check.id) for f in found]
 
 
-def run_checks(
-    checks: Sequence[Check],
-    ctx: Context,
-    *,
-    ignore: Iterable[str] = (),
-    title: str = "pvestrap preflight",
-    meta: Mapping[str, Any] | None = None,
-    matrices: Mapping[str, Mapping[str, Any]] | None = None,
-    extra: Iterable[Finding] = (),
-    on_progress: Callable[[Check], None] | None = None,
-) -> Report:
+def collect(checks: Sequence[Check], ctx: Context,
+            on_progress: Callable[[Check], None] | None = None) -> dict[str, list[Finding]]:
+    """Every check's findings by family (the report section), in check order."""
     by_family: dict[str, list[Finding]] = {}
-    if extra:  # findings made before any check ran (plan validation) head the report
-        by_family["plan"] = list(extra)
     for check in checks:
         if on_progress:
             on_progress(check)
         by_family.setdefault(check.family, []).extend(run_one(check, ctx))
-    return Report(title, build_sections(by_family, ignore), dict(meta or {}),
-                  dict(matrices or {}))
+    return by_family
 
 
 def build_sections(by_family: Mapping[str, Sequence[Finding]],

@@ -195,10 +195,10 @@ def merged_preflight(lab, plan) -> Report:
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            results.append(mesh.NodeResult(node.name, None, None,
+            results.append(mesh.NodeResult(node.name, None,
                                            f"no preflight report ({exc.__class__.__name__})"))
             continue
-        results.append(mesh.NodeResult(node.name, data["report"], data["measurements"]))
+        results.append(mesh.NodeResult(node.name, data["report"]))
     return mesh.merge(plan, results)
 
 

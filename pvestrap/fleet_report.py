@@ -2,9 +2,9 @@
 link, as `pvestrap preflight --mesh` gives) and one for the fleet (the cross-cluster findings
 and one line per cluster), each as JSON and HTML.
 
-The inputs are what the node-side preflight returned per host (the report and its
-measurements, or the error that stopped it), so a node that failed, or was never reached, is in
-its cluster's report as such.
+The inputs are what the node-side preflight returned per host (the report, which carries the
+node's own row of the matrices, or the error that stopped it), so a node that failed, or was
+never reached, is in its cluster's report as such.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ def cluster_report(group: ClusterGroup, results: Mapping[str, HostResult]) -> Re
                 "already-member", f"{node} already runs in cluster {group.plan.cluster_name}: "
                 "preflight skipped", node, check="fleet").as_dict()]}]}
         error = None if report else (got.get("error") or "no preflight result")
-        nodes.append(NodeResult(node=node, report=report, error=error,
-                                measurements=(report or {}).get("measurements")))
+        nodes.append(NodeResult(node=node, report=report, error=error))
     merged = merge(group.plan, nodes)
     return Report(f"pvestrap preflight: cluster {group.plan.cluster_name} (group {group.group})",
                   merged.sections, {**merged.meta, "group": group.group, "mode": "ansible"},

@@ -1,9 +1,10 @@
 """Mesh preflight: from one machine, run the preflight on every node and merge one N x N report.
 
 Each node gets one SSH session running `pvestrap preflight --agent`. The agent reads a job (the
-answer file, its node name, the probe token, the duration) from stdin, opens its responder, says
-READY, waits for GO, runs its checks and probes, prints its measurements and findings as one JSON
-line, and keeps answering probes until its stdin closes. So every responder is up before anyone
+answer file, its node name, the probe token, the duration) from stdin, opens its responder, runs
+the local checks, says READY, waits for GO, probes and runs the network checks (one
+pvestrap.preflight.run, whose probe source is that handshake), prints its report (findings and
+its own row of the matrices) as one JSON line, and keeps answering probes until its stdin closes. So every responder is up before anyone
 probes, and none outlives the run. The token travels on stdin, never on a command line.
 """
 
@@ -16,13 +17,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pvestrap.errors import OperationFailed, UserError
+from pvestrap import answers, preflight
+from pvestrap.checks import probe as wire
+from pvestrap.checks.prober import Measurements
+from pvestrap.checks.responder import Responder, ResponderConfig, ports_for_links
+from pvestrap.checks.runner import build_sections
+from pvestrap.errors import UserError
 from pvestrap.findings import Finding, Severity
 from pvestrap.plan import ClusterPlan
+from pvestrap.report.jsonout import report_dict
+from pvestrap.report.model import Report
 
 READY = "PVESTRAP-AGENT-READY"
 GO = "GO"
@@ -33,7 +41,6 @@ RESULT = "PVESTRAP-AGENT-RESULT "
 class NodeResult:
     node: str
     report: Mapping[str, Any] | None  # report_dict() of the node's own report
-    measurements: Mapping[str, Any] | None
     error: str | None = None
     data: Mapping[str, Any] | None = None  # the whole RESULT object (other agents than preflight)
 
@@ -101,15 +108,14 @@ def run_agents(targets: Mapping[str, str], agent: Sequence[str], jobs: Mapping[s
         results = []
         for name, proc in procs.items():
             if name in failed:
-                results.append(NodeResult(name, None, None, failed[name]))
+                results.append(NodeResult(name, None, failed[name]))
                 continue
             line = _read_until(proc, RESULT, deadline)
             if line is None:
-                results.append(NodeResult(name, None, None, _why(proc, "sent no result")))
+                results.append(NodeResult(name, None, _why(proc, "sent no result")))
                 continue
             data = json.loads(line[len(RESULT):])
-            results.append(NodeResult(name, data.get("report"), data.get("measurements"),
-                                      None, data))
+            results.append(NodeResult(name, data.get("report"), None, data))
             say(f"{name}: done")
         return results
     finally:
@@ -163,57 +169,82 @@ def _close(proc: subprocess.Popen) -> None:
 # -- the agent (runs on each node) ------------------------------------------------------------------
 
 def agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
-    """One node's side of the mesh run; see the module docstring for the conversation."""
-    from pvestrap import answers, preflight
-    from pvestrap.checks import prober
-    from pvestrap.report.jsonout import report_dict
-
+    """One node's side of the mesh preflight; see the module docstring for the conversation."""
     job = json.loads(stdin.readline() or "{}")
     plan = answers.loads(job["answers"], source="answers (mesh)")
     node = plan.node(job["node"])
-    ignore = tuple(job.get("ignore", ()))
 
-    def before_ready():
-        # the CPU-heavy local checks run now, while the others start, not while probes fly
-        return preflight.run_local(plan, node.name, ignore=ignore)
+    def work(token: wire.Token, ready: Callable[[], bool]) -> dict[str, Any] | None:
+        source = _AfterGo(preflight.Probes(token, float(job.get("duration_s", 3.0))), ready)
+        try:
+            report = preflight.run(plan, node.name, probes=source,
+                                   ignore=tuple(job.get("ignore", ())))
+        except _NoGo:
+            return None
+        return {"report": report_dict(report)}
 
-    def after_go(token, local):
-        settings = prober.ProbeSettings(duration_s=float(job.get("duration_s", 3.0)))
-        request = prober.request_from_plan(plan, node.name, settings)
-        measured = prober.measure(request, token)
-        network = preflight.run_network(plan, node.name, {prober.PROBES_KEY: measured},
-                                        ignore=ignore)
-        report = preflight.combine(local, network)
-        return {"report": report_dict(report), "measurements": measured.to_dict()}
+    return agent_conversation(job, plan.link_numbers, node.addresses.values(), work, stdin,
+                              stdout)
 
-    return agent_session(job, plan.link_numbers, node.addresses.values(), before_ready,
-                         after_go, stdin, stdout)
+
+class _NoGo(Exception):
+    """The orchestrator hung up (or said something else) instead of GO."""
+
+
+@dataclass(frozen=True)
+class _AfterGo:
+    """The preflight agent's probe source: say READY once the local checks ran (they are
+    CPU-heavy and must not disturb anyone's probes), wait for GO, then probe like every other
+    front-end."""
+
+    probes: preflight.Probes
+    ready: Callable[[], bool]
+
+    def measure(self, plan: ClusterPlan | None, node: str | None,
+                pending: frozenset[int]) -> Measurements | None:
+        if not self.ready():
+            raise _NoGo()
+        return self.probes.measure(plan, node, pending)
 
 
 def agent_session(job: Mapping[str, Any], links: Sequence[int], addresses: Sequence[str],
                   before_ready: Callable[[], Any], after_go: Callable[[Any, Any], Any],
                   stdin=sys.stdin, stdout=sys.stdout) -> int:
-    """The agent's half of the conversation, for any agent: answer probes on the link ports of
-    ADDRESSES from before READY until the orchestrator hangs up; run BEFORE_READY, say READY,
-    wait for GO, print RESULT + AFTER_GO(token, what before_ready returned)."""
-    from pvestrap.checks import probe as wire
-    from pvestrap.checks.responder import Responder, ResponderConfig, ports_for_links
+    """agent_conversation for an agent in two halves: BEFORE_READY, then (after GO)
+    AFTER_GO(token, what before_ready returned) gives the RESULT object."""
 
+    def work(token: wire.Token, ready: Callable[[], bool]) -> Any:
+        early = before_ready()
+        return after_go(token, early) if ready() else None
+
+    return agent_conversation(job, links, addresses, work, stdin, stdout)
+
+
+def agent_conversation(job: Mapping[str, Any], links: Sequence[int], addresses: Iterable[str],
+                       work: Callable[[wire.Token, Callable[[], bool]], Any],
+                       stdin=sys.stdin, stdout=sys.stdout) -> int:
+    """The agent's half of the conversation, for any agent: answer probes on the link ports of
+    ADDRESSES from the start until the orchestrator hangs up, and print RESULT + WORK(token,
+    ready). WORK calls ready() when it may be probed: that says READY and waits for GO
+    (False: the orchestrator gave up; WORK then returns None and the agent exits 1)."""
     token = wire.Token(job["token"].encode())
     config = ResponderConfig(token=token, ports=ports_for_links(tuple(links), base_port=5405),
                              addresses=tuple(sorted(set(addresses))),
                              ttl_s=float(job.get("ttl_s", 600)))
     done = threading.Event()
+
+    def ready() -> bool:
+        print(READY, flush=True, file=stdout)
+        return stdin.readline().strip() == GO
+
     with Responder(config) as responder:
         thread = threading.Thread(target=responder.serve, kwargs={"stop": done.is_set},
                                   daemon=True)
         thread.start()
-        early = before_ready()
-        print(READY, flush=True, file=stdout)
-        if stdin.readline().strip() != GO:
+        out = work(token, ready)
+        if out is None:
             done.set()
             return 1
-        out = after_go(token, early)
         print(RESULT + json.dumps(out), flush=True, file=stdout)
         stdin.read()  # keep answering the others' probes until the orchestrator hangs up
         done.set()
@@ -223,14 +254,12 @@ def agent_session(job: Mapping[str, Any], links: Sequence[int], addresses: Seque
 
 # -- merging -----------------------------------------------------------------------------------------
 
-def merge(plan: ClusterPlan, results: Sequence[NodeResult], ignore: Sequence[str] = ()):
-    """One report: every node's findings (subjects prefixed by the node) and the N x N matrices."""
-    from pvestrap.checks.runner import build_sections
-    from pvestrap.report.model import Report
-
+def merge(plan: ClusterPlan, results: Sequence[NodeResult], ignore: Sequence[str] = ()) -> Report:
+    """One report: every node's findings (subjects prefixed by the node) and the N x N matrices
+    (each node's report carries its own row)."""
     by_section: dict[str, list[Finding]] = {}
     for r in results:
-        if r.error:
+        if r.error or r.report is None:
             by_section.setdefault("plan", []).append(Finding(
                 "node-unreachable", Severity.FAIL, f"{r.node}: {r.error}", r.node,
                 check="mesh", remedy="check SSH root key login to the node and that pvestrap is "
@@ -241,7 +270,9 @@ def merge(plan: ClusterPlan, results: Sequence[NodeResult], ignore: Sequence[str
                 by_section.setdefault(section["name"], []).append(_finding(f, r.node))
     sections = build_sections(by_section, ignore)
     meta = {"cluster": plan.cluster_name, "nodes": len(plan.nodes), "mode": "mesh"}
-    return Report("pvestrap preflight (mesh)", sections, meta, matrices(plan, results))
+    grids = preflight.merge_rows(preflight.matrices(plan, None, None),
+                                 [r.report.get("matrices") or {} for r in results if r.report])
+    return Report("pvestrap preflight (mesh)", sections, meta, grids)
 
 
 def _finding(d: Mapping[str, Any], node: str) -> Finding:
@@ -252,46 +283,11 @@ def _finding(d: Mapping[str, Any], node: str) -> Finding:
                    d.get("check"), d.get("payload") or {}, d.get("remedy"), d.get("ignored", False))
 
 
-def matrices(plan: ClusterPlan, results: Sequence[NodeResult]) -> dict[str, dict[str, Any]]:
-    """Per link: rows = from node, columns = to node; median RTT and port state."""
-    names = [n.name for n in plan.nodes]
-    index = {n: i for i, n in enumerate(names)}
-    out: dict[str, dict[str, Any]] = {}
-    for link in plan.links:
-        rtt = [[None] * len(names) for _ in names]
-        state = [[None] * len(names) for _ in names]
-        loss = [[None] * len(names) for _ in names]
-        for r in results:
-            for port in (r.measurements or {}).get("udp", ()):
-                if port.get("link") != link.number or port.get("legacy"):
-                    continue
-                i, j = index.get(r.node), index.get(port.get("peer"))
-                if i is None or j is None:
-                    continue
-                state[i][j] = port.get("state")
-                rtts = sorted(port.get("rtts_ms") or ())
-                if rtts:
-                    rtt[i][j] = round(rtts[len(rtts) // 2], 3)
-                if port.get("sent"):
-                    loss[i][j] = round(100.0 * (port["sent"] - port["received"]) / port["sent"], 1)
-        out[f"link{link.number}"] = {"nodes": names, "rtt_ms": rtt, "state": state,
-                                     "loss_pct": loss, "port": link.port,
-                                     "threshold_ms": plan.preflight.thresholds.latency_fail_ms}
-    return out
-
-
 def require_nodes_reachable(plan: ClusterPlan) -> None:
     if len(plan.nodes) < 2:
         raise UserError("mesh mode needs at least two nodes in the answer file",
                         remedy="add the other nodes, or run `pvestrap preflight` without --mesh")
 
 
-__all__ = [
-    "NodeResult",
-    "OperationFailed",
-    "agent_main",
-    "matrices",
-    "merge",
-    "run_mesh",
-    "ssh_argv",
-]
+__all__ = ["NodeResult", "agent_conversation", "agent_main", "agent_session", "merge",
+           "run_agents", "run_mesh", "ssh_argv"]

@@ -18,6 +18,7 @@ from pvestrap.checks.ports import PortsCheck
 from pvestrap.checks.tcp import TcpCheck
 from pvestrap.findings import Severity
 from pvestrap.plan import ClusterPlan, Link, Node, Preflight, Thresholds
+from pvestrap.preflight import network_checks
 
 
 def port(peer="pve2", link=0, port_=5405, state="open", rtts=(0.2,) * 20, sent=20,
@@ -40,7 +41,7 @@ def codes(findings):
 
 def test_every_network_check_follows_the_protocol_and_skips_without_probes():
     empty = Context(node="pve1")
-    checks = P.network_checks()
+    checks = network_checks()
     assert len({c.id for c in checks}) == len(checks)
     for check in checks:
         assert isinstance(check, Check)

@@ -12,7 +12,7 @@ import pytest
 from pvestrap.cli import main
 from pvestrap.commands.preflight import CHECK_IDS
 from pvestrap.preflight import check_catalogue
-from pvestrap.preflight_cli import parse_peers
+from pvestrap.commands.preflight import parse_peers
 from pvestrap.errors import UserError
 
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pvestrap.checks.base import Context
-from pvestrap.checks.runner import run_checks
+from pvestrap.checks.runner import build_sections, collect
 from pvestrap.findings import Finding, Severity
+from pvestrap.report.model import Report
+
+
+def run_checks(checks, ctx, ignore=()):
+    """What pvestrap.preflight.run does with its checks' findings."""
+    return Report("t", build_sections(collect(checks, ctx), ignore))
 
 
 @dataclass(frozen=True)

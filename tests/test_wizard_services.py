@@ -14,6 +14,7 @@ from pvestrap.errors import OperationFailed
 from pvestrap.password import resolve_password
 from pvestrap.plan import ClusterPlan, InterfaceStanza, Link, Node
 from pvestrap.system import RealSystem, Secret
+from pvestrap import preflight
 from pvestrap.wizard import services
 
 PLAN = ClusterPlan(
@@ -30,11 +31,11 @@ def test_planned_machine_puts_new_stanza_addresses_on_their_nics():
     machine = Machine("pve1", (Interface("eth0", "physical", flags=up,
                                          addresses=(IfAddress("10.99.0.1", 24),)),
                                Interface("eth2", "physical", flags=up)))
-    planned = services.planned_machine(machine, PLAN, "pve2")
+    planned = preflight.planned_machine(machine, PLAN, "pve2")
     assert [i.name for i in planned.carrying("10.98.0.2")] == ["eth2"]
     assert planned.interface("eth2").addresses == (IfAddress("10.98.0.2", 24),)
     assert planned.interface("eth0") == machine.interface("eth0")
-    assert services.planned_machine(machine, PLAN, "pve1") is machine
+    assert preflight.planned_machine(machine, PLAN, "pve1") is machine
 
 
 def test_only_the_node_joined_is_probed():

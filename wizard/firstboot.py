@@ -38,7 +38,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from pvestrap import answers, preflight
+from pvestrap.checks.prober import Measurements
 from pvestrap.errors import OperationFailed, PvestrapError, UserError
+from pvestrap.findings import Severity
+from pvestrap.report.jsonout import report_dict
+from pvestrap.report.model import Report
+from pvestrap.report.text import finding_line, render_text
 from pvestrap.wizard import firstboot_cluster as cluster
 from pvestrap.wizard import firstboot_net as net
 from pvestrap.wizard import firstboot_qdevice
@@ -98,8 +104,6 @@ def run(opts: Options, apply: cluster.ApplyFn | None = None, say: Say = say_line
     if done is not None:
         say(f"first boot finished already ({_describe_done(done)}): nothing to do")
         return Outcome(done.get("node") or "?", "?", already_done=True)
-    from pvestrap import answers
-
     data = _read(opts.answers)
     plan = answers.load(opts.answers)
     me = answers.select_node(plan, opts.node)
@@ -121,31 +125,33 @@ def _run_locked(opts, state, plan, me, role, digest, data, apply, say, detail) -
     member = cluster.configured_member(plan, me)
     tokens = net.derive_tokens(_secret(opts, data))
     done_phases = []
+    report = None  # the apply runs its own (local) gate when this run made no preflight
     with net.Presence(plan, me, tokens, opts.responder_ttl_s, say) as presence:
         if member or phase in ("preflight-passed", "applied"):
             why = "this node is in the cluster's corosync.conf" if member else \
                 "its preflight passed in an earlier run"
             say(f"skipping the peer wait and the preflight: {why}")
         else:
-            _wait_and_preflight(opts, state, plan, me, tokens, say, detail)
+            report = _wait_and_preflight(opts, state, plan, me, tokens, say, detail)
             state.record(digest, me.name, "preflight-passed")
             done_phases.append("preflight-passed")
         presence.announce("ready")
         if not member:
             _wait_turn(opts, plan, me, tokens, say)
         attempts, everyone = _apply_and_stay(opts, state, plan, me, digest, presence, apply,
-                                             say, detail)
+                                             report, say, detail)
     return Outcome(me.name, role, attempts=attempts, all_members=everyone, resumed_from=phase,
                    phases=tuple(done_phases + ["applied"]))
 
 
-def _apply_and_stay(opts, state, plan, me, digest, presence, apply, say, detail
+def _apply_and_stay(opts, state, plan, me, digest, presence, apply, report, say, detail
                     ) -> tuple[int, bool]:
-    """Create or join; then tell the others, mark done, and keep answering probes until every
-    node is a member (bounded). Returns (apply attempts, whether every node is a member)."""
+    """Create or join (gated by this run's preflight REPORT, not a second one); then tell the
+    others, mark done, and keep answering probes until every node is a member (bounded).
+    Returns (apply attempts, whether every node is a member)."""
     presence.release_corosync_ports()
     request = cluster.ApplyRequest(plan, me.name, opts.answers, opts.ignore,
-                                   opts.quorum_timeout_s, opts.corosync_start, detail)
+                                   opts.quorum_timeout_s, opts.corosync_start, report, detail)
     say("applying: " + ("create the cluster" if plan.role_of(me.name) == "create"
                         else f"join via {plan.join_address()}"))
     attempts = cluster.apply_with_retries(apply, request, opts.apply_timeout_s, say)
@@ -180,46 +186,36 @@ def _wait_turn(opts: Options, plan, me, tokens: net.Tokens, say: Say) -> None:
 
 
 def _wait_and_preflight(opts: Options, state: StateDir, plan, me, tokens: net.Tokens, say: Say,
-                        detail: Say) -> None:
+                        detail: Say) -> Report:
     """Wait for the peers, then the preflight. When every FAIL is a network one, a peer may
     just have restarted in the middle of the measurement (a node that reboots runs its first
     boot again): wait for the peers again and measure again, a few times at most. A local FAIL
     (a hostname, a running corosync) does not go away by waiting: it stops at once."""
-    from pvestrap.preflight import network_checks
-
-    network = {check.id for check in network_checks()}
-    for attempt in range(1, PREFLIGHT_ATTEMPTS + 1):
+    network = {check.id for check in preflight.network_checks()}
+    for attempt in range(1, PREFLIGHT_ATTEMPTS):
         net.wait_for_peers(plan, me, tokens.probe, opts.peer_wait_s, say)
         try:
-            _preflight(opts, state, plan, me, tokens, say, detail)
-            return
+            return _preflight(opts, state, plan, me, tokens, say, detail)
         except PreflightFailed as exc:
-            if attempt == PREFLIGHT_ATTEMPTS or not exc.checks <= network:
+            if not exc.checks <= network:
                 raise
             say(f"the preflight failed on the network only ({', '.join(exc.codes)}): a peer "
                 f"may be restarting; measuring again (attempt {attempt + 1} of "
                 f"{PREFLIGHT_ATTEMPTS})")
             time.sleep(PREFLIGHT_PAUSE_S)
+    net.wait_for_peers(plan, me, tokens.probe, opts.peer_wait_s, say)
+    return _preflight(opts, state, plan, me, tokens, say, detail)
 
 
 def _preflight(opts: Options, state: StateDir, plan, me, tokens: net.Tokens, say: Say,
-               detail: Say) -> None:
-    from pvestrap import preflight
-    from pvestrap.checks import prober
-    from pvestrap.findings import Severity
-    from pvestrap.mesh import NodeResult, matrices
-    from pvestrap.report.jsonout import report_dict
-    from pvestrap.report.text import finding_line, render_text
-
+               detail: Say) -> Report:
     duration = opts.duration_s or plan.preflight.thresholds.duration_s
     say(f"preflight: local checks and {duration:g} s of probes to every peer and link")
-    request = prober.request_from_plan(plan, me.name, prober.ProbeSettings(duration_s=duration))
-    measured = prober.measure(request, tokens.probe)
-    grids = matrices(plan, [NodeResult(me.name, None, measured.to_dict())])
-    report = preflight.run_with_probes(plan, me.name, {prober.PROBES_KEY: measured},
-                                       ignore=opts.ignore, matrices=grids)
+    measured: list[Measurements] = []
+    report = preflight.run(plan, me.name, ignore=opts.ignore, probes=preflight.Probes(
+        tokens.probe, duration, keep=measured.append))
     state.write_json(PREFLIGHT_FILE, {"report": report_dict(report),
-                                      "measurements": measured.to_dict()})
+                                      "measurements": measured[0].to_dict()})
     detail(render_text(report).rstrip("\n"))
     if report.exit_code():
         failures = [f for f in report.findings if f.severity is Severity.FAIL]
@@ -230,6 +226,7 @@ def _preflight(opts: Options, state: StateDir, plan, me, tokens: net.Tokens, say
         raise PreflightFailed(len(failures), sorted({f.code for f in failures}),
                               {f.check or f.code for f in failures})
     say("preflight passed")
+    return report
 
 
 class PreflightFailed(OperationFailed):

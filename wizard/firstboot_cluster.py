@@ -25,6 +25,7 @@ from pvestrap.corosync.status import QuorumStatus, read_quorum
 from pvestrap.errors import OperationFailed, PvestrapError
 from pvestrap.paths import CONF_PATHS
 from pvestrap.plan import ClusterPlan, Node
+from pvestrap.report.model import Report
 from pvestrap.system import Runner, run_command
 
 Say = Callable[[str], None]
@@ -130,6 +131,7 @@ class ApplyRequest:
     ignore: tuple[str, ...] = ()
     quorum_timeout_s: float = 300.0
     corosync_start: tuple[str, ...] | None = None
+    report: Report | None = None  # this run's preflight; None: the apply runs its own gate
     say: Say = field(default=lambda _m: None, compare=False, repr=False)
 
 
@@ -187,6 +189,8 @@ def default_apply(request: ApplyRequest) -> None:
     service = (cs.CommandService(request.corosync_start, cs.DIRECT.stop_argv)
                if request.corosync_start else None)
     timeouts = replace(cs.CorosyncTimeouts(), quorum=request.quorum_timeout_s)
+    report = request.report
     ctx = ApplyContext(RealSystem(), ignore=request.ignore, out=request.say, service=service,
-                       timeouts=timeouts)
+                       timeouts=timeouts,
+                       preflight=(lambda _plan, _node: report) if report is not None else None)
     apply_node(request.plan, request.node, ctx)

@@ -24,32 +24,15 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pvestrap.checks.localsys import IfAddress, Machine, read_machine
+from pvestrap import preflight
+from pvestrap.apply.flow import ApplyContext, ApplyDeclined, apply_node
 from pvestrap.checks.probe import Token
-from pvestrap.errors import OperationFailed
 from pvestrap.plan import ClusterPlan
 from pvestrap.report.model import Report
-from pvestrap.system import Secret
+from pvestrap.system import RealSystem, Secret
 
 RESPONDER_TTL_S = 900.0
 PID_FILE = "/run/pvestrap-wizard-responder.pid"
-
-
-def planned_machine(machine: Machine, plan: ClusterPlan, node: str) -> Machine:
-    """The machine as it will be once the plan's new interface stanzas are applied: their
-    addresses on their NICs, so the local checks judge the planned link layout."""
-    stanzas = {s.name: s for s in plan.node(node).interfaces if s.address}
-    if not stanzas:
-        return machine
-    out = []
-    for iface in machine.interfaces:
-        stanza = stanzas.get(iface.name)
-        if stanza is not None and not iface.has_address(stanza.address.split("/")[0]):
-            addr, _, prefix = stanza.address.partition("/")
-            iface = dataclasses.replace(
-                iface, addresses=iface.addresses + (IfAddress(addr, int(prefix or 32)),))
-        out.append(iface)
-    return dataclasses.replace(machine, interfaces=tuple(out))
 
 
 def probe_peers(plan: ClusterPlan, node: str) -> frozenset[str]:
@@ -88,11 +71,6 @@ class LiveServices:
 
     # -- preflight ---------------------------------------------------------------------------
     def preflight(self, plan: ClusterPlan, node: str, pending: frozenset[int]) -> Report:
-        from pvestrap import preflight
-        from pvestrap.checks import prober
-        from pvestrap.checks.probe import new_token
-        from pvestrap.mesh import NodeResult, matrices
-
         peers = probe_peers(plan, node)
         if self.token is not None:
             self.start_responder(plan)
@@ -100,19 +78,11 @@ class LiveServices:
             self.out(f"  No probe token given (--token-file): {', '.join(sorted(peers))} is not "
                      "probed (its responder answers only probes made with its token).")
             peers = frozenset()
-        duration = self.duration_s or plan.preflight.thresholds.duration_s
-        request = prober.request_from_plan(plan, node, prober.ProbeSettings(duration_s=duration))
-        request = dataclasses.replace(request, targets=tuple(
-            t for t in request.targets if t.peer in peers and t.link not in pending))
         for n in sorted(pending):
             self.out(f"  link{n} is configured by the apply (new interfaces stanza): it is "
                      "checked as planned, and probed only once it exists.")
-        measured = prober.measure(request, self.token or new_token())
-        machine = planned_machine(read_machine(self.root), plan, node)
-        grid = matrices(plan, [NodeResult(node, None, measured.to_dict())]) if peers else {}
-        return preflight.run_with_probes(plan, node, {prober.PROBES_KEY: measured},
-                                         root=self.root, options={"machine": machine},
-                                         matrices=grid)
+        probes = preflight.Probes(self.token, self.duration_s, only=peers)
+        return preflight.run(plan, node, probes=probes, pending=pending, root=self.root)
 
     def start_responder(self, plan: ClusterPlan) -> None:
         """Answer probes on 5404 and the plan's link ports while the wizard runs."""
@@ -181,15 +151,6 @@ class LiveServices:
     # -- apply and status --------------------------------------------------------------------
     def apply(self, plan: ClusterPlan, node: str, password: Secret | None, report: Report,
               confirm: Callable[[str], bool], out: Callable[[str], None]) -> bool:
-        try:
-            from pvestrap.apply.flow import ApplyContext, ApplyDeclined, apply_node
-        except ModuleNotFoundError as exc:
-            raise OperationFailed("this pvestrap has no apply engine yet: nothing changed",
-                                  code="apply-unavailable",
-                                  remedy="save the answers and run `pvestrap apply` later"
-                                  ) from exc
-        from pvestrap.system import RealSystem
-
         def confirmed(text: str) -> bool:
             self.applying = confirm(text)
             return self.applying
@@ -206,7 +167,6 @@ class LiveServices:
         return True
 
     def status(self, plan: ClusterPlan, node: str) -> Report | None:
-        from pvestrap.system import RealSystem
         from pvestrap.verify import status_report
 
         return status_report(RealSystem(root=self.root))

@@ -23,6 +23,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from pvestrap import preflight
 from pvestrap.apply import corosync as cs
 from pvestrap.apply.engine import (Action, ApplyOutcome, PlannedCommand, Progress, Step, StepEvent,
                                    StepFailed, plan_steps, run_steps)
@@ -96,23 +97,16 @@ def choose_backend(plan: ClusterPlan, system: System) -> str:
 
 
 def default_preflight(root: str = "/") -> Preflight:
-    """The local preflight (pvestrap.preflight.run_local) on ROOT; plan validation alone when
-    that module is not installed."""
+    """The local preflight of this machine (pvestrap.preflight.run without probes) on ROOT."""
 
     def run(plan: ClusterPlan, node: str) -> Report:
-        try:
-            from pvestrap.preflight import run_local
-        except ModuleNotFoundError as exc:
-            if exc.name != "pvestrap.preflight":
-                raise
-            return plan_only_preflight(plan, node)
-        return run_local(plan, node, root=root)
+        return preflight.run(plan, node, root=root)
 
     return run
 
 
 def plan_only_preflight(plan: ClusterPlan, node: str) -> Report:
-    """Plan validation as a report (the gate when no machine checks can run)."""
+    """Plan validation as a report: the gate of tests that bring their own machine."""
     from pvestrap.plan import validate
 
     findings = validate(plan) or [Finding("plan-valid", Severity.PASS, "the plan is valid",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import typer
 
@@ -50,7 +50,6 @@ def command(
 
         return agent_main()
     from pvestrap.checks.runner import check_ignore_ids
-    from pvestrap.preflight_cli import list_catalogue, run_preflight
 
     if list_checks:
         return list_catalogue()
@@ -59,6 +58,118 @@ def command(
                          remote=remote_command, token_file=token_file, duration=duration,
                          ignore=ignore or [], json_out=json_out, junit=junit, html=html,
                          strict=strict)
+
+
+def list_catalogue() -> int:
+    from pvestrap.preflight import check_catalogue
+
+    for check_id, family, title in check_catalogue():
+        print(f"{check_id:24} {family:10} {title}")
+    return 0
+
+
+def parse_peers(specs: Sequence[str]) -> dict[str, dict[int, str]]:
+    """--peer NAME=ADDR[,ADDR...] -> {name: {link: address}}."""
+    import ipaddress
+
+    from pvestrap.errors import UserError
+
+    peers: dict[str, dict[int, str]] = {}
+    for spec in specs:
+        name, sep, addrs = spec.partition("=")
+        if not sep or not name or not addrs:
+            raise UserError(f"--peer {spec!r} is not NAME=ADDR[,ADDR...]",
+                            remedy="e.g. --peer pve2=10.10.10.2,10.10.20.2")
+        links = {}
+        for i, addr in enumerate(addrs.split(",")):
+            try:
+                ipaddress.ip_address(addr)
+            except ValueError:
+                raise UserError(f"--peer {spec!r}: {addr!r} is not an IP address",
+                                remedy="give addresses, not host names") from None
+            links[i] = addr
+        peers[name] = links
+    return peers
+
+
+def run_preflight(*, answers, node, peers, mesh, remote, token_file, duration, ignore, json_out,
+                  junit, html, strict) -> int:
+    """Gather the input, run the preflight (here, or on every node with --mesh), print."""
+    import sys
+
+    from pvestrap import answers as answer_files
+    from pvestrap import preflight
+    from pvestrap.commands.status import emit
+    from pvestrap.errors import UserError
+
+    plan = answer_files.load(answers) if answers else None
+    if duration is not None and duration <= 0:
+        raise UserError("--duration must be greater than 0", remedy="e.g. --duration 10")
+    interactive = sys.stderr.isatty() and not json_out
+    if mesh:
+        report = _mesh(plan, answers, remote, duration, ignore, interactive)
+    else:
+        me = answer_files.select_node(plan, node).name if plan else (node or _short_host())
+        on_check, on_probe = _progress(interactive)
+        probes = preflight.Probes(_token(token_file), duration, peers=parse_peers(peers),
+                                  progress=on_probe)
+        report = preflight.run(plan, me, probes=probes, ignore=ignore, on_progress=on_check)
+    if interactive:
+        sys.stderr.write("\r\033[K")
+    emit(report, json_out, junit, html)
+    return report.exit_code(strict)
+
+
+def _short_host() -> str:
+    import socket
+
+    return socket.gethostname().split(".")[0]
+
+
+def _token(token_file: Optional[str]):
+    """The responders' token, when one was given (--token-file, $PVESTRAP_PROBE_TOKEN)."""
+    import os
+
+    from pvestrap.checks.probe import TOKEN_ENV, load_token
+
+    if not (token_file or os.environ.get(TOKEN_ENV)):
+        return None
+    return load_token(None, token_file)
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None, None
+    import sys
+
+    def on_check(check) -> None:
+        sys.stderr.write(f"\r\033[K  checking {check.id} ...")
+        sys.stderr.flush()
+
+    def on_probe(fraction: float) -> None:
+        sys.stderr.write(f"\r\033[K  probing peers ... {fraction * 100:3.0f}%")
+        sys.stderr.flush()
+
+    return on_check, on_probe
+
+
+def _mesh(plan, answers_path, remote, duration, ignore, interactive):
+    import shlex
+    import sys
+
+    from pvestrap import mesh
+    from pvestrap.errors import UserError
+
+    if plan is None:
+        raise UserError("--mesh needs --answers FILE naming every node",
+                        remedy="pvestrap preflight --mesh --answers cluster.toml")
+    mesh.require_nodes_reachable(plan)
+    with open(answers_path, encoding="utf-8") as fh:
+        text = fh.read()
+    say = (lambda m: print(f"  {m}", file=sys.stderr)) if interactive else None
+    results = mesh.run_mesh(plan, text, duration_s=duration or plan.preflight.thresholds.duration_s,
+                            remote=shlex.split(remote), ignore=ignore, progress=say)
+    return mesh.merge(plan, results, ignore)
 
 
 def _check_id_lines(width: int = 72) -> str:

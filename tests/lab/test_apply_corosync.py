@@ -114,7 +114,7 @@ def preflight_in_node(lab: Lab, index: int, answers_file: Path):
     """The real local preflight, run inside the node (its NICs, hostname and files)."""
     code = ("import json, sys; from pvestrap import answers, preflight; "
             "plan = answers.load(sys.argv[1]); "
-            "report = preflight.run_local(plan, sys.argv[2]); "
+            "report = preflight.run(plan, sys.argv[2]); "
             "print(json.dumps([f.as_dict() for f in report.findings], default=str))")
 
     def run(plan, node) -> Report:

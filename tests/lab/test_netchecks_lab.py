@@ -24,6 +24,7 @@ from pvestrap.checks import prober as P
 from pvestrap.checks.base import Context
 from pvestrap.checks.probe import TOKEN_ENV
 from pvestrap.findings import Severity
+from pvestrap.preflight import network_checks
 
 pytestmark = pytest.mark.lab
 
@@ -87,7 +88,7 @@ def plan_request(lab, index: int, settings=QUICK, tcp=False) -> tuple[P.ProbeReq
 
 def judge(found: P.Measurements, plan=None):
     ctx = Context(plan=plan, node=found.node, probes={P.PROBES_KEY: found})
-    return [f for check in P.network_checks() for f in check.run(ctx)]
+    return [f for check in network_checks() for f in check.run(ctx)]
 
 
 def by_code(findings, code: str) -> dict[str, object]:

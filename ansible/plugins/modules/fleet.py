@@ -60,7 +60,7 @@ from ansible.module_utils.basic import AnsibleModule
 EXTRA_MODULES = (
     "pvestrap.answers", "pvestrap.apply.corosync", "pvestrap.apply.flow", "pvestrap.apply.pve",
     "pvestrap.checks.probe", "pvestrap.checks.prober", "pvestrap.checks.responder",
-    "pvestrap.errors", "pvestrap.findings", "pvestrap.mesh", "pvestrap.paths", "pvestrap.preflight",
+    "pvestrap.errors", "pvestrap.findings", "pvestrap.paths", "pvestrap.preflight",
     "pvestrap.render", "pvestrap.report.jsonout", "pvestrap.system", "pvestrap.verify",
 )
 

@@ -115,38 +115,31 @@ def listen(module, plan):
 
 def check(module, plan):
     from pvestrap import preflight
-    from pvestrap.checks import prober
     from pvestrap.checks.probe import Token
     from pvestrap.errors import PvestrapError
     from pvestrap.findings import Severity, apply_ignores
-    from pvestrap.mesh import NodeResult, matrices
     from pvestrap.report.jsonout import report_dict
     from pvestrap.system import RealSystem
 
     node, ignore = module.params["node"], tuple(module.params["ignore"])
+    measured = []
     try:
         if target.is_member(plan, node, RealSystem()):
             module.exit_json(changed=False, member=True, ansible_facts={"pvestrap_preflight": {
                 "member": True, "node": node, "cluster": plan.cluster_name}},
                 msg="%s already runs in cluster %s: preflight skipped" % (node,
                                                                           plan.cluster_name))
-        probes, rows = {}, {}
-        if len(plan.nodes) > 1:
-            if not module.params["token"]:
-                module.fail_json(msg="probing the peers needs the run's token")
-            settings = prober.ProbeSettings(duration_s=module.params["duration"] or
-                                            plan.preflight.thresholds.duration_s)
-            measured = prober.measure(prober.request_from_plan(plan, node, settings),
-                                      Token(module.params["token"].encode()))
-            probes = {prober.PROBES_KEY: measured}
-            rows = matrices(plan, [NodeResult(node=node, report=None,
-                                              measurements=measured.to_dict())])
-        report = preflight.run_with_probes(plan, node, probes, ignore=ignore, matrices=rows)
+        if len(plan.nodes) > 1 and not module.params["token"]:
+            module.fail_json(msg="probing the peers needs the run's token")
+        token = module.params["token"]
+        probes = preflight.Probes(Token(token.encode()) if token else None,
+                                  module.params["duration"], keep=measured.append)
+        report = preflight.run(plan, node, probes=probes, ignore=ignore)
     except PvestrapError as exc:
         target.failed(module, exc)
     facts = report_dict(report)
-    if probes:
-        facts["measurements"] = probes[prober.PROBES_KEY].to_dict()
+    if measured:
+        facts["measurements"] = measured[0].to_dict()
     fails = [f for f in apply_ignores(report.findings, ignore) if f.severity is Severity.FAIL]
     if fails:
         module.fail_json(msg="preflight on %s: %d FAIL: %s" % (
