@@ -33,8 +33,6 @@ def _root(
 
 for _name, _module, _help in GROUPS:
     _group = load_group(_module)
-    if _group is None:
-        continue
     if isinstance(_group, typer.Typer):
         app.add_typer(_group, name=_name, help=_help)
     else:

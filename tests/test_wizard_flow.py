@@ -11,6 +11,9 @@ import dataclasses
 import pytest
 
 from pvestrap.answers import dumps, loads
+from pvestrap.checks import prober
+from pvestrap.checks.base import Context
+from pvestrap.checks.ports import PortsCheck
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.findings import Finding, Severity, fail
 from pvestrap.plan import ClusterPlan, Datacenter, InterfaceStanza, JoinTarget, Link, Node
@@ -152,7 +155,8 @@ def test_preflight_fail_goes_back_to_the_link_that_caused_it(det):
     def fails(plan, node):
         if plan.node(node).addresses[0] == "10.9.9.9":
             yield fail("link-address-missing", "link0 address 10.9.9.9 is not configured",
-                       f"{node}/link0", check="link-address")
+                       f"{node}/link0", check="link-address",
+                       payload={"link": 0, "address": "10.9.9.9"})
 
     services = S.FakeServices(fails=fails)
     asker = S.ScriptedAsker([
@@ -171,17 +175,27 @@ def test_preflight_fail_goes_back_to_the_link_that_caused_it(det):
     assert loads(services.saved["/tmp/a.toml"]) == result.plan
 
 
-def test_preflight_targets_for_finding_subjects(det):
+def test_preflight_targets_come_from_the_findings_payloads(det):
     state = Q.State(det, {"role": "create", "link0.address": "10.1.0.1", "peer1.name": "pve2",
                           "peer1.link0": "10.1.0.2", "cluster.name": "prod"})
-    cases = {("link-port-filtered", "pve1->pve2/link0:5405"): ("link0", "peer1.link0"),
-             ("latency-high", "pve1->pve2/link0"): ("link0", "peer1.link0"),
-             ("link-address-missing", "pve1/link0"): ("link0",),
-             ("address-in-use", "pve1/link0 10.1.0.1"): ("link0",),
-             ("cluster-name-invalid", "cluster.name"): ("cluster.name",),
-             ("hostname-loopback", "pve1"): ()}
-    for (code, subject), want in cases.items():
-        assert goback.targets_for(fail(code, "x", subject), state) == want, (code, subject)
+    filtered = PortsCheck().run(Context(node="pve1", probes={
+        prober.PROBES_KEY: prober.Measurements("pve1", 0.0, 1.0, udp=(prober.PortResult(
+            "pve2", 0, 5405, "10.1.0.2", "10.1.0.1", False, "filtered", 20, 0),))}))
+    assert goback.targets_for(filtered[0], state) == ("link0", "peer1.link0")
+    cases = {("latency-high", "pve1->pve2/link0", (("peer", "pve2"), ("link", 0))):
+             ("link0", "peer1.link0"),
+             ("link-address-missing", "pve1/link0", (("link", 0), ("address", "10.1.0.1"))):
+             ("link0",),
+             ("address-in-use", "pve1/link0 10.1.0.1", (("link", 0), ("address", "10.1.0.1"))):
+             ("link0",),
+             ("clock-offset-fail", "pve1->pve2", (("peer", "pve2"),)): (),
+             ("cluster-name-invalid", "cluster.name", ()): ("cluster.name",),
+             ("hostname-loopback", "pve1", ()): (),
+             # the subject is prose for people: a link-like subject without a payload is no link
+             ("link-port-filtered", "pve1->pve2/link0:5405", ()): ()}
+    for (code, subject, payload), want in cases.items():
+        found = fail(code, "x", subject, payload=dict(payload))
+        assert goback.targets_for(found, state) == want, (code, subject)
     joining = Q.State(det, {"role": "join"})
     f = Finding("fingerprint-mismatch", Severity.FAIL, "x", "10.1.0.9", "join-fingerprint")
     assert goback.targets_for(f, joining) == ("join",)

@@ -1,9 +1,11 @@
 """Preflight findings back to the questions that set the values they are about.
 
-A finding's subject names a node and link (`pve1/link0`, `pve1->pve2/link1:5406`) or a field
-(`cluster.name`); the check tells a join target problem (fingerprint, TCP 8006/22). From that
-the wizard offers to go back to exactly those answers: a link re-asks all of its questions
-(choice, typed address, static address), the join target re-asks how the cluster is named.
+A finding about a link carries its number in its payload (`link`, and `peer` when it is about
+the path to a peer: the checks' own measured data, never parsed back out of the subject text);
+its code tells a cluster name problem, its check a join target problem (fingerprint, TCP
+8006/22). From that the wizard offers to go back to exactly those answers: a link re-asks all
+of its questions (choice, typed address, static address), the join target re-asks how the
+cluster is named.
 """
 
 from __future__ import annotations
@@ -14,22 +16,18 @@ from typing import Iterable
 from pvestrap.findings import Finding
 from pvestrap.wizard import questions
 
-_LINK_SUBJECT = re.compile(r"^(?P<a>[^/\s>-][^/\s]*?)(?:->(?P<b>[^/\s]+))?/link(?P<n>\d+)")
 JOIN_TARGET = ("join.method", "join.info", "join.address", "join.fingerprint", "join.password")
 
 
 def targets_for(finding: Finding, state: questions.State) -> tuple[str, ...]:
     """The question ids (go-back targets) that set the value a finding is about."""
-    me = state.detected.hostname
-    subject = finding.subject or ""
-    found = _LINK_SUBJECT.match(subject)
+    link = finding.payload.get("link")
     out: list[str] = []
-    if found and found.group("a") == me:
-        n = int(found.group("n"))
-        out.append(f"link{n}")
-        peer = _peer_index(state, found.group("b"))
+    if isinstance(link, int) and not isinstance(link, bool):
+        out.append(f"link{link}")
+        peer = _peer_index(state, finding.payload.get("peer"))
         if peer is not None:
-            out.append(f"peer{peer}.link{n}")
+            out.append(f"peer{peer}.link{link}")
     elif finding.code.startswith("cluster-name"):
         out.append("cluster.name")
     elif finding.check in ("join-fingerprint", "tcp-services") and state.joining:

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-# (command name, module in pvestrap.commands, one-line help). A module that does not exist yet
-# is simply not offered, so the groups can land one by one.
+# (command name, module in pvestrap.commands, one-line help).
 GROUPS: tuple[tuple[str, str, str], ...] = (
     ("answer", "answer", "Create, validate and describe cluster answer files."),
     ("conf", "conf", "Lint and format corosync.conf files."),
@@ -30,13 +29,13 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
 
 
 def load_group(module: str):
-    try:
-        mod = importlib.import_module(f"pvestrap.commands.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"pvestrap.commands.{module}":
-            return None
-        raise
-    return getattr(mod, "app", None) or getattr(mod, "command", None)
+    """The module's `app` or `command`. A module that fails to import fails the CLI loudly: a
+    command must never just vanish from `pvestrap --help`."""
+    mod = importlib.import_module(f"pvestrap.commands.{module}")
+    found = getattr(mod, "app", None) or getattr(mod, "command", None)
+    if found is None:
+        raise TypeError(f"pvestrap.commands.{module} has neither `app` nor `command`")
+    return found
 
 
 def group(help_text: str):
