@@ -33,7 +33,7 @@ from pvestrap.toml_schema import is_secret, join_path
 
 MAX_BYTES = 1024 * 1024  # proxmox-installer-common FIRST_BOOT_EXEC_MAX_SIZE
 SHEBANG = b"#!/usr/bin/env python3\n"
-ENTRY = "pvestrap.wizard.firstboot"
+ENTRY = "pvestrap.firstboot.entry"
 SELFTEST = ("pvestrap.answers", "pvestrap.plan", "pvestrap.render")
 _DATE = (1980, 1, 1, 0, 0, 0)
 _SKIP_SUFFIXES = (".pyc", ".pyo", ".so", ".pyd", ".c", ".h", ".pyi")
@@ -62,9 +62,9 @@ def build(answers_path: str | os.PathLike[str], *, limit: int = MAX_BYTES,
     EXTRA modules are carried too (the Ansible collection's modules import pvestrap.verify)."""
     answers = _cluster_answers(answers_path)
     found = closure((ENTRY,) + SELFTEST + tuple(extra))
-    fatal = [(e, why) for e, why in found.unsafe if e != ENTRY or why != "no such module"]
-    if fatal:
-        raise UserError("the hook cannot carry " + "; ".join(f"{e}: {why}" for e, why in fatal),
+    if found.unsafe:
+        raise UserError("the hook cannot carry " + "; ".join(f"{e}: {why}"
+                                                             for e, why in found.unsafe),
                         code="hook-module-unsafe",
                         remedy="move that import into the function that needs it")
     deps = _dependencies(found.dependencies)

@@ -22,7 +22,7 @@ ANSWERS_MEMBER = "pvestrap-hook/answers.toml"
 MANIFEST_MEMBER = "pvestrap-hook/manifest.json"
 STATE_DIR = "/var/lib/pvestrap"
 MIN_PYTHON = (3, 11)
-FIRSTBOOT = "pvestrap.wizard.firstboot"
+FIRSTBOOT = "pvestrap.firstboot.entry"
 
 
 def main(argv=None) -> int:
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     if args.selftest:
         return selftest(archive, path)
     try:
-        from pvestrap.wizard import firstboot
+        from pvestrap.firstboot import entry
     except ImportError as exc:
         print("pvestrap first-boot hook: this hook carries no first-boot flow (%s); "
               "rebuild it with a pvestrap that has %s" % (exc, FIRSTBOOT), file=sys.stderr)
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     flow_args = ["--answers", path]
     if args.state_dir != STATE_DIR:
         flow_args += ["--state-dir", args.state_dir]
-    return firstboot.main(flow_args + extra)
+    return entry.main(flow_args + extra)
 
 
 # What the units of pve-installer's proxmox-first-boot/etc/ pass to the hook (ExecStart):

@@ -19,11 +19,11 @@ from pvestrap.apply.engine import StepFailed
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import Member, QuorumStatus
 from pvestrap.errors import OperationFailed
+from pvestrap.firstboot import applying, entry, membership
+from pvestrap.firstboot.flow import Options
+from pvestrap.firstboot.state import FirstbootRunning, StateDir
+from pvestrap.firstboot.tokens import derive_tokens
 from pvestrap.plan import ClusterPlan, Link, Node
-from pvestrap.wizard import firstboot
-from pvestrap.wizard import firstboot_cluster as cluster
-from pvestrap.wizard.firstboot_net import derive_tokens
-from pvestrap.wizard.firstboot_state import FirstbootRunning, StateDir
 
 FORBIDDEN = ("typer", "rich", "questionary", "click", "pydantic", "scapy")
 
@@ -70,7 +70,7 @@ def test_lock_refuses_a_second_run_and_names_the_holder(tmp_path):
 
 
 def test_lock_of_a_killed_holder_does_not_go_stale(tmp_path):
-    code = ("import sys, time; from pvestrap.wizard.firstboot_state import StateDir\n"
+    code = ("import sys, time; from pvestrap.firstboot.state import StateDir\n"
             "with StateDir(sys.argv[1]).lock():\n    print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
                               stdout=subprocess.PIPE, text=True)
@@ -103,7 +103,7 @@ def test_tokens_differ_by_purpose_and_by_secret_and_hide_the_file():
 
 def test_creator_first_then_joiners_in_nodeid_order():
     p = plan(nodes=(("a", 7), ("b", 2), ("c", 5), ("d", 1)), create_node="c")
-    order = {n.name: (cluster.predecessor(p, n).name if cluster.predecessor(p, n) else None)
+    order = {n.name: (membership.predecessor(p, n).name if membership.predecessor(p, n) else None)
              for n in p.nodes}
     assert order == {"c": None, "d": "c", "b": "d", "a": "b"}
 
@@ -116,11 +116,11 @@ def _conf(root, text: str) -> None:
 
 def test_configured_member_reads_this_nodes_corosync_conf(tmp_path):
     p = plan()
-    assert cluster.configured_member(p, p.node("b"), str(tmp_path)) is False
+    assert membership.configured_member(p, p.node("b"), str(tmp_path)) is False
     two = replace(p, nodes=p.nodes[:2])
     _conf(tmp_path, CorosyncConf.create(two).text())
-    assert cluster.configured_member(p, p.node("b"), str(tmp_path)) is True
-    assert cluster.configured_member(p, p.node("c"), str(tmp_path)) is False
+    assert membership.configured_member(p, p.node("b"), str(tmp_path)) is True
+    assert membership.configured_member(p, p.node("c"), str(tmp_path)) is False
 
 
 def test_debians_example_conf_is_not_a_cluster_but_another_cluster_is_refused(tmp_path):
@@ -138,10 +138,10 @@ def test_debians_example_conf_is_not_a_cluster_but_another_cluster_is_refused(tm
           }
         }
         """))
-    assert cluster.configured_member(p, p.node("a"), str(tmp_path)) is False
+    assert membership.configured_member(p, p.node("a"), str(tmp_path)) is False
     _conf(tmp_path, CorosyncConf.create(replace(p, cluster_name="other")).text())
     with pytest.raises(OperationFailed) as caught:
-        cluster.configured_member(p, p.node("a"), str(tmp_path))
+        membership.configured_member(p, p.node("a"), str(tmp_path))
     assert caught.value.code == "already-clustered"
 
 
@@ -153,9 +153,9 @@ def test_waiting_for_all_members_counts_quorate_planned_nodeids():
     p = plan()
     seen = iter([None, _status(False, (1, 2, 3)), _status(True, (1, 2)), _status(True, (1, 2, 3))])
     lines: list[str] = []
-    assert cluster.wait_for_all_members(p, 30, lines.append, lambda: next(seen), poll_s=0)
-    assert cluster.member_nodeids(_status(False, (1, 2))) == set()
-    stuck = cluster.wait_for_all_members(p, 0.05, lines.append, lambda: _status(True, (1,)),
+    assert membership.wait_for_all_members(p, 30, lines.append, lambda: next(seen), poll_s=0)
+    assert membership.member_nodeids(_status(False, (1, 2))) == set()
+    stuck = membership.wait_for_all_members(p, 0.05, lines.append, lambda: _status(True, (1,)),
                                          poll_s=0.01)
     assert stuck is False
 
@@ -174,8 +174,8 @@ class FakeTime:
         return self.now
 
 
-def _request() -> cluster.ApplyRequest:
-    return cluster.ApplyRequest(plan(), "b", "answers.toml")
+def _request() -> applying.ApplyRequest:
+    return applying.ApplyRequest(plan(), "b", "answers.toml")
 
 
 def _apply(*failures):
@@ -193,7 +193,7 @@ def test_busy_cluster_is_retried_with_growing_pauses():
     locked = OperationFailed("locked", code="join-locked")
     busy = StepFailed("update-members", OperationFailed("no ssh", code="member-unreachable"),
                       [], [])
-    attempts = cluster.apply_with_retries(_apply(locked, busy, locked), _request(), 600,
+    attempts = applying.apply_with_retries(_apply(locked, busy, locked), _request(), 600,
                                           lambda _m: None, t.sleep, t.clock)
     assert attempts == 4
     assert len(t.slept) == 3 and t.slept[0] < t.slept[1] < t.slept[2] <= 45
@@ -202,7 +202,7 @@ def test_busy_cluster_is_retried_with_growing_pauses():
 def test_a_refusal_that_is_not_about_timing_is_not_retried():
     t = FakeTime()
     with pytest.raises(OperationFailed) as caught:
-        cluster.apply_with_retries(_apply(OperationFailed("no", code="join-refused")),
+        applying.apply_with_retries(_apply(OperationFailed("no", code="join-refused")),
                                    _request(), 600, lambda _m: None, t.sleep, t.clock)
     assert caught.value.code == "join-refused" and t.slept == []
 
@@ -214,15 +214,15 @@ def test_a_refused_join_is_retried_only_when_every_reason_is_about_timing():
     not_ready = JoinRefused("refused", [fail("join-cluster-not-quorate", "not quorate")])
     exists = JoinRefused("refused", [fail("join-cluster-not-quorate", "not quorate"),
                                      fail("join-node-exists", "listed already")])
-    assert cluster.reasons(exists) == ("join-cluster-not-quorate", "join-node-exists")
-    assert cluster.retryable(not_ready) and not cluster.retryable(exists)
+    assert applying.reasons(exists) == ("join-cluster-not-quorate", "join-node-exists")
+    assert applying.retryable(not_ready) and not applying.retryable(exists)
 
 
 def test_retries_stop_at_the_deadline_with_the_last_error():
     t = FakeTime()
     always = [OperationFailed("locked", code="join-locked") for _ in range(50)]
     with pytest.raises(OperationFailed) as caught:
-        cluster.apply_with_retries(_apply(*always), _request(), 100, lambda _m: None,
+        applying.apply_with_retries(_apply(*always), _request(), 100, lambda _m: None,
                                    t.sleep, t.clock)
     assert caught.value.code == "join-locked"
     assert 100 <= t.now <= 100 + 1e-6
@@ -231,7 +231,7 @@ def test_retries_stop_at_the_deadline_with_the_last_error():
 # -- main: bad input and finished nodes ------------------------------------------------------------
 
 def _main(capsys, *argv):
-    code = firstboot.main(list(argv))
+    code = entry.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -289,13 +289,14 @@ def test_the_unattended_path_imports_no_front_end_library():
     pydantic or scapy (the lab test proves the same for a whole real run)."""
     code = textwrap.dedent("""\
         import json, sys
-        from pvestrap.wizard import firstboot, firstboot_cluster, firstboot_net, firstboot_state
+        from pvestrap.firstboot import (applying, entry, flow, membership, presence, state,
+                                        tokens, waiting)
         from pvestrap import answers, mesh, preflight
         from pvestrap.apply import corosync, flow, pve, remote
         from pvestrap.checks import prober, responder
         from pvestrap.report import jsonout, text
         preflight.all_checks()
-        firstboot.parser().parse_args(["--answers", "x"])
+        entry.parser().parse_args(["--answers", "x"])
         print(json.dumps(sorted(m.split(".")[0] for m in sys.modules)))
         """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -315,7 +316,7 @@ def test_the_cli_command_offers_the_same_options_as_the_entry_point():
     app.command()(command)
     typer_flags = {opt for p in typer.main.get_command(app).params
                    if p.param_type_name == "option" for opt in p.opts}
-    argparse_flags = {opt for action in firstboot.parser()._actions for opt in action.option_strings
+    argparse_flags = {opt for action in entry.parser()._actions for opt in action.option_strings
                       if opt not in ("-h", "--help")}
     assert typer_flags == argparse_flags
 
@@ -326,18 +327,18 @@ def test_the_cli_command_passes_every_option_through(monkeypatch):
     seen = {}
 
     def fake_main(argv):
-        seen["args"] = firstboot.parser().parse_args(argv)
+        seen["args"] = entry.parser().parse_args(argv)
         return 7
 
-    monkeypatch.setattr(firstboot, "main", fake_main)
+    monkeypatch.setattr(entry, "main", fake_main)
     code = main(["firstboot", "--answers", "f.toml", "--node", "n2", "--peer-wait", "5",
                  "--turn-wait", "6", "--apply-timeout", "7", "--quorum-timeout", "8",
                  "--linger", "9", "--state-dir", "/s", "--token-file", "/t", "--duration",
                  "1.5", "--ignore", "time-sync", "--ignore", "mtu", "--corosync-start",
                  "corosync -f", "--quiet"])
     assert code == 7
-    opts = firstboot.options(seen["args"])
-    assert opts == firstboot.Options(
+    opts = entry.options(seen["args"])
+    assert opts == Options(
         answers="f.toml", node="n2", state_dir="/s", peer_wait_s=5, turn_wait_s=6,
         apply_timeout_s=7, quorum_timeout_s=8, linger_s=9, token_file="/t", duration_s=1.5,
         ignore=("time-sync", "mtu"), corosync_start=("corosync", "-f"), quiet=True)

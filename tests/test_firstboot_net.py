@@ -23,7 +23,9 @@ import pytest
 
 from pvestrap.errors import OperationFailed
 from pvestrap.plan import ClusterPlan, Link, Node
-from pvestrap.wizard import firstboot_net as net
+from pvestrap.firstboot import entry, waiting
+from pvestrap.firstboot.presence import Presence
+from pvestrap.firstboot.tokens import derive_tokens
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="answering on a busy port needs a "
                                 "raw socket (root)")
@@ -59,7 +61,7 @@ def plan():
         yield ClusterPlan("lo", nodes, (Link(0),)).check()
 
 
-TOKENS = net.derive_tokens(b"the answer file")
+TOKENS = derive_tokens(b"the answer file")
 
 
 def _bind(address: str, port: int) -> socket.socket | int:
@@ -76,27 +78,27 @@ def _bind(address: str, port: int) -> socket.socket | int:
 def test_probes_are_answered_by_token_and_stage(plan):
     n1, n2 = plan.node("n1"), plan.node("n2")
     peer = {"n2": dict(n2.addresses)}
-    with net.Presence(plan, n2, TOKENS, ttl_s=60):
-        assert net.answering(n1, peer, TOKENS.probe) == {"n2"}
-        assert net.answering(n1, peer, TOKENS.ready) == set()
-        assert net.answering(n1, peer, net.derive_tokens(b"another file").probe) == set()
-    assert net.answering(n1, peer, TOKENS.probe) == set()  # closed with the block
+    with Presence(plan, n2, TOKENS, ttl_s=60):
+        assert waiting.answering(n1, peer, TOKENS.probe) == {"n2"}
+        assert waiting.answering(n1, peer, TOKENS.ready) == set()
+        assert waiting.answering(n1, peer, derive_tokens(b"another file").probe) == set()
+    assert waiting.answering(n1, peer, TOKENS.probe) == set()  # closed with the block
 
 
 def test_corosync_ports_stay_free_for_corosync_and_are_answered_all_along(plan):
     n1, n2 = plan.node("n1"), plan.node("n2")
     address, peer = n2.addresses[0], {"n2": dict(n2.addresses)}
-    with net.Presence(plan, n2, TOKENS, ttl_s=60) as presence:
+    with Presence(plan, n2, TOKENS, ttl_s=60) as presence:
         assert _bind(address, 5405) == errno.EADDRINUSE  # held for corosync
         presence.release_corosync_ports()
         presence.announce("ready")  # while nothing holds the port
         corosync = _bind(address, 5405)  # what corosync does when it starts
         assert isinstance(corosync, socket.socket), "a later responder took corosync's port"
         try:
-            assert net.answering(n1, peer, TOKENS.probe) == {"n2"}
-            assert net.answering(n1, peer, TOKENS.ready) == {"n2"}
+            assert waiting.answering(n1, peer, TOKENS.probe) == {"n2"}
+            assert waiting.answering(n1, peer, TOKENS.ready) == {"n2"}
             presence.announce("member")
-            assert net.answering(n1, peer, TOKENS.member) == {"n2"}
+            assert waiting.answering(n1, peer, TOKENS.member) == {"n2"}
         finally:
             corosync.close()
 
@@ -106,10 +108,10 @@ def test_a_rerun_beside_a_running_corosync_answers_through_it(plan):
     corosync = _bind(n2.addresses[0], 5405)
     assert isinstance(corosync, socket.socket)
     try:
-        with net.Presence(plan, n2, TOKENS, ttl_s=60) as presence:
+        with Presence(plan, n2, TOKENS, ttl_s=60) as presence:
             assert [e.mode for e in presence.serving[0][0].endpoints
                     if e.port == 5405] == ["sniff"]
-            assert net.answering(n1, {"n2": dict(n2.addresses)}, TOKENS.probe) == {"n2"}
+            assert waiting.answering(n1, {"n2": dict(n2.addresses)}, TOKENS.probe) == {"n2"}
     finally:
         corosync.close()
 
@@ -118,33 +120,33 @@ def test_a_node_whose_addresses_are_elsewhere_refuses_to_start():
     elsewhere = ClusterPlan("lo", (Node("n1", 1, {0: "10.254.250.1"}),
                                    Node("n2", 2, {0: "10.254.250.2"})), (Link(0),))
     with pytest.raises(OperationFailed) as caught:
-        net.Presence(elsewhere, elsewhere.node("n1"), TOKENS, ttl_s=5).open()
+        Presence(elsewhere, elsewhere.node("n1"), TOKENS, ttl_s=5).open()
     assert caught.value.code == "firstboot-no-link-address"
 
 
 def test_waiting_for_peers_names_the_missing_ones(plan):
     n1, n2 = plan.node("n1"), plan.node("n2")
     lines: list[str] = []
-    with net.Presence(plan, n2, TOKENS, ttl_s=60):
-        with pytest.raises(net.PeersMissing) as caught:
-            net.wait_for_peers(plan, n1, TOKENS.probe, timeout_s=1.5, say=lines.append,
+    with Presence(plan, n2, TOKENS, ttl_s=60):
+        with pytest.raises(waiting.PeersMissing) as caught:
+            waiting.wait_for_peers(plan, n1, TOKENS.probe, timeout_s=1.5, say=lines.append,
                                poll_s=0.2)
     assert caught.value.code == "firstboot-peers-missing"
     assert caught.value.missing == ["n3"]
-    with net.Presence(plan, n2, TOKENS, ttl_s=60), \
-            net.Presence(plan, plan.node("n3"), TOKENS, ttl_s=60):
-        assert net.wait_for_peers(plan, n1, TOKENS.probe, 10, lines.append) == {"n2", "n3"}
+    with Presence(plan, n2, TOKENS, ttl_s=60), \
+            Presence(plan, plan.node("n3"), TOKENS, ttl_s=60):
+        assert waiting.wait_for_peers(plan, n1, TOKENS.probe, 10, lines.append) == {"n2", "n3"}
 
 
 def test_waiting_for_a_stage_returns_who_reached_it(plan):
     n1, n2, n3 = (plan.node(n) for n in ("n1", "n2", "n3"))
-    with net.Presence(plan, n2, TOKENS, ttl_s=60) as p2, \
-            net.Presence(plan, n3, TOKENS, ttl_s=60):
+    with Presence(plan, n2, TOKENS, ttl_s=60) as p2, \
+            Presence(plan, n3, TOKENS, ttl_s=60):
         p2.announce("ready")
-        arrived = net.wait_for_stage(plan, n1, ["n2", "n3"], "ready", TOKENS.ready,
+        arrived = waiting.wait_for_stage(plan, n1, ["n2", "n3"], "ready", TOKENS.ready,
                                      timeout_s=1.0, say=lambda _m: None, poll_s=0.2)
         assert arrived == {"n2"}
-        assert net.wait_for_stage(plan, n1, ["n2"], "member", TOKENS.member, timeout_s=0.5,
+        assert waiting.wait_for_stage(plan, n1, ["n2"], "member", TOKENS.member, timeout_s=0.5,
                                   say=lambda _m: None, poll_s=0.2) == set()
 
 
@@ -153,15 +155,14 @@ def test_a_local_preflight_fail_stops_before_any_change(plan, tmp_path, capsys):
     not n1, so the preflight FAILs on a local check; the apply is never called, nothing is
     marked done, and the saved report says why."""
     from pvestrap.answers import dumps
-    from pvestrap.wizard import firstboot
 
     answers = tmp_path / "answers.toml"
     answers.write_text(dumps(plan))
-    tokens = net.derive_tokens(answers.read_bytes())
+    tokens = derive_tokens(answers.read_bytes())
     applied = []
-    with net.Presence(plan, plan.node("n2"), tokens, ttl_s=60), \
-            net.Presence(plan, plan.node("n3"), tokens, ttl_s=60):
-        code = firstboot.main(["--answers", str(answers), "--node", "n1", "--state-dir",
+    with Presence(plan, plan.node("n2"), tokens, ttl_s=60), \
+            Presence(plan, plan.node("n3"), tokens, ttl_s=60):
+        code = entry.main(["--answers", str(answers), "--node", "n1", "--state-dir",
                                str(tmp_path / "state"), "--duration", "0.5", "--peer-wait",
                                "20", "--quiet"], apply=applied.append)
     assert code == 1 and applied == []
@@ -182,19 +183,18 @@ def test_after_a_passed_preflight_the_apply_runs_once_and_the_node_is_done(plan,
     ignore_checks would): n1 creates once n2 and n3 are ready, the apply gets n1's request, the
     node is marked done, and a rerun does nothing at all."""
     from pvestrap.answers import dumps
-    from pvestrap.wizard import firstboot
 
     answers = tmp_path / "answers.toml"
     answers.write_text(dumps(plan))
-    tokens = net.derive_tokens(answers.read_bytes())
+    tokens = derive_tokens(answers.read_bytes())
     state = tmp_path / "state"
     argv = ["--answers", str(answers), "--node", "n1", "--state-dir", str(state),
             "--duration", "0.5", "--peer-wait", "20", "--turn-wait", "20", "--linger", "0.5",
             "--quorum-timeout", "42", "--quiet"]
     applied: list = []
-    with net.Presence(plan, plan.node("n2"), tokens, ttl_s=60) as p2, \
-            net.Presence(plan, plan.node("n3"), tokens, ttl_s=60) as p3:
-        assert firstboot.main(argv, apply=applied.append) == 1
+    with Presence(plan, plan.node("n2"), tokens, ttl_s=60) as p2, \
+            Presence(plan, plan.node("n3"), tokens, ttl_s=60) as p3:
+        assert entry.main(argv, apply=applied.append) == 1
         saved = json.loads((state / "firstboot-preflight.json").read_text())
         local = sorted({f["check"] for s in saved["report"]["sections"] for f in s["findings"]
                         if f["severity"] == "fail"})
@@ -202,10 +202,10 @@ def test_after_a_passed_preflight_the_apply_runs_once_and_the_node_is_done(plan,
         p2.announce("ready")
         p3.announce("ready")
         ignore = [arg for check in local for arg in ("--ignore", check)]
-        assert firstboot.main(argv + ignore, apply=applied.append) == 0
+        assert entry.main(argv + ignore, apply=applied.append) == 0
     assert [(r.node, r.quorum_timeout_s, r.ignore) for r in applied] == [
         ("n1", 42.0, tuple(local))]
     done = json.loads((state / "firstboot.done").read_text())
     assert (done["node"], done["cluster"]) == ("n1", plan.cluster_name)
-    assert firstboot.main(argv, apply=applied.append) == 0
+    assert entry.main(argv, apply=applied.append) == 0
     assert len(applied) == 1

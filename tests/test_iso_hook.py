@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -33,7 +32,6 @@ def _interpreter(version: str) -> str:
 
 
 PYTHONS = {v: _interpreter(v) for v in ("3.10", "3.11", "3.12", "3.13")}
-FIRSTBOOT_HERE = importlib.util.find_spec("pvestrap.wizard.firstboot") is not None
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +70,9 @@ def test_hook_size_and_what_it_carries(hook_file, record_property, capsys):
     zf = zipfile.ZipFile(io.BytesIO(data))
     assert zf.read("pvestrap-hook/answers.toml") == CLUSTER.read_bytes()
     manifest = json.loads(zf.read("pvestrap-hook/manifest.json"))
-    assert manifest["entry"] == "pvestrap.wizard.firstboot"
-    assert manifest["entry_present"] is FIRSTBOOT_HERE
+    assert manifest["entry"] == "pvestrap.firstboot.entry"
+    assert manifest["entry_present"] is True
+    assert "pvestrap/firstboot/flow.py" in names and "pvestrap/preflight.py" in names
     assert set(manifest["dependencies"]) == {"jinja2", "markupsafe", "ntplib", "ping3"}
     assert manifest["answers"]["sha256"] == hashlib.sha256(CLUSTER.read_bytes()).hexdigest()
     assert all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in zf.infolist())
@@ -102,7 +101,7 @@ def test_selftest_on_a_plain_python_without_pvestrap(hook_file, tmp_path, versio
     assert report["markupsafe_backend"] == "markupsafe._native"
     assert report["markupsafe_escape"] == "&lt;a &amp; b&gt;"
     assert report["nodes"] == ["pve1", "pve2", "pve3"]
-    assert report["firstboot_present"] is FIRSTBOOT_HERE
+    assert report["firstboot_present"] is True
     same = hashlib.sha256(render_corosync_conf(load(CLUSTER)).encode()).hexdigest()
     assert report["corosync_conf_sha256"] == same
     assert (tmp_path / "state" / "answers.toml").read_bytes() == CLUSTER.read_bytes()
@@ -130,7 +129,6 @@ def test_extraction_is_idempotent_and_print_answers_shows_the_file(hook_file, tm
     assert printed.stdout == CLUSTER.read_text()
 
 
-@pytest.mark.skipif(not FIRSTBOOT_HERE, reason="pvestrap.wizard.firstboot is not in this tree")
 def test_the_real_entry_runs_the_first_boot_flow_from_the_archive(hook_file, tmp_path):
     """Outside a lab this host is no node of the file: the flow must refuse (exit 2, bad
     input) before it changes anything. That it says so proves the flow ran from the hook."""
@@ -219,7 +217,6 @@ def test_type_checking_imports_are_not_followed():
     assert "pvestrap.findings" not in names
 
 
-@pytest.mark.skipif(not FIRSTBOOT_HERE, reason="pvestrap.wizard.firstboot is not in this tree")
 def test_options_after_a_double_dash_go_to_the_flow(hook_file, tmp_path):
     done = _run([PYTHONS["3.11"], str(hook_file), "fully-up", "--state-dir", str(tmp_path),
                  "--", "--help"], tmp_path)

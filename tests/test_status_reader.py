@@ -8,9 +8,9 @@ import pathlib
 from pvestrap.apply import corosync as corosync_backend
 from pvestrap.apply import pve
 from pvestrap.corosync.status import PVECM_STATUS, QUORUMTOOL, read_quorum
+from pvestrap.firstboot import membership
 from pvestrap.recorded import DryRunSystem, RecordedCommand, RecordingSystem
 from pvestrap.system import CommandResult, RealSystem, run_command
-from pvestrap.wizard import firstboot_cluster
 
 DATA = pathlib.Path(__file__).parent / "data" / "status"
 QUORATE = (DATA / "quorumtool-s-2node-quorate.txt").read_text()
@@ -46,7 +46,7 @@ def test_every_reader_goes_through_the_same_reader_and_seam():
         seen.append(tuple(argv))
         return CommandResult(tuple(argv), 0, QUORATE)
 
-    assert firstboot_cluster.quorum_status(query).quorate and seen == [QUORUMTOOL]
+    assert membership.quorum_status(query).quorate and seen == [QUORUMTOOL]
 
 
 def test_a_dry_run_still_reads():

@@ -1,8 +1,8 @@
 """`pvestrap firstboot`: the first-boot flow, as the systemd unit and the ISO hook run it.
 
-The flow's own entry point is `pvestrap.wizard.firstboot.main` (argparse, so the hook needs no
+The flow's own entry point is `pvestrap.firstboot.entry.main` (argparse, so the hook needs no
 typer); this command only turns typer's options back into that argv.
-tests/test_firstboot_cli.py keeps the two option lists in step.
+tests/test_firstboot.py keeps the two option lists in step.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def command(
     Idempotent: run it again after an interruption; a finished node does nothing.
     Exit 0 done, 1 failed (run again), 2 bad input.
     """
-    from pvestrap.wizard.firstboot import main
+    from pvestrap.firstboot.entry import main
 
     argv = ["--answers", answers]
     for flag, value in (("--node", node), ("--peer-wait", peer_wait),

@@ -105,9 +105,6 @@ def hook(
     for importer, module in built.left_out:
         typer.echo(f"note: {importer} imports {module} lazily; the hook does not carry it",
                    err=True)
-    if not built.entry_present:
-        typer.echo(f"warning: {hooks.ENTRY} is missing: the hook will only fail at first boot",
-                   err=True)
 
 
 @app.command("prepare")

@@ -121,7 +121,7 @@ def test_first_boot_of_a_pve_lab_ends_as_apply_does(lab, tmp_path, release):
     _, answers = answer_file(three, tmp_path)
     before = preview(three, 1, answers)
     env = {"PVESTRAP_ANSWERS": str(answers), "PVESTRAP_STATE_DIR": "/run/pvestrap/firstboot",
-           "PVESTRAP_FIRSTBOOT": f"{sys.executable} -m pvestrap.wizard.firstboot",
+           "PVESTRAP_FIRSTBOOT": f"{sys.executable} -m pvestrap.firstboot",
            "PVESTRAP_FIRSTBOOT_ARGS": FIRSTBOOT_ARGS}
     runs = {}
     for index in (1, 2, 3):

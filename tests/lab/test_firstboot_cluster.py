@@ -3,7 +3,7 @@ nodes 3 and 4 started 10 s after nodes 1 and 2, ends with a quorate 4-node clust
 does when runs are killed (SIGKILL, by pid) halfway and started again.
 
 Each node runs iso/pvestrap-firstboot.sh, as the systemd unit does, with the flow's own
-argparse entry point (`python -m pvestrap.wizard.firstboot`, what the ISO hook carries) under
+argparse entry point (`python -m pvestrap.firstboot`, what the ISO hook carries) under
 `python -X importtime`: the import log proves the unattended path never loads typer, rich,
 questionary, click, pydantic or scapy. Everything is real: corosync, sshd and ssh between the
 nodes, the responders, the probes and the preflight.
@@ -59,7 +59,7 @@ def runs():
 
 def start(lab, index: int, answers: Path, folder: Path, runs: list, tag: str = "") -> Run:
     env = {"PVESTRAP_ANSWERS": str(answers), "PVESTRAP_STATE_DIR": STATE,
-           "PVESTRAP_FIRSTBOOT": f"{sys.executable} -X importtime -m pvestrap.wizard.firstboot",
+           "PVESTRAP_FIRSTBOOT": f"{sys.executable} -X importtime -m pvestrap.firstboot",
            "PVESTRAP_FIRSTBOOT_ARGS": ARGS}
     out, err = folder / f"n{index}{tag}.out", folder / f"n{index}{tag}.err"
     with out.open("w") as fout, err.open("w") as ferr:

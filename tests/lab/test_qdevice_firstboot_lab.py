@@ -1,5 +1,5 @@
 """First boot of a 2-node lab whose answer file has `[qdevice]`: both nodes run the unattended
-flow at once (`python -m pvestrap.wizard.firstboot`, what the ISO hook runs) and end as a
+flow at once (`python -m pvestrap.firstboot`, what the ISO hook runs) and end as a
 quorate 2-node cluster with a working QDevice, set up by the node that joined last. Real
 corosync, corosync-qnetd (the lab's qnetd host), corosync-qdevice, sshd; no mocks.
 """
@@ -33,7 +33,7 @@ def test_first_boot_sets_up_the_qdevice_after_the_last_join(lab, tmp_path):
     runs = {}
     for index in (1, 2):
         out = (tmp_path / f"n{index}.out").open("w")
-        runs[index] = two.popen(index, [sys.executable, "-m", "pvestrap.wizard.firstboot",
+        runs[index] = two.popen(index, [sys.executable, "-m", "pvestrap.firstboot",
                                         "--answers", str(answers), "--state-dir", STATE, *ARGS],
                                 stdout=out, stderr=subprocess.STDOUT)
     try:

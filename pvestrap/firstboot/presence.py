@@ -1,4 +1,4 @@
-"""First boot on the wire: this node's responders, and waiting for the others by probing them.
+"""First boot on the wire: this node's responders, for the whole run.
 
 Every node runs the same answer file at about the same time, none of them knowing which peers
 are up yet, so each one answers probes from the start (peers wait for that) and keeps answering
@@ -13,9 +13,7 @@ responder's placeholders stay until `release_corosync_ports()`, right before the
 corosync; later responders drop theirs as soon as they are open. No responder is ever stopped
 or restarted during the run.
 
-Progress is told by probe, with three tokens derived from one shared secret (`derive_tokens`):
-`probe` (I am here: the peer wait and the preflight), `ready` (my preflight passed) and
-`member` (I have created or joined). Each stage is one more responder that answers only its
+Progress is told by probe (tokens.py): each stage is one more responder that answers only its
 token (`announce`). The creating node waits until every peer is ready before it creates, so
 nobody's preflight probes a node whose corosync is half up; a joiner waits until the node
 before it is a member.
@@ -24,70 +22,19 @@ before it is a member.
 from __future__ import annotations
 
 import errno
-import hashlib
-import hmac
 import ipaddress
 import socket
 import threading
-import time
-from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable
 
-from pvestrap.checks import prober
 from pvestrap.checks.probe import Token
 from pvestrap.checks.responder import Endpoint, Responder, ResponderConfig, ports_for_links
 from pvestrap.errors import OperationFailed
+from pvestrap.firstboot.tokens import STAGES, Tokens
 from pvestrap.plan import ClusterPlan, Node
 
 Say = Callable[[str], None]
-# One probe round: three probes per path, then at most 0.7 s for the last reply.
-ROUND = prober.ProbeSettings(duration_s=0.3, interval_s=0.1, reply_timeout_s=0.7, mtu=False,
-                             icmp=False, dad_wait_s=0.0)
-POLL_S = 1.0
-PROGRESS_EVERY_S = 15.0
 
-
-STAGES = {"ready": "ready (its preflight passed)", "member": "a member of the cluster"}
-
-
-@dataclass(frozen=True)
-class Tokens:
-    probe: Token   # "I am here": the peer wait and the preflight's probes
-    ready: Token   # "my preflight passed": what the creating node waits for
-    member: Token  # "I am a member of the cluster": what a joiner's successor waits for
-
-    def stage(self, name: str) -> Token:
-        return {"ready": self.ready, "member": self.member}[name]
-
-
-def derive_tokens(secret: bytes) -> Tokens:
-    """Both tokens from one secret every node of the cluster has and outsiders do not.
-
-    By default the secret is the answer file's bytes: the nodes of one cluster are given the
-    same file (the ISO embeds it), nobody else is. HMAC with a fixed label per purpose keeps
-    the file itself out of the token, and the two tokens apart.
-    """
-    def one(label: bytes) -> Token:
-        return Token(hmac.new(secret, b"pvestrap-firstboot/" + label,
-                              hashlib.sha256).hexdigest().encode())
-
-    return Tokens(probe=one(b"probe"), ready=one(b"ready"), member=one(b"member"))
-
-
-class PeersMissing(OperationFailed):
-    code = "firstboot-peers-missing"
-
-    def __init__(self, missing: list[str], waited_s: float):
-        self.missing = list(missing)
-        super().__init__(
-            f"{', '.join(missing)} did not answer within {waited_s:g} s",
-            remedy="start them (they run the same first boot), check the link networks "
-                   "between the nodes, and that every node got the same answer file (the "
-                   "probe token is derived from it); then run the first boot again "
-                   "(`systemctl start pvestrap-firstboot` or reboot)")
-
-
-# -- this node's responders ------------------------------------------------------------------------
 
 def _family(address: str) -> int:
     return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
@@ -199,70 +146,3 @@ class Presence:
             thread.join(timeout=2)
             responder.close()
         self.serving.clear()
-
-
-# -- probing the others ----------------------------------------------------------------------------
-
-def answering(me: Node, peers: Mapping[str, Mapping[int, str]], token: Token,
-              settings: prober.ProbeSettings = ROUND) -> set[str]:
-    """The peers that answer TOKEN on at least one link in one short probe round."""
-    if not peers:
-        return set()
-    targets = prober.udp_targets(peers, dict(me.addresses), legacy=False)
-    measured = prober.measure(prober.ProbeRequest(me.name, targets, settings=settings), token)
-    return {r.peer for r in measured.udp if r.state == "open"}
-
-
-def _peers(plan: ClusterPlan, me: Node, names: list[str] | None = None
-           ) -> dict[str, dict[int, str]]:
-    return {n.name: dict(n.addresses) for n in plan.nodes
-            if n.name != me.name and (names is None or n.name in names)}
-
-
-def wait_for_peers(plan: ClusterPlan, me: Node, token: Token, timeout_s: float, say: Say,
-                   poll_s: float = POLL_S) -> set[str]:
-    """Until every other node of the plan answers probes; PeersMissing after TIMEOUT_S."""
-    peers = _peers(plan, me)
-    started = time.monotonic()
-    present: set[str] = set()
-    shown: tuple[frozenset[str], float] | None = None
-    while True:
-        present |= answering(me, {n: a for n, a in peers.items() if n not in present}, token)
-        missing = sorted(set(peers) - present)
-        waited = time.monotonic() - started
-        if not missing:
-            say(f"all {len(peers)} peers answer ({waited:.0f} s)")
-            return present
-        if waited >= timeout_s:
-            raise PeersMissing(missing, timeout_s)
-        if shown is None or shown[0] != frozenset(present) or \
-                time.monotonic() - shown[1] >= PROGRESS_EVERY_S:
-            say(f"waiting for peers: {len(present)} of {len(peers)} answer; still waiting for "
-                f"{', '.join(missing)} ({waited:.0f} s of {timeout_s:g} s)")
-            shown = (frozenset(present), time.monotonic())
-        time.sleep(min(poll_s, max(0.0, timeout_s - waited)))
-
-
-def wait_for_stage(plan: ClusterPlan, me: Node, peers: list[str], stage: str, token: Token,
-                   timeout_s: float, say: Say, poll_s: float = POLL_S) -> set[str]:
-    """Until every one of PEERS answers the STAGE token; the ones that did at the timeout."""
-    targets = _peers(plan, me, peers)
-    started = time.monotonic()
-    arrived: set[str] = set()
-    last_said = -PROGRESS_EVERY_S
-    while True:
-        arrived |= answering(me, {n: a for n, a in targets.items() if n not in arrived}, token)
-        missing = sorted(set(targets) - arrived)
-        waited = time.monotonic() - started
-        if not missing:
-            say(f"{', '.join(sorted(targets))} {'is' if len(targets) == 1 else 'are'} "
-                f"{STAGES[stage] if len(targets) == 1 else stage} ({waited:.0f} s)")
-            return arrived
-        if waited >= timeout_s:
-            return arrived
-        if waited - last_said >= PROGRESS_EVERY_S:
-            say(f"waiting until {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
-                f"{STAGES[stage] if len(missing) == 1 else stage} ({waited:.0f} s of "
-                f"{timeout_s:g} s)")
-            last_said = waited
-        time.sleep(min(poll_s, max(0.0, timeout_s - waited)))

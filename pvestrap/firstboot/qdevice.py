@@ -19,16 +19,16 @@ from pvestrap.apply.qdevice_preflight import preflight
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.errors import OperationFailed
 from pvestrap.findings import Severity, apply_ignores
+from pvestrap.firstboot import membership
 from pvestrap.paths import COROSYNC_CONF
 from pvestrap.plan import ClusterPlan, Node
 from pvestrap.system import RealSystem, System
-from pvestrap.wizard import firstboot_cluster as cluster
 
 Say = Callable[[str], None]
 
 
 def last_to_join(plan: ClusterPlan) -> Node:
-    """The creator goes first, then the joiners in nodeid order (firstboot_cluster)."""
+    """The creator goes first, then the joiners in nodeid order (membership.predecessor)."""
     if len(plan.nodes) == 1:
         return plan.creator
     return max((n for n in plan.nodes if n.name != plan.creator.name), key=lambda n: n.nodeid)
@@ -52,7 +52,7 @@ def setup(plan: ClusterPlan, me: Node, wait_s: float, ignore: Sequence[str], say
         raise OperationFailed(f"a QDevice at {present.get('host')} is configured, the answer "
                               f"file says {plan.qdevice.host}", code="qdevice-other-host",
                               remedy="remove it (pvestrap qdevice remove) or fix the answers")
-    if not cluster.wait_for_all_members(plan, wait_s, say):
+    if not membership.wait_for_all_members(plan, wait_s, say):
         raise OperationFailed("not every node is a member: the QDevice needs all nodes online",
                               code="qdevice-members-missing")
     say(f"setting up the QDevice at {plan.qdevice.host} (the last node to join does it)")

@@ -1,54 +1,24 @@
-"""First boot, unattended: from an answer file to a node that is part of a quorate cluster.
-
-Every node of the answer file runs this at its first boot, at about the same time, with no
-idea which of the others are up yet. In order:
-
-1. Done already (the marker under the state folder)? Then nothing at all happens.
-2. Answer probes (checks.responder, in threads of this process) and wait, bounded, until every
-   other node of the file answers too, saying who is still missing.
-3. The preflight, local checks and probes of every peer and link: any FAIL stops here, before
-   anything changed (when all FAILs are network ones, a peer may have been restarting: it waits
-   for the peers and measures again, twice at most). The report goes to stdout (the journal)
-   and, as JSON, to the state folder.
-4. The creating node waits until every peer's preflight passed, then creates; the others join
-   one at a time in nodeid order: each waits until the node before it answers as a member,
-   then applies, retrying while the cluster is busy.
-5. With `[qdevice]`, the node that joins last sets the QDevice up once every node is a member
-   (wizard.firstboot_qdevice).
-6. Done marker; keep answering probes until every node is a member (bounded), so no peer that
-   is still in its preflight sees this node go dark.
-
-A rerun (the hook runs once per boot until it succeeds; a node may be killed or rebooted at any
-point) picks up where the last run stopped: a node whose preflight passed, or that is already
-in the cluster's corosync.conf, goes straight to the apply, which is idempotent and finishes
-what is missing.
-
-Entry point: `main(argv) -> int` (argparse, no typer: the ISO's first-boot hook carries only
-pvestrap's core). Exit codes: 0 done, 1 failed (peers missing, preflight FAIL, apply failed:
-the next boot tries again), 2 bad input (nothing changed).
-"""
+"""The first boot's phases in order (the package docstring tells the story): peer wait,
+preflight, this node's turn, apply, linger. `entry` is its command line."""
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import shlex
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 from pvestrap import answers, preflight
 from pvestrap.checks.prober import Measurements
-from pvestrap.errors import OperationFailed, PvestrapError, UserError
+from pvestrap.errors import OperationFailed, UserError
 from pvestrap.findings import Severity
+from pvestrap.firstboot import applying, membership, qdevice, waiting
+from pvestrap.firstboot.presence import Presence
+from pvestrap.firstboot.state import STATE_DIR, StateDir
+from pvestrap.firstboot.tokens import Tokens, derive_tokens
 from pvestrap.report.jsonout import report_dict
 from pvestrap.report.model import Report
 from pvestrap.report.text import finding_line, render_text
-from pvestrap.wizard import firstboot_cluster as cluster
-from pvestrap.wizard import firstboot_net as net
-from pvestrap.wizard import firstboot_qdevice
-from pvestrap.wizard.firstboot_state import STATE_DIR, StateDir
 
 Say = Callable[[str], None]
 PREFLIGHT_FILE = "firstboot-preflight.json"
@@ -97,7 +67,7 @@ def say_line(message: str) -> None:
 
 # -- the flow --------------------------------------------------------------------------------------
 
-def run(opts: Options, apply: cluster.ApplyFn | None = None, say: Say = say_line) -> Outcome:
+def run(opts: Options, apply: applying.ApplyFn | None = None, say: Say = say_line) -> Outcome:
     """The first boot of this node (see the module docstring); raises PvestrapError."""
     state = StateDir(opts.state_dir)
     done = state.done()
@@ -112,7 +82,7 @@ def run(opts: Options, apply: cluster.ApplyFn | None = None, say: Say = say_line
     detail = (lambda _m: None) if opts.quiet else say
     with state.lock():
         return _run_locked(opts, state, plan, me, role, digest, data,
-                           apply or cluster.default_apply, say, detail)
+                           apply or applying.default_apply, say, detail)
 
 
 def _run_locked(opts, state, plan, me, role, digest, data, apply, say, detail) -> Outcome:
@@ -122,11 +92,11 @@ def _run_locked(opts, state, plan, me, role, digest, data, apply, say, detail) -
         + (f"; resuming, an earlier run got to: {phase}" if phase else ""))
     if phase is None:
         state.record(digest, me.name, "started")
-    member = cluster.configured_member(plan, me)
-    tokens = net.derive_tokens(_secret(opts, data))
+    member = membership.configured_member(plan, me)
+    tokens = derive_tokens(_secret(opts, data))
     done_phases = []
     report = None  # the apply runs its own (local) gate when this run made no preflight
-    with net.Presence(plan, me, tokens, opts.responder_ttl_s, say) as presence:
+    with Presence(plan, me, tokens, opts.responder_ttl_s, say) as presence:
         if member or phase in ("preflight-passed", "applied"):
             why = "this node is in the cluster's corosync.conf" if member else \
                 "its preflight passed in an earlier run"
@@ -150,34 +120,34 @@ def _apply_and_stay(opts, state, plan, me, digest, presence, apply, report, say,
     others, mark done, and keep answering probes until every node is a member (bounded).
     Returns (apply attempts, whether every node is a member)."""
     presence.release_corosync_ports()
-    request = cluster.ApplyRequest(plan, me.name, opts.answers, opts.ignore,
+    request = applying.ApplyRequest(plan, me.name, opts.answers, opts.ignore,
                                    opts.quorum_timeout_s, opts.corosync_start, report, detail)
     say("applying: " + ("create the cluster" if plan.role_of(me.name) == "create"
                         else f"join via {plan.join_address()}"))
-    attempts = cluster.apply_with_retries(apply, request, opts.apply_timeout_s, say)
+    attempts = applying.apply_with_retries(apply, request, opts.apply_timeout_s, say)
     state.record(digest, me.name, "applied")
     presence.announce("member")
-    if firstboot_qdevice.mine(plan, me):  # the last node to join; a failure: next boot again
-        firstboot_qdevice.setup(plan, me, opts.linger_s, opts.ignore, say)
+    if qdevice.mine(plan, me):  # the last node to join; a failure: next boot again
+        qdevice.setup(plan, me, opts.linger_s, opts.ignore, say)
     state.mark_done(digest, me.name, plan.cluster_name)
     say(f"done: {me.name} is a member of {plan.cluster_name}")
-    everyone = cluster.wait_for_all_members(plan, opts.linger_s, say)
+    everyone = membership.wait_for_all_members(plan, opts.linger_s, say)
     if not everyone:
         say(f"stopped answering probes after {opts.linger_s:g} s; nodes that are not "
             "members yet must be started again by hand")
     return attempts, everyone
 
 
-def _wait_turn(opts: Options, plan, me, tokens: net.Tokens, say: Say) -> None:
+def _wait_turn(opts: Options, plan, me, tokens: Tokens, say: Say) -> None:
     """The creating node waits until every peer passed its preflight (so no preflight probes a
     node whose corosync is coming up); a joiner until the node before it is a member. Bounded:
     then it goes ahead, since a node that failed must not hold up the others for ever."""
-    before = cluster.predecessor(plan, me)
+    before = membership.predecessor(plan, me)
     if before is None:
         peers, stage = [n.name for n in plan.nodes if n.name != me.name], "ready"
     else:
         peers, stage = [before.name], "member"
-    arrived = net.wait_for_stage(plan, me, peers, stage, tokens.stage(stage),
+    arrived = waiting.wait_for_stage(plan, me, peers, stage, tokens.stage(stage),
                                  opts.turn_wait_s, say)
     late = sorted(set(peers) - arrived)
     if late:
@@ -185,7 +155,7 @@ def _wait_turn(opts: Options, plan, me, tokens: net.Tokens, say: Say) -> None:
             "(the cluster serializes joins itself)")
 
 
-def _wait_and_preflight(opts: Options, state: StateDir, plan, me, tokens: net.Tokens, say: Say,
+def _wait_and_preflight(opts: Options, state: StateDir, plan, me, tokens: Tokens, say: Say,
                         detail: Say) -> Report:
     """Wait for the peers, then the preflight. When every FAIL is a network one, a peer may
     just have restarted in the middle of the measurement (a node that reboots runs its first
@@ -193,7 +163,7 @@ def _wait_and_preflight(opts: Options, state: StateDir, plan, me, tokens: net.To
     (a hostname, a running corosync) does not go away by waiting: it stops at once."""
     network = {check.id for check in preflight.network_checks()}
     for attempt in range(1, PREFLIGHT_ATTEMPTS):
-        net.wait_for_peers(plan, me, tokens.probe, opts.peer_wait_s, say)
+        waiting.wait_for_peers(plan, me, tokens.probe, opts.peer_wait_s, say)
         try:
             return _preflight(opts, state, plan, me, tokens, say, detail)
         except PreflightFailed as exc:
@@ -203,11 +173,11 @@ def _wait_and_preflight(opts: Options, state: StateDir, plan, me, tokens: net.To
                 f"may be restarting; measuring again (attempt {attempt + 1} of "
                 f"{PREFLIGHT_ATTEMPTS})")
             time.sleep(PREFLIGHT_PAUSE_S)
-    net.wait_for_peers(plan, me, tokens.probe, opts.peer_wait_s, say)
+    waiting.wait_for_peers(plan, me, tokens.probe, opts.peer_wait_s, say)
     return _preflight(opts, state, plan, me, tokens, say, detail)
 
 
-def _preflight(opts: Options, state: StateDir, plan, me, tokens: net.Tokens, say: Say,
+def _preflight(opts: Options, state: StateDir, plan, me, tokens: Tokens, say: Say,
                detail: Say) -> Report:
     duration = opts.duration_s or plan.preflight.thresholds.duration_s
     say(f"preflight: local checks and {duration:g} s of probes to every peer and link")
@@ -264,97 +234,3 @@ def _secret(opts: Options, answers: bytes) -> bytes:
 def _describe_done(done: dict) -> str:
     parts = [f"{k} {done[k]}" for k in ("node", "cluster", "time") if done.get(k)]
     return ", ".join(parts) or "marker present"
-
-
-# -- command line ----------------------------------------------------------------------------------
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="pvestrap firstboot",
-        description="Build the cluster of an answer file at a node's first boot: answer "
-                    "probes, wait for the other nodes, preflight, then create or join in "
-                    "nodeid order. Idempotent: rerun after an interruption; a finished node "
-                    "does nothing. Exit 0 done, 1 failed (try again), 2 bad input.")
-    p.add_argument("--answers", required=True, metavar="FILE",
-                   help="The cluster's answer file (the same file on every node).")
-    p.add_argument("--node", metavar="NAME", help="This node's name in the answer file "
-                   "(default: the host name).")
-    p.add_argument("--peer-wait", type=_seconds, default=600.0, metavar="S",
-                   help="How long to wait for every other node to answer (default 600).")
-    p.add_argument("--turn-wait", type=_seconds, default=900.0, metavar="S",
-                   help="How long to wait for this node's turn (default 900): the creating "
-                        "node until every other node passed its preflight, a joiner until the "
-                        "node before it is a member; then it goes ahead.")
-    p.add_argument("--apply-timeout", type=_seconds, default=900.0, metavar="S",
-                   help="How long to retry the apply while the cluster is busy or not ready "
-                        "(default 900).")
-    p.add_argument("--quorum-timeout", type=_seconds, default=300.0, metavar="S",
-                   help="How long the apply waits for quorum after create or join (default 300).")
-    p.add_argument("--linger", type=_seconds, default=1800.0, metavar="S",
-                   help="After finishing, keep answering probes until every node is a member, "
-                        "at most this long (default 1800).")
-    p.add_argument("--state-dir", default=STATE_DIR, metavar="DIR",
-                   help=f"Where progress and the done marker live (default {STATE_DIR}).")
-    p.add_argument("--token-file", metavar="FILE", help="Probe secret shared by the nodes "
-                   "(default: derived from the answer file's content).")
-    p.add_argument("--duration", type=_seconds, metavar="S",
-                   help="Seconds of latency sampling per path in the preflight (default: the "
-                        "answer file's, else 3).")
-    p.add_argument("--ignore", action="append", default=[], metavar="CHECK",
-                   help="Check id whose FAILs become WARNs (repeatable).")
-    p.add_argument("--corosync-start", metavar="CMD", help="Command that starts corosync where "
-                   "no service manager can (e.g. in a lab node).")
-    p.add_argument("--quiet", action="store_true", help="Progress lines only: no report text "
-                   "and no apply plan on stdout (the report is saved as JSON in --state-dir).")
-    p.add_argument("--debug", action="store_true", help="Show tracebacks for errors.")
-    return p
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds > 0")
-    return value
-
-
-def options(args: argparse.Namespace) -> Options:
-    return Options(answers=args.answers, node=args.node, state_dir=args.state_dir,
-                   peer_wait_s=args.peer_wait, turn_wait_s=args.turn_wait,
-                   apply_timeout_s=args.apply_timeout, quorum_timeout_s=args.quorum_timeout,
-                   linger_s=args.linger, token_file=args.token_file, duration_s=args.duration,
-                   ignore=tuple(args.ignore),
-                   corosync_start=tuple(shlex.split(args.corosync_start))
-                   if args.corosync_start else None, quiet=args.quiet)
-
-
-def main(argv: Sequence[str] | None = None, apply: cluster.ApplyFn | None = None) -> int:
-    """`pvestrap firstboot` and the ISO hook's entry point; returns the exit code."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = parser().parse_args(args_list)
-    except SystemExit as exc:  # --help, or a usage error argparse already printed
-        return exc.code if isinstance(exc.code, int) else 2
-    started = time.monotonic()
-    try:
-        outcome = run(options(args), apply)
-    except PvestrapError as exc:
-        if args.debug:
-            raise
-        print(exc.render(), file=sys.stderr, flush=True)
-        if isinstance(exc, OperationFailed):
-            say_line(f"first boot failed after {time.monotonic() - started:.0f} s "
-                     f"[{', '.join(cluster.reasons(exc))}]; run it again to resume")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: run the first boot again to finish", file=sys.stderr)
-        return 130
-    if not outcome.already_done:
-        say_line(f"first boot finished in {time.monotonic() - started:.0f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

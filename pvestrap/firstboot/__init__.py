@@ -1,0 +1,37 @@
+"""First boot, unattended: from an answer file to a node that is part of a quorate cluster.
+
+Every node of the answer file runs this at its first boot, at about the same time, with no
+idea which of the others are up yet. In order:
+
+1. Done already (the marker under the state folder)? Then nothing at all happens.
+2. Answer probes (checks.responder, in threads of this process) and wait, bounded, until every
+   other node of the file answers too, saying who is still missing.
+3. The preflight, local checks and probes of every peer and link: any FAIL stops here, before
+   anything changed (when all FAILs are network ones, a peer may have been restarting: it waits
+   for the peers and measures again, twice at most). The report goes to stdout (the journal)
+   and, as JSON, to the state folder.
+4. The creating node waits until every peer's preflight passed, then creates; the others join
+   one at a time in nodeid order: each waits until the node before it answers as a member,
+   then applies, retrying while the cluster is busy.
+5. With `[qdevice]`, the node that joins last sets the QDevice up once every node is a member
+   (qdevice.py).
+6. Done marker; keep answering probes until every node is a member (bounded), so no peer that
+   is still in its preflight sees this node go dark.
+
+A rerun (the hook runs once per boot until it succeeds; a node may be killed or rebooted at any
+point) picks up where the last run stopped: a node whose preflight passed, or that is already
+in the cluster's corosync.conf, goes straight to the apply, which is idempotent and finishes
+what is missing.
+
+Entry point: `pvestrap.firstboot.entry.main(argv) -> int` (argparse, no typer: the ISO's
+first-boot hook carries only pvestrap's core), also `python3 -m pvestrap.firstboot`. Exit codes:
+0 done, 1 failed (peers missing, preflight FAIL, apply failed: the next boot tries again),
+2 bad input (nothing changed).
+
+The modules, one job each: `flow` (the phases above), `entry` (the command line), `state`
+(what a rerun remembers), `tokens` (the probe tokens of each stage), `presence` (this node's
+responders), `waiting` (probing until the others are there), `membership` (who is in the
+cluster), `applying` (create or join, retried while the cluster is busy), `qdevice` (the last
+node's QDevice setup).
+"""
+

@@ -1,0 +1,104 @@
+"""Create or join, retried while the cluster is not ready for this node yet.
+
+The apply itself is a seam (`ApplyFn`): the default runs `pvestrap.apply.flow`, the same plan
+and create-or-join as `pvestrap apply --answers`, gated by the preflight this first boot made
+(or, on a resumed run that made none, by the apply's own local preflight); tests and the lab
+may pass their own. An apply that fails because the cluster is busy or not there yet (locked by
+another join, not quorate, unreachable) is retried with backoff until a deadline: apply is
+idempotent and rolls back on failure, so another attempt is always safe.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from pvestrap.apply import corosync as cs
+from pvestrap.apply.flow import ApplyContext, apply_node
+from pvestrap.errors import PvestrapError
+from pvestrap.plan import ClusterPlan
+from pvestrap.report.model import Report
+from pvestrap.system import RealSystem
+
+Say = Callable[[str], None]
+# Reasons (error codes, a failed step's cause, a refused join's findings) that mean "not yet":
+# the cluster is busy with another join, not created or not quorate yet, or not reachable yet.
+RETRYABLE = frozenset({
+    "apply-locked", "join-locked", "join-cluster-locked", "join-cluster-not-quorate",
+    "member-unreachable", "member-not-clustered", "fingerprint-unreachable", "quorum-timeout",
+})
+
+
+@dataclass(frozen=True)
+class ApplyRequest:
+    """What first boot hands the apply: the plan, this node, and how to reach corosync.
+
+    corosync_start: the command that starts corosync, where the system's own service manager
+    cannot (a lab node has no systemd); None means the backend's default.
+    """
+
+    plan: ClusterPlan
+    node: str
+    answers_path: str
+    ignore: tuple[str, ...] = ()
+    quorum_timeout_s: float = 300.0
+    corosync_start: tuple[str, ...] | None = None
+    report: Report | None = None  # this run's preflight; None: the apply runs its own gate
+    say: Say = field(default=lambda _m: None, compare=False, repr=False)
+
+
+ApplyFn = Callable[[ApplyRequest], None]
+
+
+def reasons(exc: PvestrapError) -> tuple[str, ...]:
+    """Why it failed, as codes: a failed step's cause, a refused join's findings, else the
+    error's own code."""
+    cause = getattr(exc, "cause", None)
+    if getattr(exc, "cause_code", None):
+        found = getattr(cause, "reasons", None) or (exc.cause_code,)
+    else:
+        found = getattr(exc, "reasons", None) or (exc.code,)
+    return tuple(found)
+
+
+def retryable(exc: PvestrapError) -> bool:
+    found = reasons(exc)
+    return bool(found) and all(code in RETRYABLE for code in found)
+
+
+def apply_with_retries(apply: ApplyFn, request: ApplyRequest, timeout_s: float, say: Say,
+                       sleep: Callable[[float], None] = time.sleep,
+                       clock: Callable[[], float] = time.monotonic) -> int:
+    """Apply; while it fails with a RETRYABLE code, wait (2, 4, 8 ... at most 30 s, with
+    jitter so joiners do not collide again) and try again until TIMEOUT_S. Returns the number
+    of attempts; re-raises the last error when it is not retryable or time is up."""
+    started = clock()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            apply(request)
+            return attempt
+        except PvestrapError as exc:
+            left = timeout_s - (clock() - started)
+            if not retryable(exc) or left <= 0:
+                raise
+            delay = min(30.0, 2.0 ** attempt) * random.uniform(1.0, 1.5)
+            delay = min(delay, max(left, 0.0))
+            say(f"apply attempt {attempt} failed ({', '.join(reasons(exc))}: {exc.message}); "
+                f"retrying in {delay:.0f} s")
+            sleep(delay)
+
+
+def default_apply(request: ApplyRequest) -> None:
+    """The same apply as `pvestrap apply --answers FILE --node NODE --yes`."""
+    service = (cs.CommandService(request.corosync_start, cs.DIRECT.stop_argv)
+               if request.corosync_start else None)
+    timeouts = replace(cs.CorosyncTimeouts(), quorum=request.quorum_timeout_s)
+    report = request.report
+    ctx = ApplyContext(RealSystem(), ignore=request.ignore, out=request.say, service=service,
+                       timeouts=timeouts,
+                       preflight=(lambda _plan, _node: report) if report is not None else None)
+    apply_node(request.plan, request.node, ctx)

@@ -1,0 +1,41 @@
+"""The probe tokens of the first boot's stages, all derived from one shared secret.
+
+Progress is told by probe: `probe` (I am here: the peer wait and the preflight), `ready` (my
+preflight passed) and `member` (I have created or joined). Each stage is one more responder
+that answers only its token (presence.Presence.announce); the others wait for it by probing
+(waiting.wait_for_stage).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from pvestrap.checks.probe import Token
+
+STAGES = {"ready": "ready (its preflight passed)", "member": "a member of the cluster"}
+
+
+@dataclass(frozen=True)
+class Tokens:
+    probe: Token   # "I am here": the peer wait and the preflight's probes
+    ready: Token   # "my preflight passed": what the creating node waits for
+    member: Token  # "I am a member of the cluster": what a joiner's successor waits for
+
+    def stage(self, name: str) -> Token:
+        return {"ready": self.ready, "member": self.member}[name]
+
+
+def derive_tokens(secret: bytes) -> Tokens:
+    """The three tokens from one secret every node of the cluster has and outsiders do not.
+
+    By default the secret is the answer file's bytes: the nodes of one cluster are given the
+    same file (the ISO embeds it), nobody else is. HMAC with a fixed label per purpose keeps
+    the file itself out of the tokens, and the tokens apart.
+    """
+    def one(label: bytes) -> Token:
+        return Token(hmac.new(secret, b"pvestrap-firstboot/" + label,
+                              hashlib.sha256).hexdigest().encode())
+
+    return Tokens(probe=one(b"probe"), ready=one(b"ready"), member=one(b"member"))
