@@ -63,80 +63,42 @@ def parse_addresses(specs: List[str]) -> dict[str, str]:
 
 def _run(action: str, number: int, address: List[str], priority: Optional[int],
          network: Optional[str], dry_run: bool, yes: bool, timeout: float) -> int:
+    """Gather the input and print; the change itself is pvestrap.apply.link_flow's."""
     import sys
-    import time
 
     from pvestrap.apply import links
-    from pvestrap.render import unified_diff
+    from pvestrap.apply.link_flow import LinkContext, change_link
+    from pvestrap.commands.status import emit
+    from pvestrap.errors import UserError
     from pvestrap.system import RealSystem
 
-    system = RealSystem()
-    request = links.LinkRequest(action, number, parse_addresses(address), priority, network)
-    cluster = links.read_cluster(system, request, links.LinkTimeouts(verify=timeout))
-    plan = links.plan_change(cluster.conf, cluster.text, request)
-    if not plan.phases:
-        print(f"link{number} is already as asked on every member: nothing to do")
-        return 0
-    report = _preflight_report(action, cluster, links.preflight(system, cluster, plan))
-    from pvestrap.commands.status import emit
-
-    emit(report)
-    if report.exit_code():
-        print("refused by the preflight: nothing was changed", file=sys.stderr)
-        return 1
-    print(unified_diff(plan.change()), end="")
-    for step in links.steps(cluster, plan, links.ShellOps(system, cluster)):
-        print(f"\n{step.id}: {step.description}")
-        for action_ in step.plan(system):
-            print(f"  {getattr(action_, 'path', None) or action_}")
-    if dry_run:
-        print("\ndry run: nothing was changed")
-        return 0
-    _confirm(yes, f"change link{number} on {len(cluster.members)} members?")
-    links.run_change(system, cluster, plan, on_progress=_progress(time.monotonic()))
-    from pvestrap.verify import status_report
-
-    final = status_report(system, expect_nodes=len(cluster.members))
-    emit(final)
-    print(f"done: every member runs config_version {plan.final.config_version} and reaches "
-          f"every other on links {list(plan.final.link_numbers)}")
-    return final.exit_code()
-
-
-def _preflight_report(action: str, cluster, found):
-    from pvestrap.report.model import Report, ReportSection
-
-    network = tuple(f for f in found if f.code.startswith(("link-address", "link-interface",
-                                                           "link-peer")))
-    rest = tuple(f for f in found if f not in network)
-    sections = tuple(s for s in (ReportSection("cluster", "CLUSTER", rest),
-                                 ReportSection("network", "NEW NETWORK", network)) if s.findings)
-    return Report(f"pvestrap link {action} (preflight)", sections,
-                  {"cluster": cluster.conf.cluster_name, "node": cluster.local.name})
-
-
-def _confirm(yes: bool, question: str) -> None:
-    import sys
-
-    from pvestrap.errors import UserError
-
-    if yes:
-        return
-    if not sys.stdin.isatty():
+    if not (yes or dry_run) and not sys.stdin.isatty():
         raise UserError("not asking for confirmation without a terminal",
+                        code="confirmation-impossible",
                         remedy="pass --yes to change the cluster unattended, or --dry-run")
-    if not typer.confirm(question, default=False):
-        raise typer.Abort()
+    request = links.LinkRequest(action, number, parse_addresses(address), priority, network)
+    ctx = LinkContext(RealSystem(), dry_run=dry_run,
+                      confirm=None if (yes or dry_run) else _ask, out=print, show=emit,
+                      on_progress=_progress(),
+                      timeouts=links.LinkTimeouts(verify=timeout))
+    return change_link(request, ctx).exit_code
 
 
-def _progress(started: float):
-    """Print each step event with the seconds since the change began."""
+def _ask(question: str) -> bool:
+    return typer.confirm(question, default=False)
+
+
+def _progress():
+    """Print each step event with the seconds since the change began (its first event)."""
     import sys
     import time
 
+    started: list[float] = []
+
     def show(event) -> None:
+        started[:] = started or [time.monotonic()]
         detail = f": {event.detail}" if event.detail else ""
-        print(f"[{event.state}] {event.step_id}{detail} ({time.monotonic() - started:.1f} s)",
+        print(f"[{event.state}] {event.step_id}{detail} ({time.monotonic() - started[0]:.1f} s)",
               file=sys.stderr, flush=True)
 
     return show
