@@ -415,11 +415,38 @@ def test_standin_refuses_a_joiner_with_an_authkey_unless_forced(joiner: Path):
     args = ["pvecm", "add", "10.254.0.1", "--fingerprint", FP, "--link0", "10.254.0.2",
             "--link1", "10.254.1.2"]
     refused = standin(joiner, *args, stdin=f"{PASSWORD}\n")
-    assert refused.returncode == 255
+    # real pvecm prints the refusal from its join worker and still exits 0 (seen with pve-cluster
+    # 8.1.3 and 9.1.6 in `lab up --pve`): pvestrap must read the output, not the exit code
+    assert refused.returncode == 0
     assert "* authentication key '/etc/corosync/authkey' already exists" in refused.stderr
     assert "Check if node may join a cluster failed!" in refused.stderr
     forced = standin(joiner, *args, "--force", stdin=f"{PASSWORD}\n")
     assert forced.returncode == 0 and "forced to continue" in forced.stderr
+
+
+def test_standin_plays_a_pve_cluster_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """PVE 8's pvecm has no --token-coefficient (exit 255, Proxmox's messages, nothing
+    written); 9.1.0+ takes it and writes 125 without it."""
+    args = ["pvecm", "create", "lab", "--link0", "10.254.0.1"]
+    monkeypatch.setenv("PVESTRAP_STANDIN_PVE_CLUSTER", "8.1.3")
+    old = standin(tmp_path / "a", *args, "--token-coefficient", "125", name="pve1")
+    assert old.returncode == 255 and old.stderr.startswith("Unknown option: token-coefficient")
+    assert not (tmp_path / "a/etc/pve/corosync.conf").exists()
+    assert standin(tmp_path / "b", *args, name="pve1").returncode == 0
+    assert "token_coefficient" not in (tmp_path / "b/etc/pve/corosync.conf").read_text()
+    monkeypatch.setenv("PVESTRAP_STANDIN_PVE_CLUSTER", "9.1.6")
+    assert standin(tmp_path / "c", *args, name="pve1").returncode == 0
+    assert "  token_coefficient: 125\n" in (tmp_path / "c/etc/pve/corosync.conf").read_text()
+    again = standin(tmp_path / "c", *args, name="pve1")
+    assert again.returncode == 255 and "already exists" in again.stderr
+
+
+def test_standin_accepts_a_taken_nodeid_as_pvecm_does(joiner: Path):
+    out = standin(joiner, "pvecm", "add", "10.254.0.1", "--fingerprint", FP, "--link0",
+                  "10.254.0.2", "--link1", "10.254.1.2", "--nodeid", "1",
+                  stdin=f"{PASSWORD}\n")
+    assert out.returncode == 0 and "successfully added node 'pve2'" in out.stdout
+    assert (joiner / "etc/pve/corosync.conf").read_text().count("nodeid: 1\n") == 2
 
 
 def test_standin_checks_the_link_set_on_the_cluster_side(joiner: Path):

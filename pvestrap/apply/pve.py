@@ -437,6 +437,11 @@ class PveJoinStep:
                     system.sleep(delay + random.uniform(0, delay / 2))
                     continue
                 raise _classify(exc, attempt) from None
+            output = (result.stdout or "") + "\n" + (result.stderr or "")
+            if _LOCKED.search(output) and attempt < t.lock_retries:  # exit 0, join not done
+                delay = t.backoff * 2 ** attempt
+                system.sleep(delay + random.uniform(0, delay / 2))
+                continue
             self._confirm(system, result, attempt)
             return
 

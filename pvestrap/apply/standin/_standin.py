@@ -47,6 +47,18 @@ class Die(Exception):
     """What `die "...\\n"` is in the Perl originals: message on stderr, exit 255."""
 
 
+class WorkerDied(Die):
+    """A `die` inside pvecm add's worker (CLI/pvecm.pm runs the join in fork_worker and ignores
+    its result): the message is printed, yet pvecm exits 0, as the real one does."""
+
+
+def pve_cluster_version() -> tuple[int, ...]:
+    """The pve-cluster release this stand-in plays: $PVESTRAP_STANDIN_PVE_CLUSTER (e.g. 8.1.3,
+    9.1.6); default 9.1.6."""
+    text = os.environ.get("PVESTRAP_STANDIN_PVE_CLUSTER") or "9.1.6"
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
 def root() -> Path:
     value = os.environ.get("PVESTRAP_STANDIN_ROOT")
     if not value:
@@ -232,7 +244,7 @@ def render_conf(cluster: dict) -> str:
     out = ["logging {", "  debug: off", "  to_syslog: yes", "}", "", "nodelist {"]
     for node in sorted(cluster["nodes"], key=lambda n: n["name"]):
         out += ["  node {", f"    name: {node['name']}", f"    nodeid: {node['nodeid']}",
-                f"    quorum_votes: {node.get('votes', 1)}"]
+                *([f"    quorum_votes: {node['votes']}"] if node.get("votes", 1) else [])]
         out += [f"    ring{n}_addr: {a}" for n, a in sorted(node["addresses"].items())]
         out.append("  }")
     out += ["}", "", "quorum {"] + _device(cluster.get("qdevice")) + [
@@ -365,7 +377,7 @@ def assert_joinable(force: bool) -> None:
     print("detected the following error(s):\n" + "".join(f"* {e}\n" for e in errors),
           file=sys.stderr)
     if not force:
-        raise Die("Check if node may join a cluster failed!")
+        raise WorkerDied("Check if node may join a cluster failed!")
     print("\nWARNING : detected error but forced to continue!\n", file=sys.stderr)
 
 
@@ -402,8 +414,7 @@ def cluster_side_add(cluster: dict, name: str, links: dict[int, dict], opts: dic
         nodeid = 1
         while nodeid in used:
             nodeid += 1
-    elif nodeid in used:
-        raise refuse(f"Nodeid {nodeid} already used")
+    # an explicit --nodeid is never checked against the cluster (API2/ClusterConfig.pm addnode)
     node = {"name": name, "nodeid": nodeid, "votes": opts.get("votes", 1),
             "addresses": {str(n): link["address"] for n, link in links.items()}}
     cluster["nodes"].append(node)
@@ -457,6 +468,6 @@ def main_wrapper(tool: str, handler) -> None:
         code = handler(sys.argv[1:])
     except Die as exc:
         print(str(exc), file=sys.stderr)
-        code = 255
+        code = 0 if isinstance(exc, WorkerDied) else 255
     sys.stdout.flush()
     sys.exit(code or 0)
