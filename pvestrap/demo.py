@@ -5,8 +5,9 @@ file for all of them, and the unattended first boot started in every node at the
 exactly as the ISO's hook would on real machines: each answers probes, waits for the others,
 runs its preflight, then creates or joins. At the end the preflight of every node is merged
 into one N x N report, every node's corosync is asked how the cluster stands (quorum, members,
-knet links and their round-trip times), both are printed and written into one HTML page, and
-the lab is removed again (unless kept). Ctrl-C removes it too.
+knet links and their round-trip times), and the lab is removed again (unless kept). Ctrl-C
+removes it too. The reports are returned (`one_page` joins them for one HTML page); printing and
+writing them is the command's job (pvestrap.commands.demo).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
-from pvestrap.errors import OperationFailed, UserError
+from pvestrap.errors import UserError
 from pvestrap.findings import Finding
 from pvestrap.report.model import Report, ReportSection
 
@@ -39,7 +40,6 @@ class DemoOptions:
     nodes: int = 3
     links: int = 2
     keep: bool = False
-    html: str | None = "pvestrap-demo.html"
     prefix: str | None = None
     timeout_s: float = 300.0  # for the first boots of all nodes together
     python: str = sys.executable
@@ -51,7 +51,7 @@ class DemoResult:
     exit_codes: Mapping[str, int | None]
     preflight: Report
     status: Report
-    html: str | None
+    cluster: str = ""
     timings: Mapping[str, float] = field(default_factory=dict)
     kept: bool = False
 
@@ -79,9 +79,6 @@ def run_demo(opts: DemoOptions, out: Out = print) -> DemoResult:
     from pvestrap.lab import Lab
 
     check_tools()
-    if opts.html and not Path(opts.html).resolve().parent.is_dir():
-        raise UserError(f"--html {opts.html}: its folder does not exist", code="demo-html-path",
-                        remedy="give a file in an existing folder")
     prefix = opts.prefix or new_prefix()
     timings: dict[str, float] = {}
     started = time.monotonic()
@@ -124,15 +121,7 @@ def _cluster(lab, opts: DemoOptions, work: Path, out: Out, timings: dict) -> Dem
     preflight = merged_preflight(lab, plan)
     status = cluster_status(lab, len(plan.nodes))
     timings["reports_s"] = time.monotonic() - t0
-    _print_reports(preflight, status, out)
-    html = None
-    if opts.html:
-        html = str(Path(opts.html).resolve())
-        write_html(html, preflight, status, {"cluster": plan.cluster_name,
-                                             "nodes": len(plan.nodes),
-                                             "first boot (s)": round(timings["firstboot_s"], 1)})
-        out(f"demo: HTML report written to {html}")
-    return DemoResult(lab.prefix, codes, preflight, status, html)
+    return DemoResult(lab.prefix, codes, preflight, status, plan.cluster_name)
 
 
 # -- the first boots -------------------------------------------------------------------------------
@@ -238,30 +227,16 @@ def merge_status(per_node: Mapping[str, Report]) -> Report:
                   meta, matrices)
 
 
-def _print_reports(preflight: Report, status: Report, out: Out) -> None:
-    from pvestrap.report.text import render_text
-
-    out("")
-    out(render_text(preflight).rstrip("\n"))
-    out("")
-    out(render_text(status).rstrip("\n"))
-
-
-def write_html(path: str, preflight: Report, status: Report, meta: Mapping) -> None:
-    """One page: the preflight (probe RTTs) and the cluster as corosync sees it (knet RTTs)."""
-    from pvestrap.atomic import atomic_write
-    from pvestrap.report.html import render_html
-
+def one_page(result: DemoResult) -> Report:
+    """The preflight (probe RTTs) and the cluster as corosync sees it (knet RTTs) as one
+    report, for one HTML page."""
+    preflight, status = result.preflight, result.status
     sections = preflight.sections + tuple(
         ReportSection(f"status-{s.name}", f"CLUSTER STATUS: {s.title}", s.findings)
         for s in status.sections)
     matrices = {**{f"preflight {k}": v for k, v in preflight.matrices.items()},
                 **{f"knet {k}": v for k, v in status.matrices.items()}}
-    report = Report("pvestrap demo: preflight and cluster status", sections,
-                    {**meta, "pvestrap": status.meta.get("pvestrap"),
-                     "time": status.meta.get("time")}, matrices)
-    try:
-        atomic_write(path, render_html(report), backup=False)
-    except OperationFailed as exc:
-        raise UserError(f"cannot write the HTML report: {exc.message}",
-                        remedy="choose another --html FILE") from None
+    meta = {"cluster": result.cluster, "nodes": len(result.exit_codes),
+            "first boot (s)": round(result.timings.get("firstboot_s", 0.0), 1),
+            "pvestrap": status.meta.get("pvestrap"), "time": status.meta.get("time")}
+    return Report("pvestrap demo: preflight and cluster status", sections, meta, matrices)

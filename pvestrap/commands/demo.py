@@ -26,9 +26,23 @@ def command(
 
     Exit 0 when every node joined a quorate cluster, 1 otherwise.
     """
-    from pvestrap.demo import DemoOptions, run_demo
+    from pathlib import Path
 
-    result = run_demo(DemoOptions(nodes=nodes, links=links, keep=keep, html=html or None,
-                                  timeout_s=timeout, prefix=name),
-                      out=lambda line: print(line, flush=True))
+    from pvestrap.atomic import atomic_write
+    from pvestrap.demo import DemoOptions, one_page, run_demo
+    from pvestrap.errors import UserError
+    from pvestrap.report.html import render_html
+    from pvestrap.report.text import render_text
+
+    page = Path(html).resolve() if html else None
+    if page is not None and not page.parent.is_dir():
+        raise UserError(f"--html {html}: its folder does not exist", code="demo-html-path",
+                        remedy="give a file in an existing folder")
+    result = run_demo(DemoOptions(nodes=nodes, links=links, keep=keep, timeout_s=timeout,
+                                  prefix=name), out=lambda line: print(line, flush=True))
+    for report in (result.preflight, result.status):
+        print("\n" + render_text(report).rstrip("\n"), flush=True)
+    if page is not None:
+        atomic_write(page, render_html(one_page(result)), backup=False, error=UserError)
+        print(f"demo: HTML report written to {page}")
     return 0 if result.ok else 1
