@@ -166,7 +166,7 @@ def _wait_and_preflight(opts: Options, state: StateDir, plan, me, tokens: Tokens
         waiting.wait_for_peers(plan, me, tokens.probe, opts.peer_wait_s, say)
         try:
             return _preflight(opts, state, plan, me, tokens, say, detail)
-        except PreflightFailed as exc:
+        except FirstBootPreflightFailed as exc:
             if not exc.checks <= network:
                 raise
             say(f"the preflight failed on the network only ({', '.join(exc.codes)}): a peer "
@@ -193,13 +193,13 @@ def _preflight(opts: Options, state: StateDir, plan, me, tokens: Tokens, say: Sa
             for f in failures:
                 for line in finding_line(f):
                     say(line)
-        raise PreflightFailed(len(failures), sorted({f.code for f in failures}),
+        raise FirstBootPreflightFailed(len(failures), sorted({f.code for f in failures}),
                               {f.check or f.code for f in failures})
     say("preflight passed")
     return report
 
 
-class PreflightFailed(OperationFailed):
+class FirstBootPreflightFailed(OperationFailed):
     code = "firstboot-preflight-failed"
 
     def __init__(self, count: int, codes: list[str], checks: set[str]):
