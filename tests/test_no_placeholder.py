@@ -39,6 +39,8 @@ def _machine():
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = ("pvestrap", "checks", "wizard", "iso")
+# Not product, but it prints what users of the tests read: the pvecm/pvesh TEST STAND-IN.
+STANDIN = "tests/standin"
 # {name}, {name!r}, {name:>8}: what str.format and f-strings fill. CSS blocks ({color:var(..)}),
 # dpkg-query's ${Package} and Perl's $Config{x} are not placeholders.
 PLACEHOLDER = re.compile(r"(?<![${\w])\{[A-Za-z_]\w*(?:![rsa])?(?::[<>^=+\- #0-9.,_a-z%]*)?\}")
@@ -152,7 +154,7 @@ def _python_files(folder: Path) -> list[Path]:
 
 
 def test_no_product_string_carries_an_unfilled_placeholder():
-    trees = {str(p.relative_to(ROOT)): ast.parse(p.read_text(), str(p)) for d in PRODUCT
+    trees = {str(p.relative_to(ROOT)): ast.parse(p.read_text(), str(p)) for d in (*PRODUCT, STANDIN)
              for p in _python_files(ROOT / d)}
     assert len(trees) > 100
     assert _problems(trees) == []

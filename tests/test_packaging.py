@@ -85,3 +85,28 @@ def test_the_core_imports_nothing_from_the_front_ends_not_even_lazily():
             if any(n == a or n.startswith(a + ".") for n in names for a in above):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert len(core) > 50 and found == []
+
+
+
+def test_the_pvecm_pvesh_test_stand_in_is_not_in_the_built_package(tmp_path):
+    """The stand-in (tests/standin/) is test tooling: setuptools' build_py, the step that lays out
+    what a wheel installs (packages and package data), run on a copy of the tracked files, gives
+    the product and not one stand-in file, by name or by its TEST STAND-IN banner."""
+    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True,
+                             check=True).stdout.decode().split("\0")
+    src = tmp_path / "src"
+    for rel in filter(None, tracked):
+        if (ROOT / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            (src / rel).write_bytes((ROOT / rel).read_bytes())
+    assert (src / "tests/standin/pvecm").is_file(), "the stand-in is not where the tests look"
+    lib = tmp_path / "lib"
+    out = subprocess.run([sys.executable, "-c", "import setuptools; setuptools.setup()", "-q",
+                          "build_py", "--build-lib", str(lib)], cwd=src, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    names = {p.relative_to(lib).as_posix() for p in lib.rglob("*") if p.is_file()}
+    assert {"pvestrap/apply/pve.py", "pvestrap/templates/datacenter.cfg.j2"} <= names
+    assert sorted(n for n in names if "standin" in n.lower()
+                  or n.rsplit("/", 1)[-1] in ("pvecm", "pvesh")) == []
+    assert sorted(n for n in names if b"TEST STAND-IN" in (lib / n).read_bytes()) == []

@@ -1,5 +1,5 @@
 """The Proxmox backend, driven through real subprocesses against the pvecm/pvesh TEST STAND-INS
-(pvestrap/apply/standin/: they enforce pvecm's documented arguments, fingerprint format and stdin
+(tests/standin/: they enforce pvecm's documented arguments, fingerprint format and stdin
 password, and simulate the cluster under a folder; Proxmox itself cannot run here)."""
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-import pvestrap.apply
 from pvestrap.apply.engine import StepFailed, run_steps
 from pvestrap.apply.pve import (JoinFailed, JoinMethod, PveCreateStep, PveTimeouts,
                                 PveWaitQuorumStep, create_argv, create_steps, is_pve, join_argv,
@@ -27,7 +26,7 @@ from pvestrap.recorded import DryRunSystem, RecordedWait, RecordedWrite, Recordi
 from pvestrap.render import render_corosync_conf
 from pvestrap.system import RealSystem, Secret
 
-STANDIN = Path(pvestrap.apply.__file__).parent / "standin"
+STANDIN = Path(__file__).resolve().parent / "standin"  # the pvecm/pvesh TEST STAND-IN, tests only
 FP = ":".join(["AB", "CD", "EF", "01"] * 8)
 OTHER_FP = ":".join(["12"] * 32)
 PASSWORD = "correct horse"

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import pvestrap.apply
 
-STANDIN = Path(pvestrap.apply.__file__).parent / "standin"
+STANDIN = Path(__file__).resolve().parent / "standin"  # the pvecm/pvesh TEST STAND-IN, tests only
 
 
 def cluster(root: Path, nodes: int = 3, **extra) -> Path:

@@ -1,4 +1,4 @@
-"""`pvestrap qdevice` on Proxmox VE through the pvecm TEST STAND-IN (pvestrap/apply/standin/:
+"""`pvestrap qdevice` on Proxmox VE through the pvecm TEST STAND-IN (tests/standin/:
 pvecm qdevice setup/remove as strict as pve-cluster's pvecm.pm; certificates and qnetd are
 simulated). Real subprocesses, files under a temporary root."""
 
@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
-import pvestrap.apply
 from pvestrap.apply import qdevice_pve as pve
 from pvestrap.apply.engine import run_steps
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.qdevice import QDevice, configured
 from pvestrap.system import RealSystem
 
-STANDIN = Path(pvestrap.apply.__file__).parent / "standin"
+STANDIN = Path(__file__).resolve().parent / "standin"  # the pvecm/pvesh TEST STAND-IN, tests only
 QNETD = "10.254.0.100"
 
 
