@@ -126,6 +126,10 @@ def _print_status(one: dict) -> None:
         addrs = " ".join(host["addresses"].values())
         running = " ".join(f"{n}({pid})" for n, pid in host["services"].items())
         typer.echo(f"  {host['name']:<14} {addrs}  {running}  (qnetd host)".rstrip())
+    for node in [*one["nodes"], *([host] if host else [])]:
+        for old in node.get("stale", []):
+            typer.echo(f"  old clock: {node['name']} pid {old['pid']} ({old['clock']}s) "
+                       f"{old['command']}  [restart it for the new --clock]")
     for flag in one["impairments"]:
         typer.echo(f"  impaired: {flag}")
 
@@ -156,8 +160,10 @@ def impair(
 ) -> None:
     """Change a running lab's impairments (a zero value removes one; --clear removes all).
 
-    Network impairments apply at once, also while corosync runs; a new --clock applies to
-    programs started afterwards (restart the node's services to give them the new clock).
+    Network impairments apply at once, also while corosync runs. A new --clock applies to
+    programs started afterwards, SSH sessions included: the node's sshd and chronyd are
+    restarted; corosync keeps its old clock until you restart it (`lab status` lists stale
+    processes).
     """
     from pvestrap.errors import UserError
     from pvestrap.lab.lab import Lab

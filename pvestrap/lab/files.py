@@ -44,9 +44,10 @@ def interfaces(links: int, index: int) -> str:
     return text
 
 
-def sshd_config(fake_env: dict[str, str]) -> str:
-    """Key-only root login; no PAM, so a lab login never touches the machine's sessions. A node
-    with a clock offset passes libfaketime on to the commands run over SSH."""
+def sshd_config(session_env: dict[str, str]) -> str:
+    """Key-only root login; no PAM, so a lab login never touches the machine's sessions.
+    SESSION_ENV (SetEnv) is what commands run over SSH get: the PATH that finds the lab's
+    pvestrap and, on a node with a clock offset, libfaketime."""
     text = (
         "# pvestrap lab node\n"
         "Port 22\n"
@@ -61,8 +62,8 @@ def sshd_config(fake_env: dict[str, str]) -> str:
         "AcceptEnv LANG LC_*\n"
         "Subsystem sftp /usr/lib/openssh/sftp-server\n"
     )
-    if fake_env:
-        text += "SetEnv " + " ".join(f"{k}={v}" for k, v in sorted(fake_env.items())) + "\n"
+    if session_env:
+        text += "SetEnv " + " ".join(f"{k}={v}" for k, v in sorted(session_env.items())) + "\n"
     return text
 
 
@@ -87,6 +88,9 @@ def known_hosts(layout: names.Layout, links: int, keys: dict[int, str]) -> str:
     return "".join(lines)
 
 
+CHRONY_PID = "run/chronyd-lab.pid"
+
+
 def chrony_conf(links: int) -> str:
     """An NTP server that serves its (possibly faked) clock and never sets the real one: chronyd
     also gets -x."""
@@ -94,7 +98,7 @@ def chrony_conf(links: int) -> str:
     return ("# pvestrap lab node: NTP server only\n"
             "local stratum 8\n" + allow +
             "cmdport 0\n"
-            "pidfile /run/chronyd-lab.pid\n")
+            f"pidfile /{CHRONY_PID}\n")
 
 
 def corosync_conf(layout: names.Layout, nodes: list[int], links: int,

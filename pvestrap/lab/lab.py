@@ -173,8 +173,10 @@ class Lab:
         with state.locked(self.prefix):
             st = self.state
             items = impair.merge(() if clear else st.impairments, new)
-            st = effects.apply(st, st.impairments, items)
-            state.save(replace(st, impairments=items))
+            old = st.impairments
+            st = replace(effects.apply(st, old, items), impairments=items)
+            state.save(st)
+            state.save(services.refresh(st, old))
         return items
 
     def start(self, service: str, nodes: Iterable[NodeRef] | None = None) -> dict[str, int]:
@@ -242,6 +244,7 @@ class Lab:
                 "up": proc.alive(st.holders.get(i), st.netns.get(layout.node_name(i))),
                 "addresses": {f"link{link}": names.address(link, i) for link in range(st.links)},
                 "services": {n: pid for n, pid in alive.get(i, {}).items()},
+                "stale": services.stale(st, i),
             } for i in range(1, st.nodes + 1)],
             "qnetd": {
                 "name": layout.node_name(names.QNETD), "pid": st.holders.get(names.QNETD),
@@ -250,6 +253,7 @@ class Lab:
                 "addresses": {f"link{link}": names.address(link, names.QNETD)
                               for link in range(st.links)},
                 "services": dict(alive.get(names.QNETD, {})),
+                "stale": services.stale(st, names.QNETD),
             } if st.qnetd else None,
             "impairments": [i.flag(self.prefix) for i in st.impairments],
             "forwarder": st.forwarder if proc.alive(

@@ -8,8 +8,10 @@ returns once the daemon listens on its port, so a test can use it right away.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,13 @@ SERVICES = {
     # Debian's corosync-qnetd (the unit runs `corosync-qnetd -f`), on the qnetd host only.
     "qnetd": Service("qnetd", ("corosync-qnetd", "-f"), "tcp", 5403),
 }
+# Restarted when their node's clock offset changes: they hold no cluster state, and sessions
+# already open keep running. corosync and qnetd are left alone (a restart is a membership
+# change); `lab status` lists them, and every other process with the old clock, as stale.
+CLOCK_RESTART = ("sshd", "chrony")
+# What an SSH session in a node runs with: the directory of the Python running the lab (a
+# venv's bin holds its pvestrap, the one `lab exec` finds) before Debian's default PATH.
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 QNETD_DB = "etc/corosync/qnetd/nssdb"
 # What the package's postinst does once: the qnetd CA (corosync-qnetd-certutil -i -G), its
 # database readable by the coroqnetd group.
@@ -70,8 +79,12 @@ def _prepare(st: state.LabState, index: int, svc: Service, env: dict[str, str]) 
                                f" --name {st.prefix}`)")
     if svc.name == "chrony":
         (root / "run/chrony-lab.conf").write_text(files.chrony_conf(st.links))
+        # chronyd (no longer root) cannot remove its pid file; ours is not running (start()
+        # checked), so a pid left there, maybe an unreaped zombie's, would only block it.
+        (root / files.CHRONY_PID).unlink(missing_ok=True)
     if svc.name == "sshd":
-        (root / "etc/ssh/sshd_config").write_text(files.sshd_config(env))
+        session = {"PATH": f"{os.path.dirname(sys.executable)}:{SYSTEM_PATH}", **env}
+        (root / "etc/ssh/sshd_config").write_text(files.sshd_config(session))
     if svc.name == "qnetd":
         _prepare_qnetd(st, index)
     if shutil.which(svc.argv[0]) is None:
@@ -117,6 +130,8 @@ def start(st: state.LabState, index: int, name: str) -> state.LabState:
     _prepare(st, index, svc, env)
     log = st.layout.node_dir(index) / f"var/log/{name}.out"
     pid = proc.spawn(argv, log, env)
+    # sshd's process title overwrites its /proc/PID/environ: the clock it got is kept here
+    _clock_file(st, index, pid).write_text(env.get("FAKETIME", ""))
     deadline = time.monotonic() + START_TIMEOUT
     while not listening(pid, svc):
         if not proc.alive(pid) or time.monotonic() > deadline:
@@ -147,3 +162,51 @@ def running(st: state.LabState) -> dict[int, dict[str, int]]:
         if alive:
             out[index] = alive
     return out
+
+
+def refresh(st: state.LabState, old: tuple[impair.Impairment, ...]) -> state.LabState:
+    """Restart sshd and chronyd on every node whose clock offset differs between OLD and the
+    state's impairments, so SSH sessions and NTP answers from now on carry the new clock."""
+    for index, alive in running(st).items():
+        if impair.clock_offset(old, index) == impair.clock_offset(st.impairments, index):
+            continue
+        for name in CLOCK_RESTART:
+            if name in alive:
+                st = start(stop(st, index, name), index, name)
+    return st
+
+
+def stale(st: state.LabState, index: int) -> list[dict[str, str | int]]:
+    """Processes in node INDEX whose clock is not the node's setting (started before the last
+    `lab impair --clock`): pid, command and the offset they run with."""
+    net = st.netns.get(st.layout.node_name(index))
+    if net is None:
+        return []
+    want = effects.faketime_env(impair.clock_offset(st.impairments, index)).get("FAKETIME")
+    out: list[dict[str, str | int]] = []
+    for found in proc.processes():
+        if found.net != net or found.pid == st.holders.get(index):
+            continue
+        have = _faketime(st, index, found.pid)
+        if have != want:
+            out.append({"pid": found.pid, "command": found.cmdline[:80], "clock": have or "+0"})
+    return out
+
+
+def _clock_file(st: state.LabState, index: int, pid: int) -> Path:
+    return st.root(index) / f"run/lab-clock.{pid}"
+
+
+def _faketime(st: state.LabState, index: int, pid: int) -> str | None:
+    try:
+        return _clock_file(st, index, pid).read_text() or None
+    except OSError:
+        pass
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    for item in raw.split(b"\0"):
+        if item.startswith(b"FAKETIME="):
+            return item[len(b"FAKETIME="):].decode(errors="replace")
+    return None
