@@ -232,6 +232,7 @@ class Lab:
     def status(self) -> dict:
         st = self.state
         alive = services.running(st)
+        stale = services.stale(st)
         layout = st.layout
         return {
             "name": self.prefix,
@@ -244,7 +245,7 @@ class Lab:
                 "up": proc.alive(st.holders.get(i), st.netns.get(layout.node_name(i))),
                 "addresses": {f"link{link}": names.address(link, i) for link in range(st.links)},
                 "services": {n: pid for n, pid in alive.get(i, {}).items()},
-                "stale": services.stale(st, i),
+                "stale": stale.get(i, []),
             } for i in range(1, st.nodes + 1)],
             "qnetd": {
                 "name": layout.node_name(names.QNETD), "pid": st.holders.get(names.QNETD),
@@ -253,7 +254,7 @@ class Lab:
                 "addresses": {f"link{link}": names.address(link, names.QNETD)
                               for link in range(st.links)},
                 "services": dict(alive.get(names.QNETD, {})),
-                "stale": services.stale(st, names.QNETD),
+                "stale": stale.get(names.QNETD, []),
             } if st.qnetd else None,
             "impairments": [i.flag(self.prefix) for i in st.impairments],
             "forwarder": st.forwarder if proc.alive(

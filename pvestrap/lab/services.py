@@ -176,20 +176,21 @@ def refresh(st: state.LabState, old: tuple[impair.Impairment, ...]) -> state.Lab
     return st
 
 
-def stale(st: state.LabState, index: int) -> list[dict[str, str | int]]:
-    """Processes in node INDEX whose clock is not the node's setting (started before the last
-    `lab impair --clock`): pid, command and the offset they run with."""
-    net = st.netns.get(st.layout.node_name(index))
-    if net is None:
-        return []
-    want = effects.faketime_env(impair.clock_offset(st.impairments, index)).get("FAKETIME")
-    out: list[dict[str, str | int]] = []
+def stale(st: state.LabState) -> dict[int, list[dict[str, str | int]]]:
+    """Per node, the processes whose clock is not the node's setting (started before the last
+    `lab impair --clock`): pid, command and the offset they run with. One pass over /proc."""
+    nodes = {st.netns.get(st.layout.node_name(index)): index for index in st.hosts}
+    nodes.pop(None, None)
+    out: dict[int, list[dict[str, str | int]]] = {index: [] for index in st.hosts}
     for found in proc.processes():
-        if found.net != net or found.pid == st.holders.get(index):
+        index = nodes.get(found.net)
+        if index is None or found.pid == st.holders.get(index):
             continue
+        want = effects.faketime_env(impair.clock_offset(st.impairments, index)).get("FAKETIME")
         have = _faketime(st, index, found.pid)
         if have != want:
-            out.append({"pid": found.pid, "command": found.cmdline[:80], "clock": have or "+0"})
+            out[index].append({"pid": found.pid, "command": found.cmdline[:80],
+                               "clock": have or "+0"})
     return out
 
 
