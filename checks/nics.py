@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from pvestrap.checks.base import Context
 from pvestrap.checks.localsys import LIVE, Interface, Machine, Sources, link_addresses
-from pvestrap.findings import Finding, Severity, fail, passed, warn
+from pvestrap.findings import Finding, Severity, fail, info, passed, warn
 
 FAMILY = "nics"
 UNSUITABLE_BOND_MODES = frozenset({"balance-rr", "balance-xor", "balance-tlb", "balance-alb"})
@@ -54,6 +54,18 @@ def management_interfaces(machine: Machine) -> tuple[str, ...]:
     if machine.interface(MANAGEMENT_BRIDGE) and MANAGEMENT_BRIDGE not in names:
         names.append(MANAGEMENT_BRIDGE)
     return tuple(names)
+
+
+def planned_on_free_nic(machine: Machine, ctx: Context, address: str) -> str | None:
+    """The free NIC whose planned stanza (the node's `interfaces` in the plan) gives it ADDRESS,
+    when ADDRESS is not configured anywhere yet: apply's network phase configures it."""
+    if ctx.plan is None or not ctx.node or not ctx.plan.has_node(ctx.node):
+        return None
+    free = {i.name for i in free_nics(machine)}
+    for stanza in ctx.plan.node(ctx.node).interfaces:
+        if stanza.address and stanza.address.split("/")[0] == address and stanza.name in free:
+            return stanza.name
+    return None
 
 
 def link_interface(machine: Machine, address: str) -> Interface | None:
@@ -118,14 +130,21 @@ class LinkAddressCheck:
                             "no plan for this node: no link addresses to look for", ctx.node,
                             self.id)]
         machine = self.sources.machine_for(ctx)
-        return [self._one(machine, ctx.node or "", n, a) for n, a in sorted(links.items())]
+        return [self._one(machine, ctx, n, a) for n, a in sorted(links.items())]
 
-    def _one(self, machine: Machine, node: str, number: int, address: str) -> Finding:
-        subject = f"{node}/link{number}"
+    def _one(self, machine: Machine, ctx: Context, number: int, address: str) -> Finding:
+        subject = f"{ctx.node}/link{number}"
         iface = link_interface(machine, address)
         payload = {"link": number, "address": address,
                    "interface": iface.name if iface else None,
                    "operstate": iface.operstate if iface else None}
+        planned = planned_on_free_nic(machine, ctx, address) if iface is None else None
+        if planned is not None:
+            return info("link-address-planned",
+                        f"link{number} address {address} is planned on {planned} (a free NIC, "
+                        "not configured yet): apply writes its stanza to /etc/network/interfaces "
+                        "and brings it up before the probes that need it",
+                        subject, self.id, payload=dict(payload, planned_on=planned))
         if iface is None or not iface.up:
             where = (f"is on {iface.name}, which is not up ({iface.operstate})" if iface
                      else "is not configured on any interface")
