@@ -18,21 +18,26 @@ Everything the flow prints goes through `out`; it never prompts by itself.
 from __future__ import annotations
 
 import difflib
+import os
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
 
 from pvestrap import preflight
 from pvestrap.apply import corosync as cs
 from pvestrap.apply.engine import (Action, ApplyOutcome, PlannedCommand, Progress, Step, StepEvent,
                                    StepFailed, plan_steps, run_steps)
 from pvestrap.apply.lock import apply_lock
+from pvestrap.apply.network_guard import refuse_cutting_branch
 from pvestrap.apply.remote import Remote, member_lock
+from pvestrap.checks.localsys import Machine, read_machine
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.errors import OperationFailed, PvestrapError, UserError
 from pvestrap.findings import Finding, Severity, apply_ignores, fail
 from pvestrap.nodefacts import read_facts, resolve
+from pvestrap.paths import INTERFACES
 from pvestrap.plan import ClusterPlan
 from pvestrap.recorded import DryRunSystem
 from pvestrap.render import Change, unified_diff
@@ -191,6 +196,8 @@ class ApplyContext:
     service: cs.Service | None = None
     timeouts: cs.CorosyncTimeouts = cs.CorosyncTimeouts()
     lock_timeout: float = 0.0
+    machine: Machine | None = None  # None: read this node's interfaces and routes (`ip -j`)
+    environ: Mapping[str, str] | None = None  # None: os.environ (SSH_CONNECTION)
 
 
 def apply_node(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
@@ -199,6 +206,7 @@ def apply_node(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
     if not plan.has_node(node):
         raise UserError(f"node {node!r} is not in the plan", code="node-unknown",
                         remedy=f"use one of {', '.join(n.name for n in plan.nodes)}")
+    _refuse_cutting_branch(plan, node, ctx)
     backend = choose_backend(plan, ctx.system)
     ctx.out(f"{node}: backend {backend}, role {plan.role_of(node)} in cluster "
             f"{plan.cluster_name}")
@@ -206,6 +214,18 @@ def apply_node(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
         if not ctx.dry_run:  # a dry run writes nothing, not even the lock file
             stack.enter_context(apply_lock(ctx.root, timeout=ctx.lock_timeout))
         return (_pve if backend == "pve" else _corosync)(plan, node, ctx)
+
+
+def _refuse_cutting_branch(plan: ClusterPlan, node: str, ctx: ApplyContext) -> None:
+    """Before anything else: no planned stanza on the default route's or the SSH session's
+    interface (pvestrap.apply.network_guard); exit 2, nothing changed."""
+    me = plan.node(node)
+    if not me.interfaces:
+        return
+    path = Path(ctx.root) / INTERFACES.lstrip("/")
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    machine = ctx.machine or read_machine(ctx.root)
+    refuse_cutting_branch(me, machine, text, os.environ if ctx.environ is None else ctx.environ)
 
 
 def _preflight(plan: ClusterPlan, node: str, ctx: ApplyContext) -> None:
