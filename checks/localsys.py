@@ -77,6 +77,7 @@ class IfAddress:
     address: str
     prefixlen: int
     scope: str = "global"
+    planned: bool = False  # from the plan's stanza, not configured yet (preflight.planned_machine)
 
     @property
     def version(self) -> int | None:
@@ -122,6 +123,12 @@ class Interface:
     def has_address(self, address: str) -> bool:
         want = _normal(address)
         return any(_normal(a.address) == want for a in self.addresses)
+
+    def only_planned(self, address: str) -> bool:
+        """ADDRESS is here only as planned (apply's network phase configures it)."""
+        want = _normal(address)
+        found = [a for a in self.addresses if _normal(a.address) == want]
+        return bool(found) and all(a.planned for a in found)
 
 
 def _normal(address: str) -> str:

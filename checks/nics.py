@@ -56,18 +56,6 @@ def management_interfaces(machine: Machine) -> tuple[str, ...]:
     return tuple(names)
 
 
-def planned_on_free_nic(machine: Machine, ctx: Context, address: str) -> str | None:
-    """The free NIC whose planned stanza (the node's `interfaces` in the plan) gives it ADDRESS,
-    when ADDRESS is not configured anywhere yet: apply's network phase configures it."""
-    if ctx.plan is None or not ctx.node or not ctx.plan.has_node(ctx.node):
-        return None
-    free = {i.name for i in free_nics(machine)}
-    for stanza in ctx.plan.node(ctx.node).interfaces:
-        if stanza.address and stanza.address.split("/")[0] == address and stanza.name in free:
-            return stanza.name
-    return None
-
-
 def link_interface(machine: Machine, address: str) -> Interface | None:
     """The up interface carrying `address`; else any interface carrying it; else None."""
     carriers = machine.carrying(address)
@@ -130,21 +118,20 @@ class LinkAddressCheck:
                             "no plan for this node: no link addresses to look for", ctx.node,
                             self.id)]
         machine = self.sources.machine_for(ctx)
-        return [self._one(machine, ctx, n, a) for n, a in sorted(links.items())]
+        return [self._one(machine, ctx.node or "", n, a) for n, a in sorted(links.items())]
 
-    def _one(self, machine: Machine, ctx: Context, number: int, address: str) -> Finding:
-        subject = f"{ctx.node}/link{number}"
+    def _one(self, machine: Machine, node: str, number: int, address: str) -> Finding:
+        subject = f"{node}/link{number}"
         iface = link_interface(machine, address)
         payload = {"link": number, "address": address,
                    "interface": iface.name if iface else None,
                    "operstate": iface.operstate if iface else None}
-        planned = planned_on_free_nic(machine, ctx, address) if iface is None else None
-        if planned is not None:
+        if iface is not None and iface.only_planned(address) and iface.master is None:
             return info("link-address-planned",
-                        f"link{number} address {address} is planned on {planned} (a free NIC, "
-                        "not configured yet): apply writes its stanza to /etc/network/interfaces "
-                        "and brings it up before the probes that need it",
-                        subject, self.id, payload=dict(payload, planned_on=planned))
+                        f"link{number} address {address} is planned on {iface.name} (not "
+                        "configured yet): apply writes its stanza to /etc/network/interfaces and "
+                        "brings it up before the probes that need it",
+                        subject, self.id, payload=dict(payload, planned_on=iface.name))
         if iface is None or not iface.up:
             where = (f"is on {iface.name}, which is not up ({iface.operstate})" if iface
                      else "is not configured on any interface")
