@@ -174,8 +174,8 @@ def planned_machine(machine: Machine, plan: ClusterPlan | None, node: str | None
         stanza = stanzas.get(iface.name)
         if stanza is not None and not iface.has_address(stanza.address.split("/")[0]):
             addr, _, prefix = stanza.address.partition("/")
-            iface = dataclasses.replace(
-                iface, addresses=iface.addresses + (IfAddress(addr, int(prefix or 32), planned=True),))
+            planned = IfAddress(addr, int(prefix or 32), planned=True)
+            iface = dataclasses.replace(iface, addresses=iface.addresses + (planned,))
         out.append(iface)
     return dataclasses.replace(machine, interfaces=tuple(out))
 
