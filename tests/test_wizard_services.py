@@ -33,7 +33,7 @@ def test_planned_machine_puts_new_stanza_addresses_on_their_nics():
                                Interface("eth2", "physical", flags=up)))
     planned = preflight.planned_machine(machine, PLAN, "pve2")
     assert [i.name for i in planned.carrying("10.98.0.2")] == ["eth2"]
-    assert planned.interface("eth2").addresses == (IfAddress("10.98.0.2", 24),)
+    assert planned.interface("eth2").addresses == (IfAddress("10.98.0.2", 24, planned=True),)
     assert planned.interface("eth0") == machine.interface("eth0")
     assert preflight.planned_machine(machine, PLAN, "pve1") is machine
 
