@@ -8,8 +8,9 @@ from dataclasses import replace
 import pytest
 
 from pvestrap import pvecm_versions
-from pvestrap.apply.pve import (JoinFailed, JoinMethod, PveJoinStep, choose_join_method,
-                                create_argv, nodeid_refusal, ssh_join_argv)
+from pvestrap.apply.pve import (JoinFailed, PveJoinStep, create_argv, nodeid_refusal,
+                                ssh_join_argv)
+from pvestrap.apply.pve_join_method import JoinMethod, choose_join_method
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.errors import UserError
 from pvestrap.nodefacts import NodeFacts, parse_dpkg_query, read_facts, resolve

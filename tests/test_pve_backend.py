@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from pvestrap.apply.engine import StepFailed, run_steps
-from pvestrap.apply.pve import (JoinFailed, JoinMethod, PveCreateStep, PveTimeouts,
-                                PveWaitQuorumStep, create_argv, create_steps, is_pve, join_argv,
-                                join_steps, pvesh_join_argv, quorum_status, steps_for)
+from pvestrap.apply.pve import (JoinFailed, PveCreateStep, PveTimeouts, PveWaitQuorumStep,
+                                create_argv, create_steps, is_pve, join_argv, join_steps,
+                                pvesh_join_argv, quorum_status, steps_for)
+from pvestrap.apply.pve_join_method import JoinMethod
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.password import resolve_password
 from pvestrap.plan import ClusterPlan, Datacenter, JoinTarget, Link, Node

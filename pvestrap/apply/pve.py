@@ -25,17 +25,17 @@ from __future__ import annotations
 import json
 import random
 import re
-import shlex
-import socket
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from pvestrap.apply.engine import PlannedCommand, PlannedWait, Step
 from pvestrap.apply.pve_datacenter import PveDatacenterStep
+from pvestrap.apply.pve_join_method import (JoinMethod, choose_join_method, pveproxy_answers,
+                                            ssh_argv)
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import PVECM_STATUS, QuorumStatus, read_quorum
 from pvestrap.errors import OperationFailed, UserError
-from pvestrap.fingerprint import API_PORT, fetch_fingerprint
+from pvestrap.fingerprint import fetch_fingerprint
 from pvestrap.password import resolve_password
 from pvestrap.paths import (AUTHKEY, COROSYNC_CONF, DATACENTER_CFG, PVE_COROSYNC_CONF,
                             PVE_MEMBERS)
@@ -196,69 +196,7 @@ def pmxcfs_quorate(system: System) -> bool:
     return cluster.get("quorate") == 1
 
 
-# -- how to join ----------------------------------------------------------------------------------
-
-SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=5")
-
-
-@dataclass(frozen=True)
-class JoinMethod:
-    """How this node joins: "api" (pvecm add, the root password on stdin; needs pveproxy on the
-    cluster node), "pvesh" (the API join with the password on the command line) or "ssh"
-    (pvecm add --use_ssh 1; needs root key login to the cluster node)."""
-
-    kind: str
-    why: str
-
-    def describe(self) -> str:
-        how = {"api": "the API join (pvecm add, password on stdin)",
-               "pvesh": "the API join (pvesh create /cluster/config/join)",
-               "ssh": "pvecm add --use_ssh 1 (root key login)"}[self.kind]
-        return f"{how}: {self.why}"
-
-
-def ssh_argv(host: str, *command: str) -> list[str]:
-    return ["ssh", *SSH_OPTIONS, f"root@{host}", "--", shlex.join(command)]
-
-
-def key_login(system: System, host: str) -> bool:
-    try:
-        result = system.run(ssh_argv(host, "true"), timeout=30, check=False, mutates=False)
-    except CommandFailed:
-        return False
-    return result.returncode == 0
-
-
-def choose_join_method(system: System, plan: ClusterPlan, has_pveproxy: Callable[[str], bool]
-                       ) -> JoinMethod:
-    """The API join when the plan names the root password and the cluster node serves the API;
-    otherwise pvecm's SSH join when root key login to it works."""
-    host = plan.join_address()
-    password = plan.join.names_password
-    if password and has_pveproxy(host):
-        return JoinMethod("api", f"the plan names the root password and {host}:8006 answers")
-    if key_login(system, host):
-        reason = (f"{host}:8006 does not answer" if password
-                  else "the plan names no root password")
-        return JoinMethod("ssh", f"{reason}; root key login to {host} works")
-    raise UserError(f"{plan.join_address()}: no way to join: "
-                    + ("its API (TCP 8006) does not answer" if password
-                       else "the plan names no root password (join.password_file or "
-                            "join.password_env)")
-                    + f" and root key login to {host} fails",
-                    code="join-no-method",
-                    remedy="set join.password_file (API join, needs pveproxy on the cluster "
-                           "node) or let this node's root log in there with its key "
-                           "(ssh-copy-id root@" + host + ")")
-
-
-def pveproxy_answers(host: str, port: int = API_PORT, timeout: float = 3.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
+# -- reading the cluster before a join -------------------------------------------------------------
 
 def cluster_conf_over_ssh(system: System, host: str) -> CorosyncConf | None:
     """The cluster's corosync.conf as the cluster node has it (read over root key login)."""

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from pvestrap.answers import dumps
-from pvestrap.apply.pve import JoinFailed, JoinMethod, PveJoinStep
+from pvestrap.apply.pve import JoinFailed, PveJoinStep
+from pvestrap.apply.pve_join_method import JoinMethod
 from pvestrap.lab.lab import Lab
 from pvestrap.plan import ClusterPlan, Datacenter
 from pvestrap.corosync.status import parse_quorum_status
