@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    if any("\x00" in arg for arg in args):  # no path, name or value can hold one
+        print("error: an argument contains a NUL byte\n  fix: check how the command line was "
+              "built", file=sys.stderr)
+        return 2
     try:
         result = app(args=args, prog_name="pvestrap", standalone_mode=False)
     except PvestrapError as exc:

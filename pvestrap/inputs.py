@@ -49,6 +49,9 @@ def read_input(path: str | os.PathLike[str], what: str, limit: int = MAX_INPUT_B
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}", code=code,
                         remedy=f"give the path of a readable {what}") from None
+    except ValueError:  # a NUL byte in the path: no file can have that name
+        raise UserError(f"cannot read {path!r}: a path cannot contain a NUL byte", code=code,
+                        remedy=f"give the path of the {what}") from None
     if not stat.S_ISREG(info.st_mode):
         raise UserError(f"cannot read {path}: not a regular file", code=code,
                         remedy=f"give the path of the {what} itself (not a device, FIFO or "

@@ -151,3 +151,13 @@ def test_apply_offers_the_lock_timeout_its_lock_error_suggests(tmp_path, capsys)
                      "--root", str(tmp_path), "--lock-timeout", "0.2"]) == 1
     err = capsys.readouterr().err
     assert "after waiting 0.2 s" in err and "--lock-timeout" in err
+
+
+def test_a_nul_byte_in_an_argument_is_bad_input_not_a_crash(capsys):
+    """Found by the CLI fuzz test: click's path check raised ValueError (exit 70)."""
+    from pvestrap.cli import main
+
+    for argv in (["answer", "validate", "a\x00b"], ["render", "--answers", "x\x00", "--node",
+                                                   "n1"], ["iso", "validate-answer", "\x00"]):
+        assert main(argv) == 2
+        assert "NUL byte" in capsys.readouterr().err
