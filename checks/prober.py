@@ -6,15 +6,16 @@ of them at once: a 16-node, 2-link mesh takes about the sample duration, not pai
 A connected socket is what tells "closed" from "filtered": the kernel turns an ICMP port
 unreachable into ECONNREFUSED, while a dropped probe just never gets an answer.
 
-Each reply gives four timestamps (t1 sent, t2 received there, t3 sent there, t4 received here);
-the RTT is (t4 - t1) - (t3 - t2), the network's share without the responder's own delay, and the
-clock offset is NTP's ((t2 - t1) + (t3 - t4)) / 2 from the sample with the smallest delay. t1 and
-t4 are the kernel's send and receive timestamps (t2 on the far side too), so neither Python's
-speed nor its scheduling counts as network time; under libfaketime they are moved onto the
-process's shifted clock (probe.kernel_clock_offset). Per (peer, link) a DF-flagged binary search (MtuSearch) finds the largest probe that
-passes out, then the largest reply that comes back; TCP connects to the join target and the
-QDevice run in the same loop. The ICMP second opinion (latency.icmp_second_opinion, where UDP
-got no answer) and duplicate address detection (addresses.detect) are called from measure() too.
+Each reply gives four timestamps (t1 sent, t2 received there, t3 sent there, t4 received here); the
+RTT is (t4 - t1) - (t3 - t2), the network's share without the responder's own delay, and the clock
+offset is NTP's ((t2 - t1) + (t3 - t4)) / 2 from the sample with the smallest delay. t1 and t4 are
+the kernel's send and receive timestamps (t2 on the far side too), so neither Python's speed nor its
+scheduling counts as network time; under libfaketime they are moved onto the process's shifted clock
+(probe.kernel_clock_offset). Per (peer, link) a DF-flagged binary search (MtuSearch) finds the
+largest probe that passes out, then the largest reply that comes back; TCP connects to the join
+target and the QDevice run in the same loop. The ICMP second opinion (latency.icmp_second_opinion,
+where UDP got no answer) and duplicate address detection (addresses.detect) are called from
+measure() too.
 
 API, as the runner uses it:
     req = request_from_plan(plan, node, ProbeSettings(duration_s=3.0))

@@ -1,11 +1,11 @@
 """The responder: answers authenticated preflight probes so peers can measure the path to us.
 
 It listens on UDP 5404 and each link's port (5405 + N), answers probes made with the run's token
-(see checks.probe) and stays silent for everything else, so to a stranger it looks like a
-filtered port. Each probe is answered once and only while it is fresh, replies are never larger
-than the probe, and they are rate-limited per source address and in total (checks.admission), so
-the responder can be turned neither into an amplifier nor into a reflector of captured probes. It exits after its TTL:
-a forgotten responder does not linger on a production node.
+(see checks.probe) and stays silent for everything else, so to a stranger it looks like a filtered
+port. Each probe is answered once and only while it is fresh, replies are never larger than the
+probe, and they are rate-limited per source address and in total (checks.admission), so the
+responder can be turned neither into an amplifier nor into a reflector of captured probes. It exits
+after its TTL: a forgotten responder does not linger on a production node.
 
 Where a port is already taken (corosync owns 5405 on a cluster member), the responder still
 answers on it: a raw socket receives a copy of every UDP datagram, the responder picks out the
@@ -177,7 +177,8 @@ class Responder:
             if exc.errno == errno.EADDRNOTAVAIL and explicit:
                 self.close()
                 raise UserError(f"{address} is not an address of this machine",
-                                remedy="give --address only for addresses on local interfaces")
+                                remedy="give --address only for addresses on local interfaces"
+                                ) from exc
             return self._skip(address, port, exc.strerror or str(exc))
         wire.enable_ancillary(sock, family)
         wire.set_dont_fragment(sock, family)

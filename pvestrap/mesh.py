@@ -1,11 +1,12 @@
 """Mesh preflight: from one machine, run the preflight on every node and merge one N x N report.
 
 Each node gets one SSH session running `pvestrap preflight --agent`. The agent reads a job (the
-answer file, its node name, the probe token, the duration) from stdin, opens its responder, runs
-the local checks, says READY, waits for GO, probes and runs the network checks (one
-pvestrap.preflight.run, whose probe source is that handshake), prints its report (findings and
-its own row of the matrices) as one JSON line, and keeps answering probes until its stdin closes. So every responder is up before anyone
-probes, and none outlives the run. The token travels on stdin, never on a command line.
+answer file, its node name, the probe token, the duration) from stdin, opens its responder, runs the
+local checks, says READY, waits for GO, probes and runs the network checks (one
+pvestrap.preflight.run, whose probe source is that handshake), prints its report (findings and its
+own row of the matrices) as one JSON line, and keeps answering probes until its stdin closes. So
+every responder is up before anyone probes, and none outlives the run. The token travels on stdin,
+never on a command line.
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ def _close(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-# -- the agent (runs on each node) ------------------------------------------------------------------
+# -- the agent (runs on each node) -----------------------------------------------------------------
 
 def agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
     """One node's side of the mesh preflight; see the module docstring for the conversation."""
@@ -252,7 +253,7 @@ def agent_conversation(job: Mapping[str, Any], links: Sequence[int], addresses: 
     return 0
 
 
-# -- merging -----------------------------------------------------------------------------------------
+# -- merging ---------------------------------------------------------------------------------------
 
 def merge(plan: ClusterPlan, results: Sequence[NodeResult], ignore: Sequence[str] = ()) -> Report:
     """One report: every node's findings (subjects prefixed by the node) and the N x N matrices

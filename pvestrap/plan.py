@@ -27,7 +27,8 @@ MAX_LINK = 7
 NODEID_MAX = 2**32 - 1  # corosync's nodeid is an unsigned 32-bit number
 FORBIDDEN_CHARS = "{}\n\r"
 FINGERPRINT_RE = re.compile(r"^([A-Fa-f0-9]{2}:){31}[A-Fa-f0-9]{2}$")
-HOST_RE = re.compile(r"^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
+HOST_RE = re.compile(r"^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+                     r"(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
 IFACE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.:-]{0,14}$")
 
 DEFAULT_MAC_PREFIX = "BC:24:11"
@@ -431,7 +432,8 @@ def _check_stanza(stanza: InterfaceStanza, path: str) -> list[Finding]:
     if stanza.address is not None and _network(stanza.address) is None:
         out.append(fail("interface-address-invalid", f"{stanza.address!r} is not an address in "
                         "CIDR notation", f"{path}.address", remedy="e.g. 10.10.10.1/24"))
-    if stanza.mtu is not None and (not isinstance(stanza.mtu, int) or not 576 <= stanza.mtu <= 65535):
+    mtu = stanza.mtu
+    if mtu is not None and (not isinstance(mtu, int) or not 576 <= mtu <= 65535):
         out.append(fail("interface-mtu-invalid", f"mtu {stanza.mtu!r} is not 576..65535 "
                         "(knet's minimum is 576 for IPv4, 1280 for IPv6)", f"{path}.mtu"))
     if stanza.gateway is not None and ip_or_none(stanza.gateway) is None:
@@ -486,7 +488,8 @@ def _check_datacenter(dc: Datacenter, pve_major: int | None) -> list[Finding]:
     for key, value in dc.bwlimit.items():
         if key not in BWLIMIT_KEYS:
             out.append(fail("bwlimit-key-invalid", f"bwlimit key {key!r} is not known",
-                            f"datacenter.bwlimit.{key}", remedy=f"one of {', '.join(BWLIMIT_KEYS)}"))
+                            f"datacenter.bwlimit.{key}",
+                            remedy=f"one of {', '.join(BWLIMIT_KEYS)}"))
         elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
             out.append(fail("bwlimit-invalid", f"bwlimit {key} must be KiB/s, a whole number >= 0",
                             f"datacenter.bwlimit.{key}"))

@@ -115,7 +115,7 @@ class Probes:
         return measured
 
 
-# -- the run -----------------------------------------------------------------------------------------
+# -- the run ---------------------------------------------------------------------------------------
 
 def run(plan: ClusterPlan | None, node: str | None, *, probes: ProbeSource | None = None,
         ignore: Sequence[str] = (), pending: frozenset[int] = frozenset(), root: str = "/",
@@ -180,7 +180,7 @@ def planned_machine(machine: Machine, plan: ClusterPlan | None, node: str | None
     return dataclasses.replace(machine, interfaces=tuple(out))
 
 
-# -- the heatmaps --------------------------------------------------------------------------------------
+# -- the heatmaps ----------------------------------------------------------------------------------
 
 def matrices(plan: ClusterPlan, node: str | None,
              measured: prober.Measurements | None) -> dict[str, dict[str, Any]]:

@@ -42,7 +42,8 @@ RELEASES = (((9, 2), "9.1.0"),)
 
 
 def version_tuple(text: str | None) -> tuple[int, ...]:
-    """'9.1.6' -> (9, 1, 6); Debian revisions and suffixes end the tuple ('8.1.3-1' -> (8, 1, 3))."""
+    """'9.1.6' -> (9, 1, 6); Debian revisions and suffixes end the tuple
+    ('8.1.3-1' -> (8, 1, 3))."""
     parts = []
     for piece in re.split(r"[.\-+~]", text or ""):
         digits = re.fullmatch(r"\d+", piece)

@@ -1,12 +1,12 @@
 """The effector every apply step goes through: commands, files under a root, the clock.
 
-Steps never call subprocess or open() themselves. They receive a `System`, so one step list
-serves a real apply (`RealSystem`), a lab node whose files live under a folder
-(`RealSystem(root=...)`), a dry run that records instead of acting and tests (an in-memory
-node): `DryRunSystem` and `RecordingSystem` in pvestrap.recorded. The `System` protocol
-declares everything callers use; nothing asks a system for more. Secrets (the root password of a join) travel as
-`Secret` values: they reach the command and nothing else; every record, error and
-CompletedProcess shows `<secret>` instead.
+Steps never call subprocess or open() themselves. They receive a `System`, so one step list serves a
+real apply (`RealSystem`), a lab node whose files live under a folder (`RealSystem(root=...)`), a
+dry run that records instead of acting and tests (an in-memory node): `DryRunSystem` and
+`RecordingSystem` in pvestrap.recorded. The `System` protocol declares everything callers use;
+nothing asks a system for more. Secrets (the root password of a join) travel as `Secret` values:
+they reach the command and nothing else; every record, error and CompletedProcess shows `<secret>`
+instead.
 """
 
 from __future__ import annotations

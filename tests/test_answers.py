@@ -463,7 +463,7 @@ def test_a_matching_explicit_fingerprint_in_other_case_is_no_conflict():
     assert plan.join.fingerprint == FP.lower()
 
 
-# -- [installer]: the automated installer's settings in the same file -------------------------------
+# -- [installer]: the automated installer's settings in the same file ------------------------------
 
 def with_installer(text: str | None = None) -> str:
     """The example with its commented [installer] section switched on."""

@@ -141,7 +141,7 @@ def test_disk_full_leaves_original_and_no_temp_file(tmp_path):
         print(json.dumps(result))
     """)
     cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-           f'mount -t tmpfs -o size=8k tmpfs "$1" && exec "$2" -c "$3"', "sh", str(mount),
+           'mount -t tmpfs -o size=8k tmpfs "$1" && exec "$2" -c "$3"', "sh", str(mount),
            sys.executable, script]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

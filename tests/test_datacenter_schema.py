@@ -1,4 +1,5 @@
-"""datacenter.cfg values as Proxmox VE's schema takes them (pve-cluster src/PVE/DataCenterConfig.pm).
+"""datacenter.cfg values as Proxmox VE's schema takes them
+(pve-cluster src/PVE/DataCenterConfig.pm).
 
 The literal cases are PVE's rules written out; where Proxmox's source is at hand
 (PVESTRAP_PVE_SOURCES, default the shared oracle folder: pve-cluster-*.tar.gz), the language list,

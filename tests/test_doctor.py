@@ -185,7 +185,12 @@ def test_stranger_on_the_link_port():
 
 
 def test_knet_window_mean_comes_from_the_samples_in_the_window():
-    first = "stats.knet.node2.link0.connected (u8) = 1\nstats.knet.node2.link0.latency_ave (u32) = 300\nstats.knet.node2.link0.latency_max (u32) = 700\nstats.knet.node2.link0.latency_samples (u32) = 10\nstats.knet.node2.link0.down_count (u32) = 1\nstats.knet.node2.link0.up_count (u32) = 1"
+    first = ("stats.knet.node2.link0.connected (u8) = 1\n"
+             "stats.knet.node2.link0.latency_ave (u32) = 300\n"
+             "stats.knet.node2.link0.latency_max (u32) = 700\n"
+             "stats.knet.node2.link0.latency_samples (u32) = 10\n"
+             "stats.knet.node2.link0.down_count (u32) = 1\n"
+             "stats.knet.node2.link0.up_count (u32) = 1")
     last = first.replace("= 300", "= 1000").replace("= 10\n", "= 20\n")
     a = node_facts(1, window=[{"t": 0, "knet": cmd(first), "links": cmd("")},
                               {"t": 4, "knet": cmd(last), "links": cmd("")}])

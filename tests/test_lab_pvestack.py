@@ -24,7 +24,8 @@ def tarball(folder: Path, repo: str, commit: str, changelog_head: str) -> Path:
 
 def release_set(folder: Path, major: str, dist: str) -> None:
     tarball(folder, "pve-cluster", f"c{major}", f"pve-cluster ({major}.1.3) {dist}; urgency=medium")
-    tarball(folder, "pve-common", f"m{major}", f"libpve-common-perl ({major}.3.8) {dist}; urgency=low")
+    tarball(folder, "pve-common", f"m{major}",
+            f"libpve-common-perl ({major}.3.8) {dist}; urgency=low")
     tarball(folder, "pve-access-control", f"a{major}",
             f"libpve-access-control ({major}.2.3) {dist}; urgency=medium")
 

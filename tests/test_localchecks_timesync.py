@@ -38,7 +38,7 @@ MS Name/IP address         Stratum Poll Reach LastRx Last sample
 ===============================================================================
 ^* 127.0.0.1                     8  -4   377     0    -16ns[  -74ns] +/- 4180ns
 ^? 127.0.0.2                     8   6     3     1   +266ns[ -204ns] +/- 5516ns
-"""
+"""  # noqa: W291 (chronyc's own trailing blanks)
 CHRONY_UNSYNCED = """\
 Reference ID    : 00000000 ()
 Stratum         : 0
@@ -60,13 +60,14 @@ NTPQ = """\
  0.debian.pool.ntp.org                   .POOL.          16 p    -  256    0   0.0000   0.0000   0.0001
 *10.1.2.3                                .GPS.            1 u   33   64  377   0.3812  -0.0212   0.0231
 +10.1.2.4                                10.1.2.3         2 u   12   64  377   0.4410   0.1102   0.0310
-"""
+"""  # noqa: E501 (ntpq's own line width)
 TIMEDATECTL = "Timezone=Europe/Vienna\nLocalRTC=no\nCanNTP=yes\nNTP=yes\nNTPSynchronized={}\n"
 NO = CommandResult((), 1, "", "not there")
 
 
 def replay(outputs):
-    """A Runner that answers from a table of argv tuples; anything else fails like a missing daemon."""
+    """A Runner that answers from a table of argv tuples; anything else fails like a missing
+    daemon."""
     def runner(argv):
         out = outputs.get(tuple(argv))
         return CommandResult(tuple(argv), 0, out) if out is not None else NO

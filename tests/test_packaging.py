@@ -30,7 +30,8 @@ def test_every_package_folder_is_mapped_and_listed():
         base = MAPPED.get(top, "pvestrap" if top == "pvestrap" else None)
         assert base, f"{rel} is outside the package folders"
         dotted = ".".join([base, *rest])
-        assert dotted in packages, f"package {dotted} ({rel}) missing from [tool.setuptools].packages"
+        assert dotted in packages, \
+            f"package {dotted} ({rel}) missing from [tool.setuptools].packages"
 
 
 def test_no_bare_top_level_modules_are_installed():
@@ -57,7 +58,8 @@ def test_installed_namespace_resolves_to_the_folders():
 
 def test_help_lists_groups_without_importing_heavy_libraries():
     code = ("import sys; from pvestrap.cli import main; main(['--help']); "
-            "heavy = [m for m in ('scapy', 'questionary', 'jinja2', 'ntplib') if m in sys.modules]; "
+            "heavy = [m for m in ('scapy', 'questionary', 'jinja2', 'ntplib') "
+            "if m in sys.modules]; "
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -40,13 +40,13 @@ def prod_plan(**overrides) -> ClusterPlan:
 # write_conf sorts the keys of every hash and prints nested hashes as `key {` ... `}` with two
 # more spaces of indent; after a top-level section (and only there) it adds one blank line.
 EXPECTED_PROD = (
-    "logging {\n"                    # top-level sections sorted: logging < nodelist < quorum < totem
+    "logging {\n"                    # top-level sections sorted: logging, nodelist, quorum, totem
     "  debug: off\n"                 # create_conf: logging.debug = off ...
     "  to_syslog: yes\n"             # ... and to_syslog = yes; keys sorted (d < t)
     "}\n"
     "\n"                             # blank line after every top-level section
     "nodelist {\n"
-    "  node {\n"                     # node entries are keyed by name and dumped in sorted-name order
+    "  node {\n"                     # node entries are keyed by name, dumped in sorted-name order
     "    name: pve1\n"               # node keys sorted: name < nodeid < quorum_votes < ringN_addr
     "    nodeid: 1\n"                # the creator gets nodeid 1 (create_conf's default)
     "    quorum_votes: 1\n"          # votes default 1
@@ -218,7 +218,8 @@ def test_random_plans_render_and_parse_back(plan):
 @settings(max_examples=60, deadline=None)
 @given(plans())
 def test_render_is_a_fixed_point_of_parse_and_canonical_layout(plan):
-    """The rendered file parses back into a tree whose canonical (pvecm) layout is the same bytes."""
+    """The rendered file parses back into a tree whose canonical (pvecm) layout is the same
+    bytes."""
     text = render_corosync_conf(plan)
     assert canonical(parse(text)) == text
 
@@ -227,7 +228,8 @@ def test_render_is_a_fixed_point_of_parse_and_canonical_layout(plan):
 
 def _prod_datacenter() -> Datacenter:
     return Datacenter(keyboard="de", console="xtermjs", migration_network="10.10.10.0/24",
-                      ha_shutdown_policy="failover", bwlimit={"migration": 100000, "default": 50000},
+                      ha_shutdown_policy="failover",
+                      bwlimit={"migration": 100000, "default": 50000},
                       next_id_lower=1000, next_id_upper=2000, mac_prefix="02:AB:CD",
                       email_from="pve@example.com", description="Production cluster\nRack 4: row B")
 
@@ -310,7 +312,8 @@ def test_broken_existing_line_is_refused_with_its_line_number():
 
 # -- a node's changes ------------------------------------------------------------------------------
 
-PVE1_STANZAS = (InterfaceStanza("eno2", "10.10.10.1/24", 9000), InterfaceStanza("eno3", "10.10.20.1/24"),
+PVE1_STANZAS = (InterfaceStanza("eno2", "10.10.10.1/24", 9000),
+                InterfaceStanza("eno3", "10.10.20.1/24"),
                 InterfaceStanza("vmbr1", "10.10.30.1/24", kind="bridge", bridge_ports="eno4"))
 
 
@@ -491,7 +494,8 @@ def test_corosync_accepts_the_golden_file_only_where_a_node_address_is_local(tmp
 
 @pytest.mark.lab
 @pytest.mark.skipif(_lab_ready() is not None, reason=str(_lab_ready()))
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plans())
 def test_corosync_accepts_random_rendered_plans(tmp_path, plan):
     node = plan.nodes[0]

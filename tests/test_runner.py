@@ -1,4 +1,5 @@
-"""The runner's own rules: check ids stamped, crashes contained, ignores applied, sections ordered."""
+"""The runner's own rules: check ids stamped, crashes contained, ignores applied, sections
+ordered."""
 
 from __future__ import annotations
 
@@ -48,15 +49,15 @@ def test_sections_follow_the_report_order_and_carry_check_ids():
 
 
 def test_a_crashing_check_becomes_one_fail_and_the_rest_still_run():
-    report = run_checks([Crashing(), Fixed("ok", "nics", (Finding("nic-free", Severity.INFO, "x"),))],
-                        Context())
+    fine = Fixed("ok", "nics", (Finding("nic-free", Severity.INFO, "x"),))
+    report = run_checks([Crashing(), fine], Context())
     codes = [(f.code, f.check) for f in report.findings]
     assert ("check-crashed", "crashes") in codes and ("nic-free", "ok") in codes
 
 
 def test_ignore_by_check_id_downgrades_fail_to_warn_and_says_so():
-    report = run_checks([Fixed("ports", "ports", (Finding("link-port-filtered", Severity.FAIL, "x"),))],
-                        Context(), ignore=["ports"])
+    failing = Fixed("ports", "ports", (Finding("link-port-filtered", Severity.FAIL, "x"),))
+    report = run_checks([failing], Context(), ignore=["ports"])
     (f,) = report.findings
     assert f.severity is Severity.WARN and f.ignored
     assert report.exit_code() == 0 and report.exit_code(strict=True) == 3

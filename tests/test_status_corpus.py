@@ -87,7 +87,8 @@ def test_corpus_sample_reads_as_expected(name):
 def _kind(path: Path):
     name = path.name
     for token, parser in (("cfgtool-s", parse_cfgtool_status), ("cfgtool-n", parse_cfgtool_nodes),
-                          ("cmapctl-stats", parse_knet_stats), ("pvecm-status", parse_quorum_status),
+                          ("cmapctl-stats", parse_knet_stats),
+                          ("pvecm-status", parse_quorum_status),
                           ("quorumtool-s", parse_quorum_status), ("pvecm-nodes", parse_members),
                           ("quorumtool-l", parse_members)):
         if token in name:
@@ -148,5 +149,6 @@ def test_status_reads_a_corosync_2_ring_and_a_positional_3_0_output():
                               "    ring0_addr: 10.0.0.1\n  }\n  node {\n    name: b\n"
                               "    nodeid: 2\n    ring0_addr: 10.0.0.2\n  }\n}\n")
     brief = parse_cfgtool_status((CORPUS / "3.0.4-cfgtool-bs.txt").read_text())
-    down = [f for f in link_findings(Observed(links=brief, conf=conf)) if f.code == "knet-link-down"]
+    found = link_findings(Observed(links=brief, conf=conf))
+    down = [f for f in found if f.code == "knet-link-down"]
     assert sorted(f.subject for f in down) == ["b/link0", "b/link1"]

@@ -175,7 +175,8 @@ def test_qdevice_is_asked_for_an_even_node_count_only(det):
                         "peer1.link0": "10.1.0.2"})
     assert questions.QDEVICE.when(two)
     assert "outside the cluster" in questions.QDEVICE.check("10.1.0.2", two)
-    assert questions.QDEVICE.check("", two) is None and questions.QDEVICE.check("10.1.0.50", two) is None
+    assert questions.QDEVICE.check("", two) is None
+    assert questions.QDEVICE.check("10.1.0.50", two) is None
     three = questions.State(det, {**two.answers, "peer2.name": "pve3", "peer2.link0": "10.1.0.3"})
     assert not questions.QDEVICE.when(three)
     note = questions.QDEVICE_ODD_NOTE.format(n=3, votes=2)

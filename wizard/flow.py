@@ -237,7 +237,7 @@ def _peers(talk: Talk) -> None:
         numbers = talk.state().link_numbers()
         for n in numbers:
             talk.ask(questions.peer_link(i, n))
-        _drop_matching(talk, lambda k: k.startswith(f"peer{i}.link")
+        _drop_matching(talk, lambda k, i=i, numbers=numbers: k.startswith(f"peer{i}.link")
                        and int(k[k.index(".link") + 5:]) not in numbers)
         i += 1
     _drop_matching(talk, lambda k: _peer_number(k) is not None and _peer_number(k) > i)

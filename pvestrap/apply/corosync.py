@@ -416,7 +416,7 @@ def check_join(plan: ClusterPlan, node_name: str, conf: CorosyncConf,
                 continue
             out.append(fail("join-node-exists", f"the cluster lists {node_name} already "
                             f"(nodeid {entry.nodeid})", node_name,
-                            remedy=f"remove it there first (corosync.conf of every member), "
+                            remedy="remove it there first (corosync.conf of every member), "
                                    "then apply again"))
             continue
         if entry.nodeid == me.nodeid:

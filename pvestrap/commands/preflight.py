@@ -183,4 +183,5 @@ def _check_id_lines(width: int = 72) -> str:
 
 
 # "\b" keeps click from re-wrapping (and splitting ids at their hyphens).
-command.__doc__ += f"\n\n    \b\n    Check ids (for --ignore; --list-checks describes them):\n    {_check_id_lines()}"
+command.__doc__ += ("\n\n    \b\n    Check ids (for --ignore; --list-checks describes them):\n    "
+                    + _check_id_lines())

@@ -43,7 +43,6 @@ def command(
 
     from pvestrap.checks import responder as rsp
     from pvestrap.checks.probe import load_token
-    from pvestrap.errors import UserError
 
     def log(message: str) -> None:
         print(f"responder: {message}", file=sys.stderr, flush=True)

@@ -181,7 +181,7 @@ def _parse_line(raw: str, number: int, stack: list[_Open], source: str) -> None:
                              remedy="put '}' on a line of its own")
     else:
         raise ConfParseError(source, number, "missing ':' (expected 'key: value', "
-                             "'name {' or '}')", remedy=f"write it as 'key: value'")
+                             "'name {' or '}')", remedy="write it as 'key: value'")
 
 
 # -- writing ---------------------------------------------------------------------------------------

@@ -135,7 +135,8 @@ def _payload(w: LinkWindow) -> dict:
     return {"node": w.node, "peer": w.peer, "link": w.link, "states": list(w.states),
             "down_changes": w.down_changes, "up_changes": w.up_changes,
             "window_samples": w.new_samples, "retries": w.retries, "basis": w.basis,
-            "latency_window_ms": None if w.window_ave_us is None else round(w.window_ave_us / 1000, 3),
+            "latency_window_ms": (None if w.window_ave_us is None
+                                  else round(w.window_ave_us / 1000, 3)),
             "latency_max_ms": None if w.max_us is None else round(w.max_us / 1000, 3)}
 
 

@@ -57,7 +57,7 @@ class Settings:
         return f"{self.sources.get(key, self.source)}: {self.origins.get(key, 'installer.' + key)}"
 
 
-# -- type checks ------------------------------------------------------------------------------------
+# -- type checks -----------------------------------------------------------------------------------
 
 def check_layers(table: dict[str, Any], keys: tuple[Key, ...], plan: ClusterPlan,
                  source: str) -> tuple[list[Layer], list[Finding]]:

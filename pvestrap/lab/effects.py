@@ -33,8 +33,8 @@ def faketime_env(offset: float) -> dict[str, str]:
             # Monotonic clocks are faked too: with FAKETIME_DONT_FAKE_MONOTONIC, libfaketime
             # 0.9.10 makes Python's time.sleep() fail with EINVAL (clock_nanosleep ABSTIME).
             return {"LD_PRELOAD": found[0], "FAKETIME": text}
-    raise UserError("--clock needs libfaketime, which is not installed", code="lab-faketime-missing",
-                    remedy="install it: apt-get install faketime")
+    raise UserError("--clock needs libfaketime, which is not installed",
+                    code="lab-faketime-missing", remedy="install it: apt-get install faketime")
 
 
 def check_tools(items: Iterable[Impairment]) -> None:

@@ -6,10 +6,11 @@ veth that sits on the bridge instead, holding each frame until its due time, in 
 The node's own NIC never changes, so impairments can change while corosync runs.
 
 Accuracy (1 ms each way must show as 2.0 +- 0.2 ms in ping): a frame's due time counts from the
-kernel's receive timestamp, not from when this process woke up; the process sleeps in select()
-until shortly before the next due time and then spins, starts each send as much early as a
-send takes, and runs with a real-time priority so a busy machine does not make it late. Frames are read and sent with a virtio-net header
-(PACKET_VNET_HDR) so checksum-offloaded and GSO frames cross the relay intact.
+kernel's receive timestamp, not from when this process woke up; the process sleeps in select() until
+shortly before the next due time and then spins, starts each send as much early as a send takes, and
+runs with a real-time priority so a busy machine does not make it late. Frames are read and sent
+with a virtio-net header (PACKET_VNET_HDR) so checksum-offloaded and GSO frames cross the relay
+intact.
 
 Standard library only: this file runs with `-I -S`, outside the package.
 """

@@ -1,15 +1,15 @@
 """The processes that hold lab nodes' namespaces (run as a script: `python -I -S holder.py SPECS`).
 
-It forks one child per node; each child leaves the caller's session, unshares net, mount and UTS namespaces, sets the
-hostname, lays the node's private files over /etc and /root (overlays whose upper layers are in
-the node's folder, so edits inside the node stay in the node and renames work; /root may hold
-the very Python this runs on), read-only overlays where asked (a `lab up --pve` node's /usr gets
-Proxmox's cluster stack laid over it), binds the node's folders over /run, /var/lib/corosync and
-/var/log, mounts its own /dev/shm and a sysfs that shows
-the node's NICs, and then becomes `sleep infinity` named `pvestrap-lab:<prefix>-nK` (cheap, and
-findable by name after a crash). The parent prints the children's pids once all are ready and
-exits, so they are nobody's zombies. One Python start-up serves all nodes: on a busy 2-core
-machine a start-up costs ~0.1 s, and 16 of them were most of the time `up` took.
+It forks one child per node; each child leaves the caller's session, unshares net, mount and UTS
+namespaces, sets the hostname, lays the node's private files over /etc and /root (overlays whose
+upper layers are in the node's folder, so edits inside the node stay in the node and renames work;
+/root may hold the very Python this runs on), read-only overlays where asked (a `lab up --pve`
+node's /usr gets Proxmox's cluster stack laid over it), binds the node's folders over /run,
+/var/lib/corosync and /var/log, mounts its own /dev/shm and a sysfs that shows the node's NICs, and
+then becomes `sleep infinity` named `pvestrap-lab:<prefix>-nK` (cheap, and findable by name after a
+crash). The parent prints the children's pids once all are ready and exits, so they are nobody's
+zombies. One Python start-up serves all nodes: on a busy 2-core machine a start-up costs ~0.1 s, and
+16 of them were most of the time `up` took.
 
 Standard library only: this file runs with `-I -S`, outside the package.
 """

@@ -19,8 +19,8 @@ from pvestrap.errors import OperationFailed
 from pvestrap.lab import names, proc, pvestack, services, state
 
 SHIM = Path(__file__).resolve().parent / "pve_systemctl.py"
-NODE_DIRS = ("etc/pve", "run/lock", "var/lib/pve-cluster", "var/lib/rrdcached/db", "var/lib/corosync",
-             "var/log", ".var-work")
+NODE_DIRS = ("etc/pve", "run/lock", "var/lib/pve-cluster", "var/lib/rrdcached/db",
+             "var/lib/corosync", "var/log", ".var-work")
 STEP_TIMEOUT = 120.0
 DPKG_STATUS = Path("/var/lib/dpkg/status")
 PACKAGE_STANZA = ("Package: pve-cluster\nStatus: install ok installed\nPriority: optional\n"

@@ -7,8 +7,8 @@ from typing import Any, Mapping
 
 from pvestrap.findings import Finding, Severity
 
-SECTION_ORDER = ("plan", "identity", "timesync", "nics", "addresses", "ports", "tcp", "latency", "mtu",
-                 "clock", "joinable", "versions", "quorum", "cluster", "members", "links",
+SECTION_ORDER = ("plan", "identity", "timesync", "nics", "addresses", "ports", "tcp", "latency",
+                 "mtu", "clock", "joinable", "versions", "quorum", "cluster", "members", "links",
                  "config", "network", "status")
 
 

@@ -160,7 +160,7 @@ def test_killed_halfway_and_rerun_still_ends_quorate(lab, runs, tmp_path):
     written), n3 in the middle of joining (as soon as the members list it). Each is killed with
     SIGKILL by pid and started again at once, like a node that reboots."""
     four, plan, answers = lab_with_answers(lab, tmp_path)
-    conf, key = "/etc/corosync/corosync.conf", "/etc/corosync/authkey"
+    conf = "/etc/corosync/corosync.conf"
     triggers = {
         4: lambda: (state(four, 4, "firstboot.json") or {}).get("phase") == "started",
         2: lambda: (state(four, 2, "firstboot.json") or {}).get("phase") == "preflight-passed",

@@ -33,8 +33,9 @@ def test_every_node_has_its_own_name_hosts_and_nics(lab):
     assert three.exec("n2", ["hostname"]).stdout.strip() == n2.name
     assert three.exec(n2.name, ["cat", "/etc/hostname"]).stdout.strip() == n2.name
     hosts = three.exec("n2", ["cat", "/etc/hosts"]).stdout
-    assert {name: addr for name, addr in _hosts_map(hosts).items() if name.startswith(three.prefix)} \
-        == {three.node(i).name: f"10.254.0.{i}" for i in (1, 2, 3)}
+    ours = {name: addr for name, addr in _hosts_map(hosts).items()
+            if name.startswith(three.prefix)}
+    assert ours == {three.node(i).name: f"10.254.0.{i}" for i in (1, 2, 3)}
     with open("/etc/hosts", encoding="utf-8") as fh:
         assert three.prefix not in fh.read()
 

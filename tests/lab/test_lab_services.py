@@ -56,7 +56,8 @@ def test_three_nodes_run_real_corosync_and_are_quorate(lab):
     assert sorted(pids) == sorted(n.name for n in three.nodes)
     quorate, members = _wait_quorum(three, "n1", 3)
     assert quorate
-    assert sorted(m.removesuffix(" (local)") for m in members) == sorted(n.name for n in three.nodes)
+    assert sorted(m.removesuffix(" (local)") for m in members) \
+        == sorted(n.name for n in three.nodes)
     # each corosync is its node's own: n3's tool talks to n3's daemon
     out = three.exec("n3", ["corosync-cmapctl", "-g", "runtime.votequorum.this_node_id"]).stdout
     assert out.strip().endswith("= 3")

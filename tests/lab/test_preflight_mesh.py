@@ -8,7 +8,6 @@ its own namespaces; the orchestrator merges one report.
 
 from __future__ import annotations
 
-import statistics
 import sys
 
 import pytest
@@ -58,8 +57,10 @@ def test_impaired_lab_names_exactly_the_injected_problems(lab):
             by_code.setdefault(f.code, []).append(f)
 
     # filtered (DROP) on n3's link0 port and closed (REJECT) on n3's link1 port, from every peer
-    filtered = {(f.payload.get("peer"), f.payload.get("link")) for f in by_code.pop("link-port-filtered", [])}
-    closed = {(f.payload.get("peer"), f.payload.get("link")) for f in by_code.pop("link-port-closed", [])}
+    filtered = {(f.payload.get("peer"), f.payload.get("link"))
+                for f in by_code.pop("link-port-filtered", [])}
+    closed = {(f.payload.get("peer"), f.payload.get("link"))
+              for f in by_code.pop("link-port-closed", [])}
     assert filtered == {(n[2], 0)}, filtered
     assert closed == {(n[2], 1)}, closed
 

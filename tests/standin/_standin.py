@@ -146,7 +146,7 @@ def parse_options(args: list[str], spec: dict[str, str], positional: list[str]) 
     for want in positional[len(pos):]:
         errors[want] = "property is missing and it is not optional"
     if len(pos) > len(positional):
-        raise Die(f"400 too many arguments\nusage: see --help")
+        raise Die("400 too many arguments\nusage: see --help")
     if errors:
         raise Die("400 Parameter verification failed.\n" +
                   "\n".join(f"{k}: {v}" for k, v in sorted(errors.items())))
@@ -401,7 +401,7 @@ def cluster_side_add(cluster: dict, name: str, links: dict[int, dict], opts: dic
     for node in cluster["nodes"]:
         if node["name"] == name:
             continue
-        for n, link in links.items():
+        for link in links.values():
             for k, addr in node["addresses"].items():
                 if addr == link["address"]:
                     raise refuse(f"corosync: address '{addr}' already used on link "
