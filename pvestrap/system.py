@@ -133,8 +133,13 @@ class CommandTimeout(CommandFailed):
 class System(Protocol):
     """What a step may do. Paths are absolute paths as seen on the node (`/etc/corosync/...`)."""
 
-    dry_run: bool
-    root: str  # where the node's files are: "/", or a lab node's folder (locks live there too)
+    @property
+    def dry_run(self) -> bool: ...
+
+    @property
+    def root(self) -> str:
+        """Where the node's files are: "/", or a lab node's folder (locks live there too)."""
+        ...
 
     def run(self, argv: Sequence[Arg], input: Arg | None = None,
             timeout: float | None = DEFAULT_TIMEOUT, check: bool = True,

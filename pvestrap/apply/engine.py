@@ -47,8 +47,11 @@ Action = Union[Change, PlannedCommand, PlannedWait]
 
 
 class Step(Protocol):
-    id: str
-    description: str
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
 
     def plan(self, system: System) -> Sequence[Action]: ...
 
