@@ -39,7 +39,7 @@ from pvestrap.answers import dumps
 from pvestrap.corosync.status import StatusUnparsable, parse_quorum_status
 from pvestrap.lab import teardown
 from pvestrap.lab.lab import Lab
-from pvestrap.lab.testing import new_prefix, unavailable
+from pvestrap.lab.hostcheck import new_prefix, unavailable
 
 import guard  # benchmarks/guard.py: why a benchmark could not measure, no traceback
 

@@ -15,7 +15,7 @@ import sys
 import time
 
 from pvestrap.lab.lab import Lab
-from pvestrap.lab.testing import leftovers, new_prefix, unavailable
+from pvestrap.lab.hostcheck import leftovers, new_prefix, unavailable
 
 import guard  # benchmarks/guard.py: why a benchmark could not measure, no traceback
 

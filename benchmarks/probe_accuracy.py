@@ -28,7 +28,7 @@ import time
 from pvestrap.checks import prober
 from pvestrap.checks.probe import TOKEN_ENV, new_token
 from pvestrap.lab.lab import Lab
-from pvestrap.lab.testing import new_prefix, unavailable
+from pvestrap.lab.hostcheck import new_prefix, unavailable
 
 import guard  # benchmarks/guard.py: why a benchmark could not measure, no traceback
 

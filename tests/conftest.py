@@ -1,5 +1,5 @@
-"""Fixtures shared by every test folder: the `lab` factory (pvestrap.lab.testing), the hook
-that lets it print a failed test's lab status and logs before tearing the lab down, and the
+"""Fixtures shared by every test folder: the `lab` factory (tests/support/labtesting.py), the
+hook that lets it print a failed test's lab status and logs before tearing the lab down, and the
 Ansible collection built and installed for the tests that run ansible-playbook."""
 
 import re
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pvestrap.lab.testing import lab, pytest_runtest_makereport  # noqa: F401  (registered here)
+from labtesting import lab, pytest_runtest_makereport  # noqa: F401  (registered here)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pvestrap.cli import main
 from pvestrap.corosync.tree import canonical, parse
 from pvestrap.errors import UserError, ValidationFailed
 from pvestrap.paths import COROSYNC_CONF, DATACENTER_CFG, INTERFACES
@@ -397,9 +398,6 @@ ANSWERS = (GOLDEN / "prod.toml").read_text()  # the prod example as an answer fi
 
 
 def _cli(args, capsys):
-    pytest.importorskip("pvestrap.answers")
-    from pvestrap.cli import main
-
     code = main(args)
     out = capsys.readouterr()
     return code, out.out, out.err

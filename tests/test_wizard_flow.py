@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import wizard_support as S
 
 from pvestrap.answers import dumps, loads
 from pvestrap.checks import prober
@@ -23,23 +24,6 @@ from pvestrap.wizard import questions as Q
 from pvestrap.wizard.detect import ExistingCluster, detect
 
 
-def _support():
-    """tests/test_wizard_support.py, loaded by path (the tests folder is not a package)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    name = "pvestrap_wizard_test_support"
-    if name not in sys.modules:
-        path = Path(__file__).with_name("test_wizard_support.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = _support()
 FP = S.FINGERPRINT
 
 

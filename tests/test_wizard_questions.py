@@ -21,25 +21,7 @@ from pvestrap.wizard import questions
 from pvestrap.wizard.detect import detect
 
 
-def _support():
-    """tests/test_wizard_support.py, loaded by path (the tests folder is not a package)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    name = "pvestrap_wizard_test_support"
-    if name not in sys.modules:
-        path = Path(__file__).with_name("test_wizard_support.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_S = _support()
-ScriptedAsker, FakeServices, join_blob, machine = (_S.ScriptedAsker, _S.FakeServices,
-                                                   _S.join_blob, _S.machine)
+from wizard_support import FakeServices, ScriptedAsker, join_blob, machine
 
 
 def schema_paths(keys=answer_schema.FORMAT, prefix="") -> dict[str, answer_schema.Key]:

@@ -20,7 +20,7 @@ from pvestrap.demo import STATE_DIR, DemoOptions, run_demo
 from pvestrap.errors import PvestrapError
 from pvestrap.lab import names, teardown
 from pvestrap.lab.lab import Lab
-from pvestrap.lab.testing import leftovers, new_prefix
+from pvestrap.lab.hostcheck import leftovers, new_prefix
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

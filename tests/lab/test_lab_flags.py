@@ -163,7 +163,7 @@ def test_without_root_labs_are_refused_and_lab_tests_skip_with_the_reason(monkey
     import os
 
     from pvestrap.lab import Lab
-    from pvestrap.lab.testing import unavailable
+    from pvestrap.lab.hostcheck import unavailable
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert "root" in unavailable()

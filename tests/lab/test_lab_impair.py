@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from pvestrap.lab.testing import ping_times
+from labtesting import ping_times
 
 pytestmark = pytest.mark.lab
 

@@ -18,7 +18,9 @@ import pytest
 from pvestrap.answers import loads
 from pvestrap.lab import names
 from pvestrap.lab.lab import Lab
-from pvestrap.lab.testing import leftovers, new_prefix, unavailable
+from pvestrap.lab.hostcheck import leftovers, new_prefix, unavailable
+
+SUPPORT = Path(__file__).resolve().parent.parent / "support"  # labtesting.py
 
 pytestmark = pytest.mark.lab
 PVESTRAP = [sys.executable, "-m", "pvestrap.cli"]
@@ -108,7 +110,7 @@ def test_a_test_failing_inside_the_fixture_leaves_nothing(tmp_path):
     record = tmp_path / "lab.json"
     (tmp_path / "test_fails.py").write_text(textwrap.dedent(f"""
         import json
-        from pvestrap.lab.testing import lab  # noqa: F401
+        from labtesting import lab  # noqa: F401
 
         def test_fails_on_purpose(lab):
             one = lab(nodes=2, links=2, delay="n2:eth1=1ms", loss="n1:eth0=1%")
@@ -120,7 +122,8 @@ def test_a_test_failing_inside_the_fixture_leaves_nothing(tmp_path):
     """))
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              "--rootdir", str(tmp_path), str(tmp_path / "test_fails.py")],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(SUPPORT)})
     assert result.returncode == 1, result.stdout + result.stderr
     assert "failing on purpose" in result.stdout
     made = json.loads(record.read_text())

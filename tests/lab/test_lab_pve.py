@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pvestrap.lab import pvestack
-from pvestrap.lab.testing import leftovers
+from pvestrap.lab.hostcheck import leftovers
 
 pytestmark = pytest.mark.lab
 

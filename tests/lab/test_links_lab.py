@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from pvestrap.corosync.facade import CorosyncConf
-from pvestrap.lab.testing import QuorumWatcher, etc_hashes, members, wait
+from labtesting import QuorumWatcher, etc_hashes, members, wait
 
 pytestmark = pytest.mark.lab
 

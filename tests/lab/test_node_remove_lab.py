@@ -16,7 +16,7 @@ import pytest
 
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import parse_quorum_status
-from pvestrap.lab.testing import QuorumWatcher, etc_hashes, members, wait
+from labtesting import QuorumWatcher, etc_hashes, members, wait
 
 pytestmark = pytest.mark.lab
 

@@ -18,7 +18,7 @@ from pvestrap.apply import qdevice as qd
 from pvestrap.apply.engine import StepFailed
 from pvestrap.apply.links import LinkTimeouts
 from pvestrap.corosync.facade import CorosyncConf
-from pvestrap.lab.testing import etc_hashes, members, wait
+from labtesting import etc_hashes, members, wait
 from pvestrap.qdevice import QDevice
 from pvestrap.corosync.status import parse_quorum_status
 from pvestrap.system import RealSystem

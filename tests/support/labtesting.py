@@ -1,4 +1,5 @@
-"""The `lab` pytest fixture: a factory of labs with unique names, always torn down.
+"""The `lab` pytest fixture: a factory of labs with unique names, always torn down, and helpers
+for watching a lab cluster in lab tests.
 
     @pytest.mark.lab
     def test_something(lab):
@@ -8,59 +9,22 @@
 Each lab gets a fresh random prefix, so parallel runs and leftovers of killed runs never collide.
 Everything the test built is removed when it ends, passed or failed; a failed test's report
 shows its labs' status and log tails first. Without root or without namespaces the test is
-skipped with the reason; as root (CI) lab tests run. Register both in a conftest:
-
-    from pvestrap.lab.testing import lab, pytest_runtest_makereport  # noqa: F401
+skipped with the reason; as root (CI) lab tests run. tests/conftest.py registers the fixture and
+its report hook; pytest finds this module through `pythonpath` in pyproject.toml.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
-import secrets
-import shutil
-import string
-import subprocess
 import threading
 import time
-from typing import Iterable
 
 import pytest
 
-from pvestrap.lab import names, proc, teardown
+from pvestrap.lab import teardown
+from pvestrap.lab.hostcheck import diagnose, new_prefix, pve_unavailable, unavailable
 from pvestrap.lab.lab import Lab
-
-TOOLS = ("ip", "nsenter", "nft", "unshare")
-_ALPHABET = string.ascii_lowercase + string.digits
-
-
-def new_prefix(head: str = "lt") -> str:
-    """A lab name nobody else uses: 'lt' and six random characters."""
-    return head + "".join(secrets.choice(_ALPHABET) for _ in range(6))
-
-
-def unavailable() -> str | None:
-    """Why labs cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "lab tests need root (network and mount namespaces)"
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if missing:
-        return f"lab tests need {', '.join(missing)}"
-    probe = subprocess.run(["unshare", "--net", "--mount", "--uts", "true"],
-                           capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"this machine cannot create namespaces: {probe.stderr.strip()}"
-    return None
-
-
-def pve_unavailable(release: str) -> str | None:
-    """Why a `lab up --pve RELEASE` cannot run here (no root, or Proxmox's sources absent)."""
-    from pvestrap.lab import pvestack
-
-    return unavailable() or pvestack.unavailable(release)
-
 
 @pytest.fixture
 def lab(request):
@@ -94,46 +58,6 @@ def pytest_runtest_makereport(item, call):
     if report.when == "call" and report.failed:
         for name in getattr(item, "lab_prefixes", ()):
             report.sections.append((f"lab {name}", diagnose(name)))
-
-
-def diagnose(prefix: str, lines: int = 15) -> str:
-    """A lab's status and the tails of its logs, for the report of a failed test."""
-    layout = names.Layout(prefix)
-    out = [f"--- lab {prefix} (removed after this test) ---"]
-    try:
-        out.append(json.dumps(Lab(prefix).status(), indent=1))
-    except Exception as exc:  # a broken lab is what is being diagnosed
-        out.append(f"status unavailable: {exc}")
-    logs = sorted(layout.state_dir.glob("n*/var/log/*.out")) + \
-        sorted(layout.state_dir.glob("qnetd/var/log/*.out")) + \
-        sorted(layout.state_dir.glob("n*/var/log/corosync/corosync.log")) + \
-        sorted(layout.state_dir.glob("*.log"))
-    for log in logs:
-        try:
-            tail = log.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            continue
-        out.append(f"--- {log.relative_to(layout.state_dir)} ---")
-        out.extend(tail)
-    return "\n".join(out)
-
-
-def leftovers(prefix: str, inodes: Iterable[int] = ()) -> dict[str, list]:
-    """What is left of lab PREFIX on this machine: namespaces (`ip netns list`), interfaces in
-    the root namespace (`ip -o link`), processes (in one of its namespaces INODES, or naming it
-    on their command line) and its state folder. Empty lists after `down`."""
-    layout = names.Layout(prefix)
-    inodes = set(inodes)
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    return {
-        "netns": [line.split()[0] for line in listed.splitlines()
-                  if line.split() and line.split()[0].startswith(f"{prefix}-")],
-        "links": [line for line in links.splitlines() if prefix in line],
-        "processes": [f"{p.pid} {p.cmdline}" for p in proc.processes()
-                      if (p.net is not None and p.net in inodes) or prefix in p.cmdline],
-        "state": [str(layout.state_dir)] if layout.state_dir.exists() else [],
-    }
 
 
 def ping_times(lab: Lab, src, dst: str, count: int, interval: float = 0.02,
