@@ -37,7 +37,7 @@ def form(lab, nodes: int, release: str):
     created = made.exec(1, ["pvecm", "create", "lab", "--link0", first], timeout=120)
     assert created.returncode == 0, created.stderr
     for index in range(2, nodes + 1):
-        def joined() -> bool:
+        def joined(index: int = index) -> bool:
             status = pve_status(made, 1)
             return bool(status and status.quorate and len(status.nodes_only) == index)
 
