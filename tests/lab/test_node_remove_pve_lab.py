@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from pvestrap.corosync.status import parse_quorum_status
-from pvestrap.lab.testing import wait
+from labtesting import wait
 
 pytestmark = pytest.mark.lab
 
