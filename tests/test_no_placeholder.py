@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
+from wizard_support import machine
 
 from pvestrap.plan import MAX_LINK
 from pvestrap.system import CommandResult
@@ -22,20 +23,6 @@ from pvestrap.wizard import questions
 from pvestrap.wizard.detect import detect
 
 
-
-def _machine():
-    """tests/test_wizard_support.py's machine, loaded by path (the tests folder is no package)."""
-    import importlib.util
-    import sys
-
-    name = "pvestrap_wizard_test_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_wizard_support.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name].machine()
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = ("pvestrap", "checks", "wizard", "iso")
@@ -63,7 +50,7 @@ def _states(det):
 
 @pytest.fixture
 def det(tmp_path):
-    return detect(str(tmp_path), machine=_machine(), resolver=lambda n: ("10.1.0.1",),
+    return detect(str(tmp_path), machine=machine(), resolver=lambda n: ("10.1.0.1",),
                   runner=lambda argv: CommandResult(tuple(argv), 127))
 
 
