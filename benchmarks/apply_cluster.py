@@ -13,14 +13,14 @@ For each size N, two fresh labs of N nodes and LINKS links:
   time (they join one after the other under the member's lock) until every node is quorate
   with N members. Every apply runs the real preflight first, like the first-boot hook does.
 
-Prints one row per size and run (floor, apply, ratio, the create's share, the joins' summed
-waits for quorum (corosync's own share: knet link-up and membership, paid once per join since
-joins are serialized), their summed member updates over ssh, and when each join finished) and
-a JSON summary line. Timeouts, stated: a whole apply or cluster formation 300 s, one
-`corosync-quorumtool -s` 60 s (a slower answer counts as not quorate yet), starting corosync
-30 s; a benchmark that cannot measure says why and exits 1 (benchmarks/guard.py). All nodes of a lab share this machine's CPUs: N applies and N preflights
-starting at once compete for them, which real machines would not. Labs are removed afterwards,
-also on errors.
+Prints one row per size and run (floor, apply, ratio, the create's share, the joins' summed waits
+for quorum (corosync's own share: knet link-up and membership, paid once per join since joins are
+serialized), their summed member updates over ssh, and when each join finished) and a JSON summary
+line. Timeouts, stated: a whole apply or cluster formation 300 s, one `corosync-quorumtool -s` 60 s
+(a slower answer counts as not quorate yet), starting corosync 30 s; a benchmark that cannot measure
+says why and exits 1 (benchmarks/guard.py). All nodes of a lab share this machine's CPUs: N applies
+and N preflights starting at once compete for them, which real machines would not. Labs are removed
+afterwards, also on errors.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ KNOWN = {
     "pvestrap/plan.py": 570,
     "checks/prober.py": 518,
     "pvestrap/apply/links.py": 533,
-    "pvestrap/apply/pve.py": 527,
     "pvestrap/apply/corosync.py": 519,
     "pvestrap/plan.py:_check_nodes": 67,
     "pvestrap/commands/doctor.py:command": 62,

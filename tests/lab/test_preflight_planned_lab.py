@@ -18,7 +18,7 @@ import pytest
 
 from pvestrap.answers import dumps
 from pvestrap.lab import names
-from pvestrap.plan import InterfaceStanza, Link
+from pvestrap.plan import InterfaceStanza
 
 pytestmark = pytest.mark.lab
 
