@@ -68,6 +68,7 @@ def _run(action: str, number: int, address: List[str], priority: Optional[int],
 
     from pvestrap.apply import links
     from pvestrap.apply.link_flow import LinkContext, change_link
+    from pvestrap.commands.confirming import step_progress
     from pvestrap.commands.status import emit
     from pvestrap.errors import UserError
     from pvestrap.system import RealSystem
@@ -79,26 +80,10 @@ def _run(action: str, number: int, address: List[str], priority: Optional[int],
     request = links.LinkRequest(action, number, parse_addresses(address), priority, network)
     ctx = LinkContext(RealSystem(), dry_run=dry_run,
                       confirm=None if (yes or dry_run) else _ask, out=print, show=emit,
-                      on_progress=_progress(),
+                      on_progress=step_progress(),
                       timeouts=links.LinkTimeouts(verify=timeout))
     return change_link(request, ctx).exit_code
 
 
 def _ask(question: str) -> bool:
     return typer.confirm(question, default=False)
-
-
-def _progress():
-    """Print each step event with the seconds since the change began (its first event)."""
-    import sys
-    import time
-
-    started: list[float] = []
-
-    def show(event) -> None:
-        started[:] = started or [time.monotonic()]
-        detail = f": {event.detail}" if event.detail else ""
-        print(f"[{event.state}] {event.step_id}{detail} ({time.monotonic() - started[0]:.1f} s)",
-              file=sys.stderr, flush=True)
-
-    return show

@@ -55,10 +55,10 @@ def remove(name: str = typer.Argument(..., help="The node to remove (powered off
     out.plan(report, removal.change(), step_list, system)
     if dry_run:
         return out.finish("dry-run", "dry run: nothing was changed")
-    from pvestrap.commands.link import _confirm
+    from pvestrap.commands.confirming import confirm_or_abort
 
-    _confirm(yes, f"remove {name} from the cluster ({len(removal.cluster.members)} members "
-             "stay)?")
+    confirm_or_abort(yes, f"remove {name} from the cluster "
+                     f"({len(removal.cluster.members)} members stay)?")
     outcome = run_and_report(out, lambda progress: rm.run_removal(system, removal, progress))
     if outcome is None:
         return 1
@@ -104,9 +104,9 @@ def separate(expected_votes: Optional[int] = EXPECTED, dry_run: bool = DRY_RUN, 
     out.plan(report, None if sep.dropped_by else sep.removal.change(), step_list, system)
     if dry_run:
         return out.finish("dry-run", "dry run: nothing was changed")
-    from pvestrap.commands.link import _confirm
+    from pvestrap.commands.confirming import confirm_or_abort
 
-    _confirm(yes, f"separate {name} from {sep.removal.cluster.conf.cluster_name}?")
+    confirm_or_abort(yes, f"separate {name} from {sep.removal.cluster.conf.cluster_name}?")
     outcome = run_and_report(out, lambda progress: sp.run_separation(system, sep, progress))
     if outcome is None:
         return 1
@@ -201,13 +201,11 @@ class Output:
 def run_and_report(out: Output, run):
     """Run the steps with progress on stderr; the applied step ids, or None after a rollback
     (reported)."""
-    import time
-
     from pvestrap.apply.engine import StepFailed
-    from pvestrap.commands.link import _progress
+    from pvestrap.commands.confirming import step_progress
 
     try:
-        outcome = run(_progress(time.monotonic()))
+        outcome = run(step_progress())
     except StepFailed as failure:
         out.failed(failure)
         return None

@@ -77,7 +77,7 @@ def _change(action: str, q, force: bool, dry_run: bool, yes: bool, json_out: boo
     from pvestrap.apply import qdevice as qd
     from pvestrap.apply.links import LinkTimeouts
     from pvestrap.apply.pve import is_pve
-    from pvestrap.commands.link import _confirm
+    from pvestrap.commands.confirming import confirm_or_abort
     from pvestrap.commands.node import Output, run_and_report
     from pvestrap.system import RealSystem
 
@@ -101,8 +101,8 @@ def _change(action: str, q, force: bool, dry_run: bool, yes: bool, json_out: boo
     out.plan(report, change.diff(), step_list, system)
     if dry_run:
         return out.finish("dry-run", "dry run: nothing was changed")
-    _confirm(yes, f"{action} the QDevice on {change.qdevice.host} for "
-                  f"{len(change.cluster.members)} members?")
+    confirm_or_abort(yes, f"{action} the QDevice on {change.qdevice.host} for "
+                     f"{len(change.cluster.members)} members?")
     outcome = run_and_report(out, lambda progress: qd.run_change(system, change, force,
                                                                  progress))
     if outcome is None:
@@ -121,7 +121,7 @@ def _pvecm(system, out, action: str, q, force: bool, dry_run: bool, yes: bool,
     from pvestrap.apply import qdevice_pve as pve
     from pvestrap.apply.engine import run_steps
     from pvestrap.checks import qdevice as checks
-    from pvestrap.commands.link import _confirm
+    from pvestrap.commands.confirming import confirm_or_abort
     from pvestrap.commands.node import run_and_report
 
     change = pve.read_setup(system, q, force, timeout) if q else pve.read_remove(system, timeout)
@@ -135,7 +135,7 @@ def _pvecm(system, out, action: str, q, force: bool, dry_run: bool, yes: bool,
     out.plan(report, change.diff(), step_list, system)
     if dry_run:
         return out.finish("dry-run", "dry run: nothing was changed")
-    _confirm(yes, f"{action} the QDevice on {change.qdevice.host} with pvecm?")
+    confirm_or_abort(yes, f"{action} the QDevice on {change.qdevice.host} with pvecm?")
     outcome = run_and_report(out, lambda progress: run_steps(step_list, system, progress))
     if outcome is None:
         return 1
