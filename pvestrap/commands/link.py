@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import List, Optional
 
 import typer
 
 from pvestrap.commands import group
+from pvestrap.errors import UserError
 
 app = group("Add or move corosync links on a running cluster.")
 
@@ -64,13 +67,9 @@ def parse_addresses(specs: List[str]) -> dict[str, str]:
 def _run(action: str, number: int, address: List[str], priority: Optional[int],
          network: Optional[str], dry_run: bool, yes: bool, timeout: float) -> int:
     """Gather the input and print; the change itself is pvestrap.apply.link_flow's."""
-    import sys
-
     from pvestrap.apply import links
     from pvestrap.apply.link_flow import LinkContext, change_link
-    from pvestrap.commands.confirming import step_progress
     from pvestrap.commands.status import emit
-    from pvestrap.errors import UserError
     from pvestrap.system import RealSystem
 
     if not (yes or dry_run) and not sys.stdin.isatty():
@@ -87,3 +86,29 @@ def _run(action: str, number: int, address: List[str], priority: Optional[int],
 
 def _ask(question: str) -> bool:
     return typer.confirm(question, default=False)
+
+
+def confirm_or_abort(yes: bool, question: str) -> None:
+    """Go on when --yes was given or the user says yes; refuse without a terminal to ask on.
+    (Shared by the commands that change a running cluster: link, node, qdevice.)"""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UserError("not asking for confirmation without a terminal",
+                        code="confirmation-impossible",
+                        remedy="pass --yes to change the cluster unattended, or --dry-run")
+    if not typer.confirm(question, default=False):
+        raise typer.Abort()
+
+
+def step_progress():
+    """Print each step event with the seconds since the change began (its first event)."""
+    started: list[float] = []
+
+    def show(event) -> None:
+        started[:] = started or [time.monotonic()]
+        detail = f": {event.detail}" if event.detail else ""
+        print(f"[{event.state}] {event.step_id}{detail} ({time.monotonic() - started[0]:.1f} s)",
+              file=sys.stderr, flush=True)
+
+    return show

@@ -55,7 +55,7 @@ def remove(name: str = typer.Argument(..., help="The node to remove (powered off
     out.plan(report, removal.change(), step_list, system)
     if dry_run:
         return out.finish("dry-run", "dry run: nothing was changed")
-    from pvestrap.commands.confirming import confirm_or_abort
+    from pvestrap.commands.link import confirm_or_abort
 
     confirm_or_abort(yes, f"remove {name} from the cluster "
                      f"({len(removal.cluster.members)} members stay)?")
@@ -104,7 +104,7 @@ def separate(expected_votes: Optional[int] = EXPECTED, dry_run: bool = DRY_RUN, 
     out.plan(report, None if sep.dropped_by else sep.removal.change(), step_list, system)
     if dry_run:
         return out.finish("dry-run", "dry run: nothing was changed")
-    from pvestrap.commands.confirming import confirm_or_abort
+    from pvestrap.commands.link import confirm_or_abort
 
     confirm_or_abort(yes, f"separate {name} from {sep.removal.cluster.conf.cluster_name}?")
     outcome = run_and_report(out, lambda progress: sp.run_separation(system, sep, progress))
@@ -202,7 +202,7 @@ def run_and_report(out: Output, run):
     """Run the steps with progress on stderr; the applied step ids, or None after a rollback
     (reported)."""
     from pvestrap.apply.engine import StepFailed
-    from pvestrap.commands.confirming import step_progress
+    from pvestrap.commands.link import step_progress
 
     try:
         outcome = run(step_progress())

@@ -77,7 +77,7 @@ def _change(action: str, q, force: bool, dry_run: bool, yes: bool, json_out: boo
     from pvestrap.apply import qdevice as qd
     from pvestrap.apply.links import LinkTimeouts
     from pvestrap.apply.pve import is_pve
-    from pvestrap.commands.confirming import confirm_or_abort
+    from pvestrap.commands.link import confirm_or_abort
     from pvestrap.commands.node import Output, run_and_report
     from pvestrap.system import RealSystem
 
@@ -121,7 +121,7 @@ def _pvecm(system, out, action: str, q, force: bool, dry_run: bool, yes: bool,
     from pvestrap.apply import qdevice_pve as pve
     from pvestrap.apply.engine import run_steps
     from pvestrap.checks import qdevice as checks
-    from pvestrap.commands.confirming import confirm_or_abort
+    from pvestrap.commands.link import confirm_or_abort
     from pvestrap.commands.node import run_and_report
 
     change = pve.read_setup(system, q, force, timeout) if q else pve.read_remove(system, timeout)
