@@ -12,9 +12,11 @@ in reverse on a failure:
   /var/lib/pvestrap/separated/STAMP/ (same paths below it); the other members drop this node
   from their nodelist (config_version + 1, written over SSH, corosync reloaded, verified);
   their known_hosts forget it;
-- Proxmox VE: the preflight runs (shared storages, guests, quorum), applying is refused for now
-  (`separate-pve-unsupported`): the guide's sequence (pve-cluster stopped, pmxcfs in local mode
-  to take /etc/pve/corosync.conf away) is not automated yet.
+- Proxmox VE: the guide's sequence (pvestrap/apply/separate_pve.py): pve-cluster and corosync
+  stop, pmxcfs runs in local mode, /etc/pve/corosync.conf and /etc/corosync/* move aside, the
+  local pmxcfs stops, pve-cluster starts (standalone), /var/lib/corosync/* moves aside; then
+  `pvecm delnode NAME` on the first staying member over SSH (`pvecm expected N` there first
+  with --expected-votes), and the staying members are verified.
 
 The node can then join this or another cluster with `pvestrap apply`.
 """
@@ -27,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from pvestrap.apply import links, removal
+from pvestrap.apply import links, removal, separate_pve
 from pvestrap.apply.corosync import Service, quorum_status
 from pvestrap.apply.engine import Action, PlannedCommand
 from pvestrap.apply.links import LinkTimeouts, Phase, PhaseStep
@@ -176,16 +178,17 @@ class AsideStep:
     paths), never deleted; undo moves it back."""
 
     sep: Separation
+    folders: tuple[str, ...] = LEFTOVERS
     id: str = "keep-aside"
 
     @property
     def description(self) -> str:
-        return f"move {', '.join(p + '/*' for p in LEFTOVERS)} aside to {self.sep.aside}"
+        return f"move {', '.join(p + '/*' for p in self.folders)} aside to {self.sep.aside}"
 
     def entries(self, system: System) -> list[str]:
         root = str(system.root)
         out = []
-        for folder in LEFTOVERS:
+        for folder in self.folders:
             try:
                 names = sorted(os.listdir(os.path.join(root, folder.lstrip("/"))))
             except OSError:
@@ -228,12 +231,7 @@ class RemoteOps(links.ShellOps):
 def steps(system: System, sep: Separation, control_path: str | None = None) -> list:
     r = sep.removal
     if r.backend == "pve":
-        raise OperationFailed(
-            "separating a Proxmox VE node is not automated yet: pvestrap would have to stop "
-            "pve-cluster and run pmxcfs in local mode", code="separate-pve-unsupported",
-            remedy="follow the admin guide's \"Separate A Node Without Reinstalling\" by hand "
-                   "(its preflight above already checked the shared storages), or "
-                   "power the node off and run `pvestrap node remove NAME` on a member")
+        return pve_steps(sep, control_path)
     ops = RemoteOps(system, r.cluster, control_path)
     out: list = [StopStep(sep.service), AsideStep(sep)]
     if sep.dropped_by:
@@ -246,6 +244,26 @@ def steps(system: System, sep: Separation, control_path: str | None = None) -> l
                   "member and reload corosync there", r.after)
     return out + [PhaseStep(phase, r.cluster, r.cluster.text, ops),
                   removal.KnownHostsStep(r), removal.VerifyStep(r)]
+
+
+def pve_steps(sep: Separation, control_path: str | None = None) -> list:
+    """The admin guide's order (see separate_pve); the cluster side on the first staying
+    member."""
+    r = sep.removal
+    out: list = [separate_pve.StopClusterStep(), separate_pve.LocalModeStep(),
+                 separate_pve.ConfAsideStep(sep.aside),
+                 AsideStep(sep, ("/etc/corosync",), id="etc-corosync-aside"),
+                 separate_pve.LocalModeStep(stop=True), separate_pve.StartClusterStep(),
+                 AsideStep(sep, ("/var/lib/corosync",), id="var-lib-corosync-aside")]
+    if sep.dropped_by:
+        return out
+    first = r.cluster.members[0]
+    if r.expected_votes is not None:
+        out.append(removal.ExpectedVotesStep(("pvecm", "expected", str(r.expected_votes)),
+                                             r.votes.expected_now, None, member=first,
+                                             cluster=r.cluster))
+    return out + [separate_pve.RemoteDelnodeStep(r.name, first, r.cluster, control_path),
+                  removal.VerifyStep(r)]
 
 
 def run_separation(system: System, sep: Separation, on_progress=None):

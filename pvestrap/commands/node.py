@@ -83,8 +83,11 @@ def separate(expected_votes: Optional[int] = EXPECTED, dry_run: bool = DRY_RUN, 
     Preflight (check ids: separate-quorum, remove-members, and on Proxmox VE
     separate-shared-storage, separate-guests), the plan, confirmation, then: corosync stops
     here, its files are kept aside under /var/lib/pvestrap/separated/, the staying members drop
-    this node (over SSH) and are verified; undone in reverse on a failure. The node can join a
-    cluster again with `pvestrap apply`. Exit codes as for remove.
+    this node (over SSH) and are verified; undone in reverse on a failure. On Proxmox VE the
+    admin guide's sequence: pve-cluster and corosync stop, pmxcfs -l, /etc/pve/corosync.conf and
+    /etc/corosync/* kept aside, pve-cluster starts standalone, /var/lib/corosync/* kept aside,
+    then `pvecm delnode` on a staying member over SSH. The node can join a cluster again with
+    `pvestrap apply`. Exit codes as for remove.
     """
     from pvestrap.apply import separate as sp
     from pvestrap.apply.corosync import default_service
