@@ -27,7 +27,9 @@ LINK_TIMEOUT = 10.0
 # kernel's linkwatch and starts to carry frames only up to a second later; node NICs get
 # indexes no switch port has.
 NIC_INDEX = 10000
-BOUND = (("var/lib/corosync", "/var/lib/corosync"), ("var/log", "/var/log"))
+# /var/lib/pvestrap too: what a node keeps aside (node separate) must stay in the node.
+BOUND = (("var/lib/corosync", "/var/lib/corosync"), ("var/lib/pvestrap", "/var/lib/pvestrap"),
+         ("var/log", "/var/log"))
 
 
 def refuse_existing(layout: names.Layout) -> None:
@@ -43,8 +45,10 @@ def prepare_node(layout: names.Layout, st: state.LabState, index: int) -> None:
     root = layout.node_dir(index)
     for sub in ("etc/network", "etc/corosync/uidgid.d", "etc/ssh", "root/.ssh", "run/sshd",
                 "run/corosync-qnetd", "run/corosync-qdevice",
-                "var/lib/corosync", "var/log/corosync", ".etc-work", ".root-work"):
+                "var/lib/corosync", "var/lib/pvestrap", "var/log/corosync", ".etc-work",
+                ".root-work"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    os.makedirs("/var/lib/pvestrap", exist_ok=True)  # an empty mount point on the host
     for sub in OPAQUE_DIRS:
         os.setxattr(root / sub, *OPAQUE)
     os.chmod(root / "etc", 0o755)

@@ -101,7 +101,7 @@ class Layout:
 
     def node_dir(self, index: int) -> Path:
         """The node's private files: `etc/` is the upper layer of its /etc overlay, the rest are
-        bound over /root, /run, /var/lib/corosync and /var/log."""
+        bound over /root, /run, /var/lib/corosync, /var/lib/pvestrap and /var/log."""
         return self.state_dir / (QNETD_NAME if index == QNETD else f"n{index}")
 
     def tag(self, index: int) -> str:
