@@ -29,6 +29,8 @@ CLOCK = typer.Option(None, "--clock", metavar="NODE=+2s",
 HOSTS = typer.Option(None, "--hosts", metavar="NODE=loopback|missing",
                      help="The node's own name in its /etc/hosts: 127.0.1.1, or absent.")
 MTU = typer.Option(None, "--mtu", metavar="NODE:IF=1200", help="Set the NIC's MTU in the node.")
+CARRIER = typer.Option(None, "--carrier", metavar="NODE:IF=off|on",
+                       help="Take the NIC's carrier away (its switch port down), or give it back.")
 
 
 def _flags(**values) -> dict:
@@ -44,6 +46,7 @@ def up(
     loss: Optional[List[str]] = LOSS, drop: Optional[List[str]] = DROP,
     reject: Optional[List[str]] = REJECT, clock: Optional[List[str]] = CLOCK,
     hosts: Optional[List[str]] = HOSTS, mtu: Optional[List[str]] = MTU,
+    carrier: Optional[List[str]] = CARRIER,
     pve: Optional[str] = typer.Option(
         None, "--pve", metavar="8|9", help="Run Proxmox VE's real cluster stack (pmxcfs, pvecm) "
         "of that release in every node, built once from Proxmox's source and cached."),
@@ -60,7 +63,7 @@ def up(
 
     lab = Lab.up(name, nodes, links, pve=pve, pve_sources=pve_sources, qnetd=qnetd,
                  **_flags(delay=delay, jitter=jitter, loss=loss, drop=drop,
-                          reject=reject, clock=clock, hosts=hosts, mtu=mtu))
+                          reject=reject, clock=clock, hosts=hosts, mtu=mtu, carrier=carrier))
     _print_status(lab.status())
     typer.echo(f"\nnext: pvestrap lab exec --name {name} n1 -- hostname; "
                f"pvestrap lab down --name {name}")
@@ -157,6 +160,7 @@ def impair(
     loss: Optional[List[str]] = LOSS, drop: Optional[List[str]] = DROP,
     reject: Optional[List[str]] = REJECT, clock: Optional[List[str]] = CLOCK,
     hosts: Optional[List[str]] = HOSTS, mtu: Optional[List[str]] = MTU,
+    carrier: Optional[List[str]] = CARRIER,
 ) -> None:
     """Change a running lab's impairments (a zero value removes one; --clear removes all).
 
@@ -169,7 +173,7 @@ def impair(
     from pvestrap.lab.lab import Lab
 
     flags = _flags(delay=delay, jitter=jitter, loss=loss, drop=drop, reject=reject,
-                   clock=clock, hosts=hosts, mtu=mtu)
+                   clock=clock, hosts=hosts, mtu=mtu, carrier=carrier)
     if not flags and not clear:
         raise UserError("nothing to change", code="lab-flag-missing",
                         remedy="give impairment flags (e.g. --delay n2:eth0=3ms) or --clear")

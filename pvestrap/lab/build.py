@@ -28,8 +28,12 @@ LINK_TIMEOUT = 10.0
 # indexes no switch port has.
 NIC_INDEX = 10000
 # /var/lib/pvestrap too: what a node keeps aside (node separate) must stay in the node.
+# /var/tmp/network is ifupdown2's state folder (state_dir in ifupdown2.conf): `ifreload -a` in a
+# node compares its file with that state, which must be the node's own, never the host's.
 BOUND = (("var/lib/corosync", "/var/lib/corosync"), ("var/lib/pvestrap", "/var/lib/pvestrap"),
-         ("var/log", "/var/log"))
+         ("var/log", "/var/log"), ("var/tmp/network", "/var/tmp/network"))
+# Empty mount points on the host for the binds above that Debian may not have yet.
+MOUNT_POINTS = ("/var/lib/pvestrap", "/var/tmp/network")
 
 
 def refuse_existing(layout: names.Layout) -> None:
@@ -43,12 +47,14 @@ def refuse_existing(layout: names.Layout) -> None:
 def prepare_node(layout: names.Layout, st: state.LabState, index: int) -> None:
     """The node's folder: upper layers for /etc and /root, and the folders bound over /run etc."""
     root = layout.node_dir(index)
+    # run/network: ifupdown2's lock (/run/network/.lock); without it ifreload refuses to run.
     for sub in ("etc/network", "etc/corosync/uidgid.d", "etc/ssh", "root/.ssh", "run/sshd",
-                "run/corosync-qnetd", "run/corosync-qdevice",
-                "var/lib/corosync", "var/lib/pvestrap", "var/log/corosync", ".etc-work",
-                ".root-work"):
+                "run/corosync-qnetd", "run/corosync-qdevice", "run/network",
+                "var/lib/corosync", "var/lib/pvestrap", "var/log/corosync", "var/tmp/network",
+                ".etc-work", ".root-work"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    os.makedirs("/var/lib/pvestrap", exist_ok=True)  # an empty mount point on the host
+    for point in MOUNT_POINTS:
+        os.makedirs(point, exist_ok=True)
     for sub in OPAQUE_DIRS:
         os.setxattr(root / sub, *OPAQUE)
     os.chmod(root / "etc", 0o755)
@@ -134,8 +140,8 @@ def start_holders(layout: names.Layout, st: state.LabState) -> dict[int, int]:
 def root_batch(layout: names.Layout, st: state.LabState) -> list[str]:
     lines = [f"netns attach {layout.node_name(i)} {pid}" for i, pid in st.holders.items()]
     for index in st.hosts:
-        for link in [*range(st.links), 9]:
-            nic = names.nic(link) if link != 9 else names.SPARE_NIC
+        for link in [*range(st.links), names.SPARE_LINK]:
+            nic = names.nic(link) if link != names.SPARE_LINK else names.SPARE_NIC
             lines.append(f"link add {nic} netns {layout.node_name(index)} index {NIC_INDEX + link} "
                          f"type veth peer name "
                          f"{names.port_name(index, link)} netns {layout.switch_ns} "
@@ -144,14 +150,16 @@ def root_batch(layout: names.Layout, st: state.LabState) -> list[str]:
 
 
 def switch_batch(st: state.LabState) -> list[str]:
+    """One bridge per link network, and one for the spare NICs (no address on any of them)."""
     lines = []
-    for link in range(st.links):
-        lines += [f"link add {names.bridge(link)} type bridge mcast_snooping 0",
-                  f"link set {names.bridge(link)} mtu {names.SWITCH_MTU} up"]
+    bridges = [names.bridge(link) for link in range(st.links)] + [names.SPARE_BRIDGE]
+    for bridge in bridges:
+        lines += [f"link add {bridge} type bridge mcast_snooping 0",
+                  f"link set {bridge} mtu {names.SWITCH_MTU} up"]
     for index in st.hosts:
-        for link in range(st.links):
-            lines.append(f"link set {names.port_name(index, link)} master {names.bridge(link)} up")
-        lines.append(f"link set {names.port_name(index, 9)} up")
+        for link in [*range(st.links), names.SPARE_LINK]:
+            bridge = names.bridge(link) if link != names.SPARE_LINK else names.SPARE_BRIDGE
+            lines.append(f"link set {names.port_name(index, link)} master {bridge} up")
     return lines
 
 

@@ -3,7 +3,8 @@
 Loss, drop and reject become one nftables table per node; an MTU is set on the node's NIC;
 the hosts mode rewrites the node's /etc/hosts; delay and jitter re-plumb the NIC's switch port
 through the forwarder (one per lab, restarted with the new set of ports); a clock offset only
-changes how node programs are started from now on (libfaketime).
+changes how node programs are started from now on (libfaketime); carrier off sets the NIC's
+switch-side port down (after the relay, which sets the ports it re-plumbs up).
 """
 
 from __future__ import annotations
@@ -63,7 +64,11 @@ def apply(st: state.LabState, old: tuple[Impairment, ...], new: tuple[Impairment
             (st.root(index) / "etc/hosts").write_text(text)
     if jobs:
         proc.run_all(jobs)
-    return _relay(st, impair.relayed(old), impair.relayed(new))
+    st = _relay(st, impair.relayed(old), impair.relayed(new))
+    carrier = _carrier_lines(old, new)
+    if carrier:
+        proc.run_all([proc.ip_batch(carrier, layout.switch_ns)])
+    return st
 
 
 def _mtu_lines(old, new, index: int) -> list[str]:
@@ -71,6 +76,19 @@ def _mtu_lines(old, new, index: int) -> list[str]:
     after = {i.target: int(i.value) for i in impair.of_node(new, index, "mtu")}
     return [f"link set {nic} mtu {after.get(nic, DEFAULT_MTU)}"
             for nic in sorted(set(before) | set(after)) if before.get(nic) != after.get(nic)]
+
+
+def _carrier_lines(old, new) -> list[str]:
+    """Every port without carrier set down again (a relay may have set it up), the ports that
+    got it back up."""
+    off = {(i.node, i.target) for i in new if i.kind == "carrier"}
+    back = {(i.node, i.target) for i in old if i.kind == "carrier"} - off
+    return [f"link set {names.port_name(index, _link(nic))} {state}"
+            for state, ports in (("down", off), ("up", back)) for index, nic in sorted(ports)]
+
+
+def _link(nic: str) -> int | str:
+    return names.SPARE_LINK if nic == names.SPARE_NIC else int(nic[3:])
 
 
 def _relay(st: state.LabState, before: dict, after: dict) -> state.LabState:

@@ -12,7 +12,9 @@ Where each one acts:
   loss a ping sees is the configured one);
 - drop/reject: packets arriving at the node for that port (filtered vs. closed);
 - clock: programs started in the node run under libfaketime with that offset;
-- hosts: the node's own name in its /etc/hosts; mtu: the NIC's MTU inside the node.
+- hosts: the node's own name in its /etc/hosts; mtu: the NIC's MTU inside the node;
+- carrier: off sets the NIC's switch-side port down, so the node sees its NIC without carrier
+  (NO-CARRIER, /sys/class/net/IF/carrier 0), as with a pulled cable.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from typing import Iterable, Mapping
 from pvestrap.errors import UserError
 from pvestrap.lab import names
 
-KINDS = ("delay", "jitter", "loss", "drop", "reject", "clock", "hosts", "mtu")
-NIC_KINDS = ("delay", "jitter", "loss", "mtu")
+KINDS = ("delay", "jitter", "loss", "drop", "reject", "clock", "hosts", "mtu", "carrier")
+NIC_KINDS = ("delay", "jitter", "loss", "mtu", "carrier")
+CARRIER = ("off", "on")
 PORT_KINDS = ("drop", "reject")
 HOSTS_MODES = ("loopback", "missing", "normal")
 NFT_TABLE = "pvestrap_lab"
@@ -38,7 +41,7 @@ _SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _EXAMPLES = {
     "delay": "n2:eth0=3ms", "jitter": "n2:eth0=0.5ms", "loss": "n2:eth0=5%",
     "drop": "n2:udp/5405", "reject": "n2:udp/5405", "clock": "n2=+2s",
-    "hosts": "n2=loopback", "mtu": "n2:eth0=1200",
+    "hosts": "n2=loopback", "mtu": "n2:eth0=1200", "carrier": "n2:eth9=off",
 }
 
 
@@ -62,7 +65,7 @@ class Impairment:
         """A zero delay, loss or clock, or hosts=normal, means "no impairment"."""
         if self.kind in ("delay", "jitter", "loss", "clock"):
             return float(self.value) == 0.0
-        return self.kind == "hosts" and self.value == "normal"
+        return (self.kind, self.value) in (("hosts", "normal"), ("carrier", "on"))
 
     def flag(self, prefix: str) -> str:
         """The flag that sets this impairment (for `status` and error messages)."""
@@ -73,8 +76,8 @@ class Impairment:
             return f"--{self.kind} {node}:{self.target}={_num(self.value)}ms"
         if self.kind == "loss":
             return f"--loss {node}:{self.target}={_num(self.value)}%"
-        if self.kind == "mtu":
-            return f"--mtu {node}:{self.target}={self.value}"
+        if self.kind in ("mtu", "carrier"):
+            return f"--{self.kind} {node}:{self.target}={self.value}"
         if self.kind == "clock":
             return f"--clock {node}={float(self.value):+g}s"
         return f"--hosts {node}={self.value}"
@@ -116,7 +119,7 @@ def parse(kind: str, text: str, prefix: str, nodes: int, links: int,
         if not colon:
             raise _bad(kind, text, "the NIC is missing (NODE:IF=VALUE)")
         allowed = [names.nic(link) for link in range(links)]
-        if kind == "mtu":
+        if kind in ("mtu", "carrier"):
             allowed.append(names.SPARE_NIC)
         if iface not in allowed:
             raise _bad(kind, text, f"{iface!r} is not a lab NIC (this lab has "
@@ -152,6 +155,10 @@ def _nic_value(kind: str, text: str, value: str) -> float | int:
         if not match or float(match.group("num")) > 100:
             raise _bad(kind, text, "expected a percentage 0..100 like 5% or 0.5%")
         return float(match.group("num"))
+    if kind == "carrier":
+        if value not in CARRIER:
+            raise _bad(kind, text, "expected off (no carrier) or on")
+        return value
     if not value.isdigit() or not 68 <= int(value) <= 65535:
         raise _bad(kind, text, "expected an MTU in bytes, 68..65535 (knet needs >= 576)")
     return int(value)

@@ -21,6 +21,10 @@ PREFIX_MAX = 10
 MAX_NODES = 99
 MAX_LINKS = 8
 SPARE_NIC = "eth9"
+# Every node's spare NIC is cabled to this bridge of the switch namespace, no address anywhere:
+# a cluster network that exists nowhere yet can be created on it (apply's network phase).
+SPARE_LINK = 9
+SPARE_BRIDGE = "br9"
 HOLDER_TAG = "pvestrap-lab:"
 SWITCH_MTU = 9000
 SCRIPTS = ("holder.py", "detach.py", "forwarder.py")

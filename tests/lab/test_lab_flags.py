@@ -30,6 +30,8 @@ def parse(kind, text, nodes=3, links=2):
     ("hosts", "lab1-n2=missing", (2, "", "missing")),
     ("mtu", "n2:eth0=1200", (2, "eth0", 1200)),
     ("mtu", "n2:eth9=9000", (2, "eth9", 9000)),
+    ("carrier", "n2:eth9=off", (2, "eth9", "off")),
+    ("carrier", "n3:eth1=off", (3, "eth1", "off")),
 ])
 def test_flags_parse_to_values(kind, text, expected):
     item = parse(kind, text)
@@ -55,6 +57,8 @@ def test_flags_parse_to_values(kind, text, expected):
     ("hosts", "n2=localhost", "loopback"),
     ("mtu", "n2:eth0=40", "MTU"),
     ("mtu", "n2:eth0=big", "MTU"),
+    ("carrier", "n2:eth9=down", "off (no carrier)"),
+    ("carrier", "n2=off", "NIC is missing"),
 ])
 def test_bad_flags_name_the_flag_and_show_the_syntax(kind, text, fragment):
     with pytest.raises(UserError) as info:
@@ -75,6 +79,12 @@ def test_later_flags_replace_earlier_ones_and_zero_removes():
         {"delay": "n2:eth0=0ms", "reject": "n2:udp/5405", "clock": "n3=+0s"}, "lab1", 3, 1))
     assert {(i.kind, i.node, i.target, i.value) for i in items} == {
         ("delay", 3, "eth0", 2.0), ("reject", 2, "udp/5405", "reject")}
+
+
+def test_carrier_on_removes_carrier_off():
+    items = impair.merge((), impair.parse_flags({"carrier": "n2:eth9=off"}, "lab1", 3, 1))
+    assert [(i.kind, i.node, i.target) for i in items] == [("carrier", 2, "eth9")]
+    assert impair.merge(items, impair.parse_flags({"carrier": "n2:eth9=on"}, "lab1", 3, 1)) == ()
 
 
 def test_relayed_nics_combine_delay_and_jitter():
@@ -99,7 +109,8 @@ def test_nft_rules_cover_loss_drop_and_reject_of_one_node_only():
 
 def test_flag_text_round_trips_through_status():
     for kind, text in [("delay", "n2:eth0=3ms"), ("loss", "n2:eth0=5%"), ("clock", "n2=-1.5s"),
-                       ("drop", "n2:udp/5405"), ("hosts", "n2=missing"), ("mtu", "n2:eth0=1200")]:
+                       ("drop", "n2:udp/5405"), ("hosts", "n2=missing"), ("mtu", "n2:eth0=1200"),
+                       ("carrier", "n2:eth9=off")]:
         item = parse(kind, text)
         flag, _, value = item.flag("lab1").partition(" ")
         assert flag == f"--{kind}"
