@@ -141,7 +141,7 @@ def parse(kind: str, text: str, prefix: str, nodes: int, links: int,
     return Impairment(kind, index, "", value)
 
 
-def _nic_value(kind: str, text: str, value: str) -> float | int:
+def _nic_value(kind: str, text: str, value: str) -> float | int | str:
     if kind in ("delay", "jitter"):
         match = _DURATION.match(value)
         if not match:
