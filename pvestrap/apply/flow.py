@@ -17,9 +17,7 @@ Everything the flow prints goes through `out`; it never prompts by itself.
 
 from __future__ import annotations
 
-import difflib
 import os
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +25,12 @@ from typing import Callable, Mapping, Sequence
 
 from pvestrap import preflight
 from pvestrap.apply import corosync as cs
-from pvestrap.apply.engine import (Action, ApplyOutcome, PlannedCommand, Progress, Step, StepEvent,
-                                   StepFailed, plan_steps, run_steps)
+from pvestrap.apply.engine import (Action, ApplyOutcome, Progress, Step, StepFailed, plan_steps,
+                                   run_steps)
 from pvestrap.apply.lock import apply_lock
 from pvestrap.apply.network_guard import refuse_cutting_branch
 from pvestrap.apply.remote import Remote, member_lock
+from pvestrap.apply.showing import progress_printer, show_plan
 from pvestrap.checks.localsys import Machine, read_machine
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.errors import OperationFailed, PvestrapError, UserError
@@ -40,7 +39,6 @@ from pvestrap.nodefacts import read_facts, resolve
 from pvestrap.paths import INTERFACES
 from pvestrap.plan import ClusterPlan
 from pvestrap.recorded import DryRunSystem
-from pvestrap.render import Change, unified_diff
 from pvestrap.report.model import Report, ReportSection
 from pvestrap.system import System
 
@@ -131,52 +129,6 @@ def gate(report: Report, ignore: Sequence[str], out: Out) -> None:
     out(f"preflight: {len(findings)} results, {len(fails)} FAIL, {len(warns)} WARN")
     if fails:
         raise PreflightFailed(fails)
-
-
-# -- showing a plan --------------------------------------------------------------------------------
-
-def diff_text(change: Change) -> str:
-    if change.path.startswith("/"):
-        return unified_diff(change)
-    old = change.before.splitlines(keepends=True) if change.before is not None else []
-    lines = difflib.unified_diff(old, change.after.splitlines(keepends=True),
-                                 fromfile=change.path if change.before is not None
-                                 else "/dev/null", tofile=change.path)
-    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
-
-
-def show_plan(plans: Sequence[tuple[Step, Sequence[Action]]], out: Out) -> None:
-    for step, actions in plans:
-        if not actions:
-            out(f"= {step.id}: {step.description} (already done)")
-            continue
-        out(f"+ {step.id}: {step.description}")
-        for action in actions:
-            if isinstance(action, Change):
-                out(f"  file {action.path} (mode {action.mode:04o})")
-                out(diff_text(action).rstrip("\n"))
-            else:
-                out(f"  {'run ' if isinstance(action, PlannedCommand) else ''}{action}")
-
-
-def progress_printer(out: Out, extra: Progress | None) -> Progress:
-    """One line per step event; a finished step says how long it took."""
-    started: dict[str, float] = {}
-
-    def emit(event: StepEvent) -> None:
-        now = time.monotonic()
-        if event.state in ("applying", "undoing"):
-            started[event.step_id] = now
-        if event.state in ("applying", "applied", "failed", "undoing", "undone", "undo-failed"):
-            took = (f" ({now - started[event.step_id]:.1f} s)"
-                    if event.state not in ("applying", "undoing") and event.step_id in started
-                    else "")
-            detail = f": {event.detail}" if event.detail else ""
-            out(f"[{event.state}] {event.step_id}{took}{detail}")
-        if extra is not None:
-            extra(event)
-
-    return emit
 
 
 # -- the flow --------------------------------------------------------------------------------------
