@@ -106,6 +106,9 @@ def test_creator_first_then_joiners_in_nodeid_order():
     order = {n.name: (membership.predecessor(p, n).name if membership.predecessor(p, n) else None)
              for n in p.nodes}
     assert order == {"c": None, "d": "c", "b": "d", "a": "b"}
+    # Joins in batches (plain corosync): every joiner goes right after the creator.
+    assert {n.name: getattr(membership.predecessor(p, n, batched=True), "name", None)
+            for n in p.nodes} == {"c": None, "d": "c", "b": "c", "a": "c"}
 
 
 def _conf(root, text: str) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from pvestrap import preflight
+from pvestrap.apply import batch
 from pvestrap.apply import corosync as cs
 from pvestrap.apply.engine import (Action, ApplyOutcome, Progress, Step, StepFailed, plan_steps,
                                    run_steps)
@@ -150,6 +151,7 @@ class ApplyContext:
     lock_timeout: float = 0.0
     machine: Machine | None = None  # None: read this node's interfaces and routes (`ip -j`)
     environ: Mapping[str, str] | None = None  # None: os.environ (SSH_CONNECTION)
+    gather_s: float = 0.0  # an unattended join waits this long for the others (apply.batch)
 
 
 def apply_node(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
@@ -264,34 +266,92 @@ def _remote_factory(t: cs.CorosyncTimeouts, target: str, control: str | None
 
 def _join(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System,
           service: cs.Service) -> ApplyResult:
+    """Shown and confirmed (or dry run): one join under the lock. Unattended: waits in the
+    member's queue and joins in a batch with the others waiting there (apply.batch)."""
     t = ctx.timeouts
     target = plan.join_address()
+    unattended = not ctx.dry_run and ctx.confirm is None
 
     def steps(control: str | None) -> list[Step]:
         remote = _remote_factory(t, target, control)
         snapshot = cs.read_cluster(remote(system, target))
-        return cs.join_steps(plan, node, snapshot, service, remote, t)
+        if not unattended:
+            return cs.join_steps(plan, node, snapshot, service, remote, t)
+        found, names = batch.holder_steps(system, plan, node, snapshot, service, remote, t,
+                                          ctx.gather_s)
+        if names:
+            ctx.out(f"joining in one change with {', '.join(names)} (they waited too)")
+        return found
 
     confirmed = None
-    if ctx.dry_run or ctx.confirm is not None:  # shown before the lock: nobody waits on a reader
+    if not unattended:  # shown before the lock: nobody waits on a reader
         confirmed = _show(steps(None), system, ctx)
         if not _proceed(confirmed, node, ctx):
             return ApplyResult(node, "corosync", "join", _ids(confirmed))
-    lock = member_lock(system, Remote(system, target, timeout=t.remote,
+    ctx.out(f"taking the join lock on {target} ...")
+    waiter = batch.waiter_script(plan, node) if unattended else None
+    with _lock(system, target, ctx, waiter) as control:
+        if control is not None:
+            return _under_lock(node, ctx, system, steps(control), confirmed)
+        found = _batched(plan, node, ctx, system, service)
+    if found is not None:
+        return found
+    with _lock(system, target, ctx) as control:
+        return _under_lock(node, ctx, system, steps(control), None)
+
+
+def _lock(system: System, target: str, ctx: ApplyContext,
+          waiter: Callable[[float], str] | None = None):
+    t = ctx.timeouts
+    return member_lock(system, Remote(system, target, timeout=t.remote,
                                       connect_timeout=t.connect),
                        wait=t.lock_wait, retries=t.lock_retries, backoff=t.backoff,
-                       notify=ctx.out)
-    ctx.out(f"taking the join lock on {target} ...")
-    with lock as control:
-        locked = steps(control)  # planned again: another join may have changed the cluster
-        plans = plan_steps(locked, system)
-        if confirmed is None or _ids(plans) != _ids(confirmed):
-            if confirmed is not None:
-                ctx.out("the cluster changed since the plan was shown; the plan now:")
-            show_plan(plans, ctx.out)
-            if not _proceed(plans, node, ctx):
-                return ApplyResult(node, "corosync", "join", _ids(plans))
-        return _execute(node, "corosync", "join", locked, system, ctx)
+                       notify=ctx.out, waiter=waiter)
+
+
+def _under_lock(node: str, ctx: ApplyContext, system: System, locked: list[Step],
+                confirmed) -> ApplyResult:
+    """The join's steps as planned again under the lock (another join may have changed the
+    cluster since the plan was shown), shown again when they differ, then applied."""
+    plans = plan_steps(locked, system)
+    if confirmed is None or _ids(plans) != _ids(confirmed):
+        if confirmed is not None:
+            ctx.out("the cluster changed since the plan was shown; the plan now:")
+        show_plan(plans, ctx.out)
+        if not _proceed(plans, node, ctx):
+            return ApplyResult(node, "corosync", "join", _ids(plans))
+    return _execute(node, "corosync", "join", locked, system, ctx)
+
+
+def _batched(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System,
+             service: cs.Service) -> ApplyResult | None:
+    """Another joiner took this node into its batch: finish here, without the lock; a failure
+    undoes this node's steps, then it leaves the cluster again (under the lock). None when the
+    cluster does not list this node as planned after all."""
+    t = ctx.timeouts
+    target = plan.join_address()
+    remote = _remote_factory(t, target, None)
+    found = batch.batched_steps(plan, node, cs.read_cluster(remote(system, target)), service, t)
+    if found is None:
+        ctx.out(f"marked as batched, but {target}'s corosync.conf does not list {node} as "
+                "planned: joining the normal way")
+        return None
+    ctx.out(f"{node} was added to the cluster with a batch of joiners: finishing here")
+    show_plan(plan_steps(found, system), ctx.out)
+    try:
+        return _execute(node, "corosync", "join", found, system, ctx)
+    except StepFailed as exc:
+        ctx.out(f"{node} leaves the cluster again (the other members stay)")
+        try:
+            batch.leave_locked(system, remote, target, node, t, notify=ctx.out)
+        except PvestrapError as left:
+            raise OperationFailed(
+                f"{exc.message}; and {node} could not leave the cluster again: {left.message}",
+                code="batch-leave-failed",
+                remedy=f"remove {node} from corosync.conf on every member by hand (or run "
+                       f"`pvestrap node remove {node}` on a member) before joining it again"
+            ) from exc
+        raise
 
 
 def _show(steps: list[Step], system: System, ctx: ApplyContext

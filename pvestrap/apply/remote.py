@@ -260,38 +260,44 @@ def _first_line(proc: subprocess.Popen, timeout: float) -> bytes:
     return data.split(b"\n", 1)[0]
 
 
-def _try_lock(system: System, remote: Remote, wait: float) -> subprocess.Popen | None:
-    """One attempt: the held session, or None when flock gave up after WAIT seconds."""
-    script = (f"mkdir -p {shlex.quote(os.path.dirname(JOIN_LOCK))} && exec " + shlex.join(
-        ["flock", "-w", str(max(1, round(wait))), JOIN_LOCK, "perl", "-e",
-         LEASE_HOLDER % LOCK_LEASE_S]))
+def _try_lock(system: System, remote: Remote, wait: float,
+              waiter: Callable[[float], str] | None = None
+              ) -> tuple[subprocess.Popen | None, bytes]:
+    """One attempt: (the session, what it said: b"locked", or b"batched" from a WAITER that
+    ends the wait without the lock), or (None, b"") when the lock stayed busy for WAIT seconds."""
+    script = waiter(wait) if waiter is not None else (
+        f"mkdir -p {shlex.quote(os.path.dirname(JOIN_LOCK))} && exec " + shlex.join(
+            ["flock", "-w", str(max(1, round(wait))), JOIN_LOCK, "perl", "-e",
+             LEASE_HOLDER % LOCK_LEASE_S]))
     opts = replace(remote, control_path=None).options()
     master = ["-o", "ControlMaster=yes", "-o", f"ControlPath={CONTROL_PATH}",
               "-o", "ControlPersist=no"]
     proc = system.spawn(["ssh", *opts, *master, remote.target, "--", script])
-    line = _first_line(proc, wait + remote.connect_timeout + 10)
-    if line.strip() == b"locked":
-        return proc
+    line = _first_line(proc, wait + remote.connect_timeout + 10).strip()
+    if line in (b"locked", b"batched"):
+        return proc, line
     _stop(proc, grace=2)
     err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
     if proc.returncode == SSH_UNREACHABLE or (proc.returncode not in (1, None) and not line):
         raise MemberUnreachable(f"cannot reach {remote.target} over ssh to take the join lock"
                                 + (f": {err.splitlines()[-1]}" if err else ""),
                                 remedy=remote._remedy())
-    return None
+    return None, b""
 
 
 @contextmanager
 def member_lock(system: System, remote: Remote, wait: float = 60.0, retries: int = 3,
-                backoff: float = 1.0, notify: Callable[[str], None] | None = None
-                ) -> Iterator[str]:
+                backoff: float = 1.0, notify: Callable[[str], None] | None = None,
+                waiter: Callable[[float], str] | None = None) -> Iterator[str | None]:
     """Hold the member's join lock for the block; yields the ssh ControlPath that reuses the
     lock's connection. Waits up to WAIT seconds per attempt, RETRIES more attempts after a
-    pause (NOTIFY hears of each), then raises JoinLocked."""
+    pause (NOTIFY hears of each), then raises JoinLocked. WAITER: the program that waits on the
+    member instead of flock (apply.batch's queue); when it says the holder of the lock took
+    this node into its batch, the block runs without the lock and gets None."""
     system.run(["mkdir", "-p", CONTROL_DIR], timeout=10)
-    proc = None
+    proc, said = None, b""
     for attempt in range(retries + 1):
-        proc = _try_lock(system, remote, wait)
+        proc, said = _try_lock(system, remote, wait, waiter)
         if proc is not None:
             break
         if attempt < retries:
@@ -304,6 +310,10 @@ def member_lock(system: System, remote: Remote, wait: float = 60.0, retries: int
         raise JoinLocked(f"{remote.address} stayed locked by another join for "
                          f"{(retries + 1) * wait:g} s", remedy=f"check what holds {JOIN_LOCK} on "
                          f"{remote.address} (`fuser -v {JOIN_LOCK}`), then apply again")
+    if said == b"batched":
+        _stop(proc)
+        yield None
+        return
     beating = threading.Event()
     heart = threading.Thread(target=_heartbeat, args=(proc, beating), daemon=True)
     heart.start()

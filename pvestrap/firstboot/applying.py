@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from pvestrap.apply import corosync as cs
-from pvestrap.apply.flow import ApplyContext, apply_node
+from pvestrap.apply.flow import ApplyContext, apply_node, choose_backend
 from pvestrap.errors import PvestrapError
 from pvestrap.plan import ClusterPlan
 from pvestrap.report.model import Report
@@ -29,6 +29,10 @@ RETRYABLE = frozenset({
     "apply-locked", "join-locked", "join-cluster-locked", "join-cluster-not-quorate",
     "member-unreachable", "member-not-clustered", "fingerprint-unreachable", "quorum-timeout",
 })
+# Every joiner of a first boot is on its way once the creator is a member: the one that takes the
+# member's join lock waits this long (at most) for the others to queue, so that they all join in
+# one configuration change (pvestrap.apply.batch).
+GATHER_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class ApplyRequest:
     corosync_start: tuple[str, ...] | None = None
     report: Report | None = None  # this run's preflight; None: the apply runs its own gate
     say: Say = field(default=lambda _m: None, compare=False, repr=False)
+    gather_s: float = GATHER_S
 
 
 ApplyFn = Callable[[ApplyRequest], None]
@@ -92,6 +97,12 @@ def apply_with_retries(apply: ApplyFn, request: ApplyRequest, timeout_s: float, 
             sleep(delay)
 
 
+def batches(plan: ClusterPlan) -> bool:
+    """Whether this machine's joins go in batches (the plain corosync backend): then every
+    joiner applies right after the creator; `pvecm add` goes one node at a time."""
+    return choose_backend(plan, RealSystem()) == "corosync"
+
+
 def default_apply(request: ApplyRequest) -> None:
     """The same apply as `pvestrap apply --answers FILE --node NODE --yes`."""
     service = (cs.CommandService(request.corosync_start, cs.DIRECT.stop_argv)
@@ -99,6 +110,6 @@ def default_apply(request: ApplyRequest) -> None:
     timeouts = replace(cs.CorosyncTimeouts(), quorum=request.quorum_timeout_s)
     report = request.report
     ctx = ApplyContext(RealSystem(), ignore=request.ignore, out=request.say, service=service,
-                       timeouts=timeouts,
+                       timeouts=timeouts, gather_s=request.gather_s,
                        preflight=(lambda _plan, _node: report) if report is not None else None)
     apply_node(request.plan, request.node, ctx)

@@ -140,9 +140,10 @@ def _apply_and_stay(opts, state, plan, me, digest, presence, apply, report, say,
 
 def _wait_turn(opts: Options, plan, me, tokens: Tokens, say: Say) -> None:
     """The creating node waits until every peer passed its preflight (so no preflight probes a
-    node whose corosync is coming up); a joiner until the node before it is a member. Bounded:
-    then it goes ahead, since a node that failed must not hold up the others for ever."""
-    before = membership.predecessor(plan, me)
+    node whose corosync is coming up); a joiner until the node before it is a member (the
+    creator, when joins go in batches). Bounded: then it goes ahead, since a node that failed
+    must not hold up the others for ever."""
+    before = membership.predecessor(plan, me, applying.batches(plan))
     if before is None:
         peers, stage = [n.name for n in plan.nodes if n.name != me.name], "ready"
     else:

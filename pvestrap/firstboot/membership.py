@@ -85,12 +85,15 @@ def wait_for_all_members(plan: ClusterPlan, timeout_s: float, say: Say,
         time.sleep(poll_s)
 
 
-def predecessor(plan: ClusterPlan, me: Node) -> Node | None:
+def predecessor(plan: ClusterPlan, me: Node, batched: bool = False) -> Node | None:
     """The node that must be a member before ME joins: the creator goes first, then the
-    joiners in nodeid order. None for the creator."""
+    joiners in nodeid order, or (BATCHED: the plain corosync backend, pvestrap.apply.batch)
+    all of them at once right after the creator. None for the creator."""
     creator = plan.creator
     if me.name == creator.name:
         return None
+    if batched:
+        return creator
     order = [creator] + sorted((n for n in plan.nodes if n.name != creator.name),
                                key=lambda n: n.nodeid)
     return order[order.index(me) - 1]

@@ -26,6 +26,7 @@ import pytest
 import pvestrap.iso
 from pvestrap.answers import dumps
 from pvestrap.corosync.status import parse_quorum_status
+from labtesting import VersionWatcher
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -141,10 +142,14 @@ def lab_with_answers(lab, tmp_path: Path):
 def test_four_nodes_two_late_end_quorate(lab, runs, tmp_path):
     four, plan, answers = lab_with_answers(lab, tmp_path)
     deadline = time.monotonic() + TIMEOUT_S
-    current = start_all(four, answers, tmp_path, runs)
-    codes = wait_all(current, deadline)
+    with VersionWatcher(four, 1) as versions:
+        current = start_all(four, answers, tmp_path, runs)
+        codes = wait_all(current, deadline)
     assert_cluster(four, plan, current, codes)
     assert_core_imports_only(runs)
+    # The three joiners were all ready when the first of them took n1's join lock: one
+    # configuration change for the three (pvestrap.apply.batch), not one each.
+    assert versions.seen == [1, 2], [tail(r) for r in current.values()]
 
     # A finished node does nothing: the script exits 0 at once, nothing changes.
     before = four.node(1).path("/etc/corosync/corosync.conf").read_bytes()

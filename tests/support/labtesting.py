@@ -22,9 +22,12 @@ import time
 
 import pytest
 
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.errors import PvestrapError
 from pvestrap.lab import teardown
 from pvestrap.lab.hostcheck import diagnose, new_prefix, pve_unavailable, unavailable
 from pvestrap.lab.lab import Lab
+from pvestrap.paths import COROSYNC_CONF
 
 @pytest.fixture
 def lab(request):
@@ -111,6 +114,34 @@ class QuorumWatcher:
             self._stop.wait(0.1)
 
     def __enter__(self) -> "QuorumWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+class VersionWatcher:
+    """Every config_version a node's corosync.conf has, in order, read every 20 ms."""
+
+    def __init__(self, lab, node: int = 1):
+        self.path = lab.node(node).path(COROSYNC_CONF)
+        self.seen: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                version = CorosyncConf.parse(self.path.read_text()).config_version
+            except (OSError, PvestrapError):
+                version = None  # between the .new and the rename
+            if version is not None and (not self.seen or self.seen[-1] != version):
+                self.seen.append(version)
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> "VersionWatcher":
         self._thread.start()
         return self
 

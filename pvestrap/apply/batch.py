@@ -1,0 +1,238 @@
+"""Batched membership (plain corosync): the joiners that wait together join in one change.
+
+Every joiner of an unattended join (`apply --yes`, first boot) waits for the member's join lock
+through a queue on that member: while it waits, an entry /run/pvestrap/join-queue/NAME, which it
+holds with a shared flock (the kernel lets go when its session ends, so a dead joiner is never
+taken for a waiting one), says which node it is. The joiner that gets the lock (the holder) adds
+itself and every joiner waiting in the queue to the cluster's corosync.conf in ONE change: one
+config_version bump, one write per member, one reload (remote.MembersStep, the same edit a single
+join makes). Then it marks those joiners `NAME.batched`; each of them stops waiting, finds itself
+in the cluster's corosync.conf as planned and finishes on its own node without the lock (install
+conf and authkey, start corosync, wait for quorum), all of them at the same time. A joiner that
+arrives later waits for the lock and joins the normal way (corosync.join_steps).
+
+Only joiners that are in the holder's plan with the same nodeid and addresses, and that the
+cluster would accept one after the other (corosync.check_join), are batched. With a gather time
+(first boot, where every node is known to be on its way) the holder waits, bounded, until every
+planned node that is not in the cluster yet has queued.
+
+Rollback is per joiner: one that fails (its quorum wait, say) undoes its own steps on its own
+node and then leaves the cluster again: under the join lock it removes itself from the cluster's
+corosync.conf (one more bump, one write per member, one reload). The others stay members; the
+holder does the same when it fails, under the lock it still holds. A batched joiner waits until
+it is quorate (a majority of the batch's votes is there), not until every batched node is.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from pvestrap.apply import corosync as cs
+from pvestrap.apply.engine import Action, Step
+from pvestrap.apply.remote import (JOIN_LOCK, LOCK_LEASE_S, MemberAddress, MembersStep, Remote,
+                                   member_lock)
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.paths import COROSYNC_CONF
+from pvestrap.plan import ClusterPlan
+from pvestrap.system import System
+
+QUEUE_DIR = "/run/pvestrap/join-queue"
+GATHER_POLL_S = 0.3
+# The waiting joiner on the member (perl-base is Essential on Debian and Proxmox VE). Arguments:
+# lock file, queue entry, the entry's line, seconds to wait, lease seconds. Prints "locked" (and
+# then holds the lock as remote.LEASE_HOLDER does, while heartbeats arrive) or "batched"; exits 1
+# when the wait is over, at once when the joiner's session ends (stdin closes).
+WAITER = r"""use Fcntl qw(:flock); $| = 1;
+my ($lock, $entry, $line, $wait, $lease) = @ARGV;
+open(my $q, '>', $entry) or die "$entry: $!\n"; flock($q, LOCK_SH) or die "$entry: $!\n";
+syswrite($q, "$line\n");
+open(my $l, '>>', $lock) or die "$lock: $!\n";
+my $end = time + $wait; my $in = ''; vec($in, fileno(STDIN), 1) = 1;
+while (1) {
+  if (flock($l, LOCK_EX | LOCK_NB)) { unlink($entry); close($q); print "locked\n"; last; }
+  if (-e "$entry.batched") { unlink("$entry.batched", $entry); print "batched\n"; exit 0; }
+  exit 1 if time >= $end;
+  my $r = $in; if (select($r, undef, undef, 0.1) > 0) { sysread(STDIN, my $b, 64) or exit 0; }
+}
+$SIG{ALRM} = sub { exit 0 };
+while (1) { alarm($lease); sysread(STDIN, my $b, 64) or exit 0; }
+"""
+
+
+def entry_line(plan: ClusterPlan, name: str) -> str:
+    """What a queue entry says: the cluster and the node as the joiner's plan has it."""
+    node = plan.node(name)
+    addresses = " ".join(f"{n}={a}" for n, a in sorted(node.addresses.items()))
+    return f"{plan.cluster_name} {name} {node.nodeid} {addresses}"
+
+
+def waiter_script(plan: ClusterPlan, name: str, queue: str = QUEUE_DIR, lock: str = JOIN_LOCK
+                  ) -> Callable[[float], str]:
+    """The remote program remote.member_lock runs to wait in the queue for WAIT seconds."""
+    def script(wait: float) -> str:
+        return (f"mkdir -p {shlex.quote(queue)} && exec " + shlex.join(
+            ["perl", "-e", WAITER, lock, f"{queue}/{name}", entry_line(plan, name),
+             str(max(1, round(wait))), str(LOCK_LEASE_S)]))
+
+    return script
+
+
+def waiting_script(queue: str = QUEUE_DIR) -> str:
+    """Print 'waiting NAME LINE' for every entry whose joiner still holds it."""
+    q = shlex.quote(queue)
+    return (f"cd {q} 2>/dev/null || exit 0; for f in *; do case \"$f\" in '*'|*.batched) "
+            "continue;; esac; if ! flock -n -x \"$f\" true 2>/dev/null; then "
+            "printf 'waiting %s %s\\n' \"$f\" \"$(head -n1 -- \"$f\" | head -c 512)\"; fi; done")
+
+
+def parse_waiting(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        word, _, rest = line.partition(" ")
+        name, _, entry = rest.partition(" ")
+        if word == "waiting" and name:
+            out[name] = entry.strip()
+    return out
+
+
+def mark_script(names: Sequence[str], queue: str = QUEUE_DIR) -> str:
+    return "; ".join(["set -e", *(f": > {shlex.quote(f'{queue}/{n}.batched')}" for n in names)])
+
+
+def waiting(remote: Remote) -> dict[str, str]:
+    """The joiners queued on REMOTE right now: name -> their entry line."""
+    return parse_waiting(remote.run(waiting_script(), "list the joiners waiting in the queue",
+                                    mutates=False).stdout)
+
+
+def choose(plan: ClusterPlan, me: str, conf: CorosyncConf, snapshot: cs.ClusterSnapshot,
+           queued: dict[str, str]) -> tuple[CorosyncConf, tuple[str, ...]]:
+    """CONF with ME and every queued joiner the cluster accepts added (nodeid order), and
+    their names; entries that differ from this plan are left for the normal path."""
+    node = plan.node(me)
+    out = conf.add_node(me, dict(node.addresses), node.votes, node.nodeid)
+    names = []
+    for name in sorted((n for n in queued if n != me and plan.has_node(n)),
+                       key=lambda n: plan.node(n).nodeid):
+        if queued[name] != entry_line(plan, name) or cs.check_join(plan, name, out, snapshot):
+            continue
+        other = plan.node(name)
+        out = out.add_node(name, dict(other.addresses), other.votes, other.nodeid)
+        names.append(name)
+    return out, tuple(names)
+
+
+def gather(system: System, remote: Remote, plan: ClusterPlan, me: str, conf: CorosyncConf,
+           seconds: float) -> dict[str, str]:
+    """The queue; with SECONDS, polled until every planned node that is not in the cluster
+    yet waits in it, or SECONDS are over."""
+    listed = {str(n.name) for n in conf.nodes}
+    missing = {n.name for n in plan.nodes} - listed - {me}
+    found = waiting(remote)
+    if seconds <= 0 or missing <= set(found):
+        return found
+
+    def everyone() -> bool:
+        found.update(waiting(remote))
+        return missing <= set(found)
+
+    system.wait_until(everyone, seconds, GATHER_POLL_S, "the other joiners to queue")
+    return found
+
+
+def members_of(conf: CorosyncConf, leaving: str | None = None) -> tuple[MemberAddress, ...]:
+    return tuple(MemberAddress(str(n.name), n.addresses[min(n.addresses)])
+                 for n in conf.nodes if n.name != leaving)
+
+
+def leave(system: System, remote: Callable[[System, str], Remote], target: str,
+          node: str) -> None:
+    """NODE out of the cluster's corosync.conf again: one bump, every other member, one reload.
+    Call it holding the join lock."""
+    files = remote(system, target).read_files([COROSYNC_CONF], "read the cluster's corosync.conf")
+    text = (files[COROSYNC_CONF].data or b"").decode("utf-8", errors="replace")
+    conf = CorosyncConf.parse(text, f"{target}:{COROSYNC_CONF}")
+    if not any(n.name == node for n in conf.nodes):
+        return
+    after = conf.remove_node(node).bump_version().canonical()
+    MembersStep(members_of(conf, node), target, text, after, remote).apply(system)
+
+
+@dataclass(frozen=True)
+class BatchStep:
+    """The batch's one change of every member (MembersStep), then the batched joiners are told.
+    Undo takes only this node out again: the others may be members already."""
+
+    members: MembersStep
+    batched: tuple[str, ...]
+    node: str
+    id: str = "update-members"
+
+    @property
+    def description(self) -> str:
+        return (f"{self.members.description}, adding {self.node} and "
+                f"{', '.join(self.batched)} at once")
+
+    def plan(self, system: System) -> list[Action]:
+        return self.members.plan(system)
+
+    def apply(self, system: System) -> object:
+        memo = self.members.apply(system)
+        try:
+            self.members.remote(system, self.members.reload_at).run(
+                mark_script(self.batched), "tell the batched joiners")
+        except BaseException:
+            self.members.undo(system, memo)
+            raise
+        return memo
+
+    def undo(self, system: System, memo: object) -> None:
+        leave(system, self.members.remote, self.members.reload_at, self.node)
+
+
+def holder_steps(system: System, plan: ClusterPlan, node: str, snapshot: cs.ClusterSnapshot,
+                 service: cs.Service, remote: Callable[[System, str], Remote],
+                 timeouts: cs.CorosyncTimeouts, gather_s: float = 0.0
+                 ) -> tuple[list[Step], tuple[str, ...]]:
+    """The join of the lock's holder: corosync.join_steps when nobody else waits (or when it
+    resumes), else the batch's steps; and the batched joiners' names."""
+    single = cs.join_steps(plan, node, snapshot, service, remote, timeouts)  # refuses first
+    if not isinstance(single[0], MembersStep):
+        return single, ()
+    conf = CorosyncConf.parse(snapshot.conf_text, f"{snapshot.address}:{COROSYNC_CONF}")
+    queued = gather(system, remote(system, snapshot.address), plan, node, conf, gather_s)
+    new, names = choose(plan, node, conf, snapshot, queued)
+    if not names:
+        return single, ()
+    text = new.bump_version().canonical()
+    members = MembersStep(members_of(conf), snapshot.address, snapshot.conf_text, text, remote)
+    t = timeouts
+    return [BatchStep(members, names, node), cs.InstallStep(text, snapshot.authkey),
+            cs.StartStep(service, restart=False, timeout=t.service),
+            cs.WaitQuorumStep(None, t.quorum, t.poll)], names
+
+
+def batched_steps(plan: ClusterPlan, node: str, snapshot: cs.ClusterSnapshot,
+                  service: cs.Service, timeouts: cs.CorosyncTimeouts) -> list[Step] | None:
+    """A batched joiner's own part; None when the cluster does not list it as planned (a
+    stale mark): then it joins the normal way."""
+    conf = CorosyncConf.parse(snapshot.conf_text, f"{snapshot.address}:{COROSYNC_CONF}")
+    if not cs.is_listed_as_planned(plan, node, conf):
+        return None
+    t = timeouts
+    return [cs.InstallStep(snapshot.conf_text, snapshot.authkey),
+            cs.StartStep(service, restart=False, timeout=t.service),
+            cs.WaitQuorumStep(None, t.quorum, t.poll)]
+
+
+def leave_locked(system: System, remote: Callable[[System, str], Remote], target: str,
+                 node: str, timeouts: cs.CorosyncTimeouts,
+                 notify: Callable[[str], None] | None = None) -> None:
+    """A batched joiner that failed: under the join lock, out of the cluster again."""
+    lock = member_lock(system, remote(system, target), wait=timeouts.lock_wait,
+                       retries=timeouts.lock_retries, backoff=timeouts.backoff, notify=notify)
+    with lock:
+        leave(system, remote, target, node)
+
