@@ -17,6 +17,9 @@ target and the QDevice run in the same loop. The ICMP second opinion (latency.ic
 where UDP got no answer) and duplicate address detection (addresses.detect) are called from
 measure() too.
 
+The requests and results (targets, settings, Measurements) are values in
+pvestrap.checks.probe_model, re-exported here.
+
 API, as the runner uses it:
     req = request_from_plan(plan, node, ProbeSettings(duration_s=3.0))
       or ProbeRequest(node, udp_targets(peers, sources), tcp=(...), addresses=(...))
@@ -33,247 +36,41 @@ import selectors
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Callable
 
 from pvestrap.checks import probe as wire
+from pvestrap.checks.probe_model import (BASE_PORT, PROBES_KEY, DadResult, DadTarget, IcmpResult,
+                                         Measurements, MtuResult, PortResult, ProbeRequest,
+                                         ProbeSettings, Target, TcpResult, TcpTarget, family_of,
+                                         measurements, overhead, udp_targets)
 
 if TYPE_CHECKING:
-    from pvestrap.checks.base import Context
     from pvestrap.plan import ClusterPlan
 
-PROBES_KEY = "network"
-BASE_PORT = 5405
+__all__ = [  # the engine, and the request and result values it re-exports
+    "new_session", "Exchange", "Loop", "measure", "request_from_plan", "main",
+    "PROBES_KEY",
+    "BASE_PORT",
+    "family_of",
+    "overhead",
+    "Target",
+    "TcpTarget",
+    "DadTarget",
+    "ProbeSettings",
+    "ProbeRequest",
+    "PortResult",
+    "MtuResult",
+    "IcmpResult",
+    "TcpResult",
+    "DadResult",
+    "Measurements",
+    "measurements",
+    "udp_targets",
+]
+
 _NS = 1_000_000_000
 _SLACK = 1_000_000  # with an estimated clock shift a kernel stamp may seem up to 1 ms late
-
-
-def family_of(address: str) -> int:
-    return socket.AF_INET6 if ":" in address else socket.AF_INET
-
-
-def overhead(family: int) -> int:
-    """IP + UDP header bytes: payload + overhead = the packet size an MTU limits."""
-    return 48 if family == socket.AF_INET6 else 28
-
-
-# -- what to measure ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Target:
-    """One UDP port of one peer on one link; source: this node's own address on that link."""
-
-    peer: str
-    link: int
-    port: int
-    address: str
-    source: str | None = None
-    legacy: bool = False
-
-
-@dataclass(frozen=True)
-class TcpTarget:
-    """purpose: join-api (8006), join-ssh (22) or qdevice (5403)."""
-
-    name: str
-    address: str
-    port: int
-    purpose: str
-
-
-@dataclass(frozen=True)
-class DadTarget:
-    """An address the plan will put on `interface` (duplicate address detection)."""
-
-    address: str
-    interface: str | None
-    link: int | None = None
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    duration_s: float = 3.0  # how long latency samples are taken
-    interval_s: float = 0.05  # between probes to one target
-    reply_timeout_s: float = 1.0  # how long the last probe may take
-    mtu: bool = True
-    mtu_step_timeout_s: float = 0.2
-    tcp_timeout_s: float = 2.0
-    icmp: bool = True  # ping where UDP got no answer
-    icmp_count: int = 4
-    icmp_timeout_s: float = 0.5
-    dad_wait_s: float = 1.0
-
-    @property
-    def count(self) -> int:
-        return max(1, round(self.duration_s / self.interval_s))
-
-
-@dataclass(frozen=True)
-class ProbeRequest:
-    node: str | None
-    targets: tuple[Target, ...] = ()
-    tcp: tuple[TcpTarget, ...] = ()
-    addresses: tuple[DadTarget, ...] = ()
-    settings: ProbeSettings = field(default_factory=ProbeSettings)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ProbeRequest":
-        return cls(data.get("node"),
-                   tuple(_revive(Target, t) for t in data.get("targets", ())),
-                   tuple(_revive(TcpTarget, t) for t in data.get("tcp", ())),
-                   tuple(_revive(DadTarget, t) for t in data.get("addresses", ())),
-                   _revive(ProbeSettings, data.get("settings", {})))
-
-
-# -- what was measured ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class PortResult:
-    """state: open (answered), closed (ICMP port unreachable), filtered (silence),
-    unreachable (no route / no neighbour), error (e.g. the source address is not local).
-    rtts_ms: per reply, in arrival order; offset_s/delay_ms: the best (least delayed) sample."""
-
-    peer: str
-    link: int
-    port: int
-    address: str
-    source: str | None
-    legacy: bool
-    state: str
-    sent: int
-    received: int
-    rtts_ms: tuple[float, ...] = ()
-    offset_s: float | None = None
-    delay_ms: float | None = None
-    error: str | None = None
-
-    @property
-    def loss_pct(self) -> float:
-        return 100.0 * (self.sent - self.received) / self.sent if self.sent else 0.0
-
-
-@dataclass(frozen=True)
-class MtuResult:
-    """Largest UDP payloads that passed with DF set: out (forward) and back (reverse, searched
-    up to forward only, since a reply is never larger than its probe). local_mtu: MTU of our
-    interface the replies arrived on (the route MTU if none came); peer_mtu: MTU of the
-    interface the probes arrived on over there (0: unknown)."""
-
-    peer: str
-    link: int
-    port: int
-    address: str
-    local_mtu: int
-    peer_mtu: int
-    forward_payload: int | None
-    reverse_payload: int | None
-    error: str | None = None
-
-    @property
-    def family(self) -> int:
-        return family_of(self.address)
-
-    def mtu(self, payload: int | None) -> int | None:
-        return None if payload is None else payload + overhead(self.family)
-
-
-@dataclass(frozen=True)
-class IcmpResult:
-    peer: str
-    link: int
-    address: str
-    sent: int
-    received: int
-    rtts_ms: tuple[float, ...] = ()
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class TcpResult:
-    """state: open, closed (RST), filtered (no answer), unreachable, error."""
-
-    name: str
-    address: str
-    port: int
-    purpose: str
-    state: str
-    connect_ms: float | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class DadResult:
-    """state: free, in-use (someone answered: mac), assigned (already ours), error/skipped."""
-
-    address: str
-    interface: str | None
-    link: int | None
-    state: str
-    mac: str | None = None
-    error: str | None = None
-
-
-_PARTS = {"udp": PortResult, "mtu": MtuResult, "icmp": IcmpResult, "tcp": TcpResult,
-          "dad": DadResult}
-
-
-@dataclass(frozen=True)
-class Measurements:
-    """Everything one node measured; the network checks read nothing else."""
-
-    node: str | None
-    started: float  # wall clock, seconds
-    duration_s: float
-    udp: tuple[PortResult, ...] = ()
-    mtu: tuple[MtuResult, ...] = ()
-    icmp: tuple[IcmpResult, ...] = ()
-    tcp: tuple[TcpResult, ...] = ()
-    dad: tuple[DadResult, ...] = ()
-    settings: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Measurements":
-        parts = {}
-        for name, kind in _PARTS.items():
-            parts[name] = tuple(_revive(kind, item) for item in data.get(name, ()))
-        return cls(data.get("node"), float(data.get("started", 0.0)),
-                   float(data.get("duration_s", 0.0)), settings=dict(data.get("settings", {})),
-                   **parts)
-
-
-def _revive(kind: type, item: Mapping[str, Any]):
-    known = {f.name for f in fields(kind)}
-    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in item.items() if k in known}
-    return kind(**values)
-
-
-def measurements(ctx: "Context") -> Measurements | None:
-    """The probe results in a check context (a Measurements, or its JSON form), else None."""
-    found = ctx.probes.get(PROBES_KEY) if ctx.probes else None
-    if isinstance(found, Mapping):
-        return Measurements.from_dict(found)
-    return found
-
-
-# -- building requests ---------------------------------------------------------------------------
-
-def udp_targets(peers: Mapping[str, Mapping[int, str]], sources: Mapping[int, str] | None = None,
-                *, base_port: int = BASE_PORT, legacy: bool = True) -> tuple[Target, ...]:
-    """Targets for every peer and link: the link's port (base + N) and, if legacy, base - 1."""
-    out = []
-    for peer in sorted(peers):
-        for link, address in sorted(peers[peer].items()):
-            source = (sources or {}).get(link)
-            out.append(Target(peer, link, base_port + link, address, source))
-            if legacy:
-                out.append(Target(peer, link, base_port - 1, address, source, legacy=True))
-    return tuple(out)
 
 
 def request_from_plan(plan: "ClusterPlan", node: str,
@@ -337,7 +134,10 @@ class Exchange:
 
     def send(self, seq: int, size: int = wire.PROBE_MIN,
              reply_size: int = wire.REPLY_MIN) -> int | None:
-        """Send one probe; its t1, or None when the kernel refused it (EMSGSIZE, an error)."""
+        """Send one probe; its t1, or None when the kernel refused it (EMSGSIZE, an error) or
+        there is no socket (self.error says why)."""
+        if self.sock is None:
+            return None
         probe = wire.Probe(self.session, seq, 0, size, reply_size)
         data, t1 = wire.encode_probe(self.token, probe, clock=time.time_ns)
         try:
@@ -455,11 +255,9 @@ def measure(request: ProbeRequest, token: wire.Token,
     kclock = wire.kernel_clock_offset()
     exchanges = [Exchange(t, token, new_session(), True, kclock) for t in request.targets]
     flows = [latency.LatencyFlow(ex, settings, t0, start_mtu) for ex in exchanges]
-    for flow in flows:
-        loop.add(flow)
     tcp_flows = [tcp.ConnectFlow(t, settings.tcp_timeout_s) for t in request.tcp]
-    for flow in tcp_flows:
-        loop.add(flow)
+    for each in (*flows, *tcp_flows):
+        loop.add(each)
     dad: list = []
     dad_thread = threading.Thread(
         target=lambda: dad.extend(addresses.detect(request.addresses, settings.dad_wait_s)),
