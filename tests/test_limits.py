@@ -17,9 +17,6 @@ MAX_FUNCTION_LINES = 60
 KNOWN = {
     "pvestrap/apply/links.py": 533,
     "pvestrap/apply/corosync.py": 519,
-    "pvestrap/commands/doctor.py:command": 62,
-    "pvestrap/commands/firstboot.py:command": 61,
-    "pvestrap/commands/responder.py:command": 67,
 }
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import sys
+
 import typer
 
 
@@ -34,10 +38,6 @@ def command(
     leftovers of removed nodes, time. Changes nothing. Exit 0 no FAIL, 1 any FAIL, 3 only
     warnings with --strict, 2 bad input.
     """
-    import os
-    import shlex
-    import sys
-
     from pvestrap.errors import UserError
 
     if agent:
@@ -45,11 +45,7 @@ def command(
 
         return agent_main()
     if list_checks:
-        from pvestrap.doctor.run import catalogue
-
-        for check_id, family, title in catalogue():
-            print(f"{check_id:18} {family:10} {title}")
-        return 0
+        return _list_checks()
     if not os.path.isdir(root):
         raise UserError(f"--root {root!r} is not a folder", code="doctor-root-missing",
                         remedy="give the folder that holds etc/corosync (default /)")
@@ -58,7 +54,6 @@ def command(
     from pvestrap.doctor import run
 
     check_ignore_ids(ignore or (), [check_id for check_id, _, _ in run.catalogue()])
-
     if mesh:
         say = (lambda m: print(f"  {m}", file=sys.stderr)) if sys.stderr.isatty() else None
         report = run.run_mesh(root, window, latency_ms, ignore or [],
@@ -67,3 +62,12 @@ def command(
         report = run.run_local(root, window, latency_ms, ignore or [])
     emit(report, json_out, junit, html)
     return report.exit_code(strict)
+
+
+def _list_checks() -> int:
+    """--list-checks: every check doctor runs, one a line (id, family, title)."""
+    from pvestrap.doctor.run import catalogue
+
+    for check_id, family, title in catalogue():
+        print(f"{check_id:18} {family:10} {title}")
+    return 0

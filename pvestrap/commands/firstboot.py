@@ -7,7 +7,7 @@ tests/test_firstboot.py keeps the two option lists in step.
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Mapping, Optional
 
 import typer
 
@@ -56,20 +56,25 @@ def command(
     Idempotent: run it again after an interruption; a finished node does nothing.
     Exit 0 done, 1 failed (run again), 2 bad input.
     """
+    options = dict(locals())  # first: the options as typer gave them, nothing else
     from pvestrap.firstboot.entry import main
 
-    argv = ["--answers", answers]
-    for flag, value in (("--node", node), ("--peer-wait", peer_wait),
-                        ("--turn-wait", turn_wait), ("--apply-timeout", apply_timeout),
-                        ("--quorum-timeout", quorum_timeout), ("--linger", linger),
-                        ("--state-dir", state_dir), ("--token-file", token_file),
-                        ("--duration", duration), ("--corosync-start", corosync_start)):
-        if value is not None:
+    return main(entry_argv(options))
+
+
+def entry_argv(options: Mapping[str, object]) -> list[str]:
+    """The entry point's argv for the command's options: `--name value` for every option given
+    (name with '-' for '_'), `--name` for a switch that is on, `--name value` per list item."""
+    argv: list[str] = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                argv += [flag, str(item)]
+        else:
             argv += [flag, str(value)]
-    for check in ignore or ():
-        argv += ["--ignore", check]
-    if quiet:
-        argv.append("--quiet")
-    if debug:
-        argv.append("--debug")
-    return main(argv)
+    return argv

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sys
 from typing import List, Optional, Sequence
 
 import typer
@@ -39,44 +40,55 @@ def command(
     Unauthenticated datagrams get no answer, replies are never larger than the probe and are
     rate-limited per source; a port that corosync already owns is answered through a raw socket.
     """
-    import sys
-
     from pvestrap.checks import responder as rsp
-    from pvestrap.checks.probe import load_token
-
-    def log(message: str) -> None:
-        print(f"responder: {message}", file=sys.stderr, flush=True)
 
     if stop:
         pid = rsp.stop_running(pid_file)
-        log(f"stopped pid {pid}" if pid else "no responder was running")
+        _log(f"stopped pid {pid}" if pid else "no responder was running")
         return
-    _check_settings(ttl, rate, address or ())
-    if log_file:
-        log_file = os.path.abspath(log_file)  # the daemon changes to / before it opens it
-    config = rsp.ResponderConfig(
-        token=load_token(token, token_file), ports=_ports(port, answers, rsp),
-        addresses=tuple(address or ()), ttl_s=ttl, rate_pps=rate, burst=max(rate, 1.0))
+    config = _config(port, answers, address, token, token_file, ttl, rate)
     lock = rsp.PidLock(pid_file) if background else None
     if lock is not None and not lock.acquire():
-        log(f"already running (pid {rsp.PidLock(pid_file).holder()}): nothing to do")
+        _log(f"already running (pid {rsp.PidLock(pid_file).holder()}): nothing to do")
         return
-    server = rsp.Responder(config, log)
+    server = rsp.Responder(config, _log)
     server.open()
     if lock is not None:
-        pid = rsp.daemonize(lock, log_file)
+        # the daemon changes to / before it opens the log file
+        pid = rsp.daemonize(lock, os.path.abspath(log_file) if log_file else None)
         if pid is not None:
-            log(f"running in the background as pid {pid} for {ttl:g} s (pid file {pid_file})")
+            _log(f"running in the background as pid {pid} for {ttl:g} s (pid file {pid_file})")
             return
+    _serve(server)
+    if lock is not None:
+        os._exit(0)  # the daemon must not run the parent's exit handlers
+
+
+def _log(message: str) -> None:
+    print(f"responder: {message}", file=sys.stderr, flush=True)
+
+
+def _config(port: Optional[List[int]], answers: Optional[str], address: Optional[List[str]],
+            token: Optional[str], token_file: Optional[str], ttl: float, rate: float):
+    """The responder's settings from the options, checked (UserError on a bad one)."""
+    from pvestrap.checks import responder as rsp
+    from pvestrap.checks.probe import load_token
+
+    _check_settings(ttl, rate, address or ())
+    return rsp.ResponderConfig(
+        token=load_token(token, token_file), ports=_ports(port, answers, rsp),
+        addresses=tuple(address or ()), ttl_s=ttl, rate_pps=rate, burst=max(rate, 1.0))
+
+
+def _serve(server) -> None:
+    """Answer until the TTL runs out, then say what was answered and what was dropped."""
     try:
         stats = server.serve()
     finally:
         server.close()
-    log(f"answered {stats.answered}, dropped {stats.rejected} unauthenticated, "
-        f"{stats.stale} stale, {stats.replayed} replayed, rate-limited {stats.rate_limited} "
-        f"(per source) and {stats.over_budget} (all sources)")
-    if lock is not None:
-        os._exit(0)  # the daemon must not run the parent's exit handlers
+    _log(f"answered {stats.answered}, dropped {stats.rejected} unauthenticated, "
+         f"{stats.stale} stale, {stats.replayed} replayed, rate-limited {stats.rate_limited} "
+         f"(per source) and {stats.over_budget} (all sources)")
 
 
 def _check_settings(ttl: float, rate: float, addresses: Sequence[str]) -> None:
