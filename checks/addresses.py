@@ -24,7 +24,7 @@ import struct
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from pvestrap.checks import prober
 from pvestrap.checks.base import Context
@@ -108,7 +108,8 @@ def _mac_text(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-def _listen(sock: socket.socket, frames: list[bytes], wait_s: float, match) -> bytes | None:
+def _listen(sock: socket.socket, frames: list[bytes], wait_s: float,
+            match: Callable[[bytes], str | None]) -> str | None:
     """Send the frames spread over wait_s and return the first answer `match` accepts."""
     deadline = time.monotonic() + wait_s
     gap = wait_s / len(frames)

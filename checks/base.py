@@ -35,8 +35,17 @@ class Context:
 
 @runtime_checkable
 class Check(Protocol):
-    id: str  # stable, kebab-case; what --ignore names
-    family: str  # report section: identity, timesync, nics, ports, latency, mtu, ...
-    title: str  # one line for --help and reports
+    # Read-only members, so that a check may give them as class variables (ClassVar) or not.
+    @property
+    def id(self) -> str:  # stable, kebab-case; what --ignore names
+        ...
+
+    @property
+    def family(self) -> str:  # report section: identity, timesync, nics, ports, latency, mtu, ...
+        ...
+
+    @property
+    def title(self) -> str:  # one line for --help and reports
+        ...
 
     def run(self, ctx: Context) -> "Sequence[Finding]": ...

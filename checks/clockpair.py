@@ -42,17 +42,18 @@ class ClockPairCheck:
         limits = thresholds_of(ctx)
         best: dict[str, prober.PortResult] = {}
         for r in found.udp:
+            held = best.get(r.peer)
             if r.offset_s is None:
                 best.setdefault(r.peer, r)
-            elif best.get(r.peer) is None or best[r.peer].delay_ms is None \
-                    or r.delay_ms < best[r.peer].delay_ms:
+            elif held is None or held.delay_ms is None or (
+                    r.delay_ms is not None and r.delay_ms < held.delay_ms):
                 best[r.peer] = r
         return [_finding(me, peer, r, limits) for peer, r in sorted(best.items())]
 
 
 def _finding(me: str, peer: str, r: "prober.PortResult", limits) -> Finding:
     subject = f"{me}->{peer}"
-    if r.offset_s is None:
+    if r.offset_s is None or r.delay_ms is None:  # both come from the least delayed sample
         return Finding("clock-offset-unmeasured", Severity.SKIP, f"no probe to {peer} was "
                        "answered, so the clock offset is unknown", subject, payload={"peer": peer})
     offset = r.offset_s

@@ -114,7 +114,8 @@ class LatencyFlow:
         self.ex, self.sock, self.settings = ex, ex.sock, settings
         self.count = settings.count
         self.next_at = start + random.uniform(0, settings.interval_s)
-        self.sent, self.pending = 0, {}
+        self.sent = 0
+        self.pending: dict[int, int] = {}
         self.rtts: list[float] = []
         self.best: tuple[float, float] | None = None  # (delay_ms, offset_s)
         self.on_first_reply = on_first_reply
@@ -199,27 +200,28 @@ class LatencyCheck:
 
 def judge(subject: str, peer: str, link: int, r: "prober.PortResult",
           limits: Thresholds) -> list[Finding]:
-    payload = {"peer": peer, "link": link, "port": r.port, **stats(r.rtts_ms),
+    measured = stats(r.rtts_ms)
+    payload = {"peer": peer, "link": link, "port": r.port, **measured,
                "loss_pct": round(r.loss_pct, 2), "samples": r.received, "sent": r.sent,
                "limit_ms": limits.latency_fail_ms}
     summary = (f"median {payload['median_ms']} ms to {peer} on link{link} (min "
                f"{payload['min_ms']}, p99 {payload['p99_ms']}, max {payload['max_ms']}, jitter "
                f"{payload['jitter_ms']} ms, loss {payload['loss_pct']} %, {r.received} samples)")
     out = []
-    if payload["median_ms"] > limits.latency_fail_ms:
+    if measured["median_ms"] > limits.latency_fail_ms:
         out.append(Finding(
             "latency-high", Severity.FAIL, f"{summary}: above the {limits.latency_fail_ms:g} ms "
             f"limit; {GUIDANCE}", subject, payload=payload,
             remedy="give corosync a dedicated, switched low-latency network (its own NICs, not "
                    "shared with storage, backup or VM traffic, not routed or tunnelled); if the "
                    "latency is known and accepted, raise latency_fail_ms"))
-    if payload["jitter_ms"] > limits.jitter_warn_ms:
+    if measured["jitter_ms"] > limits.jitter_warn_ms:
         out.append(Finding(
             "latency-jitter", Severity.WARN, f"{summary}: jitter above "
             f"{limits.jitter_warn_ms:g} ms", subject, payload=payload,
             remedy="look for congestion on this link (shared with storage or migration "
                    "traffic, a busy switch); corosync's token timing suffers from jitter"))
-    loss = payload["loss_pct"]
+    loss = round(r.loss_pct, 2)
     if loss > limits.loss_warn_pct:
         severity = Severity.FAIL if loss > limits.loss_fail_pct else Severity.WARN
         out.append(Finding(

@@ -24,7 +24,7 @@ from pvestrap.checks import prober
 from pvestrap.checks.base import Context
 from pvestrap.findings import Finding, Severity
 
-KNET_MIN_MTU = {socket.AF_INET: 576, socket.AF_INET6: 1280}
+KNET_MIN_MTU: dict[int, int] = {socket.AF_INET: 576, socket.AF_INET6: 1280}
 PROBES_PER_STEP = 3
 
 
@@ -81,8 +81,9 @@ class MtuFlow:
         self.reverse: int | None = None
         self.local_mtu = self.peer_mtu = 0
         self.phase = "forward"
-        self.seq, self.size, self.step, self.deadline = 0, 0, set(), now
-        if self.done:
+        self.seq, self.size, self.deadline = 0, 0, now
+        self.step: set[int] = set()  # the seqs of the probes of the current size
+        if ex.sock is None:
             return
         family = prober.family_of(ex.target.address)
         wire.set_dont_fragment(ex.sock, family)
@@ -165,8 +166,7 @@ class MtuCheck:
             return [Finding("mtu-unmeasured", Severity.SKIP, "no probes were run",
                             ctx.node, remedy=None)]
         me = ctx.node or found.node or "this node"
-        out = [self._one(me, r) for r in found.mtu]
-        out = [f for group in out for f in group]
+        out = [f for r in found.mtu for f in self._one(me, r)]
         measured = {(r.peer, r.link) for r in found.mtu}
         for peer, link in sorted({(u.peer, u.link) for u in found.udp} - measured):
             out.append(Finding("mtu-unmeasured", Severity.SKIP, "no port of the peer answered "
@@ -212,7 +212,7 @@ class MtuCheck:
         return out
 
 
-def _asymmetry(r: "prober.MtuResult", fwd: int, rev: int | None, ends_differ: bool) -> str:
+def _asymmetry(r: "prober.MtuResult", fwd: int | None, rev: int | None, ends_differ: bool) -> str:
     if ends_differ:
         return (f"the ends of link{r.link} disagree: MTU {r.local_mtu} here, {r.peer_mtu} on "
                 f"{r.peer}; {fwd} bytes pass out, {rev} back")

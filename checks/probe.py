@@ -379,7 +379,7 @@ def tx_timestamps(sock) -> list[tuple[int, int, int]]:
     """
     import socket
 
-    out = []
+    out: list[tuple[int, int, int]] = []
     while True:
         try:
             data, anc, _flags, _addr = sock.recvmsg(256, 256,

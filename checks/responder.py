@@ -29,7 +29,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, cast
 
 from pvestrap.checks import probe as wire
 from pvestrap.checks.admission import MAX_RATE_PPS, MAX_TTL_S, Admission, check_setting
@@ -217,7 +217,7 @@ class Responder:
     def close(self) -> None:
         for key in list(self.selector.get_map().values()):
             self.selector.unregister(key.fileobj)
-            key.fileobj.close()
+            cast(socket.socket, key.fileobj).close()  # only sockets are registered
         self.selector.close()
 
     # -- serving -----------------------------------------------------------------------------
@@ -231,7 +231,7 @@ class Responder:
             for key, _ in self.selector.select(min(left, 0.2)):
                 kind, family = key.data
                 handler = self._on_socket if kind == "socket" else self._on_sniffed
-                handler(key.fileobj, family)
+                handler(cast(socket.socket, key.fileobj), family)
         return ResponderStats(**self.counts)
 
     def _times(self, arrival: wire.Arrival, user_rx: int) -> int:
@@ -306,6 +306,7 @@ class Responder:
 
     def _parse_raw(self, family: int, data: bytes, addr, arrival: wire.Arrival):
         """(src, dst, sport, dport, payload) of a datagram for a sniffed port, else None."""
+        dst: str | None
         if family == socket.AF_INET:
             if len(data) < 20:
                 return None
@@ -379,6 +380,7 @@ class PidLock:
             return None
         probe_lock = PidLock(self.path)
         if probe_lock.acquire():
+            assert probe_lock.fd is not None
             os.close(probe_lock.fd)  # nobody holds it: a leftover file
             return None
         return int(text) if text.isdigit() else None

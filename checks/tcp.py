@@ -83,6 +83,8 @@ class ConnectFlow:
         self._finish("filtered", "no answer")
 
     def on_event(self, now: float) -> None:
+        if self.sock is None:  # done at once: never registered with the loop
+            return
         code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code == 0:
             self.connect_ms = round((now - self.t0) * 1000, 3)

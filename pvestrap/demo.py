@@ -168,7 +168,7 @@ def run_firstboots(lab, answers_file: Path, opts: DemoOptions, out: Out
 
 
 def _pump(name: str, proc: subprocess.Popen, out: Out) -> None:
-    for line in proc.stdout:
+    for line in proc.stdout or ():  # started with stdout=PIPE
         out(f"  [{name}] {line.rstrip()}")
 
 

@@ -47,6 +47,13 @@ class ClusterGroup:
     plan: ClusterPlan | None = None
     error: PvestrapError | None = None
 
+    @property
+    def valid_plan(self) -> ClusterPlan:
+        """The plan, for code that takes valid groups only (a ValueError for an invalid one)."""
+        if self.plan is None:
+            raise ValueError(f"group {self.group} has no valid plan: {self.error}")
+        return self.plan
+
 
 
 def cluster_groups(export: Mapping[str, Any], parent: str = PARENT) -> list[ClusterGroup]:
@@ -133,8 +140,8 @@ def _address_clashes(groups: Sequence[ClusterGroup]) -> list[Finding]:
     valid = [g for g in groups if g.plan is not None]
     out: list[Finding] = []
     for a, b in itertools.combinations(valid, 2):
-        mine = {addr: n.name for n in a.plan.nodes for addr in n.addresses.values()}
-        for node in b.plan.nodes:
+        mine = {addr: n.name for n in a.valid_plan.nodes for addr in n.addresses.values()}
+        for node in b.valid_plan.nodes:
             for addr in node.addresses.values():
                 if addr in mine:
                     out.append(fail(
@@ -148,9 +155,12 @@ def _address_clashes(groups: Sequence[ClusterGroup]) -> list[Finding]:
 
 def _networks(a: ClusterGroup, b: ClusterGroup) -> list[Finding]:
     out = []
-    for la in a.plan.links:
-        for lb in b.plan.links:
-            na, nb = (ipaddress.ip_network(x.network, strict=False) for x in (la, lb))
+    for la in a.valid_plan.links:
+        for lb in b.valid_plan.links:
+            if la.network is None or lb.network is None:
+                continue  # a link without a network: its addresses are compared above
+            na = ipaddress.ip_network(la.network, strict=False)
+            nb = ipaddress.ip_network(lb.network, strict=False)
             if na.version != nb.version or not na.overlaps(nb):
                 continue
             where = f"{a.group} link{la.number} {na} / {b.group} link{lb.number} {nb}"

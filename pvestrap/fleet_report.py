@@ -24,18 +24,19 @@ HostResult = Mapping[str, Any]
 
 def cluster_report(group: ClusterGroup, results: Mapping[str, HostResult]) -> Report:
     """GROUP's nodes' reports merged into one (a missing result is a node that never reported)."""
+    plan = group.valid_plan
     nodes = []
-    for host, node in zip(group.hosts, (n.name for n in group.plan.nodes)):
+    for host, node in zip(group.hosts, (n.name for n in plan.nodes)):
         got = results.get(host) or {}
         report = got.get("report")
         if report and report.get("member"):
             report = {"sections": [{"name": "cluster", "findings": [passed(
-                "already-member", f"{node} already runs in cluster {group.plan.cluster_name}: "
+                "already-member", f"{node} already runs in cluster {plan.cluster_name}: "
                 "preflight skipped", node, check="fleet").as_dict()]}]}
         error = None if report else (got.get("error") or "no preflight result")
         nodes.append(NodeResult(node=node, report=report, error=error))
-    merged = merge(group.plan, nodes)
-    return Report(f"pvestrap preflight: cluster {group.plan.cluster_name} (group {group.group})",
+    merged = merge(plan, nodes)
+    return Report(f"pvestrap preflight: cluster {plan.cluster_name} (group {group.group})",
                   merged.sections, {**merged.meta, "group": group.group, "mode": "ansible"},
                   merged.matrices)
 
@@ -47,8 +48,8 @@ def fleet_summary(groups: Sequence[ClusterGroup], fleet_findings: Sequence[Findi
     for g in groups:
         report = reports[g.group]
         fails = report.count(Severity.FAIL)
-        subject = f"{g.group}: {g.plan.cluster_name}"
-        payload = {"group": g.group, "cluster": g.plan.cluster_name, "nodes": len(g.hosts),
+        subject = f"{g.group}: {g.valid_plan.cluster_name}"
+        payload = {"group": g.group, "cluster": g.valid_plan.cluster_name, "nodes": len(g.hosts),
                    "fail": fails, "warn": report.count(Severity.WARN)}
         if fails:
             first = next(f for f in report.findings if f.severity is Severity.FAIL)

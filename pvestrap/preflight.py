@@ -166,14 +166,14 @@ def planned_machine(machine: Machine, plan: ClusterPlan | None, node: str | None
     addresses on their NICs, so the local checks judge the planned link layout."""
     if plan is None or node is None or not plan.has_node(node):
         return machine
-    stanzas = {s.name: s for s in plan.node(node).interfaces if s.address}
-    if not stanzas:
+    planned_cidrs = {s.name: s.address for s in plan.node(node).interfaces if s.address}
+    if not planned_cidrs:
         return machine
     out = []
     for iface in machine.interfaces:
-        stanza = stanzas.get(iface.name)
-        if stanza is not None and not iface.has_address(stanza.address.split("/")[0]):
-            addr, _, prefix = stanza.address.partition("/")
+        cidr = planned_cidrs.get(iface.name)
+        if cidr and not iface.has_address(cidr.split("/")[0]):
+            addr, _, prefix = cidr.partition("/")
             planned = IfAddress(addr, int(prefix or 32), planned=True)
             iface = dataclasses.replace(iface, addresses=iface.addresses + (planned,))
         out.append(iface)
@@ -190,8 +190,8 @@ def matrices(plan: ClusterPlan, node: str | None,
     index = {n: i for i, n in enumerate(names)}
     out: dict[str, dict[str, Any]] = {}
     for link in plan.links:
-        grid = {key: [[None] * len(names) for _ in names] for key in ("rtt_ms", "state",
-                                                                       "loss_pct")}
+        grid: dict[str, list[list[Any]]] = {
+            key: [[None] * len(names) for _ in names] for key in ("rtt_ms", "state", "loss_pct")}
         for port in (measured.udp if measured is not None else ()):
             i, j = index.get(node or ""), index.get(port.peer)
             if port.link != link.number or port.legacy or i is None or j is None:

@@ -48,6 +48,10 @@ class RecordedWait:
 
 
 Record = Union[RecordedCommand, RecordedWrite, RecordedRemove, RecordedWait]
+# What a command answers (RecordingSystem.on): (returncode, stdout, stderr) or a
+# CompletedProcess, or a function (system, argv, input) that returns one of them.
+Reply = Union[tuple[int, str, str], "subprocess.CompletedProcess[str]"]
+Answer = Union[Reply, Callable[["RecordingSystem", tuple[str, ...], "str | None"], Reply]]
 
 
 def _record_command(argv: Sequence[Arg], input: Arg | None, mutates: bool) -> RecordedCommand:
@@ -167,10 +171,10 @@ class RecordingSystem(Queries):
         self.records: list[Record] = []
         self.secrets_seen: list[str] = []
         self.clock = 0.0
-        self._answers: list[tuple[tuple[str, ...], object]] = []
+        self._answers: list[tuple[tuple[str, ...], Answer]] = []
         self.fail_writes: set[str] = set()
 
-    def on(self, prefix: Sequence[str], answer: object) -> "RecordingSystem":
+    def on(self, prefix: Sequence[str], answer: Answer) -> "RecordingSystem":
         self._answers.insert(0, (tuple(prefix), answer))
         return self
 

@@ -19,7 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Mapping, Protocol, Sequence, Union
+from typing import Callable, Mapping, Protocol, Sequence, Union, overload
 
 from pvestrap.atomic import atomic_write
 from pvestrap.errors import OperationFailed
@@ -73,6 +73,14 @@ class CommandResult:
 
 
 Runner = Callable[[Sequence[str]], CommandResult]  # the read-only command seam
+
+
+@overload
+def reveal(value: Arg) -> str: ...
+
+
+@overload
+def reveal(value: Arg | None) -> str | None: ...
 
 
 def reveal(value: Arg | None) -> str | None:
@@ -256,6 +264,7 @@ class RealSystem(Queries):
                 out, err = proc.communicate(timeout=5)
             except subprocess.TimeoutExpired:  # a daemonized grandchild keeps the pipes open
                 out, err = "", ""
+            assert timeout is not None  # only a limit expires
             raise CommandTimeout(shown, timeout, _scrub(out, secrets),
                                  _scrub(err, secrets)) from None
         result = subprocess.CompletedProcess(shown, proc.returncode, _scrub(out, secrets),

@@ -225,8 +225,8 @@ def _ring(link) -> Finding:
 def _one_link(obs: Observed, number: int, nodeid: int, connected: bool, names: dict[int, str],
               stats: KnetLinkStats | None, threshold_ms: float) -> list[Finding]:
     name = names.get(nodeid, f"node{nodeid}")
-    peer_link = obs.peers.peer(nodeid).link(number) if obs.peers and obs.peers.peer(nodeid) \
-        else None
+    reachable = obs.peers.peer(nodeid) if obs.peers else None
+    peer_link = reachable.link(number) if reachable else None
     payload: dict[str, Any] = {
         "link": number, "peer": name, "nodeid": nodeid,
         "from": names.get(obs.local_nodeid or -1), "state": "connected" if connected
@@ -290,8 +290,8 @@ def matrices(obs: Observed, latency_warn_ms: float = LATENCY_WARN_MS) -> dict[st
     stats = {(s.nodeid, s.link): s for s in obs.knet}
     out: dict[str, Any] = {}
     for link in obs.links.links:
-        rtt = [[None] * len(order) for _ in order]
-        state = [[None] * len(order) for _ in order]
+        rtt: list[list[float | None]] = [[None] * len(order) for _ in order]
+        state: list[list[str | None]] = [[None] * len(order) for _ in order]
         for peer in link.peers:
             if row is None or peer.nodeid not in order or peer.nodeid == obs.local_nodeid:
                 continue
@@ -425,18 +425,18 @@ def ping_findings(node: str, peer: str, link: int, source: str, target: str,
     """ICMP from NODE's new address to PEER's (`ping -q` output): reachable, lossy or not."""
     loss = _PING_LOSS.search(output or "")
     rtt = _PING_RTT.search(output or "")
-    payload = {"from": source, "to": target, "link": link,
-               "loss_pct": float(loss.group(1)) if loss else None,
+    loss_pct = float(loss.group(1)) if loss else None
+    payload = {"from": source, "to": target, "link": link, "loss_pct": loss_pct,
                "rtt_avg_ms": float(rtt.group(2)) if rtt else None,
                "rtt_max_ms": float(rtt.group(3)) if rtt else None}
     subject = f"{node}->{peer}/link{link}"
-    if loss is None or payload["loss_pct"] >= 100.0:
+    if loss_pct is None or loss_pct >= 100.0:
         return [fail("link-peer-unreachable", f"{node} cannot reach {peer} at {target} from "
                      f"{source}", subject, payload=payload,
                      remedy="check cabling, VLANs, switch ports and firewalls of the new "
                             "network between these two nodes")]
-    if payload["loss_pct"] > 0:
-        return [warn("link-peer-loss", f"{payload['loss_pct']:g}% of pings from {node} to "
+    if loss_pct > 0:
+        return [warn("link-peer-loss", f"{loss_pct:g}% of pings from {node} to "
                      f"{peer} on the new network were lost", subject, payload=payload,
                      remedy="corosync needs a loss-free network: find the lossy hop")]
     return [Finding("link-peer-reachable", Severity.PASS, f"{node} reaches {peer} at {target}"

@@ -53,13 +53,14 @@ def qdevice_findings(obs: Any, system: System | None = None,
     if tool is None and system is not None:
         tool = read_tool(system)
     member = next((m for m in (quorum.members if quorum else ()) if m.is_qdevice), None)
-    payload = {"host": (device or {}).get("host"), "algorithm": (device or {}).get("algorithm"),
-               "tie_breaker": (device or {}).get("tie_breaker", "lowest"),
-               "configured": device is not None, "counted": counted,
-               "votes": member.votes if member else None,
-               "expected_votes": quorum.expected_votes if quorum else None,
-               "total_votes": quorum.total_votes if quorum else None,
-               "state": (tool or {}).get("State"), "flags": {}}
+    payload: dict[str, Any] = {
+        "host": (device or {}).get("host"), "algorithm": (device or {}).get("algorithm"),
+        "tie_breaker": (device or {}).get("tie_breaker", "lowest"),
+        "configured": device is not None, "counted": counted,
+        "votes": member.votes if member else None,
+        "expected_votes": quorum.expected_votes if quorum else None,
+        "total_votes": quorum.total_votes if quorum else None,
+        "state": (tool or {}).get("State"), "flags": {}}
     out = [_connection(payload, tool, counted)]
     for node in (quorum.nodes_only if quorum else ()):
         flags = (node.qdevice or "").split(",") if node.qdevice else []

@@ -127,3 +127,17 @@ def test_reports_merge_each_cluster_and_summarise_the_fleet(tmp_path):
     assert "b-n4: preflight on b-n4: 1 FAIL" in lines["gb: beta"]["message"]
     beta = json.loads((tmp_path / "gb.json").read_text())
     assert beta["summary"]["failures"] == 1 and set(beta["matrices"]) == {"link0", "link1"}
+
+
+def test_links_without_a_network_are_compared_by_their_addresses_only():
+    # pvestrap_links may leave out a link's network; the overlap check once fed None to
+    # ipaddress.ip_network and crashed the whole fleet check.
+    bare = [{"number": 0}, {"number": 1}]
+    doc = export({"ga": ("alpha", ["a-n1"]), "gb": ("beta", ["b-n2"])},
+                 parent_vars={"pvestrap_links": bare})
+    groups = fleet.cluster_groups(doc)
+    assert all(g.plan is not None and g.plan.links[0].network is None for g in groups)
+    assert codes(groups) == []
+    clash = export({"ga": ("alpha", ["a-n1"]), "gb": ("beta", ["b-n1"])},
+                   parent_vars={"pvestrap_links": bare})
+    assert codes(fleet.cluster_groups(clash)) == ["fleet-address-duplicate"] * 2

@@ -27,7 +27,7 @@ class QnetdCaStep:
 
     @property
     def description(self) -> str:
-        return f"the qnetd CA on {self.change.qdevice.host} (corosync-qnetd-certutil -i)"
+        return f"the qnetd CA on {self.change.host} (corosync-qnetd-certutil -i)"
 
     def _exists(self, system: System) -> bool:
         out = self.change.qnetd(system).run(show_script([model.CA_CERT]), "look for the CA",
@@ -83,7 +83,7 @@ class NodeDbStep:
         ca = self.change.qnetd(system).read_files([model.CA_CERT], "read the qnetd CA")
         data = ca[model.CA_CERT].data
         if data is None:
-            raise OperationFailed(f"{self.change.qdevice.host} has no {model.CA_CERT}",
+            raise OperationFailed(f"{self.change.host} has no {model.CA_CERT}",
                                   code="qdevice-no-ca")
         script = (dir_snapshot_script(model.QDEVICE_DIR) + f"; rm -rf {model.NODE_DB}; "
                   + with_file(f"{QDEVICE_CERTUTIL} -i -c \"$f\" >&2"))
@@ -116,7 +116,7 @@ class ClusterCertStep:
     @property
     def description(self) -> str:
         return (f"the cluster certificate: requested here, signed by the qnetd CA on "
-                f"{self.change.qdevice.host}, imported here")
+                f"{self.change.host}, imported here")
 
     def plan(self, system: System) -> list[Action]:
         name = shlex.quote(self.change.name)

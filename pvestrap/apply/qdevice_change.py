@@ -49,10 +49,15 @@ class QdeviceChange:
     def name(self) -> str:
         return str(self.before.cluster_name)
 
-    def qnetd(self, system: System, control_path: str | None = None) -> Remote:
+    @property
+    def host(self) -> str:
+        """The qnetd host of a setup (a removal's change may name no QDevice)."""
         assert self.qdevice is not None
+        return self.qdevice.host
+
+    def qnetd(self, system: System, control_path: str | None = None) -> Remote:
         t = self.cluster.timeouts
-        return Remote(system, self.qdevice.host, timeout=t.remote, connect_timeout=t.connect,
+        return Remote(system, self.host, timeout=t.remote, connect_timeout=t.connect,
                       control_path=control_path)
 
     def diff(self) -> Change:

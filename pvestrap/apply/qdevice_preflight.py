@@ -99,7 +99,8 @@ def preflight(system: System, change: QdeviceChange, force: bool = False) -> lis
     measured = links.each(cluster.members, one)
     addresses = {a: str(n.name) for n in change.before.nodes for a in n.addresses.values()}
     out = list(host_side(system, change, addresses))
-    ports, installed, stores = {}, {}, []
+    ports: dict[str, tuple[str, float | None]] = {}
+    installed, stores = {}, []
     for name, found in measured.items():
         if "error" in found:
             ports[name] = (f"error: {found['error']}", None)
@@ -116,7 +117,7 @@ def preflight(system: System, change: QdeviceChange, force: bool = False) -> lis
 
 
 def host_side(system: System, change: QdeviceChange, addresses: dict[str, str]) -> list[Finding]:
-    host = change.qdevice.host
+    host = change.host
     if host in addresses:
         return checks.host_findings(host, addresses, None)
     script = ("command -v corosync-qnetd >/dev/null && echo inst=yes || echo inst=no; "

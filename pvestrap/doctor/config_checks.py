@@ -83,8 +83,10 @@ def _link_networks(node: NodeView, conf) -> dict[int, Any]:
     """link -> the network of the interface holding this node's link address."""
     me = next((n for n in conf.nodes if n.name == node.name), None)
     machine = node.machine
-    out = {}
-    for link, address in (me.addresses.items() if me and machine else ()):
+    out: dict[int, Any] = {}
+    if me is None or machine is None:
+        return out
+    for link, address in me.addresses.items():
         for iface in machine.carrying(address):
             for a in iface.addresses:
                 if a.address == address:
@@ -177,7 +179,8 @@ class LinkHostnamesCheck:
         conf = view.conf
         if conf is None:
             return []
-        owners = {a: (n.name, link) for n in conf.nodes for link, a in n.addresses.items()}
+        owners = {a: (n.name or "?", link) for n in conf.nodes
+                  for link, a in n.addresses.items()}
         names = sorted({a for node in view.nodes.values() for a in
                         (node.facts.get("resolved") or {})})
         out = []
@@ -262,9 +265,9 @@ class TokenCheck:
             return []
         totem = conf.tree.section("totem")
         n = len(conf.nodes)
-        token = int(totem.get("token", "3000")) if totem and (totem.get("token") or
-                                                              "3000").isdigit() else 3000
-        coeff_text = totem.get("token_coefficient", "650") if totem else "650"
+        token_text = (totem.get("token") if totem else None) or "3000"
+        token = int(token_text) if token_text.isdigit() else 3000
+        coeff_text = (totem.get("token_coefficient") if totem else None) or "650"
         t = token_timing(n, token, int(coeff_text) if coeff_text.isdigit() else 650)
         running = me.runtime(F.RUNTIME_TOTEM, "runtime.config.totem.token")
         consensus = me.runtime(F.RUNTIME_TOTEM, "runtime.config.totem.consensus")

@@ -100,8 +100,8 @@ def matrices(view: DoctorView) -> dict[str, dict[str, Any]]:
     index = {n: i for i, n in enumerate(names)}
     out = {}
     for link in conf.link_numbers:
-        rtt = [[None] * len(names) for _ in names]
-        state = [[None] * len(names) for _ in names]
+        rtt: list[list[float | None]] = [[None] * len(names) for _ in names]
+        state: list[list[str | None]] = [[None] * len(names) for _ in names]
         for node in view.nodes.values():
             for w in windows(view, node):
                 i, j = index.get(w.node), index.get(w.peer)

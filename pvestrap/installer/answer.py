@@ -162,10 +162,10 @@ def _origin(subject: str, code: str, plan: ClusterPlan, node: Node, s: Settings)
         key = "disk." + subject.split(".")[1].split("[")[0].replace("-", "_")
         if key in s.origins:
             return s.origin(key)
-    key = next((v for k, v in _SETTING_FOR.items() if subject.startswith(k)), None)
-    if key is None:
+    setting = next((v for k, v in _SETTING_FOR.items() if subject.startswith(k)), None)
+    if setting is None:
         return None
-    return s.origin(key) if key in s.values else f"{s.source}: installer.{key}"
+    return s.origin(setting) if setting in s.values else f"{s.source}: installer.{setting}"
 
 
 # -- TOML out ------------------------------------------------------------------------------------

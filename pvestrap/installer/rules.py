@@ -204,9 +204,9 @@ def _global(g: dict[str, Any]) -> list[Finding]:
                             payload={"fqdn": g["fqdn"]},
                             remedy="write host.domain, e.g. pve1.example.com"))
     elif isinstance(g.get("fqdn"), dict) and g["fqdn"].get("domain"):
-        if domain_problem(g["fqdn"]["domain"]):
-            out.append(fail("installer-fqdn-invalid", domain_problem(g["fqdn"]["domain"]),
-                            "global.fqdn.domain"))
+        problem = domain_problem(g["fqdn"]["domain"])
+        if problem:
+            out.append(fail("installer-fqdn-invalid", problem, "global.fqdn.domain"))
     if "mailto" in g and (not _MAIL.match(g["mailto"]) or g["mailto"] == MAIL_PLACEHOLDER):
         out.append(fail("installer-mailto-invalid", f"{g['mailto']!r} is not a usable mail "
                         "address", "global.mailto", remedy="e.g. admin@example.com (the "
@@ -352,7 +352,8 @@ def _addresses(n: dict[str, Any]) -> list[Finding]:
 
 
 def _pinning(mapping: dict[str, str]) -> list[Finding]:
-    out, seen = [], {}
+    out: list[Finding] = []
+    seen: dict[str, str] = {}
     for mac, name in mapping.items():
         path = f"network.interface-name-pinning.mapping.{mac}"
         if not 2 <= len(name) <= 15 or not _IFNAME.match(name):

@@ -83,7 +83,7 @@ def load(path: str | os.PathLike[str] | None, plan: ClusterPlan, node: str) -> S
     ok = isinstance(table, dict)
     _, findings = check({k: {} if k == "installer" and ok else v for k, v in raw.items()},
                         FILE_FORMAT, STYLE)
-    mine, more = check_layers(table if ok else {}, FILE_KEYS, plan, source)
+    mine, more = check_layers(table if isinstance(table, dict) else {}, FILE_KEYS, plan, source)
     shared = dict(mine[0].table)
     password = {k: shared.pop(k) for k in PASSWORD_SOURCES if k in shared}
     mine[0] = replace(mine[0], table=shared)
