@@ -122,6 +122,12 @@ class StepFailed(OperationFailed):
                                   for f in self.undo_failures]}
 
 
+class ApplyDeclined(OperationFailed):
+    """The person asked said no: nothing was changed."""
+
+    code = "apply-declined"
+
+
 Progress = Callable[[StepEvent], None]
 
 

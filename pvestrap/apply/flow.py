@@ -6,9 +6,13 @@
    longer a fresh machine; its join checks would all fail) and only makes sure it runs and is
    quorate. Otherwise the preflight runs first and a FAIL stops everything before the first
    change, unless its check id is ignored.
-3. The steps for the node's role, planned before anything changes and shown: a unified diff of
+3. The network phase (pvestrap.apply.network_phase), when the plan gives this node interface
+   stanzas: after the local preflight (which judges the planned address as planned) and the
+   backend's own refusals, before the cluster steps (a joiner may reach the cluster only over
+   the new network). It is shown, confirmed and applied on its own, and rolled back on its own.
+4. The steps for the node's role, planned before anything changes and shown: a unified diff of
    every file, every command, every bounded wait; secrets as <secret>.
-4. Confirmation when a person is there to give it (the caller passes `confirm`), then the steps,
+5. Confirmation when a person is there to give it (the caller passes `confirm`), then the steps,
    with a progress line each. A join runs under the member's join lock and is planned again
    under it, so two joiners never edit the cluster's corosync.conf at the same time.
 
@@ -24,12 +28,13 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from pvestrap import preflight
-from pvestrap.apply import batch
+from pvestrap.apply import address_probe, batch, network_phase
 from pvestrap.apply import corosync as cs
-from pvestrap.apply.engine import (Action, ApplyOutcome, Progress, Step, StepFailed, plan_steps,
-                                   run_steps)
+from pvestrap.apply.engine import (Action, ApplyDeclined, ApplyOutcome, Progress, Step,
+                                   StepFailed, plan_steps, run_steps)
 from pvestrap.apply.lock import apply_lock
 from pvestrap.apply.network_guard import refuse_cutting_branch
+from pvestrap.apply.network_phase import NetworkTimeouts, Prober
 from pvestrap.apply.remote import Remote, member_lock
 from pvestrap.apply.showing import progress_printer, show_plan
 from pvestrap.checks.localsys import Machine, read_machine
@@ -67,10 +72,6 @@ class PreflightFailed(OperationFailed):
         if self.remedy:
             lines.append(f"  fix: {self.remedy}")
         return "\n".join(lines)
-
-
-class ApplyDeclined(OperationFailed):
-    code = "apply-declined"
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,8 @@ class ApplyContext:
     machine: Machine | None = None  # None: read this node's interfaces and routes (`ip -j`)
     environ: Mapping[str, str] | None = None  # None: os.environ (SSH_CONNECTION)
     gather_s: float = 0.0  # an unattended join waits this long for the others (apply.batch)
+    prober: Prober | None = None  # None: the ARP probe (pvestrap.apply.address_probe)
+    network_timeouts: NetworkTimeouts = NetworkTimeouts()
 
 
 def apply_node(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
@@ -187,6 +190,14 @@ def _preflight(plan: ClusterPlan, node: str, ctx: ApplyContext) -> None:
     gate(run(plan, node), (*ctx.ignore, *plan.preflight.ignore_checks), ctx.out)
 
 
+def _network(plan: ClusterPlan, node: str, ctx: ApplyContext) -> None:
+    """The network phase (the module docstring's step 3); raises what it refuses or fails with."""
+    system = DryRunSystem(ctx.system) if ctx.dry_run else ctx.system
+    network_phase.run(plan, node, system, root=ctx.root, out=ctx.out, confirm=ctx.confirm,
+                      prober=ctx.prober or address_probe.probe, timeouts=ctx.network_timeouts,
+                      on_progress=ctx.on_progress)
+
+
 def _pve(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
     from pvestrap.apply import pve
 
@@ -197,6 +208,7 @@ def _pve(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
     member = pve.cluster_membership(system, plan, node)
     if not member:
         _preflight(plan, node, ctx)
+    _network(plan, node, ctx)
     steps = pve.steps_for(plan, node, system)
     return _run(plan, node, "pve", "member" if member else plan.role_of(node), steps, ctx)
 
@@ -211,6 +223,7 @@ def _corosync(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
     if found.state == "member":
         ctx.out(f"{node} is already in cluster {plan.cluster_name} as planned: preflight "
                 "skipped, checking that corosync runs and is quorate")
+        _network(plan, node, ctx)
         return _run(plan, node, "corosync", "member", cs.member_steps(service, t), ctx)
     role = plan.role_of(node)
     _preflight(plan, node, ctx)
@@ -220,12 +233,14 @@ def _corosync(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
             raise cs.JoinRefused(f"{node} is clustered already; refusing to create over it",
                                  found.findings, code="create-refused",
                                  remedy="use a node without /etc/corosync/authkey")
+        _network(plan, node, ctx)
         return _run(plan, node, "corosync", role, cs.create_steps(plan, node, service, t), ctx)
     refusals = cs.join_refusals(system, plan, node, found)
     if refusals:
         raise cs.JoinRefused(f"{node} cannot join: it is not a fresh node", refusals,
                              remedy="join only nodes without an authkey and without a running "
                                     "corosync; pvestrap never forces a join")
+    _network(plan, node, ctx)
     return _join(plan, node, ctx, system, service)
 
 

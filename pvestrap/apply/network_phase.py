@@ -18,7 +18,8 @@ API (the apply flow, the first boot and the wizard call these):
     run(plan, node, system, *, root="/", out=print, confirm=None, prober=..., timeouts=...,
         on_progress=None) -> ApplyOutcome | None
         The whole phase: plan, show, (confirm), refuse duplicates, apply; None when there was
-        nothing to do. A failure raises StepFailed (exit 1) naming the step after the rollback.
+        nothing to do or in a dry run (`system.dry_run`: shown only). A failure raises
+        StepFailed (exit 1) naming the step after the rollback; a no raises ApplyDeclined.
 
 The steps, in order:
 1. `network:write-interfaces`: the atomic write. Its undo puts the previous bytes back
@@ -39,8 +40,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 from pvestrap.apply import address_probe
-from pvestrap.apply.engine import (Action, ApplyOutcome, PlannedCommand, PlannedWait, Progress,
-                                   StepFailed, plan_steps, run_steps)
+from pvestrap.apply.engine import (Action, ApplyDeclined, ApplyOutcome, PlannedCommand,
+                                   PlannedWait, Progress, StepFailed, plan_steps, run_steps)
 from pvestrap.apply.showing import progress_printer, show_plan
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.paths import INTERFACES
@@ -414,7 +415,7 @@ def run(plan: ClusterPlan, node: str, system: System, *, root: str = "/", out: N
         timeouts: NetworkTimeouts = NetworkTimeouts(),
         on_progress: Progress | None = None) -> ApplyOutcome | None:
     """Plan, show, confirm, probe, apply (see the module docstring); None: nothing to do or a
-    dry run (`system.dry_run`) or not confirmed."""
+    dry run (`system.dry_run`)."""
     phase = steps(plan, node, system, interfaces_change(plan, node, root), timeouts)
     plans = plan_steps(phase, system)
     if not any(actions for _, actions in plans):
@@ -424,7 +425,7 @@ def run(plan: ClusterPlan, node: str, system: System, *, root: str = "/", out: N
         out("dry run: the network phase changed nothing (the duplicate probe runs at apply)")
         return None
     if confirm is not None and not confirm(f"Apply the network changes on {node}?"):
-        return None
+        raise ApplyDeclined("not confirmed: nothing was changed")
     refuse_duplicates(plan, node, system, prober, out)
     try:
         return run_steps(phase, system, progress_printer(out, on_progress))

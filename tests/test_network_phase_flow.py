@@ -1,0 +1,94 @@
+"""The network phase inside `apply` (pvestrap.apply.flow): after the local preflight and the
+backend's own refusals, before the cluster steps; its failure leaves the cluster untouched.
+The node is the in-memory one of tests/support/network_fakes.py (NICs that follow the file as
+ifupdown2 does) with a corosync that starts and is quorate; the real thing is
+tests/lab/test_network_phase_lab.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from network_fakes import FAST, FILE, INTERFACES, no_conflict, node, plan
+
+from pvestrap.apply import corosync as cs
+from pvestrap.apply.engine import StepFailed
+from pvestrap.apply.flow import ApplyContext, apply_node, plan_only_preflight
+from pvestrap.paths import AUTHKEY, COROSYNC_CONF
+from pvestrap.recorded import RecordedWrite
+
+QUORATE = (Path(__file__).parent / "data/status/quorumtool-s-2node-quorate.txt").read_text()
+
+
+def corosync_node():
+    system, net = node({"/run/systemd/system/.keep": ""})
+    running = {"on": False}
+    system.on(("systemctl", "start", "corosync"), lambda s, a, i: running.update(on=True)
+              or (0, "", ""))
+    system.on(("corosync-quorumtool", "-s"), lambda s, a, i: (0, QUORATE, "") if running["on"]
+              else (1, "", "Cannot initialize QUORUM service"))
+    return system, net
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "etc/network").mkdir(parents=True)
+    (tmp_path / "etc/network/interfaces").write_text(FILE)
+    return str(tmp_path)
+
+
+def context(system, root, lines=None, **kw) -> ApplyContext:
+    return ApplyContext(system, root=root, out=lines.append if lines is not None else
+                        (lambda line: None), preflight=plan_only_preflight, prober=no_conflict,
+                        network_timeouts=FAST, timeouts=cs.CorosyncTimeouts(quorum=5, poll=0.5,
+                                                                            service=5), **kw)
+
+
+def written(system) -> list[str]:
+    return [r.path for r in system.records if isinstance(r, RecordedWrite)]
+
+
+def test_create_brings_the_network_up_before_the_cluster_steps(root):
+    system, net = corosync_node()
+    lines: list[str] = []
+    result = apply_node(plan(), "n1", context(system, root, lines))
+    assert result.role == "create" and result.changed
+    paths = written(system)
+    assert paths[0] == INTERFACES and COROSYNC_CONF in paths
+    commands = system.commands
+    assert commands.index(("ifreload", "-a")) < commands.index(("systemctl", "start",
+                                                                  "corosync"))
+    assert net.addresses["eth9"] == {"10.254.77.1/24"}
+    shown = "\n".join(lines)
+    assert shown.index("[applied] network:wait-address") < shown.index("+ conf: write")
+
+
+def test_a_failing_network_phase_touches_nothing_of_the_cluster(root):
+    system, net = corosync_node()
+    net.carrier["eth9"] = False
+    with pytest.raises(StepFailed) as failed:
+        apply_node(plan(), "n1", context(system, root))
+    assert failed.value.step_id == "network:wait-carrier"
+    assert COROSYNC_CONF not in system.files and AUTHKEY not in system.files
+    assert system.read_text(INTERFACES) == FILE
+    assert ("systemctl", "start", "corosync") not in system.commands
+
+
+def test_a_dry_run_shows_the_network_and_the_cluster_and_changes_nothing(root):
+    system, net = corosync_node()
+    lines: list[str] = []
+    apply_node(plan(), "n1", context(system, root, lines, dry_run=True))
+    shown = "\n".join(lines)
+    assert "+iface eth9 inet static" in shown
+    assert "+ conf: write /etc/corosync/corosync.conf" in shown
+    assert written(system) == [] and system.read_text(INTERFACES) == FILE
+    assert net.addresses["eth9"] == set()
+
+
+def test_a_refused_create_refuses_before_the_network_phase(root):
+    system, net = corosync_node()
+    system.files[AUTHKEY] = (b"k" * 256, 0o400)
+    with pytest.raises(cs.JoinRefused):
+        apply_node(plan(), "n1", context(system, root))
+    assert system.read_text(INTERFACES) == FILE and ("ifreload", "-a") not in system.commands
