@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from dataclasses import replace
 
 import pytest
 from network_fakes import FAST, FILE, INTERFACES, no_conflict, node, plan
@@ -15,6 +16,7 @@ from network_fakes import FAST, FILE, INTERFACES, no_conflict, node, plan
 from pvestrap.apply import address_probe, network_phase
 from pvestrap.apply.engine import StepFailed
 from pvestrap.errors import UserError
+from pvestrap.plan import InterfaceStanza
 from pvestrap.recorded import DryRunSystem
 
 @pytest.fixture
@@ -138,7 +140,8 @@ def test_without_ifupdown_nothing_is_changed(root):
 def test_a_dry_run_shows_the_diff_and_changes_nothing(root):
     system, net = node()
     lines: list[str] = []
-    assert run(plan(), DryRunSystem(system), root, lines) is None
+    shown = run(plan(), DryRunSystem(system), root, lines)
+    assert not shown.changed and [sid for sid, _ in shown.plans][0] == "network:write-interfaces"
     assert system.read_text(INTERFACES) == FILE and net.addresses["eth9"] == set()
     assert all(argv[:3] == ("ip", "-j", "addr") for argv in system.commands)
     text = "\n".join(lines)
@@ -175,3 +178,14 @@ def test_what_counts_as_a_conflict():
     assert address_probe.conflict_in(arp(2, other, "10.254.77.2", "10.254.77.3"), me,
                                      "10.254.77.1") is None
     assert address_probe.probe("eth9", "fd77::1") is None  # IPv6: the kernel's DAD decides
+
+
+def test_a_new_bridge_is_probed_for_on_its_port(root):
+    system, net = node()
+    probed = []
+    bridge = InterfaceStanza("vmbr9", "10.254.77.1/24", kind="bridge", bridge_ports="eth9")
+    the_plan = replace(plan(), nodes=(replace(plan().nodes[0], interfaces=(bridge,)),
+                                      plan().nodes[1]))
+    network_phase.refuse_duplicates(the_plan, "n1", system,
+                                    lambda nic, address: probed.append((nic, address)))
+    assert probed == [("eth9", "10.254.77.1")] and net.up["eth9"] is False

@@ -7,6 +7,7 @@ tests/lab/test_network_phase_lab.py.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from pvestrap.apply import corosync as cs
 from pvestrap.apply.engine import StepFailed
 from pvestrap.apply.flow import ApplyContext, apply_node, plan_only_preflight
 from pvestrap.paths import AUTHKEY, COROSYNC_CONF
+from pvestrap.plan import Node
 from pvestrap.recorded import RecordedWrite
 
 QUORATE = (Path(__file__).parent / "data/status/quorumtool-s-2node-quorate.txt").read_text()
@@ -92,3 +94,21 @@ def test_a_refused_create_refuses_before_the_network_phase(root):
     with pytest.raises(cs.JoinRefused):
         apply_node(plan(), "n1", context(system, root))
     assert system.read_text(INTERFACES) == FILE and ("ifreload", "-a") not in system.commands
+
+
+def test_a_dry_run_join_over_the_new_network_plans_the_join_after_it(root):
+    """The creator's link0 address (the join target) is on the new network: unreachable until
+    the network phase has run, so a dry run shows the phase and says so."""
+    system, net = corosync_node()
+    system.on(("ssh",), (255, "", "ssh: connect to host 10.254.77.9 port 22: No route to host"))
+    base = plan()
+    me = replace(base.nodes[0], nodeid=2)
+    creator = Node("n0", 1, {0: "10.254.77.9"})
+    joiner = replace(base, nodes=(creator, me, Node("n2", 3, {0: "10.254.77.2"})))
+    lines: list[str] = []
+    result = apply_node(joiner, "n1", context(system, root, lines, dry_run=True))
+    assert result.role == "join" and result.plans == ()
+    shown = "\n".join(lines)
+    assert "+iface eth9 inet static" in shown
+    assert "10.254.77.9 cannot be reached before the network phase has run" in shown
+    assert written(system) == [] and net.addresses["eth9"] == set()

@@ -35,7 +35,7 @@ from pvestrap.apply.engine import (Action, ApplyDeclined, ApplyOutcome, Progress
 from pvestrap.apply.lock import apply_lock
 from pvestrap.apply.network_guard import refuse_cutting_branch
 from pvestrap.apply.network_phase import NetworkTimeouts, Prober
-from pvestrap.apply.remote import Remote, member_lock
+from pvestrap.apply.remote import MemberUnreachable, Remote, member_lock
 from pvestrap.apply.showing import progress_printer, show_plan
 from pvestrap.checks.localsys import Machine, read_machine
 from pvestrap.corosync.facade import CorosyncConf
@@ -190,12 +190,14 @@ def _preflight(plan: ClusterPlan, node: str, ctx: ApplyContext) -> None:
     gate(run(plan, node), (*ctx.ignore, *plan.preflight.ignore_checks), ctx.out)
 
 
-def _network(plan: ClusterPlan, node: str, ctx: ApplyContext) -> None:
-    """The network phase (the module docstring's step 3); raises what it refuses or fails with."""
+def _network(plan: ClusterPlan, node: str, ctx: ApplyContext) -> bool:
+    """The network phase (the module docstring's step 3); raises what it refuses or fails with.
+    True: a dry run left network changes pending (the cluster may be reachable only after)."""
     system = DryRunSystem(ctx.system) if ctx.dry_run else ctx.system
-    network_phase.run(plan, node, system, root=ctx.root, out=ctx.out, confirm=ctx.confirm,
-                      prober=ctx.prober or address_probe.probe, timeouts=ctx.network_timeouts,
-                      on_progress=ctx.on_progress)
+    outcome = network_phase.run(plan, node, system, root=ctx.root, out=ctx.out,
+                                confirm=ctx.confirm, prober=ctx.prober or address_probe.probe,
+                                timeouts=ctx.network_timeouts, on_progress=ctx.on_progress)
+    return ctx.dry_run and outcome is not None
 
 
 def _pve(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
@@ -240,8 +242,15 @@ def _corosync(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
         raise cs.JoinRefused(f"{node} cannot join: it is not a fresh node", refusals,
                              remedy="join only nodes without an authkey and without a running "
                                     "corosync; pvestrap never forces a join")
-    _network(plan, node, ctx)
-    return _join(plan, node, ctx, system, service)
+    pending = _network(plan, node, ctx)
+    try:
+        return _join(plan, node, ctx, system, service)
+    except MemberUnreachable:
+        if not pending:
+            raise
+        ctx.out(f"dry run: {plan.join_address()} cannot be reached before the network phase "
+                "has run; the join is planned after it")
+        return ApplyResult(node, "corosync", "join", ())
 
 
 def _refuse_if_dropped(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System) -> None:

@@ -18,7 +18,8 @@ API (the apply flow, the first boot and the wizard call these):
     run(plan, node, system, *, root="/", out=print, confirm=None, prober=..., timeouts=...,
         on_progress=None) -> ApplyOutcome | None
         The whole phase: plan, show, (confirm), refuse duplicates, apply; None when there was
-        nothing to do or in a dry run (`system.dry_run`: shown only). A failure raises
+        nothing to do; a dry run (`system.dry_run`) shows the plan and returns it, nothing
+        applied (`outcome.changed` False). A failure raises
         StepFailed (exit 1) naming the step after the rollback; a no raises ApplyDeclined.
 
 The steps, in order:
@@ -72,6 +73,7 @@ class PlannedAddress:
     nic: str
     address: str  # without the prefix length
     cidr: str
+    ports: tuple[str, ...] = ()  # a bridge's ports (the bridge may not exist before the reload)
 
 
 def planned_addresses(plan: ClusterPlan, node: str) -> tuple[PlannedAddress, ...]:
@@ -80,7 +82,8 @@ def planned_addresses(plan: ClusterPlan, node: str) -> tuple[PlannedAddress, ...
     for stanza in plan.node(node).interfaces:
         if stanza.address:
             address = stanza.address.split("/", 1)[0]
-            out.append(PlannedAddress(stanza.name, address, stanza.address))
+            ports = tuple((stanza.bridge_ports or "").split()) if stanza.kind == "bridge" else ()
+            out.append(PlannedAddress(stanza.name, address, stanza.address, ports))
     return tuple(out)
 
 
@@ -377,11 +380,13 @@ def refuse_duplicates(plan: ClusterPlan, node: str, system: System,
         if address_state(links, p) != "missing":
             continue  # ours already
         link = _link(links, p.nic)
+        if link is None and p.ports:  # a new bridge: ask on the network of its port
+            link = _link(links, p.ports[0])
         if link is None:
             raise UserError(f"{node}: the plan puts {p.cidr} on {p.nic}, which this node does "
                             "not have; nothing was changed", code="network-nic-missing",
                             remedy="name one of this node's NICs in the answer file")
-        conflict = _probe(system, p, link, prober, note)
+        conflict = _probe(system, p, link["ifname"], link, prober, note)
         if conflict is not None:
             raise UserError(
                 f"{node}: {p.address} is already used on {p.nic}'s network by the host with "
@@ -390,22 +395,22 @@ def refuse_duplicates(plan: ClusterPlan, node: str, system: System,
                 remedy="choose a free address for this node in the answer file")
 
 
-def _probe(system: System, p: PlannedAddress, link: dict, prober: Prober,
+def _probe(system: System, p: PlannedAddress, nic: str, link: dict, prober: Prober,
            note: Note) -> address_probe.Conflict | None:
     down = "UP" not in link.get("flags", ())
     if down:
-        system.run(["ip", "link", "set", "dev", p.nic, "up"])
+        system.run(["ip", "link", "set", "dev", nic, "up"])
     try:
         if down:
-            system.wait_until(lambda: has_carrier(_link(read_links(system), p.nic)), 3.0, 0.1,
-                              f"carrier on {p.nic}")
-        return prober(p.nic, p.address)
+            system.wait_until(lambda: has_carrier(_link(read_links(system), nic)), 3.0, 0.1,
+                              f"carrier on {nic}")
+        return prober(nic, p.address)
     except address_probe.ProbeUnavailable as exc:
-        note(f"note: {p.address} was not probed for duplicates on {p.nic}: {exc.strerror}")
+        note(f"note: {p.address} was not probed for duplicates on {nic}: {exc.strerror}")
         return None
     finally:
         if down:
-            system.run(["ip", "link", "set", "dev", p.nic, "down"])
+            system.run(["ip", "link", "set", "dev", nic, "down"])
 
 
 # -- the whole phase -------------------------------------------------------------------------------
@@ -414,8 +419,8 @@ def run(plan: ClusterPlan, node: str, system: System, *, root: str = "/", out: N
         confirm: Callable[[str], bool] | None = None, prober: Prober = address_probe.probe,
         timeouts: NetworkTimeouts = NetworkTimeouts(),
         on_progress: Progress | None = None) -> ApplyOutcome | None:
-    """Plan, show, confirm, probe, apply (see the module docstring); None: nothing to do or a
-    dry run (`system.dry_run`)."""
+    """Plan, show, confirm, probe, apply (see the module docstring); None: nothing to do. A
+    dry run (`system.dry_run`) shows the plan and returns it with nothing applied."""
     phase = steps(plan, node, system, interfaces_change(plan, node, root), timeouts)
     plans = plan_steps(phase, system)
     if not any(actions for _, actions in plans):
@@ -423,7 +428,7 @@ def run(plan: ClusterPlan, node: str, system: System, *, root: str = "/", out: N
     show_plan(plans, out)
     if system.dry_run:
         out("dry run: the network phase changed nothing (the duplicate probe runs at apply)")
-        return None
+        return ApplyOutcome(tuple((step.id, actions) for step, actions in plans), (), ())
     if confirm is not None and not confirm(f"Apply the network changes on {node}?"):
         raise ApplyDeclined("not confirmed: nothing was changed")
     refuse_duplicates(plan, node, system, prober, out)

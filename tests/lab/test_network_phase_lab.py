@@ -97,10 +97,11 @@ def test_a_cluster_on_a_new_network_on_the_spare_nics(lab, tmp_path):
     trust_new_addresses(three, plan)
     answers = write_answers(plan, tmp_path)
     before = {i: three.node(i).path("/etc/network/interfaces").read_text() for i in (1, 2, 3)}
+    etc_before = etc_hash(three, 1)
     dry = apply(three, 1, answers, "--dry-run")
     assert dry.returncode == 0, dry.stdout
     assert f"+iface eth9 inet static\n+\taddress {NETWORK}.1/24" in dry.stdout
-    assert inet(three, 1, names.SPARE_NIC) == []
+    assert inet(three, 1, names.SPARE_NIC) == [] and etc_hash(three, 1) == etc_before
     for index in (1, 2, 3):
         done = apply(three, index, answers, "--yes")
         assert done.returncode == 0, done.stdout
@@ -147,6 +148,25 @@ def test_a_failing_network_phase_puts_everything_back(lab, tmp_path, how):
     assert f"network phase failed at step {step}" in failed.stdout, failed.stdout
     assert "[undone] network:write-interfaces" in failed.stdout, failed.stdout
     assert "Traceback" not in failed.stdout
+    assert_untouched(two, 1, before, interfaces)
+
+
+def test_an_ipv6_address_another_node_has_fails_the_kernels_dad_and_is_rolled_back(lab,
+                                                                                 tmp_path):
+    """IPv6 has no probe of ours: the kernel's duplicate address detection marks the address
+    dadfailed after the reload, network:wait-address fails, exit 1, everything put back."""
+    two = lab(nodes=2, links=1)
+    for argv in (["ip", "link", "set", names.SPARE_NIC, "up"],
+                 ["ip", "addr", "add", f"{NETWORK6}1/64", "dev", names.SPARE_NIC, "nodad"]):
+        assert two.exec(2, argv).returncode == 0
+    answers = write_answers(spare_plan(two, ipv6=True), tmp_path)
+    interfaces = two.node(1).path("/etc/network/interfaces").read_text()
+    before = etc_hash(two, 1)
+    failed = apply(two, 1, answers, "--yes")
+    assert failed.returncode == 1, failed.stdout
+    assert "network phase failed at step network:wait-address [link-address-in-use]" in \
+        failed.stdout, failed.stdout
+    assert "duplicate address detection" in failed.stdout
     assert_untouched(two, 1, before, interfaces)
 
 
