@@ -264,16 +264,30 @@ def _verify_restored(system: System, before: Addresses, ctx: _Context) -> None:
 
 
 @dataclass(frozen=True)
-class Reload:
-    """Bring the planned stanzas up; a stanza the tool rejects fails here."""
+class _WhilePending:
+    """A step after the write: it plans its actions while the node is not as planned, and has
+    no undo of its own (the write's undo reloads the restored file)."""
 
     ctx: _Context = field(repr=False)
+
+    def plan(self, system: System) -> list[Action]:
+        return self.actions(system) if self.ctx.pending(system) else []
+
+    def actions(self, system: System) -> list[Action]:
+        raise NotImplementedError
+
+    def undo(self, system: System, memo: None) -> None:
+        """Nothing of its own."""
+
+
+@dataclass(frozen=True)
+class Reload(_WhilePending):
+    """Bring the planned stanzas up; a stanza the tool rejects fails here."""
+
     id: str = "network:reload"
     description: str = "bring the planned interfaces up"
 
-    def plan(self, system: System) -> list[Action]:
-        if not self.ctx.pending(system):
-            return []
+    def actions(self, system: System) -> list[Action]:
         return [PlannedCommand(argv)
                 for argv in reload_argvs(system, self.ctx.planned, self.ctx.stanzas)]
 
@@ -281,23 +295,17 @@ class Reload:
         for argv in reload_argvs(system, self.ctx.planned, self.ctx.stanzas):
             system.run(list(argv), timeout=self.ctx.timeouts.command)
 
-    def undo(self, system: System, memo: None) -> None:
-        """Nothing of its own: the write's undo reloads the restored file."""
-
 
 class NetworkWaitFailed(OperationFailed):
     code = "network-wait-failed"
 
 
 @dataclass(frozen=True)
-class WaitCarrier:
-    ctx: _Context = field(repr=False)
+class WaitCarrier(_WhilePending):
     id: str = "network:wait-carrier"
     description: str = "wait until the planned NICs have carrier"
 
-    def plan(self, system: System) -> list[Action]:
-        if not self.ctx.pending(system):
-            return []
+    def actions(self, system: System) -> list[Action]:
         nics = ", ".join(dict.fromkeys(p.nic for p in self.ctx.planned))
         return [PlannedWait(f"carrier (LOWER_UP) on {nics}", self.ctx.timeouts.carrier)]
 
@@ -316,19 +324,13 @@ class WaitCarrier:
                                     code="network-no-carrier",
                                     remedy=f"check the cable and the switch port of {nics}")
 
-    def undo(self, system: System, memo: None) -> None:
-        """A wait changes nothing."""
-
 
 @dataclass(frozen=True)
-class WaitAddress:
-    ctx: _Context = field(repr=False)
+class WaitAddress(_WhilePending):
     id: str = "network:wait-address"
     description: str = "wait until the planned addresses are up (not tentative, no DAD failure)"
 
-    def plan(self, system: System) -> list[Action]:
-        if not self.ctx.pending(system):
-            return []
+    def actions(self, system: System) -> list[Action]:
         shown = ", ".join(f"{p.cidr} on {p.nic}" for p in self.ctx.planned)
         return [PlannedWait(shown, self.ctx.timeouts.address)]
 
@@ -353,9 +355,6 @@ class WaitAddress:
             raise NetworkWaitFailed(f"{'; '.join(waiting)} after {self.ctx.timeouts.address:g} s",
                                     code="network-address-missing",
                                     remedy="check the stanza and the NIC (`ip addr`)")
-
-    def undo(self, system: System, memo: None) -> None:
-        """A wait changes nothing."""
 
 
 def steps(plan: ClusterPlan, node: str, system: System, change: Change | None,
