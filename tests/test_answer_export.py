@@ -184,6 +184,9 @@ LOWER = "abcdefghijklmnopqrstuvwxyz0123456789"
 names = st.sampled_from(ALNUM) | st.tuples(
     st.sampled_from(ALNUM), st.text(ALNUM + "-", max_size=13), st.sampled_from(ALNUM)).map("".join)
 words = st.text(SAFE, min_size=1, max_size=12)
+# join.address: a host name or an IP address (any other text is refused, and the plan with it)
+hosts = st.lists(names, min_size=1, max_size=3).map(".".join) | st.sampled_from(
+    ["10.10.10.1", "fd12:3456::1"])
 maybe = lambda s: st.none() | s  # noqa: E731
 ids = st.lists(st.text(LOWER, min_size=1, max_size=6), min_size=1, max_size=3).map(
     "-".join).filter(lambda s: s != "all")
@@ -340,7 +343,7 @@ def plans(draw):
         cluster_name=draw(names), nodes=nodes, links=links,
         create_node=draw(maybe(st.sampled_from(node_names))),
         join=JoinTarget(
-            address=draw(maybe(words)),
+            address=draw(maybe(hosts)),
             fingerprint=draw(maybe(fingerprints)),
             password_file=("/" + draw(words)) if password == "file" else None,
             password_env=draw(env_names) if password == "env" else None),
