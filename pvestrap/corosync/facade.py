@@ -57,7 +57,7 @@ class CorosyncConf:
         plan.check()
         nodes = tuple(Section("node", _node_items(n.name, n.nodeid, n.votes, n.addresses))
                       for n in plan.nodes)
-        totem = [Item("cluster_name", plan.cluster_name),
+        totem: list[Item | Section] = [Item("cluster_name", plan.cluster_name),
                  Item("config_version", str(config_version)),
                  *(_interface(link.number, link.priority) for link in plan.links),
                  Item("ip_version", "ipv4-6"), Item("link_mode", "passive"),
@@ -278,9 +278,7 @@ class CorosyncConf:
     def _set_addresses(self, number: int, addresses: Mapping[str, str]) -> "CorosyncConf":
         nodelist = self._top("nodelist")
         return self._edit(nodelist, nodelist.with_children(
-            _set_address(c, number, addresses[c.get("name")])
-            if isinstance(c, Section) and c.name == "node" and c.get("name") in addresses else c
-            for c in nodelist.children))
+            _with_address(c, number, addresses) for c in nodelist.children))
 
     def _with_priority(self, number: int, priority: int) -> "CorosyncConf":
         """Set a link's priority, first adding an interface section for every link that lacks
@@ -363,8 +361,9 @@ def _set_sorted(section: Section, key: str, value: str) -> Section:
 
 
 def _iface_number(child: Node_) -> int | str | None:
-    is_iface = isinstance(child, Section) and child.name == "interface"
-    return interface_number(child) if is_iface else None
+    if isinstance(child, Section) and child.name == "interface":
+        return interface_number(child)
+    return None
 
 
 def _insert_numbered(section: Section, new: Node_, number_of, number: int) -> Section:
@@ -375,6 +374,17 @@ def _insert_numbered(section: Section, new: Node_, number_of, number: int) -> Se
     lower = [i for i, n in numbered if isinstance(n, int) and n < number]
     at = lower[-1] + 1 if lower else numbered[0][0] if numbered else len(children)
     return section.with_children(children[:at] + [new] + children[at:])
+
+
+def _with_address(child: Node_, number: int, addresses: Mapping[str, str]) -> Node_:
+    """CHILD with its link NUMBER address set to ADDRESSES[its name], when it is a node named
+    there; else CHILD as it is."""
+    if not (isinstance(child, Section) and child.name == "node"):
+        return child
+    name = child.get("name")
+    if name is None or name not in addresses:
+        return child
+    return _set_address(child, number, addresses[name])
 
 
 def _set_address(node: Section, number: int, address: str) -> Section:

@@ -56,9 +56,9 @@ def _structure(section: Section, prefix: str = "") -> list[Finding]:
     counts: dict[str, int] = {}
     for child in section.children:
         is_key = isinstance(child, Item)
-        name = child.key if is_key else child.name
+        name = child.key if isinstance(child, Item) else child.name
         seen.setdefault((is_key, name), []).append(child.line)
-        if not is_key:
+        if isinstance(child, Section):
             index = counts[name] = counts.get(name, -1) + 1
             sub = f"{prefix}{name}[{index}]" if name in REPEATABLE else f"{prefix}{name}"
             out += _structure(child, f"{sub}.")
@@ -121,7 +121,8 @@ def _line(section: Section | None, key: str) -> int:
 def _plan_rules(plan: ClusterPlan, where: Where, tree: Section) -> list[Finding]:
     """The plan's validation, moved onto the file's places; a missing name or nodeid is
     reported as missing rather than as invalid."""
-    out, missing = [], set()
+    out: list[Finding] = []
+    missing: set[str] = set()
     for i, node in enumerate(plan.nodes):
         conf_path, line = where[f"nodes[{i}]"]
         if node.name is None:
@@ -179,10 +180,11 @@ def _crypto(totem: Section | None) -> list[Finding]:
     cipher = hash_ = "none"
     if secauth == "on":
         cipher, hash_ = "aes256", "sha256"
-    if totem.get("crypto_cipher") in CIPHERS:
-        cipher = totem.get("crypto_cipher")
-    if totem.get("crypto_hash") in HASHES:
-        hash_ = totem.get("crypto_hash")
+    given_cipher, given_hash = totem.get("crypto_cipher"), totem.get("crypto_hash")
+    if given_cipher in CIPHERS:
+        cipher = given_cipher
+    if given_hash in HASHES:
+        hash_ = given_hash
     if cipher != "none" and hash_ != "none":
         return []
     line = max(_line(totem, k) for k in ("secauth", "crypto_cipher", "crypto_hash"))

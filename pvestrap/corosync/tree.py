@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple, Union
+from typing import Iterable, NamedTuple, Union, overload
 
 from pvestrap.errors import UserError
 
@@ -65,6 +65,15 @@ class Section:
         found = self.items(key)
         return found[-1] if found else None
 
+    @overload
+    def get(self, key: str) -> str | None: ...
+
+    @overload
+    def get(self, key: str, default: str) -> str: ...
+
+    @overload
+    def get(self, key: str, default: str | None) -> str | None: ...
+
     def get(self, key: str, default: str | None = None) -> str | None:
         found = self.item(key)
         return found.value if found else default
@@ -74,8 +83,13 @@ class Section:
 
     def replace(self, old: Union[Item, "Section"], new: Union[Item, "Section", None]) -> "Section":
         """Swap one child (found by identity, not equality) for another, or drop it."""
-        return self.with_children(new if c is old else c for c in self.children
-                                  if c is not old or new is not None)
+        kept: list[Union[Item, Section]] = []
+        for child in self.children:
+            if child is not old:
+                kept.append(child)
+            elif new is not None:
+                kept.append(new)
+        return self.with_children(kept)
 
     def set(self, key: str, value: str) -> "Section":
         """Change the effective item in place (keeping its comments), or append a new one."""
@@ -272,6 +286,14 @@ class ConfNode(NamedTuple):
     addresses: dict[int, str]
 
 
+@overload
+def as_int(text: str) -> int | str: ...
+
+
+@overload
+def as_int(text: str | None) -> int | str | None: ...
+
+
 def as_int(text: str | None) -> int | str | None:
     """A whole number when the text is one (corosync reads these as integers), else the text."""
     if text is not None and re.fullmatch(r"[0-9]+", text.strip()):
@@ -287,7 +309,8 @@ def addr_number(child: Node_) -> int | None:
 
 def node_addresses(node: Section) -> dict[int, Item]:
     """Link number -> the node's address item for it."""
-    return {addr_number(c): c for c in node.children if addr_number(c) is not None}
+    return {number: c for c in node.children
+            if isinstance(c, Item) and (number := addr_number(c)) is not None}
 
 
 def read_node(node: Section) -> ConfNode:
