@@ -149,6 +149,11 @@ def test_a_failing_network_phase_puts_everything_back(lab, tmp_path, how):
     assert "[undone] network:write-interfaces" in failed.stdout, failed.stdout
     assert "Traceback" not in failed.stdout
     assert_untouched(two, 1, before, interfaces)
+    if how == "no-carrier":  # nothing was left half-done: with the cable back, apply works
+        two.impair(carrier="n1:eth9=on")
+        done = apply(two, 1, answers, "--yes")
+        assert done.returncode == 0, done.stdout
+        assert inet(two, 1, names.SPARE_NIC) == [f"{NETWORK}.1/24"]
 
 
 def test_an_ipv6_address_another_node_has_fails_the_kernels_dad_and_is_rolled_back(lab,
@@ -188,3 +193,23 @@ def test_an_address_another_node_has_on_the_new_network_is_refused(lab, tmp_path
     assert_untouched(two, 1, before, interfaces)
     link = json.loads(two.exec(1, ["ip", "-j", "link", "show", names.SPARE_NIC]).stdout)[0]
     assert "UP" not in link["flags"]  # set up for the probe only
+
+
+def test_a_proxmox_cluster_on_a_new_network_on_the_spare_nics(lab, tmp_path):
+    """The pve backend (Proxmox VE 9's real pmxcfs and pvecm): the same network phase first,
+    then `pvecm create/add --link0` with the new addresses."""
+    two = lab(nodes=2, pve="9")
+    plan = spare_plan(two)
+    answers = write_answers(plan, tmp_path)
+    for index in (1, 2):
+        done = apply(two, index, answers, "--yes")
+        assert done.returncode == 0, done.stdout
+        assert "[applied] network:wait-address" in done.stdout, done.stdout
+    for index in (1, 2):
+        status = two.exec(index, ["pvecm", "status"])
+        assert re.search(r"^Quorate:\s+Yes", status.stdout, re.M), status.stdout + status.stderr
+        conf = two.node(index).path("/etc/pve/corosync.conf").read_text()
+        assert sorted(re.findall(r"ring0_addr: (\S+)", conf)) == [f"{NETWORK}.1", f"{NETWORK}.2"]
+        assert inet(two, index, "eth0") == [f"{two.node(index).address(0)}/24"]
+        again = apply(two, index, answers, "--yes")
+        assert again.returncode == 0 and "+ network:" not in again.stdout, again.stdout
