@@ -3,9 +3,14 @@
 It is a Python zipapp (`#!/usr/bin/env python3`, then a deflated zip) holding the pvestrap
 modules the unattended path can reach (hook_modules), the pure-Python dependencies they need
 copied from this environment (jinja2, markupsafe without its C speedups, ntplib, ping3, with
-their licence files), the cluster answer file and a manifest. The build is reproducible: fixed
+their licence files), the cluster answer file, the cluster's first-boot secret (when built for
+a first boot: pvestrap.firstboot.secret) and a manifest. The build is reproducible: fixed
 timestamps and sorted members, so the same inputs give the same bytes, and the hook embedded in
-an ISO can be compared with a fresh `pvestrap iso hook`.
+an ISO can be compared with a fresh `pvestrap iso hook` (given the same secret file).
+
+A hook with the secret is root's alone: written 0700 here, staged 0700 on the ISO, and on its
+first run it writes the secret beside the answer file (0600) and takes group and others' rights
+off itself (hook_main).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pvestrap import __version__
 from pvestrap.answers import load as load_answers
 from pvestrap.atomic import atomic_write
 from pvestrap.errors import OperationFailed, UserError
+from pvestrap.firstboot import secret as firstboot_secret
 from pvestrap.iso import hook_main
 from pvestrap.iso.hook_modules import DEPENDENCIES, closure
 from pvestrap.toml_schema import is_secret, join_path
@@ -50,16 +56,19 @@ class Hook:
     left_out: tuple[tuple[str, str], ...]
     entry_present: bool
     answers_sha256: str
+    carries_secret: bool = False
 
     @property
     def size(self) -> int:
         return len(self.data)
 
 
-def build(answers_path: str | os.PathLike[str], *, limit: int = MAX_BYTES,
-          extra: tuple[str, ...] = ()) -> Hook:
-    """Build the hook for a cluster answer file; refuses secrets and anything over LIMIT.
-    EXTRA modules are carried too (the Ansible collection's modules import pvestrap.verify)."""
+def build(answers_path: str | os.PathLike[str], *, secret: bytes | None = None,
+          limit: int = MAX_BYTES, extra: tuple[str, ...] = ()) -> Hook:
+    """Build the hook for a cluster answer file; refuses secrets in it and anything over LIMIT.
+    SECRET, the cluster's first-boot secret, is carried apart from the answer file (a hook
+    without it is no first-boot hook: the Ansible collection's single-file pvestrap). EXTRA
+    modules are carried too (the Ansible collection's modules import pvestrap.verify)."""
     answers = _cluster_answers(answers_path)
     found = closure((ENTRY,) + SELFTEST + tuple(extra))
     if found.unsafe:
@@ -78,9 +87,12 @@ def build(answers_path: str | os.PathLike[str], *, limit: int = MAX_BYTES,
         "dependencies": deps, "left_out": [list(p) for p in found.left_out],
         "answers": {"member": hook_main.ANSWERS_MEMBER,
                     "sha256": hashlib.sha256(answers).hexdigest()},
+        "firstboot_secret": {"member": hook_main.SECRET_MEMBER} if secret else None,
     }
     members["__main__.py"] = Path(hook_main.__file__).read_bytes()
     members[hook_main.ANSWERS_MEMBER] = answers
+    if secret:
+        members[hook_main.SECRET_MEMBER] = firstboot_secret.encode(secret)
     members[hook_main.MANIFEST_MEMBER] = (json.dumps(manifest, indent=2, sort_keys=True)
                                           + "\n").encode()
     data = pack(members)
@@ -90,7 +102,7 @@ def build(answers_path: str | os.PathLike[str], *, limit: int = MAX_BYTES,
                         remedy="shorten the answer file (the datacenter description?)")
     return Hook(data=data, modules=found.modules, dependencies=deps,
                 left_out=found.left_out, entry_present=entry_present,
-                answers_sha256=manifest["answers"]["sha256"])
+                answers_sha256=manifest["answers"]["sha256"], carries_secret=bool(secret))
 
 
 def pack(members: dict[str, bytes]) -> bytes:
@@ -108,8 +120,13 @@ def pack(members: dict[str, bytes]) -> bytes:
 
 
 def write(hook: Hook, out: str | os.PathLike[str]) -> None:
-    """Write the hook executable (0755) atomically: the old file or the new, never half."""
-    atomic_write(out, hook.data, 0o755, backup=False, error=UserError)
+    """Write the hook executable atomically: the old file or the new, never half; 0700 when it
+    carries the first-boot secret, else 0755."""
+    atomic_write(out, hook.data, mode(hook), backup=False, error=UserError)
+
+
+def mode(hook: Hook) -> int:
+    return 0o700 if hook.carries_secret else 0o755
 
 
 # -- what goes in --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import zipfile
 
 ANSWERS_MEMBER = "pvestrap-hook/answers.toml"
 MANIFEST_MEMBER = "pvestrap-hook/manifest.json"
+SECRET_MEMBER = "pvestrap-hook/firstboot.secret"
 STATE_DIR = "/var/lib/pvestrap"
 MIN_PYTHON = (3, 11)
 FIRSTBOOT = "pvestrap.firstboot.entry"
@@ -96,15 +97,30 @@ def read_member(archive: str, name: str) -> bytes:
 
 
 def extract_answers(archive: str, state_dir: str) -> str:
-    """Write the embedded answers to STATE_DIR/answers.toml (the core's one atomic write;
-    untouched when it already holds the same bytes, so reruns change nothing)."""
+    """Write the embedded answers to STATE_DIR/answers.toml and the first-boot secret, 0600,
+    beside it (the core's one atomic write; untouched when it already holds the same bytes,
+    so reruns change nothing); then make the hook itself root's alone."""
     from pvestrap.atomic import atomic_write  # stdlib only; imported after the version check
 
     data = read_member(archive, ANSWERS_MEMBER)
     os.makedirs(state_dir, mode=0o755, exist_ok=True)
     target = os.path.join(state_dir, "answers.toml")
     atomic_write(target, data, 0o644, backup=False)
+    with zipfile.ZipFile(archive) as zf:
+        secret = zf.read(SECRET_MEMBER) if SECRET_MEMBER in zf.namelist() else None
+    if secret is not None:
+        from pvestrap.firstboot.secret import path_for
+
+        atomic_write(path_for(target), secret, 0o600, backup=False)
+        _root_only(archive)
     return target
+
+
+def _root_only(archive: str) -> None:
+    """The installer may leave the hook readable by all (chmod +x): it holds the secret."""
+    mode = os.stat(archive).st_mode & 0o7777
+    if mode & 0o077:
+        os.chmod(archive, mode & 0o700)
 
 
 def selftest(archive: str, path: str) -> int:

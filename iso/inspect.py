@@ -1,6 +1,7 @@
 """What a prepared ISO carries, read back with xorriso: the installer mode, answer.toml (its
 password hash and other secrets masked), and the first-boot hook with the cluster answer file
-and manifest inside it (the hook is a zip behind a shebang line, so zipfile reads it as is)."""
+and manifest inside it (the hook is a zip behind a shebang line, so zipfile reads it as is).
+The hook's first-boot secret is never read here: only whether the hook carries one."""
 
 from __future__ import annotations
 
@@ -93,6 +94,10 @@ def render_text(result: Inspection) -> str:
             lines.append(f"  pvestrap {m.get('pvestrap')}, {len(m.get('modules', []))} modules, "
                          f"first-boot flow {'present' if m.get('entry_present') else 'MISSING'}"
                          f"; carries {deps}")
+            lines.append("  first-boot secret: " + (
+                "carried (never shown; written 0600 beside the answer file at first boot)"
+                if m.get("firstboot_secret") else
+                "NONE: first boot refuses to run unless the node has the cluster's secret"))
         else:
             lines.append("  not a pvestrap hook")
     if result.answer is not None:

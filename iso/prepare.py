@@ -74,7 +74,7 @@ def prepare_iso(iso: str | os.PathLike[str], out: str | os.PathLike[str], hook: 
         else:
             xorriso.rewrite(source, built, staged)
         _verify(built, source, staged, chosen, work)
-        os.chmod(built, 0o600 if answer_text is not None else 0o644)  # the root password hash
+        os.chmod(built, 0o600)  # the root password hash, the hook's first-boot secret
         os.replace(built, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -136,7 +136,7 @@ def _stage(work: Path, hook: Hook, answer_text: str | None, mode: str,
     for iso_path, data in content.items():
         local = work / ("stage" + iso_path.replace("/", "_"))
         local.write_bytes(data)
-        os.chmod(local, 0o755 if iso_path == HOOK else 0o644)
+        os.chmod(local, 0o700 if iso_path == HOOK else 0o644)  # the hook holds the secret
         staged[iso_path] = str(local)
     return staged
 

@@ -3,7 +3,11 @@
 #
 #   done marker present  -> nothing to do (exit 0)
 #   answer file present  -> the unattended flow: `pvestrap firstboot --answers FILE`
-#                           (progress on stdout = the journal; it resumes after an interruption)
+#                           (progress on stdout = the journal; it resumes after an interruption).
+#                           It needs the cluster's first-boot secret beside the answer file
+#                           (answers.firstboot-secret, mode 0600, the same on every node; made
+#                           with the answer file: `pvestrap answer secret FILE`) and exits 2
+#                           naming it when it is missing.
 #   no answer file       -> `pvestrap wizard` on the console (tty1), the getty there stopped
 #                           for that time; the done marker is written when the wizard succeeds
 #

@@ -98,7 +98,7 @@ def run_demo(opts: DemoOptions, out: Out = print) -> DemoResult:
     finally:
         if lab is not None and opts.keep:
             out(f"demo: the lab is kept: `pvestrap lab status --name {prefix}`; remove it with "
-                f"`pvestrap lab down --name {prefix}` (answer file: {work}/answers.toml)")
+                f"`pvestrap lab down --name {prefix}` (answer file, first-boot secret: {work})")
         else:
             if lab is not None:
                 removed = lab.down()
@@ -109,11 +109,14 @@ def run_demo(opts: DemoOptions, out: Out = print) -> DemoResult:
 
 def _cluster(lab, opts: DemoOptions, work: Path, out: Out, timings: dict) -> DemoResult:
     from pvestrap import answers
+    from pvestrap.firstboot import secret
 
     plan = lab.plan()
     answers_file = work / "answers.toml"
     answers_file.write_text(answers.dumps(plan))
-    out(f"demo: answer file {answers_file}; starting the first boot on every node at once")
+    secret.ensure(secret.path_for(answers_file))  # as `iso prepare` makes it
+    out(f"demo: answer file {answers_file} and the cluster's first-boot secret beside it "
+        f"(0600); starting the first boot on every node at once")
     t0 = time.monotonic()
     codes = run_firstboots(lab, answers_file, opts, out)
     timings["firstboot_s"] = time.monotonic() - t0

@@ -66,15 +66,27 @@ def read_password_file(path: str, system: System) -> Secret:
 
 def _refusal(path: str, found: OwnedFile) -> tuple[str, str, str] | None:
     """(code, what is wrong, the fix) when PATH may not hold root's password."""
+    refused = private_file_refusal(path, found, MAX_BYTES)
+    if refused is None:
+        return None
+    kind, problem, remedy = refused
+    if problem.startswith("is larger"):
+        remedy = "a password file holds one line: root's password"
+    return f"password-file-{kind}", problem, remedy
+
+
+def private_file_refusal(path: str, found: OwnedFile, limit: int
+                         ) -> tuple[str, str, str] | None:
+    """("invalid" | "insecure", what is wrong, the fix) when PATH may not hold a secret: not a
+    regular file, owned by someone other than root (or this user), readable or writable by
+    group or others, or over LIMIT bytes. Password files and the first-boot secret share it."""
     if not found.regular:
-        return "password-file-invalid", "is not a regular file", "give the path of a file"
+        return "invalid", "is not a regular file", "give the path of a file"
     if found.uid not in (0, os.geteuid()):
-        return ("password-file-insecure", f"is owned by uid {found.uid}, not root",
-                f"chown root {path}")
+        return "insecure", f"is owned by uid {found.uid}, not root", f"chown root {path}"
     if found.mode & 0o077:
-        return ("password-file-insecure", "can be read or changed by other users (mode "
+        return ("insecure", "can be read or changed by other users (mode "
                 f"{found.mode:04o})", f"chmod 600 {path}")
-    if len(found.data) > MAX_BYTES:
-        return ("password-file-invalid", f"is larger than {MAX_BYTES} bytes",
-                "a password file holds one line: root's password")
+    if len(found.data) > limit:
+        return "invalid", f"is larger than {limit} bytes", f"give the right file for {path}"
     return None

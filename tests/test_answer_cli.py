@@ -30,6 +30,38 @@ def test_init_writes_the_example_and_refuses_to_overwrite(tmp_path, capsys):
     assert target.read_text() == answers.example()
 
 
+def test_init_and_secret_make_the_clusters_first_boot_secret_once(tmp_path, capsys):
+    """Answers prepared for a first boot without an ISO come with the cluster's first-boot
+    secret beside them (0600); `answer secret` makes or checks it; nothing prints it."""
+    target = tmp_path / "answers.toml"
+    assert main(["answer", "init", str(target)]) == 0
+    made = tmp_path / "answers.firstboot-secret"
+    out = capsys.readouterr().out
+    assert f"first-boot secret of this cluster: {made}, made" in out
+    assert "install -m 600" in out and "/etc/pvestrap/answers.firstboot-secret" in out
+    assert made.stat().st_mode & 0o777 == 0o600
+    value = made.read_text().strip()
+    assert len(bytes.fromhex(value)) == 32 and value not in out
+    assert main(["answer", "secret", str(target)]) == 0
+    again = capsys.readouterr()
+    assert "present, checked" in again.out and value not in again.out + again.err
+    assert made.read_text().strip() == value
+    assert value not in target.read_text()
+    other = tmp_path / "other.firstboot-secret"
+    assert main(["answer", "secret", str(target), "--secret-file", str(other)]) == 0
+    assert other.read_text() != made.read_text()
+    made.chmod(0o640)
+    assert main(["answer", "secret", str(target)]) == 2
+    assert "fix: chmod 600" in capsys.readouterr().err
+
+
+def test_secret_of_an_invalid_answer_file_makes_nothing(tmp_path, capsys):
+    bad = tmp_path / "answers.toml"
+    bad.write_text("[cluster]\nname = 'a b'\n")
+    assert main(["answer", "secret", str(bad)]) == 2
+    assert not (tmp_path / "answers.firstboot-secret").exists()
+
+
 def test_init_without_a_file_prints_the_example(capsys):
     assert main(["answer", "init"]) == 0
     assert capsys.readouterr().out == answers.example()

@@ -18,8 +18,9 @@ from pvestrap.answers import dumps
 from pvestrap.apply.engine import StepFailed
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import Member, QuorumStatus
-from pvestrap.errors import OperationFailed
+from pvestrap.errors import OperationFailed, UserError
 from pvestrap.firstboot import applying, entry, membership
+from pvestrap.firstboot import secret as firstboot_secret
 from pvestrap.firstboot.flow import Options
 from pvestrap.firstboot.state import FirstbootRunning, StateDir
 from pvestrap.firstboot.tokens import derive_tokens
@@ -88,15 +89,15 @@ def test_lock_of_a_killed_holder_does_not_go_stale(tmp_path):
 
 # -- tokens ----------------------------------------------------------------------------------------
 
-def test_tokens_differ_by_purpose_and_by_secret_and_hide_the_file():
-    one, same, other = derive_tokens(b"file one"), derive_tokens(b"file one"), \
-        derive_tokens(b"file two")
+def test_tokens_differ_by_purpose_and_by_secret_and_hide_the_secret():
+    key, other_key = bytes(range(32)), bytes(range(1, 33))
+    one, same, other = derive_tokens(key), derive_tokens(key), derive_tokens(other_key)
     assert one == same
     secrets = {one.probe.secret, one.ready.secret, one.member.secret}
     assert len(secrets) == 3
     assert one.probe.secret != other.probe.secret
-    assert all(b"file one" not in s for s in secrets)
-    assert "file one" not in repr(one) and one.stage("member") == one.member
+    assert all(key not in s and key.hex().encode() not in s for s in secrets)
+    assert key.hex() not in repr(one) and one.stage("member") == one.member
 
 
 # -- order of joins, membership --------------------------------------------------------------------
@@ -276,9 +277,80 @@ def test_a_finished_node_does_nothing_not_even_read_its_answer_file(capsys, tmp_
     assert code == 0 and "nothing to do" in out
 
 
+def test_without_the_clusters_secret_first_boot_refuses_exit_2_naming_the_file(capsys, tmp_path):
+    """No fallback to the answer file, which anyone can read: exit 2, the file and the fix,
+    nothing written under the state folder."""
+    answers = tmp_path / "a.toml"
+    answers.write_text(dumps(plan()))
+    state = tmp_path / "s"
+    code, out, err = _main(capsys, "--answers", str(answers), "--node", "a",
+                           "--state-dir", str(state))
+    assert code == 2 and "Traceback" not in err
+    assert f"the first-boot secret {tmp_path / 'a.firstboot-secret'} does not exist" in err
+    assert "fix: copy the cluster's secret file" in err and "install -m 600" in err
+    assert not state.exists()
+
+
+@pytest.mark.parametrize("case", ["readable", "short", "not-hex", "folder"])
+def test_a_secret_file_that_cannot_be_the_clusters_is_refused(capsys, tmp_path, case):
+    answers = tmp_path / "a.toml"
+    answers.write_text(dumps(plan()))
+    secret = tmp_path / "a.firstboot-secret"
+    if case == "folder":
+        secret.mkdir(mode=0o700)
+    else:
+        secret.write_text({"readable": "ab" * 32, "short": "ab" * 31,
+                           "not-hex": "zz" * 32}[case] + "\n")
+        secret.chmod(0o644 if case == "readable" else 0o600)
+    code, _out, err = _main(capsys, "--answers", str(answers), "--node", "a",
+                            "--state-dir", str(tmp_path / "s"))
+    assert code == 2 and str(secret) in err and "Traceback" not in err
+    assert {"readable": "fix: chmod 600", "short": "64 hex digits", "not-hex": "64 hex digits",
+            "folder": "not a regular file"}[case] in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_same_answer_file_and_another_secret_give_other_tokens(tmp_path):
+    """The tokens come from the secret alone: one answer file, two clusters' secrets, two sets
+    of tokens; and none of them is what the answer file's bytes would give."""
+    answers = tmp_path / "a.toml"
+    answers.write_text(dumps(plan()))
+    made = []
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        found = firstboot_secret.load_or_new(tmp_path / folder / "a.firstboot-secret")
+        firstboot_secret.keep(found)
+        assert found.created and len(found.value) == firstboot_secret.SECRET_BYTES
+        made.append(derive_tokens(firstboot_secret.read(found.path)))
+    from_file = derive_tokens(answers.read_bytes())
+    probes = {t.probe.secret for t in (*made, from_file)}
+    readies = {t.ready.secret for t in (*made, from_file)}
+    members = {t.member.secret for t in (*made, from_file)}
+    assert len(probes) == len(readies) == len(members) == 3
+
+
+def test_a_secret_is_made_once_0600_and_then_reused(tmp_path):
+    path = tmp_path / "c.firstboot-secret"
+    first = firstboot_secret.load_or_new(path)
+    assert first.created and not path.exists()  # nothing written before keep
+    firstboot_secret.keep(first)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.read_text() == first.value.hex() + "\n"
+    again = firstboot_secret.load_or_new(path)
+    assert not again.created and again.value == first.value
+    assert first.value.hex() not in repr(first)
+    firstboot_secret.keep(again)  # reused: not written again
+    raced = firstboot_secret.load_or_new(tmp_path / "r.firstboot-secret")
+    (tmp_path / "r.firstboot-secret").write_text("ab" * 32 + "\n")
+    with pytest.raises(UserError) as caught:
+        firstboot_secret.keep(raced)
+    assert caught.value.code == "firstboot-secret-raced"
+
+
 def test_a_second_first_boot_on_the_node_is_refused(capsys, tmp_path):
     answers = tmp_path / "a.toml"
     answers.write_text(dumps(plan()))
+    firstboot_secret.ensure(firstboot_secret.path_for(answers))
     with StateDir(str(tmp_path / "s")).lock():
         code, _out, err = _main(capsys, "--answers", str(answers), "--node", "a",
                                 "--state-dir", str(tmp_path / "s"))
@@ -336,12 +408,12 @@ def test_the_cli_command_passes_every_option_through(monkeypatch):
     monkeypatch.setattr(entry, "main", fake_main)
     code = main(["firstboot", "--answers", "f.toml", "--node", "n2", "--peer-wait", "5",
                  "--turn-wait", "6", "--apply-timeout", "7", "--quorum-timeout", "8",
-                 "--linger", "9", "--state-dir", "/s", "--token-file", "/t", "--duration",
+                 "--linger", "9", "--state-dir", "/s", "--secret-file", "/t", "--duration",
                  "1.5", "--ignore", "time-sync", "--ignore", "mtu", "--corosync-start",
                  "corosync -f", "--quiet"])
     assert code == 7
     opts = entry.options(seen["args"])
     assert opts == Options(
         answers="f.toml", node="n2", state_dir="/s", peer_wait_s=5, turn_wait_s=6,
-        apply_timeout_s=7, quorum_timeout_s=8, linger_s=9, token_file="/t", duration_s=1.5,
+        apply_timeout_s=7, quorum_timeout_s=8, linger_s=9, secret_file="/t", duration_s=1.5,
         ignore=("time-sync", "mtu"), corosync_start=("corosync", "-f"), quiet=True)

@@ -24,6 +24,7 @@ import pytest
 from pvestrap.errors import OperationFailed
 from pvestrap.plan import ClusterPlan, Link, Node
 from pvestrap.firstboot import entry, waiting
+from pvestrap.firstboot import secret as firstboot_secret
 from pvestrap.firstboot.presence import Presence
 from pvestrap.firstboot.tokens import derive_tokens
 
@@ -61,7 +62,17 @@ def plan():
         yield ClusterPlan("lo", nodes, (Link(0),)).check()
 
 
-TOKENS = derive_tokens(b"the answer file")
+TOKENS = derive_tokens(bytes(range(32)))  # a cluster's first-boot secret
+
+
+def cluster_files(plan, folder):
+    """The answer file and the cluster's first-boot secret beside it (0600), as `pvestrap iso
+    prepare` leaves them; returns (answers path, the tokens every node derives)."""
+    from pvestrap.answers import dumps
+
+    answers = folder / "answers.toml"
+    answers.write_text(dumps(plan))
+    return answers, derive_tokens(firstboot_secret.ensure(firstboot_secret.path_for(answers)).value)
 
 
 def _bind(address: str, port: int) -> socket.socket | int:
@@ -81,8 +92,31 @@ def test_probes_are_answered_by_token_and_stage(plan):
     with Presence(plan, n2, TOKENS, ttl_s=60):
         assert waiting.answering(n1, peer, TOKENS.probe) == {"n2"}
         assert waiting.answering(n1, peer, TOKENS.ready) == set()
-        assert waiting.answering(n1, peer, derive_tokens(b"another file").probe) == set()
+        assert waiting.answering(n1, peer, derive_tokens(bytes(32)).probe) == set()
     assert waiting.answering(n1, peer, TOKENS.probe) == set()  # closed with the block
+
+
+def test_the_answer_file_alone_forges_no_token_the_nodes_accept(plan, tmp_path):
+    """Anyone may read the answer file (the hook extracts it 0644): tokens made from it, the
+    way first boot once made them, get no answer from a node, and a forger announcing "ready"
+    or "member" with them is not seen by a node that waits for that stage. Only the secret's
+    tokens are answered."""
+    answers, tokens = cluster_files(plan, tmp_path)
+    forged = derive_tokens(answers.read_bytes())
+    n1, n2, n3 = (plan.node(n) for n in ("n1", "n2", "n3"))
+    peer = {"n2": dict(n2.addresses)}
+    with Presence(plan, n2, tokens, ttl_s=60) as real, Presence(plan, n3, forged, ttl_s=60) as fake:
+        real.announce("ready")
+        fake.announce("ready")
+        fake.announce("member")
+        assert waiting.answering(n1, peer, tokens.probe) == {"n2"}
+        assert waiting.answering(n1, peer, tokens.ready) == {"n2"}
+        for token in (forged.probe, forged.ready, forged.member):
+            assert waiting.answering(n1, peer, token) == set()
+        for stage in ("ready", "member"):
+            assert waiting.wait_for_stage(plan, n1, ["n3"], stage, tokens.stage(stage),
+                                          timeout_s=0.5, say=lambda _m: None,
+                                          poll_s=0.2) == set()
 
 
 def test_corosync_ports_stay_free_for_corosync_and_are_answered_all_along(plan):
@@ -154,11 +188,7 @@ def test_a_local_preflight_fail_stops_before_any_change(plan, tmp_path, capsys):
     """The whole flow for n1 on loopback, with n2 and n3 answering: this machine's host name is
     not n1, so the preflight FAILs on a local check; the apply is never called, nothing is
     marked done, and the saved report says why."""
-    from pvestrap.answers import dumps
-
-    answers = tmp_path / "answers.toml"
-    answers.write_text(dumps(plan))
-    tokens = derive_tokens(answers.read_bytes())
+    answers, tokens = cluster_files(plan, tmp_path)
     applied = []
     with Presence(plan, plan.node("n2"), tokens, ttl_s=60), \
             Presence(plan, plan.node("n3"), tokens, ttl_s=60):
@@ -182,11 +212,7 @@ def test_after_a_passed_preflight_the_apply_runs_once_and_the_node_is_done(plan,
     """The same flow with this machine's local FAILs ignored by check id (as an answer file's
     ignore_checks would): n1 creates once n2 and n3 are ready, the apply gets n1's request, the
     node is marked done, and a rerun does nothing at all."""
-    from pvestrap.answers import dumps
-
-    answers = tmp_path / "answers.toml"
-    answers.write_text(dumps(plan))
-    tokens = derive_tokens(answers.read_bytes())
+    answers, tokens = cluster_files(plan, tmp_path)
     state = tmp_path / "state"
     argv = ["--answers", str(answers), "--node", "n1", "--state-dir", str(state),
             "--duration", "0.5", "--peer-wait", "20", "--turn-wait", "20", "--linger", "0.5",
@@ -209,3 +235,8 @@ def test_after_a_passed_preflight_the_apply_runs_once_and_the_node_is_done(plan,
     assert (done["node"], done["cluster"]) == ("n1", plan.cluster_name)
     assert entry.main(argv, apply=applied.append) == 0
     assert len(applied) == 1
+    value = firstboot_secret.read(firstboot_secret.path_for(answers))
+    printed = capsys.readouterr()
+    written = b"".join(f.read_bytes() for f in state.iterdir() if f.is_file())
+    for shown in (printed.out.encode(), printed.err.encode(), written, answers.read_bytes()):
+        assert value not in shown and value.hex().encode() not in shown.lower()

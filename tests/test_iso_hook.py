@@ -18,6 +18,7 @@ import pytest
 
 from pvestrap.answers import load
 from pvestrap.cli import main
+from pvestrap.firstboot import secret as firstboot_secret
 from pvestrap.iso import hook as iso_hook
 from pvestrap.iso.hook_modules import closure, imports_of
 from pvestrap.render import render_corosync_conf
@@ -37,8 +38,14 @@ PYTHONS = {v: _interpreter(v) for v in ("3.10", "3.11", "3.12", "3.13")}
 @pytest.fixture(scope="module")
 def hook_file(tmp_path_factory):
     out = tmp_path_factory.mktemp("hook") / "proxmox-first-boot"
-    assert main(["iso", "hook", "--answers", str(CLUSTER), "--out", str(out)]) == 0
+    assert main(["iso", "hook", "--answers", str(CLUSTER), "--out", str(out),
+                 "--secret-file", str(secret_of(out))]) == 0
     return out
+
+
+def secret_of(hook: pathlib.Path) -> pathlib.Path:
+    """The cluster's first-boot secret the hook at HOOK was built with (made beside it)."""
+    return hook.with_name("cluster.firstboot-secret")
 
 
 def _run(argv, cwd, env=None, timeout=120):
@@ -53,12 +60,13 @@ def test_hook_size_and_what_it_carries(hook_file, record_property, capsys):
     print(f"hook size: {size} bytes ({size / iso_hook.MAX_BYTES:.1%} of the 1 MiB limit)")
     assert size <= iso_hook.MAX_BYTES
     assert data.startswith(b"#!/usr/bin/env python3\n")
-    assert hook_file.stat().st_mode & 0o777 == 0o755
+    assert hook_file.stat().st_mode & 0o777 == 0o700  # it carries the first-boot secret
     names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
     for wanted in ("__main__.py", "pvestrap/__init__.py", "pvestrap/answers.py",
                    "pvestrap/templates/datacenter.cfg.j2", "pvestrap/checks/responder.py",
                    "jinja2/__init__.py", "markupsafe/_native.py", "ntplib.py",
                    "ping3/__init__.py", "pvestrap-hook/answers.toml",
+                   "pvestrap-hook/firstboot.secret", "pvestrap/firstboot/secret.py",
                    "pvestrap-hook/manifest.json", "pvestrap-hook/licenses/Jinja2/LICENSE.txt"):
         assert wanted in names, wanted
     tops = {n.split("/")[0] for n in names}
@@ -75,11 +83,40 @@ def test_hook_size_and_what_it_carries(hook_file, record_property, capsys):
     assert "pvestrap/firstboot/flow.py" in names and "pvestrap/preflight.py" in names
     assert set(manifest["dependencies"]) == {"jinja2", "markupsafe", "ntplib", "ping3"}
     assert manifest["answers"]["sha256"] == hashlib.sha256(CLUSTER.read_bytes()).hexdigest()
+    assert manifest["firstboot_secret"] == {"member": "pvestrap-hook/firstboot.secret"}
+    assert zf.read("pvestrap-hook/firstboot.secret") == secret_of(hook_file).read_bytes()
     assert all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in zf.infolist())
 
 
 def test_the_build_is_reproducible(hook_file):
-    assert iso_hook.build(CLUSTER).data == hook_file.read_bytes()
+    secret = firstboot_secret.read(secret_of(hook_file))
+    assert iso_hook.build(CLUSTER, secret=secret).data == hook_file.read_bytes()
+    other = iso_hook.build(CLUSTER, secret=bytes(32))
+    assert other.data != hook_file.read_bytes()
+
+
+def test_the_hook_writes_the_secret_root_only_and_makes_itself_root_only(hook_file, tmp_path):
+    """The installer may leave /var/lib/proxmox-first-boot/proxmox-first-boot readable by all
+    (chmod +x): the first run writes the secret 0600 beside the answers and takes group and
+    others' rights off the hook. Nothing the hook prints shows the secret."""
+    loose = tmp_path / "proxmox-first-boot"
+    loose.write_bytes(hook_file.read_bytes())
+    loose.chmod(0o755)
+    state = tmp_path / "state"
+    done = _run([PYTHONS["3.11"], str(loose), "--selftest", "--state-dir", str(state)],
+                tmp_path)
+    assert done.returncode == 0, done.stderr
+    written = state / "answers.firstboot-secret"
+    assert written.read_bytes() == secret_of(hook_file).read_bytes()
+    assert written.stat().st_mode & 0o777 == 0o600
+    assert loose.stat().st_mode & 0o777 == 0o700
+    assert (state / "answers.toml").stat().st_mode & 0o777 == 0o644  # no secret in it
+    hexed = secret_of(hook_file).read_text().strip()
+    printed = [_run([PYTHONS["3.11"], str(loose), flag], tmp_path)
+               for flag in ("--print-answers", "--manifest", "--help")]
+    for out in [done, *printed]:
+        assert hexed not in out.stdout + out.stderr
+        assert bytes.fromhex(hexed).hex().upper() not in out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("version", ["3.11", "3.12", "3.13"])
@@ -185,6 +222,7 @@ def test_a_hook_over_1_mib_is_refused(tmp_path, capsys):
     assert "over the installer's limit of 1048576 bytes" in err and "[" not in err.split(":")[0]
     assert not out.exists()
     assert not list(tmp_path.glob(".hook*"))
+    assert not (tmp_path / "cluster.firstboot-secret").exists()  # no secret for a failed build
 
 
 def test_an_invalid_cluster_file_is_refused(tmp_path, capsys):
@@ -231,6 +269,7 @@ def test_extra_modules_are_carried_when_asked(hook_file):
     status module imports pvestrap.verify, which first boot now carries anyway: it verifies a
     QDevice; pvestrap.report.junit it never imports)."""
     plain = iso_hook.build(CLUSTER)
+    assert not plain.carries_secret and iso_hook.mode(plain) == 0o755
     more = iso_hook.build(CLUSTER, extra=("pvestrap.verify", "pvestrap.report.junit"))
     assert "pvestrap.verify" in plain.modules and "pvestrap.verify" in more.modules
     assert "pvestrap.report.junit" not in plain.modules

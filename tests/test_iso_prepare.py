@@ -5,12 +5,14 @@ and Joliet), checked with xorriso itself: the four files, the boot setup, the vo
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pathlib
 import re
 import shutil
 import subprocess
 import tomllib
+import zipfile
 
 import pytest
 
@@ -76,9 +78,14 @@ def isos(tmp_path_factory):
 
 
 def prepare(out, iso, node="pve2", *extra):
+    """The cluster's first-boot secret is made (or reused) beside OUT, not in tests/data."""
     return main(["iso", "prepare", "--iso", str(iso), "--answers", str(CLUSTER), "--node", node,
                  "--installer", str(SETTINGS), "--out", str(out), "--engine", "xorriso",
-                 *extra])
+                 "--secret-file", str(secret_beside(out)), *extra])
+
+
+def secret_beside(out) -> pathlib.Path:
+    return pathlib.Path(out).parent / "cluster.firstboot-secret"
 
 
 def extract(iso, iso_path, dest) -> bytes:
@@ -127,7 +134,8 @@ def prepared(isos, tmp_path_factory):
     answer, hook, out = folder / "answer.toml", folder / "hook", folder / "pve2.iso"
     assert main(["iso", "answer", "--answers", str(CLUSTER), "--node", "pve2",
                  "--installer", str(SETTINGS), "--out", str(answer)]) == 0
-    assert main(["iso", "hook", "--answers", str(CLUSTER), "--out", str(hook)]) == 0
+    assert main(["iso", "hook", "--answers", str(CLUSTER), "--out", str(hook),
+                 "--secret-file", str(secret_beside(hook))]) == 0
     assert prepare(out, isos["plain"]) == 0
     assert hashlib.sha256(isos["plain"].read_bytes()).hexdigest() == source_sha
     return {"iso": out, "answer": answer, "hook": hook, "folder": folder}
@@ -203,9 +211,12 @@ def test_inspect_shows_mode_masked_answer_hook_and_cluster_file(prepared, capsys
     assert hook["pvestrap_hook"] is True
     assert hook["cluster_answers"] == CLUSTER.read_text()
     assert set(hook["manifest"]["dependencies"]) == {"jinja2", "markupsafe", "ntplib", "ping3"}
+    assert hook["manifest"]["firstboot_secret"] == {"member": "pvestrap-hook/firstboot.secret"}
     assert main(["iso", "inspect", str(prepared["iso"])]) == 0
     text = capsys.readouterr().out
     assert HASH not in text
+    assert "first-boot secret: carried (never shown" in text
+    assert secret_beside(prepared["iso"]).read_text().strip() not in text
     assert f"hook (/proxmox-first-boot): {hook['size']} bytes" in text
 
 
@@ -238,6 +249,7 @@ def test_partition_mode(isos, tmp_path, capsys):
     assert "'/answer.toml'" not in files and "'/proxmox-first-boot'" in files
     assert extract(out, "/auto-installer-mode.toml", tmp_path / "mode") == \
         b'mode = "partition"\n'
+    assert out.stat().st_mode & 0o777 == 0o600  # its hook carries the first-boot secret
     assert (tmp_path / "usb2" / "answer.toml").is_file()
 
 
@@ -353,3 +365,42 @@ def test_partition_answer_never_goes_through_a_planted_symlink(tmp_path, capsys)
                  "--installer", str(SETTINGS), "--partition", str(folder)]) == 2
     assert "symlink" in capsys.readouterr().err
     assert leak.read_text() == "" and (folder / "answer.toml").is_symlink()
+
+
+def test_every_node_of_a_cluster_gets_the_same_secret_made_once_and_never_shown(
+        isos, tmp_path, capfd):
+    """The first ISO of a cluster makes its first-boot secret (0600, beside the answers by
+    default); the next ones reuse it, so every node's hook carries the same one. No output,
+    no answer file and no installer answer holds it."""
+    one, two = tmp_path / "pve1.iso", tmp_path / "pve2.iso"
+    assert prepare(one, isos["plain"], "pve1") == 0
+    made = capfd.readouterr()
+    secret = secret_beside(one)
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert f"first-boot secret: {secret}, made now (mode 0600)" in made.err
+    assert prepare(two, isos["plain"], "pve2") == 0
+    reused = capfd.readouterr()
+    assert f"first-boot secret: {secret}, reused" in reused.err
+    hooks = [zipfile.ZipFile(io.BytesIO(extract(iso, "/proxmox-first-boot", tmp_path / iso.stem)))
+             for iso in (one, two)]
+    carried = {hook.read("pvestrap-hook/firstboot.secret") for hook in hooks}
+    assert carried == {secret.read_bytes()}
+    value = secret.read_text().strip()
+    assert len(bytes.fromhex(value)) == 32
+    answers = [hook.read("pvestrap-hook/answers.toml") for hook in hooks]
+    installer = extract(one, "/answer.toml", tmp_path / "answer.toml")
+    for text in [made.out, made.err, reused.out, reused.err, installer.decode(),
+                 *(a.decode() for a in answers)]:
+        assert value not in text.lower()
+    assert main(["iso", "inspect", str(one), "--json"]) == 0
+    assert value not in capfd.readouterr().out
+
+
+def test_a_loose_secret_file_is_refused_before_anything_is_written(isos, tmp_path, capsys):
+    out = tmp_path / "pve1.iso"
+    secret_beside(out).write_text("00" * 32 + "\n")
+    secret_beside(out).chmod(0o644)
+    assert prepare(out, isos["plain"], "pve1") == 2
+    err = capsys.readouterr().err
+    assert "can be read or changed by other users" in err and "fix: chmod 600" in err
+    assert not out.exists()

@@ -61,6 +61,11 @@ def test_save_writes_the_file_and_reports_an_unwritable_folder(tmp_path):
     live.save(str(tmp_path / "a.toml"), dumps(PLAN))
     assert load(tmp_path / "a.toml") == PLAN
     assert oct((tmp_path / "a.toml").stat().st_mode & 0o777) == "0o644"
+    made = tmp_path / "a.firstboot-secret"  # the cluster's first-boot secret, made once
+    assert made.stat().st_mode & 0o777 == 0o600 and len(made.read_text().strip()) == 64
+    before = made.read_bytes()
+    live.save(str(tmp_path / "a.toml"), dumps(PLAN))
+    assert made.read_bytes() == before  # kept: every node of the cluster has this one
     with pytest.raises(OperationFailed) as err:
         live.save(str(tmp_path / "missing" / "a.toml"), "x")
     assert err.value.code == "write-failed" and "missing" in err.value.message

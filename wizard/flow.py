@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Protocol
 from pvestrap import joininfo
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.findings import Severity
+from pvestrap.firstboot.secret import path_for as secret_path
 from pvestrap.plan import (MAX_LINK, NODEID_MAX, ClusterPlan, Datacenter, InterfaceStanza,
                            JoinTarget, Link, Node)
 from pvestrap.qdevice import QDevice
@@ -443,4 +444,6 @@ def save_answers(talk: Talk, plan: ClusterPlan, path: str) -> None:
 
     assert talk.services is not None
     talk.services.save(path, dumps(plan))
-    talk.asker.say(f"Saved the answer file for the whole cluster to {path}.")
+    talk.asker.say(f"Saved the answer file for the whole cluster to {path}, and the cluster's "
+                   f"first-boot secret beside it ({secret_path(path)}, mode 0600): an "
+                   "unattended first boot needs both on every node.")

@@ -65,9 +65,13 @@ class LiveServices:
         return render_text(report, color=wants_color(sys.stdout))
 
     def save(self, path: str, text: str) -> None:
+        """The answer file, and the cluster's first-boot secret beside it (made once, 0600,
+        kept when there: pvestrap.firstboot.secret)."""
         from pvestrap.atomic import atomic_write
+        from pvestrap.firstboot import secret
 
         atomic_write(path, text, mode=0o644, backup=False)  # OperationFailed names the path
+        secret.ensure(secret.path_for(path))
 
     # -- preflight ---------------------------------------------------------------------------
     def preflight(self, plan: ClusterPlan, node: str, pending: frozenset[int]) -> Report:

@@ -37,6 +37,37 @@ def init(
                         remedy="pass --force to overwrite it, or choose another name")
     atomic_write(file, text, backup=False, error=UserError)
     typer.echo(f"wrote {file}; edit it, then run: pvestrap answer validate {file}")
+    _say_secret(file, _ensure_secret(file, None))
+
+
+def _ensure_secret(file: Path, secret_file: Optional[Path]):
+    from pvestrap.firstboot import secret
+
+    return secret.ensure(secret_file or secret.path_for(file))
+
+
+def _say_secret(file: Path, found) -> None:
+    """Which file and what to do with it; never what is in it."""
+    how = "made (32 random bytes, mode 0600)" if found.created else "present, checked"
+    typer.echo(f"first-boot secret of this cluster: {found.path}, {how}. For an unattended "
+               f"first boot every node needs it with the answer file: install -m 600 "
+               f"{found.path} /etc/pvestrap/answers.firstboot-secret (the ISO's hook carries it "
+               "itself)")
+
+
+@app.command("secret")
+def secret(
+    file: Path = typer.Argument(..., help="The cluster's answer file."),
+    secret_file: Optional[Path] = typer.Option(
+        None, "--secret-file", metavar="FILE", help="Where the secret is (default: beside FILE, "
+        "NAME.firstboot-secret)."),
+) -> None:
+    """Make the cluster's first-boot secret once (or check the one there): the nodes' probe
+    tokens come from it, never from the answer file. It is never printed."""
+    from pvestrap.answers import load
+
+    load(file)
+    _say_secret(file, _ensure_secret(file, secret_file))
 
 
 @app.command("validate")

@@ -36,9 +36,9 @@ def command(
     state_dir: Optional[str] = typer.Option(
         None, "--state-dir", metavar="DIR", help="Progress and done marker (default "
         "/var/lib/pvestrap)."),
-    token_file: Optional[str] = typer.Option(
-        None, "--token-file", metavar="FILE", help="Probe secret shared by the nodes (default: "
-        "derived from the answer file)."),
+    secret_file: Optional[str] = typer.Option(
+        None, "--secret-file", metavar="FILE", help="The cluster's first-boot secret, mode 0600 "
+        "(default: beside the answer file, NAME.firstboot-secret); required."),
     duration: Optional[float] = typer.Option(
         None, "--duration", metavar="S", help="Seconds of latency sampling per path."),
     ignore: Optional[List[str]] = typer.Option(

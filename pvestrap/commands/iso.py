@@ -25,6 +25,11 @@ _INSTALLER = typer.Option(None, "--installer", metavar="FILE", dir_okay=False,
 _PW_FILE = typer.Option(None, "--root-password-file", metavar="FILE",
                         help="File whose first line is root's password (not readable by "
                              "others); only its SHA-512 crypt hash is written.")
+_SECRET = typer.Option(None, "--secret-file", metavar="FILE",
+                       help="The cluster's first-boot secret (default: beside --answers, "
+                            "NAME.firstboot-secret): made (32 random bytes, mode 0600) when "
+                            "missing, else reused, so every node of the cluster gets the same "
+                            "one. Keep it with the answer file; it is never printed.")
 _PW_ENV = typer.Option(None, "--root-password-env", metavar="NAME",
                        help="Environment variable holding root's password; only its hash "
                             "is written.")
@@ -68,6 +73,22 @@ def answer(
     typer.echo(f"wrote {out}", err=True)
 
 
+def _hook_with_secret(answers: Path, secret_file: Optional[Path]):
+    """The first-boot hook carrying the cluster's first-boot secret (pvestrap.firstboot.secret):
+    made once, when missing, and written (0600) only once the hook is built. Says which file,
+    never what is in it."""
+    from pvestrap.firstboot import secret
+    from pvestrap.iso import hook as hooks
+
+    found = secret.load_or_new(secret_file or secret.path_for(answers))
+    built = hooks.build(answers, secret=found.value)
+    secret.keep(found)
+    how = ("made now (mode 0600): prepare every node of this cluster with it"
+           if found.created else "reused")
+    typer.echo(f"first-boot secret: {found.path}, {how}", err=True)
+    return built
+
+
 def _write_private(path: Path, text: str) -> None:
     """Only root may read it: the answer file holds the root password hash."""
     from pvestrap.atomic import atomic_write
@@ -91,13 +112,15 @@ def validate_answer(
 def hook(
     answers: Path = _ANSWERS,
     out: Path = typer.Option(..., "--out", metavar="FILE", dir_okay=False,
-                             help="Where to write the hook executable."),
+                             help="Where to write the hook executable (mode 0700)."),
+    secret_file: Optional[Path] = _SECRET,
 ) -> None:
-    """Build the first-boot hook: pvestrap's core and the cluster answer file in one
-    executable (a Python zipapp, at most 1 MiB) that runs the unattended first-boot flow."""
+    """Build the first-boot hook: pvestrap's core, the cluster answer file and the cluster's
+    first-boot secret in one executable (a Python zipapp, at most 1 MiB, root's alone) that
+    runs the unattended first-boot flow."""
     from pvestrap.iso import hook as hooks
 
-    built = hooks.build(answers)
+    built = _hook_with_secret(answers, secret_file)
     hooks.write(built, out)
     deps = ", ".join(f"{k} {v}" for k, v in built.dependencies.items())
     typer.echo(f"wrote {out}: {built.size} bytes (limit {hooks.MAX_BYTES}), "
@@ -126,11 +149,12 @@ def prepare(
     engine: str = typer.Option("auto", "--engine", help="auto (Proxmox's "
                                "proxmox-auto-install-assistant when installed), xorriso or "
                                "assistant."),
+    secret_file: Optional[Path] = _SECRET,
 ) -> None:
-    """Embed answer.toml, the installer mode, the first-boot hook and the auto-install flag
-    into a copy of the installer ISO (boot records, volume id and UUID kept)."""
+    """Embed answer.toml, the installer mode, the first-boot hook (with the cluster's
+    first-boot secret) and the auto-install flag into a copy of the installer ISO (boot
+    records, volume id and UUID kept; the copy is mode 0600)."""
     from pvestrap.errors import UserError
-    from pvestrap.iso import hook as hooks
     from pvestrap.iso import prepare as prep
     from pvestrap.iso.installer_answer import render_for
 
@@ -152,7 +176,7 @@ def prepare(
         raise UserError(f"--partition {partition}: exists and is not a folder",
                         code="partition-dir-invalid")
     if iso is not None:
-        built = hooks.build(answers)
+        built = _hook_with_secret(answers, secret_file)
         done = prep.prepare_iso(iso, out, built,
                                 None if partition is not None else rendered.text, engine)
         for line in done.warnings:

@@ -41,8 +41,10 @@ def parser() -> argparse.ArgumentParser:
                         "at most this long (default 1800).")
     p.add_argument("--state-dir", default=STATE_DIR, metavar="DIR",
                    help=f"Where progress and the done marker live (default {STATE_DIR}).")
-    p.add_argument("--token-file", metavar="FILE", help="Probe secret shared by the nodes "
-                   "(default: derived from the answer file's content).")
+    p.add_argument("--secret-file", metavar="FILE", help="The cluster's first-boot secret, "
+                   "the same on every node, mode 0600 (default: beside the answer file, "
+                   "NAME.firstboot-secret, where the ISO's hook writes it). First boot does "
+                   "not run without it.")
     p.add_argument("--duration", type=_seconds, metavar="S",
                    help="Seconds of latency sampling per path in the preflight (default: the "
                         "answer file's, else 3).")
@@ -70,7 +72,7 @@ def options(args: argparse.Namespace) -> Options:
     return Options(answers=args.answers, node=args.node, state_dir=args.state_dir,
                    peer_wait_s=args.peer_wait, turn_wait_s=args.turn_wait,
                    apply_timeout_s=args.apply_timeout, quorum_timeout_s=args.quorum_timeout,
-                   linger_s=args.linger, token_file=args.token_file, duration_s=args.duration,
+                   linger_s=args.linger, secret_file=args.secret_file, duration_s=args.duration,
                    ignore=tuple(args.ignore),
                    corosync_start=tuple(shlex.split(args.corosync_start))
                    if args.corosync_start else None, quiet=args.quiet)

@@ -13,6 +13,7 @@ from pvestrap.checks.prober import Measurements
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.findings import Severity
 from pvestrap.firstboot import applying, membership, qdevice, waiting
+from pvestrap.firstboot import secret as firstboot_secret
 from pvestrap.firstboot.presence import Presence
 from pvestrap.firstboot.state import STATE_DIR, StateDir
 from pvestrap.firstboot.tokens import Tokens, derive_tokens
@@ -36,7 +37,7 @@ class Options:
     apply_timeout_s: float = 900.0
     quorum_timeout_s: float = 300.0
     linger_s: float = 1800.0
-    token_file: str | None = None
+    secret_file: str | None = None  # default: beside the answer file (secret.path_for)
     duration_s: float | None = None
     ignore: tuple[str, ...] = ()
     corosync_start: tuple[str, ...] | None = None
@@ -79,13 +80,14 @@ def run(opts: Options, apply: applying.ApplyFn | None = None, say: Say = say_lin
     me = answers.select_node(plan, opts.node)
     role = plan.role_of(me.name)
     digest = hashlib.sha256(data).hexdigest()
+    secret = _secret(opts)
     detail = (lambda _m: None) if opts.quiet else say
     with state.lock():
-        return _run_locked(opts, state, plan, me, role, digest, data,
+        return _run_locked(opts, state, plan, me, role, digest, secret,
                            apply or applying.default_apply, say, detail)
 
 
-def _run_locked(opts, state, plan, me, role, digest, data, apply, say, detail) -> Outcome:
+def _run_locked(opts, state, plan, me, role, digest, secret, apply, say, detail) -> Outcome:
     phase = state.phase(digest, me.name)
     say(f"first boot of {me.name}: {'create' if role == 'create' else 'join'} cluster "
         f"{plan.cluster_name} ({len(plan.nodes)} nodes)"
@@ -93,7 +95,7 @@ def _run_locked(opts, state, plan, me, role, digest, data, apply, say, detail) -
     if phase is None:
         state.record(digest, me.name, "started")
     member = membership.configured_member(plan, me)
-    tokens = derive_tokens(_secret(opts, data))
+    tokens = derive_tokens(secret)
     done_phases = []
     report = None  # the apply runs its own (local) gate when this run made no preflight
     with Presence(plan, me, tokens, opts.responder_ttl_s, say) as presence:
@@ -223,13 +225,10 @@ def _read(path: str) -> bytes:
                         ) from None
 
 
-def _secret(opts: Options, answers: bytes) -> bytes:
-    """The probe secret: --token-file when given, else the answer file itself."""
-    if opts.token_file is None:
-        return answers
-    from pvestrap.checks.probe import load_token
-
-    return load_token(file=opts.token_file).secret
+def _secret(opts: Options) -> bytes:
+    """The cluster's first-boot secret (--secret-file, else beside the answer file); never the
+    answer file itself, which anyone may read: without the secret, exit 2 (secret.py)."""
+    return firstboot_secret.read(opts.secret_file or firstboot_secret.path_for(opts.answers))
 
 
 def _describe_done(done: dict) -> str:

@@ -1,4 +1,4 @@
-"""The probe tokens of the first boot's stages, all derived from one shared secret.
+"""The probe tokens of the first boot's stages, all derived from the cluster's first-boot secret.
 
 Progress is told by probe: `probe` (I am here: the peer wait and the preflight), `ready` (my
 preflight passed) and `member` (I have created or joined). Each stage is one more responder
@@ -28,11 +28,10 @@ class Tokens:
 
 
 def derive_tokens(secret: bytes) -> Tokens:
-    """The three tokens from one secret every node of the cluster has and outsiders do not.
-
-    By default the secret is the answer file's bytes: the nodes of one cluster are given the
-    same file (the ISO embeds it), nobody else is. HMAC with a fixed label per purpose keeps
-    the file itself out of the tokens, and the tokens apart.
+    """The three tokens from the cluster's first-boot secret (secret.py), which every node
+    of the cluster has, root-only, and nobody else does. Never the answer file: it is
+    world-readable on the nodes. HMAC with a fixed label per purpose keeps the tokens apart
+    and the secret out of them.
     """
     def one(label: bytes) -> Token:
         return Token(hmac.new(secret, b"pvestrap-firstboot/" + label,

@@ -19,6 +19,7 @@ import pytest
 from pvestrap.answers import dumps
 from pvestrap.apply.pve import JoinFailed, PveJoinStep
 from pvestrap.apply.pve_join_method import JoinMethod
+from pvestrap.firstboot import secret
 from pvestrap.lab.lab import Lab
 from pvestrap.plan import ClusterPlan, Datacenter
 from pvestrap.corosync.status import parse_quorum_status
@@ -120,6 +121,7 @@ def test_first_boot_of_a_pve_lab_ends_as_apply_does(lab, tmp_path, release):
     script = Path(pvestrap.iso.__file__).with_name("pvestrap-firstboot.sh")
     three = lab(nodes=3, pve=release)
     _, answers = answer_file(three, tmp_path)
+    secret.ensure(secret.path_for(answers))  # the cluster's first-boot secret, 0600
     before = preview(three, 1, answers)
     env = {"PVESTRAP_ANSWERS": str(answers), "PVESTRAP_STATE_DIR": "/run/pvestrap/firstboot",
            "PVESTRAP_FIRSTBOOT": f"{sys.executable} -m pvestrap.firstboot",

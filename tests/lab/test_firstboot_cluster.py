@@ -27,6 +27,7 @@ import pvestrap.iso
 from pvestrap.answers import dumps
 from pvestrap.corosync.status import parse_quorum_status
 from labtesting import VersionWatcher
+from pvestrap.firstboot import secret
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -136,7 +137,15 @@ def lab_with_answers(lab, tmp_path: Path):
     plan = four.plan()
     answers = tmp_path / "answers.toml"
     answers.write_text(dumps(plan))
+    secret.ensure(secret.path_for(answers))  # as `pvestrap iso prepare` makes it
     return four, plan, answers
+
+
+def assert_secret_never_shown(answers: Path, runs: list[Run]) -> None:
+    """The cluster's first-boot secret is in no run's output (the journal) and no state file."""
+    value = secret.read(secret.path_for(answers)).hex()
+    for run in runs:
+        assert value not in run.out.read_text().lower() + run.err.read_text().lower()
 
 
 def test_four_nodes_two_late_end_quorate(lab, runs, tmp_path):
@@ -150,6 +159,7 @@ def test_four_nodes_two_late_end_quorate(lab, runs, tmp_path):
     # The three joiners were all ready when the first of them took n1's join lock: one
     # configuration change for the three (pvestrap.apply.batch), not one each.
     assert versions.seen == [1, 2], [tail(r) for r in current.values()]
+    assert_secret_never_shown(answers, runs)
 
     # A finished node does nothing: the script exits 0 at once, nothing changes.
     before = four.node(1).path("/etc/corosync/corosync.conf").read_bytes()

@@ -89,7 +89,9 @@ def test_the_hook_from_a_prepared_iso_clusters_the_lab_at_first_boot(lab, tmp_pa
                  "--engine", "xorriso"]) == 0
     hook = tmp_path / "proxmox-first-boot"
     xorriso("-osirrox", "on", "-indev", str(iso), "-extract", "/proxmox-first-boot", str(hook))
-    hook.chmod(0o700)  # what the installer does to /var/lib/proxmox-first-boot
+    hook.chmod(0o755)  # the installer may leave it readable by all (chmod +x)
+    made = tmp_path / "answers.firstboot-secret"  # `iso prepare` made it beside the answers
+    assert made.stat().st_mode & 0o777 == 0o600
 
     flow = ["--corosync-start", "corosync", "--peer-wait", "180", "--turn-wait", "300",
             "--apply-timeout", "300", "--duration", "1", "--linger", "60"]
@@ -115,6 +117,11 @@ def test_the_hook_from_a_prepared_iso_clusters_the_lab_at_first_boot(lab, tmp_pa
         assert "pvestrap first-boot hook (stage fully-up)" in outputs[index]
         assert (tmp_path / f"state-n{index}" / "answers.toml").read_bytes() == \
             answers.read_bytes()
+        written = tmp_path / f"state-n{index}" / "answers.firstboot-secret"
+        assert written.read_bytes() == made.read_bytes()  # one secret for the whole cluster
+        assert written.stat().st_mode & 0o777 == 0o600
+        assert made.read_text().strip() not in outputs[index].lower()
+    assert hook.stat().st_mode & 0o777 == 0o700  # it carries the secret: root's alone now
 
     for index in (1, 2, 3):
         status = quorum(three, index)

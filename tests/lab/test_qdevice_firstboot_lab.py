@@ -14,6 +14,7 @@ import time
 import pytest
 
 from pvestrap.answers import dumps
+from pvestrap.firstboot import secret
 from pvestrap.corosync.status import parse_quorum_status
 from pvestrap.qdevice import QDevice
 
@@ -30,6 +31,7 @@ def test_first_boot_sets_up_the_qdevice_after_the_last_join(lab, tmp_path):
     plan = dataclasses.replace(two.plan(), qdevice=QDevice("10.254.0.100"))
     answers = tmp_path / "answers.toml"
     answers.write_text(dumps(plan))
+    secret.ensure(secret.path_for(answers))  # the cluster's first-boot secret, 0600
     runs = {}
     for index in (1, 2):
         out = (tmp_path / f"n{index}.out").open("w")
