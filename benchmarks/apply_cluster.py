@@ -1,33 +1,39 @@
-"""Time from `pvestrap apply` on the first node to a quorate cluster, next to the floor: corosync
-alone forming the same cluster from hand-written configs, measured in the same run.
+"""Forming a cluster with pvestrap, next to the floor: corosync alone forming the same cluster
+from hand-written configs, measured in the same run.
 
-    sudo .venv/bin/python benchmarks/apply_cluster.py [--nodes 3 8] [--links 2] [--runs 1]
+    sudo .venv/bin/python benchmarks/apply_cluster.py [--nodes 3 8 16] [--links 2] [--runs 1]
+        [--modes together serial firstboot]
 
-For each size N, two fresh labs of N nodes and LINKS links:
+For each size N, a fresh lab of N nodes and LINKS links per measurement:
 
 - floor: the lab's hand-written corosync.conf (every node listed) and one authkey go into
   every node, then `corosync` is started in all nodes at once; the clock runs from the first
   start until every node is quorate with N members.
-- apply: sshd runs on every node (not timed); the clock runs from starting `pvestrap apply
+- together: sshd runs on every node (not timed); the clock runs from starting `pvestrap apply
   --yes` in node 1 (which creates the cluster) and, once it exits, in nodes 2..N at the same
-  time (they join one after the other under the member's lock) until every node is quorate
-  with N members. Every apply runs the real preflight first, like the first-boot hook does.
+  time with `--batch-wait 30` (the joiner that takes the member's join lock waits for the others
+  to queue, and all join in one configuration change: pvestrap.apply.batch) until every node is
+  quorate with N members. Every apply runs the real local preflight first.
+- serial: the same, but nodes 2..N apply one after the other (one configuration change each:
+  what joining one node at a time costs).
+- firstboot: the whole unattended first boot (`python -m pvestrap.firstboot`) started in every
+  node at once: peer wait, the preflight with 1 s of probe sampling, create, the batched join;
+  until every node is quorate with N members.
 
-Prints one row per size and run (floor, apply, ratio, the create's share, the joins' summed waits
-for quorum (corosync's own share: knet link-up and membership, paid once per join since joins are
-serialized), their summed member updates over ssh, and when each join finished) and a JSON summary
-line. Timeouts, stated: a whole apply or cluster formation 300 s, one `corosync-quorumtool -s` 60 s
-(a slower answer counts as not quorate yet), starting corosync 30 s; a benchmark that cannot measure
-says why and exits 1 (benchmarks/guard.py). All nodes of a lab share this machine's CPUs: N applies
-and N preflights starting at once compete for them, which real machines would not. Labs are removed
-afterwards, also on errors.
+Prints one row per size and run (each mode's seconds and ratio to the floor, and how many
+configuration changes the joins made: the final config_version - 1) and a JSON summary line.
+Timeouts, stated: a whole apply, first boot or cluster formation 300 s (600 s for serial), one
+`corosync-quorumtool -s` 60 s (a slower answer counts as not quorate yet), starting corosync
+30 s; a benchmark that cannot measure says why and exits 1 (benchmarks/guard.py). All nodes of a
+lab share this machine's CPUs: N applies and N preflights starting at once compete for them,
+which real machines would not. Labs are removed afterwards, also on errors.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
+import os
 import subprocess
 import sys
 import tempfile
@@ -36,19 +42,23 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pvestrap.answers import dumps
+from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import StatusUnparsable, parse_quorum_status
 from pvestrap.lab import teardown
 from pvestrap.lab.lab import Lab
 from pvestrap.lab.hostcheck import new_prefix, unavailable
+from pvestrap.paths import COROSYNC_CONF
 
 import guard  # benchmarks/guard.py: why a benchmark could not measure, no traceback
 
 APPLY = [sys.executable, "-m", "pvestrap", "apply"]
+FIRSTBOOT = [sys.executable, "-m", "pvestrap.firstboot", "--duration", "1", "--quiet",
+             "--state-dir", "/run/pvestrap/firstboot", "--peer-wait", "120", "--turn-wait",
+             "180", "--apply-timeout", "180", "--quorum-timeout", "120", "--linger", "120"]
 TIMEOUT = 300.0
 # One `corosync-quorumtool -s` under load (8+ nodes, N corosyncs and applies on 2 cores) took
 # over 10 s; a call that takes longer than this counts as "not quorate yet" and is asked again.
 QUORUMTOOL_TIMEOUT = 60.0
-STEP_TIME = re.compile(r"^\[applied\] (\S+) \(([0-9.]+) s\)", re.MULTILINE)
 
 
 def members(lab: Lab, index: int) -> int:
@@ -66,13 +76,13 @@ def members(lab: Lab, index: int) -> int:
     return len(status.nodes_only) if status.quorate else 0
 
 
-def wait_formed(lab: Lab, count: int, started: float) -> float:
+def wait_formed(lab: Lab, count: int, started: float, timeout: float = TIMEOUT) -> float:
     """Seconds from STARTED until every node is quorate with COUNT members."""
     pending = set(range(1, count + 1))
     with ThreadPoolExecutor(max_workers=min(8, count)) as pool:
         while pending:
-            if time.monotonic() - started > TIMEOUT:
-                raise SystemExit(f"no quorate {count}-node cluster after {TIMEOUT:g} s")
+            if time.monotonic() - started > timeout:
+                raise SystemExit(f"no quorate {count}-node cluster after {timeout:g} s")
             seen = dict(zip(pending, pool.map(lambda i: members(lab, i), pending)))
             pending = {i for i, n in seen.items() if n < count}
             if pending:
@@ -96,75 +106,99 @@ def floor(count: int, links: int) -> float:
         teardown.down(lab.prefix)
 
 
-def run_apply(lab: Lab, index: int, answers: Path) -> subprocess.Popen:
+def run_apply(lab: Lab, index: int, answers: Path, *extra: str) -> subprocess.Popen:
     return lab.popen(index, [*APPLY, "--answers", str(answers), "--node", lab.node(index).name,
-                             "--yes"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                     text=True)
+                             "--yes", *extra], stdout=subprocess.PIPE,
+                     stderr=subprocess.STDOUT, text=True)
 
 
-def finish(proc: subprocess.Popen, what: str) -> dict[str, float]:
-    """Wait for an apply; return how long each of its steps took (its progress lines)."""
-    out, _ = proc.communicate(timeout=TIMEOUT)
+def finish(proc: subprocess.Popen, what: str, timeout: float = TIMEOUT) -> None:
+    out, _ = proc.communicate(timeout=timeout)
     if proc.returncode != 0:
-        raise SystemExit(f"{what} failed (exit {proc.returncode}):\n{out}")
-    return {m.group(1): float(m.group(2)) for m in STEP_TIME.finditer(out)}
+        raise SystemExit(f"{what} failed (exit {proc.returncode}):\n{out[-3000:]}")
 
 
-def applied(count: int, links: int) -> dict:
-    lab = Lab.up(new_prefix("ba"), count, links)
+def changes(lab: Lab) -> int:
+    """Configuration changes made since the create: node 1's config_version - 1."""
+    text = lab.node(1).path(COROSYNC_CONF).read_text()
+    return (CorosyncConf.parse(text).config_version or 1) - 1
+
+
+def with_lab(count: int, links: int, tag: str, measure) -> dict:
+    lab = Lab.up(new_prefix(tag), count, links)
     try:
         lab.start("sshd")
         with tempfile.TemporaryDirectory() as folder:
             answers = Path(folder) / "answers.toml"
             answers.write_text(dumps(lab.plan()))
-            started = time.monotonic()
-            finish(run_apply(lab, 1, answers), "apply on n1")
-            created = time.monotonic() - started
-            joiners = {i: run_apply(lab, i, answers) for i in range(2, count + 1)}
-
-            def done(index: int) -> tuple[float, dict[str, float]]:
-                steps = finish(joiners[index], f"apply on n{index}")
-                return round(time.monotonic() - started, 2), steps
-
-            with ThreadPoolExecutor(max_workers=len(joiners) or 1) as pool:
-                results = list(pool.map(done, joiners))
-            total = wait_formed(lab, count, started)
-        joined = sorted(at for at, _ in results)
-        steps = [s for _, s in results]
-        return {"apply_s": round(total, 2), "create_s": round(created, 2),
-                "joins_done_s": joined,
-                # corosync's own share: the joiners' waits for quorum (knet link-up, membership)
-                "join_quorum_waits_s": round(sum(s.get("wait-quorum", 0) for s in steps), 2),
-                "join_member_updates_s": round(sum(s.get("update-members", 0) for s in steps), 2)}
+            seconds = measure(lab, answers)
+        return {"s": round(seconds, 2), "changes": changes(lab)}
     finally:
         teardown.down(lab.prefix)
 
 
+def together(lab: Lab, answers: Path) -> float:
+    count = len(lab.nodes)
+    started = time.monotonic()
+    finish(run_apply(lab, 1, answers), "apply on n1")
+    joiners = {i: run_apply(lab, i, answers, "--batch-wait", "30") for i in range(2, count + 1)}
+    with ThreadPoolExecutor(max_workers=len(joiners) or 1) as pool:
+        list(pool.map(lambda i: finish(joiners[i], f"apply on n{i}"), joiners))
+    return wait_formed(lab, count, started)
+
+
+def serial(lab: Lab, answers: Path) -> float:
+    count = len(lab.nodes)
+    started = time.monotonic()
+    for index in range(1, count + 1):
+        finish(run_apply(lab, index, answers), f"apply on n{index}")
+    return wait_formed(lab, count, started, timeout=2 * TIMEOUT)
+
+
+def firstboot(lab: Lab, answers: Path) -> float:
+    count = len(lab.nodes)
+    started = time.monotonic()
+    procs = {i: lab.popen(i, [*FIRSTBOOT, "--answers", str(answers), "--node",
+                              lab.node(i).name], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) for i in range(1, count + 1)}
+    try:
+        seconds = wait_formed(lab, count, started)
+    finally:
+        for index, proc in procs.items():  # each lingers until all are members, then exits
+            finish(proc, f"first boot of n{index}")
+    return seconds
+
+
+MODES = {"together": together, "serial": serial, "firstboot": firstboot}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, nargs="+", default=[3, 8])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[3, 8, 16])
     parser.add_argument("--links", type=int, default=2)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     args = parser.parse_args(argv)
     reason = unavailable()
     if reason:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
     rows = []
-    print(f"{'nodes':>5} {'links':>5} {'floor s':>8} {'apply s':>8} {'ratio':>6} "
-          f"{'create s':>8} {'waits s':>8} {'updates s':>9}  joins done at (s)")
+    print(f"{'nodes':>5} {'links':>5} {'load':>5} {'floor s':>8}  "
+          + "  ".join(f"{m + ' s (x, changes)':>28}" for m in args.modes))
     for count in args.nodes:
         for _ in range(args.runs):
+            load = os.getloadavg()[0]
             base = floor(count, args.links)
-            got = applied(count, args.links)
-            row = {"nodes": count, "links": args.links, "floor_s": round(base, 2), **got,
-                   "ratio": round(got["apply_s"] / base, 2)}
+            row = {"nodes": count, "links": args.links, "load1": round(load, 1),
+                   "floor_s": round(base, 2)}
+            for mode in args.modes:
+                got = with_lab(count, args.links, "b" + mode[0], MODES[mode])
+                row[mode] = {**got, "ratio": round(got["s"] / base, 2)}
             rows.append(row)
-            print(f"{count:>5} {args.links:>5} {row['floor_s']:>8.2f} {row['apply_s']:>8.2f} "
-                  f"{row['ratio']:>6.2f} {row['create_s']:>8.2f} "
-                  f"{row['join_quorum_waits_s']:>8.2f} {row['join_member_updates_s']:>9.2f}  "
-                  f"{row['joins_done_s']}",
-                  flush=True)
+            print(f"{count:>5} {args.links:>5} {load:>5.1f} {base:>8.2f}  " + "  ".join(
+                f"{row[m]['s']:>12.2f} (x{row[m]['ratio']:.2f}, {row[m]['changes']:>2})"
+                .rjust(28) for m in args.modes), flush=True)
     print(json.dumps({"benchmark": "apply_cluster", "rows": rows}))
     return 0
 

@@ -200,3 +200,16 @@ def test_a_batched_joiner_finishes_only_when_the_cluster_lists_it(listed):
         return
     assert [s.id for s in steps] == ["install", "start", "wait-quorum"]
     assert steps[0].conf_text == text and steps[2].members is None
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "7200"])
+def test_a_bad_batch_wait_exits_2_naming_the_flag(tmp_path, value):
+    import sys
+    answers = tmp_path / "answers.toml"
+    answers.write_text("[cluster]\nname = \"lab\"\n")
+    result = subprocess.run([sys.executable, "-m", "pvestrap", "apply", "--answers",
+                             str(answers), "--yes", "--batch-wait", value, "--root",
+                             str(tmp_path)], stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "--batch-wait" in result.stderr and "Traceback" not in result.stderr

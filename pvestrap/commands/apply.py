@@ -33,6 +33,13 @@ def command(
     lock_timeout: float = typer.Option(0.0, "--lock-timeout", metavar="SECONDS",
                                        help="Wait this long for another pvestrap apply on this "
                                             "node to finish (default: refuse at once)."),
+    batch_wait: float = typer.Option(0.0, "--batch-wait", metavar="SECONDS",
+                                     help="With --yes on a joining node (plain corosync): once "
+                                          "this node holds the member's join lock, wait up to "
+                                          "this long for the answer file's other joiners to "
+                                          "queue there, so that all of them join in one "
+                                          "configuration change (default: only the ones "
+                                          "waiting already)."),
 ) -> None:
     """Preflight, show the plan, confirm, then create or join the cluster on this node.
 
@@ -55,10 +62,11 @@ def command(
                         remedy="pass --yes to apply unattended, or --dry-run to only see the "
                                "plan")
     check_ignore_ids(ignore or (), CHECK_IDS.split(", "))
-    if not (math.isfinite(lock_timeout) and 0 <= lock_timeout <= MAX_LOCK_WAIT_S):
-        raise UserError(f"--lock-timeout {lock_timeout!r} is not a number of seconds from 0 to "
-                        f"{MAX_LOCK_WAIT_S:g}", code="lock-timeout-invalid",
-                        remedy="e.g. --lock-timeout 60")
+    for flag, value in (("--lock-timeout", lock_timeout), ("--batch-wait", batch_wait)):
+        if not (math.isfinite(value) and 0 <= value <= MAX_LOCK_WAIT_S):
+            raise UserError(f"{flag} {value!r} is not a number of seconds from 0 to "
+                            f"{MAX_LOCK_WAIT_S:g}", code=f"{flag[2:]}-invalid",
+                            remedy=f"e.g. {flag} 60")
     plan = answer_files.load(answers)
     name = answer_files.select_node(plan, node).name
     base = str(root) if root is not None else "/"
@@ -68,6 +76,7 @@ def command(
 
     ctx = ApplyContext(RealSystem(root=base), root=base, dry_run=dry_run,
                        ignore=tuple(ignore or ()), lock_timeout=lock_timeout,
+                       gather_s=batch_wait,
                        confirm=None if (yes or dry_run) else confirm,
                        out=lambda line: typer.echo(line))
     apply_node(plan, name, ctx)
