@@ -43,15 +43,22 @@ PVESTRAP = [sys.executable, "-m", "pvestrap"]
 TIMEOUT = 300
 
 
+READY_AT: dict[int, float] = {}  # nodes -> seconds until every in-process agent was READY
+
+
 def inproc(lab: Lab, duration: float) -> tuple[float, int]:
     plan = lab.plan()
 
     def launcher(node, agent):
         return lab.command(node, [*PVESTRAP, *agent[1:]])
 
+    def progress(line: str) -> None:
+        if line.startswith("responders up"):  # every agent READY: GO to all, probes start
+            READY_AT[len(plan.nodes)] = time.monotonic() - started
+
     started = time.monotonic()
     results = mesh.run_mesh(plan, answers.dumps(plan), duration_s=duration, launcher=launcher,
-                            timeout_s=TIMEOUT)
+                            timeout_s=TIMEOUT, progress=progress)
     elapsed = time.monotonic() - started
     failed = [r.node for r in results if r.error]
     if failed:
@@ -120,12 +127,16 @@ def main() -> int:
                 first = base.setdefault(mode, (elapsed, n))
                 side = (f"  ssh/inproc x{elapsed / got['inproc'][0]:.2f}"
                         if mode == "ssh" and "inproc" in got else "")
+                if mode == "inproc" and n in READY_AT:
+                    side = f"  all READY at {READY_AT[n]:.2f} s"
                 print(f"  {n:3d} nodes {mode:>6}: {elapsed:6.2f} s  {n * (n - 1):4d} ordered "
                       f"pairs  {ports:5d} port results  {elapsed / n:5.2f} s/node  time "
                       f"x{elapsed / first[0]:.2f} for nodes x{n / first[1]:.2f}{side}  "
                       f"(load {load:.1f})", flush=True)
                 rows.append({"nodes": n, "mode": mode, "s": round(elapsed, 2),
-                             "ports": ports, "load1": round(load, 1)})
+                             "ports": ports, "load1": round(load, 1),
+                             **({"ready_s": round(READY_AT[n], 2)}
+                                if mode == "inproc" and n in READY_AT else {})})
     print(json.dumps({"benchmark": "preflight_mesh", "duration_s": args.duration, "rows": rows}))
 
     floor = command_time([sys.executable, "-c", "pass"])

@@ -7,6 +7,12 @@ pvestrap.preflight.run, whose probe source is that handshake), prints its report
 own row of the matrices) as one JSON line, and keeps answering probes until its stdin closes. So
 every responder is up before anyone probes, and none outlives the run. The token travels on stdin,
 never on a command line.
+
+Agents start in parallel; probes start on one GO once every agent is READY, not pair by pair as
+each pair gets ready: a per-pair start cannot end sooner (the last agent to be READY still probes
+every peer, and is probed, for the whole sampling time after it is READY, so the run ends at the
+last READY + the sampling time either way), and it would put probes next to the other agents'
+CPU-heavy start and local checks, which skews the round-trip times they measure.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ from typing import List, Optional
 import typer
 
 MAX_LOCK_WAIT_S = 3600.0
+BATCH_HELP = ("With --yes on a joining node (plain corosync): once this node holds the member's "
+              "join lock, wait up to this long for the answer file's other joiners to queue "
+              "there, so that all of them join in one configuration change (default: only the "
+              "ones waiting already).")
 
 
 def command(
@@ -33,13 +37,7 @@ def command(
     lock_timeout: float = typer.Option(0.0, "--lock-timeout", metavar="SECONDS",
                                        help="Wait this long for another pvestrap apply on this "
                                             "node to finish (default: refuse at once)."),
-    batch_wait: float = typer.Option(0.0, "--batch-wait", metavar="SECONDS",
-                                     help="With --yes on a joining node (plain corosync): once "
-                                          "this node holds the member's join lock, wait up to "
-                                          "this long for the answer file's other joiners to "
-                                          "queue there, so that all of them join in one "
-                                          "configuration change (default: only the ones "
-                                          "waiting already)."),
+    batch_wait: float = typer.Option(0.0, "--batch-wait", metavar="SECONDS", help=BATCH_HELP),
 ) -> None:
     """Preflight, show the plan, confirm, then create or join the cluster on this node.
 
@@ -62,11 +60,7 @@ def command(
                         remedy="pass --yes to apply unattended, or --dry-run to only see the "
                                "plan")
     check_ignore_ids(ignore or (), CHECK_IDS.split(", "))
-    for flag, value in (("--lock-timeout", lock_timeout), ("--batch-wait", batch_wait)):
-        if not (math.isfinite(value) and 0 <= value <= MAX_LOCK_WAIT_S):
-            raise UserError(f"{flag} {value!r} is not a number of seconds from 0 to "
-                            f"{MAX_LOCK_WAIT_S:g}", code=f"{flag[2:]}-invalid",
-                            remedy=f"e.g. {flag} 60")
+    _check_seconds(("--lock-timeout", lock_timeout), ("--batch-wait", batch_wait))
     plan = answer_files.load(answers)
     name = answer_files.select_node(plan, node).name
     base = str(root) if root is not None else "/"
@@ -80,3 +74,13 @@ def command(
                        confirm=None if (yes or dry_run) else confirm,
                        out=lambda line: typer.echo(line))
     apply_node(plan, name, ctx)
+
+
+def _check_seconds(*flags: tuple[str, float]) -> None:
+    from pvestrap.errors import UserError
+
+    for flag, value in flags:
+        if not (math.isfinite(value) and 0 <= value <= MAX_LOCK_WAIT_S):
+            raise UserError(f"{flag} {value!r} is not a number of seconds from 0 to "
+                            f"{MAX_LOCK_WAIT_S:g}", code=f"{flag[2:]}-invalid",
+                            remedy=f"e.g. {flag} 60")
