@@ -249,7 +249,7 @@ class KnownHostsStep:
         return f"forget {self.removal.name}'s SSH host keys ({', '.join(self.removal.hosts)})"
 
     def files(self, member: MemberHost) -> tuple[str, ...]:
-        shared = self.removal.backend == "pve" and member.local
+        shared = self.removal.backend == "pve" and member == cluster_side(self.removal.cluster)
         return (KNOWN_HOSTS, PVE_KNOWN_HOSTS) if shared else (KNOWN_HOSTS,)
 
     def script(self, member: MemberHost) -> str:
@@ -360,13 +360,26 @@ def member_quorum(system: System, cluster: Cluster, member: MemberHost) -> Quoru
 
 # -- Proxmox VE ------------------------------------------------------------------------------------
 
+def cluster_side(cluster: Cluster) -> MemberHost:
+    """The member that does the cluster-wide part once (the files of the cluster filesystem):
+    this node when it stays, else the first staying member (node separate)."""
+    return next((m for m in cluster.members if m.local), cluster.members[0])
+
+
 @dataclass(frozen=True)
 class NodesDirAsideStep:
-    """/etc/pve/nodes/NAME moved out of the cluster filesystem (never deleted): the admin guide
-    says to remove it; this keeps it where the report says."""
+    """/etc/pve/nodes/NAME moved out of the cluster filesystem (never deleted) on the member
+    that does the cluster side: the admin guide says to remove it; this keeps it where the
+    report says (MEMBER:ASIDE/NAME-STAMP). Since pve-cluster 8.1 NAME's SSH host key lives
+    there too (ssh_known_hosts, PVE/Cluster/Setup.pm ssh_create_node_known_hosts)."""
 
     removal: Removal
+    control_path: str | None = None
     id: str = "nodes-dir-aside"
+
+    @property
+    def member(self) -> MemberHost:
+        return cluster_side(self.removal.cluster)
 
     @property
     def source(self) -> str:
@@ -374,21 +387,35 @@ class NodesDirAsideStep:
 
     @property
     def description(self) -> str:
-        return f"move {self.source} aside to {self.removal.aside}"
+        return f"move {self.source} aside to {self.member.name}:{self.removal.aside}"
+
+    def script(self) -> str:
+        src, dst = shlex.quote(self.source), shlex.quote(self.removal.aside)
+        return (f"if [ -d {src} ]; then mkdir -p {shlex.quote(ASIDE)} && mv -T {src} {dst} "
+                "&& echo moved; fi")
 
     def plan(self, system: System) -> list[Action]:
+        if not self.member.local:
+            return [PlannedCommand(("ssh", f"root@{self.member.name}", self.script()),
+                                   undo_argv=("ssh", f"root@{self.member.name}",
+                                              shlex.join(("mv", "-T", self.removal.aside,
+                                                          self.source))))]
         if not system.exists(self.source):
             return []
         return [PlannedCommand(("mkdir", "-p", ASIDE)),
                 PlannedCommand(("mv", "-T", self.source, self.removal.aside),
                                undo_argv=("mv", "-T", self.removal.aside, self.source))]
 
-    def apply(self, system: System) -> None:
-        system.run(["mkdir", "-p", ASIDE], timeout=30)
-        system.run(["mv", "-T", self.source, self.removal.aside], timeout=120)
+    def apply(self, system: System) -> bool:
+        shell = self.removal.cluster.access(system, self.member, self.control_path)
+        out = shell.run(self.script(), f"move {self.source} aside", timeout=120).stdout
+        return out.split()[-1:] == ["moved"]
 
-    def undo(self, system: System, memo: None) -> None:
-        system.run(["mv", "-T", self.removal.aside, self.source], timeout=120)
+    def undo(self, system: System, memo: bool) -> None:
+        if memo:
+            shell = self.removal.cluster.access(system, self.member, self.control_path)
+            shell.run(shlex.join(("mv", "-T", self.removal.aside, self.source)),
+                      f"put {self.source} back", timeout=120)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,11 @@ in reverse on a failure:
 - Proxmox VE: the guide's sequence (pvestrap/apply/separate_pve.py): pve-cluster and corosync
   stop, pmxcfs runs in local mode, /etc/pve/corosync.conf and /etc/corosync/* move aside, the
   local pmxcfs stops, pve-cluster starts (standalone), /var/lib/corosync/* moves aside; then
-  `pvecm delnode NAME` on the first staying member over SSH (`pvecm expected N` there first
-  with --expected-votes), and the staying members are verified.
+  the cluster side as `node remove` does it (pvestrap/apply/removal.py), on the first staying
+  member over SSH: /etc/pve/nodes/NAME moved aside there (to MEMBER:/var/lib/pvestrap/removed/
+  NAME-STAMP), NAME's keys out of every staying member's known_hosts and the cluster-wide
+  /etc/pve/priv/known_hosts, `pvecm delnode NAME` (`pvecm expected N` first with
+  --expected-votes); then the staying members are verified.
 
 The node can then join this or another cluster with `pvestrap apply`.
 """
@@ -257,12 +260,13 @@ def pve_steps(sep: Separation, control_path: str | None = None) -> list:
                  AsideStep(sep, ("/var/lib/corosync",), id="var-lib-corosync-aside")]
     if sep.dropped_by:
         return out
-    first = r.cluster.members[0]
+    first = removal.cluster_side(r.cluster)
     if r.expected_votes is not None:
         out.append(removal.ExpectedVotesStep(("pvecm", "expected", str(r.expected_votes)),
                                              r.votes.expected_now, None, member=first,
                                              cluster=r.cluster))
-    return out + [separate_pve.RemoteDelnodeStep(r.name, first, r.cluster, control_path),
+    return out + [removal.NodesDirAsideStep(r, control_path), removal.KnownHostsStep(r),
+                  separate_pve.RemoteDelnodeStep(r.name, first, r.cluster, control_path),
                   removal.VerifyStep(r)]
 
 

@@ -86,7 +86,8 @@ def separate(expected_votes: Optional[int] = EXPECTED, dry_run: bool = DRY_RUN, 
     this node (over SSH) and are verified; undone in reverse on a failure. On Proxmox VE the
     admin guide's sequence: pve-cluster and corosync stop, pmxcfs -l, /etc/pve/corosync.conf and
     /etc/corosync/* kept aside, pve-cluster starts standalone, /var/lib/corosync/* kept aside,
-    then `pvecm delnode` on a staying member over SSH. The node can join a cluster again with
+    then on a staying member over SSH: /etc/pve/nodes/NAME kept aside there, this node's keys
+    out of the members' known_hosts, `pvecm delnode`. The node can join a cluster again with
     `pvestrap apply`. Exit codes as for remove.
     """
     from pvestrap.apply import separate as sp
@@ -116,9 +117,15 @@ def separate(expected_votes: Optional[int] = EXPECTED, dry_run: bool = DRY_RUN, 
     others = (f"{sep.dropped_by} had dropped it already" if sep.dropped_by else
               f"the {len(sep.removal.cluster.members)} other members run config_version "
               f"{sep.removal.after.config_version}")
+    kept = None
+    if "nodes-dir-aside" in outcome:
+        from pvestrap.apply.removal import PVE_NODES, cluster_side
+
+        kept = f"{cluster_side(sep.removal.cluster).name}:{sep.removal.aside}"
+        others += f"; {PVE_NODES}/{name} of the cluster is now {kept}"
     return out.finish("done", f"done: {name} is standalone; its old files are in {sep.aside}; "
                       f"{others}",
-                      {"applied": list(outcome), "aside": sep.aside,
+                      {"applied": list(outcome), "aside": sep.aside, "nodes_dir_aside": kept,
                        "config_version": sep.removal.after.config_version})
 
 

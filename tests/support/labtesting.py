@@ -95,9 +95,9 @@ def wait(check, timeout: float) -> bool:
 
 class QuorumWatcher:
     """corosync-quorumtool -s inside a node every 100 ms; keeps every sample that was not
-    quorate with all nodes."""
+    quorate with all NODES nodes (NODES None: not quorate)."""
 
-    def __init__(self, lab, node, nodes: int):
+    def __init__(self, lab, node, nodes: int | None):
         self.lab, self.node, self.nodes = lab, node, nodes
         self.samples, self.bad = 0, []
         self._stop = threading.Event()
@@ -109,7 +109,8 @@ class QuorumWatcher:
             self.samples += 1
             quorate = re.search(r"^Quorate:\s+Yes", out, re.M)
             nodes = re.search(r"^Nodes:\s+(\d+)", out, re.M)
-            if not quorate or not nodes or int(nodes.group(1)) != self.nodes:
+            if not quorate or self.nodes is not None and \
+                    (not nodes or int(nodes.group(1)) != self.nodes):
                 self.bad.append((time.monotonic(), out))
             self._stop.wait(0.1)
 

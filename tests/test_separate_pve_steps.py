@@ -1,0 +1,58 @@
+"""`node separate` on Proxmox VE plans the cluster side as `node remove` does it (one owner:
+pvestrap/apply/removal.py), on the first staying member: /etc/pve/nodes/NAME kept aside there,
+the leaving node's keys out of every staying member's known_hosts and, once, out of the
+cluster-wide /etc/pve/priv/known_hosts, then `pvecm delnode` there. Run for real in
+tests/lab/test_node_separate_pve_lab.py."""
+
+from __future__ import annotations
+
+import shlex
+
+from pvestrap.apply import removal as rm
+from pvestrap.apply import separate as sp
+from pvestrap.apply.corosync import SYSTEMD
+from pvestrap.apply.links import Cluster, MemberHost
+from pvestrap.checks.removal import vote_plan
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.paths import PVE_KNOWN_HOSTS
+from pvestrap.verify import Observed
+
+CONF = "".join(
+    ["nodelist {\n"] + [f"  node {{\n    name: pve{i}\n    nodeid: {i}\n    quorum_votes: 1\n"
+                        f"    ring0_addr: 10.254.0.{i}\n  }}\n" for i in (1, 2, 3)] +
+    ["}\n\nquorum {\n  provider: corosync_votequorum\n}\n\ntotem {\n  cluster_name: lab\n"
+     "  config_version: 5\n  version: 2\n}\n"])
+
+
+def leaving(name: str, members: tuple[MemberHost, ...]) -> rm.Removal:
+    conf = CorosyncConf.parse(CONF)
+    target = next(n for n in conf.nodes if n.name == name)
+    return rm.Removal(name, Cluster(conf, CONF, Observed(), members), target,
+                      conf.remove_node(name).bump_version(), vote_plan(conf, name, None), "pve")
+
+
+def test_separate_plans_the_cluster_side_on_the_first_staying_member():
+    r = leaving("pve1", (MemberHost("pve2", 2, "10.254.0.2"), MemberHost("pve3", 3, "10.254.0.3")))
+    steps = sp.pve_steps(sp.Separation(r, SYSTEMD))
+    ids = [s.id for s in steps]
+    assert ids[-4:] == ["nodes-dir-aside", "known-hosts", "delnode", "verify"]
+    aside, known, delnode = steps[-4:-1]
+    assert rm.cluster_side(r.cluster).name == "pve2" == delnode.member.name
+    [move] = aside.plan(None)
+    assert move.argv[:2] == ("ssh", "root@pve2")
+    assert f"mv -T /etc/pve/nodes/pve1 {r.aside} && echo moved" in move.argv[2]
+    assert move.undo_argv == ("ssh", "root@pve2", shlex.join(("mv", "-T", r.aside,
+                                                              "/etc/pve/nodes/pve1")))
+    assert "pve2:" + r.aside in aside.description
+    assert PVE_KNOWN_HOSTS in known.files(r.cluster.members[0])
+    assert PVE_KNOWN_HOSTS not in known.files(r.cluster.members[1])
+    assert [a.argv[1] for a in known.plan(None)] == ["root@pve2", "root@pve3"]
+
+
+def test_remove_does_the_cluster_side_here():
+    r = leaving("pve3", (MemberHost("pve2", 2, "10.254.0.2"),
+                         MemberHost("pve1", 1, "10.254.0.1", local=True)))
+    assert rm.cluster_side(r.cluster).name == "pve1"
+    known = rm.KnownHostsStep(r)
+    assert PVE_KNOWN_HOSTS in known.files(r.cluster.members[1])
+    assert PVE_KNOWN_HOSTS not in known.files(r.cluster.members[0])
