@@ -408,14 +408,14 @@ class NodesDirAsideStep:
 
     def apply(self, system: System) -> bool:
         shell = self.removal.cluster.access(system, self.member, self.control_path)
-        out = shell.run(self.script(), f"move {self.source} aside", timeout=120).stdout
+        out = shell.run(self.script(), f"move {self.source} aside", timeout=60).stdout
         return out.split()[-1:] == ["moved"]
 
     def undo(self, system: System, memo: bool) -> None:
         if memo:
             shell = self.removal.cluster.access(system, self.member, self.control_path)
             shell.run(shlex.join(("mv", "-T", self.removal.aside, self.source)),
-                      f"put {self.source} back", timeout=120)
+                      f"put {self.source} back", timeout=60)
 
 
 @dataclass(frozen=True)

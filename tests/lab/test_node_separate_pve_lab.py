@@ -134,6 +134,41 @@ def fail_on_the_cluster_side(three: Lab) -> None:
                       ).stdout == ""
 
 
+def lose_the_member_midway(three: Lab) -> None:
+    """n1 stops answering n3's SSH (nftables in n1 drops n3's TCP 22, the connections already
+    open included) once n3 has left (pve-cluster and corosync stopped), before the cluster side
+    -> the first cluster-side step times out, everything on n3 is undone: exit 1, n3 back in the
+    cluster; n1 and n2 quorate at every 100 ms sample, every file as it was."""
+    n3 = three.node(3)
+    before = snapshot(three, n3.name)
+    cut = ("add table inet sepcut; add chain inet sepcut i { type filter hook input priority "
+           f"-10; }}; add rule inet sepcut i ip saddr {n3.address(0)} tcp dport 22 drop")
+    run = three.popen(3, [sys.executable, "-m", "pvestrap", "node", "separate", "--yes",
+                          "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with QuorumWatcher(three, 1, None) as w1, QuorumWatcher(three, 2, None) as w2:
+            seen = []
+            for line in run.stderr:
+                seen.append(line)
+                if line.startswith("[applied] stop-pve-cluster"):
+                    three.exec(1, ["nft", cut], check=True)
+                    break
+            out, err = run.communicate(timeout=300)
+    finally:
+        three.exec(1, ["nft", "delete table inet sepcut"])
+        if run.poll() is None:
+            run.kill()
+    err = "".join(seen) + err
+    assert run.returncode == 1, out + err
+    failure = json.loads(out)["failure"]
+    assert failure["step"] == "nodes-dir-aside" and failure["cause"] == "member-unreachable"
+    assert failure["undone"][-2:] == ["pmxcfs-local", "stop-pve-cluster"], failure
+    assert failure["undo_failures"] == [], failure
+    assert w1.samples > 0 and w2.samples > 0 and w1.bad == [] and w2.bad == []
+    assert wait(lambda: all_quorate(three, (1, 2, 3), 3), 60)
+    assert snapshot(three, n3.name) == before
+
+
 def separate(three: Lab) -> None:
     """The separation, then the cluster side checked as `node remove` leaves it."""
     n3 = three.node(3)
@@ -192,6 +227,7 @@ def test_separate_a_real_proxmox_node_and_join_it_again(lab, tmp_path, release):
     fail_midway_on_this_node(three, n3.path("/etc/pve/corosync.conf").read_bytes(),
                              n3.path("/etc/corosync/authkey").read_bytes())
     fail_on_the_cluster_side(three)
+    lose_the_member_midway(three)
     separate(three)
 
     # Rejoin: the separated node joins again with `pvestrap apply` (real pvecm add).
