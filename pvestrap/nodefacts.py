@@ -16,6 +16,8 @@ from pvestrap.plan import ClusterPlan
 from pvestrap.system import CommandFailed, System
 
 PACKAGES = ("pve-manager", "pve-cluster", "corosync")
+# Proxmox VE is installed when pvecm or the cluster filesystem's folder is there.
+PVE_MARKERS = ("/usr/bin/pvecm", "/etc/pve")
 QUERY_FORMAT = "${Package}\\t${Version}\\t${db:Status-Abbrev}\\n"
 
 
@@ -41,6 +43,18 @@ class NodeFacts:
         """The Proxmox VE release (pve-manager's major.minor), when pve-manager is installed."""
         version = pvecm_versions.version_tuple(self.version("pve-manager"))
         return ".".join(map(str, version[:2])) if len(version) >= 2 else None
+
+
+def runs_pve(exists: Callable[[str], bool]) -> bool:
+    """Proxmox VE is installed on the node whose paths EXISTS answers for."""
+    return any(exists(path) for path in PVE_MARKERS)
+
+
+def backend_for(plan: ClusterPlan, exists: Callable[[str], bool]) -> str:
+    """The plan's backend, or on "auto" the node's: pve where Proxmox VE is, else corosync."""
+    if plan.backend in ("pve", "corosync"):
+        return plan.backend
+    return "pve" if runs_pve(exists) else "corosync"
 
 
 def parse_dpkg_query(text: str) -> tuple[tuple[str, str], ...]:

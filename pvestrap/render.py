@@ -21,17 +21,22 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 from urllib.parse import unquote
 
-from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.atomic import atomic_write
+from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.corosync.planned import is_listed_as_planned, places_node
+from pvestrap.corosync.tree import ConfParseError
 from pvestrap.errors import PvestrapError, UserError
+from pvestrap.interfaces import edit_interfaces
+from pvestrap.nodefacts import backend_for
 from pvestrap.paths import COROSYNC_CONF, DATACENTER_CFG, INTERFACES
-from pvestrap.plan import DEFAULT_MAC_PREFIX, ClusterPlan, Datacenter
+from pvestrap.plan import DEFAULT_MAC_PREFIX, ClusterPlan, Datacenter, Node
+from pvestrap.system import System
 
 # /etc/pve is pmxcfs: it shows every file as 0640 root:www-data whatever we ask for.
 MODES = {COROSYNC_CONF: 0o644, DATACENTER_CFG: 0o640, INTERFACES: 0o644}
@@ -39,12 +44,14 @@ MODES = {COROSYNC_CONF: 0o644, DATACENTER_CFG: 0o640, INTERFACES: 0o644}
 
 @dataclass(frozen=True)
 class Change:
-    """One file that rendering would change. `before` is None when the file does not exist."""
+    """One file that rendering would change. `before` is None when the file does not exist;
+    `writer` names the command that writes it where that is not pvestrap itself (pvecm)."""
 
     path: str
     before: str | None
     after: str
     mode: int
+    writer: str = ""
 
 
 # -- templates -------------------------------------------------------------------------------------
@@ -79,19 +86,52 @@ def render_corosync_conf(plan: ClusterPlan, config_version: int | None = None) -
     return CorosyncConf.create(plan, version).text()
 
 
-_CONFIG_VERSION = re.compile(r"^\s*config_version:\s*(\d+)\s*$", re.MULTILINE)
+def corosync_conf_for(plan: ClusterPlan, node_name: str, before: str | None,
+                      cluster: str | None = None) -> str:
+    """The corosync.conf NODE has once its own apply is done (written by us or by pvecm).
 
-
-def corosync_conf_over(plan: ClusterPlan, before: str | None) -> str:
-    """The planned corosync.conf against the node's current one: a file already as planned
-    (whatever config_version it reached) stays as it is; a changed one gets the next version."""
-    found = _CONFIG_VERSION.search(before or "")
-    if found is None:
-        return render_corosync_conf(plan)
-    current = int(found.group(1))
-    if render_corosync_conf(plan, current) == before:
+    - Without CLUSTER, a file that already places the node in the planned cluster
+      (pvestrap.corosync.planned) stays as it is: the node is a member; the other nodes' joins
+      change it, not its apply.
+    - The creator: the cluster as `pvecm create` starts it, this node alone, config_version 1.
+    - A joiner: CLUSTER (the corosync.conf its join target has now) with this node added and
+      the next config_version, as pvecm addnode and the corosync backend's join write it; a
+      CLUSTER that lists the node as planned already (a join killed half-way) as it is. Without
+      CLUSTER (render, offline) the cluster is predicted from the plan: the creator and the
+      joiners before this node in the plan's order, each join one config_version.
+    """
+    if cluster is None and before is not None and _places(plan, node_name, before):
         return before
-    return render_corosync_conf(plan, max(len(plan.nodes), current + 1))
+    if plan.role_of(node_name) == "create":
+        return render_corosync_conf(replace(plan, nodes=(plan.node(node_name),),
+                                            create_node=node_name))
+    if cluster is None:
+        cluster = render_corosync_conf(replace(plan, nodes=_joined_before(plan, node_name)))
+    conf = CorosyncConf.parse(cluster, f"the cluster's {COROSYNC_CONF}")
+    if is_listed_as_planned(plan, node_name, conf):
+        return cluster
+    me = plan.node(node_name)
+    return conf.add_node(me.name, dict(me.addresses), me.votes, me.nodeid).bump_version() \
+        .canonical()
+
+
+def _joined_before(plan: ClusterPlan, node_name: str) -> tuple[Node, ...]:
+    creator = plan.creator
+    earlier = []
+    for node in plan.nodes:
+        if node.name == node_name:
+            break
+        if node.name != creator.name:
+            earlier.append(node)
+    return (creator, *earlier)
+
+
+def _places(plan: ClusterPlan, node_name: str, text: str) -> bool:
+    try:
+        conf = CorosyncConf.parse(text, COROSYNC_CONF)
+    except ConfParseError:
+        return False
+    return places_node(plan, node_name, conf)
 
 
 # -- datacenter.cfg --------------------------------------------------------------------------------
@@ -254,34 +294,64 @@ def _decode_text(text: str) -> str:
 
 # -- a node's changes ------------------------------------------------------------------------------
 
-def render_node(plan: ClusterPlan, node_name: str, root: str | os.PathLike[str] = "/"
-                ) -> list[Change]:
-    """The files NODE_NAME needs, read against the current files under ROOT; only real changes.
+Reader = Callable[[str], "tuple[str | None, int | None]"]  # path -> (text, mode); None: absent
 
-    corosync.conf on every node; datacenter.cfg only on the node that creates the cluster (a
-    joiner's copy is replaced by the cluster's) and only when the plan sets an option there;
-    interfaces only when the node owns stanzas.
+
+def render_node(plan: ClusterPlan, node_name: str, root: str | os.PathLike[str] = "/",
+                backend: str | None = None) -> list[Change]:
+    """NODE_NAME's changes against the files under ROOT (see node_changes); BACKEND None: the
+    plan's, or Proxmox VE when ROOT has pvecm or /etc/pve."""
+    def exists(path: str) -> bool:
+        return os.path.lexists(_under(root, path))
+
+    return node_changes(plan, node_name, lambda path: _read(root, path),
+                        backend or backend_for(plan, exists))
+
+
+def node_changes(plan: ClusterPlan, node_name: str, read: Reader, backend: str,
+                 cluster: str | None = None) -> list[Change]:
+    """The files NODE_NAME's apply changes, read through READ; only real changes. The one
+    source of file contents for `render`, `apply --dry-run` and apply (both backends).
+
+    corosync.conf on every node (corosync_conf_for; CLUSTER: the join target's corosync.conf
+    when known); datacenter.cfg only on a Proxmox VE node that creates the cluster (a joiner's
+    copy is replaced by the cluster's) and only when the plan sets an option there; interfaces
+    only when the node owns stanzas.
     """
-    from pvestrap.interfaces import edit_interfaces
-
     plan.check()
     if not plan.has_node(node_name):
         raise UserError(f"node {node_name!r} is not in the plan",
                         code="node-unknown",
                         remedy=f"use one of {', '.join(n.name for n in plan.nodes)}")
     node = plan.node(node_name)
-    wanted = {COROSYNC_CONF: lambda before: corosync_conf_over(plan, before)}
-    if plan.role_of(node_name) == "create" and _plan_sets_datacenter(plan.datacenter):
+    wanted = {COROSYNC_CONF: lambda before: corosync_conf_for(plan, node_name, before, cluster)}
+    if backend == "pve" and plan.role_of(node_name) == "create" and \
+            _plan_sets_datacenter(plan.datacenter):
         wanted[DATACENTER_CFG] = lambda before: render_datacenter_cfg(plan, before)
     if node.interfaces:
         wanted[INTERFACES] = lambda before: edit_interfaces(before or "", node.interfaces)
     changes = []
     for path, produce in wanted.items():
-        before, mode = _read(root, path)
+        before, mode = read(path)
         after = produce(before)
         if after != before:
             changes.append(Change(path, before, after, mode if mode is not None else MODES[path]))
     return changes
+
+
+def fresh_node(path: str) -> tuple[str | None, int | None]:
+    """The Reader of a node that has none of the files yet."""
+    return None, None
+
+
+def system_reader(system: System) -> Reader:
+    """A Reader over the node's System (what apply and its dry run see)."""
+    return lambda path: (system.read_text(path), system.file_mode(path))
+
+
+def node_change(changes: Iterable[Change], path: str) -> Change | None:
+    """The change of PATH among CHANGES (None: that file stays as it is)."""
+    return next((change for change in changes if change.path == path), None)
 
 
 def _under(root: str | os.PathLike[str], path: str) -> Path:

@@ -30,7 +30,7 @@ from pvestrap.findings import Finding, Severity
 from pvestrap.paths import COROSYNC_CONF
 from pvestrap.plan import ClusterPlan, Link, Node
 from pvestrap.recorded import RecordedCommand, RecordedRemove, RecordedWrite, RecordingSystem
-from pvestrap.render import render_corosync_conf
+from pvestrap.render import fresh_node, node_changes, render_corosync_conf
 from pvestrap.report.model import Report, ReportSection
 from pvestrap.system import Secret
 
@@ -201,8 +201,10 @@ def test_create_writes_key_and_conf_starts_and_waits(tmp_path):
     assert result.outcome.applied == ("authkey", "conf", "start", "wait-quorum")
     key, mode = system.files[cs.AUTHKEY]
     assert len(key) == cs.AUTHKEY_BYTES and mode == 0o400
-    assert system.files[COROSYNC_CONF][0].decode() == cs.solo_conf(make_plan(), "pve1")
-    assert CorosyncConf.parse(cs.solo_conf(make_plan(), "pve1")).config_version == 1
+    written = system.files[COROSYNC_CONF][0].decode()
+    (change,) = node_changes(make_plan(), "pve1", fresh_node, "corosync")  # render's, before
+    assert written == change.after == first_node(make_plan())
+    assert CorosyncConf.parse(written).config_version == 1
     assert ("systemctl", "start", "corosync") in system.commands
     text = "\n".join(lines)
     assert "+<secret>" in text

@@ -16,7 +16,7 @@ from pvestrap.errors import UserError
 from pvestrap.nodefacts import NodeFacts, parse_dpkg_query, read_facts, resolve
 from pvestrap.plan import ClusterPlan, JoinTarget, Link, Node
 from pvestrap.recorded import RecordingSystem
-from pvestrap.render import corosync_conf_over, render_corosync_conf
+from pvestrap.render import corosync_conf_for, render_corosync_conf
 
 DPKG = ("corosync\t3.1.7-1+deb12u2\tii \n"
         "pve-cluster\t8.1.3\tii \n"
@@ -81,16 +81,17 @@ def test_a_node_not_installed_yet_plans_ahead_from_the_answer_file():
     assert resolve(plan(), facts("9.1.6")).token_coefficient == 125  # no pve_version at all
 
 
-def test_config_version_is_what_pvecm_ends_at_and_a_right_file_keeps_its_own():
+def test_config_version_is_what_pvecm_writes_and_a_member_keeps_its_own():
     p = plan()
     fresh = render_corosync_conf(p)
     assert "config_version: 3\n" in fresh  # create 1, two joins
     assert "config_version: 1\n" in render_corosync_conf(replace(p, nodes=p.nodes[:1]))
     edited_later = fresh.replace("config_version: 3", "config_version: 7")
-    assert corosync_conf_over(p, edited_later) == edited_later  # already right: no diff
-    changed = corosync_conf_over(replace(p, nodes=p.nodes[:2]), edited_later)
-    assert "config_version: 8\n" in changed and "pve3" not in changed
-    assert corosync_conf_over(p, None) == fresh
+    assert corosync_conf_for(p, "pve1", edited_later) == edited_later  # a member: no diff
+    assert corosync_conf_for(p, "pve1", None) == render_corosync_conf(replace(p, nodes=p.nodes[:1]))
+    cluster = render_corosync_conf(replace(p, nodes=p.nodes[:2]), 7)
+    assert corosync_conf_for(p, "pve3", None, cluster) == render_corosync_conf(p, 8)  # join: +1
+    assert corosync_conf_for(p, "pve3", None) == fresh  # the last joiner, predicted
 
 
 def test_zero_votes_are_left_out_and_counted_as_one():

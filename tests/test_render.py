@@ -18,8 +18,8 @@ from pvestrap.corosync.tree import canonical, parse
 from pvestrap.errors import UserError, ValidationFailed
 from pvestrap.paths import COROSYNC_CONF, DATACENTER_CFG, INTERFACES
 from pvestrap.plan import ClusterPlan, Datacenter, InterfaceStanza, Link, Node
-from pvestrap.render import (Change, render_corosync_conf, render_datacenter_cfg, render_node,
-                             unified_diff, write_changes)
+from pvestrap.render import (Change, node_changes, render_corosync_conf, render_datacenter_cfg,
+                             render_node, unified_diff, write_changes)
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 
@@ -317,6 +317,15 @@ PVE1_STANZAS = (InterfaceStanza("eno2", "10.10.10.1/24", 9000),
                 InterfaceStanza("eno3", "10.10.20.1/24"),
                 InterfaceStanza("vmbr1", "10.10.30.1/24", kind="bridge", bridge_ports="eno4"))
 
+_NODE = ("  node {{\n    name: pve{0}\n    nodeid: {0}\n    quorum_votes: 1\n"
+         "    ring0_addr: 10.10.10.{0}\n    ring1_addr: 10.10.20.{0}\n  }}\n")
+# The cluster as each node's apply leaves it: pvecm create starts it with the creator alone
+# (config_version 1), each join adds its node and one version.
+EXPECTED_CREATED = EXPECTED_PROD.replace(_NODE.format(2) + _NODE.format(3), "") \
+    .replace("config_version: 3", "config_version: 1")
+EXPECTED_TWO = EXPECTED_PROD.replace(_NODE.format(3), "") \
+    .replace("config_version: 3", "config_version: 2")
+
 
 def _full_plan() -> ClusterPlan:
     plan = prod_plan(datacenter=_prod_datacenter())
@@ -340,7 +349,7 @@ def test_creator_gets_three_files_then_nothing(tmp_path):
     changes = render_node(_full_plan(), "pve1", root=root)
     by_path = {c.path: c for c in changes}
     assert list(by_path) == [COROSYNC_CONF, DATACENTER_CFG, INTERFACES]
-    assert by_path[COROSYNC_CONF] == Change(COROSYNC_CONF, None, EXPECTED_PROD, 0o644)
+    assert by_path[COROSYNC_CONF] == Change(COROSYNC_CONF, None, EXPECTED_CREATED, 0o644)
     assert by_path[DATACENTER_CFG].after == (GOLDEN / "datacenter-prod.cfg").read_text()
     assert by_path[DATACENTER_CFG].mode == 0o640
     assert by_path[INTERFACES].before == (GOLDEN / "interfaces-installer").read_text()
@@ -349,7 +358,7 @@ def test_creator_gets_three_files_then_nothing(tmp_path):
 
     written = write_changes(changes, root)
     assert sorted(written) == sorted(str(root / c.path.lstrip("/")) for c in changes)
-    assert (root / "etc/corosync/corosync.conf").read_text() == EXPECTED_PROD
+    assert (root / "etc/corosync/corosync.conf").read_text() == EXPECTED_CREATED
     assert (root / "etc/network/interfaces.bak").read_text() == by_path[INTERFACES].before
     assert render_node(_full_plan(), "pve1", root=root) == []
     assert write_changes([], root) == []
@@ -358,6 +367,50 @@ def test_creator_gets_three_files_then_nothing(tmp_path):
 def test_joiner_gets_no_datacenter_cfg(tmp_path):
     root = _node_root(tmp_path)
     assert [c.path for c in render_node(_full_plan(), "pve2", root=root)] == [COROSYNC_CONF]
+
+
+def test_each_node_gets_the_cluster_as_its_own_apply_leaves_it(tmp_path):
+    """Offline, a joiner's corosync.conf is predicted from the plan's order (the creator, then
+    the joiners before it, each join one config_version); the last joiner's is the whole
+    cluster. Given the cluster's real file (what apply reads from its join target), that wins."""
+    plan = prod_plan()
+    assert render_node(plan, "pve2", root=tmp_path)[0].after == EXPECTED_TWO
+    assert render_node(plan, "pve3", root=tmp_path)[0].after == EXPECTED_PROD
+    read = lambda path: (None, None)  # noqa: E731
+    (alone,) = node_changes(plan, "pve3", read, "corosync", cluster=EXPECTED_CREATED)
+    assert alone.after == EXPECTED_PROD.replace(_NODE.format(2), "").replace(
+        "config_version: 3", "config_version: 2")
+    (resumed,) = node_changes(plan, "pve2", read, "corosync", cluster=EXPECTED_TWO)
+    assert resumed.after == EXPECTED_TWO  # the cluster lists pve2 already: taken as it is
+
+
+@pytest.mark.parametrize("node,stage", [("pve1", EXPECTED_CREATED), ("pve1", EXPECTED_TWO),
+                                        ("pve1", EXPECTED_PROD), ("pve2", EXPECTED_TWO),
+                                        ("pve2", EXPECTED_PROD), ("pve3", EXPECTED_PROD)])
+def test_a_member_at_any_stage_of_the_cluster_needs_no_corosync_conf(tmp_path, node, stage):
+    target = tmp_path / COROSYNC_CONF.lstrip("/")
+    target.parent.mkdir(parents=True)
+    target.write_text(stage)
+    assert render_node(prod_plan(), node, root=tmp_path) == []
+
+
+def test_a_file_of_another_cluster_or_other_addresses_is_replaced(tmp_path):
+    target = tmp_path / COROSYNC_CONF.lstrip("/")
+    target.parent.mkdir(parents=True)
+    for other in (EXPECTED_PROD.replace("cluster_name: prod", "cluster_name: test"),
+                  EXPECTED_PROD.replace("10.10.10.2", "10.10.10.9")):
+        target.write_text(other)
+        (change,) = render_node(prod_plan(), "pve2", root=tmp_path)
+        assert change.before == other and change.after == EXPECTED_TWO
+
+
+def test_datacenter_cfg_only_where_the_node_writes_it(tmp_path):
+    """On Proxmox VE the creator sets the cluster-wide options; plain corosync has none."""
+    root = _node_root(tmp_path)
+    paths = [c.path for c in render_node(_full_plan(), "pve1", root=root, backend="corosync")]
+    assert paths == [COROSYNC_CONF, INTERFACES]
+    paths = [c.path for c in render_node(_full_plan(), "pve1", root=root, backend="pve")]
+    assert paths == [COROSYNC_CONF, DATACENTER_CFG, INTERFACES]
 
 
 def test_unknown_node_is_a_user_error(tmp_path):
@@ -410,7 +463,7 @@ def test_cli_writes_under_root_then_nothing(tmp_path, capsys):
     code, out, _ = _cli(["render", "--answers", str(answers), "--node", "pve1", "--root",
                          str(root)], capsys)
     assert code == 0 and out == ""
-    assert (root / "etc/corosync/corosync.conf").read_text() == EXPECTED_PROD
+    assert (root / "etc/corosync/corosync.conf").read_text() == EXPECTED_CREATED
     assert (root / "etc/network/interfaces").read_text() == (GOLDEN / "interfaces-pve1").read_text()
     # the answer file sets no datacenter options: datacenter.cfg is left alone
     assert (root / "etc/pve/datacenter.cfg").read_text() == (

@@ -22,11 +22,11 @@ from pvestrap.checks.localsys import (Interface, Machine, Resolver, is_loopback,
                                       resolve, short_hostname)
 from pvestrap.checks.nics import free_nics, management_interfaces
 from pvestrap.checks.timesync import SyncState, read_sync_state
+from pvestrap.nodefacts import runs_pve
 from pvestrap.paths import CONF_PATHS
 from pvestrap.plan import KEYBOARDS
 from pvestrap.system import Runner, run_command
 
-PVE_MARKERS = ("/usr/bin/pvecm", "/etc/pve")
 KEYBOARD_FILE = "/etc/default/keyboard"
 # XKB layout names that differ from datacenter.cfg's keyboard names.
 _XKB_LAYOUTS = {"us": "en-us", "gb": "en-gb", "dk": "da", "jp": "ja", "se": "sv", "si": "sl",
@@ -108,7 +108,7 @@ def detect(root: str = "/", machine: Machine | None = None, resolver: Resolver =
     return Detected(
         hostname=name,
         host_addresses=tuple(a for a in resolver(name) if not is_loopback(a)),
-        is_pve=any(present(p) for p in PVE_MARKERS),
+        is_pve=runs_pve(present),
         cluster=existing_cluster(under),
         addresses=host_addresses(machine),
         free_nics=free_nics(machine),

@@ -34,6 +34,7 @@ from pvestrap.apply.engine import Action, Step
 from pvestrap.apply.remote import (JOIN_LOCK, LOCK_LEASE_S, MemberAddress, MembersStep, Remote,
                                    member_lock)
 from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.corosync.planned import is_listed_as_planned
 from pvestrap.paths import COROSYNC_CONF
 from pvestrap.plan import ClusterPlan
 from pvestrap.system import System
@@ -219,7 +220,7 @@ def batched_steps(plan: ClusterPlan, node: str, snapshot: cs.ClusterSnapshot,
     """A batched joiner's own part; None when the cluster does not list it as planned (a
     stale mark): then it joins the normal way."""
     conf = CorosyncConf.parse(snapshot.conf_text, f"{snapshot.address}:{COROSYNC_CONF}")
-    if not cs.is_listed_as_planned(plan, node, conf):
+    if not is_listed_as_planned(plan, node, conf):
         return None
     t = timeouts
     return [cs.InstallStep(snapshot.conf_text, snapshot.authkey),

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import base64
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait, Step, WriteFileStep
 from pvestrap.apply.remote import (MemberAddress, MembersStep, Remote, RemoteFile, parse_show,
                                    show_script)
 from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.corosync.planned import is_listed_as_planned, node_differences
 from pvestrap.corosync.status import (QuorumStatus, StatusUnparsable, parse_quorum_status,
                                       read_quorum)
 from pvestrap.corosync.tree import ConfParseError
@@ -39,7 +40,7 @@ from pvestrap.errors import OperationFailed, PvestrapError
 from pvestrap.findings import Finding, fail
 from pvestrap.paths import AUTHKEY, COROSYNC_CONF
 from pvestrap.plan import ClusterPlan
-from pvestrap.render import Change, render_corosync_conf
+from pvestrap.render import Change, Reader, corosync_conf_for, node_change, node_changes
 from pvestrap.system import SECRET_MARK, Secret, System
 
 AUTHKEY_BYTES = 256  # corosync-keygen's default of 2048 bits
@@ -165,36 +166,6 @@ def membership(system: System, plan: ClusterPlan, node_name: str) -> Membership:
     differences = node_differences(plan, node_name, conf)
     return Membership("other", tuple(found + differences)) if differences else \
         Membership("member")
-
-
-def node_differences(plan: ClusterPlan, node_name: str, conf: CorosyncConf) -> list[Finding]:
-    """How NODE's entry (and the link set) in CONF differ from the plan; [] when they agree."""
-    planned = plan.node(node_name)
-    entry = next((n for n in conf.nodes if n.name == node_name), None)
-    if entry is None:
-        return [fail("node-not-in-conf", f"{node_name} is not in the cluster's corosync.conf",
-                     node_name)]
-    out = []
-    if entry.nodeid != planned.nodeid:
-        out.append(fail("nodeid-differs", f"{node_name} has nodeid {entry.nodeid}, the plan "
-                        f"{planned.nodeid}", node_name,
-                        payload={"conf": entry.nodeid, "plan": planned.nodeid}))
-    if dict(entry.addresses) != dict(planned.addresses):
-        out.append(fail("addresses-differ", f"{node_name} has addresses {entry.addresses}, the "
-                        f"plan {dict(planned.addresses)}", node_name,
-                        payload={"conf": entry.addresses, "plan": dict(planned.addresses)}))
-    if tuple(conf.link_numbers) != plan.link_numbers:
-        out.append(fail("links-differ", f"the cluster has links {list(conf.link_numbers)}, the "
-                        f"plan {list(plan.link_numbers)}", "links",
-                        payload={"conf": list(conf.link_numbers),
-                                 "plan": list(plan.link_numbers)}))
-    return out
-
-
-def solo_conf(plan: ClusterPlan, node_name: str) -> str:
-    """corosync.conf of the cluster as its creator starts it: this node alone, version 1."""
-    return render_corosync_conf(replace(plan, nodes=(plan.node(node_name),),
-                                        create_node=node_name))
 
 
 # -- file states (what undo puts back) -------------------------------------------------------------
@@ -334,13 +305,15 @@ class WaitQuorumStep:
         return None
 
 
-def create_steps(plan: ClusterPlan, node_name: str, service: Service,
+def create_steps(plan: ClusterPlan, node_name: str, service: Service, read: Reader,
                  timeouts: CorosyncTimeouts = CorosyncTimeouts()) -> list[Step]:
-    return [AuthkeyStep(),
-            WriteFileStep(COROSYNC_CONF, solo_conf(plan, node_name), 0o644, id="conf",
-                          description=f"write {COROSYNC_CONF} (cluster {plan.cluster_name}, "
-                                      f"{node_name} alone)"),
-            StartStep(service, restart=True, timeout=timeouts.service),
+    """authkey, then corosync.conf as render has it for the creator (READ: the node's files)."""
+    conf = node_change(node_changes(plan, node_name, read, "corosync"), COROSYNC_CONF)
+    write = [] if conf is None else [
+        WriteFileStep(COROSYNC_CONF, conf.after, conf.mode, id="conf",
+                      description=f"write {COROSYNC_CONF} (cluster {plan.cluster_name}, "
+                                  f"{node_name} alone)")]
+    return [AuthkeyStep(), *write, StartStep(service, restart=True, timeout=timeouts.service),
             WaitQuorumStep(1, timeouts.quorum, timeouts.poll)]
 
 
@@ -482,31 +455,23 @@ def join_steps(plan: ClusterPlan, node_name: str, snapshot: ClusterSnapshot, ser
                remote: Callable[[System, str], Remote],
                timeouts: CorosyncTimeouts = CorosyncTimeouts()) -> list[Step]:
     """The join as steps, from what the member said; refuses (JoinRefused) before any change
-    when the cluster and the plan disagree."""
+    when the cluster and the plan disagree. The new corosync.conf, on the members and here, is
+    render's for this node over the cluster's file (render.corosync_conf_for)."""
     conf = CorosyncConf.parse(snapshot.conf_text, f"{snapshot.address}:{COROSYNC_CONF}")
     resuming = is_listed_as_planned(plan, node_name, conf)
     problems = check_join(plan, node_name, conf, snapshot, resuming)
     if problems:
         raise JoinRefused(f"{snapshot.address}'s cluster refuses {node_name}", problems)
+    text = corosync_conf_for(plan, node_name, None, cluster=snapshot.conf_text)
+    finish = [InstallStep(text, snapshot.authkey),
+              StartStep(service, restart=False, timeout=timeouts.service),
+              WaitQuorumStep(len(CorosyncConf.parse(text).nodes), timeouts.quorum,
+                             timeouts.poll)]
     if resuming:  # the members have us already: finish the join on this node only
-        return [InstallStep(snapshot.conf_text, snapshot.authkey),
-                StartStep(service, restart=False, timeout=timeouts.service),
-                WaitQuorumStep(len(conf.nodes), timeouts.quorum, timeouts.poll)]
-    me = plan.node(node_name)
-    new = conf.add_node(me.name, dict(me.addresses), me.votes, me.nodeid).bump_version()
-    text = new.canonical()
+        return finish
     members = tuple(MemberAddress(str(n.name), n.addresses[min(n.addresses)])
                     for n in conf.nodes)
-    return [MembersStep(members, snapshot.address, snapshot.conf_text, text, remote),
-            InstallStep(text, snapshot.authkey),
-            StartStep(service, restart=False, timeout=timeouts.service),
-            WaitQuorumStep(len(new.nodes), timeouts.quorum, timeouts.poll)]
-
-
-def is_listed_as_planned(plan: ClusterPlan, node_name: str, conf: CorosyncConf) -> bool:
-    """The cluster's conf has this node with the planned nodeid, addresses and link set."""
-    return (any(n.name == node_name for n in conf.nodes)
-            and not node_differences(plan, node_name, conf))
+    return [MembersStep(members, snapshot.address, snapshot.conf_text, text, remote), *finish]
 
 
 def join_refusals(system: System, plan: ClusterPlan, node_name: str,

@@ -41,10 +41,11 @@ from pvestrap.checks.localsys import Machine, read_machine
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.errors import OperationFailed, PvestrapError, UserError
 from pvestrap.findings import Finding, Severity, apply_ignores, fail
-from pvestrap.nodefacts import read_facts, resolve
+from pvestrap.nodefacts import backend_for, read_facts, resolve
 from pvestrap.paths import INTERFACES
 from pvestrap.plan import ClusterPlan
 from pvestrap.recorded import DryRunSystem
+from pvestrap.render import system_reader
 from pvestrap.report.model import Report, ReportSection
 from pvestrap.system import System
 
@@ -94,11 +95,7 @@ class ApplyResult:
 # -- choices ---------------------------------------------------------------------------------------
 
 def choose_backend(plan: ClusterPlan, system: System) -> str:
-    if plan.backend in ("pve", "corosync"):
-        return plan.backend
-    from pvestrap.apply.pve import is_pve
-
-    return "pve" if is_pve(system) else "corosync"
+    return backend_for(plan, system.exists)
 
 
 def default_preflight(root: str = "/") -> Preflight:
@@ -236,7 +233,8 @@ def _corosync(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
                                  found.findings, code="create-refused",
                                  remedy="use a node without /etc/corosync/authkey")
         _network(plan, node, ctx)
-        return _run(plan, node, "corosync", role, cs.create_steps(plan, node, service, t), ctx)
+        return _run(plan, node, "corosync", role,
+                    cs.create_steps(plan, node, service, system_reader(system), t), ctx)
     refusals = cs.join_refusals(system, plan, node, found)
     if refusals:
         raise cs.JoinRefused(f"{node} cannot join: it is not a fresh node", refusals,

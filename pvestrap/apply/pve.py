@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 from pvestrap.apply.engine import PlannedCommand, PlannedWait, Step
@@ -36,10 +36,12 @@ from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import PVECM_STATUS, QuorumStatus, read_quorum
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.fingerprint import fetch_fingerprint
+from pvestrap.nodefacts import runs_pve
 from pvestrap.password import resolve_password
 from pvestrap.paths import (AUTHKEY, COROSYNC_CONF, DATACENTER_CFG, PVE_COROSYNC_CONF,
                             PVE_MEMBERS)
 from pvestrap.plan import ClusterPlan, Datacenter
+from pvestrap.render import Change, node_change, node_changes, system_reader
 from pvestrap.system import CommandFailed, CommandTimeout, Secret, System
 
 
@@ -91,7 +93,7 @@ class JoinFailed(OperationFailed):
 
 def is_pve(system: System) -> bool:
     """Proxmox VE is installed: pvecm exists or the cluster filesystem folder does."""
-    return system.exists("/usr/bin/pvecm") or system.exists("/etc/pve")
+    return runs_pve(system.exists)
 
 
 # -- command lines ---------------------------------------------------------------------------------
@@ -225,6 +227,15 @@ def nodeid_refusal(conf: CorosyncConf, plan: ClusterPlan, node_name: str) -> Joi
                              "answer file")
 
 
+def pvecm_writes(plan: ClusterPlan, node_name: str, system: System, writer: str,
+                 cluster: str | None = None) -> list[Change]:
+    """The corosync.conf pvecm writes on this node, as render has it (CLUSTER: the cluster's
+    file when it was read; else render predicts it from the plan), shown in the plan."""
+    change = node_change(node_changes(plan, node_name, system_reader(system), "pve", cluster),
+                         COROSYNC_CONF)
+    return [] if change is None else [replace(change, writer=writer)]
+
+
 # -- steps -----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -241,7 +252,8 @@ class PveCreateStep:
     def plan(self, system: System) -> list:
         if cluster_membership(system, self.cluster, self.node_name):
             return []
-        return [PlannedCommand(create_argv(self.cluster, self.node_name))]
+        return [PlannedCommand(create_argv(self.cluster, self.node_name)),
+                *pvecm_writes(self.cluster, self.node_name, system, "pvecm create")]
 
     def apply(self, system: System) -> None:
         system.run(create_argv(self.cluster, self.node_name), timeout=self.timeout)
@@ -349,7 +361,8 @@ class PveJoinStep:
             refusal = conf and nodeid_refusal(conf, self.cluster, self.node_name)
             if refusal:
                 raise refusal
-            return [PlannedCommand(self.argv())]
+            return [PlannedCommand(self.argv()), *pvecm_writes(
+                self.cluster, self.node_name, system, "pvecm add", conf.text() if conf else None)]
         fp = self._fingerprint()
         if self.fetch is not None:
             seen = self.fetch(self.host)
@@ -359,7 +372,8 @@ class PveJoinStep:
                                  {"expected": fp, "seen": seen},
                                  remedy="check that join.address is the cluster node and "
                                         "copy its fingerprint again")
-        return [PlannedCommand(self.argv(), self._stdin())]
+        return [PlannedCommand(self.argv(), self._stdin()),
+                *pvecm_writes(self.cluster, self.node_name, system, "pvecm add")]
 
     def apply(self, system: System) -> None:
         t = self.timeouts
@@ -435,7 +449,7 @@ def create_steps(plan: ClusterPlan, node_name: str, system: System,
     steps: list[Step] = [PveCreateStep(plan, node_name, timeouts.create),
                          PveWaitQuorumStep(timeouts.quorum, timeouts.poll)]
     if system.exists(DATACENTER_CFG) or plan.datacenter != Datacenter():
-        steps.append(PveDatacenterStep(plan))
+        steps.append(PveDatacenterStep(plan, node_name))
     return steps
 
 

@@ -10,12 +10,13 @@ under its lock; either way no `datacenter.cfg.bak` is left in the cluster-wide /
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pvestrap.apply.engine import PlannedCommand
 from pvestrap.plan import ClusterPlan
-from pvestrap.render import (DATACENTER_CFG, MODES, Change, datacenter_options,
-                             render_datacenter_cfg)
+from pvestrap.paths import DATACENTER_CFG
+from pvestrap.render import (MODES, Change, datacenter_options, node_change, node_changes,
+                             system_reader)
 from pvestrap.system import System
 
 PVESH = "/usr/bin/pvesh"
@@ -30,35 +31,39 @@ def pvesh_argv(options: dict[str, str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class PveDatacenterStep:
+    """datacenter.cfg as render has it for the creating node; through pvesh where it exists
+    (the plan shows both the command and the file it leads to)."""
+
     cluster: ClusterPlan
+    node_name: str
     id: str = "pve-datacenter-cfg"
 
     @property
     def description(self) -> str:
         return f"set the cluster-wide options in {DATACENTER_CFG}"
 
-    def _wanted(self, system: System) -> tuple[str | None, str]:
-        existing = system.read_text(DATACENTER_CFG)
-        return existing, render_datacenter_cfg(self.cluster, existing)
+    def _change(self, system: System) -> Change | None:
+        changes = node_changes(self.cluster, self.node_name, system_reader(system), "pve")
+        return node_change(changes, DATACENTER_CFG)
 
     def plan(self, system: System) -> list:
-        existing, text = self._wanted(system)
-        if text == existing:
+        change = self._change(system)
+        if change is None:
             return []
         if system.exists(PVESH):
-            return [PlannedCommand(pvesh_argv(datacenter_options(self.cluster, existing)))]
-        mode = system.file_mode(DATACENTER_CFG) or MODES[DATACENTER_CFG]
-        return [Change(DATACENTER_CFG, existing, text, mode)]
+            options = datacenter_options(self.cluster, change.before)
+            return [PlannedCommand(pvesh_argv(options)), replace(change, writer="pvesh")]
+        return [change]
 
     def apply(self, system: System) -> str | None:
-        existing, text = self._wanted(system)
-        if text == existing:
-            return existing
+        change = self._change(system)
+        if change is None:
+            return system.read_text(DATACENTER_CFG)
         if system.exists(PVESH):
-            system.run(pvesh_argv(datacenter_options(self.cluster, existing)), timeout=120)
+            system.run(pvesh_argv(datacenter_options(self.cluster, change.before)), timeout=120)
         else:
-            system.write_text(DATACENTER_CFG, text, MODES[DATACENTER_CFG], backup=False)
-        return existing
+            system.write_text(DATACENTER_CFG, change.after, MODES[DATACENTER_CFG], backup=False)
+        return change.before
 
     def undo(self, system: System, memo: str | None) -> None:
         """The previous file, written back through pmxcfs (no backup beside it either)."""

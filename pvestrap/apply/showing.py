@@ -31,7 +31,8 @@ def show_plan(plans: Sequence[tuple[Step, Sequence[Action]]], out: Out) -> None:
         out(f"+ {step.id}: {step.description}")
         for action in actions:
             if isinstance(action, Change):
-                out(f"  file {action.path} (mode {action.mode:04o})")
+                by = f", written by {action.writer}" if action.writer else ""
+                out(f"  file {action.path} (mode {action.mode:04o}{by})")
                 out(diff_text(action).rstrip("\n"))
             else:
                 out(f"  {'run ' if isinstance(action, PlannedCommand) else ''}{action}")

@@ -16,11 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from diffblocks import same_diffs
+from labtesting import etc_hashes
 from pvestrap.answers import dumps
 from pvestrap.apply.pve import JoinFailed, PveJoinStep
 from pvestrap.apply.pve_join_method import JoinMethod
 from pvestrap.firstboot import secret
 from pvestrap.lab.lab import Lab
+from pvestrap.paths import COROSYNC_CONF, DATACENTER_CFG
 from pvestrap.plan import ClusterPlan, Datacenter
 from pvestrap.corosync.status import parse_quorum_status
 from pvestrap.system import RealSystem
@@ -57,26 +60,44 @@ def apply(lab: Lab, index: int, answers: Path, *args: str) -> subprocess.Complet
                     lab.node(index).name, *args)
 
 
+def same_as_dry_run(lab: Lab, index: int, answers: Path) -> list[str]:
+    """`render --diff` and `apply --dry-run` on the node show the same diffs (pvecm's files
+    included); neither changes the node's /etc. Returns the paths."""
+    before = etc_hashes(lab, clustered=False)
+    rendered = pvestrap(lab, index, "render", "--diff", "--answers", str(answers),
+                        "--node", lab.node(index).name)
+    planned = apply(lab, index, answers, "--dry-run")
+    assert rendered.returncode == 0 and planned.returncode == 0, planned.stdout + planned.stderr
+    assert etc_hashes(lab, clustered=False) == before
+    return same_diffs(rendered.stdout, planned.stdout)
+
+
 @pytest.mark.parametrize("release", ["8", "9"])
 def test_apply_builds_a_real_proxmox_cluster_exactly_as_previewed(lab, tmp_path, release):
     three = lab(nodes=3, pve=release)
     plan, answers = answer_file(three, tmp_path)
-    before = preview(three, 1, answers)
+    before = preview(three, 3, answers)  # the last joiner's: the whole cluster
     # the same answer file: PVE 8's pvecm has no --token-coefficient, PVE 9's writes 125
     assert ("  token_coefficient: 125\n" in before) == (release == "9")
     assert "  config_version: 3\n" in before
 
+    shown = preview(three, 1, answers)  # pvecm create: n1 alone, config_version 1
+    assert same_as_dry_run(three, 1, answers) == [COROSYNC_CONF, DATACENTER_CFG]
     created = apply(three, 1, answers, "--yes")
     assert created.returncode == 0, created.stdout + created.stderr
+    assert three.node(1).path(COROSYNC_CONF).read_text() == shown  # what pvecm wrote
     argv = next(line for line in created.stdout.splitlines() if "run pvecm create" in line)
     assert ("--token-coefficient 125" in argv) == (release == "9")
     if release == "8":
         assert "following the node" in created.stdout + created.stderr
     for index in (2, 3):
+        shown = preview(three, index, answers)
+        assert same_as_dry_run(three, index, answers) == [COROSYNC_CONF]
         joined = apply(three, index, answers, "--yes")
         assert joined.returncode == 0, joined.stdout + joined.stderr
         assert "pvecm add 10.254.0.1 --use_ssh 1" in joined.stdout
         assert "root key login" in joined.stdout  # the plan says which join and why
+        assert three.node(index).path(COROSYNC_CONF).read_text() == shown
 
     for index in (1, 2, 3):
         status = three.exec(index, ["pvecm", "status"])
@@ -91,6 +112,7 @@ def test_apply_builds_a_real_proxmox_cluster_exactly_as_previewed(lab, tmp_path,
         assert "already as planned" in diff.stderr
         dry = apply(three, index, answers, "--dry-run")
         assert dry.returncode == 0 and "nothing to do, already as planned" in dry.stdout
+        assert same_diffs(diff.stdout, dry.stdout) == []
         # datacenter.cfg was written once, on n1, into pmxcfs: every node has it, no backup
         pve = three.node(index).path("/etc/pve")
         assert "keyboard: de\n" in (pve / "datacenter.cfg").read_text()
