@@ -463,10 +463,10 @@ def join_steps(plan: ClusterPlan, node_name: str, snapshot: ClusterSnapshot, ser
     if problems:
         raise JoinRefused(f"{snapshot.address}'s cluster refuses {node_name}", problems)
     text = corosync_conf_for(plan, node_name, None, cluster=snapshot.conf_text)
-    finish = [InstallStep(text, snapshot.authkey),
-              StartStep(service, restart=False, timeout=timeouts.service),
-              WaitQuorumStep(len(CorosyncConf.parse(text).nodes), timeouts.quorum,
-                             timeouts.poll)]
+    finish: list[Step] = [InstallStep(text, snapshot.authkey),
+                          StartStep(service, restart=False, timeout=timeouts.service),
+                          WaitQuorumStep(len(CorosyncConf.parse(text).nodes), timeouts.quorum,
+                                         timeouts.poll)]
     if resuming:  # the members have us already: finish the join on this node only
         return finish
     members = tuple(MemberAddress(str(n.name), n.addresses[min(n.addresses)])
