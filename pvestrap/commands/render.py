@@ -23,8 +23,11 @@ def command(
 ) -> None:
     """Render corosync.conf, datacenter.cfg and /etc/network/interfaces for one node.
 
-    Without --root, print the files that would change on this machine (or, with --diff,
-    their diffs against the current files under /). With --root DIR, write them under DIR.
+    The files are the ones this node's `pvestrap apply` writes (or pvecm writes for it), as
+    they will be once its apply is done: the diffs `apply --dry-run` shows. A joiner's
+    corosync.conf assumes the nodes before it in the answer file have joined. Without --root,
+    print the files that would change on this machine (or, with --diff, their diffs against
+    the current files under /). With --root DIR, write them under DIR.
     """
     from pvestrap import answers as answer_files
     from pvestrap.nodefacts import read_facts, resolve
