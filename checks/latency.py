@@ -15,7 +15,8 @@ RTTs, RFC 3550's idea without the smoothing), loss (% of probes unanswered), sam
 
 Findings (subject `pve1->pve2/link0`): latency-ok (PASS), latency-high (FAIL), latency-jitter
 (WARN), packet-loss (WARN over loss_warn_pct, FAIL over loss_fail_pct), latency-icmp (INFO),
-latency-unmeasured (SKIP).
+latency-unmeasured (SKIP), latency-pending (SKIP: this node's link address is only planned, see
+checks.pending; subject `pve1/link0`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from pvestrap.checks import probe as wire
-from pvestrap.checks import prober
+from pvestrap.checks import pending, prober
 from pvestrap.checks.base import Context
 from pvestrap.findings import Finding, Severity
 from pvestrap.plan import Thresholds
@@ -187,7 +188,7 @@ class LatencyCheck:
         for r in found.udp:
             groups.setdefault((r.peer, r.link), []).append(r)
         icmp = {(i.peer, i.link): i for i in found.icmp}
-        out: list[Finding] = []
+        out: list[Finding] = pending.latency_findings(ctx)
         for (peer, link), results in sorted(groups.items()):
             subject = f"{me}->{peer}/link{link}"
             chosen = best_port(results)

@@ -63,6 +63,16 @@ def link_interface(machine: Machine, address: str) -> Interface | None:
     return (up or list(carriers) or [None])[0]
 
 
+def planned_nic(machine: Machine, address: str) -> Interface | None:
+    """The NIC on which ADDRESS is only planned (the plan's new stanza, which apply's network
+    phase writes and brings up; preflight.planned_machine puts it there); None when the
+    address is configured somewhere, or nowhere at all."""
+    iface = link_interface(machine, address)
+    if iface is not None and iface.only_planned(address) and iface.master is None:
+        return iface
+    return None
+
+
 def _cables(machine: Machine, devices: frozenset[str]) -> frozenset[str]:
     """The NICs among shared lower devices; guest taps on a shared bridge are not cables."""
     kinds = nic_kinds(machine)
@@ -126,7 +136,7 @@ class LinkAddressCheck:
         payload = {"link": number, "address": address,
                    "interface": iface.name if iface else None,
                    "operstate": iface.operstate if iface else None}
-        if iface is not None and iface.only_planned(address) and iface.master is None:
+        if iface is not None and planned_nic(machine, address) is iface:
             return info("link-address-planned",
                         f"link{number} address {address} is planned on {iface.name} (not "
                         "configured yet): apply writes its stanza to /etc/network/interfaces and "

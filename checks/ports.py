@@ -9,7 +9,8 @@ udp/udpu), reported as a warning only.
 The probes need `pvestrap responder` running on the peer: without it, every port looks closed.
 
 Findings (subject `pve1->pve2/link0:5405`): link-port-open (PASS), link-port-closed (FAIL),
-link-port-filtered (FAIL), link-port-unreachable (FAIL), link-port-unmeasured (SKIP), and for 5404
+link-port-filtered (FAIL), link-port-unreachable (FAIL), link-port-unmeasured (SKIP),
+link-port-pending (SKIP: this node's link address is only planned, see checks.pending), and for 5404
 legacy-port-open (INFO), legacy-port-closed / legacy-port-filtered / legacy-port-unreachable
 (WARN). Payload: peer, link, port, address, source, sent, received.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pvestrap.checks import prober
+from pvestrap.checks import pending, prober
 from pvestrap.checks.base import Context
 from pvestrap.findings import Finding, Severity
 
@@ -36,10 +37,10 @@ class PortsCheck:
         if found is None:
             return [Finding("link-port-unmeasured", Severity.SKIP, "no probes were run",
                             ctx.node)]
-        if not found.udp:
-            return [Finding("link-port-unmeasured", Severity.SKIP, "no peers to probe", ctx.node)]
         me = ctx.node or found.node or "this node"
-        return [_finding(me, r) for r in found.udp]
+        out = pending.port_findings(ctx) + [_finding(me, r) for r in found.udp]
+        return out or [Finding("link-port-unmeasured", Severity.SKIP, "no peers to probe",
+                               ctx.node)]
 
 
 def _finding(me: str, r: "prober.PortResult") -> Finding:

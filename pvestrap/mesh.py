@@ -265,6 +265,8 @@ def merge(plan: ClusterPlan, results: Sequence[NodeResult], ignore: Sequence[str
     """One report: every node's findings (subjects prefixed by the node) and the N x N matrices
     (each node's report carries its own row)."""
     by_section: dict[str, list[Finding]] = {}
+    waiting = {r.node: frozenset((r.report.get("meta") or {}).get("pending_links") or ())
+               for r in results if r.report}
     for r in results:
         if r.error or r.report is None:
             by_section.setdefault("plan", []).append(Finding(
@@ -274,7 +276,8 @@ def merge(plan: ClusterPlan, results: Sequence[NodeResult], ignore: Sequence[str
             continue
         for section in r.report.get("sections", ()):
             for f in section["findings"]:
-                by_section.setdefault(section["name"], []).append(_finding(f, r.node))
+                by_section.setdefault(section["name"], []).append(
+                    _towards_pending(_finding(f, r.node), waiting))
     sections = build_sections(by_section, ignore)
     meta = {"cluster": plan.cluster_name, "nodes": len(plan.nodes), "mode": "mesh"}
     grids = preflight.merge_rows(preflight.matrices(plan, None, None),
@@ -288,6 +291,20 @@ def _finding(d: Mapping[str, Any], node: str) -> Finding:
         subject = f"{node}: {subject}"
     return Finding(d["code"], Severity(d["severity"]), d["message"], subject or node,
                    d.get("check"), d.get("payload") or {}, d.get("remedy"), d.get("ignored", False))
+
+
+def _towards_pending(f: Finding, waiting: Mapping[str, frozenset[int]]) -> Finding:
+    """A probe's FAIL or WARN towards a peer's link whose address is only planned on that peer
+    (its report says so: apply's network phase has not configured it yet) is a SKIP: the
+    path is probed after that node's apply, as its own probes over the link are."""
+    peer, link = f.payload.get("peer"), f.payload.get("link")
+    if f.severity not in (Severity.FAIL, Severity.WARN) or link not in waiting.get(peer, ()):
+        return f
+    code = "latency-pending" if f.check == "latency" else "link-port-pending"
+    return Finding(code, Severity.SKIP, f"{peer}'s link{link} address is planned, not "
+                   f"configured yet: probed after apply's network phase on {peer} "
+                   f"(measured now: {f.message})",
+                   f.subject, f.check, dict(f.payload), None, f.ignored)
 
 
 def require_nodes_reachable(plan: ClusterPlan) -> None:

@@ -25,6 +25,7 @@ from pvestrap.checks import (addresses, clockpair, identity, joinable, latency, 
                              prober, quorum, tcp, timesync, versions)
 from pvestrap.checks.base import Check, Context
 from pvestrap.checks.localsys import IfAddress, Machine, read_machine
+from pvestrap.checks.pending import PENDING_KEY
 from pvestrap.checks.probe import Token, new_token
 from pvestrap.checks.runner import build_sections, collect
 from pvestrap.errors import UserError
@@ -118,18 +119,25 @@ class Probes:
 # -- the run ---------------------------------------------------------------------------------------
 
 def run(plan: ClusterPlan | None, node: str | None, *, probes: ProbeSource | None = None,
-        ignore: Sequence[str] = (), pending: frozenset[int] = frozenset(), root: str = "/",
+        ignore: Sequence[str] = (), pending: frozenset[int] | None = None, root: str = "/",
         machine: Machine | None = None, on_progress: Progress | None = None) -> Report:
     """The preflight of NODE: its local checks, then (with a probe source) its measurements
     and the network checks. The machine is judged as planned (the plan's new interface
-    stanzas in place). `machine` is only for tests that bring their own."""
+    stanzas in place). `pending`: the links not to probe, because this node's address on them
+    is not configured yet; None (the default) finds them on the machine: the links whose
+    address is only planned (checks.pending). So a preflight before apply's network phase
+    skips exactly those probes, and the same call after it probes them. `machine` is only for
+    tests that bring their own."""
     started = time.monotonic()
-    seen = machine if machine is not None else read_machine(root)
-    ctx = Context(plan=plan, node=node, root=root, options=_options(plan, seen, node))
+    seen = planned_machine(machine if machine is not None else read_machine(root), plan, node)
+    waiting = pending_links(seen, plan, node)
+    if pending is not None:
+        waiting = {n: waiting.get(n) for n in pending}
+    ctx = Context(plan=plan, node=node, root=root, options=_options(plan, seen, waiting))
     by_family = collect(local_checks(), ctx, on_progress)
     grids: dict[str, Any] = {}
     if probes is not None:
-        measured = probes.measure(plan, node, pending)
+        measured = probes.measure(plan, node, frozenset(waiting))
         probed = dataclasses.replace(ctx, probes={prober.PROBES_KEY: measured} if measured
                                      else {})
         for family, found in collect(network_checks(), probed, on_progress).items():
@@ -139,12 +147,15 @@ def run(plan: ClusterPlan | None, node: str | None, *, probes: ProbeSource | Non
     ignored = tuple(ignore) + (plan.preflight.ignore_checks if plan else ())
     meta = _meta(plan, node)
     meta["duration_s"] = round(time.monotonic() - started, 3)
+    if waiting:
+        meta["pending_links"] = sorted(waiting)
     return Report("pvestrap preflight", build_sections(by_family, ignored), meta, grids)
 
 
-def _options(plan: ClusterPlan | None, machine: Machine, node: str | None) -> dict[str, Any]:
-    """One read of the machine, shared by every local check."""
-    opts: dict[str, Any] = {"machine": planned_machine(machine, plan, node)}
+def _options(plan: ClusterPlan | None, machine: Machine,
+             waiting: Mapping[int, str | None]) -> dict[str, Any]:
+    """One read of the machine (as planned), shared by every local check."""
+    opts: dict[str, Any] = {"machine": machine, PENDING_KEY: dict(waiting)}
     if plan is not None and plan.preflight.ntp_servers:
         opts["ntp_servers"] = list(plan.preflight.ntp_servers)
     return opts
@@ -159,6 +170,21 @@ def _meta(plan: ClusterPlan | None, node: str | None) -> dict[str, Any]:
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "latency_fail_ms": plan.preflight.thresholds.latency_fail_ms if plan else 2.0,
     }
+
+
+def pending_links(machine: Machine, plan: ClusterPlan | None,
+                  node: str | None) -> dict[int, str | None]:
+    """{link: NIC} of NODE's links whose address is only planned on MACHINE (as
+    planned_machine shows it): a new stanza that apply's network phase writes and brings up.
+    Nothing can be sent from them yet, so their probes wait (checks.pending)."""
+    if plan is None or node is None or not plan.has_node(node):
+        return {}
+    out: dict[int, str | None] = {}
+    for number, address in sorted(plan.node(node).addresses.items()):
+        nic = nics.planned_nic(machine, address)
+        if nic is not None:
+            out[number] = nic.name
+    return out
 
 
 def planned_machine(machine: Machine, plan: ClusterPlan | None, node: str | None) -> Machine:

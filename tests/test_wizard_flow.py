@@ -151,7 +151,7 @@ def test_preflight_fail_goes_back_to_the_link_that_caused_it(det):
         ("apply", True), ("save", "/tmp/a.toml")])
     result = flow.run(det, asker, services)
     asker.done()
-    assert [p.node("pve1").addresses[0] for p, _, _ in services.preflights] == \
+    assert [p.node("pve1").addresses[0] for p, _ in services.preflights] == \
         ["10.9.9.9", "10.1.0.1"]
     assert result.applied and services.applied[0][0].node("pve1").addresses == {0: "10.1.0.1"}
     # going back re-asked only link0; its old answer was the offered default

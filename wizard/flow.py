@@ -15,7 +15,6 @@ again.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
@@ -51,15 +50,15 @@ Out = Callable[[str], None]
 class Services(Protocol):
     """The work the flow asks for; the live machine (wizard.services) or a test's fake.
 
-    preflight(plan, node, pending_links): pending_links are links whose address only exists
-    after the apply (a new interfaces stanza), so they cannot be probed yet.
+    preflight(plan, node): the preflight of the planned machine; a link whose address only
+    exists after the apply (a new interfaces stanza) is not probed yet (pvestrap.preflight).
     apply(...): shows the plan (diffs, commands) through `out`, asks `confirm`, applies with a
     progress line per step; False when the user declined (nothing changed).
     """
 
     def fetch_fingerprint(self, host: str) -> str: ...
 
-    def preflight(self, plan: ClusterPlan, node: str, pending: frozenset[int]) -> Report: ...
+    def preflight(self, plan: ClusterPlan, node: str) -> Report: ...
 
     def apply(self, plan: ClusterPlan, node: str, password: Secret | None, report: Report,
               confirm: Confirm, out: Out) -> bool: ...
@@ -340,13 +339,6 @@ def _datacenter(state: questions.State) -> Datacenter:
         migration_network=network)
 
 
-def pending_links(plan: ClusterPlan, node: str) -> frozenset[int]:
-    """Links whose address comes from a stanza the apply will write (not configured yet)."""
-    me = plan.node(node)
-    new = {str(ipaddress.ip_interface(s.address).ip) for s in me.interfaces if s.address}
-    return frozenset(n for n, addr in me.addresses.items() if addr in new)
-
-
 # -- the whole run ---------------------------------------------------------------------------------
 
 def gather(detected: Detected, asker: Asker, services: Services | None,
@@ -372,7 +364,7 @@ def preflight_until_clean(talk: Talk) -> tuple[ClusterPlan, Report]:
     while True:
         plan = to_plan(talk.state())
         me = talk.detected.hostname
-        report = talk.services.preflight(plan, me, pending_links(plan, me))
+        report = talk.services.preflight(plan, me)
         talk.asker.say(talk.services.render_report(report))
         fails = [f for f in report.findings if f.severity is Severity.FAIL]
         if not fails:

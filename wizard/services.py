@@ -74,7 +74,7 @@ class LiveServices:
         secret.ensure(secret.path_for(path))
 
     # -- preflight ---------------------------------------------------------------------------
-    def preflight(self, plan: ClusterPlan, node: str, pending: frozenset[int]) -> Report:
+    def preflight(self, plan: ClusterPlan, node: str) -> Report:
         peers = probe_peers(plan, node)
         if self.token is not None:
             self.start_responder(plan)
@@ -82,11 +82,8 @@ class LiveServices:
             self.out(f"  No probe token given (--token-file): {', '.join(sorted(peers))} is not "
                      "probed (its responder answers only probes made with its token).")
             peers = frozenset()
-        for n in sorted(pending):
-            self.out(f"  link{n} is configured by the apply (new interfaces stanza): it is "
-                     "checked as planned, and probed only once it exists.")
         probes = preflight.Probes(self.token, self.duration_s, only=peers)
-        return preflight.run(plan, node, probes=probes, pending=pending, root=self.root)
+        return preflight.run(plan, node, probes=probes, root=self.root)
 
     def start_responder(self, plan: ClusterPlan) -> None:
         """Answer probes on 5404 and the plan's link ports while the wizard runs."""

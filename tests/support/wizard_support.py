@@ -97,8 +97,8 @@ class FakeServices:
         self.fetched.append(host)
         return self.fingerprint
 
-    def preflight(self, plan, node, pending):
-        self.preflights.append((plan, node, pending))
+    def preflight(self, plan, node):
+        self.preflights.append((plan, node))
         found = list(self.fails(plan, node)) if self.fails else []
         return report(*(found or [Finding("link-address-local", Severity.PASS, "ok",
                                           f"{node}/link0", "link-address")]))
