@@ -41,16 +41,19 @@ def det_pve(det):
 CREATE = [("role", "create"), ("cluster.name", "prod"), ("link0.address", ...),
           ("links.add1", True), ("link1.address", "nic:eth2"), ("link1.static", "10.3.0.1/24"),
           ("links.add2", False), ("links.preferred", 1), ("peer1.name", "pve2"),
-          ("peer1.link0", "10.1.0.2"), ("peer1.link1", "10.3.0.2"), ("peer2.name", "pve3"),
-          ("peer2.link0", "10.1.0.3"), ("peer2.link1", "10.3.0.3"), ("peer3.name", ""),
+          ("peer1.link0", "10.1.0.2"), ("peer1.link1", "10.3.0.2"), ("peer1.nic1", ...),
+          ("peer2.name", "pve3"), ("peer2.link0", "10.1.0.3"), ("peer2.link1", "10.3.0.3"),
+          ("peer2.nic1", "enp3s0"), ("peer3.name", ""),
           ("migration.network", "10.3.0.0/24"), ("migration.type", ...), ("keyboard", "de")]
 
 EXPECTED_CREATE = ClusterPlan(
     cluster_name="prod",
     nodes=(Node("pve1", 1, {0: "10.1.0.1", 1: "10.3.0.1"},
                 interfaces=(InterfaceStanza("eth2", "10.3.0.1/24"),)),
-           Node("pve2", 2, {0: "10.1.0.2", 1: "10.3.0.2"}),
-           Node("pve3", 3, {0: "10.1.0.3", 1: "10.3.0.3"})),
+           Node("pve2", 2, {0: "10.1.0.2", 1: "10.3.0.2"},
+                interfaces=(InterfaceStanza("eth2", "10.3.0.2/24"),)),
+           Node("pve3", 3, {0: "10.1.0.3", 1: "10.3.0.3"},
+                interfaces=(InterfaceStanza("enp3s0", "10.3.0.3/24"),))),
     links=(Link(0, "10.1.0.0/24", 10), Link(1, "10.3.0.0/24", 20)),
     create_node="pve1", backend="corosync",
     datacenter=Datacenter(keyboard="de", migration_type="secure",
@@ -323,3 +326,27 @@ def test_unattended_rerun_after_the_apply_keeps_the_stanza_it_configured():
     talk = flow.gather(det, unattended.UnattendedAsker(values), None,
                        facts=unattended.facts_from_plan(EXPECTED_CREATE))
     assert flow.to_plan(talk.state()) == EXPECTED_CREATE
+
+
+def test_the_other_nodes_nic_on_a_new_network_is_asked_and_becomes_their_stanza(det):
+    """link1 is a new network on this node's free eth2: each other node's address there needs
+    a NIC of its own, which the user names (default: the same name as here); empty means it
+    is configured on that node already (no stanza). link0 (an existing network) asks nothing."""
+    script = [(q, "" if q == "peer2.nic1" else a) for q, a in CREATE]
+    asker = S.ScriptedAsker(script)
+    plan = flow.to_plan(flow.gather(det, asker, S.FakeServices()).state())
+    asker.done()
+    assert asker.defaults["peer1.nic1"] == asker.defaults["peer2.nic1"] == "eth2"
+    assert "pve2: its NIC for 10.3.0.2" in asker.prompts["peer1.nic1"]
+    assert not {"peer1.nic0", "peer2.nic0"} & set(asker.prompts)
+    assert plan.node("pve2").interfaces == (InterfaceStanza("eth2", "10.3.0.2/24"),)
+    assert plan.node("pve3").interfaces == ()
+
+
+def test_a_peer_nic_that_is_no_interface_name_is_refused_with_the_rule(det):
+    at = next(i for i, (q, _) in enumerate(CREATE) if q == "peer1.nic1")
+    script = [*CREATE[:at], ("peer1.nic1", "eth 2; reboot"), *CREATE[at:]]
+    asker = S.ScriptedAsker(script)
+    flow.gather(det, asker, S.FakeServices())
+    asker.done()
+    assert [s for s in asker.said if "not an interface name: an interface name such as" in s]

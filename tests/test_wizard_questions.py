@@ -99,7 +99,7 @@ def _create_run(det, extra=()):
               ("links.add1", True), ("link1.address", "nic:eth2"),
               ("link1.static", "10.3.0.1/24"), ("links.add2", False), ("links.preferred", 1),
               ("peer1.name", "pve2"), ("peer1.link0", "10.1.0.2"), ("peer1.link1", "10.3.0.2"),
-              ("peer2.name", ""), ("migration.network", "10.3.0.0/24"),
+              ("peer1.nic1", "eth2"), ("peer2.name", ""), ("migration.network", "10.3.0.0/24"),
               ("migration.type", "insecure"), ("keyboard", "de"), ("qdevice.host", "10.1.0.50"),
               *extra]
     asker = ScriptedAsker(script)

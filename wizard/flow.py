@@ -15,6 +15,7 @@ again.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
@@ -237,10 +238,17 @@ def _peers(talk: Talk) -> None:
         numbers = talk.state().link_numbers()
         for n in numbers:
             talk.ask(questions.peer_link(i, n))
-        _drop_matching(talk, lambda k, i=i, numbers=numbers: k.startswith(f"peer{i}.link")
-                       and int(k[k.index(".link") + 5:]) not in numbers)
+            talk.ask(questions.peer_nic(i, n))
+        _drop_matching(talk, lambda k, i=i, numbers=numbers: _peer_link_number(k, i)
+                       not in (None, *numbers))
         i += 1
     _drop_matching(talk, lambda k: _peer_number(k) is not None and _peer_number(k) > i)
+
+
+def _peer_link_number(qid: str, i: int) -> int | None:
+    """N of peer I's questions about link N (peerI.linkN, peerI.nicN); else None."""
+    found = re.match(rf"^peer{i}\.(?:link|nic)(\d+)$", qid)
+    return int(found.group(1)) if found else None
 
 
 def _peer_number(qid: str) -> int | None:
@@ -274,8 +282,8 @@ def to_plan(state: questions.State) -> ClusterPlan:
     taken = {mine.nodeid} | {known[name] for name, _ in peers if name in known}
     free_ids = (i for i in range(1, NODEID_LIMIT) if i not in taken)
     others = [Node(name, known[name] if name in known else next(free_ids), addrs,
-                   interfaces=tuple(stanzas.get(name, ())))
-              for name, addrs in peers]
+                   interfaces=_peer_stanzas(state, i, addrs, stanzas.get(name, ())))
+              for i, (name, addrs) in zip(state.peer_indexes(), peers)]
     nodes = tuple(sorted([mine, *others], key=lambda node: node.nodeid))
     return ClusterPlan(
         cluster_name=_cluster_name(state), nodes=nodes, links=links,
@@ -315,6 +323,28 @@ def _stanzas(state: questions.State, planned: tuple[InterfaceStanza, ...]
             chosen[name] = InterfaceStanza(name, state.get(f"link{n}.static"))
     kept = [chosen.pop(s.name, None) or s for s in planned]
     return tuple(kept + list(chosen.values()))
+
+
+def _peer_stanzas(state: questions.State, i: int, addresses: Mapping[int, str],
+                  planned: tuple[InterfaceStanza, ...]) -> tuple[InterfaceStanza, ...]:
+    """Peer I's stanzas: for each link on a new network (this node's free NIC), its address
+    with that network's prefix length on the NIC the user named for it; an answer file's own
+    stanzas (PLANNED) stay, replaced where the NIC was named again."""
+    chosen = {}
+    for n, address in addresses.items():
+        nic = state.get(f"peer{i}.nic{n}") if questions.peer_nic(i, n).when(state) else None
+        network = state.link_network(n)
+        if nic and network:
+            prefix = ipaddress.ip_network(network).prefixlen
+            chosen[nic] = InterfaceStanza(nic, f"{address}/{prefix}")
+    taken = {ipaddress.ip_interface(s.address).ip for s in chosen.values() if s.address}
+    out = []
+    for s in planned:
+        if s.name in chosen:
+            out.append(chosen.pop(s.name))
+        elif not (s.address and ipaddress.ip_interface(s.address).ip in taken):
+            out.append(s)
+    return tuple(out + list(chosen.values()))
 
 
 def _join(state: questions.State) -> JoinTarget:

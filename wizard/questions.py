@@ -129,16 +129,13 @@ def link_other(n: int) -> Question:
 
 
 def link_static(n: int) -> Question:
-    def nic(state: State) -> str:
-        return str(state.get(f"link{n}.address", ""))[len(NIC):]
-
     return Question(
-        f"link{n}.static", lambda s: f"link{n}: static address for {nic(s)}",
-        lambda s: f"Written as a new `iface {nic(s)} inet static` stanza in /etc/network/"
-                  f"interfaces; rule: {CIDR_RULE}.", TEXT,
+        f"link{n}.static", lambda s: f"link{n}: static address for {rules.chosen_nic(s, n)}",
+        lambda s: f"Written as a new `iface {rules.chosen_nic(s, n)} inet static` stanza in "
+                  f"/etc/network/interfaces; rule: {CIDR_RULE}.", TEXT,
         keys=("nodes[].interfaces[].address", "nodes[].interfaces[].name", f"nodes[].link{n}"),
         validate=rules.static_rule(n), parse=str.strip,
-        when=lambda s: str(s.get(f"link{n}.address", "")).startswith(NIC))
+        when=lambda s: rules.chosen_nic(s, n) is not None)
 
 
 def more_links(n: int) -> Question:
@@ -187,6 +184,22 @@ def peer_link(i: int, n: int) -> Question:
         f"peer{i}.link{n}", lambda s: f"{s.get(f'peer{i}.name')}: address on link{n}",
         f"Rule: {IP_RULE}.", TEXT, keys=(f"nodes[].link{n}",),
         default=rules.peer_link_default(i, n), validate=_peer_link_rule(i, n), parse=str.strip)
+
+
+def peer_nic(i: int, n: int) -> Question:
+    """This node's link N is a new network on a free NIC: the other node needs its address
+    there too, on a NIC of its own, which only the user knows (never guessed)."""
+    return Question(
+        f"peer{i}.nic{n}",
+        lambda s: f"{s.get(f'peer{i}.name')}: its NIC for {s.get(f'peer{i}.link{n}')} "
+                  f"(empty: configured there already)",
+        lambda s: f"link{n} is a new network on this node's free {rules.chosen_nic(s, n)}: "
+                  f"`pvestrap apply` on {s.get(f'peer{i}.name')} writes a new `iface NIC inet "
+                  "static` stanza for this NIC in its /etc/network/interfaces and brings it "
+                  f"up. Rule: {rules.NIC_RULE}.", TEXT,
+        keys=("nodes[].interfaces[].name", "nodes[].interfaces[].address"),
+        default=lambda s: rules.chosen_nic(s, n), required=False, validate=rules.nic_rule,
+        parse=str.strip, when=lambda s: not s.joining and rules.chosen_nic(s, n) is not None)
 
 
 NODEID = Question(
@@ -269,6 +282,6 @@ def all_questions(peers: int = 2) -> tuple[Question, ...]:
     out.append(PREFERRED)
     for i in range(1, peers + 1):
         out.append(peer_name(i))
-        out += [peer_link(i, n) for n in range(MAX_LINK + 1)]
+        out += [q for n in range(MAX_LINK + 1) for q in (peer_link(i, n), peer_nic(i, n))]
     out += [NODEID, MIGRATION_NETWORK, MIGRATION_TYPE, KEYBOARD, QDEVICE, APPLY, SAVE]
     return tuple(out)

@@ -13,11 +13,13 @@ from typing import Any, Callable
 
 from pvestrap import joininfo
 from pvestrap.errors import UserError
-from pvestrap.plan import HOST_RE, KEYBOARDS, MAX_LINK, NAME_RULE, NODEID_MAX, name_problem
+from pvestrap.plan import (HOST_RE, IFACE_RE, KEYBOARDS, MAX_LINK, NAME_RULE, NODEID_MAX,
+                           name_problem)
 from pvestrap.wizard.model import NIC, NONE, OTHER, Choice, State, normal_address
 
 IP_RULE = "an IP address such as 10.10.10.1 (not a host name, not loopback)"
 CIDR_RULE = "an address with its prefix length, such as 10.10.10.1/24"
+NIC_RULE = "an interface name such as eth9 or enp2s0 (up to 15 letters, digits, '_.:-')"
 
 def check_name(value: str, what: str = "cluster name") -> str | None:
     if name_problem(value) is None:
@@ -67,6 +69,17 @@ def static_rule(n: int) -> Callable[[str, State], str | None]:
             return f"give the prefix length too: use {CIDR_RULE}"
         return check_ip(str(iface.ip)) or _unused(value, state, f"link{n}.address")
     return rule
+
+
+def chosen_nic(state: State, n: int) -> str | None:
+    """The free NIC this node's link N goes on (a new static stanza), else None."""
+    value = state.get(f"link{n}.address")
+    return value[len(NIC):] if isinstance(value, str) and value.startswith(NIC) else None
+
+
+def nic_rule(value: str, _state: State) -> str | None:
+    value = value.strip()
+    return None if not value or IFACE_RE.match(value) else f"not an interface name: {NIC_RULE}"
 
 
 def peer_name_rule(value: str, state: State, i: int) -> str | None:

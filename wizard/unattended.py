@@ -57,6 +57,9 @@ def answers_from_plan(plan: ClusterPlan, detected: Detected) -> dict[str, Any]:
     for i, node in enumerate(others, 1):
         out[f"peer{i}.name"] = node.name
         out.update({f"peer{i}.link{n}": a for n, a in node.addresses.items()})
+        theirs = {str(ipaddress.ip_interface(s.address).ip): s.name
+                  for s in node.interfaces if s.address}
+        out.update({f"peer{i}.nic{n}": theirs.get(a, "") for n, a in node.addresses.items()})
     out[f"peer{len(others) + 1}.name"] = ""
     out.update(_password_ref(plan.join))
     dc = plan.datacenter

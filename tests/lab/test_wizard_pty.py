@@ -120,6 +120,8 @@ def _type_create_conversation(term: Term, lab, name: str) -> None:
         term.line(addrs[0])
         term.expect("address on link1")
         term.line(addrs[1])
+        term.expect(f"{name_}: its NIC for {addrs[1]}")  # link1 is a new network
+        term.send(ENTER)  # the default: eth9, as on this node
     term.expect("Name of another node of the cluster")
     term.send(ENTER)
     term.expect("Migration network")
@@ -145,8 +147,10 @@ def test_save_answers_after_a_typed_create_conversation(lab, tmp_path):
         cluster_name=name,
         nodes=(Node(n1, 1, {0: "10.254.0.1", 1: "10.254.90.1"},
                     interfaces=(InterfaceStanza("eth9", "10.254.90.1/24"),)),
-               Node(n2, 2, {0: "10.254.0.2", 1: "10.254.90.2"}),
-               Node(n3, 3, {0: "10.254.0.3", 1: "10.254.90.3"})),
+               Node(n2, 2, {0: "10.254.0.2", 1: "10.254.90.2"},
+                    interfaces=(InterfaceStanza("eth9", "10.254.90.2/24"),)),
+               Node(n3, 3, {0: "10.254.0.3", 1: "10.254.90.3"},
+                    interfaces=(InterfaceStanza("eth9", "10.254.90.3/24"),))),
         links=(Link(0, "10.254.0.0/24", 20), Link(1, "10.254.90.0/24", 10)),
         create_node=n1, backend="corosync",
         datacenter=Datacenter(keyboard=keyboard, migration_type="secure",
