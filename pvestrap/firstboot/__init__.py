@@ -4,6 +4,9 @@ Every node of the answer file runs this at its first boot, at about the same tim
 idea which of the others are up yet. In order:
 
 1. Done already (the marker under the state folder)? Then nothing at all happens.
+   Otherwise the network phase: this node's interface stanzas of the answer file (a cluster NIC
+   the installer left unconfigured) written and brought up, as `pvestrap apply` does it
+   (network.py); nothing else can reach the peers over that link before.
 2. Answer probes (checks.responder, in threads of this process) and wait, bounded, until every
    other node of the file answers too, saying who is still missing.
 3. The preflight, local checks and probes of every peer and link: any FAIL stops here, before
@@ -33,7 +36,7 @@ first-boot hook carries only pvestrap's core), also `python3 -m pvestrap.firstbo
 The modules, one job each: `flow` (the phases above), `entry` (the command line), `state`
 (what a rerun remembers), `tokens` (the probe tokens of each stage), `presence` (this node's
 responders), `waiting` (probing until the others are there), `membership` (who is in the
-cluster), `applying` (create or join, retried while the cluster is busy), `qdevice` (the last
-node's QDevice setup).
+cluster), `applying` (create or join, retried while the cluster is busy), `network` (the
+cluster NIC configured first), `qdevice` (the last node's QDevice setup).
 """
 

@@ -12,7 +12,7 @@ from pvestrap import answers, preflight
 from pvestrap.checks.prober import Measurements
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.findings import Severity
-from pvestrap.firstboot import applying, membership, qdevice, waiting
+from pvestrap.firstboot import applying, membership, network, qdevice, waiting
 from pvestrap.firstboot import secret as firstboot_secret
 from pvestrap.firstboot.presence import Presence
 from pvestrap.firstboot.state import STATE_DIR, StateDir
@@ -94,6 +94,7 @@ def _run_locked(opts, state, plan, me, role, digest, secret, apply, say, detail)
         + (f"; resuming, an earlier run got to: {phase}" if phase else ""))
     if phase is None:
         state.record(digest, me.name, "started")
+    network.configure(plan, me.name, say, detail)  # the cluster NIC before anything else
     member = membership.configured_member(plan, me)
     tokens = derive_tokens(secret)
     done_phases = []

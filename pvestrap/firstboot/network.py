@@ -1,0 +1,47 @@
+"""First boot's network phase: the cluster NIC configured from the answer file, first of all.
+
+An installed node (the ISO path: the installer configured only the management NIC) does not
+have the link addresses the answer file puts on a NIC of their own yet. Without them nothing
+else of the first boot can work: no responder can answer there, no peer can be reached over
+the link, and the preflight would probe nothing on it. So before it waits for the peers, the
+first boot writes this node's stanzas and brings them up: the same network phase as `pvestrap
+apply` (pvestrap.apply.network_phase: one render path, the atomic write, the carrier and address
+waits, the rollback to the exact previous file on any failure), behind the same guard (a stanza
+for the interface of the default route or of an SSH session is refused, exit 2). The apply later
+in the run finds the network as planned and plans nothing there. A rerun does the same: nothing
+when the node is as planned already.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from pvestrap.apply import network_phase
+from pvestrap.apply.network_guard import refuse_cutting_branch
+from pvestrap.checks.localsys import read_machine
+from pvestrap.paths import INTERFACES
+from pvestrap.plan import ClusterPlan
+from pvestrap.system import RealSystem, System
+
+Say = Callable[[str], None]
+
+
+def configure(plan: ClusterPlan, node: str, say: Say, detail: Say, *,
+              system: System | None = None, root: str = "/") -> bool:
+    """Bring NODE's planned stanzas up (see the module docstring); True when something changed.
+    Raises UserError (refused, nothing changed) or StepFailed (rolled back)."""
+    me = plan.node(node)
+    if not any(s.address for s in me.interfaces):
+        return False
+    path = Path(root) / INTERFACES.lstrip("/")
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    refuse_cutting_branch(me, read_machine(root), text, os.environ)
+    planned = ", ".join(f"{s.address} on {s.name}" for s in me.interfaces if s.address)
+    outcome = network_phase.run(plan, node, system or RealSystem(), root=root, out=detail)
+    if outcome is None:
+        say(f"network: {planned} as planned already")
+        return False
+    say(f"network: configured {planned} ({INTERFACES} written, brought up, verified)")
+    return True
