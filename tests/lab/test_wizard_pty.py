@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import sys
 import time
 
 import pexpect
 import pytest
+from labtesting import addresses, etc_hashes, trust_host_keys
 
 from pvestrap.answers import load
+from pvestrap.corosync.status import parse_cfgtool_status
 from pvestrap.plan import ClusterPlan, Datacenter, InterfaceStanza, Link, Node
 from pvestrap.wizard.detect import read_keyboard
 
@@ -309,8 +312,6 @@ def test_create_then_two_joins_pasting_the_join_information_end_quorate(lab, tmp
     """The wizard on n1 creates (a wrong cluster name typed first), n2 and n3 join by pasting
     the Join Information; all three quorate. Then the answer file the wizard saved, fed to
     `pvestrap apply` on a fresh lab of the same names, gives byte-identical corosync.conf."""
-    import secrets
-
     lb = lab(nodes=3, links=2)
     lb.start("sshd")  # the corosync backend joins over SSH, as pvecm add --use_ssh does
     token = secrets.token_hex(16)
@@ -382,3 +383,103 @@ def test_a_preflight_fail_is_answered_by_going_back_to_another_link_address(lab)
     term.send(CTRL_U, ENTER)
     assert term.wait_exit() == 0
     assert not lb.node(1).path("/etc/corosync/authkey").exists()
+
+
+# -- the free NIC end to end: a new cluster network on the spare NICs -----------------------------
+
+NEW_NET = "10.254.90"
+
+
+def _create_on_the_spare_nic(lab, token: str, name: str, save: str) -> Term:
+    """n1's wizard: create, link0 = the free eth9 with a new static address, the two others'
+    addresses on that network (their NIC: eth9 too, the default), apply, save."""
+    term = wizard(lab, 1, env={"PVESTRAP_PROBE_TOKEN": token})
+    term.expect("Create a new cluster, or join an existing one?")
+    term.send(ENTER)
+    term.expect("? Cluster name")
+    term.line(name)
+    term.expect("link0: this node's address")
+    term.expect("eth9: free NIC")
+    term.send(DOWN, ENTER)  # 10.254.0.1 on eth0 is first; eth9 second
+    term.expect("link0: static address for eth9")
+    term.line(f"{NEW_NET}.1/24")
+    term.expect("Add link1 for redundancy?")
+    term.send(ENTER)
+    for node in (2, 3):
+        term.expect("Name of another node of the cluster")
+        term.line(lab.node(node).name)
+        term.expect("address on link0")
+        term.line(f"{NEW_NET}.{node}")
+        term.expect(f"{lab.node(node).name}: its NIC for {NEW_NET}.{node}")
+        term.send(ENTER)  # eth9
+    term.expect("Name of another node of the cluster")
+    term.send(ENTER)
+    for question in ("Migration network", "Migration transport", "Keyboard layout"):
+        term.expect(question)
+        term.send(ENTER)
+    term.expect("[link-address-planned]", timeout=90)  # not a FAIL: apply configures it
+    term.expect("[link-port-pending]")  # probed once it exists
+    term.expect("= SUMMARY =")
+    term.expect("FAILURES: 0")
+    # apply's network phase first, shown and confirmed on its own; then the cluster's steps
+    term.expect("+ network:write-interfaces")
+    term.expect("+auto eth9")
+    term.expect("Apply this plan now?")
+    term.line("y")
+    term.expect("[applied] network:wait-address", timeout=60)
+    term.expect("+ conf: write /etc/corosync/corosync.conf")
+    term.expect("Apply this plan now?")
+    term.line("y")
+    term.expect("[applied] wait-quorum", timeout=180)
+    term.expect("Save the whole-cluster answer file")
+    term.send(CTRL_U)
+    term.line(save)
+    term.expect(f"Saved the answer file for the whole cluster to {save}")
+    assert term.wait_exit() == 0, term.text[-3000:]
+    return term
+
+
+def _apply(lab, node: int, answers: str) -> str:
+    done = lab.exec(node, [sys.executable, "-m", "pvestrap", "apply", "--answers", answers,
+                           "--yes"], timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.lab
+@pytest.mark.slow
+def test_wizard_free_nic_new_network_then_apply_on_the_others_ends_quorate_on_it(lab, tmp_path):
+    """Issue 11's first Done-when: the wizard on n1 puts link0 on the spare eth9 with a static
+    address on a network that exists nowhere yet, applies (its network phase configures eth9)
+    and saves the answer file; n2 and n3 run `pvestrap apply --yes` with it, their eth9
+    configured by apply. A quorate 3-node cluster whose link0 is the new network on eth9
+    (`corosync-cfgtool -s`), eth0 untouched; a second apply on every node plans nothing."""
+    lb = lab(nodes=3, links=1)
+    lb.start("sshd")  # the corosync backend joins over SSH, as pvecm add --use_ssh does
+    mgmt = {i: addresses(lb, i, "eth0") for i in (1, 2, 3)}
+    assert all(addresses(lb, i, "eth9") == [] for i in (1, 2, 3))
+    saved = str(tmp_path / "wizard.toml")
+    _create_on_the_spare_nic(lb, secrets.token_hex(16), _cluster_name(lb), saved)
+    plan = load(saved)
+    assert [(n.name, n.addresses, n.interfaces) for n in plan.nodes] == [
+        (lb.node(i).name, {0: f"{NEW_NET}.{i}"}, (InterfaceStanza("eth9", f"{NEW_NET}.{i}/24"),))
+        for i in (1, 2, 3)]
+    trust_host_keys(lb, {i: f"{NEW_NET}.{i}" for i in (1, 2, 3)})  # joins go over link0
+    for node in (2, 3):
+        _apply(lb, node, saved)
+    status = _quorum(lb, 1)
+    assert re.search(r"Quorate:\s+Yes", status) and re.search(r"Total votes:\s+3", status)
+    for i in (1, 2, 3):
+        assert addresses(lb, i, "eth9") == [f"{NEW_NET}.{i}/24"]
+        assert addresses(lb, i, "eth0") == mgmt[i]
+        shown = lb.exec(i, ["corosync-cfgtool", "-s"]).stdout
+        link0 = parse_cfgtool_status(shown).link(0)
+        assert link0 is not None and link0.address == f"{NEW_NET}.{i}", shown
+        assert len(link0.peers) == 3 and all(p.connected for p in link0.peers), shown
+        assert "iface eth9 inet static" in lb.node(i).path("/etc/network/interfaces").read_text()
+    before = etc_hashes(lb)
+    for i in (1, 2, 3):
+        again = _apply(lb, i, saved)
+        assert "nothing to do, already as planned" in again, again[-2000:]
+        assert "+ network:" not in again, again[-2000:]
+    assert etc_hashes(lb) == before
