@@ -18,9 +18,10 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from pvestrap.apply import network_phase
+from pvestrap.apply import address_probe, network_phase
 from pvestrap.apply.network_guard import refuse_cutting_branch
-from pvestrap.checks.localsys import read_machine
+from pvestrap.apply.network_phase import Prober
+from pvestrap.checks.localsys import Machine, read_machine
 from pvestrap.paths import INTERFACES
 from pvestrap.plan import ClusterPlan
 from pvestrap.system import RealSystem, System
@@ -29,18 +30,21 @@ Say = Callable[[str], None]
 
 
 def configure(plan: ClusterPlan, node: str, say: Say, detail: Say, *,
-              system: System | None = None, root: str = "/") -> bool:
+              system: System | None = None, root: str = "/", machine: Machine | None = None,
+              prober: Prober = address_probe.probe) -> bool:
     """Bring NODE's planned stanzas up (see the module docstring); True when something changed.
-    Raises UserError (refused, nothing changed) or StepFailed (rolled back)."""
+    Raises UserError (refused, nothing changed) or StepFailed (rolled back). The keyword
+    arguments are seams for tests (this machine, its `ip -j` view, the ARP probe)."""
     me = plan.node(node)
     if not any(s.address for s in me.interfaces):
         return False
     path = Path(root) / INTERFACES.lstrip("/")
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    refuse_cutting_branch(me, read_machine(root), text, os.environ)
+    refuse_cutting_branch(me, machine or read_machine(root), text, os.environ)
     planned = ", ".join(f"{s.address} on {s.name}" for s in me.interfaces if s.address)
-    outcome = network_phase.run(plan, node, system or RealSystem(), root=root, out=detail)
-    if outcome is None:
+    outcome = network_phase.run(plan, node, system or RealSystem(), root=root, out=detail,
+                                prober=prober)
+    if outcome is None or not outcome.changed:
         say(f"network: {planned} as planned already")
         return False
     say(f"network: configured {planned} ({INTERFACES} written, brought up, verified)")
