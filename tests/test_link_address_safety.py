@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pvestrap import answers
-from pvestrap.apply.links import ping_command
+from pvestrap.apply.link_plan import ping_command
 from pvestrap.errors import ValidationFailed
 from pvestrap.plan import link_address_problem
 

@@ -15,15 +15,16 @@ import json
 import pytest
 
 from pvestrap.apply.engine import Change, PlannedCommand, PlannedWait, StepFailed, run_steps
-from pvestrap.apply.links import (COROSYNC_CONF, Cluster, LinkRequest, LinkTimeouts,
-                                  LinkVerifyFailed, MemberHost, Phase, PhaseStep, plan_change,
-                                  steps)
+from pvestrap.apply.link_plan import LinkRequest, plan_change, steps
+from pvestrap.apply.links import (COROSYNC_CONF, Cluster, LinkTimeouts, LinkVerifyFailed,
+                                  MemberHost, Phase, PhaseStep)
 from pvestrap.apply.remote import RemoteFile
 from pvestrap.commands.link import parse_addresses
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import parse_cfgtool_nodes
 from pvestrap.errors import UserError, ValidationFailed
 from pvestrap.findings import Severity
+from pvestrap.paths import PVE_COROSYNC_CONF
 from pvestrap.plan import ClusterPlan, Link, Node
 from pvestrap.recorded import RecordingSystem
 from pvestrap.verify import Observed, address_findings, convergence_findings, ping_findings
@@ -118,16 +119,51 @@ class Model:
         return self.files[member.name].get(COROSYNC_CONF)
 
 
-def cluster_of(conf: CorosyncConf, verify: float = 5.0) -> Cluster:
+class PveModel(Model):
+    """Model plus pmxcfs's cluster-wide copy: a changed /etc/pve/corosync.conf is copied to every
+    member whose own file differs, unless that one has a higher config_version, and the writing
+    node runs `corosync-cfgtool -R` (pve-cluster src/pmxcfs/dcdb.c, dcdb_sync_corosync_conf)."""
+
+    def __init__(self, conf: CorosyncConf, bak: str | None = None):
+        super().__init__(conf, bak)
+        self.shared = conf.text()
+        self.pmxcfs_copies: list[str] = []
+
+    def replace_shared(self, text):
+        self.calls.append("replace shared")
+        states = (RemoteFile(PVE_COROSYNC_CONF, self.shared.encode(), 0o640),
+                  RemoteFile(PVE_COROSYNC_CONF + ".bak", None, None))
+        self._pmxcfs(text)
+        return states, None
+
+    def restore_shared(self, states):
+        self.calls.append("restore shared")
+        self._pmxcfs(states[0].data.decode())
+
+    def _pmxcfs(self, text: str) -> None:
+        self.shared, version = text, CorosyncConf.parse(text).config_version
+        copied = False
+        for name in NAMES:
+            local = self.files[name][COROSYNC_CONF]
+            if local != text and CorosyncConf.parse(local).config_version <= version:
+                self.files[name][COROSYNC_CONF] = text
+                self.pmxcfs_copies.append(name)
+                copied = True
+        if copied:
+            self.reload()
+
+
+def cluster_of(conf: CorosyncConf, verify: float = 5.0, pve: bool = False) -> Cluster:
     members = tuple(MemberHost(n, i, addr(0, i), local=(i == 1)) for i, n in enumerate(NAMES, 1))
     return Cluster(conf, conf.text(), Observed(), members,
-                   LinkTimeouts(verify=verify, poll=0.5))
+                   LinkTimeouts(verify=verify, poll=0.5), PVE_COROSYNC_CONF if pve else None)
 
 
 def run(model: Model, conf: CorosyncConf, request: LinkRequest):
     plan = plan_change(conf, conf.text(), request)
     system = RecordingSystem()
-    return plan, run_steps(steps(cluster_of(conf), plan, model), system)
+    cluster = cluster_of(conf, pve=isinstance(model, PveModel))
+    return plan, run_steps(steps(cluster, plan, model), system)
 
 
 def snapshot(model: Model) -> dict:
@@ -144,7 +180,9 @@ def test_add_is_one_phase_with_the_next_config_version():
     assert plan.final.priorities == {0: 0, 1: 10}
     assert [n.addresses for n in plan.final.nodes] == \
         [{0: addr(0, i), 1: addr(1, i)} for i in (1, 2, 3)]
-    assert plan.change().before == conf.text() and plan.change().after == plan.final.text()
+    change = plan.change(cluster_of(conf))
+    assert (change.path, change.before, change.after) == \
+        (COROSYNC_CONF, conf.text(), plan.final.text())
 
 
 def test_move_is_drop_then_add_and_keeps_the_rest_of_the_file():
@@ -290,6 +328,78 @@ def test_a_rollback_that_cannot_put_a_file_back_says_so():
     assert cause.code == "link-rollback-failed"
     assert "pve3: connection refused" in cause.message
     assert isinstance(cause.__cause__, LinkVerifyFailed)
+
+
+# -- Proxmox VE: pmxcfs's copy ---------------------------------------------------------------------
+
+def test_on_proxmox_ve_the_cluster_copy_is_written_after_every_member_and_pmxcfs_copies_nothing():
+    conf = start_conf()
+    model = PveModel(conf)
+    plan, outcome = run(model, conf, LinkRequest("add", 1, on(1)))
+    assert outcome.applied == ("add-link1",)
+    assert model.calls[3:] == ["replace shared", "reload"]  # the 3 members first, in any order
+    assert model.shared == plan.final.text() and model.pmxcfs_copies == []
+    assert all(model.files[n][COROSYNC_CONF] == plan.final.text() for n in NAMES)
+    assert all(model.running[n] == plan.final for n in NAMES)
+    change = plan.change(cluster_of(conf, pve=True))
+    assert (change.path, change.mode) == (PVE_COROSYNC_CONF, 0o640)
+
+
+def test_on_proxmox_ve_a_rollback_puts_the_cluster_copy_back_without_pmxcfs_copying():
+    conf = start_conf(links=2)
+    model = PveModel(conf, bak="an older backup\n")
+    model.cut.add(frozenset((addr(2, 2), addr(2, 3))))  # the new network
+    before = snapshot(model)
+    with pytest.raises(StepFailed) as err:
+        run(model, conf, LinkRequest("move", 1, on(2)))
+    assert err.value.step_id == "add-link1" and err.value.undone == ("drop-link1",)
+    assert snapshot(model) == before and model.shared == conf.text()
+    assert model.pmxcfs_copies == []  # pmxcfs never saw a file its members did not have
+    assert all(model.running[n] == conf for n in NAMES)
+    last = max(i for i, c in enumerate(model.calls) if c.startswith("restore pve"))
+    assert model.calls[last + 1] == "restore shared"
+
+
+def test_on_proxmox_ve_a_member_that_cannot_be_written_leaves_the_cluster_copy_alone():
+    conf = start_conf()
+    model = PveModel(conf)
+    model.fail_write.add("pve3")
+    with pytest.raises(StepFailed):
+        run(model, conf, LinkRequest("add", 1, on(1)))
+    assert "replace shared" not in model.calls and model.shared == conf.text()
+    assert all(model.files[n][COROSYNC_CONF] == conf.text() for n in NAMES)
+
+
+def test_on_proxmox_ve_a_cluster_copy_that_differs_is_refused_by_the_preflight():
+    from pvestrap.apply.link_plan import shared_findings
+
+    conf = start_conf()
+    newer = conf.bump_version().text()
+    system = RecordingSystem(files={PVE_COROSYNC_CONF: newer})
+    found = shared_findings(system, cluster_of(conf, pve=True))
+    assert [(f.code, f.severity, f.payload["path"]) for f in found] == \
+        [("conf-differs", Severity.FAIL, PVE_COROSYNC_CONF)]
+    assert shared_findings(RecordingSystem(files={PVE_COROSYNC_CONF: conf.text()}),
+                           cluster_of(conf, pve=True)) == []
+    assert shared_findings(system, cluster_of(conf)) == []  # not Proxmox VE
+
+
+def test_the_cluster_copy_is_written_under_pmxcfs_lock_on_corosync_conf(tmp_path):
+    import subprocess
+
+    from pvestrap.apply.links import CFS_LOCK, cfs_locked
+
+    assert CFS_LOCK == "/etc/pve/priv/lock/file-corosync_conf"  # cfs_lock_file's lock id
+    lock, seen = tmp_path / "priv" / "lock" / "file-corosync_conf", tmp_path / "seen"
+    inner = f"test -d {lock} && echo held > {seen}"
+    ran = subprocess.run(["sh", "-c", cfs_locked(inner, 1.0, str(lock))], capture_output=True)
+    assert ran.returncode == 0 and seen.read_text() == "held\n" and not lock.exists()
+
+    lock.mkdir()  # another writer holds it
+    held = subprocess.run(["sh", "-c", cfs_locked(f"echo no > {seen}", 0.3, str(lock))],
+                          capture_output=True, text=True)
+    assert held.returncode == 75 and "stays held" in held.stderr
+    assert seen.read_text() == "held\n" and lock.is_dir()  # not run, the holder's lock kept
 
 
 def test_the_plan_shows_every_members_file_the_reload_and_the_wait():

@@ -3,11 +3,11 @@ cluster, plan, preflight, show, confirm, apply with rollback, verify.
 
 1. The cluster as this member sees it, and the phases that take its corosync.conf to the asked
    links (none: nothing to do).
-2. The preflight (pvestrap.apply.links.preflight): any FAIL refuses before the first change.
+2. The preflight (pvestrap.apply.link_plan.preflight): any FAIL refuses before the first change.
 3. The plan shown: the whole corosync.conf diff and every phase's actions.
 4. Confirmation when a person is there to give it (the caller passes `confirm`), then the
    phases under every member's lock; a phase that does not converge is undone on every
-   member (links.run_change).
+   member (link_plan.run_change).
 5. The cluster's status afterwards.
 
 Everything the flow prints goes through `out` (lines) and `show` (reports); it never prompts
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from pvestrap.apply import links
+from pvestrap.apply import link_plan, links
 from pvestrap.apply.engine import Progress
 from pvestrap.apply.flow import ApplyDeclined
 from pvestrap.errors import OperationFailed
@@ -54,7 +54,7 @@ class LinkContext:
 
 @dataclass(frozen=True)
 class LinkResult:
-    plan: links.ChangePlan
+    plan: link_plan.ChangePlan
     preflight: Report | None = None  # None: nothing to do
     status: Report | None = None     # after the change; None: nothing was changed
 
@@ -63,16 +63,16 @@ class LinkResult:
         return self.status.exit_code() if self.status is not None else 0
 
 
-def change_link(request: links.LinkRequest, ctx: LinkContext) -> LinkResult:
+def change_link(request: link_plan.LinkRequest, ctx: LinkContext) -> LinkResult:
     """Take the running cluster's link REQUEST.number where REQUEST asks (see the module
     docstring); raises PvestrapError (LinkRefused, ApplyDeclined, StepFailed after rollback)."""
-    cluster = links.read_cluster(ctx.system, request, ctx.timeouts)
-    plan = links.plan_change(cluster.conf, cluster.text, request)
+    cluster = links.read_cluster(ctx.system, request.number, ctx.timeouts)
+    plan = link_plan.plan_change(cluster.conf, cluster.text, request)
     if not plan.phases:
         ctx.out(f"link{request.number} is already as asked on every member: nothing to do")
         return LinkResult(plan)
     report = preflight_report(request.action, cluster,
-                              links.preflight(ctx.system, cluster, plan))
+                              link_plan.preflight(ctx.system, cluster, plan))
     ctx.show(report)
     if report.exit_code():
         raise LinkRefused("refused by the preflight: nothing was changed",
@@ -84,7 +84,7 @@ def change_link(request: links.LinkRequest, ctx: LinkContext) -> LinkResult:
     question = f"change link{request.number} on {len(cluster.members)} members?"
     if ctx.confirm is not None and not ctx.confirm(question):
         raise ApplyDeclined("not confirmed: nothing was changed")
-    links.run_change(ctx.system, cluster, plan, on_progress=ctx.on_progress)
+    link_plan.run_change(ctx.system, cluster, plan, on_progress=ctx.on_progress)
     final = status_report(ctx.system, expect_nodes=len(cluster.members))
     ctx.show(final)
     ctx.out(f"done: every member runs config_version {plan.final.config_version} and reaches "
@@ -103,10 +103,10 @@ def preflight_report(action: str, cluster: links.Cluster, found: list[Finding]) 
                   {"cluster": cluster.conf.cluster_name, "node": cluster.local.name})
 
 
-def show_plan(cluster: links.Cluster, plan: links.ChangePlan, ctx: LinkContext) -> None:
+def show_plan(cluster: links.Cluster, plan: link_plan.ChangePlan, ctx: LinkContext) -> None:
     """The corosync.conf diff, then each phase and what it does."""
-    ctx.out(unified_diff(plan.change()).rstrip("\n"))
-    for step in links.steps(cluster, plan, links.ShellOps(ctx.system, cluster)):
+    ctx.out(unified_diff(plan.change(cluster)).rstrip("\n"))
+    for step in link_plan.steps(cluster, plan, links.ShellOps(ctx.system, cluster)):
         ctx.out(f"\n{step.id}: {step.description}")
         for action in step.plan(ctx.system):
             ctx.out(f"  {getattr(action, 'path', None) or action}")

@@ -1,21 +1,21 @@
-"""Changes to a running cluster's links: `pvestrap link add` and `pvestrap link move`.
+"""Changing a running cluster's corosync.conf on every member, in phases (link add/move, node
+removal, the QDevice): reach the members, lock them, write, reload once, wait until every member
+runs the new file; else put every member's files back byte for byte.
 
-The admin guide's manual procedure (edit a `.new` copy, bump config_version, keep a `.bak`, move
-it into place, let corosync reload) done for every member over SSH, checked before and after.
-Before any change: quorate, every node of corosync.conf a member, the links that stay connected,
-the same corosync.conf everywhere, and on the new network every member holds its new address on
-an interface that is up and reaches every other member's new address by ICMP from it. Each
-phase writes the file on every member, runs `corosync-cfgtool -R` once (every corosync of the
-cluster reloads its own file) and waits until every member runs the new config_version and sees
-every other on every link at the configured addresses; else every member gets its files back
-byte for byte and corosync reloads again.
+Each phase is the admin guide's manual procedure ("Edit corosync.conf": edit a `.new` copy,
+bump config_version, keep a `.bak`, move it into place, let corosync reload) done for every
+member over SSH: it writes the file on every member, runs `corosync-cfgtool -R` once (every
+corosync of the cluster reloads its own file) and waits until every member runs the new
+config_version and sees every other on every link at the configured addresses.
 
-corosync 3.1.7 refuses a reload that changes a link's address ("To reconfigure an interface it
-must be deleted and recreated. A working interface needs to be available to corosync at all
-times", exec/totemconfig.c; seen in the lab) but takes new and removed links. So a move is two
-phases, drop the link and add it again at the new addresses, while the other links carry the
-cluster; the only link cannot move this way (`link-last`). Every rollback is again a removal or
-an addition.
+On Proxmox VE the cluster's copy, /etc/pve/corosync.conf in pmxcfs, is written too, the way
+pvecm writes it (corosync.conf.new renamed over it under the cfs lock `file-corosync_conf`;
+pve-cluster src/PVE/Corosync.pm atomic_write_conf, src/PVE/Cluster.pm cfs_lock_file), and after
+the members' own files: pmxcfs copies a changed /etc/pve/corosync.conf to every member's
+/etc/corosync and runs `corosync-cfgtool -R` one second later without knowing whether the others
+have it yet, and never copies a lower config_version (src/pmxcfs/dcdb.c,
+dcdb_sync_corosync_conf). With every member's file already equal it does neither, so the one
+reload is pvestrap's and a rollback can put the old version back.
 """
 
 from __future__ import annotations
@@ -23,27 +23,30 @@ from __future__ import annotations
 import base64
 import fcntl
 import os
+import posixpath
 import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait
 from pvestrap.apply.remote import (JOIN_LOCK, Remote, RemoteCommandFailed, RemoteFile,
-                                   member_lock, parse_show, replace_script, show_script)
+                                   member_lock, parse_show, put_script, replace_script,
+                                   show_script)
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import StatusUnparsable, parse_cfgtool_nodes
-from pvestrap.errors import OperationFailed, PvestrapError, UserError, ValidationFailed
-from pvestrap.findings import Finding, Severity, fail, warn
-from pvestrap.paths import COROSYNC_CONF
+from pvestrap.errors import OperationFailed, PvestrapError, UserError
+from pvestrap.findings import Finding, fail
+from pvestrap.paths import COROSYNC_CONF, PVE_COROSYNC_CONF
 from pvestrap.render import Change
 from pvestrap.system import System
 from pvestrap.verify import Observed, convergence_findings, runtime_version
 
 RELOAD = ("corosync-cfgtool", "-R")
-_SPLIT = "@@pvestrap@@"
+CFS_LOCK = "/etc/pve/priv/lock/file-corosync_conf"  # cfs_lock_file('corosync.conf'), Cluster.pm
+SPLIT = "@@pvestrap@@"
 
 
 @dataclass(frozen=True)
@@ -54,15 +57,6 @@ class LinkTimeouts:
     connect: float = 5.0   # ssh ConnectTimeout
     lock_wait: float = 30.0
     pings: int = 3
-
-
-@dataclass(frozen=True)
-class LinkRequest:
-    action: str                   # add | move
-    number: int
-    addresses: Mapping[str, str]  # node name -> new address on link `number`
-    priority: int | None = None
-    network: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,54 +75,6 @@ class Phase:
     id: str
     description: str
     conf: CorosyncConf
-
-
-@dataclass(frozen=True)
-class ChangePlan:
-    request: LinkRequest
-    before: CorosyncConf
-    before_text: str
-    phases: tuple[Phase, ...]
-
-    @property
-    def final(self) -> CorosyncConf:
-        return self.phases[-1].conf if self.phases else self.before
-
-    def change(self) -> Change:
-        """The whole edit as one file change (what the user reviews)."""
-        return Change(COROSYNC_CONF, self.before_text, self.final.text(), 0o644)
-
-
-# -- the edit --------------------------------------------------------------------------------------
-
-def plan_change(conf: CorosyncConf, text: str, request: LinkRequest) -> ChangePlan:
-    """The phases that take CONF to the requested links (none when it is there already).
-    Bad input raises ValidationFailed (every problem at once) before anything happens."""
-    number, wanted, net = request.number, dict(request.addresses), request.network
-    current = {n.name: n.addresses.get(number) for n in conf.nodes}
-    if request.action == "add":
-        if number in conf.link_numbers:
-            if wanted == current and request.priority in (None, conf.priorities.get(number)):
-                return ChangePlan(request, conf, text, ())
-            raise ValidationFailed([fail(
-                "link-exists", f"link {number} exists already", "number",
-                payload={"number": number, "addresses": current},
-                remedy=f"move it with `pvestrap link move --number {number}`, or pick a free "
-                       "link number")], source="link add")
-        added = conf.add_link(number, wanted, request.priority or 0, net).bump_version()
-        return ChangePlan(request, conf, text, (
-            Phase(f"add-link{number}", f"add link{number} on every member", added),))
-    if request.action != "move":
-        raise UserError(f"unknown link action {request.action!r}")
-    moved = conf.set_link_addresses(number, wanted, net)  # checks the addresses and names
-    if all(current.get(n) == a for n, a in wanted.items()):
-        return ChangePlan(request, conf, text, ())
-    dropped = conf.remove_link(number).bump_version()
-    return ChangePlan(request, conf, text, (
-        Phase(f"drop-link{number}", f"drop link{number} (corosync cannot change a link's "
-              "address in place)", dropped),
-        Phase(f"add-link{number}", f"add link{number} again at the new addresses",
-              moved.bump_version().bump_version())))
 
 
 # -- reaching the members --------------------------------------------------------------------------
@@ -152,6 +98,13 @@ class Cluster:
     observed: Observed
     members: tuple[MemberHost, ...]
     timeouts: LinkTimeouts = field(default_factory=LinkTimeouts)
+    shared: str | None = None  # Proxmox VE: pmxcfs's cluster-wide copy, written with the members'
+
+    @property
+    def conf_file(self) -> tuple[str, int]:
+        """The file a user reviews and edits, and its mode: pmxcfs's copy (0640, the only
+        mode pmxcfs allows outside priv/; src/pmxcfs/pmxcfs.c) or corosync.conf."""
+        return (self.shared, 0o640) if self.shared else (COROSYNC_CONF, 0o644)
 
     def access(self, system: System, member: MemberHost,
                control_path: str | None = None) -> Remote | LocalShell:
@@ -165,10 +118,10 @@ class Cluster:
         return next(m for m in self.members if m.local)
 
 
-def read_cluster(system: System, request: LinkRequest | None,
+def read_cluster(system: System, changing: int | None,
                  timeouts: LinkTimeouts = LinkTimeouts()) -> Cluster:
     """corosync.conf and corosync's state here; members reached on their first link that is
-    not the one being changed (REQUEST's; None: their first link)."""
+    not the one being changed (link CHANGING; None: their first link)."""
     from pvestrap.verify import observe
 
     obs = observe(system)
@@ -182,7 +135,6 @@ def read_cluster(system: System, request: LinkRequest | None,
                               + "; ".join(f"{k}: {v}" for k, v in obs.errors.items()),
                               code="corosync-not-running",
                               remedy="run this on a cluster member whose corosync runs")
-    changing = request.number if request else None
     order = sorted(obs.conf.link_numbers, key=lambda n: (n == changing, n))
     members = []
     for node in obs.conf.nodes:
@@ -195,8 +147,9 @@ def read_cluster(system: System, request: LinkRequest | None,
     if not any(m.local for m in members):
         raise UserError(f"this node (nodeid {me}) is not in {COROSYNC_CONF}",
                         code="not-a-cluster-member")
+    shared = PVE_COROSYNC_CONF if system.exists(PVE_COROSYNC_CONF) else None
     return Cluster(obs.conf, system.read_text(COROSYNC_CONF) or "", obs, tuple(members),
-                   timeouts)
+                   timeouts, shared)
 
 
 def each(members: Sequence[MemberHost], work: Callable[[MemberHost], Any]) -> dict[str, Any]:
@@ -260,66 +213,6 @@ def _flock(path: str, wait: float, interval: float) -> Iterator[None]:
         os.close(fd)
 
 
-# -- preflight -------------------------------------------------------------------------------------
-
-def preflight(system: System, cluster: Cluster, plan: ChangePlan) -> list[Finding]:
-    """Everything that must hold before the first write, as findings (FAIL stops the change)."""
-    from pvestrap.verify import link_findings, quorum_findings
-
-    number = plan.request.number
-    out = [f for f in quorum_findings(cluster.observed) if f.severity is not Severity.WARN]
-    present = {m.nodeid for m in (cluster.observed.quorum.nodes_only
-                                  if cluster.observed.quorum else ())}
-    for m in cluster.members:
-        if m.nodeid not in present:
-            out.append(fail("member-missing", f"{m.name} is not a member now; it would miss "
-                            "the change", m.name, payload={"nodeid": m.nodeid},
-                            remedy="bring it back into the cluster first"))
-    for f in link_findings(cluster.observed):
-        if f.code == "knet-link-down" and f.payload.get("link") == number:
-            f = warn(f.code, f.message + " (this is the link being changed)", f.subject,
-                     payload=f.payload)
-        out.append(f)
-    results = each(cluster.members, lambda m: _member_checks(system, cluster, plan, m))
-    return out + [f for m in cluster.members for f in results[m.name]]
-
-
-def ping_command(count: int, source: str, target: str) -> str:
-    """`ping` from SOURCE to TARGET as a shell word list: every value quoted (an address may
-    carry a scope id, which is user input)."""
-    return shlex.join(["ping", "-n", "-q", "-c", str(int(count)), "-i", "0.2", "-W", "1",
-                       "-I", source, target])
-
-
-def _member_checks(system: System, cluster: Cluster, plan: ChangePlan,
-                   member: MemberHost) -> list[Finding]:
-    from pvestrap.verify import address_findings, ping_findings
-
-    access = cluster.access(system, member)
-    number, final = plan.request.number, plan.final
-    mine = next(n for n in final.nodes if n.name == member.name).addresses[number]
-    peers = [(n.name, n.addresses[number]) for n in final.nodes if n.name != member.name]
-    script = "; ".join(
-        [show_script([COROSYNC_CONF]), f"echo {_SPLIT}", "ip -j addr show"] +
-        [f"echo {_SPLIT}; {ping_command(cluster.timeouts.pings, mine, addr)} 2>&1 || true"
-         for _, addr in peers])
-    try:
-        parts = access.run(script, "check the new network", mutates=False).stdout.split(_SPLIT)
-    except PvestrapError as exc:
-        return [fail("member-unreachable", f"{member.name}: {exc.message}", member.name,
-                     payload={"address": member.address}, remedy=exc.remedy)]
-    theirs = parse_show(parts[0]).get(COROSYNC_CONF)
-    out = []
-    if theirs is None or theirs.data != cluster.text.encode():
-        out.append(fail("conf-differs", f"{member.name}'s {COROSYNC_CONF} differs from this "
-                        "node's", member.name, payload={"node": member.name},
-                        remedy="make every member's corosync.conf the same first"))
-    out += address_findings(member.name, number, mine, parts[1] if len(parts) > 1 else "")
-    for (peer, addr), text in zip(peers, parts[2:] + [""] * (len(peers) - len(parts[2:]))):
-        out += ping_findings(member.name, peer, number, mine, addr, text)
-    return out
-
-
 # -- one phase: write everywhere, reload once, wait until every member runs it ---------------------
 
 States = tuple[RemoteFile, RemoteFile]  # corosync.conf and its .bak, as they were
@@ -333,6 +226,24 @@ class MemberOps(Protocol):
     def reload(self) -> None: ...
     def corosync_state(self, member: MemberHost) -> tuple[str, str]: ...
     def read(self, member: MemberHost) -> str | None: ...
+    # Proxmox VE only (Cluster.shared): pmxcfs's copy, on this node
+    def replace_shared(self, text: str) -> tuple[States | None, str | None]: ...
+    def restore_shared(self, states: States) -> str | None: ...
+
+
+def cfs_locked(script: str, wait: float, lock: str = CFS_LOCK) -> str:
+    """SCRIPT under pmxcfs's cluster-wide lock on corosync.conf, the one pvecm takes: the lock
+    directory made with mkdir, retried every 0.1 s with an unlock request (mtime 0: pmxcfs drops
+    a lock older than 120 s), removed on exit (src/PVE/Cluster.pm, $cfs_lock). Exit 75 when it
+    stays held for WAIT seconds."""
+    quoted = shlex.quote(lock)
+    tries = max(1, round(wait * 10))
+    return "; ".join([
+        f"mkdir -p {shlex.quote(posixpath.dirname(lock))}",
+        f"n=0; until mkdir {quoted} 2>/dev/null; do n=$((n+1)); if [ $n -ge {tries} ]; then "
+        f"echo 'pmxcfs lock {posixpath.basename(lock)} stays held' >&2; exit 75; fi; "
+        f"touch -m -d @0 {quoted} 2>/dev/null || :; sleep 0.1; done",
+        f"trap {shlex.quote('rmdir ' + quoted)} EXIT", script])
 
 
 @dataclass(frozen=True)
@@ -348,22 +259,38 @@ class ShellOps:
         return self.cluster.access(self.system, member, self.control_path).run(script, what, **kw)
 
     def replace(self, member: MemberHost, text: str) -> tuple[States | None, str | None]:
+        return self._replace(member, COROSYNC_CONF, replace_script(COROSYNC_CONF), text)
+
+    def restore(self, member: MemberHost, states: States) -> str | None:
+        script, stdin = put_script(states)
+        return self._put(member, script, stdin)
+
+    def replace_shared(self, text: str) -> tuple[States | None, str | None]:
+        """pmxcfs's copy replaced as pvecm does it (its mode kept, no .bak in /etc/pve)."""
+        path = self.cluster.shared or PVE_COROSYNC_CONF
+        script = cfs_locked(replace_script(path, keep_backup=False),
+                            self.cluster.timeouts.lock_wait)
+        return self._replace(self.cluster.local, path, script, text)
+
+    def restore_shared(self, states: States) -> str | None:
+        script, stdin = put_script(states)
+        return self._put(self.cluster.local,
+                         cfs_locked(script, self.cluster.timeouts.lock_wait), stdin)
+
+    def _replace(self, member: MemberHost, path: str, script: str,
+                 text: str) -> tuple[States | None, str | None]:
         stdin = base64.b64encode(text.encode()).decode() + "\n"
         try:
-            out, error = self._run(member, replace_script(COROSYNC_CONF), "write corosync.conf",
-                                   input=stdin).stdout, None
+            out, error = self._run(member, script, f"write {path}", input=stdin).stdout, None
         except RemoteCommandFailed as exc:
             out, error = exc.stdout, exc.message
         except PvestrapError as exc:
             return None, exc.message
         files = parse_show(out)
-        states = (files.get(COROSYNC_CONF), files.get(COROSYNC_CONF + ".bak"))
+        states = (files.get(path), files.get(path + ".bak"))
         return (None if None in states else states), error  # type: ignore[return-value]
 
-    def restore(self, member: MemberHost, states: States) -> str | None:
-        from pvestrap.apply.remote import put_script
-
-        script, stdin = put_script(states)
+    def _put(self, member: MemberHost, script: str, stdin: str) -> str | None:
         try:
             self._run(member, script, "put corosync.conf back", input=stdin)
         except PvestrapError as exc:
@@ -376,12 +303,12 @@ class ShellOps:
     def corosync_state(self, member: MemberHost) -> tuple[str, str]:
         from pvestrap.verify import CFGTOOL_PEERS, RUNTIME_VERSION
 
-        script = f"{' '.join(RUNTIME_VERSION)}; echo {_SPLIT}; {' '.join(CFGTOOL_PEERS)}"
+        script = f"{' '.join(RUNTIME_VERSION)}; echo {SPLIT}; {' '.join(CFGTOOL_PEERS)}"
         try:
             out = self._run(member, script, "read corosync's state", mutates=False).stdout
         except RemoteCommandFailed as exc:
             out = exc.stdout  # cfgtool exits 1 while a link is down; what it printed counts
-        version, _, peers = out.partition(_SPLIT)
+        version, _, peers = out.partition(SPLIT)
         return version, peers
 
     def read(self, member: MemberHost) -> str | None:
@@ -407,8 +334,10 @@ class LinkVerifyFailed(OperationFailed):
 
 @dataclass(frozen=True)
 class PhaseStep:
-    """An engine step: the phase's corosync.conf on every member, one reload, verified; undo
-    puts every member's files back byte for byte, reloads and verifies the old state."""
+    """An engine step: the phase's corosync.conf on every member (then pmxcfs's copy, on Proxmox
+    VE), one reload, verified; undo puts the files back byte for byte in the reverse order,
+    reloads and verifies the old state. The memo maps member names (and the shared copy's path)
+    to the files as they were."""
 
     phase: Phase
     cluster: Cluster
@@ -424,9 +353,10 @@ class PhaseStep:
         return self.phase.description
 
     def plan(self, system: System) -> list[Action]:
-        conf = self.phase.conf
+        conf, shared = self.phase.conf, self.cluster.shared
         return [*(Change(f"{m.name}:{COROSYNC_CONF}", self.before, conf.text(), 0o644)
                   for m in self.cluster.members),
+                *([Change(shared, self.before, conf.text(), 0o640)] if shared else []),
                 PlannedCommand(RELOAD),
                 PlannedWait(f"every member to run config_version {conf.config_version} and "
                             f"reach every other on links {list(conf.link_numbers)}",
@@ -436,6 +366,8 @@ class PhaseStep:
         text, memo, reloading = self.phase.conf.text(), {}, False
         try:
             results = each(self.cluster.members, lambda m: self.ops.replace(m, text))
+            if self.cluster.shared:
+                results[self.cluster.shared] = self._shared(results, text)
             memo = {n: states for n, (states, _) in results.items() if states}
             errors = [f"{n}: {e}" for n, (_, e) in results.items() if e]
             if errors:
@@ -454,15 +386,26 @@ class PhaseStep:
             raise
         return memo
 
+    def _shared(self, members: dict, text: str) -> tuple[States | None, str | None]:
+        """pmxcfs's copy, once every member holds TEXT (else it is left alone)."""
+        if any(error or not states for states, error in members.values()):
+            return None, None
+        return self.ops.replace_shared(text)
+
     def undo(self, system: System, memo: dict[str, States], reload: bool = True) -> None:
         by_name = {m.name: m for m in self.cluster.members}
-        results = each([by_name[n] for n in memo], lambda m: self.ops.restore(m, memo[m.name]))
+        results = each([by_name[n] for n in memo if n in by_name],
+                       lambda m: self.ops.restore(m, memo[m.name]))
+        shared = self.cluster.shared
+        if shared in memo:
+            results[shared] = self.ops.restore_shared(memo[shared])
         errors = [f"{n}: {e}" for n, e in results.items() if e]
         if errors:
             raise OperationFailed("could not put corosync.conf back on: " + "; ".join(errors),
                                   code="members-restore-failed",
-                                  remedy=f"restore {COROSYNC_CONF} from its .bak there and run "
-                                         "`corosync-cfgtool -R`")
+                                  remedy=f"restore {COROSYNC_CONF} from its .bak there"
+                                         + (f" and {shared} as it was" if shared else "")
+                                         + " and run `corosync-cfgtool -R`")
         if reload:  # back to what ran before; links that were down then may stay down
             self.ops.reload()
             wait_converged(system, self.cluster, self.ops, CorosyncConf.parse(self.before),
@@ -505,17 +448,6 @@ def wait_converged(system: System, cluster: Cluster, ops: MemberOps, conf: Coros
                                f"{cluster.timeouts.verify:g} s", problems)
 
 
-def steps(cluster: Cluster, plan: ChangePlan, ops: MemberOps) -> list[PhaseStep]:
-    befores = [plan.before_text] + [p.conf.text() for p in plan.phases[:-1]]
-    return [PhaseStep(phase, cluster, before, ops)
-            for phase, before in zip(plan.phases, befores)]
-
-
-def run_change(system: System, cluster: Cluster, plan: ChangePlan, on_progress=None):
-    """Apply PLAN (see run_locked); StepFailed (after the rollback) when a phase fails."""
-    return run_locked(system, cluster, lambda ops: steps(cluster, plan, ops), on_progress)
-
-
 def run_locked(system: System, cluster: Cluster, make_steps: Callable[[ShellOps], Sequence],
                on_progress=None):
     """The steps MAKE_STEPS(ops) under every member's lock, after checking that no member's
@@ -525,6 +457,8 @@ def run_locked(system: System, cluster: Cluster, make_steps: Callable[[ShellOps]
     with locked(system, cluster) as control_path:
         ops = ShellOps(system, cluster, control_path)
         texts = each(cluster.members, ops.read)
+        if cluster.shared:  # pmxcfs's copy, which pmxcfs would hand to every member
+            texts[cluster.shared] = system.read_text(cluster.shared)
         changed = sorted(n for n, t in texts.items() if t != cluster.text)
         if changed:
             raise OperationFailed(f"corosync.conf changed on {', '.join(changed)} since it was "

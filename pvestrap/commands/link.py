@@ -67,7 +67,7 @@ def parse_addresses(specs: List[str]) -> dict[str, str]:
 def _run(action: str, number: int, address: List[str], priority: Optional[int],
          network: Optional[str], dry_run: bool, yes: bool, timeout: float) -> int:
     """Gather the input and print; the change itself is pvestrap.apply.link_flow's."""
-    from pvestrap.apply import links
+    from pvestrap.apply import link_plan, links
     from pvestrap.apply.link_flow import LinkContext, change_link
     from pvestrap.commands.status import emit
     from pvestrap.system import RealSystem
@@ -76,7 +76,7 @@ def _run(action: str, number: int, address: List[str], priority: Optional[int],
         raise UserError("not asking for confirmation without a terminal",
                         code="confirmation-impossible",
                         remedy="pass --yes to change the cluster unattended, or --dry-run")
-    request = links.LinkRequest(action, number, parse_addresses(address), priority, network)
+    request = link_plan.LinkRequest(action, number, parse_addresses(address), priority, network)
     ctx = LinkContext(RealSystem(), dry_run=dry_run,
                       confirm=None if (yes or dry_run) else _ask, out=print, show=emit,
                       on_progress=step_progress(),

@@ -9,46 +9,12 @@ import sys
 
 import pytest
 
-from pvestrap.corosync.status import parse_quorum_status
 from labtesting import wait
+from pvelab import form, pve_status
 
 pytestmark = pytest.mark.lab
 
 PVESTRAP = [sys.executable, "-m", "pvestrap"]
-
-
-def pve_status(lab, index: int):
-    result = lab.exec(index, ["pvecm", "status"])
-    return parse_quorum_status(result.stdout, "pvecm status") if result.returncode in (0, 2) \
-        else None
-
-
-def cfs_writable(lab, index: int) -> bool:
-    """n1's pmxcfs takes writes (it follows corosync's quorum a moment later)."""
-    mode = lab.exec(index, ["stat", "-c", "%a", "/etc/pve/local"]).stdout.strip()
-    return mode.isdigit() and bool(int(mode, 8) & 0o200)
-
-
-def form(lab, nodes: int, release: str):
-    """pvecm create on n1, then pvecm add --use_ssh 1 on the others, one at a time, each once
-    n1's cluster filesystem is quorate (right after create it restarts)."""
-    made = lab(nodes=nodes, pve=release)
-    first = made.node(1).address(0)
-    created = made.exec(1, ["pvecm", "create", "lab", "--link0", first], timeout=120)
-    assert created.returncode == 0, created.stderr
-    for index in range(2, nodes + 1):
-        def joined(index: int = index) -> bool:
-            status = pve_status(made, 1)
-            return bool(status and status.quorate and len(status.nodes_only) == index)
-
-        for _ in range(5):  # pmxcfs may refuse the key copy while it settles
-            assert wait(lambda: cfs_writable(made, 1), 60)
-            made.exec(index, ["pvecm", "add", first, "--use_ssh", "1", "--link0",
-                              made.node(index).address(0)], timeout=180)
-            if wait(joined, 30):
-                break
-        assert joined(), f"n{index} did not join"
-    return made
 
 
 def power_off(lab, index: int) -> None:
