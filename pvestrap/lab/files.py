@@ -6,6 +6,8 @@ Pure functions of the lab's shape; the builder writes them.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from pvestrap.lab import names
 
 HOSTS_HEAD = (
@@ -44,14 +46,17 @@ def interfaces(links: int, index: int) -> str:
     return text
 
 
-def sshd_config(session_env: dict[str, str]) -> str:
+def sshd_config(session_env: dict[str, str], host_keys: Sequence[str] = ("ed25519",)) -> str:
     """Key-only root login; no PAM, so a lab login never touches the machine's sessions.
     SESSION_ENV (SetEnv) is what commands run over SSH get: the PATH that finds the lab's
-    pvestrap and, on a node with a clock offset, libfaketime."""
+    pvestrap and, on a node with a clock offset, libfaketime. HOST_KEYS: the host key types
+    served; a `--pve` node serves its RSA key too, as a Proxmox VE host's sshd does: pvecm's
+    node-to-node ssh trusts only that one (HostKeyAlias=NODE with
+    /etc/pve/nodes/NODE/ssh_known_hosts, pve-cluster src/PVE/SSHInfo.pm)."""
     text = (
         "# pvestrap lab node\n"
         "Port 22\n"
-        "HostKey /etc/ssh/ssh_host_ed25519_key\n"
+        + "".join(f"HostKey /etc/ssh/ssh_host_{key}_key\n" for key in host_keys) +
         "PermitRootLogin prohibit-password\n"
         "PubkeyAuthentication yes\n"
         "PasswordAuthentication no\n"

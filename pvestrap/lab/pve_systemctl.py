@@ -9,7 +9,10 @@ knows the units pvecm touches, as their Debian/Proxmox unit files run them:
 - corosync: `corosync` when /etc/corosync/corosync.conf exists (the unit's
   ConditionPathExists), pid in /run/corosync.pid;
 - ssh/sshd: reload = SIGHUP to /run/sshd.pid (the lab's sshd);
-- every other unit (pveproxy, pvedaemon, corosync-qdevice, ...) is accepted and does nothing.
+- corosync-qdevice: `corosync-qdevice` (it forks and writes
+  /run/corosync-qdevice/corosync-qdevice.pid; Debian's unit runs it with -f, Type=notify,
+  RuntimeDirectory=corosync-qdevice), only while corosync runs (Requires=corosync.service);
+- every other unit (pveproxy, pvedaemon, ...) is accepted and does nothing.
 
 pve-cluster is ordered before corosync (its unit says Before=corosync.service), so
 `restart corosync pve-cluster` stops corosync first and starts pmxcfs first. Every call is
@@ -24,7 +27,10 @@ import time
 
 LOG = "/var/log/pvestrap-lab-systemctl.log"
 PIDFILES = {"pve-cluster": "/run/pve-cluster.pid", "corosync": "/run/corosync.pid",
-            "ssh": "/run/sshd.pid"}
+            "ssh": "/run/sshd.pid",
+            "corosync-qdevice": "/run/corosync-qdevice/corosync-qdevice.pid"}
+COMMANDS = {"pve-cluster": ["pmxcfs"], "corosync": ["corosync"],
+            "corosync-qdevice": ["corosync-qdevice"]}
 WAIT = 10.0
 
 
@@ -76,14 +82,17 @@ def stop(name):
 def start(name):
     if name == "ssh":
         return reload(name)
-    if name not in ("pve-cluster", "corosync") or pid_of(name) is not None:
+    if name not in COMMANDS or pid_of(name) is not None:
         return 0
     if name == "corosync" and not os.path.exists("/etc/corosync/corosync.conf"):
         return 0  # ConditionPathExists=/etc/corosync/corosync.conf: skipped, not failed
+    if name == "corosync-qdevice" and pid_of("corosync") is None:
+        print("A dependency job for corosync-qdevice.service failed.", file=sys.stderr)
+        return 1
     os.makedirs("/var/log/corosync", exist_ok=True)
-    argv = ["pmxcfs"] if name == "pve-cluster" else ["corosync"]
+    os.makedirs("/run/corosync-qdevice", exist_ok=True)
     with open(f"/var/log/pvestrap-lab-{name}.out", "ab") as out:
-        code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+        code = subprocess.run(COMMANDS[name], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                               check=False).returncode
     if code != 0:
         print(f"Job for {name}.service failed (exit {code}).", file=sys.stderr)

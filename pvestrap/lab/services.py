@@ -84,7 +84,8 @@ def _prepare(st: state.LabState, index: int, svc: Service, env: dict[str, str]) 
         (root / files.CHRONY_PID).unlink(missing_ok=True)
     if svc.name == "sshd":
         session = {"PATH": f"{os.path.dirname(sys.executable)}:{SYSTEM_PATH}", **env}
-        (root / "etc/ssh/sshd_config").write_text(files.sshd_config(session))
+        keys = [k for k in ("ed25519", "rsa") if (root / f"etc/ssh/ssh_host_{k}_key").exists()]
+        (root / "etc/ssh/sshd_config").write_text(files.sshd_config(session, keys))
     if svc.name == "qnetd":
         _prepare_qnetd(st, index)
     if shutil.which(svc.argv[0]) is None:

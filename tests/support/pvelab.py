@@ -21,12 +21,20 @@ def cfs_writable(lab, index: int) -> bool:
     return mode.isdigit() and bool(int(mode, 8) & 0o200)
 
 
-def form(lab, nodes: int, release: str, links: int = 1):
-    """pvecm create on n1 (link0 only), then pvecm add --use_ssh 1 on the others, one at a time,
-    each once n1's cluster filesystem is quorate (right after create it restarts)."""
-    made = lab(nodes=nodes, links=links, pve=release)
+def form(lab, nodes: int, release: str, links: int = 1, cluster_links: int = 1,
+         qnetd: bool = False):
+    """pvecm create on n1, then pvecm add --use_ssh 1 on the others, one at a time, each once
+    n1's cluster filesystem is quorate (right after create it restarts); the lab has LINKS
+    networks, the cluster the first CLUSTER_LINKS of them (--link0, --link1, ...); QNETD adds
+    the lab's qnetd host."""
+    made = lab(nodes=nodes, links=links, pve=release, qnetd=qnetd)
     first = made.node(1).address(0)
-    created = made.exec(1, ["pvecm", "create", "lab", "--link0", first], timeout=120)
+
+    def link_args(index: int) -> list[str]:
+        node = made.node(index)
+        return [x for k in range(cluster_links) for x in (f"--link{k}", node.address(k))]
+
+    created = made.exec(1, ["pvecm", "create", "lab", *link_args(1)], timeout=120)
     assert created.returncode == 0, created.stderr
     for index in range(2, nodes + 1):
         def joined(index: int = index) -> bool:
@@ -35,8 +43,8 @@ def form(lab, nodes: int, release: str, links: int = 1):
 
         for _ in range(5):  # pmxcfs may refuse the key copy while it settles
             assert wait(lambda: cfs_writable(made, 1), 60)
-            made.exec(index, ["pvecm", "add", first, "--use_ssh", "1", "--link0",
-                              made.node(index).address(0)], timeout=180)
+            made.exec(index, ["pvecm", "add", first, "--use_ssh", "1", *link_args(index)],
+                      timeout=180)
             if wait(joined, 30):
                 break
         assert joined(), f"n{index} did not join"
