@@ -5,7 +5,8 @@ Skipped, with the reason, where Proxmox's sources are absent.
 The cluster is formed by pvecm itself (create, then add --use_ssh 1: config_version 3) on link0.
 Then, inside n1 as a user runs it: add link1 on the second network, then move link0 to the third
 one; /etc/pve/corosync.conf must be what the dry run previewed, byte for byte, on every node, and
-every node's /etc/corosync/corosync.conf the same file (pmxcfs's copy), corosync running it.
+every node's /etc/corosync/corosync.conf the same file, corosync running it. A link that never
+comes up is rolled back: both files as they were on every node, the old config_version running.
 """
 
 from __future__ import annotations
@@ -18,13 +19,19 @@ import pytest
 from pvestrap.apply.link_plan import LinkRequest, plan_change
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.render import Change, unified_diff
-from labtesting import QuorumWatcher
+from labtesting import QuorumWatcher, etc_hashes
 from pvelab import form, pve_status
 
 pytestmark = pytest.mark.lab
 
 PVESTRAP = [sys.executable, "-m", "pvestrap"]
 PVE_CONF = "/etc/pve/corosync.conf"
+
+
+def etc_files(lab) -> dict[str, str]:
+    """etc_hashes without /etc/pve: pmxcfs's own files there (.members, .version, ...) change
+    by themselves; its corosync.conf is compared as text."""
+    return {k: v for k, v in etc_hashes(lab).items() if ":pve/" not in k}
 
 
 def addresses(lab, net: int) -> list[str]:
@@ -112,3 +119,20 @@ def test_link_add_then_move_link0_on_a_real_proxmox_cluster(lab, release):
     assert watcher.bad == [], watcher.bad[0][1]
     again = link(three, "move", "--number", "0", *addresses(three, 2), "--yes")
     assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+@pytest.mark.parametrize("release", ["8", "9"])
+def test_a_link_that_never_comes_up_is_rolled_back_on_a_real_proxmox_cluster(lab, release):
+    three = form(lab, 3, release, links=2)
+    start = three.node(1).path(PVE_CONF).read_text()
+    three.impair(drop="n3:udp/5406")  # ICMP passes (the preflight), knet on link1 cannot
+    before = etc_files(three)
+    with QuorumWatcher(three, "n1", 3) as watcher:
+        out = link(three, "add", "--number", "1", *addresses(three, 1), "--yes",
+                   "--timeout", "8")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "step add-link1 failed" in out.stderr
+    assert f"does not reach {three.node(3).name} on link1" in out.stderr
+    assert etc_files(three) == before  # corosync.conf and .bak byte for byte, every node
+    assert_cluster_runs(three, start, {0: 0})  # /etc/pve too; config_version 3 runs again
+    assert watcher.bad == [], watcher.bad[0][1]

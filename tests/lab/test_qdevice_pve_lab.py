@@ -1,8 +1,9 @@
-"""`pvestrap qdevice setup` and `remove` against Proxmox VE's REAL cluster stack (`lab up --pve 9
---qnetd`): real pmxcfs and the real Perl `pvecm qdevice setup/remove` (ssh-copy-id to the qnetd
-host, the certificates with corosync-qdevice-net-certutil / corosync-qnetd-certutil and NSS's
-certutil, /etc/pve/corosync.conf, `systemctl start corosync-qdevice` on every member), Debian's
-corosync-qnetd and corosync-qdevice. Skipped, with the reason, where Proxmox's sources are absent.
+"""`pvestrap qdevice setup` and `remove` against Proxmox VE's REAL cluster stack (`lab up --pve
+8|9 --qnetd`): real pmxcfs and the real Perl `pvecm qdevice setup/remove` (ssh-copy-id to the
+qnetd host, the certificates with corosync-qdevice-net-certutil / corosync-qnetd-certutil and
+NSS's certutil, /etc/pve/corosync.conf, `systemctl start corosync-qdevice` on every member),
+Debian's corosync-qnetd and corosync-qdevice. Skipped, with the reason, where Proxmox's sources
+are absent.
 
 The command runs inside n1 as a user would run it; pvestrap plans, previews and verifies, pvecm
 does the work.
@@ -31,8 +32,9 @@ def qdevice(lab, *args: str):
     return lab.exec(1, [*PVESTRAP, "qdevice", *args], timeout=400)
 
 
-def test_qdevice_setup_and_remove_run_the_real_pvecm_qdevice(lab):
-    two = form(lab, 2, "9", qnetd=True)
+@pytest.mark.parametrize("release", ["8", "9"])
+def test_qdevice_setup_and_remove_run_the_real_pvecm_qdevice(lab, release):
+    two = form(lab, 2, release, qnetd=True)
     host = two.qnetd.address(0)
     node = two.node(1)
     change = qdevice_pve.read_setup(RealSystem(root=str(node.root), wrap=node.wrap),
