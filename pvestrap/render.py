@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 from urllib.parse import unquote
 
 from pvestrap.atomic import atomic_write
@@ -107,12 +107,23 @@ def corosync_conf_for(plan: ClusterPlan, node_name: str, before: str | None,
                                             create_node=node_name))
     if cluster is None:
         cluster = render_corosync_conf(replace(plan, nodes=_joined_before(plan, node_name)))
-    conf = CorosyncConf.parse(cluster, f"the cluster's {COROSYNC_CONF}")
-    if is_listed_as_planned(plan, node_name, conf):
+    if is_listed_as_planned(plan, node_name, CorosyncConf.parse(cluster, _CLUSTER_CONF)):
         return cluster
-    me = plan.node(node_name)
-    return conf.add_node(me.name, dict(me.addresses), me.votes, me.nodeid).bump_version() \
-        .canonical()
+    return joined_conf(plan, (node_name,), cluster)
+
+
+_CLUSTER_CONF = f"the cluster's {COROSYNC_CONF}"
+
+
+def joined_conf(plan: ClusterPlan, names: Sequence[str], cluster: str) -> str:
+    """CLUSTER's corosync.conf with the planned nodes NAMES added and one config_version more:
+    what pvecm addnode writes for one joiner, and the corosync backend for a batch of joiners
+    (pvestrap.apply.batch) in one change."""
+    conf = CorosyncConf.parse(cluster, _CLUSTER_CONF)
+    for name in names:
+        node = plan.node(name)
+        conf = conf.add_node(node.name, dict(node.addresses), node.votes, node.nodeid)
+    return conf.bump_version().canonical()
 
 
 def _joined_before(plan: ClusterPlan, node_name: str) -> tuple[Node, ...]:

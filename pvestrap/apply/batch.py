@@ -37,6 +37,7 @@ from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.planned import is_listed_as_planned
 from pvestrap.paths import COROSYNC_CONF
 from pvestrap.plan import ClusterPlan
+from pvestrap.render import joined_conf
 from pvestrap.system import System
 
 QUEUE_DIR = "/run/pvestrap/join-queue"
@@ -204,10 +205,10 @@ def holder_steps(system: System, plan: ClusterPlan, node: str, snapshot: cs.Clus
         return single, ()
     conf = CorosyncConf.parse(snapshot.conf_text, f"{snapshot.address}:{COROSYNC_CONF}")
     queued = gather(system, remote(system, snapshot.address), plan, node, conf, gather_s)
-    new, names = choose(plan, node, conf, snapshot, queued)
+    _, names = choose(plan, node, conf, snapshot, queued)
     if not names:
         return single, ()
-    text = new.bump_version().canonical()
+    text = joined_conf(plan, (node, *names), snapshot.conf_text)  # render's, as for one joiner
     members = MembersStep(members_of(conf), snapshot.address, snapshot.conf_text, text, remote)
     t = timeouts
     return [BatchStep(members, names, node), cs.InstallStep(text, snapshot.authkey),
