@@ -1,13 +1,14 @@
 """One render path: what `pvestrap render --diff` shows for a node is what `pvestrap apply
 --dry-run` plans for it and what apply (or pvecm) writes, through the real CLI entry.
 
-Proxmox VE through the pvecm/pvesh TEST STAND-IN (tests/standin/); plain corosync without
-starting anything (a corosync started here would run in this machine's own network namespace:
-create, join and member run for real in tests/lab/test_render_is_the_plan.py, real corosync and
-sshd). A join reads its cluster over the network (the member's files over SSH, or the cluster
-node's API), which the fast suite never does: here the corosync join is planned through the
-apply flow with the member's answer scripted at the ssh seam, the stand-in's join through its
-step; both against `render --diff` from the CLI.
+Proxmox VE through the pvecm/pvesh TEST STAND-IN (tests/standin/); plain corosync, and the
+interfaces diff of apply's network phase, without starting or reloading anything (a corosync
+or ifreload started here would act on this machine's own network namespace: create, join and
+member, and a new cluster network, run for real in tests/lab/test_render_is_the_plan.py, real
+corosync, sshd and ifupdown2). A join reads its cluster over the network (the member's files
+over SSH, or the cluster node's API), which the fast suite never does: here the corosync join
+is planned through the apply flow with the member's answer scripted at the ssh seam, the
+stand-in's join through its step; both against `render --diff` from the CLI.
 
 The one file a dry run shows beyond render's is the corosync backend's new authkey: a secret,
 shown as `<secret>`, that no render produces.
@@ -31,8 +32,8 @@ from pvestrap.apply.flow import ApplyContext, apply_node, plan_only_preflight
 from pvestrap.apply.pve import PveJoinStep, PveTimeouts
 from pvestrap.apply.pve_join_method import JoinMethod
 from pvestrap.cli import main
-from pvestrap.paths import AUTHKEY, COROSYNC_CONF, DATACENTER_CFG
-from pvestrap.plan import ClusterPlan, Datacenter, JoinTarget, Link, Node
+from pvestrap.paths import AUTHKEY, COROSYNC_CONF, DATACENTER_CFG, INTERFACES
+from pvestrap.plan import ClusterPlan, Datacenter, InterfaceStanza, JoinTarget, Link, Node
 from pvestrap.recorded import DryRunSystem, RecordingSystem
 from pvestrap.render import render_corosync_conf, unified_diff
 from pvestrap.system import RealSystem, Secret
@@ -144,23 +145,35 @@ def test_pve_join_shows_and_writes_what_render_shows(tmp_path, pve_node, capsys)
     assert conf == (copy / COROSYNC_CONF.lstrip("/")).read_text()  # pvecm add wrote the preview
 
 
-def test_corosync_create_and_member_show_what_render_shows(tmp_path, capsys):
+def test_corosync_create_and_member_show_what_render_shows(tmp_path, capsys, monkeypatch):
+    """With a stanza for a NIC this machine does not have (apply's network phase would write
+    it; only planned here): its interfaces diff comes first in the dry run, as the phase
+    runs before the cluster steps."""
+    monkeypatch.delenv("SSH_CONNECTION", raising=False)
     plan = make_plan("corosync")
+    stanza = InterfaceStanza("pvs9", "10.254.0.1/24")
+    plan = replace(plan, nodes=(replace(plan.nodes[0], interfaces=(stanza,)), *plan.nodes[1:]))
     answers_file = answers(tmp_path, plan)
     root = tmp_path / "pve1"
-    (root / "etc/corosync").mkdir(parents=True)
-    debian_example = "totem {\n\tversion: 2\n\tcluster_name: debian\n}\n"
-    (root / COROSYNC_CONF.lstrip("/")).write_text(debian_example)
+    for path, text in ((COROSYNC_CONF, "totem {\n\tversion: 2\n\tcluster_name: debian\n}\n"),
+                       (INTERFACES, "auto lo\niface lo inet loopback\n\n"
+                                    "source /etc/network/interfaces.d/*\n"),
+                       ("/usr/sbin/ifreload", "")):  # ifupdown2 is there (never run here)
+        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.lstrip("/")).write_text(text)
     rendered, copy = render_diff(capsys, answers_file, "pve1", root)
     planned = dry_run(capsys, answers_file, "pve1", root)
     assert "backend corosync, role create" in planned
-    assert same_diffs(rendered, planned) == [COROSYNC_CONF]  # no datacenter.cfg without PVE
+    # no datacenter.cfg without PVE; the network phase's interfaces diff first
+    assert same_diffs(rendered, planned, ordered=False) == [INTERFACES, COROSYNC_CONF]
+    assert "+iface pvs9 inet static\n+\taddress 10.254.0.1/24\n" in rendered
     assert f"+++ b{AUTHKEY}\n@@ -0,0 +1 @@\n+<secret>\n" in planned
     assert (copy / COROSYNC_CONF.lstrip("/")).read_text() == \
         render_corosync_conf(replace(plan, nodes=plan.nodes[:1]), 1)
 
-    # the node as its create left it (render wrote the file): a member, nothing to render
-    shutil.copy(copy / COROSYNC_CONF.lstrip("/"), root / COROSYNC_CONF.lstrip("/"))
+    # the node as its create left it (render wrote the files): a member, nothing to render
+    for path in (COROSYNC_CONF, INTERFACES):
+        shutil.copy(copy / path.lstrip("/"), root / path.lstrip("/"))
     (root / AUTHKEY.lstrip("/")).write_bytes(os.urandom(256))
     rendered, _ = render_diff(capsys, answers_file, "pve1", root)
     planned = dry_run(capsys, answers_file, "pve1", root)
