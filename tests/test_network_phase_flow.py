@@ -14,7 +14,7 @@ import pytest
 from network_fakes import FAST, FILE, INTERFACES, no_conflict, node, plan
 
 from pvestrap.apply import corosync as cs
-from pvestrap.apply.engine import StepFailed
+from pvestrap.apply.engine import ApplyDeclined, StepFailed
 from pvestrap.apply.flow import ApplyContext, apply_node, plan_only_preflight
 from pvestrap.paths import AUTHKEY, COROSYNC_CONF
 from pvestrap.plan import Node
@@ -111,4 +111,37 @@ def test_a_dry_run_join_over_the_new_network_plans_the_join_after_it(root):
     shown = "\n".join(lines)
     assert "+iface eth9 inet static" in shown
     assert "10.254.77.9 cannot be reached before the network phase has run" in shown
+    assert written(system) == [] and net.addresses["eth9"] == set()
+
+
+def test_yes_to_the_network_phase_then_no_to_the_cluster_says_what_was_done(root):
+    """Asked twice: the network phase (yes), then the cluster steps (no). The NIC stays as
+    configured (it is as planned), and the message says so instead of "nothing was changed";
+    a second apply plans nothing of the network and asks only for the cluster steps."""
+    system, net = corosync_node()
+    asked: list[str] = []
+
+    def network_only(question: str) -> bool:
+        asked.append(question)
+        return "network" in question
+
+    with pytest.raises(ApplyDeclined) as declined:
+        apply_node(plan(), "n1", context(system, root, confirm=network_only))
+    assert asked == ["Apply the network changes on n1?", "Apply these changes on n1?"]
+    message = declined.value.message
+    assert "nothing was changed" not in message
+    assert "cluster steps were not applied" in message
+    assert "10.254.77.1/24 on eth9" in message and INTERFACES in message
+    assert declined.value.done is not None and "pvestrap apply` again" in declined.value.remedy
+    assert net.addresses["eth9"] == {"10.254.77.1/24"} and COROSYNC_CONF not in system.files
+    asked.clear()
+    apply_node(plan(), "n1", context(system, root, confirm=lambda q: asked.append(q) or True))
+    assert asked == ["Apply these changes on n1?"] and COROSYNC_CONF in system.files
+
+
+def test_no_to_the_network_phase_changes_nothing(root):
+    system, net = corosync_node()
+    with pytest.raises(ApplyDeclined) as declined:
+        apply_node(plan(), "n1", context(system, root, confirm=lambda q: False))
+    assert declined.value.done is None and "nothing was changed" in declined.value.message
     assert written(system) == [] and net.addresses["eth9"] == set()

@@ -350,3 +350,27 @@ def test_a_peer_nic_that_is_no_interface_name_is_refused_with_the_rule(det):
     flow.gather(det, asker, S.FakeServices())
     asker.done()
     assert [s for s in asker.said if "not an interface name: an interface name such as" in s]
+
+
+def test_a_no_after_the_network_phase_says_what_was_done(det):
+    """The live apply asks twice (pvestrap.apply.flow): a no to the cluster steps after a yes
+    to the network phase keeps the configured NIC, and the wizard says so."""
+
+    class NetworkThenNo(S.FakeServices):
+        def apply(self, plan, node, password, rep, confirm, out):
+            from pvestrap.apply.engine import ApplyDeclined
+
+            assert confirm("Apply the network changes?") is True
+            raise ApplyDeclined("not confirmed: the cluster steps were not applied; x",
+                                done="the network phase configured 10.1.9.1/24 on eth9 "
+                                     "(/etc/network/interfaces written, up and verified) and "
+                                     "keeps it")
+
+    asker = S.ScriptedAsker([*CREATE, ("apply", True), ("save", "")])
+    result = flow.run(det, asker, NetworkThenNo())
+    asker.done()
+    assert not result.applied
+    said = "\n".join(asker.said)
+    assert "nothing changed" not in said
+    assert "The cluster steps were not applied; the network phase configured 10.1.9.1/24 on " \
+           "eth9" in said and "again" in said

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
 from pvestrap import joininfo
+from pvestrap.apply.engine import ApplyDeclined
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.findings import Severity
 from pvestrap.firstboot.secret import path_for as secret_path
@@ -54,7 +55,8 @@ class Services(Protocol):
     preflight(plan, node): the preflight of the planned machine; a link whose address only
     exists after the apply (a new interfaces stanza) is not probed yet (pvestrap.preflight).
     apply(...): shows the plan (diffs, commands) through `out`, asks `confirm`, applies with a
-    progress line per step; False when the user declined (nothing changed).
+    progress line per step; raises ApplyDeclined when the user said no (its `done`: what a
+    phase confirmed before that no changed, e.g. the network phase; None: nothing).
     """
 
     def fetch_fingerprint(self, host: str) -> str: ...
@@ -62,7 +64,7 @@ class Services(Protocol):
     def preflight(self, plan: ClusterPlan, node: str) -> Report: ...
 
     def apply(self, plan: ClusterPlan, node: str, password: Secret | None, report: Report,
-              confirm: Confirm, out: Out) -> bool: ...
+              confirm: Confirm, out: Out) -> None: ...
 
     def status(self, plan: ClusterPlan, node: str) -> Report | None: ...
 
@@ -417,6 +419,13 @@ def preflight_until_clean(talk: Talk) -> tuple[ClusterPlan, Report]:
             talk.keep, talk.reask = {}, set()
 
 
+def declined_text(declined: ApplyDeclined) -> str:
+    if declined.done is None:
+        return "Not applied: nothing changed."
+    return (f"The cluster steps were not applied; {declined.done}. Running the wizard again, or "
+            "`pvestrap apply --answers FILE` with the saved answers, continues from there.")
+
+
 def run(detected: Detected, asker: Asker, services: Services,
         facts: Mapping[str, Any] | None = None,
         defaults: Mapping[str, Any] | None = None) -> Result:
@@ -428,10 +437,11 @@ def run(detected: Detected, asker: Asker, services: Services,
     def confirm(_text: str) -> bool:
         return bool(talk.ask(questions.APPLY))
 
-    applied = services.apply(plan, me, talk.facts.get("password"), report, confirm,
-                             lambda line: asker.say(line))
-    if not applied:
-        asker.say("Not applied: nothing changed.")
+    try:
+        services.apply(plan, me, talk.facts.get("password"), report, confirm,
+                       lambda line: asker.say(line))
+    except ApplyDeclined as declined:
+        asker.say(declined_text(declined))
         return Result(plan, applied=False, saved=_offer_save(talk, plan))
     status = services.status(plan, me)
     if status is not None:

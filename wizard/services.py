@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from pvestrap import preflight
-from pvestrap.apply.flow import ApplyContext, ApplyDeclined, apply_node
+from pvestrap.apply.flow import ApplyContext, apply_node
 from pvestrap.checks.probe import Token
 from pvestrap.plan import ClusterPlan
 from pvestrap.report.model import Report
@@ -151,21 +151,18 @@ class LiveServices:
 
     # -- apply and status --------------------------------------------------------------------
     def apply(self, plan: ClusterPlan, node: str, password: Secret | None, report: Report,
-              confirm: Callable[[str], bool], out: Callable[[str], None]) -> bool:
+              confirm: Callable[[str], bool], out: Callable[[str], None]) -> None:
         def confirmed(text: str) -> bool:
-            self.applying = confirm(text)
-            return self.applying
+            yes = confirm(text)
+            self.applying = self.applying or yes  # a later no keeps the network phase's yes
+            return yes
 
         self.stop_responder()
         ctx = ApplyContext(RealSystem(root=self.root), root=self.root,
                            preflight=lambda _plan, _node: report, confirm=confirmed, out=out)
         with _password_reference(plan, password) as usable:
-            try:
-                apply_node(usable, node, ctx)
-            except ApplyDeclined:
-                return False
+            apply_node(usable, node, ctx)  # ApplyDeclined: the flow says what was done
         self.leave_responder(plan, node)
-        return True
 
     def status(self, plan: ClusterPlan, node: str) -> Report | None:
         from pvestrap.verify import status_report

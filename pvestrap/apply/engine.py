@@ -123,9 +123,15 @@ class StepFailed(OperationFailed):
 
 
 class ApplyDeclined(OperationFailed):
-    """The person asked said no: nothing was changed."""
+    """The person asked said no. `done`: what an earlier, confirmed phase changed and keeps
+    (None: nothing was changed)."""
 
     code = "apply-declined"
+
+    def __init__(self, message: str = "not confirmed: nothing was changed", *,
+                 done: str | None = None, remedy: str | None = None):
+        super().__init__(message, remedy=remedy)
+        self.done = done
 
 
 Progress = Callable[[StepEvent], None]

@@ -187,14 +187,28 @@ def _preflight(plan: ClusterPlan, node: str, ctx: ApplyContext) -> None:
     gate(run(plan, node), (*ctx.ignore, *plan.preflight.ignore_checks), ctx.out)
 
 
-def _network(plan: ClusterPlan, node: str, ctx: ApplyContext) -> bool:
-    """The network phase (the module docstring's step 3); raises what it refuses or fails with.
-    True: a dry run left network changes pending (the cluster may be reachable only after)."""
+Cluster = Callable[[bool], ApplyResult]
+
+
+def _network(plan: ClusterPlan, node: str, ctx: ApplyContext, cluster: Cluster) -> ApplyResult:
+    """The network phase (the module docstring's step 3), then CLUSTER(pending), the cluster
+    steps; raises what the phase refuses or fails with. pending: a dry run left network changes
+    pending (the cluster may be reachable only after them). A no to the cluster steps after the
+    phase changed the network says so: the NIC stays configured (it is as planned; undoing it
+    would only make the next apply redo it), and apply again continues."""
     system = DryRunSystem(ctx.system) if ctx.dry_run else ctx.system
     outcome = network_phase.run(plan, node, system, root=ctx.root, out=ctx.out,
                                 confirm=ctx.confirm, prober=ctx.prober or address_probe.probe,
                                 timeouts=ctx.network_timeouts, on_progress=ctx.on_progress)
-    return ctx.dry_run and outcome is not None
+    if outcome is None or not outcome.changed:
+        return cluster(ctx.dry_run and outcome is not None)
+    try:
+        return cluster(False)
+    except ApplyDeclined as exc:
+        done = network_phase.done_text(plan, node)
+        raise ApplyDeclined(f"not confirmed: the cluster steps were not applied; {done}",
+                            done=done, remedy="run `pvestrap apply` again to continue with the "
+                            "cluster steps (the network phase then plans nothing)") from exc
 
 
 def _pve(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
@@ -207,9 +221,9 @@ def _pve(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
     member = pve.cluster_membership(system, plan, node)
     if not member:
         _preflight(plan, node, ctx)
-    _network(plan, node, ctx)
-    steps = pve.steps_for(plan, node, system)
-    return _run(plan, node, "pve", "member" if member else plan.role_of(node), steps, ctx)
+    role = "member" if member else plan.role_of(node)
+    return _network(plan, node, ctx, lambda _pending: _run(
+        plan, node, "pve", role, pve.steps_for(plan, node, system), ctx))
 
 
 def _corosync(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
@@ -222,8 +236,8 @@ def _corosync(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
     if found.state == "member":
         ctx.out(f"{node} is already in cluster {plan.cluster_name} as planned: preflight "
                 "skipped, checking that corosync runs and is quorate")
-        _network(plan, node, ctx)
-        return _run(plan, node, "corosync", "member", cs.member_steps(service, t), ctx)
+        return _network(plan, node, ctx, lambda _pending: _run(
+            plan, node, "corosync", "member", cs.member_steps(service, t), ctx))
     role = plan.role_of(node)
     _preflight(plan, node, ctx)
     # The backend's own refusals stand even when the preflight's checks were ignored.
@@ -232,23 +246,26 @@ def _corosync(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
             raise cs.JoinRefused(f"{node} is clustered already; refusing to create over it",
                                  found.findings, code="create-refused",
                                  remedy="use a node without /etc/corosync/authkey")
-        _network(plan, node, ctx)
-        return _run(plan, node, "corosync", role,
-                    cs.create_steps(plan, node, service, system_reader(system), t), ctx)
+        return _network(plan, node, ctx, lambda _pending: _run(
+            plan, node, "corosync", role,
+            cs.create_steps(plan, node, service, system_reader(system), t), ctx))
     refusals = cs.join_refusals(system, plan, node, found)
     if refusals:
         raise cs.JoinRefused(f"{node} cannot join: it is not a fresh node", refusals,
                              remedy="join only nodes without an authkey and without a running "
                                     "corosync; pvestrap never forces a join")
-    pending = _network(plan, node, ctx)
-    try:
-        return _join(plan, node, ctx, system, service)
-    except MemberUnreachable:
-        if not pending:
-            raise
-        ctx.out(f"dry run: {plan.join_address()} cannot be reached before the network phase "
-                "has run; the join is planned after it")
-        return ApplyResult(node, "corosync", "join", ())
+
+    def join(pending: bool) -> ApplyResult:
+        try:
+            return _join(plan, node, ctx, system, service)
+        except MemberUnreachable:
+            if not pending:
+                raise
+            ctx.out(f"dry run: {plan.join_address()} cannot be reached before the network "
+                    "phase has run; the join is planned after it")
+            return ApplyResult(node, "corosync", "join", ())
+
+    return _network(plan, node, ctx, join)
 
 
 def _refuse_if_dropped(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System) -> None:
@@ -396,7 +413,7 @@ def _proceed(plans, node: str, ctx: ApplyContext) -> bool:
         ctx.out("dry run: nothing was changed")
         return False
     if ctx.confirm is not None and not ctx.confirm(f"Apply these changes on {node}?"):
-        raise ApplyDeclined("not confirmed: nothing was changed")
+        raise ApplyDeclined()
     return True
 
 

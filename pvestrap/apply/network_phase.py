@@ -87,6 +87,13 @@ def planned_addresses(plan: ClusterPlan, node: str) -> tuple[PlannedAddress, ...
     return tuple(out)
 
 
+def done_text(plan: ClusterPlan, node: str) -> str:
+    """What an applied network phase did, for a message after a later step stopped."""
+    shown = ", ".join(f"{p.cidr} on {p.nic}" for p in planned_addresses(plan, node))
+    return f"the network phase configured {shown} ({INTERFACES} written, up and verified) and " \
+        "keeps it"
+
+
 def interfaces_change(plan: ClusterPlan, node: str, root: str = "/") -> Change | None:
     """The node's /etc/network/interfaces Change from render_node, None when already as planned."""
     for change in render_node(plan, node, root):
@@ -429,7 +436,7 @@ def run(plan: ClusterPlan, node: str, system: System, *, root: str = "/", out: N
         out("dry run: the network phase changed nothing (the duplicate probe runs at apply)")
         return ApplyOutcome(tuple((step.id, actions) for step, actions in plans), (), ())
     if confirm is not None and not confirm(f"Apply the network changes on {node}?"):
-        raise ApplyDeclined("not confirmed: nothing was changed")
+        raise ApplyDeclined()
     refuse_duplicates(plan, node, system, prober, out)
     try:
         return run_steps(phase, system, progress_printer(out, on_progress))

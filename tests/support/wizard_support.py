@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pvestrap.apply.engine import ApplyDeclined
 from pvestrap.checks.localsys import IfAddress, Interface, Machine
 from pvestrap.findings import Finding, Severity
 from pvestrap.report.model import Report, ReportSection
@@ -106,10 +107,9 @@ class FakeServices:
     def apply(self, plan, node, password, rep, confirm, out):
         out("+ step: shown before asking")
         if not confirm(f"Apply these changes on {node}?"):
-            return False
+            raise ApplyDeclined()
         self.applied.append((plan, node, password))
         out("[applied] step")
-        return True
 
     def status(self, plan, node):
         return report(Finding("quorate", Severity.PASS, "quorate", node, "status"))
