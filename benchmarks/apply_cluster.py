@@ -44,6 +44,7 @@ from pathlib import Path
 from pvestrap.answers import dumps
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import StatusUnparsable, parse_quorum_status
+from pvestrap.firstboot import secret
 from pvestrap.lab import teardown
 from pvestrap.lab.lab import Lab
 from pvestrap.lab.hostcheck import new_prefix, unavailable
@@ -157,6 +158,7 @@ def serial(lab: Lab, answers: Path) -> float:
 
 def firstboot(lab: Lab, answers: Path) -> float:
     count = len(lab.nodes)
+    secret.ensure(secret.path_for(answers))  # the cluster's first-boot secret, as iso makes it
     started = time.monotonic()
     procs = {i: lab.popen(i, [*FIRSTBOOT, "--answers", str(answers), "--node",
                               lab.node(i).name], stdout=subprocess.PIPE,
