@@ -15,10 +15,13 @@ from network_fakes import FAST, FILE, INTERFACES, no_conflict, node, plan
 
 from pvestrap.apply import corosync as cs
 from pvestrap.apply.engine import ApplyDeclined, StepFailed
-from pvestrap.apply.flow import ApplyContext, apply_node, plan_only_preflight
+from pvestrap.apply.flow import ApplyContext, PreflightFailed, apply_node, plan_only_preflight
+from pvestrap.apply.remote import MemberUnreachable
+from pvestrap.findings import Finding, Severity
 from pvestrap.paths import AUTHKEY, COROSYNC_CONF
 from pvestrap.plan import Node
 from pvestrap.recorded import RecordedWrite
+from pvestrap.report.model import Report, ReportSection
 
 QUORATE = (Path(__file__).parent / "data/status/quorumtool-s-2node-quorate.txt").read_text()
 
@@ -145,3 +148,69 @@ def test_no_to_the_network_phase_changes_nothing(root):
         apply_node(plan(), "n1", context(system, root, confirm=lambda q: False))
     assert declined.value.done is None and "nothing was changed" in declined.value.message
     assert written(system) == [] and net.addresses["eth9"] == set()
+
+
+def joiner_plan():
+    base = plan()
+    me = replace(base.nodes[0], nodeid=2)
+    return replace(base, nodes=(Node("n0", 1, {0: "10.254.77.9"}), me,
+                                Node("n2", 3, {0: "10.254.77.2"})))
+
+
+def recheck_report(*findings):
+    return Report("pvestrap preflight", (ReportSection("ports", "PORTS", findings),))
+
+
+def test_after_the_network_phase_a_joiner_probes_the_member_over_the_new_address(root):
+    """The preflight left link0's probes for later (the address was only planned); after the
+    phase configured it, the recheck runs with the address up, before any cluster step, and a
+    FAIL stops there: the cluster untouched, the NIC kept, the message says both."""
+    system, net = corosync_node()
+    seen: list = []
+
+    def recheck(p, node):
+        seen.append((node, set(net.addresses["eth9"])))
+        return recheck_report(Finding("port-filtered", Severity.FAIL, "n0 link0: no answer",
+                                      "n1/link0", "ports"))
+
+    lines: list[str] = []
+    with pytest.raises(PreflightFailed) as failed:
+        apply_node(joiner_plan(), "n1", context(system, root, lines, recheck=recheck))
+    assert seen == [("n1", {"10.254.77.1/24"})]
+    message = failed.value.message
+    assert "the cluster was not touched" in message and "10.254.77.1/24 on eth9" in message
+    assert "nothing was changed" not in message
+    assert "network: probing link0 over the new address (n0)" in lines
+    assert not any(c[0] == "ssh" for c in system.commands) and COROSYNC_CONF not in system.files
+    assert net.addresses["eth9"] == {"10.254.77.1/24"}
+
+
+def test_an_ignored_recheck_fail_goes_on_to_the_join(root):
+    system, net = corosync_node()
+    system.on(("ssh",), (255, "", "ssh: connect to host 10.254.77.9 port 22: No route to host"))
+    report = recheck_report(Finding("port-filtered", Severity.FAIL, "no answer", "n1/link0",
+                                    "ports"))
+    with pytest.raises(MemberUnreachable):
+        apply_node(joiner_plan(), "n1", context(system, root, recheck=lambda p, n: report,
+                                                ignore=("ports",), confirm=lambda q: True))
+    assert any(c[0] == "ssh" for c in system.commands)  # the join was tried after the recheck
+
+
+def test_a_creator_has_no_peer_to_probe_and_says_so(root):
+    system, net = corosync_node()
+    called: list = []
+    lines: list[str] = []
+    apply_node(plan(), "n1", context(system, root, lines,
+                                     recheck=lambda p, n: called.append(n) or recheck_report()))
+    assert called == [] and COROSYNC_CONF in system.files
+    assert any("no peer can answer probes over it yet (n1 creates the cluster)" in line
+               for line in lines)
+
+
+def test_a_joiner_without_a_probe_source_says_the_link_was_not_probed(root):
+    system, net = corosync_node()
+    system.on(("ssh",), (255, "", "ssh: connect to host 10.254.77.9 port 22: No route to host"))
+    lines: list[str] = []
+    with pytest.raises(MemberUnreachable):
+        apply_node(joiner_plan(), "n1", context(system, root, lines, confirm=lambda q: True))
+    assert any("link0 not probed over the new address" in line for line in lines)

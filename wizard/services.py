@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from pvestrap import preflight
-from pvestrap.apply.flow import ApplyContext, apply_node
+from pvestrap.apply.flow import ApplyContext, apply_node, probe_peers
 from pvestrap.checks.probe import Token
 from pvestrap.plan import ClusterPlan
 from pvestrap.report.model import Report
@@ -33,13 +33,6 @@ from pvestrap.system import RealSystem, Secret
 
 RESPONDER_TTL_S = 900.0
 PID_FILE = "/run/pvestrap-wizard-responder.pid"
-
-
-def probe_peers(plan: ClusterPlan, node: str) -> frozenset[str]:
-    """The nodes that already run: the member a joiner joins (a creator has none yet)."""
-    if plan.role_of(node) != "join":
-        return frozenset()
-    return frozenset({plan.creator.name})
 
 
 @dataclass
@@ -75,10 +68,16 @@ class LiveServices:
 
     # -- preflight ---------------------------------------------------------------------------
     def preflight(self, plan: ClusterPlan, node: str) -> Report:
-        peers = probe_peers(plan, node)
         if self.token is not None:
             self.start_responder(plan)
-        elif peers:
+        return self.probe(plan, node)
+
+    def probe(self, plan: ClusterPlan, node: str) -> Report:
+        """The preflight with probes of the nodes that run (probe_peers), no responder of our
+        own: also apply's recheck after its network phase (corosync is about to bind the link
+        ports here)."""
+        peers = probe_peers(plan, node)
+        if self.token is None and peers:
             self.out(f"  No probe token given (--token-file): {', '.join(sorted(peers))} is not "
                      "probed (its responder answers only probes made with its token).")
             peers = frozenset()
@@ -159,7 +158,8 @@ class LiveServices:
 
         self.stop_responder()
         ctx = ApplyContext(RealSystem(root=self.root), root=self.root,
-                           preflight=lambda _plan, _node: report, confirm=confirmed, out=out)
+                           preflight=lambda _plan, _node: report, confirm=confirmed, out=out,
+                           recheck=self.probe)
         with _password_reference(plan, password) as usable:
             apply_node(usable, node, ctx)  # ApplyDeclined: the flow says what was done
         self.leave_responder(plan, node)

@@ -10,6 +10,8 @@
    stanzas: after the local preflight (which judges the planned address as planned) and the
    backend's own refusals, before the cluster steps (a joiner may reach the cluster only over
    the new network). It is shown, confirmed and applied on its own, and rolled back on its own.
+   Once it configured a link's address, the preflight's probes it left for later run over it
+   against the nodes that can answer (`recheck`; a creator has none yet), gated as above.
 4. The steps for the node's role, planned before anything changes and shown: a unified diff of
    every file, every command, every bounded wait; secrets as <secret>.
 5. Confirmation when a person is there to give it (the caller passes `confirm`), then the steps,
@@ -58,10 +60,11 @@ LockFactory = Callable[..., object]
 class PreflightFailed(OperationFailed):
     code = "preflight-failed"
 
-    def __init__(self, failures: Sequence[Finding]):
+    def __init__(self, failures: Sequence[Finding], done: str | None = None):
         self.findings = tuple(failures)
         n = len(self.findings)
-        super().__init__(f"preflight found {n} FAIL{'s' if n != 1 else ''}; nothing was changed",
+        changed = f"the cluster was not touched; {done}" if done else "nothing was changed"
+        super().__init__(f"preflight found {n} FAIL{'s' if n != 1 else ''}; {changed}",
                          remedy="fix them, or pass --ignore CHECK for a check you accept")
 
     def render(self) -> str:
@@ -119,7 +122,8 @@ def plan_only_preflight(plan: ClusterPlan, node: str) -> Report:
                                                              (*findings, note)),))
 
 
-def gate(report: Report, ignore: Sequence[str], out: Out) -> None:
+def gate(report: Report, ignore: Sequence[str], out: Out, done: str | None = None) -> None:
+    """PreflightFailed on a FAIL not ignored; `done`: what an earlier phase changed and keeps."""
     findings = apply_ignores(report.findings, ignore)
     fails = [f for f in findings if f.severity is Severity.FAIL]
     warns = [f for f in findings if f.severity is Severity.WARN]
@@ -127,7 +131,15 @@ def gate(report: Report, ignore: Sequence[str], out: Out) -> None:
         out(f"WARN: [{f.check or f.code}] {f.message}")
     out(f"preflight: {len(findings)} results, {len(fails)} FAIL, {len(warns)} WARN")
     if fails:
-        raise PreflightFailed(fails)
+        raise PreflightFailed(fails, done)
+
+
+def probe_peers(plan: ClusterPlan, node: str) -> frozenset[str]:
+    """The nodes that can answer probes before NODE's cluster steps: the member a joiner joins
+    (a creator has none yet)."""
+    if plan.role_of(node) != "join":
+        return frozenset()
+    return frozenset({plan.creator.name})
 
 
 # -- the flow --------------------------------------------------------------------------------------
@@ -152,6 +164,9 @@ class ApplyContext:
     gather_s: float = 0.0  # an unattended join waits this long for the others (apply.batch)
     prober: Prober | None = None  # None: the ARP probe (pvestrap.apply.address_probe)
     network_timeouts: NetworkTimeouts = NetworkTimeouts()
+    # The preflight again, with probes of probe_peers(), after the network phase configured a
+    # link's address (None: no probe source here, said so). The wizard passes its own.
+    recheck: Preflight | None = None
 
 
 def apply_node(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
@@ -168,6 +183,20 @@ def apply_node(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
         if not ctx.dry_run:  # a dry run writes nothing, not even the lock file
             stack.enter_context(apply_lock(ctx.root, timeout=ctx.lock_timeout))
         return (_pve if backend == "pve" else _corosync)(plan, node, ctx)
+
+
+def configure_network(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyOutcome | None:
+    """The guard and the network phase alone, nothing of the cluster: first boot configures
+    the cluster NIC with it before it waits for the peers. None: nothing to do."""
+    _refuse_cutting_branch(plan, node, ctx)
+    return _phase(plan, node, ctx)
+
+
+def _phase(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyOutcome | None:
+    system = DryRunSystem(ctx.system) if ctx.dry_run else ctx.system
+    return network_phase.run(plan, node, system, root=ctx.root, out=ctx.out,
+                             confirm=ctx.confirm, prober=ctx.prober or address_probe.probe,
+                             timeouts=ctx.network_timeouts, on_progress=ctx.on_progress)
 
 
 def _refuse_cutting_branch(plan: ClusterPlan, node: str, ctx: ApplyContext) -> None:
@@ -196,19 +225,40 @@ def _network(plan: ClusterPlan, node: str, ctx: ApplyContext, cluster: Cluster) 
     pending (the cluster may be reachable only after them). A no to the cluster steps after the
     phase changed the network says so: the NIC stays configured (it is as planned; undoing it
     would only make the next apply redo it), and apply again continues."""
-    system = DryRunSystem(ctx.system) if ctx.dry_run else ctx.system
-    outcome = network_phase.run(plan, node, system, root=ctx.root, out=ctx.out,
-                                confirm=ctx.confirm, prober=ctx.prober or address_probe.probe,
-                                timeouts=ctx.network_timeouts, on_progress=ctx.on_progress)
+    outcome = _phase(plan, node, ctx)
     if outcome is None or not outcome.changed:
         return cluster(ctx.dry_run and outcome is not None)
+    done = network_phase.done_text(plan, node)
+    _recheck(plan, node, ctx, done)
     try:
         return cluster(False)
     except ApplyDeclined as exc:
-        done = network_phase.done_text(plan, node)
         raise ApplyDeclined(f"not confirmed: the cluster steps were not applied; {done}",
                             done=done, remedy="run `pvestrap apply` again to continue with the "
                             "cluster steps (the network phase then plans nothing)") from exc
+
+
+def _recheck(plan: ClusterPlan, node: str, ctx: ApplyContext, done: str) -> None:
+    """The probes the preflight left for later (link-port-pending, latency-pending): the links
+    whose address the network phase just configured, over that address, against the peers
+    that can answer. A FAIL stops before the cluster steps (the gate's rules); the network
+    stays configured as planned (a correct NIC; the next apply plans nothing there)."""
+    planned = {p.address for p in network_phase.planned_addresses(plan, node)}
+    links = [n for n, a in sorted(plan.node(node).addresses.items()) if a in planned]
+    if not links:
+        return
+    shown = ", ".join(f"link{n}" for n in links)
+    peers = probe_peers(plan, node)
+    if not peers:
+        ctx.out(f"network: {shown} configured; no peer can answer probes over it yet ({node} "
+                "creates the cluster): the joiners' preflight probes it")
+        return
+    if ctx.recheck is None:
+        ctx.out(f"network: {shown} not probed over the new address (apply has no probe token): "
+                "`pvestrap preflight --answers F --token-file T` probes it")
+        return
+    ctx.out(f"network: probing {shown} over the new address ({', '.join(sorted(peers))})")
+    gate(ctx.recheck(plan, node), (*ctx.ignore, *plan.preflight.ignore_checks), ctx.out, done)
 
 
 def _pve(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:

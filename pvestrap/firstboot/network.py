@@ -14,14 +14,12 @@ when the node is as planned already.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Callable
 
-from pvestrap.apply import address_probe, network_phase
-from pvestrap.apply.network_guard import refuse_cutting_branch
+from pvestrap.apply import address_probe
+from pvestrap.apply.flow import ApplyContext, configure_network
 from pvestrap.apply.network_phase import Prober
-from pvestrap.checks.localsys import Machine, read_machine
+from pvestrap.checks.localsys import Machine
 from pvestrap.paths import INTERFACES
 from pvestrap.plan import ClusterPlan
 from pvestrap.system import RealSystem, System
@@ -38,12 +36,9 @@ def configure(plan: ClusterPlan, node: str, say: Say, detail: Say, *,
     me = plan.node(node)
     if not any(s.address for s in me.interfaces):
         return False
-    path = Path(root) / INTERFACES.lstrip("/")
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    refuse_cutting_branch(me, machine or read_machine(root), text, os.environ)
     planned = ", ".join(f"{s.address} on {s.name}" for s in me.interfaces if s.address)
-    outcome = network_phase.run(plan, node, system or RealSystem(), root=root, out=detail,
-                                prober=prober)
+    outcome = configure_network(plan, node, ApplyContext(
+        system or RealSystem(), root=root, out=detail, machine=machine, prober=prober))
     if outcome is None or not outcome.changed:
         say(f"network: {planned} as planned already")
         return False
