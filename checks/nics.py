@@ -60,7 +60,7 @@ def link_interface(machine: Machine, address: str) -> Interface | None:
     """The up interface carrying `address`; else any interface carrying it; else None."""
     carriers = machine.carrying(address)
     up = [i for i in carriers if i.up]
-    return (up or list(carriers) or [None])[0]
+    return next(iter(up or carriers), None)
 
 
 def planned_nic(machine: Machine, address: str) -> Interface | None:
