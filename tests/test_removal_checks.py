@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from pvestrap.apply.removal import refuse_expected_votes
 from pvestrap.checks import removal as r
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import parse_cfgtool_status, parse_quorum_status
+from pvestrap.errors import UserError
 
 
 def conf_text(nodes: int, device: str = "") -> str:
@@ -82,6 +84,24 @@ def test_lost_quorum_and_expected_votes_bounds():
     assert "outside 1" in r.expected_votes_problem(votes, 2)
     four = r.vote_plan(CorosyncConf.parse(conf_text(4)), "n4", quorum([1, 2], 4, False))
     assert [n for n in range(1, 6) if r.expected_votes_problem(four, n) is None] == [2, 3]
+
+
+def test_expected_votes_out_of_bounds_is_refused_with_the_votes_to_pass():
+    """apply.removal.refuse_expected_votes, the one owner of node remove's and node separate's
+    --expected-votes refusal: the bound problem, exit-2 code, and a remedy naming what to pass."""
+    votes = r.vote_plan(CorosyncConf.parse(conf_text(2)), "n2", quorum([1], 2, False))
+    refuse_expected_votes(votes, None, meaning="the votes online")
+    refuse_expected_votes(votes, 1, meaning="the votes online")
+    with pytest.raises(UserError) as bad:
+        refuse_expected_votes(votes, 2, meaning="the votes online",
+                              otherwise=", or bring the other nodes back")
+    assert bad.value.code == "bad-expected-votes"
+    assert "--expected-votes 2 is outside 1" in str(bad.value)
+    assert bad.value.remedy == ("pass --expected-votes 1 (the votes online), or bring the other "
+                                "nodes back")
+    with pytest.raises(UserError) as stay:
+        refuse_expected_votes(votes, 3, meaning="the votes of the nodes that stay")
+    assert stay.value.remedy == "pass --expected-votes 1 (the votes of the nodes that stay)"
 
 
 def test_a_removal_that_would_lose_quorum_fails():

@@ -97,16 +97,24 @@ def read_removal(system: System, name: str, expected_votes: int | None = None,
     remaining = tuple(m for m in cluster.members if m.name != name)
     after = cluster.conf.remove_node(name).bump_version()
     votes = checks.vote_plan(cluster.conf, name, cluster.observed.quorum)
-    if expected_votes is not None:
-        problem = checks.expected_votes_problem(votes, expected_votes)
-        if problem:
-            raise UserError(problem, code="bad-expected-votes",
-                            remedy=f"pass --expected-votes {max(votes.present, 1)} (the votes "
-                                   "online), or bring the other nodes back")
+    refuse_expected_votes(votes, expected_votes, meaning="the votes online",
+                          otherwise=", or bring the other nodes back")
     kind = backend or ("pve" if is_pve(system) else "corosync")
     removal = Removal(name, dataclasses.replace(cluster, members=remaining), target, after,
                       votes, kind, expected_votes)
     return removal, found
+
+
+def refuse_expected_votes(votes: checks.VotePlan, expected_votes: int | None, *, meaning: str,
+                          otherwise: str = "") -> None:
+    """UserError (bad-expected-votes) when --expected-votes is out of bounds for VOTES; the remedy
+    names the votes present (MEANING says what they are), then OTHERWISE."""
+    if expected_votes is None:
+        return
+    problem = checks.expected_votes_problem(votes, expected_votes)
+    if problem:
+        hint = f"pass --expected-votes {max(votes.present, 1)} ({meaning}){otherwise}"
+        raise UserError(problem, code="bad-expected-votes", remedy=hint)
 
 
 # -- preflight -------------------------------------------------------------------------------------

@@ -78,12 +78,7 @@ def read_separation(system: System, service: Service, expected_votes: int | None
                         "no cluster to leave", code="separate-last-node",
                         remedy="nothing to separate from")
     votes = checks.vote_plan(cluster.conf, me.name, cluster.observed.quorum)
-    if expected_votes is not None:
-        problem = checks.expected_votes_problem(votes, expected_votes)
-        if problem:
-            raise UserError(problem, code="bad-expected-votes",
-                            remedy=f"pass --expected-votes {max(votes.present, 1)} (the votes "
-                                   "of the nodes that stay)")
+    removal.refuse_expected_votes(votes, expected_votes, meaning="the votes of the nodes that stay")
     target = next(n for n in cluster.conf.nodes if n.name == me.name)
     kind = backend or ("pve" if is_pve(system) else "corosync")
     leaving = removal.Removal(me.name, dataclasses.replace(cluster, members=stay), target,
