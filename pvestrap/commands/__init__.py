@@ -6,6 +6,8 @@ Modules here import only typer at import time; everything heavy is imported insi
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
+from typing import Any
 
 # (command name, module in pvestrap.commands, one-line help).
 GROUPS: tuple[tuple[str, str, str], ...] = (
@@ -45,3 +47,32 @@ def group(help_text: str):
 
     return typer.Typer(help=help_text, no_args_is_help=True, add_completion=False,
                        rich_markup_mode=None, pretty_exceptions_enable=False)
+
+
+@dataclass(frozen=True)
+class ChangeOptions:
+    """The options of the commands that change a running cluster (link, node, qdevice): typer's
+    option defaults for their signatures, so that each flag is spelled and explained once."""
+
+    dry_run: Any
+    yes: Any
+    json: Any
+    ignore: Any
+    timeout: Any
+
+
+def change_options(*, shows: str = "the plan", settle: str = "settle on the change"
+                   ) -> ChangeOptions:
+    """--dry-run (check and show SHOWS), --yes, --json, --ignore and --timeout (for every member
+    to SETTLE, before rolling back)."""
+    import typer
+
+    return ChangeOptions(
+        dry_run=typer.Option(False, "--dry-run", help=f"Check and show {shows}; change nothing."),
+        yes=typer.Option(False, "--yes", "-y", help="Do not ask for confirmation (unattended)."),
+        json=typer.Option(False, "--json",
+                          help="Print one JSON document (preflight, plan, result)."),
+        ignore=typer.Option([], "--ignore", help="Turn this check's FAILs into WARNs (repeatable; "
+                            "the report says so)."),
+        timeout=typer.Option(60.0, "--timeout", min=1.0, help=f"Seconds to wait for every member "
+                             f"to {settle}, before rolling back."))

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from pvestrap.commands import group
+from pvestrap.commands import change_options, group
 from pvestrap.errors import UserError
 
 app = group("Add or move corosync links on a running cluster.")
@@ -17,18 +17,15 @@ NUMBER = typer.Option(..., "--number", min=0, max=7, help="The link number (0..7
 ADDRESS = typer.Option(..., "--address", help="NODE=ADDR: the node's address on the link "
                        "(repeat for every node).")
 NETWORK = typer.Option(None, "--network", help="CIDR the new addresses must lie in.")
-DRY_RUN = typer.Option(False, "--dry-run", help="Check and show the change; change nothing.")
-YES = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation (unattended).")
-TIMEOUT = typer.Option(60.0, "--timeout", min=1.0, help="Seconds to wait for every member to "
-                       "run the change with every link up, before rolling back.")
+OPTION = change_options(shows="the change", settle="run the change with every link up")
 
 
 @app.command("add")
 def add(number: int = NUMBER, address: List[str] = ADDRESS,
         priority: Optional[int] = typer.Option(None, "--priority", min=0, max=255,
                                                help="knet_link_priority (higher is preferred)."),
-        network: Optional[str] = NETWORK, dry_run: bool = DRY_RUN, yes: bool = YES,
-        timeout: float = TIMEOUT) -> int:
+        network: Optional[str] = NETWORK, dry_run: bool = OPTION.dry_run, yes: bool = OPTION.yes,
+        timeout: float = OPTION.timeout) -> int:
     """Add a redundant link on every member (a new interface section and ringN_addr).
 
     Run on one member; it reaches the others over SSH as root. Exit 0 done (or nothing to do),
@@ -39,7 +36,8 @@ def add(number: int = NUMBER, address: List[str] = ADDRESS,
 
 @app.command("move")
 def move(number: int = NUMBER, address: List[str] = ADDRESS, network: Optional[str] = NETWORK,
-         dry_run: bool = DRY_RUN, yes: bool = YES, timeout: float = TIMEOUT) -> int:
+         dry_run: bool = OPTION.dry_run, yes: bool = OPTION.yes,
+         timeout: float = OPTION.timeout) -> int:
     """Move a link to new addresses (another network).
 
     corosync cannot change a link's address on reload, so the link is dropped and added again

@@ -6,27 +6,22 @@ from typing import List, Optional
 
 import typer
 
-from pvestrap.commands import group
+from pvestrap.commands import change_options, group
 
 app = group("Remove a node from the cluster, or separate this node from it.")
 
-DRY_RUN = typer.Option(False, "--dry-run", help="Check and show the plan; change nothing.")
-YES = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation (unattended).")
-JSON = typer.Option(False, "--json", help="Print one JSON document (preflight, plan, result).")
-IGNORE = typer.Option([], "--ignore", help="Turn this check's FAILs into WARNs (repeatable; "
-                      "the report says so).")
+OPTION = change_options()
 EXPECTED = typer.Option(None, "--expected-votes", min=1,
                         help="When the remaining nodes lost quorum: lower expected votes to N "
                              "for the removal only (the admin guide's `pvecm expected 1`); N "
                              "must be a majority-making count of the votes online.")
-TIMEOUT = typer.Option(60.0, "--timeout", min=1.0, help="Seconds to wait for every member to "
-                       "settle on the change, before rolling back.")
 
 
 @app.command("remove")
 def remove(name: str = typer.Argument(..., help="The node to remove (powered off)."),
-           expected_votes: Optional[int] = EXPECTED, dry_run: bool = DRY_RUN, yes: bool = YES,
-           json_out: bool = JSON, ignore: List[str] = IGNORE, timeout: float = TIMEOUT) -> int:
+           expected_votes: Optional[int] = EXPECTED, dry_run: bool = OPTION.dry_run,
+           yes: bool = OPTION.yes, json_out: bool = OPTION.json,
+           ignore: List[str] = OPTION.ignore, timeout: float = OPTION.timeout) -> int:
     """Remove a powered-off node from the cluster (run on a remaining member).
 
     Preflight (check ids: remove-member, remove-offline, remove-votes, remove-members,
@@ -76,8 +71,9 @@ def remove(name: str = typer.Argument(..., help="The node to remove (powered off
 
 
 @app.command("separate")
-def separate(expected_votes: Optional[int] = EXPECTED, dry_run: bool = DRY_RUN, yes: bool = YES,
-             json_out: bool = JSON, ignore: List[str] = IGNORE, timeout: float = TIMEOUT) -> int:
+def separate(expected_votes: Optional[int] = EXPECTED, dry_run: bool = OPTION.dry_run,
+             yes: bool = OPTION.yes, json_out: bool = OPTION.json,
+             ignore: List[str] = OPTION.ignore, timeout: float = OPTION.timeout) -> int:
     """Separate THIS node from its cluster without reinstalling it (run on the leaving node).
 
     Preflight (check ids: separate-quorum, remove-members, and on Proxmox VE

@@ -7,17 +7,11 @@ from typing import List, Optional
 
 import typer
 
-from pvestrap.commands import group
+from pvestrap.commands import change_options, group
 
 app = group("Set up, remove or show a QDevice (corosync-qnetd on an external host).")
 
-DRY_RUN = typer.Option(False, "--dry-run", help="Check and show the plan; change nothing.")
-YES = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation (unattended).")
-JSON = typer.Option(False, "--json", help="Print one JSON document (preflight, plan, result).")
-IGNORE = typer.Option([], "--ignore", help="Turn this check's FAILs into WARNs (repeatable; "
-                      "the report says so).")
-TIMEOUT = typer.Option(60.0, "--timeout", min=1.0, help="Seconds to wait for every member to "
-                       "settle on the change, before rolling back.")
+OPTION = change_options()
 
 
 @app.command("setup")
@@ -31,8 +25,8 @@ def setup(host: str = typer.Argument(..., help="The qnetd host's IP address."),
                                                 "reach the qnetd host from (pvecm --network)."),
           force: bool = typer.Option(False, "--force", help="Set up with an odd node count "
                                      "(lms), or replace existing certificate stores."),
-          dry_run: bool = DRY_RUN, yes: bool = YES, json_out: bool = JSON,
-          ignore: List[str] = IGNORE, timeout: float = TIMEOUT) -> int:
+          dry_run: bool = OPTION.dry_run, yes: bool = OPTION.yes, json_out: bool = OPTION.json,
+          ignore: List[str] = OPTION.ignore, timeout: float = OPTION.timeout) -> int:
     """Set up a QDevice (run on one member; reaches the others and HOST as root over SSH).
 
     Preflight (check ids: qdevice-host, qdevice-port, qdevice-qnetd, qdevice-package,
@@ -48,15 +42,15 @@ def setup(host: str = typer.Argument(..., help="The qnetd host's IP address."),
 
 
 @app.command("remove")
-def remove(dry_run: bool = DRY_RUN, yes: bool = YES, json_out: bool = JSON,
-           timeout: float = TIMEOUT) -> int:
+def remove(dry_run: bool = OPTION.dry_run, yes: bool = OPTION.yes, json_out: bool = OPTION.json,
+           timeout: float = OPTION.timeout) -> int:
     """Remove the QDevice: the section leaves corosync.conf on every member (config_version + 1,
     reload), corosync-qdevice stops, the certificate stores go. Exit codes as for setup."""
     return _change("remove", None, False, dry_run, yes, json_out, [], timeout)
 
 
 @app.command("status")
-def status(json_out: bool = JSON, junit: Optional[str] = typer.Option(None, "--junit"),
+def status(json_out: bool = OPTION.json, junit: Optional[str] = typer.Option(None, "--junit"),
            html: Optional[str] = typer.Option(None, "--html")) -> int:
     """The QDevice as corosync and corosync-qdevice-tool see it: connected, votes, flags
     (A/V/NMW/NR per node), algorithm. Same formats as `pvestrap status`."""
