@@ -38,14 +38,21 @@ def child(spec, write_fd):
     os._exit(127)
 
 
-def main():
-    spec = json.loads(sys.argv[1])
+def fork_piped(child_main, spec):
+    """Fork CHILD_MAIN(spec, write_fd), which never returns, with a pipe back to this process;
+    return (pid, the pipe's read end). holder.py starts its holders with it too."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
-        child(spec, write_fd)
+        child_main(spec, write_fd)
     os.close(write_fd)
+    return pid, read_fd
+
+
+def main():
+    spec = json.loads(sys.argv[1])
+    pid, read_fd = fork_piped(child, spec)
     message = b""
     timeout = float(spec.get("timeout", 20))
     while True:

@@ -11,7 +11,7 @@ crash). The parent prints the children's pids once all are ready and exits, so t
 zombies. One Python start-up serves all nodes: on a busy 2-core machine a start-up costs ~0.1 s, and
 16 of them were most of the time `up` took.
 
-Standard library only: this file runs with `-I -S`, outside the package.
+Standard library only (and detach.py beside it): this file runs with `-I -S`, outside the package.
 """
 
 import ctypes
@@ -20,6 +20,11 @@ import os
 import select
 import sys
 import time
+
+# detach.py, next to this file: `-I` leaves this folder off sys.path; appended, the standard
+# library still comes first.
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+from detach import fork_piped  # noqa: E402
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -106,22 +111,11 @@ def child(spec, write_fd):
         os._exit(127)
 
 
-def start(spec):
-    """Fork one holder; return (pid, fd that says "ready" or the error)."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        child(spec, write_fd)
-    os.close(write_fd)
-    return pid, read_fd
-
-
 def main():
     """Start every node's holder of SPEC at once (one Python start-up for all of them); print
     their pids as a JSON list, or the first error (then no holder is left running)."""
     specs = json.loads(sys.argv[1])
-    started = [start(spec) for spec in specs]
+    started = [fork_piped(child, spec) for spec in specs]  # each fd: "ready" or the error
     messages = {fd: b"" for _, fd in started}
     pending = set(messages)
     deadline = time.monotonic() + READY_TIMEOUT
