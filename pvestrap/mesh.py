@@ -94,8 +94,7 @@ def run_agents(targets: Mapping[str, str], agent: Sequence[str], jobs: Mapping[s
             procs[name] = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                            stderr=subprocess.PIPE, text=True, bufsize=1, env=env)
             try:
-                procs[name].stdin.write(json.dumps(jobs[name]) + "\n")
-                procs[name].stdin.flush()
+                _send(procs[name], json.dumps(jobs[name]))
             except OSError:
                 pass  # it died at once; READY will not come and _why says why
         deadline = time.monotonic() + timeout_s
@@ -108,8 +107,7 @@ def run_agents(targets: Mapping[str, str], agent: Sequence[str], jobs: Mapping[s
         for name, proc in procs.items():
             if name not in failed:
                 try:
-                    proc.stdin.write(GO + "\n")
-                    proc.stdin.flush()
+                    _send(proc, GO)
                 except OSError:
                     failed[name] = _why(proc, "hung up before GO")
         results = []
@@ -141,7 +139,7 @@ def _read_until(proc: subprocess.Popen, marker: str, deadline: float) -> str | N
     box: list[str | None] = [None]
 
     def reader() -> None:
-        for raw in proc.stdout:
+        for raw in proc.stdout or ():
             if raw.startswith(marker):
                 box[0] = raw.rstrip("\n")
                 return
@@ -152,10 +150,18 @@ def _read_until(proc: subprocess.Popen, marker: str, deadline: float) -> str | N
     return box[0]
 
 
+def _send(proc: subprocess.Popen, line: str) -> None:
+    """One line to an agent's stdin (OSError when it hung up)."""
+    if proc.stdin is None:
+        raise OSError("the agent has no stdin")
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+
+
 def _why(proc: subprocess.Popen, what: str) -> str:
     if proc.poll() is None:
         return f"{what} in time"
-    err = (proc.stderr.read() or "").strip().splitlines()
+    err = ((proc.stderr.read() if proc.stderr else "") or "").strip().splitlines()
     return f"{what} (exit {proc.returncode}{': ' + ' | '.join(err[-3:]) if err else ''})"
 
 
@@ -298,7 +304,8 @@ def _towards_pending(f: Finding, waiting: Mapping[str, frozenset[int]]) -> Findi
     (its report says so: apply's network phase has not configured it yet) is a SKIP: the
     path is probed after that node's apply, as its own probes over the link are."""
     peer, link = f.payload.get("peer"), f.payload.get("link")
-    if f.severity not in (Severity.FAIL, Severity.WARN) or link not in waiting.get(peer, ()):
+    if f.severity not in (Severity.FAIL, Severity.WARN) or not isinstance(peer, str) \
+            or link not in waiting.get(peer, ()):
         return f
     code = "latency-pending" if f.check == "latency" else "link-port-pending"
     return Finding(code, Severity.SKIP, f"{peer}'s link{link} address is planned, not "

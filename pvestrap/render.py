@@ -239,7 +239,7 @@ def _plan_entries(dc: Datacenter) -> dict[str, str | dict[str, str]]:
         value = getattr(dc, key)
         if value is not None:
             out[key] = str(value)
-    props = {
+    props: dict[str, Mapping[str, object]] = {
         "migration": {"type": dc.migration_type, "network": dc.migration_network},
         "replication": {"type": dc.replication_type, "network": dc.replication_network},
         "ha": {"shutdown_policy": dc.ha_shutdown_policy},
@@ -255,7 +255,7 @@ def _plan_entries(dc: Datacenter) -> dict[str, str | dict[str, str]]:
 
 def _property_string(values: Mapping[str, str], default_key: str | None = None) -> str:
     """`k=v,k=v` as pve-common prints it: the default key's bare value first, then keys sorted."""
-    parts = [values[default_key]] if default_key in values else []
+    parts = [values[default_key]] if default_key is not None and default_key in values else []
     parts += [f"{k}={v}" for k, v in sorted(values.items()) if k != default_key]
     return ",".join(parts)
 

@@ -425,7 +425,8 @@ class PveJoinStep:
 
 def _classify(exc: CommandFailed, attempt: int, default: str = "join-failed") -> JoinFailed:
     output = exc.stdout + "\n" + exc.stderr
-    code, details = default, {"returncode": exc.returncode, "attempts": attempt + 1}
+    code = default
+    details: dict[str, object] = {"returncode": exc.returncode, "attempts": attempt + 1}
     for pattern, candidate in _JOIN_ERRORS:
         m = pattern.search(output)
         if m:

@@ -61,8 +61,9 @@ def reasons(exc: PvestrapError) -> tuple[str, ...]:
     """Why it failed, as codes: a failed step's cause, a refused join's findings, else the
     error's own code."""
     cause = getattr(exc, "cause", None)
-    if getattr(exc, "cause_code", None):
-        found = getattr(cause, "reasons", None) or (exc.cause_code,)
+    cause_code = getattr(exc, "cause_code", None)
+    if cause_code:
+        found = getattr(cause, "reasons", None) or (cause_code,)
     else:
         found = getattr(exc, "reasons", None) or (exc.code,)
     return tuple(found)

@@ -67,5 +67,6 @@ def setup(plan: ClusterPlan, me: Node, wait_s: float, ignore: Sequence[str], say
         raise OperationFailed(f"the QDevice preflight failed ({', '.join(failed)}): nothing "
                               "was changed", code="qdevice-preflight-failed")
     qd.run_change(system, change, on_progress=lambda e: say(f"  [{e.state}] {e.step_id}"))
-    say(f"QDevice at {plan.qdevice.host} set up: {change.math.expected} expected votes")
+    votes = f": {change.math.expected} expected votes" if change.math else ""
+    say(f"QDevice at {plan.qdevice.host} set up{votes}")
     return "configured"

@@ -79,7 +79,8 @@ def _host(st: LabState, index: int) -> dict[str, Any]:
     ssh_args = ["-o", f"ProxyCommand={proxy}",
                 "-o", f"UserKnownHostsFile={layout.ssh_dir / 'known_hosts'}",
                 "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"]
-    node = {f"link{link}": names.address(link, index) for link in range(st.links)}
+    node: dict[str, str | int] = {f"link{link}": names.address(link, index)
+                                  for link in range(st.links)}
     node["nodeid"] = index
     return {
         "ansible_host": layout.node_name(index),

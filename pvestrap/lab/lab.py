@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 from pvestrap.errors import UserError
 from pvestrap.lab import (build, effects, files, impair, names, proc, pvenode, pvestack,
                           services, state, teardown)
+from pvestrap.lab.state import LabState
 
 NodeRef = int | str
 
@@ -138,7 +139,7 @@ class Lab:
         index = self._index(st, ref)
         return LabNode(self.prefix, index, st.holders[index], st.links)
 
-    def _index(self, st: state.LabState, ref: NodeRef) -> int:
+    def _index(self, st: LabState, ref: NodeRef) -> int:
         if isinstance(ref, int) and not isinstance(ref, bool):
             if 1 <= ref <= st.nodes:
                 return ref
@@ -204,7 +205,7 @@ class Lab:
                     out[st.layout.node_name(index)] = pid
         return out
 
-    def _indexes(self, st: state.LabState, nodes) -> list[int]:
+    def _indexes(self, st: LabState, nodes) -> list[int]:
         if nodes is None:
             return list(range(1, st.nodes + 1))
         if isinstance(nodes, (str, int)):
