@@ -117,6 +117,12 @@ class Cluster:
     def local(self) -> MemberHost:
         return next(m for m in self.members if m.local)
 
+    @property
+    def writer(self) -> MemberHost:
+        """The member that does the cluster-wide part once (pmxcfs's copy, the reload): this
+        node when it is a member, else the first member (node separate: this node leaves)."""
+        return next((m for m in self.members if m.local), self.members[0])
+
 
 def read_cluster(system: System, changing: int | None,
                  timeouts: LinkTimeouts = LinkTimeouts()) -> Cluster:
@@ -270,11 +276,11 @@ class ShellOps:
         path = self.cluster.shared or PVE_COROSYNC_CONF
         script = cfs_locked(replace_script(path, keep_backup=False),
                             self.cluster.timeouts.lock_wait)
-        return self._replace(self.cluster.local, path, script, text)
+        return self._replace(self.cluster.writer, path, script, text)
 
     def restore_shared(self, states: States) -> str | None:
         script, stdin = put_script(states)
-        return self._put(self.cluster.local,
+        return self._put(self.cluster.writer,
                          cfs_locked(script, self.cluster.timeouts.lock_wait), stdin)
 
     def _replace(self, member: MemberHost, path: str, script: str,
@@ -298,7 +304,7 @@ class ShellOps:
         return None
 
     def reload(self) -> None:
-        self._run(self.cluster.local, " ".join(RELOAD), "reload corosync")
+        self._run(self.cluster.writer, " ".join(RELOAD), "reload corosync")
 
     def corosync_state(self, member: MemberHost) -> tuple[str, str]:
         from pvestrap.verify import CFGTOOL_PEERS, RUNTIME_VERSION
@@ -343,6 +349,7 @@ class PhaseStep:
     cluster: Cluster
     before: str
     ops: MemberOps = field(compare=False)
+    ignore: tuple[str, ...] = ()  # findings that do not keep the members from converging
 
     @property
     def id(self) -> str:
@@ -375,7 +382,7 @@ class PhaseStep:
                                       + "; ".join(errors), code="members-update-failed")
             reloading = True
             self.ops.reload()
-            wait_converged(system, self.cluster, self.ops, self.phase.conf)
+            wait_converged(system, self.cluster, self.ops, self.phase.conf, self.ignore)
         except PvestrapError as exc:
             try:
                 self.undo(system, memo, reload=reloading)

@@ -38,7 +38,7 @@ from pvestrap.corosync.status import QUORUMTOOL, QuorumStatus, StatusUnparsable,
 from pvestrap.corosync.tree import ConfNode
 from pvestrap.errors import OperationFailed, PvestrapError, UserError
 from pvestrap.findings import Finding, fail, passed
-from pvestrap.paths import COROSYNC_CONF, PVE_KNOWN_HOSTS, PVE_NODES
+from pvestrap.paths import COROSYNC_CONF, PVE_COROSYNC_CONF, PVE_KNOWN_HOSTS, PVE_NODES
 from pvestrap.render import Change
 from pvestrap.system import System
 
@@ -371,7 +371,7 @@ def member_quorum(system: System, cluster: Cluster, member: MemberHost) -> Quoru
 def cluster_side(cluster: Cluster) -> MemberHost:
     """The member that does the cluster-wide part once (the files of the cluster filesystem):
     this node when it stays, else the first staying member (node separate)."""
-    return next((m for m in cluster.members if m.local), cluster.members[0])
+    return cluster.writer
 
 
 @dataclass(frozen=True)
@@ -426,12 +426,34 @@ class NodesDirAsideStep:
                       f"put {self.source} back", timeout=60)
 
 
+def undo_delnode(system: System, removal: Removal, ops: MemberOps, current: str | None) -> str:
+    """NAME back in the nodelist after `pvecm delnode NAME` (CURRENT: the file delnode left).
+    pmxcfs never hands on a corosync.conf whose config_version is below the members' own
+    (pve-cluster src/pmxcfs/dcdb.c, dcdb_sync_corosync_conf: "local corosync.conf is newer"), so
+    the old file written back would stay in /etc/pve only. The old nodelist goes back with a
+    config_version above delnode's instead, the way a link change writes it: every member's own
+    file, then pmxcfs's copy under its lock, one reload (links.PhaseStep). NAME is powered off:
+    its links stay down. Returns the file put back."""
+    try:
+        now = CorosyncConf.parse(current).config_version if current else None
+    except PvestrapError:
+        now = None
+    version = max(now or 0, removal.after.config_version or 0) + 1
+    back = CorosyncConf.parse(removal.cluster.text).at_version(version)
+    phase = Phase(f"re-add-{removal.name}", f"put {removal.name} back into the nodelist "
+                  f"(config_version {version})", back)
+    links.PhaseStep(phase, removal.cluster, current or removal.after.text(), ops,
+                    ignore=("knet-link-down",)).apply(system)
+    return back.text()
+
+
 @dataclass(frozen=True)
 class DelnodeStep:
     """`pvecm delnode NAME`; pmxcfs hands the new corosync.conf to every member's corosync.
-    Undone by putting /etc/pve/corosync.conf back as it was (pmxcfs spreads that too)."""
+    Undone by `undo_delnode`: the old nodelist at a config_version above delnode's."""
 
     removal: Removal
+    ops: MemberOps | None = field(default=None, compare=False)
     id: str = "delnode"
 
     @property
@@ -439,23 +461,18 @@ class DelnodeStep:
         return f"pvecm delnode {self.removal.name}"
 
     def plan(self, system: System) -> list[Action]:
-        from pvestrap.paths import PVE_COROSYNC_CONF
-
         return [Change(PVE_COROSYNC_CONF, self.removal.cluster.text, self.removal.after.text(),
                        0o640), PlannedCommand(("pvecm", "delnode", self.removal.name))]
 
-    def apply(self, system: System) -> str | None:
-        from pvestrap.paths import PVE_COROSYNC_CONF
-
-        before = system.read_text(PVE_COROSYNC_CONF)
+    def apply(self, system: System) -> bool:
         system.run(["pvecm", "delnode", self.removal.name], timeout=120)
-        return before
+        return True
 
-    def undo(self, system: System, memo: str | None) -> None:
-        from pvestrap.paths import PVE_COROSYNC_CONF
-
-        if memo is not None:
-            system.write_text(PVE_COROSYNC_CONF, memo, backup=False)
+    def undo(self, system: System, memo: bool) -> None:
+        if memo:
+            undo_delnode(system, self.removal,
+                         self.ops or links.ShellOps(system, self.removal.cluster),
+                         system.read_text(PVE_COROSYNC_CONF))
 
 
 # -- the whole removal -----------------------------------------------------------------------------
@@ -471,7 +488,7 @@ def steps(system: System, removal: Removal, ops: MemberOps | None = None) -> lis
                                      (*tool, str(before)) if before else None,
                                      writable=PVE_LOCAL if removal.backend == "pve" else None))
     if removal.backend == "pve":
-        out += [NodesDirAsideStep(removal), KnownHostsStep(removal), DelnodeStep(removal)]
+        out += [NodesDirAsideStep(removal), KnownHostsStep(removal), DelnodeStep(removal, ops)]
     else:
         phase = Phase(f"remove-{removal.name}", f"remove {removal.name} from the nodelist on "
                       "every member and reload corosync", removal.after)

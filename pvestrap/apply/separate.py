@@ -261,7 +261,7 @@ def pve_steps(sep: Separation, control_path: str | None = None) -> list:
                                              r.votes.expected_now, None, member=first,
                                              cluster=r.cluster))
     return out + [removal.NodesDirAsideStep(r, control_path), removal.KnownHostsStep(r),
-                  separate_pve.RemoteDelnodeStep(r.name, first, r.cluster, control_path),
+                  separate_pve.RemoteDelnodeStep(r, first, control_path, sep.aside),
                   removal.VerifyStep(r)]
 
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 from pvestrap.apply.corosync import quorum_status
 from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait
-from pvestrap.apply.links import Cluster, MemberHost
-from pvestrap.apply.remote import parse_show, show_script
+from pvestrap.apply.links import MemberHost, MemberOps, ShellOps
+from pvestrap.apply.removal import Removal, undo_delnode
 from pvestrap.errors import OperationFailed, PvestrapError
-from pvestrap.paths import PVE_COROSYNC_CONF
+from pvestrap.paths import COROSYNC_CONF, PVE_COROSYNC_CONF
 from pvestrap.system import System
 
 PVE_MOUNT = "/etc/pve"
@@ -181,14 +181,22 @@ class StartClusterStep:
 
 @dataclass(frozen=True)
 class RemoteDelnodeStep:
-    """`pvecm delnode NAME` on a staying member (it refuses without quorum); undo puts that
-    member's /etc/pve/corosync.conf back as it was (pmxcfs hands it to every member)."""
+    """`pvecm delnode NAME` on a staying member (it refuses without quorum); undone by
+    removal.undo_delnode: the old nodelist back at a config_version above delnode's (pmxcfs
+    refuses a lower one). This node's copies kept ASIDE get that file too, so that its corosync,
+    started again by the later undos, is not older than the cluster's (corosync.conf(5),
+    config_version: a node joining with an older one is terminated)."""
 
-    name: str
+    removal: Removal = field(compare=False)
     member: MemberHost
-    cluster: Cluster = field(compare=False)
     control_path: str | None = None
+    aside: str | None = None
+    ops: MemberOps | None = field(default=None, compare=False)
     id: str = "delnode"
+
+    @property
+    def name(self) -> str:
+        return self.removal.name
 
     @property
     def description(self) -> str:
@@ -198,26 +206,24 @@ class RemoteDelnodeStep:
         return [PlannedCommand(("ssh", f"root@{self.member.name}",
                                 shlex.join(("pvecm", "delnode", self.name)))),
                 PlannedWait(f"{self.member.name}'s pmxcfs hands the nodelist to every member",
-                            self.cluster.timeouts.verify)]
+                            self.removal.cluster.timeouts.verify)]
 
-    def apply(self, system: System) -> str | None:
-        shell = self.cluster.access(system, self.member, self.control_path)
-        try:
-            before = parse_show(shell.run(show_script([PVE_COROSYNC_CONF]), "read "
-                                          f"{PVE_COROSYNC_CONF}", mutates=False).stdout)
-            found = before.get(PVE_COROSYNC_CONF)
-            memo = found.data.decode() if found is not None and found.data else None
-        except (PvestrapError, UnicodeDecodeError):
-            memo = None
+    def apply(self, system: System) -> bool:
+        shell = self.removal.cluster.access(system, self.member, self.control_path)
         shell.run(shlex.join(("pvecm", "delnode", self.name)), f"pvecm delnode {self.name}",
                   timeout=180)
-        return memo
+        return True
 
-    def undo(self, system: System, memo: str | None) -> None:
-        if memo is None:
+    def undo(self, system: System, memo: bool) -> None:
+        if not memo:
             return
-        shell = self.cluster.access(system, self.member, self.control_path)
-        new = PVE_COROSYNC_CONF + ".pvestrap-undo"
-        shell.run(f"cat > {shlex.quote(new)} && mv {shlex.quote(new)} "
-                  f"{shlex.quote(PVE_COROSYNC_CONF)}", f"put {PVE_COROSYNC_CONF} back",
-                  input=memo)
+        ops = self.ops or ShellOps(system, self.removal.cluster, self.control_path)
+        try:
+            current = ops.read(self.member)
+        except PvestrapError:
+            current = None
+        text = undo_delnode(system, self.removal, ops, current)
+        for path in (PVE_COROSYNC_CONF, COROSYNC_CONF):
+            kept = f"{self.aside}{path}" if self.aside else None
+            if kept and system.exists(kept):
+                system.write_text(kept, text, backup=False)

@@ -243,12 +243,17 @@ class CorosyncConf:
 
     def bump_version(self) -> "CorosyncConf":
         """config_version + 1: corosync only takes a changed file whose version went up."""
-        totem = self._top("totem")
         if self.config_version is None:
             raise UserError("totem.config_version is missing or not a whole number",
                             code="conf-config-version-missing",
                             remedy="add 'config_version: 1' to the totem section")
-        return self._edit(totem, totem.set("config_version", str(self.config_version + 1)))
+        return self.at_version(self.config_version + 1)
+
+    def at_version(self, version: int) -> "CorosyncConf":
+        """This file with config_version VERSION (e.g. an older nodelist put back above the
+        version that replaced it)."""
+        totem = self._top("totem")
+        return self._edit(totem, totem.set("config_version", str(version)))
 
     # -- edit helpers --------------------------------------------------------------------------
     def _edit(self, old: Section, new: Section) -> "CorosyncConf":
