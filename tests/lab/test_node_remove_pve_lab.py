@@ -12,6 +12,40 @@ import pytest
 from labtesting import wait
 from pvelab import form, pve_status
 
+# node remove's own steps on n1 with the step after delnode failing (the verify, replaced): the
+# undo runs on the real stack, as it would after a verify that never settles
+FAIL_AFTER_DELNODE = """
+import sys
+from pvestrap.apply import links, removal as rm
+from pvestrap.apply.engine import PlannedWait, StepFailed
+from pvestrap.errors import OperationFailed
+from pvestrap.system import RealSystem
+
+
+class Fails:
+    id = "verify"
+    description = "fails on purpose"
+
+    def plan(self, system):
+        return [PlannedWait(self.description, 1.0)]
+
+    def apply(self, system):
+        raise OperationFailed("injected failure after delnode", code="injected")
+
+    def undo(self, system, memo):
+        return None
+
+
+system = RealSystem()
+removal, _ = rm.read_removal(system, sys.argv[1])
+try:
+    links.run_locked(system, removal.cluster,
+                     lambda ops: [*rm.steps(system, removal, ops)[:-1], Fails()])
+except StepFailed as exc:
+    print("undone:", ",".join(exc.undone), "undo-failures:",
+          "; ".join(f"{f.step_id}: {f.cause}" for f in exc.undo_failures) or "none")
+"""
+
 pytestmark = pytest.mark.lab
 
 PVESTRAP = [sys.executable, "-m", "pvestrap"]
@@ -65,3 +99,26 @@ def test_lost_quorum_with_real_pvecm_needs_expected_votes(lab):
     status = pve_status(two, 1)
     assert status.quorate and status.expected_votes == 1
     assert n2.name not in two.node(1).path("/etc/pve/corosync.conf").read_text()
+
+
+def test_a_failure_after_real_delnode_puts_the_node_back_above_delnodes_config_version(lab):
+    """pmxcfs never hands on a lower config_version (pve-cluster src/pmxcfs/dcdb.c): the undo
+    writes the old nodelist at delnode's + 1 (3 after the joins, 4 delnode, 5 the undo), and
+    every staying member's corosync runs it."""
+    three = form(lab, 3, "9")
+    n3 = three.node(3)
+    power_off(three, 3)
+    out = three.exec(1, [sys.executable, "-c", FAIL_AFTER_DELNODE, n3.name], timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "undone: delnode,known-hosts,nodes-dir-aside undo-failures: none" in out.stdout, \
+        out.stdout + out.stderr
+    shared = three.node(1).path("/etc/pve/corosync.conf").read_text()
+    assert "config_version: 5" in shared and f"name: {n3.name}" in shared
+    for index in (1, 2):
+        assert three.node(index).path("/etc/corosync/corosync.conf").read_text() == shared
+        assert three.node(index).path("/etc/pve/corosync.conf").read_text() == shared
+        running = three.exec(index, ["corosync-cmapctl", "-g", "totem.config_version"]).stdout
+        assert running.strip().endswith("= 5"), running
+        status = pve_status(three, index)
+        assert status.quorate and status.expected_votes == 3
+        assert three.exec(index, ["test", "-d", f"/etc/pve/nodes/{n3.name}"]).returncode == 0
