@@ -369,8 +369,7 @@ def member_quorum(system: System, cluster: Cluster, member: MemberHost) -> Quoru
 # -- Proxmox VE ------------------------------------------------------------------------------------
 
 def cluster_side(cluster: Cluster) -> MemberHost:
-    """The member that does the cluster-wide part once (the files of the cluster filesystem):
-    this node when it stays, else the first staying member (node separate)."""
+    """The member that does the cluster-wide part once (links.Cluster.writer)."""
     return cluster.writer
 
 
@@ -427,21 +426,18 @@ class NodesDirAsideStep:
 
 
 def undo_delnode(system: System, removal: Removal, ops: MemberOps, current: str | None) -> str:
-    """NAME back in the nodelist after `pvecm delnode NAME` (CURRENT: the file delnode left).
-    pmxcfs never hands on a corosync.conf whose config_version is below the members' own
-    (pve-cluster src/pmxcfs/dcdb.c, dcdb_sync_corosync_conf: "local corosync.conf is newer"), so
-    the old file written back would stay in /etc/pve only. The old nodelist goes back with a
-    config_version above delnode's instead, the way a link change writes it: every member's own
-    file, then pmxcfs's copy under its lock, one reload (links.PhaseStep). NAME is powered off:
-    its links stay down. Returns the file put back."""
+    """NAME back in the nodelist after `pvecm delnode NAME` (CURRENT: the file delnode left), at a
+    config_version above delnode's: pmxcfs never hands on a lower one (pve-cluster
+    src/pmxcfs/dcdb.c, dcdb_sync_corosync_conf). Written as a link change writes it (members'
+    files, then pmxcfs's copy, one reload); NAME's links stay down. Returns the file."""
     try:
         now = CorosyncConf.parse(current).config_version if current else None
     except PvestrapError:
-        now = None
+        now = None  # delnode's own then
     version = max(now or 0, removal.after.config_version or 0) + 1
     back = CorosyncConf.parse(removal.cluster.text).at_version(version)
-    phase = Phase(f"re-add-{removal.name}", f"put {removal.name} back into the nodelist "
-                  f"(config_version {version})", back)
+    phase = Phase(f"re-add-{removal.name}", f"put {removal.name} back (config_version {version})",
+                  back)
     links.PhaseStep(phase, removal.cluster, current or removal.after.text(), ops,
                     ignore=("knet-link-down",)).apply(system)
     return back.text()
@@ -449,8 +445,7 @@ def undo_delnode(system: System, removal: Removal, ops: MemberOps, current: str 
 
 @dataclass(frozen=True)
 class DelnodeStep:
-    """`pvecm delnode NAME`; pmxcfs hands the new corosync.conf to every member's corosync.
-    Undone by `undo_delnode`: the old nodelist at a config_version above delnode's."""
+    """`pvecm delnode NAME` (pmxcfs hands its file to every member); undone by undo_delnode."""
 
     removal: Removal
     ops: MemberOps | None = field(default=None, compare=False)
