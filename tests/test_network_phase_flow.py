@@ -213,4 +213,5 @@ def test_a_joiner_without_a_probe_source_says_the_link_was_not_probed(root):
     lines: list[str] = []
     with pytest.raises(MemberUnreachable):
         apply_node(joiner_plan(), "n1", context(system, root, lines, confirm=lambda q: True))
-    assert any("link0 not probed over the new address" in line for line in lines)
+    assert any("link0 not probed over the new address (no probe token: pass --token-file"
+               in line for line in lines)

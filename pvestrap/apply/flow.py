@@ -40,6 +40,7 @@ from pvestrap.apply.network_phase import NetworkTimeouts, Prober
 from pvestrap.apply.remote import MemberUnreachable, Remote, member_lock
 from pvestrap.apply.showing import progress_printer, show_plan
 from pvestrap.checks.localsys import Machine, read_machine
+from pvestrap.checks.probe import Token
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.errors import OperationFailed, PvestrapError, UserError
 from pvestrap.findings import Finding, Severity, apply_ignores, fail
@@ -110,6 +111,17 @@ def default_preflight(root: str = "/") -> Preflight:
     return run
 
 
+def probing_preflight(token: Token, root: str = "/") -> Preflight:
+    """The preflight with probes of probe_peers(), whose responders run with TOKEN: apply's
+    recheck after the network phase (`pvestrap apply --token-file`)."""
+
+    def run(plan: ClusterPlan, node: str) -> Report:
+        probes = preflight.Probes(token, only=probe_peers(plan, node))
+        return preflight.run(plan, node, probes=probes, root=root)
+
+    return run
+
+
 def plan_only_preflight(plan: ClusterPlan, node: str) -> Report:
     """Plan validation as a report: the gate of tests that bring their own machine."""
     from pvestrap.plan import validate
@@ -164,9 +176,7 @@ class ApplyContext:
     gather_s: float = 0.0  # an unattended join waits this long for the others (apply.batch)
     prober: Prober | None = None  # None: the ARP probe (pvestrap.apply.address_probe)
     network_timeouts: NetworkTimeouts = NetworkTimeouts()
-    # The preflight again, with probes of probe_peers(), after the network phase configured a
-    # link's address (None: no probe source here, said so). The wizard passes its own.
-    recheck: Preflight | None = None
+    recheck: Preflight | None = None  # after the network phase (_recheck); None: no probes
 
 
 def apply_node(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
@@ -254,8 +264,8 @@ def _recheck(plan: ClusterPlan, node: str, ctx: ApplyContext, done: str) -> None
                 "creates the cluster): the joiners' preflight probes it")
         return
     if ctx.recheck is None:
-        ctx.out(f"network: {shown} not probed over the new address (apply has no probe token): "
-                "`pvestrap preflight --answers F --token-file T` probes it")
+        ctx.out(f"network: {shown} not probed over the new address (no probe token: pass "
+                "--token-file, the token of the members' responders)")
         return
     ctx.out(f"network: probing {shown} over the new address ({', '.join(sorted(peers))})")
     gate(ctx.recheck(plan, node), (*ctx.ignore, *plan.preflight.ignore_checks), ctx.out, done)

@@ -10,6 +10,9 @@ from typing import List, Optional
 import typer
 
 MAX_LOCK_WAIT_S = 3600.0
+TOKEN_HELP = ("The token the members' responders run with (or $PVESTRAP_PROBE_TOKEN): after the "
+              "network phase configured a link, a joiner probes the member over it before the "
+              "cluster steps.")
 BATCH_HELP = ("With --yes on a joining node (plain corosync): once this node holds the member's "
               "join lock, wait up to this long for the answer file's other joiners to queue "
               "there, so that all of them join in one configuration change (default: only the "
@@ -38,6 +41,8 @@ def command(
                                        help="Wait this long for another pvestrap apply on this "
                                             "node to finish (default: refuse at once)."),
     batch_wait: float = typer.Option(0.0, "--batch-wait", metavar="SECONDS", help=BATCH_HELP),
+    token_file: Optional[str] = typer.Option(None, "--token-file", metavar="FILE",
+                                             help=TOKEN_HELP),
 ) -> None:
     """Preflight, show the plan, confirm, then create or join the cluster on this node.
 
@@ -49,8 +54,8 @@ def command(
     """
     from pvestrap import answers as answer_files
     from pvestrap.checks.runner import check_ignore_ids
-    from pvestrap.commands.preflight import CHECK_IDS
-    from pvestrap.apply.flow import ApplyContext, apply_node
+    from pvestrap.commands.preflight import CHECK_IDS, _token
+    from pvestrap.apply.flow import ApplyContext, apply_node, probing_preflight
     from pvestrap.errors import UserError
     from pvestrap.system import RealSystem
 
@@ -64,16 +69,18 @@ def command(
     plan = answer_files.load(answers)
     name = answer_files.select_node(plan, node).name
     base = str(root) if root is not None else "/"
-
-    def confirm(question: str) -> bool:
-        return typer.confirm(question, default=False)
-
+    token = _token(token_file)
     ctx = ApplyContext(RealSystem(root=base), root=base, dry_run=dry_run,
                        ignore=tuple(ignore or ()), lock_timeout=lock_timeout,
                        gather_s=batch_wait,
-                       confirm=None if (yes or dry_run) else confirm,
-                       out=lambda line: typer.echo(line))
+                       confirm=None if (yes or dry_run) else _confirm,
+                       out=lambda line: typer.echo(line),
+                       recheck=probing_preflight(token, base) if token is not None else None)
     apply_node(plan, name, ctx)
+
+
+def _confirm(question: str) -> bool:
+    return typer.confirm(question, default=False)
 
 
 def _check_seconds(*flags: tuple[str, float]) -> None:
