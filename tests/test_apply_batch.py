@@ -13,7 +13,7 @@ import pytest
 
 from pvestrap.apply import batch
 from pvestrap.apply import corosync as cs
-from pvestrap.apply.remote import MembersStep, Remote
+from pvestrap.apply.remote import MemberAddress, MembersStep, Remote
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import parse_quorum_status
 from pvestrap.plan import ClusterPlan, Link, Node
@@ -156,7 +156,7 @@ def test_the_holder_batches_the_queue_and_undoes_only_itself():
     change, install, _, wait = steps
     assert isinstance(change, batch.BatchStep) and isinstance(change.members, MembersStep)
     assert change.members.after == install.conf_text == render_corosync_conf(plan, 2)
-    assert change.members.members == (cs.MemberAddress("pve1", "10.254.0.1"),)
+    assert change.members.members == (MemberAddress("pve1", "10.254.0.1"),)
     assert wait.members is None  # quorate is enough: one failed joiner must not fail the rest
     # Nobody waiting: exactly the single join.
     alone = RecordingSystem()
@@ -181,11 +181,13 @@ def test_leaving_removes_only_that_node_with_one_more_bump():
         return 0, shown, ""
 
     system.on(("ssh",), ssh)
-    batch.leave(system, lambda s, a: Remote(s, a), "10.254.0.1", "pve3")
+    batch.leave(system, lambda s, a: Remote(s, a), "10.254.0.1", "pve3",
+                resolver=lambda name: {"pve2": ("192.168.7.2",)}.get(name, ()))
     after = render_corosync_conf(replace(plan, nodes=tuple(
         n for n in plan.nodes if n.name != "pve3")), 3)
-    assert sorted(host for host, _ in written) == ["root@10.254.0.1", "root@10.254.0.2",
-                                                   "root@10.254.0.4"]
+    # pve2 by its name (it resolves here), pve4 at its link0 address (it does not)
+    assert sorted(host for host, _ in written) == ["root@10.254.0.1", "root@10.254.0.4",
+                                                   "root@pve2"]
     assert {text for _, text in written} == {after}
     assert system.commands[-1][-1].endswith("corosync-cfgtool -R")
 

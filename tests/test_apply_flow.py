@@ -21,14 +21,15 @@ from pvestrap.apply import corosync as cs
 from pvestrap.apply.engine import StepFailed
 from pvestrap.apply.flow import (ApplyContext, ApplyDeclined, PreflightFailed, apply_node,
                                  choose_backend, plan_only_preflight)
-from pvestrap.apply.remote import (MemberUnreachable, Remote, RemoteCommandFailed, RemoteFile,
-                                   parse_show, put_script, replace_script, show_script)
+from pvestrap.apply.remote import (MemberAddress, MemberUnreachable, Remote, RemoteCommandFailed,
+                                   RemoteFile, parse_show, put_script, replace_script,
+                                   show_script)
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import parse_quorum_status
 from pvestrap.errors import OperationFailed
 from pvestrap.findings import Finding, Severity
 from pvestrap.paths import COROSYNC_CONF
-from pvestrap.plan import ClusterPlan, Link, Node
+from pvestrap.plan import ClusterPlan, JoinTarget, Link, Node
 from pvestrap.recorded import RecordedCommand, RecordedRemove, RecordedWrite, RecordingSystem
 from pvestrap.render import fresh_node, node_changes, render_corosync_conf
 from pvestrap.report.model import Report, ReportSection
@@ -335,9 +336,30 @@ def test_join_steps_add_the_planned_node_and_bump_the_version():
     assert [s.id for s in steps] == ["update-members", "install", "start", "wait-quorum"]
     members, install, _, wait = steps
     assert members.after == render_corosync_conf(replace(plan, nodes=plan.nodes[:2]), 2)
-    assert members.members == (cs.MemberAddress("pve1", "10.254.0.1"),)
+    assert members.members == (MemberAddress("pve1", "10.254.0.1"),)
     assert install.conf_text == members.after and wait.members == 2
     assert "k" * 10 not in repr(install)
+
+
+def test_members_are_reached_by_name_where_it_resolves_else_at_their_link0_address():
+    """As Proxmox VE reaches its nodes (its known_hosts and /etc/hosts hold names and management
+    addresses, not the link0 addresses of a new cluster network): by name when the name resolves
+    here to non-loopback addresses, else at link0; the join target stays join.address."""
+    plan = make_plan(nodes=tuple(Node(f"pve{i}", i, {0: f"10.254.0.{i}"}) for i in range(1, 6)),
+                     links=(Link(0, "10.254.0.0/24"),), join=JoinTarget(address="192.168.7.1"))
+    cluster = render_corosync_conf(replace(plan, nodes=plan.nodes[:4]))
+    table = {"pve1": ("192.168.7.1",), "pve2": ("192.168.7.2", "fd12::2"),
+             "pve3": ("127.0.1.1",)}
+    steps = cs.join_steps(plan, "pve5", replace(snapshot(cluster), address="192.168.7.1"),
+                          cs.SYSTEMD, lambda system, address: Remote(system, address),
+                          resolver=lambda name: table.get(name, ()))
+    assert steps[0].members == (MemberAddress("pve1", "192.168.7.1"),
+                                MemberAddress("pve2", "pve2"),
+                                MemberAddress("pve3", "10.254.0.3"),
+                                MemberAddress("pve4", "10.254.0.4"))
+    assert steps[0].description == (
+        f"write the new {COROSYNC_CONF} on pve1 (ssh to 192.168.7.1), pve2 (ssh to pve2), "
+        "pve3 (ssh to 10.254.0.3), pve4 (ssh to 10.254.0.4) and reload corosync there")
 
 
 @pytest.mark.parametrize("change,codes", [

@@ -31,8 +31,9 @@ from typing import Callable, Sequence
 
 from pvestrap.apply import corosync as cs
 from pvestrap.apply.engine import Action, Step
-from pvestrap.apply.remote import (JOIN_LOCK, LOCK_LEASE_S, MemberAddress, MembersStep, Remote,
-                                   member_lock)
+from pvestrap.apply.remote import (JOIN_LOCK, LOCK_LEASE_S, MembersStep, Remote, member_lock,
+                                   members_of)
+from pvestrap.checks.localsys import Resolver, resolve
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.planned import is_listed_as_planned
 from pvestrap.paths import COROSYNC_CONF
@@ -144,13 +145,8 @@ def gather(system: System, remote: Remote, plan: ClusterPlan, me: str, conf: Cor
     return found
 
 
-def members_of(conf: CorosyncConf, leaving: str | None = None) -> tuple[MemberAddress, ...]:
-    return tuple(MemberAddress(str(n.name), n.addresses[min(n.addresses)])
-                 for n in conf.nodes if n.name != leaving)
-
-
 def leave(system: System, remote: Callable[[System, str], Remote], target: str,
-          node: str) -> None:
+          node: str, resolver: Resolver = resolve) -> None:
     """NODE out of the cluster's corosync.conf again: one bump, every other member, one reload.
     Call it holding the join lock."""
     files = remote(system, target).read_files([COROSYNC_CONF], "read the cluster's corosync.conf")
@@ -159,7 +155,8 @@ def leave(system: System, remote: Callable[[System, str], Remote], target: str,
     if not any(n.name == node for n in conf.nodes):
         return
     after = conf.remove_node(node).bump_version().canonical()
-    MembersStep(members_of(conf, node), target, text, after, remote).apply(system)
+    members = members_of(conf, target, resolver, leaving=node)
+    MembersStep(members, target, text, after, remote).apply(system)
 
 
 @dataclass(frozen=True)
@@ -196,11 +193,12 @@ class BatchStep:
 
 def holder_steps(system: System, plan: ClusterPlan, node: str, snapshot: cs.ClusterSnapshot,
                  service: cs.Service, remote: Callable[[System, str], Remote],
-                 timeouts: cs.CorosyncTimeouts, gather_s: float = 0.0
-                 ) -> tuple[list[Step], tuple[str, ...]]:
+                 timeouts: cs.CorosyncTimeouts, gather_s: float = 0.0,
+                 resolver: Resolver = resolve) -> tuple[list[Step], tuple[str, ...]]:
     """The join of the lock's holder: corosync.join_steps when nobody else waits (or when it
     resumes), else the batch's steps; and the batched joiners' names."""
-    single = cs.join_steps(plan, node, snapshot, service, remote, timeouts)  # refuses first
+    single = cs.join_steps(plan, node, snapshot, service, remote, timeouts,  # refuses first
+                           resolver)
     if not isinstance(single[0], MembersStep):
         return single, ()
     conf = CorosyncConf.parse(snapshot.conf_text, f"{snapshot.address}:{COROSYNC_CONF}")
@@ -209,7 +207,8 @@ def holder_steps(system: System, plan: ClusterPlan, node: str, snapshot: cs.Clus
     if not names:
         return single, ()
     text = joined_conf(plan, (node, *names), snapshot.conf_text)  # render's, as for one joiner
-    members = MembersStep(members_of(conf), snapshot.address, snapshot.conf_text, text, remote)
+    members = MembersStep(members_of(conf, snapshot.address, resolver), snapshot.address,
+                          snapshot.conf_text, text, remote)
     t = timeouts
     return [BatchStep(members, names, node), cs.InstallStep(text, snapshot.authkey),
             cs.StartStep(service, restart=False, timeout=t.service),

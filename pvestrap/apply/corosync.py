@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait, Step, WriteFileStep
-from pvestrap.apply.remote import (MemberAddress, MembersStep, Remote, RemoteFile, parse_show,
+from pvestrap.apply.remote import (MembersStep, Remote, RemoteFile, members_of, parse_show,
                                    show_script)
+from pvestrap.checks.localsys import Resolver, resolve
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.planned import is_listed_as_planned, node_differences
 from pvestrap.corosync.status import (QuorumStatus, StatusUnparsable, parse_quorum_status,
@@ -452,11 +453,12 @@ class InstallStep:
 
 
 def join_steps(plan: ClusterPlan, node_name: str, snapshot: ClusterSnapshot, service: Service,
-               remote: Callable[[System, str], Remote],
-               timeouts: CorosyncTimeouts = CorosyncTimeouts()) -> list[Step]:
+               remote: Callable[[System, str], Remote], timeouts: CorosyncTimeouts =
+               CorosyncTimeouts(), resolver: Resolver = resolve) -> list[Step]:
     """The join as steps, from what the member said; refuses (JoinRefused) before any change
     when the cluster and the plan disagree. The new corosync.conf, on the members and here, is
-    render's for this node over the cluster's file (render.corosync_conf_for)."""
+    render's for this node over the cluster's file (render.corosync_conf_for). RESOLVER: this
+    node's name lookup, how the members are reached (remote.reach_address)."""
     conf = CorosyncConf.parse(snapshot.conf_text, f"{snapshot.address}:{COROSYNC_CONF}")
     resuming = is_listed_as_planned(plan, node_name, conf)
     problems = check_join(plan, node_name, conf, snapshot, resuming)
@@ -469,8 +471,7 @@ def join_steps(plan: ClusterPlan, node_name: str, snapshot: ClusterSnapshot, ser
                                          timeouts.poll)]
     if resuming:  # the members have us already: finish the join on this node only
         return finish
-    members = tuple(MemberAddress(str(n.name), n.addresses[min(n.addresses)])
-                    for n in conf.nodes)
+    members = members_of(conf, snapshot.address, resolver)
     return [MembersStep(members, snapshot.address, snapshot.conf_text, text, remote), *finish]
 
 

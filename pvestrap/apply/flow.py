@@ -39,7 +39,7 @@ from pvestrap.apply.network_guard import refuse_cutting_branch
 from pvestrap.apply.network_phase import NetworkTimeouts, Prober
 from pvestrap.apply.remote import MemberUnreachable, Remote, member_lock
 from pvestrap.apply.showing import progress_printer, show_plan
-from pvestrap.checks.localsys import Machine, read_machine
+from pvestrap.checks.localsys import Machine, Resolver, read_machine, resolve as resolve_name
 from pvestrap.checks.probe import Token
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.errors import OperationFailed, PvestrapError, UserError
@@ -177,6 +177,7 @@ class ApplyContext:
     prober: Prober | None = None  # None: the ARP probe (pvestrap.apply.address_probe)
     network_timeouts: NetworkTimeouts = NetworkTimeouts()
     recheck: Preflight | None = None  # after the network phase (_recheck); None: no probes
+    resolver: Resolver = resolve_name  # this node's name lookup: how members are reached over ssh
 
 
 def apply_node(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
@@ -375,9 +376,9 @@ def _join(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System,
         remote = _remote_factory(t, target, control)
         snapshot = cs.read_cluster(remote(system, target))
         if not unattended:
-            return cs.join_steps(plan, node, snapshot, service, remote, t)
+            return cs.join_steps(plan, node, snapshot, service, remote, t, ctx.resolver)
         found, names = batch.holder_steps(system, plan, node, snapshot, service, remote, t,
-                                          ctx.gather_s)
+                                          ctx.gather_s, ctx.resolver)
         if names:
             ctx.out(f"joining in one change with {', '.join(names)} (they waited too)")
         return found

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 from pvestrap.apply.engine import Action, PlannedCommand
+from pvestrap.checks.localsys import Resolver, is_loopback, resolve
+from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.errors import OperationFailed, PvestrapError
 from pvestrap.paths import COROSYNC_CONF as CONF
 from pvestrap.render import Change
@@ -341,7 +343,27 @@ def _heartbeat(proc: subprocess.Popen, stop: threading.Event) -> None:
 @dataclass(frozen=True)
 class MemberAddress:
     name: str
-    address: str
+    address: str  # where ssh reaches the member (reach_address)
+
+
+def reach_address(name: str, link0: str, target: str, resolver: Resolver = resolve) -> str:
+    """Where this node reaches member NAME over SSH, the way Proxmox VE reaches its nodes: by the
+    node name when it resolves here to non-loopback addresses only (PVE's
+    /etc/pve/priv/known_hosts and every node's /etc/hosts hold names and management addresses,
+    not the link addresses of a dedicated cluster network: pve-cluster, src/PVE/Cluster/Setup.pm,
+    ssh_merge_known_hosts), else at its link0 address. The member the join talks to (TARGET,
+    the answer file's join.address) is reached at TARGET, so its ssh connection is shared."""
+    found = resolver(name)
+    if target in (name, link0, *found):
+        return target
+    return name if found and not any(is_loopback(a) for a in found) else link0
+
+
+def members_of(conf: CorosyncConf, target: str, resolver: Resolver = resolve,
+               leaving: str | None = None) -> tuple[MemberAddress, ...]:
+    """CONF's members but LEAVING, each with the address it is reached at (reach_address)."""
+    return tuple(MemberAddress(str(n.name), reach_address(str(n.name), n.addresses[min(
+        n.addresses)], target, resolver)) for n in conf.nodes if n.name != leaving)
 
 
 @dataclass(frozen=True)
@@ -357,7 +379,7 @@ class MembersStep:
 
     @property
     def description(self) -> str:
-        names = ", ".join(m.name for m in self.members)
+        names = ", ".join(f"{m.name} (ssh to {m.address})" for m in self.members)
         return f"write the new {CONF} on {names} and reload corosync there"
 
     def plan(self, system: System) -> list[Action]:
