@@ -233,8 +233,8 @@ class ExpectedVotesStep:
                                                          "lower expected votes")
         else:
             system.run(list(self.argv), timeout=30)
-        if self.writable and not system.wait_until(lambda: cfs_writable(system, self.writable),
-                                                   30, 0.2, f"{self.writable} writable"):
+        if (path := self.writable) and not system.wait_until(
+                lambda: cfs_writable(system, path), 30, 0.2, f"{path} writable"):
             raise OperationFailed(f"{self.writable} stayed read-only 30 s after lowering the "
                                   "expected votes: pmxcfs does not see quorum",
                                   code="cfs-not-quorate")
