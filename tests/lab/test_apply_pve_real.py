@@ -144,7 +144,7 @@ def test_first_boot_of_a_pve_lab_ends_as_apply_does(lab, tmp_path, release):
     three = lab(nodes=3, pve=release)
     _, answers = answer_file(three, tmp_path)
     secret.ensure(secret.path_for(answers))  # the cluster's first-boot secret, 0600
-    before = preview(three, 1, answers)
+    before = preview(three, 3, answers)  # the last joiner's: the whole cluster
     env = {"PVESTRAP_ANSWERS": str(answers), "PVESTRAP_STATE_DIR": "/run/pvestrap/firstboot",
            "PVESTRAP_FIRSTBOOT": f"{sys.executable} -m pvestrap.firstboot",
            "PVESTRAP_FIRSTBOOT_ARGS": FIRSTBOOT_ARGS}
