@@ -324,3 +324,24 @@ def test_the_lock_dies_with_its_holder(tmp_path: Path):
     holder.wait(timeout=30)
     with apply_lock(str(tmp_path), timeout=0):
         pass
+
+
+def test_unsettled_is_none_once_the_problems_clear_else_the_last_ones_seen():
+    """The one wait for a list of problems to empty (removal, QDevice and link verifies, the
+    network phase's restore), on the system's clock."""
+    from pvestrap.apply.engine import unsettled
+
+    answers = iter([["pve2: not quorate", "pve3: not quorate"], ["pve3: not quorate"], []])
+    system = RecordingSystem()
+    assert unsettled(system, lambda: next(answers), 10.0, 1.0, "the members") is None
+    assert system.clock == 2.0 and system.records == [RecordedWait("the members", 10.0)]
+
+    asked = []
+
+    def never() -> list[str]:
+        asked.append(system.clock)
+        return [f"pve2: expected votes 3, not 2 (at {system.clock:g})"]
+
+    assert unsettled(system, never, 3.0, 1.0, "the members") == \
+        ["pve2: expected votes 3, not 2 (at 5)"]
+    assert len(asked) == 4

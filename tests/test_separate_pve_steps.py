@@ -6,15 +6,17 @@ tests/lab/test_node_separate_pve_lab.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 
 from pvestrap.apply import removal as rm
 from pvestrap.apply import separate as sp
 from pvestrap.apply.corosync import SYSTEMD
-from pvestrap.apply.links import Cluster, MemberHost
+from pvestrap.apply.links import Cluster, MemberHost, PhaseStep, ShellOps
 from pvestrap.checks.removal import vote_plan
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.paths import PVE_KNOWN_HOSTS
+from pvestrap.recorded import RecordingSystem
 from pvestrap.verify import Observed
 
 CONF = "".join(
@@ -37,7 +39,7 @@ def test_separate_plans_the_cluster_side_on_the_first_staying_member():
     ids = [s.id for s in steps]
     assert ids[-4:] == ["nodes-dir-aside", "known-hosts", "delnode", "verify"]
     aside, known, delnode = steps[-4:-1]
-    assert rm.cluster_side(r.cluster).name == "pve2" == delnode.member.name
+    assert r.cluster.writer.name == "pve2" == delnode.member.name
     [move] = aside.plan(None)
     assert move.argv[:2] == ("ssh", "root@pve2")
     assert f"mv -T /etc/pve/nodes/pve1 {r.aside} && echo moved" in move.argv[2]
@@ -52,7 +54,27 @@ def test_separate_plans_the_cluster_side_on_the_first_staying_member():
 def test_remove_does_the_cluster_side_here():
     r = leaving("pve3", (MemberHost("pve2", 2, "10.254.0.2"),
                          MemberHost("pve1", 1, "10.254.0.1", local=True)))
-    assert rm.cluster_side(r.cluster).name == "pve1"
+    assert r.cluster.writer.name == "pve1"
     known = rm.KnownHostsStep(r)
     assert PVE_KNOWN_HOSTS in known.files(r.cluster.members[1])
     assert PVE_KNOWN_HOSTS not in known.files(r.cluster.members[0])
+
+
+def test_the_staying_members_reload_once_on_the_first_of_them_through_the_links_ops():
+    """One owner for where the reload runs (links.ShellOps on Cluster.writer): separate, whose
+    cluster holds only the staying members, reloads on the first of them over SSH; remove, run on
+    a member, reloads here."""
+    r = leaving("pve1", (MemberHost("pve2", 2, "10.254.0.2"), MemberHost("pve3", 3, "10.254.0.3")))
+    sep = sp.Separation(dataclasses.replace(r, backend="corosync"), SYSTEMD)
+    system = RecordingSystem()
+    [phase] = [s for s in sp.steps(system, sep) if isinstance(s, PhaseStep)]
+    assert type(phase.ops) is ShellOps
+    phase.ops.reload()
+    [reload] = system.commands
+    assert reload[0] == "ssh" and reload[-3:] == ("root@10.254.0.2", "--", "corosync-cfgtool -R")
+
+    here = leaving("pve3", (MemberHost("pve2", 2, "10.254.0.2"),
+                            MemberHost("pve1", 1, "10.254.0.1", local=True)))
+    system = RecordingSystem()
+    ShellOps(system, here.cluster).reload()
+    assert system.commands == [("sh", "-c", "corosync-cfgtool -R")]

@@ -15,11 +15,13 @@ step id, the cause, and which steps were undone or could not be.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence, Union
+from typing import Any, Callable, Protocol, Sequence, TypeVar, Union
 
 from pvestrap.errors import OperationFailed, PvestrapError
 from pvestrap.render import Change
 from pvestrap.system import DEFAULT_TIMEOUT, Arg, System, show_command
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -293,3 +295,15 @@ class CommandStep:
         if self.undo_argv is not None:
             system.run(self.undo_argv, timeout=self.timeout)
 
+
+def unsettled(system: System, problems: Callable[[], list[T]], timeout: float, interval: float,
+              what: str) -> list[T] | None:
+    """None once PROBLEMS comes back empty within TIMEOUT (asked every INTERVAL, on the system's
+    clock); else what it said the last time."""
+    seen: list[T] = []
+
+    def check() -> bool:
+        seen[:] = problems()
+        return not seen
+
+    return None if system.wait_until(check, timeout, interval, what=what) else seen

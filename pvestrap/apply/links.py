@@ -31,10 +31,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait
+from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait, unsettled
 from pvestrap.apply.remote import (JOIN_LOCK, Remote, RemoteCommandFailed, RemoteFile,
                                    member_lock, parse_show, put_script, replace_script,
-                                   show_script)
+                                   replaced, show_script)
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import StatusUnparsable, parse_cfgtool_nodes
 from pvestrap.errors import OperationFailed, PvestrapError, UserError
@@ -286,15 +286,7 @@ class ShellOps:
     def _replace(self, member: MemberHost, path: str, script: str,
                  text: str) -> tuple[States | None, str | None]:
         stdin = base64.b64encode(text.encode()).decode() + "\n"
-        try:
-            out, error = self._run(member, script, f"write {path}", input=stdin).stdout, None
-        except RemoteCommandFailed as exc:
-            out, error = exc.stdout, exc.message
-        except PvestrapError as exc:
-            return None, exc.message
-        files = parse_show(out)
-        states = (files.get(path), files.get(path + ".bak"))
-        return (None if None in states else states), error  # type: ignore[return-value]
+        return replaced(path, lambda: self._run(member, script, f"write {path}", input=stdin))
 
     def _put(self, member: MemberHost, script: str, stdin: str) -> str | None:
         try:
@@ -442,14 +434,10 @@ def converged(cluster: Cluster, ops: MemberOps, conf: CorosyncConf,
 def wait_converged(system: System, cluster: Cluster, ops: MemberOps, conf: CorosyncConf,
                    ignore: Sequence[str] = ()) -> None:
     """Poll `converged` (on the system's clock) until it is empty, or raise at the timeout."""
-    problems: list[Finding] = []
-
-    def check() -> bool:
-        problems[:] = converged(cluster, ops, conf, ignore)
-        return not problems
-
-    if not system.wait_until(check, cluster.timeouts.verify, cluster.timeouts.poll,
-                             what=f"members on config_version {conf.config_version}"):
+    problems = unsettled(system, lambda: converged(cluster, ops, conf, ignore),
+                         cluster.timeouts.verify, cluster.timeouts.poll,
+                         f"members on config_version {conf.config_version}")
+    if problems is not None:
         raise LinkVerifyFailed(f"the members did not all run config_version "
                                f"{conf.config_version} with every link up within "
                                f"{cluster.timeouts.verify:g} s", problems)

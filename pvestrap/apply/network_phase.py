@@ -42,7 +42,8 @@ from typing import Callable, Mapping, Sequence
 
 from pvestrap.apply import address_probe
 from pvestrap.apply.engine import (Action, ApplyDeclined, ApplyOutcome, PlannedCommand,
-                                   PlannedWait, Progress, StepFailed, plan_steps, run_steps)
+                                   PlannedWait, Progress, StepFailed, plan_steps, run_steps,
+                                   unsettled)
 from pvestrap.apply.showing import progress_printer, show_plan
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.paths import INTERFACES
@@ -257,14 +258,10 @@ def restore_problems(before: Addresses, now: Addresses,
 
 
 def _verify_restored(system: System, before: Addresses, ctx: _Context) -> None:
-    problems: list[str] = []
-
-    def back() -> bool:
-        problems[:] = restore_problems(before, global_addresses(read_links(system)), ctx.planned)
-        return not problems
-
-    if not system.wait_until(back, ctx.timeouts.restore, ctx.timeouts.interval,
-                             "the previous addresses"):
+    problems = unsettled(
+        system, lambda: restore_problems(before, global_addresses(read_links(system)), ctx.planned),
+        ctx.timeouts.restore, ctx.timeouts.interval, "the previous addresses")
+    if problems is not None:
         raise OperationFailed(f"{INTERFACES} is back as it was, but the addresses are not: "
                               f"{'; '.join(problems)}", code="network-restore-incomplete",
                               remedy="check `ip addr` and run `ifreload -a` from the console")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from pvestrap import qdevice as model
 from pvestrap.apply import links
-from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait
+from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait, unsettled
 from pvestrap.apply.links import Cluster, MemberHost, MemberOps, Phase, PhaseStep
 from pvestrap.apply.qdevice_certs import ClusterCertStep, ImportStep, NodeDbStep, QnetdCaStep
 from pvestrap.apply.qdevice_change import (START, STOP, QdeviceChange, dir_snapshot_script,
@@ -121,17 +121,16 @@ class VerifyStep:
         return [PlannedWait(self.description, self.change.cluster.timeouts.verify)]
 
     def apply(self, system: System) -> None:
-        seen: list[str] = []
         cluster = self.change.cluster
 
-        def check() -> bool:
+        def problems() -> list[str]:
             found = links.each(cluster.members, lambda m: qdevice_problems(
                 member_quorum(system, cluster, m), self.change))
-            seen[:] = [f"{n}: {p}" for n, ps in found.items() for p in ps]
-            return not seen
+            return [f"{n}: {p}" for n, ps in found.items() for p in ps]
 
-        if not system.wait_until(check, cluster.timeouts.verify, cluster.timeouts.poll,
-                                 what="the QDevice"):
+        seen = unsettled(system, problems, cluster.timeouts.verify, cluster.timeouts.poll,
+                         "the QDevice")
+        if seen is not None:
             raise OperationFailed(f"the members did not settle within "
                                   f"{cluster.timeouts.verify:g} s: " + "; ".join(seen),
                                   code="qdevice-verify-failed",

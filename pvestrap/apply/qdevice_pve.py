@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from pvestrap import qdevice as model
-from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait
+from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait, unsettled
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import StatusUnparsable, parse_quorum_status
 from pvestrap.errors import OperationFailed, PvestrapError, UserError
@@ -151,14 +151,9 @@ class PveVerifyStep:
         return found
 
     def apply(self, system: System) -> None:
-        seen: list[str] = []
-
-        def check() -> bool:
-            seen[:] = self.problems(system)
-            return not seen
-
-        if not system.wait_until(check, self.change.verify_s, self.change.poll_s,
-                                 what="pvecm status"):
+        seen = unsettled(system, lambda: self.problems(system), self.change.verify_s,
+                         self.change.poll_s, "pvecm status")
+        if seen is not None:
             raise OperationFailed("pvecm status did not settle: " + "; ".join(seen),
                                   code="qdevice-verify-failed")
 

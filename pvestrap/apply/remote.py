@@ -145,6 +145,21 @@ def replace_script(path: str, keep_backup: bool = True) -> str:
     return "; ".join(lines)
 
 
+def replaced(path: str, run: Callable[[], subprocess.CompletedProcess[str]]
+             ) -> tuple[tuple[RemoteFile, RemoteFile] | None, str | None]:
+    """RUN a replace_script of PATH: (PATH's and PATH.bak's states before it, None when the reply
+    lacks either; the error, None on success). A failed run counts what it printed first."""
+    try:
+        out, error = run().stdout, None
+    except RemoteCommandFailed as exc:
+        out, error = exc.stdout, exc.message
+    except PvestrapError as exc:
+        return None, exc.message
+    files = parse_show(out)
+    old, bak = files.get(path), files.get(path + ".bak")
+    return (None if old is None or bak is None else (old, bak)), error
+
+
 @dataclass(frozen=True)
 class Remote:
     """One member, reached through the local system's ssh."""
@@ -419,17 +434,8 @@ class MembersStep:
                  ) -> tuple[tuple[RemoteFile, RemoteFile] | None, str | None]:
         remote = self.remote(system, member.address)
         script = replace_script(CONF) + ("; corosync-cfgtool -R" if reload else "")
-        try:
-            result = remote.run(script, "write corosync.conf" + (" and reload" if reload else ""),
-                                input=stdin)
-            out, error = result.stdout, None
-        except RemoteCommandFailed as exc:
-            out, error = exc.stdout, exc.message
-        except PvestrapError as exc:
-            return None, exc.message
-        files = parse_show(out)
-        states = (files.get(CONF), files.get(CONF + ".bak"))
-        return (states if None not in states else None), error  # type: ignore[return-value]
+        what = "write corosync.conf" + (" and reload" if reload else "")
+        return replaced(CONF, lambda: remote.run(script, what, input=stdin))
 
     def _put_back(self, system: System, memo: dict[str, tuple[RemoteFile, RemoteFile]]) -> None:
         by_name = {m.name: m for m in self.members}

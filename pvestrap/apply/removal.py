@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from pvestrap.apply import links
-from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait
+from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait, unsettled
 from pvestrap.apply.links import Cluster, LinkTimeouts, MemberHost, MemberOps, Phase, PhaseStep
 from pvestrap.apply.remote import parse_show, put_script, show_script
 from pvestrap.checks import removal as checks
@@ -257,7 +257,7 @@ class KnownHostsStep:
         return f"forget {self.removal.name}'s SSH host keys ({', '.join(self.removal.hosts)})"
 
     def files(self, member: MemberHost) -> tuple[str, ...]:
-        shared = self.removal.backend == "pve" and member == cluster_side(self.removal.cluster)
+        shared = self.removal.backend == "pve" and member == self.removal.cluster.writer
         return (KNOWN_HOSTS, PVE_KNOWN_HOSTS) if shared else (KNOWN_HOSTS,)
 
     def script(self, member: MemberHost) -> str:
@@ -330,14 +330,10 @@ class VerifyStep:
         return out
 
     def apply(self, system: System) -> None:
-        seen: list[str] = []
-
-        def check() -> bool:
-            seen[:] = self.problems(system)
-            return not seen
-
-        if not system.wait_until(check, self.removal.cluster.timeouts.verify,
-                                 self.removal.cluster.timeouts.poll, what="the members"):
+        timeouts = self.removal.cluster.timeouts
+        seen = unsettled(system, lambda: self.problems(system), timeouts.verify, timeouts.poll,
+                         "the members")
+        if seen is not None:
             raise OperationFailed("the members did not settle as planned: " + "; ".join(seen),
                                   code="removal-verify-failed")
 
@@ -368,11 +364,6 @@ def member_quorum(system: System, cluster: Cluster, member: MemberHost) -> Quoru
 
 # -- Proxmox VE ------------------------------------------------------------------------------------
 
-def cluster_side(cluster: Cluster) -> MemberHost:
-    """The member that does the cluster-wide part once (links.Cluster.writer)."""
-    return cluster.writer
-
-
 @dataclass(frozen=True)
 class NodesDirAsideStep:
     """/etc/pve/nodes/NAME moved out of the cluster filesystem (never deleted) on the member
@@ -386,7 +377,7 @@ class NodesDirAsideStep:
 
     @property
     def member(self) -> MemberHost:
-        return cluster_side(self.removal.cluster)
+        return self.removal.cluster.writer
 
     @property
     def source(self) -> str:

@@ -216,21 +216,11 @@ class AsideStep:
             system.run(["mv", "-T", self.sep.aside + path, path], timeout=60)
 
 
-@dataclass(frozen=True)
-class RemoteOps(links.ShellOps):
-    """The members' file dance with the reload run on the first staying member (this node is
-    leaving and runs no corosync any more)."""
-
-    def reload(self) -> None:
-        first = self.cluster.members[0]
-        self._run(first, " ".join(links.RELOAD), "reload corosync")
-
-
 def steps(system: System, sep: Separation, control_path: str | None = None) -> list:
     r = sep.removal
     if r.backend == "pve":
         return pve_steps(sep, control_path)
-    ops = RemoteOps(system, r.cluster, control_path)
+    ops = links.ShellOps(system, r.cluster, control_path)
     out: list = [StopStep(sep.service), AsideStep(sep)]
     if sep.dropped_by:
         return out
@@ -255,7 +245,7 @@ def pve_steps(sep: Separation, control_path: str | None = None) -> list:
                  AsideStep(sep, ("/var/lib/corosync",), id="var-lib-corosync-aside")]
     if sep.dropped_by:
         return out
-    first = removal.cluster_side(r.cluster)
+    first = r.cluster.writer
     if r.expected_votes is not None:
         out.append(removal.ExpectedVotesStep(("pvecm", "expected", str(r.expected_votes)),
                                              r.votes.expected_now, None, member=first,
@@ -272,7 +262,7 @@ def run_separation(system: System, sep: Separation, on_progress=None):
     if sep.dropped_by:
         return run_steps(steps(system, sep), system, on_progress)
     with links.locked(system, cluster) as control_path:
-        ops = RemoteOps(system, cluster, control_path)
+        ops = links.ShellOps(system, cluster, control_path)
         texts = links.each(cluster.members, ops.read)
         changed = sorted(n for n, t in texts.items() if t != cluster.text)
         if changed:

@@ -115,9 +115,9 @@ def separate(expected_votes: Optional[int] = EXPECTED, dry_run: bool = OPTION.dr
               f"{sep.removal.after.config_version}")
     kept = None
     if "nodes-dir-aside" in outcome:
-        from pvestrap.apply.removal import PVE_NODES, cluster_side
+        from pvestrap.apply.removal import PVE_NODES
 
-        kept = f"{cluster_side(sep.removal.cluster).name}:{sep.removal.aside}"
+        kept = f"{sep.removal.cluster.writer.name}:{sep.removal.aside}"
         others += f"; {PVE_NODES}/{name} of the cluster is now {kept}"
     return out.finish("done", f"done: {name} is standalone; its old files are in {sep.aside}; "
                       f"{others}",
