@@ -1,4 +1,4 @@
-"""Start a long-lived lab process detached (run as a script: `python -I -S detach.py SPEC`).
+"""Start a long-lived lab process detached (run as a script: `python -E -s -S detach.py SPEC`).
 
 The process (corosync, sshd, chronyd, the forwarder) must outlive `pvestrap lab ...` and must not
 become a zombie of a test process that kills it later, so it is forked from this short-lived
@@ -6,7 +6,7 @@ script, which prints its pid and exits: the process is then init's child. With "
 process gets a pipe on fd 3 (PVESTRAP_READY_FD=3) and the pid is printed only after it writes
 "ready" there; otherwise only after a successful exec (the pipe is close-on-exec).
 
-Standard library only: this file runs with `-I -S`, outside the package.
+Standard library only: this file runs with `-E -s -S` (lab.proc.script), outside the package.
 """
 
 import json

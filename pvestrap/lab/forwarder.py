@@ -12,7 +12,7 @@ runs with a real-time priority so a busy machine does not make it late. Frames a
 with a virtio-net header (PACKET_VNET_HDR) so checksum-offloaded and GSO frames cross the relay
 intact.
 
-Standard library only: this file runs with `-I -S`, outside the package.
+Standard library only: this file runs with `-E -s -S` (lab.proc.script), outside the package.
 """
 
 import heapq

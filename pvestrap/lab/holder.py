@@ -1,4 +1,4 @@
-"""The processes that hold lab nodes' namespaces (run as a script: `python -I -S holder.py SPECS`).
+"""The processes that hold lab nodes' namespaces (a script: `python -E -s -S holder.py SPECS`).
 
 It forks one child per node; each child leaves the caller's session, unshares net, mount and UTS
 namespaces, sets the hostname, lays the node's private files over /etc and /root (overlays whose
@@ -11,7 +11,8 @@ crash). The parent prints the children's pids once all are ready and exits, so t
 zombies. One Python start-up serves all nodes: on a busy 2-core machine a start-up costs ~0.1 s, and
 16 of them were most of the time `up` took.
 
-Standard library only (and detach.py beside it): this file runs with `-I -S`, outside the package.
+Standard library only (and detach.py beside it, imported as a sibling: the script's folder is first
+on sys.path): this file runs with `-E -s -S` (lab.proc.script), outside the package.
 """
 
 import ctypes
@@ -21,10 +22,7 @@ import select
 import sys
 import time
 
-# detach.py, next to this file: `-I` leaves this folder off sys.path; appended, the standard
-# library still comes first.
-sys.path.append(os.path.dirname(os.path.abspath(__file__)))
-from detach import fork_piped  # noqa: E402
+from detach import fork_piped
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000

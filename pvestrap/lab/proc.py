@@ -78,9 +78,16 @@ def ip_batch(lines: Iterable[str], netns: str | None = None) -> tuple[list[str],
     return argv, "".join(f"{line}\n" for line in lines)
 
 
+# -E -s -S: no PYTHON* variables, no user or system site-packages (the scripts use the standard
+# library only), as -I would; but not -P, so the script's own folder comes first on sys.path and
+# holder.py imports detach.py beside it by name (no module here has a standard library name:
+# tests/test_lab_scripts.py).
+SCRIPT_FLAGS = ("-E", "-s", "-S")
+
+
 def script(name: str) -> list[str]:
-    """Run one of the lab's standalone scripts with this Python, isolated and without site."""
-    return [sys.executable, "-I", "-S", str(HERE / name)]
+    """Run one of the lab's standalone scripts with this Python, without site or environment."""
+    return [sys.executable, *SCRIPT_FLAGS, str(HERE / name)]
 
 
 def spawn(argv: Sequence[str], log: Path, env: dict[str, str] | None = None,
