@@ -24,7 +24,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,7 @@ class NodeResult:
     report: Mapping[str, Any] | None  # report_dict() of the node's own report
     error: str | None = None
     data: Mapping[str, Any] | None = None  # the whole RESULT object (other agents than preflight)
+    exit: int | None = None  # an agent that failed: its (or ssh's) exit code, None still running
 
 
 def ssh_argv(address: str, remote: Sequence[str], ssh: Sequence[str] = ("ssh",)) -> list[str]:
@@ -84,8 +86,20 @@ def run_agents(targets: Mapping[str, str], agent: Sequence[str], jobs: Mapping[s
     """One agent per node (name -> SSH address), all at once: send each its job, wait until
     every one is READY, say GO to all, collect each RESULT line. A node that cannot be reached
     or sends nothing in time is a NodeResult with an error, never an exception."""
+    with held_agents(targets, agent, jobs, ssh=ssh, launcher=launcher, timeout_s=timeout_s,
+                     progress=progress) as results:
+        return results
+
+
+@contextmanager
+def held_agents(targets: Mapping[str, str], agent: Sequence[str], jobs: Mapping[str, Any], *,
+                ssh: Sequence[str] = ("ssh",),
+                launcher: Callable[[str, list[str]], tuple[list[str], dict | None]] | None = None,
+                timeout_s: float = 120.0,
+                progress: Callable[[str], None] | None = None) -> Iterator[list[NodeResult]]:
+    """run_agents, holding the agents for the block: their results come at its start, and
+    they keep answering probes until it ends (on an exception too), then hang up."""
     procs: dict[str, subprocess.Popen] = {}
-    say = progress or (lambda _m: None)
     agent = list(agent)
     try:
         for name, address in targets.items():
@@ -96,33 +110,8 @@ def run_agents(targets: Mapping[str, str], agent: Sequence[str], jobs: Mapping[s
             try:
                 _send(procs[name], json.dumps(jobs[name]))
             except OSError:
-                pass  # it died at once; READY will not come and _why says why
-        deadline = time.monotonic() + timeout_s
-        failed: dict[str, str] = {}
-        for name, proc in procs.items():
-            line = _read_until(proc, READY, deadline)
-            if line is None:
-                failed[name] = _why(proc, "did not start its responder")
-        say(f"responders up on {len(procs) - len(failed)}/{len(procs)} nodes; probing")
-        for name, proc in procs.items():
-            if name not in failed:
-                try:
-                    _send(proc, GO)
-                except OSError:
-                    failed[name] = _why(proc, "hung up before GO")
-        results = []
-        for name, proc in procs.items():
-            if name in failed:
-                results.append(NodeResult(name, None, failed[name]))
-                continue
-            line = _read_until(proc, RESULT, deadline)
-            if line is None:
-                results.append(NodeResult(name, None, _why(proc, "sent no result")))
-                continue
-            data = json.loads(line[len(RESULT):])
-            results.append(NodeResult(name, data.get("report"), None, data))
-            say(f"{name}: done")
-        return results
+                pass  # it died at once; READY will not come and _failed says why
+        yield _converse(procs, time.monotonic() + timeout_s, progress or (lambda _m: None))
     finally:
         for proc in procs.values():  # hang up on every agent first, then wait for them
             if proc.stdin and not proc.stdin.closed:
@@ -132,6 +121,35 @@ def run_agents(targets: Mapping[str, str], agent: Sequence[str], jobs: Mapping[s
                     pass
         for proc in procs.values():
             _close(proc)
+
+
+def _converse(procs: Mapping[str, subprocess.Popen], deadline: float,
+              say: Callable[[str], None]) -> list[NodeResult]:
+    """READY from every agent, GO to each that is, then each one's RESULT."""
+    failed: dict[str, NodeResult] = {}
+    for name, proc in procs.items():
+        if _read_until(proc, READY, deadline) is None:
+            failed[name] = _failed(name, proc, "did not start its responder")
+    say(f"responders up on {len(procs) - len(failed)}/{len(procs)} nodes; probing")
+    for name, proc in procs.items():
+        if name not in failed:
+            try:
+                _send(proc, GO)
+            except OSError:
+                failed[name] = _failed(name, proc, "hung up before GO")
+    results = []
+    for name, proc in procs.items():
+        if name in failed:
+            results.append(failed[name])
+            continue
+        line = _read_until(proc, RESULT, deadline)
+        if line is None:
+            results.append(_failed(name, proc, "sent no result"))
+            continue
+        data = json.loads(line[len(RESULT):])
+        results.append(NodeResult(name, data.get("report"), None, data))
+        say(f"{name}: done")
+    return results
 
 
 def _read_until(proc: subprocess.Popen, marker: str, deadline: float) -> str | None:
@@ -156,6 +174,16 @@ def _send(proc: subprocess.Popen, line: str) -> None:
         raise OSError("the agent has no stdin")
     proc.stdin.write(line + "\n")
     proc.stdin.flush()
+
+
+def _failed(name: str, proc: subprocess.Popen, what: str) -> NodeResult:
+    """NODE's agent said nothing more: why (WHAT, and how it ended) and its exit code."""
+    if proc.poll() is None:
+        try:  # its output ended: it is exiting (ssh says 127 when the command is missing)
+            proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+    return NodeResult(name, None, _why(proc, what), exit=proc.returncode)
 
 
 def _why(proc: subprocess.Popen, what: str) -> str:
@@ -198,6 +226,20 @@ def agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
 
     return agent_conversation(job, plan.link_numbers, node.addresses.values(), work, stdin,
                               stdout)
+
+
+def responder_agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
+    """`pvestrap responder --agent`: only the responder of the conversation, for as long as the
+    orchestrator holds the session and at most the job's ttl_s. Apply starts it on the members
+    it probes after its network phase (pvestrap.apply.remote_responders); the job names the
+    token, the link numbers and the member's link addresses."""
+    job = json.loads(stdin.readline() or "{}")
+
+    def work(_token: wire.Token, ready: Callable[[], bool]) -> dict[str, Any] | None:
+        return {"responder": "answering"} if ready() else None
+
+    return agent_conversation(job, [int(n) for n in job.get("links") or (0,)],
+                              [str(a) for a in job.get("addresses") or ()], work, stdin, stdout)
 
 
 class _NoGo(Exception):
@@ -321,4 +363,4 @@ def require_nodes_reachable(plan: ClusterPlan) -> None:
 
 
 __all__ = ["NodeResult", "agent_conversation", "agent_main", "agent_session", "merge",
-           "run_agents", "run_mesh", "ssh_argv"]
+           "held_agents", "responder_agent_main", "run_agents", "run_mesh", "ssh_argv"]

@@ -104,3 +104,21 @@ def test_unattended_refuses_a_nic_this_machine_does_not_have_free(tmp_path):
                      "--save-answers", str(target))
     assert done.returncode == 2 and not target.exists()
     assert done.stderr.startswith("error: nodes[].link1: choose one of:")
+
+
+def test_the_wizards_apply_rechecks_as_the_cli_does():
+    """After the network phase the wizard's apply probes the member the same way `pvestrap
+    apply` does: with its token through its own probe; without one through a responder apply
+    starts on the member over ssh (pvestrap.apply.remote_responders), never "not probed"."""
+    from pvestrap.checks.probe import Token
+    from pvestrap.report.model import Report
+
+    report = Report("the wizard's preflight", ())
+    live = services.LiveServices()
+    ctx = live.apply_context(report, lambda q: True, print)
+    assert ctx.recheck is None and ctx.responders is not None
+    assert ctx.responders.__qualname__ == "ssh_starter.<locals>.start"
+    assert ctx.preflight is not None and ctx.preflight(PLAN, "pve2") is report
+    with_token = services.LiveServices(token=Token(b"t" * 32))
+    ctx = with_token.apply_context(report, lambda q: True, print)
+    assert ctx.recheck == with_token.probe

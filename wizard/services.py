@@ -26,6 +26,7 @@ from typing import Callable
 
 from pvestrap import preflight
 from pvestrap.apply.flow import ApplyContext, apply_node, probe_peers
+from pvestrap.apply.remote_responders import ssh_starter
 from pvestrap.checks.probe import Token
 from pvestrap.plan import ClusterPlan
 from pvestrap.report.model import Report
@@ -74,8 +75,8 @@ class LiveServices:
 
     def probe(self, plan: ClusterPlan, node: str) -> Report:
         """The preflight with probes of the nodes that run (probe_peers), no responder of our
-        own: also apply's recheck after its network phase (corosync is about to bind the link
-        ports here)."""
+        own: also apply's recheck after its network phase when there is a token (corosync is
+        about to bind the link ports here)."""
         peers = probe_peers(plan, node)
         if self.token is None and peers:
             self.out(f"  No probe token given (--token-file): {', '.join(sorted(peers))} is not "
@@ -157,12 +158,20 @@ class LiveServices:
             return yes
 
         self.stop_responder()
-        ctx = ApplyContext(RealSystem(root=self.root), root=self.root,
-                           preflight=lambda _plan, _node: report, confirm=confirmed, out=out,
-                           recheck=self.probe)
+        ctx = self.apply_context(report, confirmed, out)
         with _password_reference(plan, password) as usable:
             apply_node(usable, node, ctx)  # ApplyDeclined: the flow says what was done
         self.leave_responder(plan, node)
+
+    def apply_context(self, report: Report, confirm: Callable[[str], bool],
+                      out: Callable[[str], None]) -> ApplyContext:
+        """apply's, as the CLI's: after the network phase a joiner probes the member with the
+        wizard's token, or without one through a responder apply starts there over ssh."""
+        system = RealSystem(root=self.root)
+        return ApplyContext(system, root=self.root, preflight=lambda _plan, _node: report,
+                            confirm=confirm, out=out,
+                            recheck=self.probe if self.token is not None else None,
+                            responders=ssh_starter(system))
 
     def status(self, plan: ClusterPlan, node: str) -> Report | None:
         from pvestrap.verify import status_report

@@ -10,8 +10,10 @@
    stanzas: after the local preflight (which judges the planned address as planned) and the
    backend's own refusals, before the cluster steps (a joiner may reach the cluster only over
    the new network). It is shown, confirmed and applied on its own, and rolled back on its own.
-   Once it configured a link's address, the preflight's probes it left for later run over it
-   against the nodes that can answer (`recheck`; a creator has none yet), gated as above.
+   Once a link's address is configured (now, or by an earlier apply: a rerun after a FAIL
+   probes again), a joiner runs the preflight's probes it left for later over it against the
+   member (pvestrap.apply.recheck: with the admin's token, else with responders apply starts
+   there over ssh), gated as above.
 4. The steps for the node's role, planned before anything changes and shown: a unified diff of
    every file, every command, every bounded wait; secrets as <secret>.
 5. Confirmation when a person is there to give it (the caller passes `confirm`), then the steps,
@@ -27,7 +29,7 @@ import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 from pvestrap import preflight
 from pvestrap.apply import address_probe, batch, network_phase
@@ -37,13 +39,16 @@ from pvestrap.apply.engine import (Action, ApplyDeclined, ApplyOutcome, Progress
 from pvestrap.apply.lock import apply_lock
 from pvestrap.apply.network_guard import refuse_cutting_branch
 from pvestrap.apply.network_phase import NetworkTimeouts, Prober
+from pvestrap.apply.recheck import PreflightFailed as PreflightFailed  # re-exported
+from pvestrap.apply.recheck import Preflight, Starter, gate, recheck, recheck_links
+from pvestrap.apply.recheck import probe_peers as probe_peers  # re-exported
+from pvestrap.apply.recheck import probing_preflight as probing_preflight  # re-exported
 from pvestrap.apply.remote import MemberUnreachable, Remote, member_lock
 from pvestrap.apply.showing import progress_printer, show_plan
 from pvestrap.checks.localsys import Machine, Resolver, read_machine, resolve as resolve_name
-from pvestrap.checks.probe import Token
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.errors import OperationFailed, PvestrapError, UserError
-from pvestrap.findings import Finding, Severity, apply_ignores, fail
+from pvestrap.findings import Finding, Severity, fail
 from pvestrap.nodefacts import backend_for, read_facts, resolve
 from pvestrap.paths import INTERFACES
 from pvestrap.plan import ClusterPlan
@@ -52,31 +57,9 @@ from pvestrap.render import system_reader
 from pvestrap.report.model import Report, ReportSection
 from pvestrap.system import System
 
-Preflight = Callable[[ClusterPlan, str], Report]
 Confirm = Callable[[str], bool]
 Out = Callable[[str], None]
 LockFactory = Callable[..., object]
-
-
-class PreflightFailed(OperationFailed):
-    code = "preflight-failed"
-
-    def __init__(self, failures: Sequence[Finding], done: str | None = None):
-        self.findings = tuple(failures)
-        n = len(self.findings)
-        changed = f"the cluster was not touched; {done}" if done else "nothing was changed"
-        super().__init__(f"preflight found {n} FAIL{'s' if n != 1 else ''}; {changed}",
-                         remedy="fix them, or pass --ignore CHECK for a check you accept")
-
-    def render(self) -> str:
-        lines = [f"error: {self.message}"]
-        for f in self.findings:
-            lines.append(f"  - [{f.check or f.code}] {f.message} ({f.code})")
-            if f.remedy:
-                lines.append(f"    fix: {f.remedy}")
-        if self.remedy:
-            lines.append(f"  fix: {self.remedy}")
-        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -111,17 +94,6 @@ def default_preflight(root: str = "/") -> Preflight:
     return run
 
 
-def probing_preflight(token: Token, root: str = "/") -> Preflight:
-    """The preflight with probes of probe_peers(), whose responders run with TOKEN: apply's
-    recheck after the network phase (`pvestrap apply --token-file`)."""
-
-    def run(plan: ClusterPlan, node: str) -> Report:
-        probes = preflight.Probes(token, only=probe_peers(plan, node))
-        return preflight.run(plan, node, probes=probes, root=root)
-
-    return run
-
-
 def plan_only_preflight(plan: ClusterPlan, node: str) -> Report:
     """Plan validation as a report: the gate of tests that bring their own machine."""
     from pvestrap.plan import validate
@@ -132,26 +104,6 @@ def plan_only_preflight(plan: ClusterPlan, node: str) -> Report:
                    "checks of this machine ran", node, "plan")
     return Report("pvestrap apply preflight", (ReportSection("plan", "CLUSTER PLAN",
                                                              (*findings, note)),))
-
-
-def gate(report: Report, ignore: Sequence[str], out: Out, done: str | None = None) -> None:
-    """PreflightFailed on a FAIL not ignored; `done`: what an earlier phase changed and keeps."""
-    findings = apply_ignores(report.findings, ignore)
-    fails = [f for f in findings if f.severity is Severity.FAIL]
-    warns = [f for f in findings if f.severity is Severity.WARN]
-    for f in warns:
-        out(f"WARN: [{f.check or f.code}] {f.message}")
-    out(f"preflight: {len(findings)} results, {len(fails)} FAIL, {len(warns)} WARN")
-    if fails:
-        raise PreflightFailed(fails, done)
-
-
-def probe_peers(plan: ClusterPlan, node: str) -> frozenset[str]:
-    """The nodes that can answer probes before NODE's cluster steps: the member a joiner joins
-    (a creator has none yet)."""
-    if plan.role_of(node) != "join":
-        return frozenset()
-    return frozenset({plan.creator.name})
 
 
 # -- the flow --------------------------------------------------------------------------------------
@@ -176,7 +128,8 @@ class ApplyContext:
     gather_s: float = 0.0  # an unattended join waits this long for the others (apply.batch)
     prober: Prober | None = None  # None: the ARP probe (pvestrap.apply.address_probe)
     network_timeouts: NetworkTimeouts = NetworkTimeouts()
-    recheck: Preflight | None = None  # after the network phase (_recheck); None: no probes
+    recheck: Preflight | None = None  # after the network phase, with the admin's token
+    responders: Starter | None = None  # without one: responders apply starts (None: cannot)
     resolver: Resolver = resolve_name  # this node's name lookup: how members are reached over ssh
 
 
@@ -230,46 +183,30 @@ def _preflight(plan: ClusterPlan, node: str, ctx: ApplyContext) -> None:
 Cluster = Callable[[bool], ApplyResult]
 
 
-def _network(plan: ClusterPlan, node: str, ctx: ApplyContext, cluster: Cluster) -> ApplyResult:
+def _network(plan: ClusterPlan, node: str, ctx: ApplyContext, cluster: Cluster,
+             joining: bool = True, ssh: bool = True) -> ApplyResult:
     """The network phase (the module docstring's step 3), then CLUSTER(pending), the cluster
     steps; raises what the phase refuses or fails with. pending: a dry run left network changes
-    pending (the cluster may be reachable only after them). A no to the cluster steps after the
-    phase changed the network says so: the NIC stays configured (it is as planned; undoing it
-    would only make the next apply redo it), and apply again continues."""
+    pending (the cluster may be reachable only after them). JOINING: not a member yet, so the
+    recheck runs (SSH: apply can reach the members over ssh). A no to the cluster steps after
+    the phase changed the network says so: the NIC stays configured (it is as planned; undoing
+    it would only make the next apply redo it), and apply again continues."""
     outcome = _phase(plan, node, ctx)
-    if outcome is None or not outcome.changed:
-        return cluster(ctx.dry_run and outcome is not None)
+    if ctx.dry_run:
+        return cluster(outcome is not None)
     done = network_phase.done_text(plan, node)
-    _recheck(plan, node, ctx, done)
+    if joining and recheck_links(plan, node):  # configured now or by an earlier apply
+        recheck(plan, node, out=ctx.out, ignore=(*ctx.ignore, *plan.preflight.ignore_checks),
+                done=done, with_token=ctx.recheck,
+                starter=ctx.responders if ssh else None)
+    if outcome is None or not outcome.changed:
+        return cluster(False)
     try:
         return cluster(False)
     except ApplyDeclined as exc:
         raise ApplyDeclined(f"not confirmed: the cluster steps were not applied; {done}",
                             done=done, remedy="run `pvestrap apply` again to continue with the "
                             "cluster steps (the network phase then plans nothing)") from exc
-
-
-def _recheck(plan: ClusterPlan, node: str, ctx: ApplyContext, done: str) -> None:
-    """The probes the preflight left for later (link-port-pending, latency-pending): the links
-    whose address the network phase just configured, over that address, against the peers
-    that can answer. A FAIL stops before the cluster steps (the gate's rules); the network
-    stays configured as planned (a correct NIC; the next apply plans nothing there)."""
-    planned = {p.address for p in network_phase.planned_addresses(plan, node)}
-    links = [n for n, a in sorted(plan.node(node).addresses.items()) if a in planned]
-    if not links:
-        return
-    shown = ", ".join(f"link{n}" for n in links)
-    peers = probe_peers(plan, node)
-    if not peers:
-        ctx.out(f"network: {shown} configured; no peer can answer probes over it yet ({node} "
-                "creates the cluster): the joiners' preflight probes it")
-        return
-    if ctx.recheck is None:
-        ctx.out(f"network: {shown} not probed over the new address (no probe token: pass "
-                "--token-file, the token of the members' responders)")
-        return
-    ctx.out(f"network: probing {shown} over the new address ({', '.join(sorted(peers))})")
-    gate(ctx.recheck(plan, node), (*ctx.ignore, *plan.preflight.ignore_checks), ctx.out, done)
 
 
 def _pve(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
@@ -283,8 +220,10 @@ def _pve(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
     if not member:
         _preflight(plan, node, ctx)
     role = "member" if member else plan.role_of(node)
+    # an API join (the plan names the root password) logs in to no member over ssh
     return _network(plan, node, ctx, lambda _pending: _run(
-        plan, node, "pve", role, pve.steps_for(plan, node, system), ctx))
+        plan, node, "pve", role, pve.steps_for(plan, node, system), ctx), joining=not member,
+        ssh=not plan.join.names_password)
 
 
 def _corosync(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
@@ -298,7 +237,7 @@ def _corosync(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
         ctx.out(f"{node} is already in cluster {plan.cluster_name} as planned: preflight "
                 "skipped, checking that corosync runs and is quorate")
         return _network(plan, node, ctx, lambda _pending: _run(
-            plan, node, "corosync", "member", cs.member_steps(service, t), ctx))
+            plan, node, "corosync", "member", cs.member_steps(service, t), ctx), joining=False)
     role = plan.role_of(node)
     _preflight(plan, node, ctx)
     # The backend's own refusals stand even when the preflight's checks were ignored.

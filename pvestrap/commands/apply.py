@@ -10,9 +10,10 @@ from typing import List, Optional
 import typer
 
 MAX_LOCK_WAIT_S = 3600.0
-TOKEN_HELP = ("The token the members' responders run with (or $PVESTRAP_PROBE_TOKEN): after the "
-              "network phase configured a link, a joiner probes the member over it before the "
-              "cluster steps.")
+TOKEN_HELP = ("The token of responders you started on the members (or $PVESTRAP_PROBE_TOKEN): "
+              "after the network phase configured a link, a joiner probes the member over it "
+              "before the cluster steps. Without it apply starts a responder there itself, over "
+              "ssh (pvestrap must be installed on the member), for just the time of the probes.")
 BATCH_HELP = ("With --yes on a joining node (plain corosync): once this node holds the member's "
               "join lock, wait up to this long for the answer file's other joiners to queue "
               "there, so that all of them join in one configuration change (default: only the "
@@ -56,6 +57,7 @@ def command(
     from pvestrap.checks.runner import check_ignore_ids
     from pvestrap.commands.preflight import CHECK_IDS, _token
     from pvestrap.apply.flow import ApplyContext, apply_node, probing_preflight
+    from pvestrap.apply.remote_responders import ssh_starter
     from pvestrap.errors import UserError
     from pvestrap.system import RealSystem
 
@@ -75,7 +77,8 @@ def command(
                        gather_s=batch_wait,
                        confirm=None if (yes or dry_run) else _confirm,
                        out=lambda line: typer.echo(line),
-                       recheck=probing_preflight(token, base) if token is not None else None)
+                       recheck=probing_preflight(token, base) if token is not None else None,
+                       responders=ssh_starter(RealSystem(root=base)))
     apply_node(plan, name, ctx)
 
 

@@ -34,23 +34,28 @@ def command(
                                  "and --stop."),
     log_file: Optional[str] = typer.Option(None, "--log-file", help="Log file in the background."),
     stop: bool = typer.Option(False, "--stop", help="Stop the background responder of --pid-file."),
-) -> None:
+    agent: bool = typer.Option(False, "--agent", hidden=True),
+) -> int:
     """Answer authenticated preflight probes on UDP 5404 and each link's port (5405+N).
 
     Unauthenticated datagrams get no answer, replies are never larger than the probe and are
     rate-limited per source; a port that corosync already owns is answered through a raw socket.
     """
+    if agent:  # what apply starts over ssh on a member it probes (its job on stdin)
+        from pvestrap.mesh import responder_agent_main
+
+        return responder_agent_main()
     from pvestrap.checks import responder as rsp
 
     if stop:
         pid = rsp.stop_running(pid_file)
         _log(f"stopped pid {pid}" if pid else "no responder was running")
-        return
+        return 0
     config = _config(port, answers, address, token, token_file, ttl, rate)
     lock = rsp.PidLock(pid_file) if background else None
     if lock is not None and not lock.acquire():
         _log(f"already running (pid {rsp.PidLock(pid_file).holder()}): nothing to do")
-        return
+        return 0
     server = rsp.Responder(config, _log)
     server.open()
     if lock is not None:
@@ -58,10 +63,11 @@ def command(
         pid = rsp.daemonize(lock, os.path.abspath(log_file) if log_file else None)
         if pid is not None:
             _log(f"running in the background as pid {pid} for {ttl:g} s (pid file {pid_file})")
-            return
+            return 0
     _serve(server)
     if lock is not None:
         os._exit(0)  # the daemon must not run the parent's exit handlers
+    return 0
 
 
 def _log(message: str) -> None:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import secrets
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -205,32 +205,15 @@ def test_a_proxmox_cluster_on_a_new_network_on_the_spare_nics(lab, tmp_path):
         assert again.returncode == 0 and "+ network:" not in again.stdout, again.stdout
 
 
-# A responder beside corosync (as first boot and the wizard start theirs, see
-# pvestrap.firstboot.presence): corosync binds its link port only once it has a peer, so while
-# the responder opens, a placeholder holds it; the responder answers there through its raw
-# socket and never owns the port corosync needs when the joiner comes.
-BESIDE_COROSYNC = """
-import socket, sys
-from pvestrap.checks import responder as rsp
-from pvestrap.checks.probe import load_token
-held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-held.bind((sys.argv[1], 5405))
-server = rsp.Responder(rsp.ResponderConfig(token=load_token(None, sys.argv[2]),
-                                           ports=(5404, 5405), ttl_s=300))
-server.open()
-held.close()
-print("ready", flush=True)
-server.serve()
-"""
-
-
 def test_a_joiner_probes_the_member_over_the_new_address_before_joining(lab, tmp_path):
-    """apply's recheck (issue 11, item 4): the preflight leaves link0's probes for later (the
-    address is only planned); after the network phase configured it, `apply --token-file`
-    probes the member (n1, which created the cluster on the new network and runs a responder
-    with the token) over it before any cluster step: n2 passes and joins. On n3, n1's replies
-    are dropped on eth9: the recheck FAILs, exit 1, the cluster untouched (no corosync.conf),
-    eth9 kept as configured, and the message says so."""
+    """apply's recheck (issue 11, item 4), without a probe token: the preflight leaves link0's
+    probes for later (the address is only planned); after the network phase configured it,
+    apply starts a responder on the member it joins (n1, which created the cluster on the new
+    network) over ssh, with a token of its own, probes n1 over the new address, stops the
+    responder, and joins: n2 passes and joins. On n3, replies from port 5405 are dropped on
+    eth9 (n1's responder now answers beside its running corosync): the recheck FAILs, exit 1,
+    the cluster untouched (no corosync.conf), eth9 kept as configured; a rerun (its network
+    phase plans nothing) probes again and FAILs again. No responder is left on n1."""
     three = lab(nodes=3, links=1)
     three.start("sshd")
     plan = spare_plan(three)
@@ -239,30 +222,57 @@ def test_a_joiner_probes_the_member_over_the_new_address_before_joining(lab, tmp
     assert created.returncode == 0, created.stdout
     n1 = three.node(1).name
     assert f"no peer can answer probes over it yet ({n1} creates the cluster)" in created.stdout
-    token = tmp_path / "token"
-    token.write_text("lab-" + secrets.token_hex(16) + "\n")
-    token.chmod(0o600)
-    responder = three.popen(1, [sys.executable, "-c", BESIDE_COROSYNC, f"{NETWORK}.1",
-                                str(token)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
-    try:
-        assert responder.stdout is not None and responder.stdout.readline() == "ready\n"
-        joined = apply(three, 2, answers, "--yes", "--token-file", str(token))
-        assert joined.returncode == 0, joined.stdout
-        assert f"network: probing link0 over the new address ({n1})" in joined.stdout
-        drop = ["nft", "add table inet pp; add chain inet pp in { type filter hook input "
-                "priority 0; }; add rule inet pp in iifname eth9 udp sport 5405 drop"]
-        assert three.exec(3, drop).returncode == 0
-        failed = apply(three, 3, answers, "--yes", "--token-file", str(token))
-    finally:
-        responder.kill()
-        responder.wait()
-    assert failed.returncode == 1, failed.stdout
-    assert f"network: probing link0 over the new address ({n1})" in failed.stdout
-    assert "the cluster was not touched; the network phase configured " \
-           f"{NETWORK}.3/24 on eth9" in failed.stdout, failed.stdout
-    assert not three.node(3).path("/etc/corosync/corosync.conf").exists()
-    assert inet(three, 3, names.SPARE_NIC) == [f"{NETWORK}.3/24"]
+    probing = f"network: probing link0 over the new address ({n1}; responder started over ssh)"
+    joined = apply(three, 2, answers, "--yes")
+    assert joined.returncode == 0, joined.stdout
+    assert probing in joined.stdout and "not probed" not in joined.stdout, joined.stdout
+    assert re.search(r"preflight: \d+ results, 0 FAIL", joined.stdout), joined.stdout
+    drop = ["nft", "add table inet pp; add chain inet pp in { type filter hook input "
+            "priority 0; }; add rule inet pp in iifname eth9 udp sport 5405 drop"]
+    assert three.exec(3, drop).returncode == 0
+    for attempt in (1, 2):
+        failed = apply(three, 3, answers, "--yes")
+        assert failed.returncode == 1, failed.stdout
+        assert probing in failed.stdout, failed.stdout
+        assert ("[applied] network:wait-address" in failed.stdout) == (attempt == 1)
+        assert "the cluster was not touched; the network phase configured " \
+               f"{NETWORK}.3/24 on eth9" in failed.stdout, failed.stdout
+        assert "Traceback" not in failed.stdout
+        assert not three.node(3).path("/etc/corosync/corosync.conf").exists()
+        assert inet(three, 3, names.SPARE_NIC) == [f"{NETWORK}.3/24"]
+    agents = three.exec(1, ["pgrep", "-f", "responder --agent"])
+    assert agents.returncode == 1, agents.stdout  # every responder apply started is gone
     quorum = three.exec(2, ["corosync-quorumtool", "-s"]).stdout
     assert re.search(r"^Quorate:\s+Yes", quorum, re.M), quorum
+    assert re.search(r"^Nodes:\s+2$", quorum, re.M), quorum
+
+
+def test_without_pvestrap_on_the_member_apply_says_so_and_joins(lab, tmp_path):
+    """n1's ssh sessions find no pvestrap (its sshd gives them Debian's PATH only: exit 127):
+    apply names it, with the fix, and joins without those probes, as it did before it could
+    start a responder."""
+    two = lab(nodes=2, links=1)
+    two.start("sshd")
+    answers = write_answers(spare_plan(two), tmp_path)
+    assert apply(two, 1, answers, "--yes").returncode == 0
+    two.stop("sshd", [1])
+    config = two.node(1).path("/run/sshd-without-pvestrap.conf")
+    config.write_text(re.sub(r"PATH=\S+", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                             two.node(1).path("/etc/ssh/sshd_config").read_text()))
+    sshd = two.popen(1, ["/usr/sbin/sshd", "-D", "-f", "/run/sshd-without-pvestrap.conf"],
+                     stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):  # bounded: until it listens
+            if two.exec(1, ["ss", "-Htln", "sport = :22"]).stdout.strip():
+                break
+            time.sleep(0.1)
+        joined = apply(two, 2, answers, "--yes")
+    finally:
+        sshd.terminate()
+        sshd.wait()
+    assert joined.returncode == 0, joined.stdout
+    n1 = two.node(1).name
+    assert f"network: link0 not probed over the new address: pvestrap not found on {n1} " \
+           "(install it, or pass --token-file" in joined.stdout, joined.stdout
+    quorum = two.exec(1, ["corosync-quorumtool", "-s"]).stdout
     assert re.search(r"^Nodes:\s+2$", quorum, re.M), quorum
