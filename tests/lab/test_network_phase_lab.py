@@ -187,7 +187,9 @@ def test_an_address_another_node_has_on_the_new_network_is_refused(lab, tmp_path
 
 def test_a_proxmox_cluster_on_a_new_network_on_the_spare_nics(lab, tmp_path):
     """The pve backend (Proxmox VE 9's real pmxcfs and pvecm): the same network phase first,
-    then `pvecm create/add --link0` with the new addresses."""
+    then `pvecm create/add --link0` with the new addresses. The plan names no root password
+    (pvecm add --use_ssh): n2 probes n1 over the new address first, through a responder it
+    starts there over ssh."""
     two = lab(nodes=2, pve="9")
     plan = spare_plan(two)
     answers = write_answers(plan, tmp_path)
@@ -195,6 +197,8 @@ def test_a_proxmox_cluster_on_a_new_network_on_the_spare_nics(lab, tmp_path):
         done = apply(two, index, answers, "--yes")
         assert done.returncode == 0, done.stdout
         assert "[applied] network:wait-address" in done.stdout, done.stdout
+    assert f"network: probing link0 over the new address ({two.node(1).name}; responder " \
+           "started over ssh)" in done.stdout, done.stdout
     for index in (1, 2):
         status = two.exec(index, ["pvecm", "status"])
         assert re.search(r"^Quorate:\s+Yes", status.stdout, re.M), status.stdout + status.stderr
