@@ -86,6 +86,10 @@ def test_joiners_wait_in_the_queue_and_a_marked_one_stops_waiting(tmp_path):
         subprocess.run(["sh", "-c", batch.mark_script(["pve3"], str(tmp_path / "q"))],
                        check=True, timeout=10)
         assert first.stdout.readline() == b"batched\n"
+        # it keeps its session (the joiner reads the cluster over that connection) until the
+        # joiner closes it
+        assert first.poll() is None
+        first.stdin.close()
         assert first.wait(timeout=10) == 0
         assert sorted(p.name for p in (tmp_path / "q").iterdir()) == ["pve4"]  # stale, unlocked
         assert queued(tmp_path) == {}

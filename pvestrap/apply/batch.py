@@ -45,8 +45,10 @@ QUEUE_DIR = "/run/pvestrap/join-queue"
 GATHER_POLL_S = 0.3
 # The waiting joiner on the member (perl-base is Essential on Debian and Proxmox VE). Arguments:
 # lock file, queue entry, the entry's line, seconds to wait, lease seconds. Prints "locked" (and
-# then holds the lock as remote.LEASE_HOLDER does, while heartbeats arrive) or "batched"; exits 1
-# when the wait is over, at once when the joiner's session ends (stdin closes).
+# then holds the lock as remote.LEASE_HOLDER does, while heartbeats arrive) or "batched" (and
+# then keeps the session, without the lock, so the joiner reads the cluster over it instead of
+# paying for a new ssh handshake); exits 1 when the wait is over, at once when the joiner's
+# session ends (stdin closes).
 WAITER = r"""use Fcntl qw(:flock); $| = 1;
 my ($lock, $entry, $line, $wait, $lease) = @ARGV;
 open(my $q, '>', $entry) or die "$entry: $!\n"; flock($q, LOCK_SH) or die "$entry: $!\n";
@@ -55,7 +57,8 @@ open(my $l, '>>', $lock) or die "$lock: $!\n";
 my $end = time + $wait; my $in = ''; vec($in, fileno(STDIN), 1) = 1;
 while (1) {
   if (flock($l, LOCK_EX | LOCK_NB)) { unlink($entry); close($q); print "locked\n"; last; }
-  if (-e "$entry.batched") { unlink("$entry.batched", $entry); print "batched\n"; exit 0; }
+  if (-e "$entry.batched") {
+    unlink("$entry.batched", $entry); close($q); print "batched\n"; last; }
   exit 1 if time >= $end;
   my $r = $in; if (select($r, undef, undef, 0.1) > 0) { sysread(STDIN, my $b, 64) or exit 0; }
 }

@@ -43,7 +43,7 @@ from pvestrap.apply.recheck import PreflightFailed as PreflightFailed  # re-expo
 from pvestrap.apply.recheck import Preflight, Starter, gate, recheck, recheck_links
 from pvestrap.apply.recheck import probe_peers as probe_peers  # re-exported
 from pvestrap.apply.recheck import probing_preflight as probing_preflight  # re-exported
-from pvestrap.apply.remote import MemberUnreachable, Remote, member_lock
+from pvestrap.apply.remote import CONTROL_PATH, MemberUnreachable, Remote, member_lock
 from pvestrap.apply.showing import progress_printer, show_plan
 from pvestrap.checks.localsys import Machine, Resolver, read_machine, resolve as resolve_name
 from pvestrap.corosync.facade import CorosyncConf
@@ -332,7 +332,8 @@ def _join(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System,
     with _lock(system, target, ctx, waiter) as control:
         if control is not None:
             return _under_lock(node, ctx, system, steps(control), confirmed)
-        found = _batched(plan, node, ctx, system, service)
+        snapshot = cs.read_cluster(_remote_factory(t, target, CONTROL_PATH)(system, target))
+    found = _batched(plan, node, ctx, system, service, snapshot)
     if found is not None:
         return found
     with _lock(system, target, ctx) as control:
@@ -363,14 +364,13 @@ def _under_lock(node: str, ctx: ApplyContext, system: System, locked: list[Step]
 
 
 def _batched(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System,
-             service: cs.Service) -> ApplyResult | None:
+             service: cs.Service, snapshot: cs.ClusterSnapshot) -> ApplyResult | None:
     """Another joiner took this node into its batch: finish here, without the lock; a failure
     undoes this node's steps, then it leaves the cluster again (under the lock). None when the
     cluster does not list this node as planned after all."""
-    t = ctx.timeouts
-    target = plan.join_address()
+    t, target = ctx.timeouts, plan.join_address()
     remote = _remote_factory(t, target, None)
-    found = batch.batched_steps(plan, node, cs.read_cluster(remote(system, target)), service, t)
+    found = batch.batched_steps(plan, node, snapshot, service, t)
     if found is None:
         ctx.out(f"marked as batched, but {target}'s corosync.conf does not list {node} as "
                 "planned: joining the normal way")

@@ -310,7 +310,8 @@ def member_lock(system: System, remote: Remote, wait: float = 60.0, retries: int
     lock's connection. Waits up to WAIT seconds per attempt, RETRIES more attempts after a
     pause (NOTIFY hears of each), then raises JoinLocked. WAITER: the program that waits on the
     member instead of flock (apply.batch's queue); when it says the holder of the lock took
-    this node into its batch, the block runs without the lock and gets None."""
+    this node into its batch, the block runs without the lock and gets None (its connection,
+    CONTROL_PATH, stays open for the block)."""
     system.run(["mkdir", "-p", CONTROL_DIR], timeout=10)
     proc, said = None, b""
     for attempt in range(retries + 1):
@@ -327,9 +328,11 @@ def member_lock(system: System, remote: Remote, wait: float = 60.0, retries: int
         raise JoinLocked(f"{remote.address} stayed locked by another join for "
                          f"{(retries + 1) * wait:g} s", remedy=f"check what holds {JOIN_LOCK} on "
                          f"{remote.address} (`fuser -v {JOIN_LOCK}`), then apply again")
-    if said == b"batched":
-        _stop(proc)
-        yield None
+    if said == b"batched":  # the session stays for the block: CONTROL_PATH reuses it
+        try:
+            yield None
+        finally:
+            _stop(proc)
         return
     beating = threading.Event()
     heart = threading.Thread(target=_heartbeat, args=(proc, beating), daemon=True)
