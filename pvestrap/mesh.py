@@ -17,8 +17,11 @@ CPU-heavy start and local checks, which skews the round-trip times they measure.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import secrets
+import select
 import shlex
 import subprocess
 import sys
@@ -301,10 +304,24 @@ def agent_conversation(job: Mapping[str, Any], links: Sequence[int], addresses: 
             done.set()
             return 1
         print(RESULT + json.dumps(out), flush=True, file=stdout)
-        stdin.read()  # keep answering the others' probes until the orchestrator hangs up
+        _until_hangup(stdin, thread)  # keep answering the others' probes
         done.set()
         thread.join(timeout=2)
     return 0
+
+
+def _until_hangup(stdin, serving: threading.Thread) -> None:
+    """Until the orchestrator hangs up (stdin ends), or the responder's TTL ended: an agent
+    whose session died without a word (no FIN reached sshd) does not outlive its TTL."""
+    try:
+        fd = stdin.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        stdin.read()  # not a file (tests): it ends when the text does
+        return
+    while serving.is_alive():
+        readable, _, _ = select.select([fd], [], [], 1.0)
+        if readable and not os.read(fd, 4096):
+            return
 
 
 # -- merging ---------------------------------------------------------------------------------------

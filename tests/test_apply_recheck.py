@@ -202,3 +202,30 @@ def test_a_member_where_pvestrap_is_missing_is_named(tmp_path):
     with start(joiner(), "n1", frozenset({"n0"})) as started:
         assert started.answering == frozenset()
         assert started.missing["n0"].startswith("pvestrap not found on n0 (install it")
+
+
+@needs_root
+def test_an_agent_whose_session_never_hangs_up_exits_at_its_ttl():
+    """The orchestrator keeps stdin open and says nothing more (a session that died without a
+    FIN): the agent stops at its responder's TTL instead of waiting for the hang-up."""
+    import json
+    import subprocess
+
+    agent = subprocess.Popen(
+        ["unshare", "-n", "sh", "-c", "ip link set lo up && exec " + shlex.join(
+            [sys.executable, "-m", "pvestrap", "responder", "--agent"])],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert agent.stdin is not None and agent.stdout is not None
+        agent.stdin.write(json.dumps({"token": "t" * 32, "links": [0], "ttl_s": 1,
+                                      "addresses": ["127.0.0.1"]}) + "\n")
+        agent.stdin.flush()
+        assert agent.stdout.readline().strip() == mesh.READY
+        agent.stdin.write(mesh.GO + "\n")
+        agent.stdin.flush()
+        assert agent.stdout.readline().startswith(mesh.RESULT)
+        assert agent.wait(timeout=60) == 0  # stdin still open
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
