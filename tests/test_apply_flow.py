@@ -164,6 +164,18 @@ def test_ssh_failures_are_told_apart():
     assert argv[:1] == ("ssh",) and "BatchMode=yes" in argv and "root@member.invalid" in argv
 
 
+def test_ssh_never_writes_known_hosts():
+    """OpenSSH's UpdateHostKeys (default yes) would append a member's other host keys to root's
+    known_hosts: a change no plan shows and no undo restores (seen on the real stack:
+    tests/lab/test_separate_undo_pve_lab.py). Every connection turns it off, the join lock's
+    control-master session too."""
+    system = RecordingSystem()
+    Remote(system, "10.254.0.2", control_path="/run/x").run("true", "a command")
+    argv = system.commands[0]
+    assert argv[argv.index("UpdateHostKeys=no") - 1] == "-o"
+    assert argv.index("UpdateHostKeys=no") < argv.index("root@10.254.0.2")
+
+
 # -- backend choice and the preflight gate -------------------------------------------------------
 
 def test_backend_choice():

@@ -176,9 +176,13 @@ class Remote:
         return f"{self.user}@{self.address}"
 
     def options(self) -> list[str]:
+        """UpdateHostKeys=no: OpenSSH's default (yes) appends the other host keys a known host
+        offers to root's known_hosts on every connection, a change outside the plan that no
+        undo restores (ssh_config(5))."""
         connect = max(1, round(self.connect_timeout))
         opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect}",
-                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=2"]
+                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=2",
+                "-o", "UpdateHostKeys=no"]
         if self.control_path:
             opts += ["-o", "ControlMaster=no", "-o", f"ControlPath={self.control_path}"]
         return opts
