@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from pvestrap.apply import qdevice_pve as pve
-from pvestrap.apply.engine import run_steps
+from pvestrap.apply.engine import StepFailed, run_steps
 from pvestrap.errors import OperationFailed, UserError
-from pvestrap.qdevice import QDevice, configured
+from pvestrap.checks.qdevice import vote_findings
+from pvestrap.findings import Severity
+from pvestrap.qdevice import ODD_REFUSAL, QDevice, configured
 from pvestrap.system import RealSystem
 
 STANDIN = Path(__file__).resolve().parent / "standin"  # the pvecm/pvesh TEST STAND-IN, tests only
@@ -70,12 +72,21 @@ def test_setup_and_remove_with_pvecm_preview_is_what_pvecm_writes(tmp_path):
 
 def test_odd_count_refused_like_pvecm_unless_forced(tmp_path):
     system = cluster_of(tmp_path, 3)
-    with pytest.raises(OperationFailed) as refused:
-        pve.read_setup(system, QDevice(QNETD))
-    assert refused.value.code == "qdevice-odd-nodes"
+    plain = pve.read_setup(system, QDevice(QNETD), verify_s=5)
+    assert plain.setup_argv == ("pvecm", "qdevice", "setup", QNETD)
+    # the command's preflight refuses it (exit 1, with --json a refused document)...
+    refused = [f for f in vote_findings(plain.math, False) if f.code == "qdevice-odd-nodes"]
+    assert [f.severity for f in refused] == [Severity.FAIL] and "--force" in refused[0].remedy
+    assert [f.severity for f in vote_findings(plain.math, True)
+            if f.code == "qdevice-odd-nodes"] == [Severity.WARN]
+    # ...and past an --ignore, pvecm itself refuses without --force: nothing changed
+    conf = (tmp_path / "etc/pve/corosync.conf").read_bytes()
+    with pytest.raises(StepFailed) as failed:
+        run_steps(pve.steps(plain), system)
+    assert failed.value.step_id == "pvecm-qdevice-setup"
+    assert (tmp_path / "etc/pve/corosync.conf").read_bytes() == conf
     direct = standin(tmp_path, "pvecm", "qdevice", "setup", QNETD)
-    assert direct.returncode == 255
-    assert "Clusters with an odd node count are not officially supported!" in direct.stderr
+    assert direct.returncode == 255 and ODD_REFUSAL in direct.stderr
     change = pve.read_setup(system, QDevice(QNETD), force=True, verify_s=5)
     assert change.setup_argv[-1] == "--force" and change.math.qdevice_votes == 2
     run_steps(pve.steps(change), system)

@@ -4,7 +4,8 @@ hands it to every member) and the daemons themselves (pve-cluster, src/PVE/CLI/p
 
 The plan shows /etc/pve/corosync.conf as pvecm will write it (the device section in its sorted
 layout, config_version + 1); the refusals pvecm would print come first, before any command:
-no cluster, a QDevice already configured, an odd node count without --force. The steps are the
+no cluster, a QDevice already configured, and (in the command's preflight, as a finding with the
+vote math) an odd node count without --force. The steps are the
 pvecm command (undo: the opposite pvecm command) and a bounded wait until `pvecm status` shows
 the votes as planned.
 """
@@ -72,11 +73,8 @@ def read_setup(system: System, q: model.QDevice, force: bool = False,
         raise UserError("pvecm qdevice setup picks the algorithm by node count and has no "
                         "tie-breaker option", code="qdevice-pvecm-option",
                         remedy="leave --algorithm and --tie-breaker out on Proxmox VE")
-    if count % 2 and not force:
-        raise OperationFailed(f"{model.ODD_REFUSAL} ({count} nodes: the QDevice would carry "
-                              f"{count - 1} votes and, once it fails, no single node may fail)",
-                              code="qdevice-odd-nodes",
-                              remedy="--force sets it up anyway (lms), as pvecm's --force does")
+    # an odd count without --force is the preflight's to refuse (qdevice-odd-nodes), as pvecm
+    # refuses it; with --force, pvecm sets up lms
     q = replace(q, algorithm=model.default_algorithm(count), tie_breaker="lowest")
     votes = [n.votes if isinstance(n.votes, int) else 1 for n in conf.nodes]
     return PveChange(q, True, force, text, model.with_device(conf, q),
