@@ -83,13 +83,14 @@ def qdevice_state(lab) -> dict[str, object]:
     return out
 
 
-def test_qdevice_on_an_odd_node_count_needs_the_users_force(lab):
+@pytest.mark.parametrize("release", ["8", "9"])
+def test_qdevice_on_an_odd_node_count_needs_the_users_force(lab, release):
     """pvecm qdevice setup refuses an odd node count without --force (pve-cluster's pvecm.pm:
     "Clusters with an odd node count are not officially supported!"); pvestrap's preflight
     refuses the same before any command (qdevice-odd-nodes, the vote math, exit 1) and passes
     --force only when the user gave it; forced, pvecm sets up lms and the QDevice carries
     N-1 = 2 votes."""
-    three = form(lab, 3, "9", qnetd=True)
+    three = form(lab, 3, release, qnetd=True)
     host = three.qnetd.address(0)
     before = qdevice_state(three)
     assert "Cluster" not in before["qnetd"]
