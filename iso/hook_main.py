@@ -12,6 +12,7 @@ python3 can still parse, to say clearly that it is too old.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import os
@@ -45,6 +46,9 @@ def main(argv=None) -> int:
 
     try:
         path = extract_answers(archive, args.state_dir)
+    except SelfChmodFailed as exc:
+        print("pvestrap first-boot hook: %s" % exc, file=sys.stderr)
+        return 1
     except (OSError, OperationFailed) as exc:
         print("pvestrap first-boot hook: cannot write the answer file under %s: %s"
               % (args.state_dir, getattr(exc, "strerror", None) or exc), file=sys.stderr)
@@ -112,15 +116,43 @@ def extract_answers(archive: str, state_dir: str) -> str:
         from pvestrap.firstboot.secret import path_for
 
         atomic_write(path_for(target), secret, 0o600, backup=False)
-        _root_only(archive)
+        _root_only(archive, state_dir)
     return target
 
 
-def _root_only(archive: str) -> None:
+class SelfChmodFailed(Exception):
+    """The hook could not take group and others' rights off itself (after the answer file and
+    the secret were written): the message says so, and how to fix it."""
+
+
+def _root_only(archive: str, written: str) -> None:
     """The installer may leave the hook readable by all (chmod +x): it holds the secret."""
     mode = os.stat(archive).st_mode & 0o7777
-    if mode & 0o077:
+    if not mode & 0o077:
+        return
+    try:
         os.chmod(archive, mode & 0o700)
+    except OSError as exc:
+        raise SelfChmodFailed(
+            "the answer file and the first-boot secret are written (%s), but the hook cannot "
+            "make itself root's alone: chmod %04o %s failed: %s. It carries the cluster's "
+            "first-boot secret and is readable by group or others (mode %04o), so the first-boot "
+            "flow does not start. Fix: %s`chmod go= %s`, then run the hook again (or reboot)"
+            % (written, mode & 0o700, archive, exc.strerror or exc, mode,
+               _chmod_fix(archive, exc.errno), archive)) from None
+
+
+def _chmod_fix(archive: str, error: int | None) -> str:
+    """What keeps root from changing the hook's mode, undone."""
+    if error == errno.EROFS:
+        mount = os.path.dirname(archive)
+        while not os.path.ismount(mount):
+            mount = os.path.dirname(mount)
+        return "make its filesystem writable (`mount -o remount,rw %s`), then " % mount
+    if error == errno.EPERM:
+        return ("run it as root and clear an immutable flag if `lsattr %s` shows one "
+                "(`chattr -i %s`), then " % (archive, archive))
+    return "as root, "
 
 
 def selftest(archive: str, path: str) -> int:

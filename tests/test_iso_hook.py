@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import secrets
+import shutil
 import socket
 import subprocess
 import zipfile
@@ -117,6 +118,47 @@ def test_the_hook_writes_the_secret_root_only_and_makes_itself_root_only(hook_fi
     for out in [done, *printed]:
         assert hexed not in out.stdout + out.stderr
         assert bytes.fromhex(hexed).hex().upper() not in out.stdout + out.stderr
+
+
+
+# On a read-only tmpfs in a private mount namespace (gone when sh exits): the hook, left 0755 as
+# the installer may leave it, is run through its shebang; then the fix it names is done and it
+# is run again.
+READ_ONLY_RUN = """set -u
+ro=$1 hook=$1/proxmox-first-boot state=$3
+mount -t tmpfs -o size=4m,mode=0755 tmpfs "$ro" || exit 90
+cp "$2" "$hook" && chmod 0755 "$hook" && mount -o remount,ro "$ro" || exit 91
+"$hook" --selftest --state-dir "$state" >/dev/null 2>"$4"
+echo "first $? $(stat -c %a "$hook")"
+mount -o remount,rw "$ro" && chmod go= "$hook" || exit 92
+"$hook" --selftest --state-dir "$state" >/dev/null 2>&1
+echo "again $? $(stat -c %a "$hook")"
+"""
+
+
+def test_a_hook_that_cannot_chmod_itself_says_so_and_how_to_fix_it(hook_file, tmp_path):
+    """Before, a failed self-chmod read 'cannot write the answer file under STATE', which the
+    hook had written."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare (a read-only mount in a private mount namespace)")
+    ro, state, err = tmp_path / "ro", tmp_path / "state", tmp_path / "stderr"
+    ro.mkdir()
+    done = _run(["unshare", "-m", "--propagation", "private", "sh", "-c", READ_ONLY_RUN, "sh",
+                 str(ro), str(hook_file), str(state), str(err)], tmp_path,
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    hook = ro / "proxmox-first-boot"
+    assert done.stdout.splitlines() == ["first 1 755", "again 0 700"], done.stdout + done.stderr
+    message = err.read_text()
+    assert message.startswith("pvestrap first-boot hook: the answer file and the first-boot "
+                              f"secret are written ({state}), but the hook cannot make itself "
+                              f"root's alone: chmod 0700 {hook} failed: Read-only file system")
+    assert f"Fix: make its filesystem writable (`mount -o remount,rw {ro}`), then " \
+           f"`chmod go= {hook}`, then run the hook again" in message
+    assert "cannot write the answer file" not in message
+    assert secret_of(hook_file).read_text().strip() not in message
+    assert (state / "answers.firstboot-secret").read_bytes() == \
+        secret_of(hook_file).read_bytes()
+    assert not hook.exists()  # the mount was the namespace's own
 
 
 @pytest.mark.parametrize("version", ["3.11", "3.12", "3.13"])
