@@ -142,3 +142,51 @@ def test_node_separates_undo_gives_the_leaving_nodes_kept_files_the_put_back_fil
     for path in (PVE_COROSYNC_CONF, COROSYNC_CONF):
         assert system.read_text(aside + path) == model.shared
         assert system.file_mode(aside + path) == 0o640    # as it was kept
+
+
+def test_after_delnode_is_undone_the_note_says_what_to_do_with_the_powered_off_node():
+    """`node remove`'s rollback note (commands/node.py): the members run the put-back nodelist
+    above delnode's config_version, the removed node still has the old one."""
+    from pvestrap.commands.node import rollback_note
+
+    conf = start_conf()
+    model = PveModel(conf)
+    removal = removal_of(conf)
+    system = delnode_system(model, removal)
+    with pytest.raises(StepFailed) as err:
+        run_steps([rm.DelnodeStep(removal, model), Fails()], system)
+    system.files[COROSYNC_CONF] = (model.files["pve1"][COROSYNC_CONF].encode(), 0o644)
+    note = rollback_note(system, removal, err.value)
+    now, old = conf.config_version + 2, conf.config_version
+    assert note is not None and note.startswith(
+        f"note: pve3 is in the nodelist again, at config_version {now}, but pve3 itself, "
+        f"powered off, still has config_version {old} (or older) in its {COROSYNC_CONF}: "
+        "booted as it is, its corosync terminates on joining")
+    assert ("before its corosync starts (boot it off the cluster network, or with corosync "
+            f"disabled), copy pve1:{COROSYNC_CONF} over its own, then let it join") in note
+    assert "run `pvestrap node remove pve3` again, and never boot it into the cluster" in note
+
+
+def test_when_delnode_cannot_be_undone_the_note_says_never_to_boot_the_node_as_it_is(capsys):
+    import json
+
+    from pvestrap.commands.node import Output, rollback_note
+
+    conf = start_conf()
+    model = PveModel(conf)
+    removal = removal_of(conf)
+    system = delnode_system(model, removal)
+    model.fail_write.add("pve2")
+    with pytest.raises(StepFailed) as err:
+        run_steps([rm.DelnodeStep(removal, model), Fails()], system)
+    note = rollback_note(system, removal, err.value)
+    assert note is not None and "pvecm delnode pve3 took effect and could not be undone" in note
+    assert "Never power it on in the cluster network as it is" in note
+    Output(json_out=True).failed(err.value, note)
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["status"] == "rolled-back" and shown["note"] == note
+    Output(json_out=False).failed(err.value, note)
+    assert capsys.readouterr().err.endswith(f"\n\n{note}\n")
+    with pytest.raises(StepFailed) as before_delnode:
+        run_steps([Fails()], RecordingSystem())
+    assert rollback_note(RecordingSystem(), removal, before_delnode.value) is None

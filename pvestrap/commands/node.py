@@ -54,7 +54,8 @@ def remove(name: str = typer.Argument(..., help="The node to remove (powered off
 
     confirm_or_abort(yes, f"remove {name} from the cluster "
                      f"({len(removal.cluster.members)} members stay)?")
-    outcome = run_and_report(out, lambda progress: rm.run_removal(system, removal, progress))
+    outcome = run_and_report(out, lambda progress: rm.run_removal(system, removal, progress),
+                             lambda failure: rollback_note(system, removal, failure))
     if outcome is None:
         return 1
     note = (f"; expected votes were lowered to {expected_votes} for the removal"
@@ -188,13 +189,16 @@ class Output:
             print(f"\n{message}")
         return 0
 
-    def failed(self, failure) -> None:
+    def failed(self, failure, note: str | None = None) -> None:
         import sys
 
         if self.json_out:
-            self._dump({"status": "rolled-back", "failure": failure.as_dict()})
+            self._dump({"status": "rolled-back", "failure": failure.as_dict(),
+                        **({"note": note} if note else {})})
         else:
             print(failure.render(), file=sys.stderr)
+            if note:
+                print(f"\n{note}", file=sys.stderr)
 
     def _dump(self, extra: dict) -> None:
         import json
@@ -204,15 +208,49 @@ class Output:
         print(json.dumps(plain({**self.doc, **extra}), indent=2))
 
 
-def run_and_report(out: Output, run):
+def run_and_report(out: Output, run, note=None):
     """Run the steps with progress on stderr; the applied step ids, or None after a rollback
-    (reported)."""
+    (reported, with NOTE(failure) when it has one)."""
     from pvestrap.apply.engine import StepFailed
     from pvestrap.commands.link import step_progress
 
     try:
         outcome = run(step_progress())
     except StepFailed as failure:
-        out.failed(failure)
+        out.failed(failure, note(failure) if note else None)
         return None
     return tuple(outcome.applied)
+
+
+def rollback_note(system, removal, failure) -> str | None:
+    """What to do with the powered-off node after a rollback that reached `pvecm delnode`.
+    Undone, NAME is back in the nodelist ABOVE delnode's config_version (removal.undo_delnode),
+    while NAME's own corosync.conf still has the version it was powered off with: joining, a
+    corosync whose config_version is not the highest of the members' terminates (corosync.conf(5),
+    config_version). Not undone, NAME stays removed: the admin guide's "Remove a Cluster Node"
+    says never to power it on in the cluster network as it is (reinstall, then join)."""
+    from pvestrap.corosync.facade import CorosyncConf
+    from pvestrap.errors import PvestrapError
+    from pvestrap.paths import COROSYNC_CONF
+
+    name, old = removal.name, removal.cluster.conf.config_version
+    if "delnode" in {f.step_id for f in failure.undo_failures}:
+        return (f"note: pvecm delnode {name} took effect and could not be undone: {name} is out "
+                "of the nodelist. Never power it on in the cluster network as it is (the admin "
+                "guide, \"Remove a Cluster Node\"): reinstall it, then join it again")
+    if "delnode" not in failure.undone:
+        return None
+    try:
+        now = CorosyncConf.parse(system.read_text(COROSYNC_CONF) or "").config_version
+    except PvestrapError:
+        now = None
+    member = removal.cluster.writer.name
+    return (f"note: {name} is in the nodelist again, at config_version "
+            f"{now if now is not None else 'above ' + str(removal.after.config_version)}, but "
+            f"{name} itself, powered off, still has config_version {old or 0} (or older) in its "
+            f"{COROSYNC_CONF}: booted as it is, its corosync terminates on joining (corosync "
+            f"needs the members' config_version, corosync.conf(5)). To keep it a member: before "
+            "its corosync starts (boot it off the cluster network, or with corosync disabled), "
+            f"copy {member}:{COROSYNC_CONF} over its own, then let it join. To remove it: fix "
+            f"what failed, run `pvestrap node remove {name}` again, and never boot it into the "
+            "cluster as it is (reinstall it first)")

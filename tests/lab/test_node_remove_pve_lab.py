@@ -18,6 +18,7 @@ FAIL_AFTER_DELNODE = """
 import sys
 from pvestrap.apply import links, removal as rm
 from pvestrap.apply.engine import PlannedWait, StepFailed
+from pvestrap.commands.node import rollback_note
 from pvestrap.errors import OperationFailed
 from pvestrap.system import RealSystem
 
@@ -44,6 +45,7 @@ try:
 except StepFailed as exc:
     print("undone:", ",".join(exc.undone), "undo-failures:",
           "; ".join(f"{f.step_id}: {f.cause}" for f in exc.undo_failures) or "none")
+    print(rollback_note(system, removal, exc))  # what `node remove` adds to its failure
 """
 
 pytestmark = pytest.mark.lab
@@ -114,6 +116,10 @@ def test_a_failure_after_real_delnode_puts_the_node_back_above_delnodes_config_v
         out.stdout + out.stderr
     shared = three.node(1).path("/etc/pve/corosync.conf").read_text()
     assert "config_version: 5" in shared and f"name: {n3.name}" in shared
+    assert (f"note: {n3.name} is in the nodelist again, at config_version 5, but {n3.name} "
+            "itself, powered off, still has config_version 3 (or older)") in out.stdout
+    assert f"copy {three.node(1).name}:/etc/corosync/corosync.conf over its own" in out.stdout
+    assert "config_version: 3" in n3.path("/etc/corosync/corosync.conf").read_text()
     for index in (1, 2):
         assert three.node(index).path("/etc/corosync/corosync.conf").read_text() == shared
         assert three.node(index).path("/etc/pve/corosync.conf").read_text() == shared
