@@ -106,7 +106,8 @@ def sample(reply: wire.Reply, t1: int, t4: int) -> tuple[float, float]:
 
 
 class LatencyFlow:
-    """N probes at a fixed interval to one target; replies give RTTs and clock samples."""
+    """N probes at a fixed interval to one target; replies give RTTs and clock samples.
+    ON_FIRST_REPLY(flow, now) starts the pair's MTU search, whose patience is slowest_s."""
 
     events = selectors.EVENT_READ
 
@@ -119,6 +120,7 @@ class LatencyFlow:
         self.pending: dict[int, int] = {}
         self.rtts: list[float] = []
         self.best: tuple[float, float] | None = None  # (delay_ms, offset_s)
+        self.slowest_s = 0.0  # the longest a reply took to come back, responder's delay included
         self.on_first_reply = on_first_reply
         self.done = ex.sock is None
 
@@ -150,6 +152,7 @@ class LatencyFlow:
         t1 = self.pending.pop(reply.seq, None)
         if t1 is None:
             return
+        self.slowest_s = max(self.slowest_s, (t4 - t1) / 1e9)
         left = self.ex.departures.pop(reply.seq, None)
         if left is not None and -1_000_000 <= left - t1 < 1_000_000_000:
             t1 = left  # when the kernel sent it, not when Python was about to
@@ -158,7 +161,7 @@ class LatencyFlow:
         if self.best is None or rtt < self.best[0]:
             self.best = (rtt, offset)
         if len(self.rtts) == 1:
-            self.on_first_reply(self.ex.target, now)
+            self.on_first_reply(self, now)
         if self.sent >= self.count and not self.pending:
             self.done = True
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import selectors
 import socket
 from dataclasses import dataclass
+from typing import Callable
 
 from pvestrap.checks import probe as wire
 from pvestrap.checks import prober
@@ -51,6 +52,8 @@ class MtuSearch:
     def record(self, size: int, ok: bool) -> None:
         if ok:
             self.best = size if self.best is None else max(self.best, size)
+            if self.bad is not None and self.bad <= self.best:
+                self.bad = None  # a late reply: that size passed after all
         else:
             self.bad = size if self.bad is None else min(self.bad, size)
 
@@ -74,8 +77,10 @@ class MtuFlow:
 
     events = selectors.EVENT_READ
 
-    def __init__(self, ex: "prober.Exchange", settings: "prober.ProbeSettings", now: float):
+    def __init__(self, ex: "prober.Exchange", settings: "prober.ProbeSettings", now: float,
+                 patience: Callable[[], float] = lambda: 0.0):
         self.ex, self.sock, self.settings = ex, ex.sock, settings
+        self.patience = patience
         self.done = ex.sock is None
         self.forward: int | None = None
         self.reverse: int | None = None
@@ -83,6 +88,7 @@ class MtuFlow:
         self.phase = "forward"
         self.seq, self.size, self.deadline = 0, 0, now
         self.step: set[int] = set()  # the seqs of the probes of the current size
+        self.sizes: dict[int, int] = {}  # seq -> size of every probe of this phase
         if ex.sock is None:
             return
         family = prober.family_of(ex.target.address)
@@ -104,8 +110,11 @@ class MtuFlow:
             for reply, _t4, ifindex in self.ex.replies():
                 self.peer_mtu = reply.rx_mtu or self.peer_mtu
                 self.local_mtu = wire.interface_mtu(self.sock, ifindex) or self.local_mtu
-                if reply.seq in self.step and not self.done:
-                    self.search.record(self.size, True)
+                size = self.sizes.get(reply.seq)
+                if size is None or self.done:
+                    continue
+                self.search.record(size, True)  # a late reply to an earlier step counts too
+                if reply.seq in self.step or size >= self.size:
                     self._advance(now)
         except OSError:  # ICMP "fragmentation needed" from a hop on the way
             self.search.record(self.size, False)
@@ -120,9 +129,16 @@ class MtuFlow:
                 self.done = True
                 return
             if self._send_step(size):
-                self.size, self.deadline = size, now + self.settings.mtu_step_timeout_s
+                self.size, self.deadline = size, now + self.step_timeout()
                 return
             self.search.record(size, False)  # refused by our own kernel: over the route MTU
+
+    def step_timeout(self) -> float:
+        """How long a step waits for its replies: mtu_step_timeout_s, or 3 times the slowest
+        reply the pair's latency probes got when that is longer (a busy responder is not a
+        black hole), never beyond reply_timeout_s (the latency probes' own patience)."""
+        least = self.settings.mtu_step_timeout_s
+        return min(max(least, 3 * self.patience()), max(least, self.settings.reply_timeout_s))
 
     def _next_size(self) -> int | None:
         size = self.search.next_size()
@@ -130,7 +146,7 @@ class MtuFlow:
             self.forward = self.search.best
             if self.forward is None:
                 return None
-            self.phase = "reverse"
+            self.phase, self.sizes = "reverse", {}
             self.search = MtuSearch(wire.REPLY_MIN, self.forward)
             size = self.search.next_size()
         elif size is None:
@@ -145,6 +161,7 @@ class MtuFlow:
             if self.ex.send(self.seq, size, reply_size) is None:
                 return False
             self.step.add(self.seq)
+            self.sizes[self.seq] = size
         return True
 
     def result(self) -> "prober.MtuResult":

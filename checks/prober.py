@@ -210,15 +210,12 @@ class Loop:
             self.selector.unregister(flow.sock)
 
     def run(self, progress: Callable[[], None] | None = None) -> None:
+        """Until every flow is done: what arrived first, then the timers that are due. In
+        that order, a reply already waiting on its socket counts even when the process was
+        not scheduled until after its flow's deadline (a busy machine, many agents)."""
         try:
             while True:
-                now = time.monotonic()
                 active = [f for f in self.flows if not f.done]
-                for flow in active:
-                    if flow.wake_at() <= now:
-                        flow.on_timer(now)
-                        self._retire(flow)
-                active = [f for f in active if not f.done]
                 if not active:
                     return
                 wait = max(0.0, min(f.wake_at() for f in active) - time.monotonic())
@@ -226,6 +223,11 @@ class Loop:
                     if not key.data.done:
                         key.data.on_event(time.monotonic())
                     self._retire(key.data)
+                now = time.monotonic()
+                for flow in active:
+                    if not flow.done and flow.wake_at() <= now:
+                        flow.on_timer(now)
+                        self._retire(flow)
                 if progress:
                     progress()
         finally:
@@ -245,11 +247,12 @@ def measure(request: ProbeRequest, token: wire.Token,
     loop = Loop()
     searches: dict[tuple[str, int], Any] = {}
 
-    def start_mtu(target: Target, now: float) -> None:
+    def start_mtu(flow: latency.LatencyFlow, now: float) -> None:
+        target = flow.ex.target
         key = (target.peer, target.link)
         if settings.mtu and key not in searches:
             searches[key] = mtu.MtuFlow(Exchange(target, token, new_session(), False, kclock),
-                                        settings, now)
+                                        settings, now, patience=lambda: flow.slowest_s)
             loop.add(searches[key])
 
     kclock = wire.kernel_clock_offset()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 
 import pytest
@@ -121,3 +123,19 @@ def test_the_mesh_lays_every_nodes_own_row_into_one_grid():
                                                   [0.2, 0.2, None]]
     assert merged.matrices["link1"]["state"] == [[None] * 3] * 3
     assert "node-unreachable" in {f.code for f in merged.findings}
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the OpenSSH client")
+def test_the_mesh_ssh_options_are_ones_this_ssh_accepts_and_drop_only_sntrup761():
+    """ssh -G reads the options as a session would: an option this ssh does not know would make
+    every node unreachable. Only the slow sntrup761 key exchange leaves the offer."""
+    argv = mesh.ssh_argv("node.invalid", ["pvestrap", "preflight", "--agent"])
+    out = subprocess.run([argv[0], "-G", *argv[1:-1]], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    offered = next(line.split()[1] for line in out.splitlines()
+                   if line.startswith("kexalgorithms ")).split(",")
+    default = next(line.split()[1] for line in subprocess.run(
+        ["ssh", "-G", "root@node.invalid"], capture_output=True, text=True, timeout=30,
+        check=True).stdout.splitlines() if line.startswith("kexalgorithms ")).split(",")
+    assert offered == [k for k in default if not k.startswith("sntrup761")]
+    assert "batchmode yes" in out and "updatehostkeys false" in out

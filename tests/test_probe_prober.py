@@ -148,6 +148,59 @@ def test_mtu_search_finds_exactly_the_largest_passing_size(low, span, limit):
     assert search.best == expected
 
 
+@given(low=st.integers(64, 2000), span=st.integers(0, 9000), limit=st.integers(0, 12_000),
+       slow=st.lists(st.booleans(), max_size=40))
+def test_mtu_search_counts_late_replies(low, span, limit, slow):
+    """A step whose replies come after its timeout (a busy responder) is recorded as failed;
+    when they arrive during the next step, the size passed after all: the search still ends
+    at exactly the largest passing size."""
+    search = MtuSearch(low, low + span)
+    late: list[int] = []
+    for step in range(80):
+        for size in late:
+            search.record(size, True)
+        late = []
+        size = search.next_size()
+        if size is None:
+            break
+        delayed = size <= limit and step < len(slow) and slow[step]
+        search.record(size, size <= limit and not delayed)
+        if delayed:
+            late.append(size)
+    else:
+        pytest.fail("the search did not end")
+    assert search.best == (None if limit < low else min(limit, low + span))
+
+
+def test_loop_reads_waiting_replies_before_the_timers_that_are_due():
+    """After the process was not scheduled for a while, a reply already on its socket counts:
+    the loop reads it before it fires that flow's (now passed) timeout."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    calls: list[str] = []
+
+    class Flow:
+        sock, events, done = a, 1, False  # selectors.EVENT_READ
+
+        def wake_at(self):
+            return 0.0  # long passed
+
+        def on_timer(self, now):
+            calls.append("timeout")
+            self.done = True
+
+        def on_event(self, now):
+            calls.append("reply")
+            self.done = True
+
+    b.send(b"reply")
+    loop = prober.Loop()
+    loop.add(Flow())
+    loop.run()
+    a.close()
+    b.close()
+    assert calls == ["reply"]
+
+
 def test_tcp_open_and_closed():
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
