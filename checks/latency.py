@@ -8,7 +8,10 @@ where only that answered. Where no UDP port answered at all, ICMP echo (ping3) g
 opinion, reported as INFO: the path exists, but corosync's port is blocked (see the ports check).
 
 LatencyFlow is the sampling itself: N probes at a fixed interval to one target, a flow of the
-prober's selector loop.
+prober's selector loop. The legacy port's flow stops after LEGACY_SAMPLES replies once the link
+port of the same peer and link has answered: its samples would not be used (best_port), and a
+few replies are what tells open from closed or filtered; where the link port stays silent it
+sends all N, as the fallback's samples.
 
 Statistics: min, median, p99 (nearest rank), max, jitter (mean difference between consecutive
 RTTs, RFC 3550's idea without the smoothing), loss (% of probes unanswered), samples.
@@ -35,6 +38,7 @@ from pvestrap.checks.base import Context
 from pvestrap.findings import Finding, Severity
 from pvestrap.plan import Thresholds
 
+LEGACY_SAMPLES = 3
 GUIDANCE = ("Proxmox advises under 5 ms and says clusters of more than three nodes are unlikely "
             "to work above around 10 ms")
 
@@ -112,7 +116,7 @@ class LatencyFlow:
     events = selectors.EVENT_READ
 
     def __init__(self, ex: "prober.Exchange", settings: "prober.ProbeSettings", start: float,
-                 on_first_reply):
+                 on_first_reply, link_port: "LatencyFlow | None" = None):
         self.ex, self.sock, self.settings = ex, ex.sock, settings
         self.count = settings.count
         self.next_at = start + random.uniform(0, settings.interval_s)
@@ -122,6 +126,7 @@ class LatencyFlow:
         self.best: tuple[float, float] | None = None  # (delay_ms, offset_s)
         self.slowest_s = 0.0  # the longest a reply took to come back, responder's delay included
         self.on_first_reply = on_first_reply
+        self.link_port = link_port  # a legacy port's flow: the link port's, to the same peer
         self.done = ex.sock is None
 
     def wake_at(self) -> float:
@@ -130,6 +135,12 @@ class LatencyFlow:
     def on_timer(self, now: float) -> None:
         if self.sent >= self.count:
             self.done = True  # the last probe's reply timeout has passed
+            return
+        if self.link_port is not None and self.link_port.rtts \
+                and len(self.rtts) >= LEGACY_SAMPLES:
+            self.count = self.sent  # enough: the link port's samples are the ones used
+            self.next_at = now + self.settings.reply_timeout_s
+            self.done = not self.pending
             return
         self.sent += 1
         t1 = self.ex.send(self.sent)

@@ -257,7 +257,13 @@ def measure(request: ProbeRequest, token: wire.Token,
 
     kclock = wire.kernel_clock_offset()
     exchanges = [Exchange(t, token, new_session(), True, kclock) for t in request.targets]
-    flows = [latency.LatencyFlow(ex, settings, t0, start_mtu) for ex in exchanges]
+    link_ports = {(ex.target.peer, ex.target.link): latency.LatencyFlow(ex, settings, t0,
+                                                                         start_mtu)
+                  for ex in exchanges if not ex.target.legacy}
+    flows = [link_ports[(ex.target.peer, ex.target.link)] if not ex.target.legacy else
+             latency.LatencyFlow(ex, settings, t0, start_mtu,
+                                 link_ports.get((ex.target.peer, ex.target.link)))
+             for ex in exchanges]
     tcp_flows = [tcp.ConnectFlow(t, settings.tcp_timeout_s) for t in request.tcp]
     for each in (*flows, *tcp_flows):
         loop.add(each)

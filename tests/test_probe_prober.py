@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from pvestrap.checks import probe as wire
 from pvestrap.checks import prober
 from pvestrap.checks import responder as rsp
+from pvestrap.checks.latency import LEGACY_SAMPLES
 from pvestrap.checks.mtu import MtuSearch
 from pvestrap.plan import ClusterPlan, JoinTarget, Link, Node
 from pvestrap.qdevice import QDevice
@@ -123,7 +124,21 @@ def test_many_targets_at_once_all_measured():
         proc.wait()
     assert len(found.udp) == 64 and len(found.mtu) == 32
     assert {r.state for r in found.udp} == {"open"}
-    assert all(r.received == r.sent == FAST.count for r in found.udp)
+    assert all(r.received == r.sent == FAST.count for r in found.udp if not r.legacy)
+    # 5404's samples are not used where the link port answers: a few replies tell it is open
+    assert all(LEGACY_SAMPLES <= r.received == r.sent < FAST.count
+               for r in found.udp if r.legacy)
+
+
+def test_the_legacy_port_is_sampled_in_full_where_the_link_port_is_silent(responders):
+    """Where 5405+N does not answer, 5404's samples are the latency's fallback: all of them."""
+    (port,) = responders()
+    link = prober.Target("peer", 0, _free_port(), "127.0.0.1")
+    legacy = prober.Target("peer", 0, port, "127.0.0.1", legacy=True)
+    found = prober.measure(prober.ProbeRequest("me", (link, legacy), settings=FAST), TOKEN)
+    by_port = {r.legacy: r for r in found.udp}
+    assert by_port[False].state == "closed" and by_port[False].received == 0
+    assert by_port[True].received == by_port[True].sent == FAST.count
 
 
 def test_mtu_on_loopback_reaches_the_largest_datagram(responders):
