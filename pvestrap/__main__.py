@@ -1,5 +1,5 @@
 """`python -m pvestrap` (how the mesh mode and the first-boot hook run it)."""
 
-from pvestrap.cli import entry
+from pvestrap.launch import entry
 
 entry()

@@ -37,7 +37,7 @@ from pvestrap.checks import probe as wire
 from pvestrap.checks.prober import Measurements
 from pvestrap.checks.responder import Responder, ResponderConfig, ports_for_links
 from pvestrap.checks.runner import build_sections
-from pvestrap.errors import UserError
+from pvestrap.errors import PvestrapError, UserError
 from pvestrap.findings import Finding, Severity
 from pvestrap.plan import ClusterPlan
 from pvestrap.report.jsonout import report_dict
@@ -222,6 +222,20 @@ def _close(proc: subprocess.Popen) -> None:
 
 # -- the agent (runs on each node) -----------------------------------------------------------------
 
+def agent_entry() -> int:
+    """agent_main as the `pvestrap preflight --agent` process runs it (pvestrap.launch): its
+    errors as the CLI shows them, one line on stderr (the orchestrator quotes the last ones)."""
+    try:
+        return agent_main()
+    except PvestrapError as exc:
+        print(exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - as the CLI: a bug is a line, not a traceback
+        print(f"internal error (a bug in pvestrap): {type(exc).__name__}: {exc}\n"
+              "  run `pvestrap --debug preflight --agent` for the traceback", file=sys.stderr)
+        return 70
+
+
 def agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
     """One node's side of the mesh preflight; see the module docstring for the conversation."""
     job = json.loads(stdin.readline() or "{}")
@@ -389,5 +403,5 @@ def require_nodes_reachable(plan: ClusterPlan) -> None:
                         remedy="add the other nodes, or run `pvestrap preflight` without --mesh")
 
 
-__all__ = ["NodeResult", "agent_conversation", "agent_main", "agent_session", "merge",
-           "held_agents", "responder_agent_main", "run_agents", "run_mesh", "ssh_argv"]
+__all__ = ["NodeResult", "agent_conversation", "agent_entry", "agent_main", "agent_session",
+           "held_agents", "merge", "responder_agent_main", "run_agents", "run_mesh", "ssh_argv"]

@@ -112,3 +112,17 @@ def test_the_pvecm_pvesh_test_stand_in_is_not_in_the_built_package(tmp_path):
     assert sorted(n for n in names if "standin" in n.lower()
                   or n.rsplit("/", 1)[-1] in ("pvecm", "pvesh")) == []
     assert sorted(n for n in names if b"TEST STAND-IN" in (lib / n).read_bytes()) == []
+
+
+def test_the_mesh_agent_starts_without_the_command_line_libraries():
+    """`pvestrap preflight --agent` (every node of a mesh, at once) goes straight to the agent:
+    no typer/click import; its errors are still one line and an exit code, no traceback."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "pvestrap", "preflight",
+                          "--agent"], input="{}\n", capture_output=True, text=True, timeout=60)
+    imported = [line.split("|")[-1].strip() for line in out.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert "pvestrap.mesh" in imported
+    assert not [m for m in imported if m.split(".")[0] in ("typer", "click", "pvestrap.cli")]
+    errors = [line for line in out.stderr.splitlines() if not line.startswith("import time:")]
+    assert out.returncode == 70 and errors[0].startswith("internal error"), out.stderr[-500:]
+    assert "Traceback" not in out.stderr

@@ -18,12 +18,15 @@ from pvestrap.findings import Severity
 pytestmark = pytest.mark.lab
 
 
-def _run(lb, duration=2.0):
+def _run(lb, duration=2.0, debug=True):
+    """debug=False runs the agent as the mesh over SSH does (`pvestrap preflight --agent`: no
+    CLI in front of it, pvestrap.launch)."""
     plan = lb.plan()
     text = answers.dumps(plan)
 
     def launcher(node, agent):
-        return lb.command(node, [sys.executable, "-m", "pvestrap", "--debug", *agent[1:]])
+        return lb.command(node, [sys.executable, "-m", "pvestrap",
+                                 *(["--debug"] if debug else []), *agent[1:]])
 
     results = mesh.run_mesh(plan, text, duration_s=duration, launcher=launcher, timeout_s=90)
     for r in results:
@@ -38,7 +41,7 @@ def _fails(report):
 def test_clean_lab_passes_everything(lab):
     lb = lab(nodes=3, links=2)
     lb.start("sshd")  # joiners of the corosync backend need TCP 22 to the creating node
-    _plan, _results, report = _run(lb, duration=1.0)
+    _plan, _results, report = _run(lb, duration=1.0, debug=False)
     assert _fails(report) == set(), sorted(_fails(report))
     matrix = report.matrices["link0"]
     assert all(matrix["state"][i][j] == "open" for i in range(3) for j in range(3) if i != j)
