@@ -16,15 +16,26 @@ For each size one lab is built (not timed), its sshd started on every node, then
         [--modes inproc ssh]
 
 Prints one line per size and mode: seconds, pairs, seconds per node, the ratio to the smallest
-size (time ratio vs node ratio) and ssh/in-process; the load average before each size (the
-machine is shared). Also times `pvestrap preflight` on one node with no peers, and
+size (time ratio vs node ratio), the growth exponent from the size before (log time ratio / log
+node ratio: 1 is linear in N, 2 grows with the pairs) and ssh/in-process; the load average
+before each size (the machine is shared). A time only counts when the run found what a clean
+lab is: no FAIL (a mesh that times out its probes is fast and wrong); FAILs are listed and the
+benchmark exits 1. Also times `pvestrap preflight` on one node with no peers, and
 `pvestrap --help`, each against `python -c pass` as the floor. Timeouts: 300 s per mesh run.
+
+Every lab node is a network namespace of this one kernel, and the kernel's ARP table is shared
+by all of them: N nodes x L links need N(N-1)L entries (32 x 2: 1984), above the default
+net.ipv4.neigh.default.gc_thresh3 of 1024. Past it the kernel drops the probes (`neighbor table
+overflow` in dmesg; UDP counts them as SndbufErrors, the sender sees no error) and the run
+reports half the pairs filtered. The benchmark checks the limit first and says what to raise;
+on real nodes each has its own table of 2(N-1) entries.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import secrets
 import statistics
@@ -41,12 +52,43 @@ import guard  # benchmarks/guard.py: why a benchmark could not measure, no trace
 
 PVESTRAP = [sys.executable, "-m", "pvestrap"]
 TIMEOUT = 300
+LINKS = 2
 
 
 READY_AT: dict[int, float] = {}  # nodes -> seconds until every in-process agent was READY
 
 
-def inproc(lab: Lab, duration: float) -> tuple[float, int]:
+NEIGH_LIMIT = "/proc/sys/net/ipv4/neigh/default/gc_thresh3"
+ARP_STATS = "/proc/net/stat/arp_cache"
+
+
+def arp_table() -> tuple[int, int, int]:
+    """(entries now, the kernel's limit, table-full events so far), for every namespace."""
+    rows = [line.split() for line in Path(ARP_STATS).read_text().splitlines()]
+    col = {name: i for i, name in enumerate(rows[0])}
+    entries = int(rows[1][col["entries"]], 16)  # the same on every CPU's line
+    fulls = sum(int(r[col["table_fulls"]], 16) for r in rows[1:]) if "table_fulls" in col else 0
+    return entries, int(Path(NEIGH_LIMIT).read_text()), fulls
+
+
+def check_arp_room(sizes: list[int], links: int) -> None:
+    entries, limit, _ = arp_table()
+    need = max(sizes) * (max(sizes) - 1) * links
+    if entries + need > limit:
+        raise SystemExit(
+            f"cannot measure {max(sizes)} nodes x {links} links: its lab needs {need} ARP "
+            f"entries and {entries} are in use, but the kernel holds at most {limit} for all "
+            f"namespaces together (past it, probes are dropped and pairs read as filtered); "
+            f"raise it: sysctl -w net.ipv4.neigh.default.gc_thresh3={2 * (entries + need)} "
+            f"net.ipv4.neigh.default.gc_thresh2={entries + need}")
+
+
+def fails_of(findings) -> list[str]:
+    """'code subject' of every FAIL: a clean lab has none."""
+    return [f"{f['code']} {f['subject']}" for f in findings if f["severity"] == "FAIL"]
+
+
+def inproc(lab: Lab, duration: float) -> tuple[float, int, list[str]]:
     plan = lab.plan()
 
     def launcher(node, agent):
@@ -64,10 +106,11 @@ def inproc(lab: Lab, duration: float) -> tuple[float, int]:
     if failed:
         raise SystemExit(f"agents failed on {failed}: {results[0].error}")
     report = mesh.merge(plan, results)
-    return elapsed, sum(1 for f in report.findings if f.code.startswith("link-port-"))
+    fails = [f"{f.code} {f.subject}" for f in report.findings if f.severity.name == "FAIL"]
+    return elapsed, sum(1 for f in report.findings if f.code.startswith("link-port-")), fails
 
 
-def over_ssh(lab: Lab, duration: float, folder: Path) -> tuple[float, int]:
+def over_ssh(lab: Lab, duration: float, folder: Path) -> tuple[float, int, list[str]]:
     path = folder / f"{lab.prefix}.toml"
     path.write_text(answers.dumps(lab.plan()))
     started = time.monotonic()
@@ -81,11 +124,11 @@ def over_ssh(lab: Lab, duration: float, folder: Path) -> tuple[float, int]:
     down = [f["subject"] for f in found if f["code"] == "node-unreachable"]
     if down:
         raise SystemExit(f"preflight --mesh over ssh did not reach {down}")
-    return elapsed, sum(1 for f in found if f["code"].startswith("link-port-"))
+    return elapsed, sum(1 for f in found if f["code"].startswith("link-port-")), fails_of(found)
 
 
 def one_size(n: int, duration: float, modes: list[str], folder: Path) -> dict[str, tuple]:
-    lab = Lab.up("bm" + secrets.token_hex(3), n, 2)
+    lab = Lab.up("bm" + secrets.token_hex(3), n, LINKS)
     try:
         lab.start("sshd")
         out = {}
@@ -115,28 +158,27 @@ def main() -> int:
                         default=["inproc", "ssh"])
     args = parser.parse_args()
 
-    print(f"mesh preflight, 2 links, {args.duration:g} s sampling "
+    check_arp_room(args.sizes, LINKS)
+    print(f"mesh preflight, {LINKS} links, {args.duration:g} s sampling "
           f"({round(args.duration / 0.05)} probes per port):")
-    base: dict[str, tuple[float, int]] = {}
-    rows = []
+    rows, invalid = [], []
     with tempfile.TemporaryDirectory() as folder:
         for n in args.sizes:
-            load = os.getloadavg()[0]
+            load, fulls = os.getloadavg()[0], arp_table()[2]
             got = one_size(n, args.duration, args.modes, Path(folder))
-            for mode, (elapsed, ports) in got.items():
-                first = base.setdefault(mode, (elapsed, n))
-                side = (f"  ssh/inproc x{elapsed / got['inproc'][0]:.2f}"
-                        if mode == "ssh" and "inproc" in got else "")
-                if mode == "inproc" and n in READY_AT:
-                    side = f"  all READY at {READY_AT[n]:.2f} s"
-                print(f"  {n:3d} nodes {mode:>6}: {elapsed:6.2f} s  {n * (n - 1):4d} ordered "
-                      f"pairs  {ports:5d} port results  {elapsed / n:5.2f} s/node  time "
-                      f"x{elapsed / first[0]:.2f} for nodes x{n / first[1]:.2f}{side}  "
-                      f"(load {load:.1f})", flush=True)
-                rows.append({"nodes": n, "mode": mode, "s": round(elapsed, 2),
-                             "ports": ports, "load1": round(load, 1),
-                             **({"ready_s": round(READY_AT[n], 2)}
-                                if mode == "inproc" and n in READY_AT else {})})
+            overflowed = arp_table()[2] - fulls
+            for mode, (elapsed, ports, fails) in got.items():
+                row = {"nodes": n, "mode": mode, "s": round(elapsed, 2), "ports": ports,
+                       "fails": len(fails), "load1": round(load, 1),
+                       **({"ready_s": round(READY_AT[n], 2)}
+                          if mode == "inproc" and n in READY_AT else {})}
+                print(_line(row, [r for r in rows if r["mode"] == mode],
+                            got["inproc"][0] if "inproc" in got else None), flush=True)
+                rows.append(row)
+                if fails or overflowed:
+                    invalid.append(f"{n} nodes {mode}: {len(fails)} FAIL in a clean lab"
+                                   + (f", ARP table full {overflowed} times" if overflowed
+                                      else "") + f" ({'; '.join(fails[:3])})")
     print(json.dumps({"benchmark": "preflight_mesh", "duration_s": args.duration, "rows": rows}))
 
     floor = command_time([sys.executable, "-c", "pass"])
@@ -145,7 +187,24 @@ def main() -> int:
     print(f"python -c pass (floor):          {floor:6.3f} s")
     print(f"pvestrap --help:                 {helptime:6.3f} s  (x{helptime / floor:.1f} floor)")
     print(f"pvestrap preflight, no peers:    {single:6.3f} s  (x{single / floor:.1f} floor)")
-    return 0
+    for line in invalid:
+        print(f"NOT VALID: {line}")
+    return 1 if invalid else 0
+
+
+def _line(row: dict, before: list[dict], inproc_s: float | None) -> str:
+    """One size and mode: time, pairs, per node, against the first size and the one before."""
+    n, elapsed = row["nodes"], row["s"]
+    first = before[0] if before else row
+    prev = before[-1] if before else None
+    growth = (f"  growth N^{math.log(elapsed / prev['s']) / math.log(n / prev['nodes']):.2f}"
+              if prev and prev["nodes"] != n and prev["s"] > 0 else "")
+    side = (f"  ssh/inproc x{elapsed / inproc_s:.2f}" if row["mode"] == "ssh" and inproc_s
+            else f"  all READY at {row['ready_s']:.2f} s" if "ready_s" in row else "")
+    return (f"  {n:3d} nodes {row['mode']:>6}: {elapsed:6.2f} s  {n * (n - 1):4d} ordered pairs  "
+            f"{row['ports']:5d} port results  {row['fails']} FAIL  {elapsed / n:5.2f} s/node  "
+            f"time x{elapsed / first['s']:.2f} for nodes x{n / first['nodes']:.2f}{growth}{side}"
+            f"  (load {row['load1']:.1f})")
 
 
 if __name__ == "__main__":
