@@ -371,6 +371,11 @@ def enable_tx_timestamps(sock) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, _SOF_TX_SOFTWARE | _SOF_SOFTWARE)
 
 
+# socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT on Linux, as a plain int: or-ing the IntFlags costs
+# more than the system call, once per reply (tests/test_probe_prober.py checks the value).
+_ERRQUEUE_NOWAIT = 0x2000 | 0x40
+
+
 def tx_timestamps(sock) -> list[tuple[int, int, int]]:
     """(session, seq, departure_ns) for every timestamp waiting on the error queue.
 
@@ -382,8 +387,7 @@ def tx_timestamps(sock) -> list[tuple[int, int, int]]:
     out: list[tuple[int, int, int]] = []
     while True:
         try:
-            data, anc, _flags, _addr = sock.recvmsg(256, 256,
-                                                    socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+            data, anc, _flags, _addr = sock.recvmsg(256, 256, _ERRQUEUE_NOWAIT)
         except (BlockingIOError, InterruptedError):
             return out
         except OSError:

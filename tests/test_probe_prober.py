@@ -300,3 +300,7 @@ def test_request_from_plan_for_a_joiner():
 def test_request_from_plan_for_the_creator_has_no_join_ports():
     req = prober.request_from_plan(_plan(join=JoinTarget()), "pve1")
     assert req.tcp == () and len(req.targets) == 8
+
+
+def test_the_error_queue_flags_are_linuxs():
+    assert wire._ERRQUEUE_NOWAIT == socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT

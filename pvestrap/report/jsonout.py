@@ -27,10 +27,10 @@ def plain(value: Any) -> Any:
         return value if math.isfinite(value) else None
     if isinstance(value, Enum):
         return plain(value.value)
+    if isinstance(value, (list, tuple)):  # before Mapping: an ABC check costs ~10x more
+        return [plain(v) for v in value]
     if isinstance(value, Mapping):
         return {str(plain(k)): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
     if isinstance(value, (set, frozenset)):
         return sorted((plain(v) for v in value), key=str)
     return str(value)
