@@ -268,12 +268,13 @@ class FingerprintCheck:
     port: int = API_PORT
     timeout_s: float = TIMEOUT
     fetch: Callable[[str, int, float], str] = fetch_fingerprint
+    sources: Sources = LIVE  # the name lookup that picks the join target (plan.join_address)
 
     def run(self, ctx: Context) -> list[Finding]:
         if ctx.plan is None or role(ctx) != "join":
             return [Finding("fingerprint-skipped", Severity.SKIP, "this node is not joining",
                             ctx.node, self.id)]
-        target = ctx.plan.join_address()
+        target = ctx.plan.join_address(self.sources.resolver)
         planned = ctx.plan.join.fingerprint
         payload: dict[str, Any] = {"target": target, "port": self.port, "planned": planned}
         try:
@@ -305,4 +306,4 @@ class FingerprintCheck:
 
 def checks(sources: Sources = LIVE) -> tuple[Any, ...]:
     return (AuthkeyCheck(), CorosyncConfCheck(), CorosyncRunningCheck(sources), GuestsCheck(),
-            ClusterSideCheck(), FingerprintCheck())
+            ClusterSideCheck(), FingerprintCheck(sources=sources))

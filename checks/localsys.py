@@ -15,8 +15,9 @@ import json
 import os
 import socket
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from pvestrap.reach import Resolver, is_loopback
 from pvestrap.system import Runner, run_command
 
 if TYPE_CHECKING:
@@ -25,9 +26,6 @@ if TYPE_CHECKING:
 # Interface kinds. "physical" means backed by a device (PCI, virtio, USB ...).
 KINDS = ("physical", "veth", "bridge", "bond", "vlan", "loopback", "virtual")
 _LINKINFO_KINDS = {"veth": "veth", "bridge": "bridge", "bond": "bond", "vlan": "vlan"}
-
-
-Resolver = Callable[[str], tuple[str, ...]]
 
 
 def resolve(name: str) -> tuple[str, ...]:
@@ -58,13 +56,6 @@ def ip_version(address: str) -> int | None:
         return ipaddress.ip_address(address.split("%", 1)[0]).version
     except ValueError:
         return None
-
-
-def is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
 
 
 def short_hostname(name: str) -> str:

@@ -40,6 +40,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Callable
 
 from pvestrap.checks import probe as wire
+from pvestrap.checks.localsys import Resolver, resolve
 from pvestrap.checks.probe_model import (BASE_PORT, PROBES_KEY, DadResult, DadTarget, IcmpResult,
                                          Measurements, MtuResult, PortResult, ProbeRequest,
                                          ProbeSettings, Target, TcpResult, TcpTarget, family_of,
@@ -73,10 +74,11 @@ _NS = 1_000_000_000
 _SLACK = 1_000_000  # with an estimated clock shift a kernel stamp may seem up to 1 ms late
 
 
-def request_from_plan(plan: "ClusterPlan", node: str,
-                      settings: ProbeSettings | None = None) -> ProbeRequest:
+def request_from_plan(plan: "ClusterPlan", node: str, settings: ProbeSettings | None = None,
+                      resolver: Resolver = resolve) -> ProbeRequest:
     """What `node` must measure for `plan`: every peer on every link, the join target's TCP
-    8006 and 22 (joiners only), the QDevice's 5403, and DAD for this node's link addresses."""
+    8006 and 22 (joiners only; RESOLVER, this node's name lookup, picks the target), the
+    QDevice's 5403, and DAD for this node's link addresses."""
     from pvestrap.checks import addresses, tcp
 
     me = plan.node(node)
@@ -85,7 +87,7 @@ def request_from_plan(plan: "ClusterPlan", node: str,
     return ProbeRequest(
         node=node,
         targets=udp_targets(peers, dict(me.addresses), base_port=base),
-        tcp=tcp.targets_for(plan, node),
+        tcp=tcp.targets_for(plan, node, resolver),
         addresses=addresses.targets_for(plan, node),
         settings=settings or ProbeSettings(),
     )

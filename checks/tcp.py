@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from pvestrap.checks import prober
 from pvestrap.checks.base import Context
+from pvestrap.checks.localsys import Resolver, resolve
 from pvestrap.findings import Finding, Severity
 
 if TYPE_CHECKING:
@@ -32,14 +33,17 @@ _SERVICE = {"join-api": "the Proxmox VE API (pveproxy)", "join-ssh": "SSH (sshd)
             "qdevice": "corosync-qnetd"}
 
 
-def targets_for(plan: "ClusterPlan", node: str) -> tuple["prober.TcpTarget", ...]:
+def targets_for(plan: "ClusterPlan", node: str, resolver: Resolver = resolve
+                ) -> tuple["prober.TcpTarget", ...]:
     """22 (and 8006 on Proxmox VE when the plan names the root password: the corosync backend
-    and pvecm add --use_ssh join over SSH only) to the join target for a joining node; 5403 to
-    the QDevice for every node."""
+    and pvecm add --use_ssh join over SSH only) to the join target for a joining node (as this
+    node reaches it, RESOLVER its name lookup: plan.join_address); 5403 to the QDevice for
+    every node."""
     out = []
     if plan.role_of(node) == "join":
-        address = plan.join_address()
-        name = next((n.name for n in plan.nodes if address in n.addresses.values()), address)
+        address = plan.join_address(resolver)
+        name = next((n.name for n in plan.nodes
+                     if address == n.name or address in n.addresses.values()), address)
         # The API join (8006) exists only on Proxmox VE, and only with the root password;
         # without one, pvecm add --use_ssh joins over 22.
         if plan.backend != "corosync" and plan.join.names_password:

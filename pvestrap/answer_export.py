@@ -272,7 +272,8 @@ link1 = "10.10.20.3"
 management = "192.168.1.13/24"
 
 [join]
-# Where joining nodes connect (default: the create node's link0 address).
+# Where joining nodes connect. Default: the create node's name where it resolves on the joiner
+# (to non-loopback addresses only: how its ssh host key is known), else its link0 address.
 address = "10.10.10.1"
 # SHA-256 fingerprint of the create node's certificate (`pvenode cert info`). Or paste the
 # GUI's Join Information instead: join_info = "<base64>" fills address and fingerprint.

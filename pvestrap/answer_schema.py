@@ -146,7 +146,9 @@ FORMAT: tuple[Key, ...] = (
         )),
     Key("join", TABLE, "how joining nodes reach the cluster; never the password itself",
         children=(
-            Key("address", STR, "address joiners contact (default: the create node's link0)"),
+            Key("address", STR, "address or name joiners contact (default: the create "
+                "node's name where it resolves on the joiner to non-loopback addresses, else "
+                "its link0 address)"),
             Key("fingerprint", STR, "SHA-256 fingerprint of the cluster node's certificate",
                 rules=rules(pattern=plan.FINGERPRINT_RE.pattern)),
             Key("join_info", STR, "the GUI's base64 Join Information (fills address and "

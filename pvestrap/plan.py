@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from pvestrap import pvecm_versions
+from pvestrap import pvecm_versions, reach
 from pvestrap.errors import ValidationFailed
 from pvestrap.plan_rules import (BACKENDS, BWLIMIT_KEYS, CONSOLES, DEFAULT_MAC_PREFIX,
                                  FINGERPRINT_RE, FORBIDDEN_CHARS, HA_POLICIES, HOST_RE, IFACE_RE,
@@ -200,12 +200,15 @@ class ClusterPlan:
             return pvecm_versions.DEFAULT_TOKEN_COEFFICIENT
         return None
 
-    def join_address(self) -> str:
-        """The address joiners contact: the explicit target, else the creator's link0 address."""
+    def join_address(self, resolver: reach.Resolver) -> str:
+        """Where a joiner contacts the cluster: the explicit join.address, else the creator as
+        the joiner reaches it (pvestrap.reach: its node name when RESOLVER, the joiner's name
+        lookup, finds non-loopback addresses only for it, else its link0 address)."""
         if self.join.address:
             return self.join.address
         creator = self.creator
-        return creator.addresses[min(creator.addresses)]
+        return reach.by_name(creator.name, creator.addresses[min(creator.addresses)],
+                             resolver(creator.name))
 
     def check(self, source: str | None = None) -> "ClusterPlan":
         problems = validate(self)

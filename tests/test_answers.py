@@ -438,7 +438,7 @@ def join_with(snippet: str) -> str:
 def test_join_info_fills_address_and_fingerprint():
     plan = answers.loads(join_with(f'join_info = "{gui_blob(address="10.10.10.5")}"'))
     assert (plan.join.address, plan.join.fingerprint) == ("10.10.10.5", FP)
-    assert plan.join_address() == "10.10.10.5"
+    assert plan.join_address(lambda name: ("192.168.7.1",)) == "10.10.10.5"  # explicit wins
 
 
 @pytest.mark.parametrize("snippet,code,subject", [

@@ -450,7 +450,9 @@ def run(detected: Detected, asker: Asker, services: Services,
 
 
 def with_own_fingerprint(talk: Talk, plan: ClusterPlan) -> ClusterPlan:
-    """After creating a Proxmox VE cluster, pin its fingerprint for the joiners' answer file."""
+    """After creating a Proxmox VE cluster, pin its fingerprint for the joiners' answer file.
+    No join.address: each joiner contacts this node at the default target (plan.join_address:
+    its name where that resolves there, else its link0 address)."""
     if talk.state().joining or not talk.detected.is_pve or talk.services is None:
         return plan
     from dataclasses import replace
@@ -460,7 +462,7 @@ def with_own_fingerprint(talk: Talk, plan: ClusterPlan) -> ClusterPlan:
         seen = talk.services.fetch_fingerprint(address).upper()
     except OperationFailed:
         return plan
-    return replace(plan, join=replace(plan.join, address=address, fingerprint=seen))
+    return replace(plan, join=replace(plan.join, fingerprint=seen))
 
 
 def _offer_save(talk: Talk, plan: ClusterPlan) -> str | None:

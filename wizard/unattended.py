@@ -13,23 +13,26 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from pvestrap.checks.localsys import Resolver, resolve
 from pvestrap.errors import UserError
 from pvestrap.plan import ClusterPlan, JoinTarget
 from pvestrap.wizard import questions
 from pvestrap.wizard.detect import Detected
 
 
-def answers_from_plan(plan: ClusterPlan, detected: Detected) -> dict[str, Any]:
+def answers_from_plan(plan: ClusterPlan, detected: Detected, resolver: Resolver = resolve
+                      ) -> dict[str, Any]:
     """The question answers an answer file gives for this node (unattended mode's source).
 
     Only values the file really holds are returned; a required question it does not answer
-    stays missing, and the unattended asker names its key.
+    stays missing, and the unattended asker names its key. The node to join: the file's
+    join.address, else the creator as this node (RESOLVER, its name lookup) reaches it.
     """
     me = plan.node(detected.hostname)
     joining = plan.role_of(me.name) == questions.JOIN
     out: dict[str, Any] = {"role": questions.JOIN if joining else questions.CREATE}
     if joining:
-        out.update({"join.method": "address", "join.address": plan.join_address(),
+        out.update({"join.method": "address", "join.address": plan.join_address(resolver),
                     "join.links": ",".join(str(n) for n in plan.link_numbers),
                     "cluster.name": plan.cluster_name, "node.nodeid": str(me.nodeid)})
     else:

@@ -130,7 +130,7 @@ class ApplyContext:
     network_timeouts: NetworkTimeouts = NetworkTimeouts()
     recheck: Preflight | None = None  # after the network phase, with the admin's token
     responders: Starter | None = None  # without one: responders apply starts (None: cannot)
-    resolver: Resolver = resolve_name  # this node's name lookup: how members are reached over ssh
+    resolver: Resolver = resolve_name  # this node's name lookup: the join target, ssh to members
 
 
 def apply_node(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
@@ -222,8 +222,8 @@ def _pve(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
     role = "member" if member else plan.role_of(node)
     # an API join (the plan names the root password) logs in to no member over ssh
     return _network(plan, node, ctx, lambda _pending: _run(
-        plan, node, "pve", role, pve.steps_for(plan, node, system), ctx), joining=not member,
-        ssh=not plan.join.names_password)
+        plan, node, "pve", role, pve.steps_for(plan, node, system, resolver=ctx.resolver), ctx),
+        joining=not member, ssh=not plan.join.names_password)
 
 
 def _corosync(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
@@ -261,8 +261,8 @@ def _corosync(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
         except MemberUnreachable:
             if not pending:
                 raise
-            ctx.out(f"dry run: {plan.join_address()} cannot be reached before the network "
-                    "phase has run; the join is planned after it")
+            ctx.out(f"dry run: {plan.join_address(ctx.resolver)} cannot be reached before the "
+                    "network phase has run; the join is planned after it")
             return ApplyResult(node, "corosync", "join", ())
 
     return _network(plan, node, ctx, join)
@@ -273,7 +273,7 @@ def _refuse_if_dropped(plan: ClusterPlan, node: str, ctx: ApplyContext, system: 
     was removed while away and came back as it was (the admin guide: it must never come back
     "as it is"). Its corosync talks on the members' link ports; refuse instead of starting it."""
     t = ctx.timeouts
-    target = plan.join_address()
+    target = plan.join_address(ctx.resolver)
     try:
         files = Remote(system, target, timeout=t.remote, connect_timeout=t.connect).read_files(
             [cs.COROSYNC_CONF], "read the cluster's corosync.conf")
@@ -308,7 +308,7 @@ def _join(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System,
     """Shown and confirmed (or dry run): one join under the lock. Unattended: waits in the
     member's queue and joins in a batch with the others waiting there (apply.batch)."""
     t = ctx.timeouts
-    target = plan.join_address()
+    target = plan.join_address(ctx.resolver)
     unattended = not ctx.dry_run and ctx.confirm is None
 
     def steps(control: str | None) -> list[Step]:
@@ -368,7 +368,7 @@ def _batched(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System,
     """Another joiner took this node into its batch: finish here, without the lock; a failure
     undoes this node's steps, then it leaves the cluster again (under the lock). None when the
     cluster does not list this node as planned after all."""
-    t, target = ctx.timeouts, plan.join_address()
+    t, target = ctx.timeouts, plan.join_address(ctx.resolver)
     remote = _remote_factory(t, target, None)
     found = batch.batched_steps(plan, node, snapshot, service, t)
     if found is None:

@@ -32,6 +32,7 @@ from pvestrap.apply.engine import PlannedCommand, PlannedWait, Step
 from pvestrap.apply.pve_datacenter import PveDatacenterStep
 from pvestrap.apply.pve_join_method import (JoinMethod, choose_join_method, pveproxy_answers,
                                             ssh_argv)
+from pvestrap.checks.localsys import Resolver, resolve
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import PVECM_STATUS, QuorumStatus, read_quorum
 from pvestrap.errors import OperationFailed, UserError
@@ -307,6 +308,7 @@ class PveJoinStep:
     timeouts: PveTimeouts = PveTimeouts()
     fetch: Callable[[str], str] | None = field(default=fetch_fingerprint, compare=False)
     method: JoinMethod | None = None  # None: the API join (pvesh when use_pvesh)
+    resolver: Resolver = field(default=resolve, compare=False)  # this node's: the join target
     id: str = "pve-join"
 
     @property
@@ -315,7 +317,7 @@ class PveJoinStep:
 
     @property
     def host(self) -> str:
-        return self.cluster.join_address()
+        return self.cluster.join_address(self.resolver)
 
     @property
     def description(self) -> str:
@@ -460,10 +462,11 @@ def create_steps(plan: ClusterPlan, node_name: str, system: System,
 def join_steps(plan: ClusterPlan, node_name: str, password: Secret | None,
                timeouts: PveTimeouts = PveTimeouts(), use_pvesh: bool = False,
                fetch: Callable[[str], str] | None = fetch_fingerprint,
-               method: JoinMethod | None = None) -> list[Step]:
-    """pvecm add (retried while the cluster is locked), then a bounded wait for quorum."""
+               method: JoinMethod | None = None, resolver: Resolver = resolve) -> list[Step]:
+    """pvecm add (retried while the cluster is locked), then a bounded wait for quorum.
+    RESOLVER: this node's name lookup, which picks the join target (plan.join_address)."""
     plan.check()
-    return [PveJoinStep(plan, node_name, password, use_pvesh, timeouts, fetch, method),
+    return [PveJoinStep(plan, node_name, password, use_pvesh, timeouts, fetch, method, resolver),
             PveWaitQuorumStep(timeouts.quorum, timeouts.poll)]
 
 
@@ -474,7 +477,7 @@ def steps_for(plan: ClusterPlan, node_name: str, system: System,
     if cluster_membership(system, plan, node_name):
         return join_steps(plan, node_name, password, **kw)
     method = kw.pop("method", None) or choose_join_method(
-        system, plan, kw.pop("has_pveproxy", pveproxy_answers))
+        system, plan, kw.pop("has_pveproxy", pveproxy_answers), kw.get("resolver", resolve))
     if method.kind != "ssh" and password is None:
         password = resolve_password(plan.join, system=system)
         if password is None:

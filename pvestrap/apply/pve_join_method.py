@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass
 from typing import Callable
 
+from pvestrap.checks.localsys import Resolver, resolve
 from pvestrap.errors import UserError
 from pvestrap.fingerprint import API_PORT
 from pvestrap.plan import ClusterPlan
@@ -49,11 +50,12 @@ def key_login(system: System, host: str) -> bool:
     return result.returncode == 0
 
 
-def choose_join_method(system: System, plan: ClusterPlan, has_pveproxy: Callable[[str], bool]
-                       ) -> JoinMethod:
+def choose_join_method(system: System, plan: ClusterPlan, has_pveproxy: Callable[[str], bool],
+                       resolver: Resolver = resolve) -> JoinMethod:
     """The API join when the plan names the root password and the cluster node serves the API;
-    otherwise pvecm's SSH join when root key login to it works."""
-    host = plan.join_address()
+    otherwise pvecm's SSH join when root key login to it works. The cluster node: the join
+    target as this node (RESOLVER, its name lookup) reaches it (plan.join_address)."""
+    host = plan.join_address(resolver)
     password = plan.join.names_password
     if password and has_pveproxy(host):
         return JoinMethod("api", f"the plan names the root password and {host}:8006 answers")
@@ -61,7 +63,7 @@ def choose_join_method(system: System, plan: ClusterPlan, has_pveproxy: Callable
         reason = (f"{host}:8006 does not answer" if password
                   else "the plan names no root password")
         return JoinMethod("ssh", f"{reason}; root key login to {host} works")
-    raise UserError(f"{plan.join_address()}: no way to join: "
+    raise UserError(f"{host}: no way to join: "
                     + ("its API (TCP 8006) does not answer" if password
                        else "the plan names no root password (join.password_file or "
                             "join.password_env)")

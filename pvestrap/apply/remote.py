@@ -34,10 +34,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 from pvestrap.apply.engine import Action, PlannedCommand
-from pvestrap.checks.localsys import Resolver, is_loopback, resolve
+from pvestrap.checks.localsys import Resolver, resolve
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.errors import OperationFailed, PvestrapError
 from pvestrap.paths import COROSYNC_CONF as CONF
+from pvestrap.reach import by_name
 from pvestrap.render import Change
 from pvestrap.system import Arg, CommandFailed, CommandTimeout, Secret, System
 
@@ -369,16 +370,14 @@ class MemberAddress:
 
 
 def reach_address(name: str, link0: str, target: str, resolver: Resolver = resolve) -> str:
-    """Where this node reaches member NAME over SSH, the way Proxmox VE reaches its nodes: by the
-    node name when it resolves here to non-loopback addresses only (PVE's
-    /etc/pve/priv/known_hosts and every node's /etc/hosts hold names and management addresses,
-    not the link addresses of a dedicated cluster network: pve-cluster, src/PVE/Cluster/Setup.pm,
-    ssh_merge_known_hosts), else at its link0 address. The member the join talks to (TARGET,
-    the answer file's join.address) is reached at TARGET, so its ssh connection is shared."""
+    """Where this node reaches member NAME over SSH, the way Proxmox VE reaches its nodes
+    (pvestrap.reach: by the node name when it resolves here to non-loopback addresses only,
+    else at its link0 address). The member the join talks to (TARGET, plan.join_address) is
+    reached at TARGET, so its ssh connection is shared."""
     found = resolver(name)
     if target in (name, link0, *found):
         return target
-    return name if found and not any(is_loopback(a) for a in found) else link0
+    return by_name(name, link0, found)
 
 
 def members_of(conf: CorosyncConf, target: str, resolver: Resolver = resolve,

@@ -66,7 +66,8 @@ def ssh_starter(system: System, *, connect_timeout: float = 5.0, resolver: Resol
 def member_address(plan: ClusterPlan, member: str, resolver: Resolver = resolve) -> str:
     """Where ssh reaches MEMBER: as the join reaches it (reach_address)."""
     addresses = plan.node(member).addresses
-    return reach_address(member, addresses[min(addresses)], plan.join_address(), resolver)
+    return reach_address(member, addresses[min(addresses)], plan.join_address(resolver),
+                         resolver)
 
 
 def why_not(result: mesh.NodeResult, address: str) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from pvestrap import answers, preflight
+from pvestrap.checks.localsys import resolve
 from pvestrap.checks.prober import Measurements
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.findings import Severity
@@ -126,7 +127,7 @@ def _apply_and_stay(opts, state, plan, me, digest, presence, apply, report, say,
     request = applying.ApplyRequest(plan, me.name, opts.answers, opts.ignore,
                                    opts.quorum_timeout_s, opts.corosync_start, report, detail)
     say("applying: " + ("create the cluster" if plan.role_of(me.name) == "create"
-                        else f"join via {plan.join_address()}"))
+                        else f"join via {plan.join_address(resolve)}"))
     attempts = applying.apply_with_retries(apply, request, opts.apply_timeout_s, say)
     state.record(digest, me.name, "applied")
     presence.announce("member")

@@ -15,7 +15,7 @@ import time
 
 import pexpect
 import pytest
-from labtesting import addresses, etc_hashes, trust_host_keys
+from labtesting import addresses, etc_hashes
 
 from pvestrap.answers import load
 from pvestrap.corosync.status import parse_cfgtool_status
@@ -464,7 +464,6 @@ def test_wizard_free_nic_new_network_then_apply_on_the_others_ends_quorate_on_it
     assert [(n.name, n.addresses, n.interfaces) for n in plan.nodes] == [
         (lb.node(i).name, {0: f"{NEW_NET}.{i}"}, (InterfaceStanza("eth9", f"{NEW_NET}.{i}/24"),))
         for i in (1, 2, 3)]
-    trust_host_keys(lb, {i: f"{NEW_NET}.{i}" for i in (1, 2, 3)})  # joins go over link0
     for node in (2, 3):
         _apply(lb, node, saved)
     status = _quorum(lb, 1)

@@ -172,17 +172,3 @@ def addresses(lab, node, dev: str) -> list[str]:
     shown = json.loads(lab.exec(node, ["ip", "-j", "addr", "show", "dev", dev]).stdout)
     return sorted(f"{a['local']}/{a['prefixlen']}" for a in shown[0]["addr_info"]
                   if a["scope"] == "global")
-
-
-def trust_host_keys(lab, at: dict) -> None:
-    """Every node's SSH host key under its address in AT ({index: address}) in the
-    root known_hosts of every other node: what a user does once (`ssh root@ADDRESS true`,
-    accepting the key) before corosync-backend joins over a new network (a joiner writes every
-    member's corosync.conf over SSH). The lab knows its hosts under their names and its own
-    link addresses only."""
-    keys = {i: " ".join(lab.node(i).path("/etc/ssh/ssh_host_ed25519_key.pub").read_text()
-                        .split()[:2]) for i in at}
-    for node in at:
-        with lab.node(node).path("/root/.ssh/known_hosts").open("a") as fh:
-            fh.writelines(f"{address} {keys[i]}\n" for i, address in at.items()
-                          if i != node)
