@@ -26,6 +26,7 @@ from pvestrap.apply.flow import ApplyContext, PreflightFailed, apply_node, plan_
 from pvestrap.apply.recheck import Started, recheck
 from pvestrap.apply.remote import MemberUnreachable
 from pvestrap.apply.remote_responders import ssh_starter, why_not
+from pvestrap.errors import PvestrapError
 from pvestrap.findings import Finding, Severity
 from pvestrap.paths import COROSYNC_CONF
 from pvestrap.plan import Node
@@ -229,3 +230,28 @@ def test_an_agent_whose_session_never_hangs_up_exits_at_its_ttl():
         if agent.poll() is None:
             agent.kill()
             agent.wait()
+
+
+@pytest.mark.parametrize("password", [False, True])
+def test_on_proxmox_ve_an_api_join_logs_in_nowhere_and_keeps_the_no_token_message(root,
+                                                                                  password):
+    """The pve backend: pvecm add --use_ssh (no root password in the plan) reaches the member
+    over ssh, so apply starts its responder there; the API join (a password) logs in to no
+    member: the link is named as not probed, as before. What the join does after is not this
+    test's business (the fake node stops it)."""
+    system, net = node({"/usr/bin/pvecm": ""})
+    join = replace(joiner().join, password_file="/root/pw" if password else None)
+    proxmox = replace(joiner(), backend="pve", join=join)
+    starter = Starter(report())
+    lines: list[str] = []
+    with pytest.raises(PvestrapError):  # the fake runs no pvecm and has no password file
+        apply_node(proxmox, "n1", context(system, root, lines, responders=starter))
+    assert net.addresses["eth9"] == {"10.254.77.1/24"}
+    if password:
+        assert starter.events == []
+        assert "network: link0 not probed over the new address (no probe token: pass " \
+               "--token-file, the token of the members' responders)" in lines
+    else:
+        assert starter.events == [("start", "n1", ("n0",)), ("stop",)]
+        assert "network: probing link0 over the new address (n0; responder started over ssh)" \
+            in lines
