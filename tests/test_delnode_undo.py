@@ -59,15 +59,25 @@ def delnode_system(model: PveModel, removal: rm.Removal) -> RecordingSystem:
     return system.on(("pvecm", "delnode"), delnode)
 
 
-def test_undoing_delnode_puts_the_old_nodelist_back_above_delnodes_config_version():
+def delnode_then_a_failure(fail_write: str | None = None):
+    """pve3 removed with `pvecm delnode` from start_conf's cluster, then the step after it
+    failing: (conf, model, removal, system, the StepFailed after the undo). FAIL_WRITE: a
+    member whose files cannot be written (so the undo fails)."""
     conf = start_conf()
     model = PveModel(conf)
     removal = removal_of(conf)
     system = delnode_system(model, removal)
+    if fail_write:
+        model.fail_write.add(fail_write)
     with pytest.raises(StepFailed) as err:
         run_steps([rm.DelnodeStep(removal, model), Fails()], system)
-    assert err.value.step_id == "verify" and err.value.undone == ("delnode",)
-    assert err.value.undo_failures == ()
+    return conf, model, removal, system, err.value
+
+
+def test_undoing_delnode_puts_the_old_nodelist_back_above_delnodes_config_version():
+    conf, model, removal, system, err = delnode_then_a_failure()
+    assert err.step_id == "verify" and err.undone == ("delnode",)
+    assert err.undo_failures == ()
     after = removal.after.config_version
     assert after == conf.config_version + 1
     back = CorosyncConf.parse(model.shared)
@@ -97,15 +107,9 @@ def test_the_old_file_written_back_as_it_was_would_not_reach_the_members():
 
 
 def test_an_undo_that_does_not_converge_leaves_delnodes_file_and_says_so():
-    conf = start_conf()
-    model = PveModel(conf)
-    removal = removal_of(conf)
-    system = delnode_system(model, removal)
-    model.fail_write.add("pve2")
-    with pytest.raises(StepFailed) as err:
-        run_steps([rm.DelnodeStep(removal, model), Fails()], system)
-    assert [f.step_id for f in err.value.undo_failures] == ["delnode"]
-    assert "could not be written" in err.value.undo_failures[0].cause
+    conf, model, removal, system, err = delnode_then_a_failure(fail_write="pve2")
+    assert [f.step_id for f in err.undo_failures] == ["delnode"]
+    assert "could not be written" in err.undo_failures[0].cause
     assert model.shared == removal.after.text()       # pmxcfs's copy left alone
     assert all(model.files[n][COROSYNC_CONF] == removal.after.text() for n in ("pve1", "pve2"))
 
@@ -149,14 +153,9 @@ def test_after_delnode_is_undone_the_note_says_what_to_do_with_the_powered_off_n
     above delnode's config_version, the removed node still has the old one."""
     from pvestrap.commands.node import rollback_note
 
-    conf = start_conf()
-    model = PveModel(conf)
-    removal = removal_of(conf)
-    system = delnode_system(model, removal)
-    with pytest.raises(StepFailed) as err:
-        run_steps([rm.DelnodeStep(removal, model), Fails()], system)
+    conf, model, removal, system, err = delnode_then_a_failure()
     system.files[COROSYNC_CONF] = (model.files["pve1"][COROSYNC_CONF].encode(), 0o644)
-    note = rollback_note(system, removal, err.value)
+    note = rollback_note(system, removal, err)
     now, old = conf.config_version + 2, conf.config_version
     assert note is not None and note.startswith(
         f"note: pve3 is in the nodelist again, at config_version {now}, but pve3 itself, "
@@ -172,20 +171,14 @@ def test_when_delnode_cannot_be_undone_the_note_says_never_to_boot_the_node_as_i
 
     from pvestrap.commands.node import Output, rollback_note
 
-    conf = start_conf()
-    model = PveModel(conf)
-    removal = removal_of(conf)
-    system = delnode_system(model, removal)
-    model.fail_write.add("pve2")
-    with pytest.raises(StepFailed) as err:
-        run_steps([rm.DelnodeStep(removal, model), Fails()], system)
-    note = rollback_note(system, removal, err.value)
+    conf, model, removal, system, err = delnode_then_a_failure(fail_write="pve2")
+    note = rollback_note(system, removal, err)
     assert note is not None and "pvecm delnode pve3 took effect and could not be undone" in note
     assert "Never power it on in the cluster network as it is" in note
-    Output(json_out=True).failed(err.value, note)
+    Output(json_out=True).failed(err, note)
     shown = json.loads(capsys.readouterr().out)
     assert shown["status"] == "rolled-back" and shown["note"] == note
-    Output(json_out=False).failed(err.value, note)
+    Output(json_out=False).failed(err, note)
     assert capsys.readouterr().err.endswith(f"\n\n{note}\n")
     with pytest.raises(StepFailed) as before_delnode:
         run_steps([Fails()], RecordingSystem())
