@@ -50,7 +50,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -237,35 +237,31 @@ def ratio(value: float, base: float) -> float:
     return round(value / base, 2) if base > 0 else float("inf")
 
 
-def measure_size(count: int, args) -> list[dict]:
-    """One row per mode for COUNT nodes (each on a fresh lab), the floors measured first."""
-    rows = []
+def measure_size(count: int, args) -> Iterator[dict]:
+    """One row per mode for COUNT nodes (each on a fresh lab), the floors measured first;
+    yielded as measured, so that a later mode that cannot measure does not lose them."""
     base = None
     plain = [m for m in args.modes if m != "pve"]
     if plain:
         load = os.getloadavg()[0]
         base = floor(count, args.links)
-        rows.append({"nodes": count, "mode": "floor", "load1": round(load, 1),
-                     "total": round(base, 2)})
+        yield {"nodes": count, "mode": "floor", "load1": round(load, 1), "total": round(base, 2)}
     for mode in plain:
         load = os.getloadavg()[0]
         got = with_lab(count, args.links, "b" + mode[0], MODES[mode])
-        rows.append({"nodes": count, "mode": mode, "load1": round(load, 1), "floor": base,
-                     **{k: round(v, 2) for k, v in got.items()},
-                     "forming_x": ratio(got["forming"], base),
-                     "total_x": ratio(got["total"], base)})
+        yield {"nodes": count, "mode": mode, "load1": round(load, 1), "floor": round(base, 2),
+               **{k: round(v, 2) for k, v in got.items()},
+               "forming_x": ratio(got["forming"], base), "total_x": ratio(got["total"], base)}
     if "pve" in args.modes:
         load = os.getloadavg()[0]
         joins = join_floor(count, args.links)
         got = with_lab(count, args.links, "bp", pve_joins, pve=args.pve_release)
-        rows.append({"nodes": count, "mode": f"pve{args.pve_release}", "load1": round(load, 1),
-                     "create": round(got["create"], 2), "changes": got["changes"],
-                     "joins": [{"k": k, "floor": round(f, 2), "forming": round(p, 2),
-                                "total": round(t, 2), "forming_x": ratio(p, f),
-                                "total_x": ratio(t, f)}
-                               for k, f, p, t in zip(range(2, count + 1), joins,
-                                                     got["join_forming"], got["join_total"])]})
-    return rows
+        yield {"nodes": count, "mode": f"pve{args.pve_release}", "load1": round(load, 1),
+               "create": round(got["create"], 2), "changes": got["changes"],
+               "joins": [{"k": k, "floor": round(f, 2), "forming": round(p, 2),
+                          "total": round(t, 2), "forming_x": ratio(p, f), "total_x": ratio(t, f)}
+                         for k, f, p, t in zip(range(2, count + 1), joins, got["join_forming"],
+                                               got["join_total"])]}
 
 
 def missed(row: dict) -> list[str]:

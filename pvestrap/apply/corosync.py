@@ -337,10 +337,13 @@ class ClusterSnapshot:
     quorum: QuorumStatus | None
 
 
-def read_cluster(remote: Remote) -> ClusterSnapshot:
-    """One ssh call: the member's corosync.conf, authkey and `corosync-quorumtool -s`."""
-    script = (show_script([COROSYNC_CONF, AUTHKEY]) + "; out=$(corosync-quorumtool -s 2>&1); "
-              'rc=$?; printf "quorum %s\\n" "$rc"; printf "%s\\n" "$out"')
+def read_cluster(remote: Remote, quorum: bool = True) -> ClusterSnapshot:
+    """One ssh call: the member's corosync.conf, authkey and (QUORUM) `corosync-quorumtool -s`.
+    Without QUORUM the snapshot's quorum is None: a batched joiner needs only the files (and
+    reads them while the ring takes in the batch, when corosync's IPC may answer late)."""
+    script = show_script([COROSYNC_CONF, AUTHKEY]) + (
+        '; out=$(corosync-quorumtool -s 2>&1); rc=$?; printf "quorum %s\\n" "$rc"; '
+        'printf "%s\\n" "$out"' if quorum else "")
     result = remote.run(script, "read the cluster's corosync.conf and authkey", mutates=False)
     files = parse_show(result.stdout)
     conf, key = files.get(COROSYNC_CONF), files.get(AUTHKEY)

@@ -332,7 +332,8 @@ def _join(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System,
     with _lock(system, target, ctx, waiter) as control:
         if control is not None:
             return _under_lock(node, ctx, system, steps(control), confirmed)
-        snapshot = cs.read_cluster(_remote_factory(t, target, CONTROL_PATH)(system, target))
+        snapshot = cs.read_cluster(_remote_factory(t, target, CONTROL_PATH)(system, target),
+                                   quorum=False)  # only the files: the ring is busy
     found = _batched(plan, node, ctx, system, service, snapshot)
     if found is not None:
         return found
