@@ -110,7 +110,10 @@ def default_apply(request: ApplyRequest) -> None:
                if request.corosync_start else None)
     timeouts = replace(cs.CorosyncTimeouts(), quorum=request.quorum_timeout_s)
     report = request.report
+    # First boot's preflight ran after its own network phase and probed every peer over the new
+    # addresses: it is apply's gate and, for a link the phase configured, its recheck too.
+    measured = (lambda _plan, _node: report) if report is not None else None
     ctx = ApplyContext(RealSystem(), ignore=request.ignore, out=request.say, service=service,
                        timeouts=timeouts, gather_s=request.gather_s,
-                       preflight=(lambda _plan, _node: report) if report is not None else None)
+                       preflight=measured, recheck=measured)
     apply_node(request.plan, request.node, ctx)

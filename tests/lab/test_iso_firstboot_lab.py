@@ -179,6 +179,11 @@ def test_the_hook_configures_the_spare_nic_first_and_the_cluster_forms_on_it(lab
     outputs = run_hooks(three, hook_of(plan, answers, tmp_path), tmp_path)
     for index, text in outputs.items():
         assert f"network: configured {NEW_NET}.{index}/24 on eth9" in text, text[-3000:]
+        # apply's recheck is first boot's own probes over link0, never "not probed"
+        assert "not probed over the new address" not in text, text[-3000:]
+        if index != 1:
+            assert f"network: probing link0 over the new address ({plan.nodes[0].name})" \
+                in text, text[-3000:]
     for index in (1, 2, 3):
         status = quorum(three, index)
         assert status is not None and status.quorate, f"n{index} not quorate"
