@@ -91,6 +91,10 @@ def test_without_a_token_a_fail_stops_the_join_and_a_rerun_probes_and_stops_agai
             apply_node(joiner(), "n1", context(system, root, lines, responders=starter))
         assert "the cluster was not touched" in failed.value.message
         assert "10.254.77.1/24 on eth9" in failed.value.message
+        # the rerun did not configure it: it says so
+        assert ("the network phase configured" in failed.value.message) == (attempt == 1)
+        assert ("stays configured as planned (by an earlier apply)" in failed.value.message) \
+            == (attempt == 2)
         assert "network: probing link0 over the new address (n0; responder started over ssh)" \
             in lines
         assert ("[applied] network:wait-address" in "\n".join(lines)) == (attempt == 1)

@@ -194,7 +194,7 @@ def _network(plan: ClusterPlan, node: str, ctx: ApplyContext, cluster: Cluster,
     outcome = _phase(plan, node, ctx)
     if ctx.dry_run:
         return cluster(outcome is not None)
-    done = network_phase.done_text(plan, node)
+    done = network_phase.done_text(plan, node, now=outcome is not None and outcome.changed)
     if joining and recheck_links(plan, node):  # configured now or by an earlier apply
         recheck(plan, node, out=ctx.out, ignore=(*ctx.ignore, *plan.preflight.ignore_checks),
                 done=done, with_token=ctx.recheck,

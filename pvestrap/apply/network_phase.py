@@ -88,9 +88,12 @@ def planned_addresses(plan: ClusterPlan, node: str) -> tuple[PlannedAddress, ...
     return tuple(out)
 
 
-def done_text(plan: ClusterPlan, node: str) -> str:
-    """What an applied network phase did, for a message after a later step stopped."""
+def done_text(plan: ClusterPlan, node: str, now: bool = True) -> str:
+    """What the network phase did (NOW) or found done by an earlier apply, for a message after
+    a later step stopped."""
     shown = ", ".join(f"{p.cidr} on {p.nic}" for p in planned_addresses(plan, node))
+    if not now:
+        return f"{shown} stays configured as planned (by an earlier apply)"
     return f"the network phase configured {shown} ({INTERFACES} written, up and verified) and " \
         "keeps it"
 
