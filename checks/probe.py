@@ -21,7 +21,7 @@ than its probe (no amplification): every probe is padded to at least REPLY_MIN b
 requested reply size is clamped to the probe's size. `rx_mtu` is the MTU of the interface the
 probe arrived on at the responder (0 when unknown): what the far end of the link believes.
 
-Public API: Token (load_token, new_token), Probe, Reply, encode_probe, decode_probe,
+Public API: Token (load_token, given_token, new_token), Probe, Reply, encode_probe, decode_probe,
 encode_reply, decode_reply, PROBE_MIN, REPLY_MIN, MAX_DATAGRAM; the encoders return (bytes,
 send time). Decoders return None for anything that is not an authentic datagram of the right
 kind: callers drop those silently. Below them, the socket details both ends share: DF,
@@ -40,6 +40,7 @@ from hashlib import sha256
 from typing import Callable
 
 from pvestrap.errors import UserError
+from pvestrap.inputs import read_input
 
 MAGIC = b"PVSP"
 VERSION = 1
@@ -56,6 +57,7 @@ MAX_DATAGRAM = 65507  # largest UDP payload over IPv4
 MAX_SIZE_FIELD = 0xFFFF
 
 TOKEN_ENV = "PVESTRAP_PROBE_TOKEN"
+TOKEN_FILE_MAX = 4096  # a token is one line; the file may hold a comment or two
 TOKEN_MIN_CHARS = 16
 
 
@@ -103,19 +105,22 @@ def load_token(value: str | None = None, file: str | None = None,
         raise UserError("give the probe token either as a value or as a file, not both",
                         remedy="drop --token or --token-file")
     if file is not None:
-        try:
-            with open(file, "rb") as fh:
-                first = fh.readline().strip()
-        except OSError as exc:
-            raise UserError(f"cannot read the probe token file {file}: {exc.strerror}",
-                            remedy="check the path given to --token-file") from None
-        return Token(first)
+        data = read_input(file, "probe token file (--token-file)", limit=TOKEN_FILE_MAX,
+                          code="token-unreadable")
+        return Token(data.split(b"\n", 1)[0].strip())
     if value is not None:
         return Token(value.strip().encode())
     if env.get(TOKEN_ENV):
         return Token(env[TOKEN_ENV].strip().encode())
     raise UserError("no probe token given",
                     remedy=f"pass --token-file FILE, set {TOKEN_ENV}, or pass --token VALUE")
+
+
+def given_token(file: str | None, environ: dict[str, str] | None = None) -> Token | None:
+    """The token of --token-file FILE or $PVESTRAP_PROBE_TOKEN, None when neither is given (a
+    front-end that can run without probes, or start its own responders)."""
+    env = os.environ if environ is None else environ
+    return load_token(None, file, env) if file or env.get(TOKEN_ENV) else None
 
 
 @dataclass(frozen=True)

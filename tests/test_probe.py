@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -112,3 +113,27 @@ def test_load_token_refuses_bad_input_as_user_error(kwargs, code_word):
         wire.load_token(**kwargs)
     assert info.value.exit_code == 2 and info.value.remedy
     assert code_word in info.value.message
+
+
+@pytest.mark.parametrize("name, make, word", [
+    ("fifo", lambda p: os.mkfifo(p), "not a regular file"),
+    ("folder", lambda p: p.mkdir(), "not a regular file"),
+    ("huge", lambda p: p.write_bytes(b"x" * (wire.TOKEN_FILE_MAX + 1)), "larger than"),
+])
+def test_a_token_file_is_a_bounded_regular_file(tmp_path, name, make, word):
+    """--token-file /dev/zero or a FIFO must not hang or eat memory: exit 2, naming the path."""
+    path = tmp_path / name
+    make(path)
+    with pytest.raises(UserError) as info:
+        wire.load_token(file=str(path), environ={})
+    assert info.value.exit_code == 2 and word in info.value.message
+    assert str(path) in info.value.message and info.value.remedy
+
+
+def test_given_token_is_none_without_a_file_or_the_environment(tmp_path):
+    assert wire.given_token(None, environ={}) is None
+    env = {wire.TOKEN_ENV: "from-the-environment-42"}
+    assert wire.given_token(None, environ=env).secret == b"from-the-environment-42"
+    path = tmp_path / "token"
+    path.write_text("from-a-file-0123456789\n")
+    assert wire.given_token(str(path), environ=env).secret == b"from-a-file-0123456789"

@@ -55,7 +55,8 @@ def command(
     """
     from pvestrap import answers as answer_files
     from pvestrap.checks.runner import check_ignore_ids
-    from pvestrap.commands.preflight import CHECK_IDS, _token
+    from pvestrap.checks.probe import given_token
+    from pvestrap.commands.preflight import CHECK_IDS
     from pvestrap.apply.flow import ApplyContext, apply_node, probing_preflight
     from pvestrap.apply.remote_responders import ssh_starter
     from pvestrap.errors import UserError
@@ -71,7 +72,7 @@ def command(
     plan = answer_files.load(answers)
     name = answer_files.select_node(plan, node).name
     base = str(root) if root is not None else "/"
-    token = _token(token_file)
+    token = given_token(token_file)
     ctx = ApplyContext(RealSystem(root=base), root=base, dry_run=dry_run,
                        ignore=tuple(ignore or ()), lock_timeout=lock_timeout,
                        gather_s=batch_wait,

@@ -99,6 +99,7 @@ def run_preflight(*, answers, node, peers, mesh, remote, token_file, duration, i
 
     from pvestrap import answers as answer_files
     from pvestrap import preflight
+    from pvestrap.checks.probe import given_token
     from pvestrap.commands.status import emit
     from pvestrap.errors import UserError
 
@@ -111,7 +112,7 @@ def run_preflight(*, answers, node, peers, mesh, remote, token_file, duration, i
     else:
         me = answer_files.select_node(plan, node).name if plan else (node or _short_host())
         on_check, on_probe = _progress(interactive)
-        probes = preflight.Probes(_token(token_file), duration, peers=parse_peers(peers),
+        probes = preflight.Probes(given_token(token_file), duration, peers=parse_peers(peers),
                                   progress=on_probe)
         report = preflight.run(plan, me, probes=probes, ignore=ignore, on_progress=on_check)
     if interactive:
@@ -124,17 +125,6 @@ def _short_host() -> str:
     import socket
 
     return socket.gethostname().split(".")[0]
-
-
-def _token(token_file: Optional[str]):
-    """The responders' token, when one was given (--token-file, $PVESTRAP_PROBE_TOKEN)."""
-    import os
-
-    from pvestrap.checks.probe import TOKEN_ENV, load_token
-
-    if not (token_file or os.environ.get(TOKEN_ENV)):
-        return None
-    return load_token(None, token_file)
 
 
 def _progress(enabled: bool):

@@ -51,7 +51,6 @@ def command(
 
 def _run(save_answers, node, answers, yes, token_file, duration) -> int:
     import dataclasses
-    import os
     import sys
 
     from pvestrap.wizard import flow
@@ -64,11 +63,9 @@ def _run(save_answers, node, answers, yes, token_file, duration) -> int:
     values, facts, secrets = {}, {}, {}
     if answers:
         detected, values, facts, secrets = _from_file(answers, node, detected, yes)
-    token = None
-    if token_file or os.environ.get("PVESTRAP_PROBE_TOKEN"):
-        from pvestrap.checks.probe import load_token
+    from pvestrap.checks.probe import given_token
 
-        token = load_token(None, token_file)
+    token = given_token(token_file)
     say = _printer()
     services = LiveServices(token=token, duration_s=duration, out=say)
     if yes:
