@@ -37,7 +37,7 @@ import secrets
 import struct
 from dataclasses import dataclass, field
 from hashlib import sha256
-from typing import Callable
+from typing import Callable, Mapping
 
 from pvestrap.errors import UserError
 from pvestrap.inputs import read_input
@@ -94,7 +94,7 @@ def new_token() -> Token:
 
 
 def load_token(value: str | None = None, file: str | None = None,
-               environ: dict[str, str] | None = None) -> Token:
+               environ: Mapping[str, str] | None = None) -> Token:
     """The token from exactly one of: a value, a file (first line), or $PVESTRAP_PROBE_TOKEN.
 
     A file or the environment keeps the secret out of the process list; a value on the command
@@ -116,7 +116,7 @@ def load_token(value: str | None = None, file: str | None = None,
                     remedy=f"pass --token-file FILE, set {TOKEN_ENV}, or pass --token VALUE")
 
 
-def given_token(file: str | None, environ: dict[str, str] | None = None) -> Token | None:
+def given_token(file: str | None, environ: Mapping[str, str] | None = None) -> Token | None:
     """The token of --token-file FILE or $PVESTRAP_PROBE_TOKEN, None when neither is given (a
     front-end that can run without probes, or start its own responders)."""
     env = os.environ if environ is None else environ
