@@ -74,8 +74,7 @@ def command(
     base = str(root) if root is not None else "/"
     token = given_token(token_file)
     ctx = ApplyContext(RealSystem(root=base), root=base, dry_run=dry_run,
-                       ignore=tuple(ignore or ()), lock_timeout=lock_timeout,
-                       gather_s=batch_wait,
+                       ignore=tuple(ignore or ()), lock_timeout=lock_timeout, gather_s=batch_wait,
                        confirm=None if (yes or dry_run) else _confirm,
                        out=lambda line: typer.echo(line),
                        recheck=probing_preflight(token, base) if token is not None else None,
