@@ -116,6 +116,7 @@ def test_a_nic_the_node_does_not_have_is_refused(root):
 
 
 def test_classic_ifupdown_brings_the_stanza_up_with_ifup_and_down_before_the_restore(root):
+    """The step logic; real classic ifup/ifdown: tests/lab/test_network_phase_classic_lab.py."""
     system, net = node(tools=("/sbin/ifup",))
     net.carrier["eth9"] = False
     system.on(["ifup"], lambda s, argv, i: net.ifreload(s, argv, i))
