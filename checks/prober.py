@@ -236,6 +236,11 @@ class Loop:
             self.selector.close()
 
 
+def _path(target: Target) -> tuple[str, int, str]:
+    """(peer, link, address): a link port and the legacy port to the same address."""
+    return target.peer, target.link, target.address
+
+
 def measure(request: ProbeRequest, token: wire.Token,
             progress: Callable[[float], None] | None = None) -> Measurements:
     """Run every exchange of the request at once and return what was measured.
@@ -259,13 +264,13 @@ def measure(request: ProbeRequest, token: wire.Token,
 
     kclock = wire.kernel_clock_offset()
     exchanges = [Exchange(t, token, new_session(), True, kclock) for t in request.targets]
-    link_ports = {(ex.target.peer, ex.target.link): latency.LatencyFlow(ex, settings, t0,
-                                                                         start_mtu)
-                  for ex in exchanges if not ex.target.legacy}
-    flows = [link_ports[(ex.target.peer, ex.target.link)] if not ex.target.legacy else
-             latency.LatencyFlow(ex, settings, t0, start_mtu,
-                                 link_ports.get((ex.target.peer, ex.target.link)))
-             for ex in exchanges]
+    # one flow per target, in the request's order; a legacy port's flow knows the link port's
+    # flow to the same address
+    link_ports = {id(ex): latency.LatencyFlow(ex, settings, t0, start_mtu) for ex in exchanges
+                  if not ex.target.legacy}
+    by_path = {_path(flow.ex.target): flow for flow in link_ports.values()}
+    flows = [link_ports.get(id(ex)) or latency.LatencyFlow(
+        ex, settings, t0, start_mtu, by_path.get(_path(ex.target))) for ex in exchanges]
     tcp_flows = [tcp.ConnectFlow(t, settings.tcp_timeout_s) for t in request.tcp]
     for each in (*flows, *tcp_flows):
         loop.add(each)
