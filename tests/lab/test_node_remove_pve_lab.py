@@ -10,31 +10,16 @@ import sys
 import pytest
 
 from labtesting import wait
-from pvelab import form, pve_status
+from pvelab import FAILING_VERIFY, form, pve_status
 
 # node remove's own steps on n1 with the step after delnode failing (the verify, replaced): the
 # undo runs on the real stack, as it would after a verify that never settles
-FAIL_AFTER_DELNODE = """
+FAIL_AFTER_DELNODE = FAILING_VERIFY + """
 import sys
 from pvestrap.apply import links, removal as rm
-from pvestrap.apply.engine import PlannedWait, StepFailed
+from pvestrap.apply.engine import StepFailed
 from pvestrap.commands.node import rollback_note
-from pvestrap.errors import OperationFailed
 from pvestrap.system import RealSystem
-
-
-class Fails:
-    id = "verify"
-    description = "fails on purpose"
-
-    def plan(self, system):
-        return [PlannedWait(self.description, 1.0)]
-
-    def apply(self, system):
-        raise OperationFailed("injected failure after delnode", code="injected")
-
-    def undo(self, system, memo):
-        return None
 
 
 system = RealSystem()

@@ -14,30 +14,15 @@ import sys
 import pytest
 
 from labtesting import QuorumWatcher, wait
-from pvelab import cfs_writable, form, pve_status
+from pvelab import FAILING_VERIFY, cfs_writable, form, pve_status
 
 pytestmark = pytest.mark.lab
 
-FAIL_AFTER_DELNODE = """
+FAIL_AFTER_DELNODE = FAILING_VERIFY + """
 from pvestrap.apply import links, separate as sp
 from pvestrap.apply.corosync import default_service
-from pvestrap.apply.engine import PlannedWait, StepFailed, run_steps
-from pvestrap.errors import OperationFailed
+from pvestrap.apply.engine import StepFailed, run_steps
 from pvestrap.system import RealSystem
-
-
-class Fails:
-    id = "verify"
-    description = "fails on purpose"
-
-    def plan(self, system):
-        return [PlannedWait(self.description, 1.0)]
-
-    def apply(self, system):
-        raise OperationFailed("injected failure after delnode", code="injected")
-
-    def undo(self, system, memo):
-        return None
 
 
 system = RealSystem()

@@ -8,6 +8,29 @@ from pvestrap.corosync.status import parse_quorum_status
 from labtesting import wait
 
 
+# The start of a script run in a node: a step standing in for the verify after the real
+# `pvecm delnode` that fails, so the undo runs on the real stack as after a verify that never
+# settles.
+FAILING_VERIFY = """
+from pvestrap.apply.engine import PlannedWait
+from pvestrap.errors import OperationFailed
+
+
+class Fails:
+    id = "verify"
+    description = "fails on purpose"
+
+    def plan(self, system):
+        return [PlannedWait(self.description, 1.0)]
+
+    def apply(self, system):
+        raise OperationFailed("injected failure after delnode", code="injected")
+
+    def undo(self, system, memo):
+        return None
+"""
+
+
 def pve_status(lab, index: int):
     """`pvecm status` of node INDEX parsed (None when pvecm could not say)."""
     result = lab.exec(index, ["pvecm", "status"])
