@@ -45,6 +45,7 @@ from pvestrap.report.model import Report
 
 READY = "PVESTRAP-AGENT-READY"
 GO = "GO"
+MAX_JOB_BYTES = 4 << 20  # the job carries an answer file (at most 1 MiB), JSON-escaped
 RESULT = "PVESTRAP-AGENT-RESULT "
 
 
@@ -234,9 +235,28 @@ def agent_entry() -> int:
         return 70
 
 
+def read_job(stdin, *required: str) -> dict[str, Any]:
+    """An agent's job: the first line of STDIN, a JSON object with the REQUIRED keys (a
+    UserError, exit 2, naming what is wrong). The orchestrator writes it; a person running an
+    agent by hand gets told so."""
+    line = stdin.readline(MAX_JOB_BYTES)
+    try:
+        job = json.loads(line or "{}")
+    except ValueError:
+        job = None
+    missing = [k for k in required if not isinstance(job, dict) or k not in job]
+    if not isinstance(job, dict) or missing:
+        what = "is not a JSON object" if not isinstance(job, dict) else \
+            f"lacks {', '.join(missing)}"
+        raise UserError(f"the agent's job (the first line on stdin) {what}",
+                        code="agent-job-invalid", remedy="agents are started by `pvestrap "
+                        "preflight --mesh`, `doctor --mesh` and `apply`; do not run one by hand")
+    return job
+
+
 def agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
     """One node's side of the mesh preflight; see the module docstring for the conversation."""
-    job = json.loads(stdin.readline() or "{}")
+    job = read_job(stdin, "answers", "node", "token")
     plan = answers.loads(job["answers"], source="answers (mesh)")
     node = plan.node(job["node"])
 
@@ -258,7 +278,7 @@ def responder_agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
     orchestrator holds the session and at most the job's ttl_s. Apply starts it on the members
     it probes after its network phase (pvestrap.apply.remote_responders); the job names the
     token, the link numbers and the member's link addresses."""
-    job = json.loads(stdin.readline() or "{}")
+    job = read_job(stdin, "token")
 
     def work(_token: wire.Token, ready: Callable[[], bool]) -> dict[str, Any] | None:
         return {"responder": "answering"} if ready() else None

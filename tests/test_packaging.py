@@ -124,5 +124,9 @@ def test_the_mesh_agent_starts_without_the_command_line_libraries():
     assert "pvestrap.mesh" in imported
     assert not [m for m in imported if m.split(".")[0] in ("typer", "click", "pvestrap.cli")]
     errors = [line for line in out.stderr.splitlines() if not line.startswith("import time:")]
-    assert out.returncode == 70 and errors[0].startswith("internal error"), out.stderr[-500:]
+    # an empty job is bad input (exit 2, the fix named), as the CLI would say it
+    assert out.returncode == 2, out.stderr[-500:]
+    assert errors[0].startswith("error: the agent's job (the first line on stdin) lacks"), \
+        out.stderr[-500:]
+    assert errors[1].startswith("  fix: agents are started by"), out.stderr[-500:]
     assert "Traceback" not in out.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -139,3 +140,14 @@ def test_the_mesh_ssh_options_are_ones_this_ssh_accepts_and_keep_the_key_exchang
         check=True).stdout.splitlines() if line.startswith("kexalgorithms ")).split(",")
     assert offered == default
     assert "batchmode yes" in out and "updatehostkeys false" in out
+
+
+@pytest.mark.parametrize("line, word", [("garbage\n", "is not a JSON object"),
+                                        ("[]\n", "is not a JSON object"),
+                                        ('{"node": "n1"}\n', "lacks answers, token")])
+def test_an_agent_job_that_is_not_one_is_bad_input(line, word):
+    """An agent run by hand with a wrong job: exit 2 naming what is wrong, not an internal
+    error."""
+    with pytest.raises(UserError) as info:
+        mesh.read_job(io.StringIO(line), "answers", "node", "token")
+    assert info.value.exit_code == 2 and word in info.value.message and info.value.remedy

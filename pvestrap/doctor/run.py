@@ -10,7 +10,6 @@ does not answer is a finding (node-unreachable), its facts are simply missing.
 
 from __future__ import annotations
 
-import json
 import secrets
 import socket
 import sys
@@ -164,7 +163,7 @@ def run_mesh(root: str = "/", window_s: float = 5.0, latency_ms: float = 2.0,
 
 def agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
     """One node's side of `doctor --mesh` (the conversation of pvestrap.mesh)."""
-    job = json.loads(stdin.readline() or "{}")
+    job = mesh.read_job(stdin, "token")
     root = str(job.get("root") or "/")
     text = F.read_file(root, F.COROSYNC_CONF)
     conf = CorosyncConf.parse(text) if text else None
