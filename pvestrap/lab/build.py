@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from pvestrap.errors import OperationFailed, UserError
 from pvestrap.lab import files, names, proc, pvenode, state
@@ -34,6 +35,12 @@ BOUND = (("var/lib/corosync", "/var/lib/corosync"), ("var/lib/pvestrap", "/var/l
          ("var/log", "/var/log"), ("var/tmp/network", "/var/tmp/network"))
 # Empty mount points on the host for the binds above that Debian may not have yet.
 MOUNT_POINTS = ("/var/lib/pvestrap", "/var/tmp/network")
+# root's shell start-up files as Debian installs them (base-files' postinst copies these two into
+# /root), not this machine's: bash sources ~/.bashrc for every command run over SSH, and a
+# developer's own (e.g. `eval "$(pyenv init -)"`: ~130 ms of CPU, a dozen processes) would run
+# in every lab SSH session, which no node does.
+ROOT_DOTFILES = ((".bashrc", "/usr/share/base-files/dot.bashrc"),
+                 (".profile", "/usr/share/base-files/dot.profile"))
 
 
 def refuse_existing(layout: names.Layout) -> None:
@@ -62,6 +69,8 @@ def prepare_node(layout: names.Layout, st: state.LabState, index: int) -> None:
     os.chmod(root / "root/.ssh", 0o700)
     os.chmod(root / "run", 0o755)
     os.chmod(root / "run/sshd", 0o755)
+    for name, debian in ROOT_DOTFILES:
+        (root / "root" / name).write_text(_text_or_empty(debian))
     etc = root / "etc"
     (etc / "hostname").write_text(files.hostname(layout, index))
     (etc / "hosts").write_text(files.hosts(layout, st.nodes, index, qnetd=st.qnetd))
@@ -69,6 +78,13 @@ def prepare_node(layout: names.Layout, st: state.LabState, index: int) -> None:
     (etc / "ssh/ssh_config").write_text(files.SSH_CONFIG)
     if st.pve_stack:
         pvenode.prepare_node(root, st.pve_stack)
+
+
+def _text_or_empty(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
 
 def holder_spec(layout: names.Layout, index: int, st: state.LabState | None = None) -> dict:

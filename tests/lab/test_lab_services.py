@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import time
 
 import pytest
+
+from pvestrap.lab import services
 
 pytestmark = pytest.mark.lab
 
@@ -75,6 +79,11 @@ def test_root_logs_in_by_key_from_every_other_node(lab):
         out = three.exec(src, ["ssh", "-o", "BatchMode=yes", f"root@{dst}", "hostname"])
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == three.node(int(dst[-1])).name
+    # root's shell start-up files are Debian's, not this machine's (a developer's .bashrc, e.g.
+    # pyenv's init, would run in every session): the session's PATH is the one sshd sets
+    out = three.exec("n1", ["ssh", "-o", "BatchMode=yes", f"root@{three.node(2).name}",
+                            "echo $PATH"])
+    assert out.stdout.strip() == f"{os.path.dirname(sys.executable)}:{services.SYSTEM_PATH}"
 
 
 def test_chronyd_serves_the_nodes_faked_time_and_never_the_machines(lab):
