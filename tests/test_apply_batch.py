@@ -171,6 +171,31 @@ def test_the_holder_batches_the_queue_and_undoes_only_itself():
                                                   lambda s, a: Remote(s, a), FAST)
 
 
+def test_a_listed_joiner_resumes_and_lets_the_lock_go_after_its_install():
+    """The batch's holder died after its update-members, before it told the others: every
+    batched node is listed, none runs. Whoever gets the lock next resumes; it must let the
+    lock go before its quorum wait, which needs the others (they wait for that lock)."""
+    plan = make_plan(4)
+    batched = render_corosync_conf(plan, 2)
+    waiting = "".join(f"waiting {n} {batch.entry_line(plan, n)}\n" for n in ("pve2", "pve3"))
+    system = RecordingSystem()
+    system.on(("ssh",), lambda s, argv, stdin: (0, waiting if "flock -n" in argv[-1] else "",
+                                                ""))
+    steps, names = batch.holder_steps(system, plan, "pve4", snapshot(batched), cs.SYSTEMD,
+                                      lambda s, a: Remote(s, a), FAST, gather_s=10)
+    assert names == () and system.commands == []  # no second change, no gathering
+    released: list[str] = []
+    steps = batch.released_after_install(steps, "10.254.0.1", lambda: released.append("lock"))
+    assert [s.id for s in steps] == ["install", "release-lock", "start", "wait-quorum"]
+    assert steps[3].members == 4
+    assert steps[1].plan(system) and steps[1].apply(system) is None and released == ["lock"]
+    # A join that still changes the members keeps the lock to the end.
+    first = render_corosync_conf(replace(plan, nodes=plan.nodes[:3]), 2)
+    single, _ = batch.holder_steps(RecordingSystem(), plan, "pve4", snapshot(first), cs.SYSTEMD,
+                                   lambda s, a: Remote(s, a), FAST)
+    assert batch.released_after_install(single, "10.254.0.1", released.clear) == single
+
+
 def test_leaving_removes_only_that_node_with_one_more_bump():
     plan = make_plan(4)
     batched = render_corosync_conf(plan, 2)

@@ -21,16 +21,24 @@ node and then leaves the cluster again: under the join lock it removes itself fr
 corosync.conf (one more bump, one write per member, one reload). The others stay members; the
 holder does the same when it fails, under the lock it still holds. A batched joiner waits until
 it is quorate (a majority of the batch's votes is there), not until every batched node is.
+
+A holder that dies after its update-members and before it marked the others (SIGKILL, power)
+leaves several joiners listed in the cluster's corosync.conf, none of them told. Each of them,
+the holder's next run too, then finds itself listed when it gets the lock and resumes (install,
+start, wait for all the listed members): it lets the lock go once its files are installed
+(`released_after_install`), since its quorum wait needs the other listed joiners, who queue for
+that lock. Held through that wait, the lock let one of them in at a time, each alone with the
+creator (2 of 4 votes) until its quorum wait timed out, and again on every retry.
 """
 
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from pvestrap.apply import corosync as cs
-from pvestrap.apply.engine import Action, Step
+from pvestrap.apply.engine import Action, PlannedWait, Step
 from pvestrap.apply.remote import (JOIN_LOCK, LOCK_LEASE_S, MembersStep, Remote, member_lock,
                                    members_of)
 from pvestrap.checks.localsys import Resolver, resolve
@@ -216,6 +224,43 @@ def holder_steps(system: System, plan: ClusterPlan, node: str, snapshot: cs.Clus
     return [BatchStep(members, names, node), cs.InstallStep(text, snapshot.authkey),
             cs.StartStep(service, restart=False, timeout=t.service),
             cs.WaitQuorumStep(None, t.quorum, t.poll)], names
+
+
+@dataclass(frozen=True)
+class ReleaseStep:
+    """A resumed join lets the member's join lock go once this node's files are installed (read
+    and written under the lock, so no other join's edit of this node's file is lost): nothing
+    on the members is left to do, and the quorum wait that follows may need other listed
+    joiners, who wait for this lock (the module docstring). RELEASE ends the lock's session."""
+
+    target: str
+    release: Callable[[], None] = field(compare=False)
+    grace: float = 10.0  # remote._stop's wait for the session to end
+    id: str = "release-lock"
+
+    @property
+    def description(self) -> str:
+        return (f"let the next joiner take the join lock on {self.target} (the members list "
+                "this node already)")
+
+    def plan(self, system: System) -> list[Action]:
+        return [PlannedWait(f"the session holding {JOIN_LOCK} on {self.target} to end",
+                            self.grace)]
+
+    def apply(self, system: System) -> None:
+        self.release()
+
+    def undo(self, system: System, memo: None) -> None:
+        return None  # the lock is not taken again: what is left to undo is this node's own
+
+
+def released_after_install(steps: list[Step], target: str, release: Callable[[], None]
+                           ) -> list[Step]:
+    """STEPS with a ReleaseStep after the install when they are a resume (the members list
+    this node already: its first step installs its files); else STEPS as they are."""
+    if not steps or not isinstance(steps[0], cs.InstallStep):
+        return steps
+    return [steps[0], ReleaseStep(target, release), *steps[1:]]
 
 
 def batched_steps(plan: ClusterPlan, node: str, snapshot: cs.ClusterSnapshot,

@@ -18,7 +18,9 @@
    every file, every command, every bounded wait; secrets as <secret>.
 5. Confirmation when a person is there to give it (the caller passes `confirm`), then the steps,
    with a progress line each. A join runs under the member's join lock and is planned again
-   under it, so two joiners never edit the cluster's corosync.conf at the same time.
+   under it, so two joiners never edit the cluster's corosync.conf at the same time. A join the
+   members list already (a resume) lets the lock go once its files are installed: its quorum
+   wait may need other listed joiners that wait for the lock (pvestrap.apply.batch).
 
 Everything the flow prints goes through `out`; it never prompts by itself.
 """
@@ -311,34 +313,38 @@ def _join(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System,
     target = plan.join_address(ctx.resolver)
     unattended = not ctx.dry_run and ctx.confirm is None
 
-    def steps(control: str | None) -> list[Step]:
+    def steps(control: str | None, release: Callable[[], None]) -> list[Step]:
+        """The join's steps; a resume lets the lock go after its install (RELEASE)."""
         remote = _remote_factory(t, target, control)
         snapshot = cs.read_cluster(remote(system, target))
         if not unattended:
-            return cs.join_steps(plan, node, snapshot, service, remote, t, ctx.resolver)
-        found, names = batch.holder_steps(system, plan, node, snapshot, service, remote, t,
-                                          ctx.gather_s, ctx.resolver)
-        if names:
-            ctx.out(f"joining in one change with {', '.join(names)} (they waited too)")
-        return found
+            found = cs.join_steps(plan, node, snapshot, service, remote, t, ctx.resolver)
+        else:
+            found, names = batch.holder_steps(system, plan, node, snapshot, service, remote, t,
+                                              ctx.gather_s, ctx.resolver)
+            if names:
+                ctx.out(f"joining in one change with {', '.join(names)} (they waited too)")
+        return batch.released_after_install(found, target, release)
 
     confirmed = None
     if not unattended:  # shown before the lock: nobody waits on a reader
-        confirmed = _show(steps(None), system, ctx)
+        confirmed = _show(steps(None, lambda: None), system, ctx)
         if not _proceed(confirmed, node, ctx):
             return ApplyResult(node, "corosync", "join", _ids(confirmed))
     ctx.out(f"taking the join lock on {target} ...")
     waiter = batch.waiter_script(plan, node) if unattended else None
-    with _lock(system, target, ctx, waiter) as control:
+    with ExitStack() as held:
+        control = held.enter_context(_lock(system, target, ctx, waiter))
         if control is not None:
-            return _under_lock(node, ctx, system, steps(control), confirmed)
+            return _under_lock(node, ctx, system, steps(control, held.close), confirmed)
         snapshot = cs.read_cluster(_remote_factory(t, target, CONTROL_PATH)(system, target),
                                    quorum=False)  # only the files: the ring is busy
     found = _batched(plan, node, ctx, system, service, snapshot)
     if found is not None:
         return found
-    with _lock(system, target, ctx) as control:
-        return _under_lock(node, ctx, system, steps(control), None)
+    with ExitStack() as held:
+        control = held.enter_context(_lock(system, target, ctx))
+        return _under_lock(node, ctx, system, steps(control, held.close), None)
 
 
 def _lock(system: System, target: str, ctx: ApplyContext,
@@ -353,7 +359,8 @@ def _lock(system: System, target: str, ctx: ApplyContext,
 def _under_lock(node: str, ctx: ApplyContext, system: System, locked: list[Step],
                 confirmed) -> ApplyResult:
     """The join's steps as planned again under the lock (another join may have changed the
-    cluster since the plan was shown), shown again when they differ, then applied."""
+    cluster since the plan was shown), shown again when they differ, then applied (a resume's
+    batch.ReleaseStep lets the lock go after its install)."""
     plans = plan_steps(locked, system)
     if confirmed is None or _ids(plans) != _ids(confirmed):
         if confirmed is not None:

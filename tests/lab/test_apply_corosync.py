@@ -26,7 +26,7 @@ from pvestrap.answers import dumps
 from pvestrap.apply.corosync import CorosyncTimeouts, JoinRefused
 from pvestrap.apply.engine import PlannedCommand, StepEvent, StepFailed
 from pvestrap.apply.flow import ApplyContext, apply_node, plan_only_preflight
-from pvestrap.apply.remote import JOIN_LOCK, JoinLocked
+from pvestrap.apply.remote import JOIN_LOCK, JoinLocked, MembersStep, Remote, members_of
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import (parse_cfgtool_nodes, parse_cfgtool_status,
                                       parse_quorum_status)
@@ -35,7 +35,7 @@ from pvestrap.findings import Finding, Severity
 from pvestrap.lab import names
 from pvestrap.lab.lab import Lab
 from pvestrap.paths import AUTHKEY, COROSYNC_CONF
-from pvestrap.render import render_corosync_conf
+from pvestrap.render import joined_conf, render_corosync_conf
 from pvestrap.report.model import Report, ReportSection
 from pvestrap.system import RealSystem
 from labtesting import QuorumWatcher, VersionWatcher, members, wait
@@ -448,4 +448,38 @@ def test_a_batched_joiner_that_fails_its_quorum_wait_leaves_and_the_others_stay(
     four.impair(clear=True)
     done = cli(four, 4, answers_file, "--yes")
     assert done.returncode == 0, done.stdout
+    assert_cluster(four, 4, 2)
+
+
+def test_a_batch_whose_holder_died_after_changing_the_members_still_forms(lab, tmp_path):
+    """The batch's holder (n3) was killed (SIGKILL) after its update-members and before it told
+    the batched joiners: n1's corosync.conf lists n2, n3 and n4 (version 2), nobody was marked,
+    none of them runs corosync. Each of them (n3's rerun included) finds itself listed and
+    resumes; a resume must not hold the join lock through its quorum wait, which needs the
+    others, who wait for that lock (it did: 2 of 4 votes for 60 s, one joiner after the other)."""
+    four = lab(nodes=4, links=2)
+    four.start("sshd")
+    answers_file = answers(four, tmp_path)
+    assert cli(four, 1, answers_file, "--yes").returncode == 0
+    plan = four.plan()
+    n1 = four.node(1)
+    target = plan.join_address(lambda name: ())
+    before = n1.path(COROSYNC_CONF).read_text()
+    after = joined_conf(plan, [four.node(i).name for i in (3, 2, 4)], before)
+
+    def remote(system, address):
+        return Remote(system, address, timeout=20, connect_timeout=5)
+
+    # The holder's own edit of every member, as BatchStep ran it from n3 (real ssh, one reload).
+    MembersStep(members_of(CorosyncConf.parse(before), target, lambda name: ()), target, before,
+                after, remote).apply(node_system(four, 3))
+    assert conf_names(four, 1) == [four.node(i).name for i in (1, 2, 3, 4)]
+
+    with VersionWatcher(four) as versions:
+        results = join_together(four, {i: FAST for i in (2, 3, 4)})
+    for index, result in results.items():
+        assert not isinstance(result, BaseException), (index, result)
+        assert result.role == "join" and result.outcome.applied[-1] == "wait-quorum"
+        assert "update-members" not in result.outcome.applied  # resumed: no second change
+    assert versions.seen == [2]
     assert_cluster(four, 4, 2)

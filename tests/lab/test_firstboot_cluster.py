@@ -169,18 +169,13 @@ def test_four_nodes_two_late_end_quorate(lab, runs, tmp_path):
     assert four.node(1).path("/etc/corosync/corosync.conf").read_bytes() == before
 
 
-# A known bug of batched membership (issue 14), not fixed yet: when the batch's lock holder (n3)
-# is killed in the middle of its update-members, the reruns can end with "not quorum with 4
-# members after 60 s (quorate: no, 2 members, 2 of 4 votes)" and n4 finds the join lock busy for
-# 60 s. Seen in 2 of 3 runs after other lab tests, never in 5 runs alone (2026-12-03). Kept as a
-# non-strict xfail so the failure stays visible in every run's summary (XFAIL/XPASS).
-@pytest.mark.xfail(strict=False, reason="issue 14: batch holder killed mid update-members can "
-                   "leave the reruns without quorum (known bug, not fixed yet)")
 def test_killed_halfway_and_rerun_still_ends_quorate(lab, runs, tmp_path):
     """Four kills, at four different points: n4 in its peer wait or preflight, n2 after its
     preflight passed (waiting for its turn), n1 in the middle of creating (its corosync.conf
     written), n3 in the middle of joining (as soon as the members list it). Each is killed with
-    SIGKILL by pid and started again at once, like a node that reboots."""
+    SIGKILL by pid and started again at once, like a node that reboots. When n3 held the lock of
+    a batch, the members list its batched joiners too, none of them told: they and n3's rerun
+    each resume, letting the join lock go after their install (apply.batch.ReleaseStep)."""
     four, plan, answers = lab_with_answers(lab, tmp_path)
     conf = "/etc/corosync/corosync.conf"
     triggers = {
