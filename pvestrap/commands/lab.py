@@ -135,6 +135,10 @@ def _print_status(one: dict) -> None:
                        f"{old['command']}  [restart it for the new --clock]")
     for flag in one["impairments"]:
         typer.echo(f"  impaired: {flag}")
+    if one.get("neighbours"):
+        typer.echo(f"  ARP: {one['neighbours']} permanent neighbour entries (so many nodes would "
+                   "fill the ARP table this machine's namespaces share; permanent ones do not "
+                   "count against its limit)")
 
 
 @app.command("exec", context_settings={"allow_interspersed_args": False})

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pvestrap.errors import OperationFailed, UserError
-from pvestrap.lab import files, names, proc, pvenode, state
+from pvestrap.lab import files, names, neighbours, proc, pvenode, state
 
 OPAQUE = ("trusted.overlay.opaque", b"y")
 # Folders the node owns outright (the host's copies would mislead: e.g. Debian's example
@@ -211,6 +211,8 @@ def build(st: state.LabState) -> state.LabState:
     st = replace(st, netns=inodes, phase="up")
     state.save(st)
     wait_links(st)
+    st = replace(st, neighbours=neighbours.pin(st))
+    state.save(st)
     return st
 
 

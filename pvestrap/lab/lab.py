@@ -258,6 +258,7 @@ class Lab:
                 "stale": stale.get(names.QNETD, []),
             } if st.qnetd else None,
             "impairments": [i.flag(self.prefix) for i in st.impairments],
+            "neighbours": st.neighbours,
             "forwarder": st.forwarder if proc.alive(
                 st.forwarder, st.netns.get(layout.switch_ns)) else None,
         }

@@ -40,6 +40,7 @@ class LabState:
     pve: str | None = None  # `up --pve`: the Proxmox VE release whose cluster stack nodes run
     pve_stack: str | None = None  # its cached build (a folder with usr/)
     qnetd: bool = False  # a qnetd host (names.QNETD) beside the nodes
+    neighbours: int = 0  # permanent ARP entries written at up (lab.neighbours: a large lab)
 
     @property
     def hosts(self) -> tuple[int, ...]:
@@ -85,6 +86,7 @@ class LabState:
             created=float(data.get("created", 0.0)),
             pve=data.get("pve"), pve_stack=data.get("pve_stack"),
             qnetd=bool(data.get("qnetd", False)),
+            neighbours=int(data.get("neighbours", 0)),
         )
 
 

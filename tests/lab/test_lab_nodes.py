@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from pvestrap.lab import neighbours
+
 pytestmark = pytest.mark.lab
 
 
@@ -117,3 +119,24 @@ def test_mtu_is_set_on_the_nodes_nic(lab):
     assert two.node(2).path("/sys/class/net/eth0/mtu").read_text().strip() == "1500"
     assert two.exec("n2", ["ping", "-c1", "-W2", "-M", "do", "-s", "1300",
                            "10.254.0.1"]).returncode == 0
+
+
+def test_a_lab_too_large_for_the_shared_arp_table_pins_every_neighbour(lab):
+    # the smallest one-link lab whose nodes could fill more than half of the kernel's table
+    half = neighbours.kernel_limit() // 2
+    size = next((n for n in range(2, 100) if neighbours.needed(n, 1) > half), None)
+    if size is None:
+        pytest.skip("this kernel's ARP table holds even a 99-node lab")
+    big = lab(nodes=size, links=1)
+    assert big.status()["neighbours"] == size * (size - 1)
+    macs = {f"10.254.0.{i}": big.node(i).path("/sys/class/net/eth0/address").read_text().strip()
+            for i in range(1, size + 1)}
+    pinned = json.loads(big.exec("n2", ["ip", "-j", "neigh", "show", "nud", "permanent"]).stdout)
+    assert {e["dst"]: e["lladdr"] for e in pinned} == \
+        {a: mac for a, mac in macs.items() if a != "10.254.0.2"}
+    assert big.exec("n2", ["ping", "-c1", "-W2", f"10.254.0.{size}"]).returncode == 0
+    # a small lab resolves its neighbours by ARP, as real nodes do
+    small = lab(nodes=2)
+    assert small.status()["neighbours"] == 0
+    assert small.exec("n2", ["ip", "-j", "neigh", "show", "nud", "permanent"]).stdout.strip() \
+        in ("", "[]")
