@@ -342,14 +342,13 @@ def agent_conversation(job: Mapping[str, Any], links: Sequence[int], addresses: 
                                   daemon=True)
         thread.start()
         out = work(token, ready)
-        if out is None:
-            done.set()
-            return 1
-        print(RESULT + json.dumps(out), flush=True, file=stdout)
-        _until_hangup(stdin, thread)  # keep answering the others' probes
+        if out is not None:
+            print(RESULT + json.dumps(out), flush=True, file=stdout)
+            _until_hangup(stdin, thread)  # keep answering the others' probes
         done.set()
+        responder.wake()  # its thread ends now, not at its next tick
         thread.join(timeout=2)
-    return 0
+    return 0 if out is not None else 1
 
 
 def _until_hangup(stdin, serving: threading.Thread) -> None:

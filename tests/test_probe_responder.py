@@ -363,3 +363,14 @@ def test_a_relative_log_file_is_written_where_the_user_stands(tmp_path):
     assert pid is None or _wait_gone(pid)
     assert (tmp_path / "responder.log").exists()
     assert not Path("/responder.log").exists()
+
+
+def test_wake_makes_serve_look_at_stop_without_waiting_for_its_tick():
+    config = rsp.ResponderConfig(TOKEN, ports=(0,), addresses=("127.0.0.1",), ttl_s=60)
+    with rsp.Responder(config) as server:
+        assert server.selector.select(0) == []
+        server.wake()  # what the agent does once its orchestrator hung up
+        assert [key.data[0] for key, _ in server.selector.select(0)] == ["wake"]
+        looked = []
+        server.serve(stop=lambda: bool(looked.append(1)) or len(looked) > 1)
+        assert len(looked) == 2 and server.selector.select(0) == []  # woken, drained, stopped
