@@ -135,6 +135,9 @@ class DryRunSystem(Queries):
     def now(self) -> float:
         return self.inner.now() + self._slept
 
+    def wall(self) -> float:
+        return self.inner.wall() + self._slept
+
     def sleep(self, seconds: float) -> None:
         self._slept += max(0.0, seconds)
 
@@ -146,12 +149,15 @@ class DryRunSystem(Queries):
 
 # -- test fake -------------------------------------------------------------------------------------
 
+WALL_EPOCH = 1_800_000_000.0  # the test fake's wall clock at its clock 0 (2027-01-15)
+
 Responder = Callable[["RecordingSystem", tuple[str, ...], "str | None"],
                      "subprocess.CompletedProcess[str] | tuple[int, str, str]"]
 
 
 class RecordingSystem(Queries):
-    """An in-memory node for tests: files in a dict, a fake clock, scripted command answers.
+    """An in-memory node for tests: files in a dict, a fake clock (wall() is WALL_EPOCH + it),
+    scripted command answers.
 
     `on(prefix, answer)` answers commands whose argv starts with prefix; answer is
     (returncode, stdout, stderr) or a function (system, argv, input) -> that tuple, which may
@@ -243,6 +249,9 @@ class RecordingSystem(Queries):
 
     def now(self) -> float:
         return self.clock
+
+    def wall(self) -> float:
+        return WALL_EPOCH + self.clock
 
     def sleep(self, seconds: float) -> None:
         self.clock += max(0.0, seconds)

@@ -183,6 +183,8 @@ class System(Protocol):
 
     def now(self) -> float: ...
 
+    def wall(self) -> float: ...
+
     def sleep(self, seconds: float) -> None: ...
 
     def wait_until(self, check: Callable[[], bool], timeout: float, interval: float = 0.5,
@@ -325,6 +327,11 @@ class RealSystem(Queries):
 
     def now(self) -> float:
         return time.monotonic()
+
+    def wall(self) -> float:
+        """Seconds since the epoch: the clock NTP keeps the same on every node, for a moment
+        several nodes act at (now() is this process's own, for durations)."""
+        return time.time()
 
     def sleep(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds))

@@ -13,7 +13,7 @@ import pytest
 
 from pvestrap.apply import batch
 from pvestrap.apply import corosync as cs
-from pvestrap.apply.remote import MemberAddress, MembersStep, Remote
+from pvestrap.apply.remote import MemberAddress, MembersStep, Remote, RemoteFile
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import parse_quorum_status
 from pvestrap.plan import ClusterPlan, Link, Node
@@ -83,15 +83,18 @@ def test_joiners_wait_in_the_queue_and_a_marked_one_stops_waiting(tmp_path):
         second.stdin.close()
         assert second.wait(timeout=10) == 0
         assert set(queued(tmp_path)) == {"pve3"}
-        subprocess.run(["sh", "-c", batch.mark_script(["pve3"], str(tmp_path / "q"))],
+        subprocess.run(["sh", "-c", batch.mark_script(["pve3"], 1800000000.25,
+                                                      str(tmp_path / "q"))],
                        check=True, timeout=10)
+        assert (tmp_path / "q" / batch.START_NAME).read_text() == "1800000000.250\n"
         assert first.stdout.readline() == b"batched\n"
         # it keeps its session (the joiner reads the cluster over that connection) until the
         # joiner closes it
         assert first.poll() is None
         first.stdin.close()
         assert first.wait(timeout=10) == 0
-        assert sorted(p.name for p in (tmp_path / "q").iterdir()) == ["pve4"]  # stale, unlocked
+        # pve4 stale (unlocked); the start moment stays for the batched joiners to read
+        assert sorted(p.name for p in (tmp_path / "q").iterdir()) == [batch.START_NAME, "pve4"]
         assert queued(tmp_path) == {}
     finally:
         for proc in (holder, first, second):
@@ -194,6 +197,53 @@ def test_a_listed_joiner_resumes_and_lets_the_lock_go_after_its_install():
     single, _ = batch.holder_steps(RecordingSystem(), plan, "pve4", snapshot(first), cs.SYSTEMD,
                                    lambda s, a: Remote(s, a), FAST)
     assert batch.released_after_install(single, "10.254.0.1", released.clear) == single
+
+
+def test_the_batch_starts_corosync_at_one_moment_the_holder_sets():
+    """The holder tells the batched joiners the moment (its wall clock + START_LEAD_S) in the
+    same call as their marks, the moment first; its own start waits for that moment, and so
+    does a batched joiner's (read with the cluster's files); nobody waits longer than
+    START_WAIT_MAX_S, and a past or unknown moment starts at once."""
+    plan = make_plan(4)
+    text = creator_only(plan)
+    waiting = "".join(f"waiting {n} {batch.entry_line(plan, n)}\n" for n in ("pve3", "pve4"))
+    system = RecordingSystem()
+    system.on(("ssh",), lambda s, argv, stdin: (0, waiting if "flock -n" in argv[-1] else "",
+                                                ""))
+    steps, _ = batch.holder_steps(system, plan, "pve2", snapshot(text), cs.SYSTEMD,
+                                  lambda s, a: Remote(s, a), FAST)
+    change, _, start, _ = steps
+    told_at = system.wall()
+    change.apply(system)
+    assert change.when.at == pytest.approx(told_at + batch.START_LEAD_S)
+    told = system.commands[-1][-1]
+    assert told.index(batch.START_NAME) < told.index("pve3.batched") < told.index("pve4.batched")
+    assert f"{change.when.at:.3f}" in told
+    assert isinstance(start, batch.StartTogether) and start.when is change.when
+    assert any("common start" in str(a) for a in start.plan(RecordingSystem()))
+    before = system.now()
+    start.apply(system)
+    assert system.now() - before == pytest.approx(batch.START_LEAD_S)  # then corosync started
+    assert tuple(system.commands[-1]) == tuple(cs.SYSTEMD.start_argv)
+
+    listed = render_corosync_conf(plan, 2)
+    shown = "".join(f"file {path} 644 {base64.b64encode(data).decode()}\n" for path, data in (
+        ("/etc/corosync/corosync.conf", listed.encode()), ("/etc/corosync/authkey", b"k" * 256),
+        (batch.START, f"{system.wall() + 30:.3f}\n".encode())))
+    joiner = RecordingSystem()
+    joiner.on(("ssh",), lambda s, argv, stdin: (0, shown, ""))
+    found, at = batch.read_batched(Remote(joiner, "10.254.0.1"))
+    assert found.conf_text == listed and at == pytest.approx(system.wall() + 30)
+    late = batch.batched_steps(plan, "pve4", found, cs.SYSTEMD, FAST, at - 30 - 5)[1]
+    far = batch.batched_steps(plan, "pve4", found, cs.SYSTEMD, FAST, joiner.wall() + 3600)[1]
+    unknown = batch.batched_steps(plan, "pve4", found, cs.SYSTEMD, FAST, None)[1]
+    for step, waited in ((late, 0.0), (far, batch.START_WAIT_MAX_S), (unknown, 0.0)):
+        node = RecordingSystem()
+        step.apply(node)
+        assert node.now() == pytest.approx(waited)
+    assert batch.start_moment(None) is None
+    for bad in (b"", b"soon\n", b"nan\n", b"inf\n"):
+        assert batch.start_moment(RemoteFile(batch.START, bad, 0o644)) is None
 
 
 def test_leaving_removes_only_that_node_with_one_more_bump():

@@ -11,6 +11,14 @@ in the cluster's corosync.conf as planned and finishes on its own node without t
 conf and authkey, start corosync, wait for quorum), all of them at the same time. A joiner that
 arrives later waits for the lock and joins the normal way (corosync.join_steps).
 
+The batch's nodes start corosync at one moment the holder sets when it tells the others
+(START_LEAD_S ahead, on the wall clock NTP keeps the same on every node; written to the member
+before the marks, read by each batched joiner with the cluster's files): nodes that start within
+a few milliseconds of each other join the ring in one membership change, while a start only
+0.1 s later costs another one (measured with corosync alone, 3 nodes x 2 links: two joiners
+started together 2.70 s until all quorate, 0.1 s apart 3.69 s). A node never waits more than
+START_WAIT_MAX_S for it (a clock that is off only makes its start sooner or later).
+
 Only joiners that are in the holder's plan with the same nodeid and addresses, and that the
 cluster would accept one after the other (corosync.check_join), are batched. With a gather time
 (first boot, where every node is known to be on its way) the holder waits, bounded, until every
@@ -33,14 +41,15 @@ creator (2 of 4 votes) until its quorum wait timed out, and again on every retry
 
 from __future__ import annotations
 
+import math
 import shlex
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from pvestrap.apply import corosync as cs
 from pvestrap.apply.engine import Action, PlannedWait, Step
-from pvestrap.apply.remote import (JOIN_LOCK, LOCK_LEASE_S, MembersStep, Remote, member_lock,
-                                   members_of)
+from pvestrap.apply.remote import (JOIN_LOCK, LOCK_LEASE_S, MembersStep, Remote, RemoteFile,
+                                   member_lock, members_of)
 from pvestrap.checks.localsys import Resolver, resolve
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.planned import is_listed_as_planned
@@ -50,7 +59,13 @@ from pvestrap.render import joined_conf
 from pvestrap.system import System
 
 QUEUE_DIR = "/run/pvestrap/join-queue"
+START_NAME = "batch.start"  # in the queue: the batch's start moment, wall-clock seconds
+START = f"{QUEUE_DIR}/{START_NAME}"
 GATHER_POLL_S = 0.3
+# The holder's lead for the common start: what a batched joiner needs to hear of its mark (the
+# waiter looks every 0.1 s), read the cluster's files over its open session and install them.
+START_LEAD_S = 0.4
+START_WAIT_MAX_S = 1.0
 # The waiting joiner on the member (perl-base is Essential on Debian and Proxmox VE). Arguments:
 # lock file, queue entry, the entry's line, seconds to wait, lease seconds. Prints "locked" (and
 # then holds the lock as remote.LEASE_HOLDER does, while heartbeats arrive) or "batched" (and
@@ -111,8 +126,29 @@ def parse_waiting(text: str) -> dict[str, str]:
     return out
 
 
-def mark_script(names: Sequence[str], queue: str = QUEUE_DIR) -> str:
-    return "; ".join(["set -e", *(f": > {shlex.quote(f'{queue}/{n}.batched')}" for n in names)])
+def mark_script(names: Sequence[str], start_at: float, queue: str = QUEUE_DIR) -> str:
+    """The batch's start moment (replaced whole), then a mark for each batched joiner."""
+    start, new = shlex.quote(f"{queue}/{START_NAME}"), shlex.quote(f"{queue}/{START_NAME}.new")
+    return "; ".join(["set -e", f"printf '%s\\n' {start_at:.3f} > {new}", f"mv -f {new} {start}",
+                      *(f": > {shlex.quote(f'{queue}/{n}.batched')}" for n in names)])
+
+
+def start_moment(found: RemoteFile | None) -> float | None:
+    """The start moment a START file says; None when it is absent or says no number."""
+    if found is None or found.data is None:
+        return None
+    try:
+        value = float(found.data[:64].decode("ascii", errors="replace").strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def read_batched(remote: Remote) -> tuple[cs.ClusterSnapshot, float | None]:
+    """A batched joiner's one read (over its queue session): the cluster's files, without
+    corosync-quorumtool (the ring is busy taking in the batch), and the batch's start moment."""
+    snapshot = cs.read_cluster(remote, quorum=False, also=[START])
+    return snapshot, start_moment(snapshot.also.get(START))
 
 
 def waiting(remote: Remote) -> dict[str, str]:
@@ -170,14 +206,50 @@ def leave(system: System, remote: Callable[[System, str], Remote], target: str,
     MembersStep(members, target, text, after, remote).apply(system)
 
 
+@dataclass
+class StartAt:
+    """When the batch's nodes start corosync (wall clock, System.wall); None while unknown."""
+
+    at: float | None = None
+
+
+@dataclass(frozen=True)
+class StartTogether:
+    """corosync's start (cs.StartStep) at the batch's moment, waiting at most START_WAIT_MAX_S
+    for it; at once when the moment is unknown or past."""
+
+    start: cs.StartStep
+    when: StartAt = field(compare=False)
+    id: str = "start"
+
+    @property
+    def description(self) -> str:
+        return f"{self.start.description} at the same moment as the rest of the batch"
+
+    def plan(self, system: System) -> list[Action]:
+        found = self.start.plan(system)
+        return [PlannedWait("the batch's common start moment", START_WAIT_MAX_S), *found] \
+            if found else []
+
+    def apply(self, system: System) -> bool:
+        if self.when.at is not None:
+            system.sleep(min(self.when.at - system.wall(), START_WAIT_MAX_S))
+        return self.start.apply(system)
+
+    def undo(self, system: System, memo: bool) -> None:
+        self.start.undo(system, memo)
+
+
 @dataclass(frozen=True)
 class BatchStep:
-    """The batch's one change of every member (MembersStep), then the batched joiners are told.
+    """The batch's one change of every member (MembersStep), then the batched joiners are told,
+    with the moment all of them start corosync (WHEN, set here for the holder's own start).
     Undo takes only this node out again: the others may be members already."""
 
     members: MembersStep
     batched: tuple[str, ...]
     node: str
+    when: StartAt = field(default_factory=StartAt, compare=False)
     id: str = "update-members"
 
     @property
@@ -190,12 +262,14 @@ class BatchStep:
 
     def apply(self, system: System) -> object:
         memo = self.members.apply(system)
+        at = system.wall() + START_LEAD_S
         try:
             self.members.remote(system, self.members.reload_at).run(
-                mark_script(self.batched), "tell the batched joiners")
+                mark_script(self.batched, at), "tell the batched joiners")
         except BaseException:
             self.members.undo(system, memo)
             raise
+        self.when.at = at
         return memo
 
     def undo(self, system: System, memo: object) -> None:
@@ -220,9 +294,9 @@ def holder_steps(system: System, plan: ClusterPlan, node: str, snapshot: cs.Clus
     text = joined_conf(plan, (node, *names), snapshot.conf_text)  # render's, as for one joiner
     members = MembersStep(members_of(conf, snapshot.address, resolver), snapshot.address,
                           snapshot.conf_text, text, remote)
-    t = timeouts
-    return [BatchStep(members, names, node), cs.InstallStep(text, snapshot.authkey),
-            cs.StartStep(service, restart=False, timeout=t.service),
+    t, when = timeouts, StartAt()
+    return [BatchStep(members, names, node, when), cs.InstallStep(text, snapshot.authkey),
+            StartTogether(cs.StartStep(service, restart=False, timeout=t.service), when),
             cs.WaitQuorumStep(None, t.quorum, t.poll)], names
 
 
@@ -264,15 +338,17 @@ def released_after_install(steps: list[Step], target: str, release: Callable[[],
 
 
 def batched_steps(plan: ClusterPlan, node: str, snapshot: cs.ClusterSnapshot,
-                  service: cs.Service, timeouts: cs.CorosyncTimeouts) -> list[Step] | None:
-    """A batched joiner's own part; None when the cluster does not list it as planned (a
-    stale mark): then it joins the normal way."""
+                  service: cs.Service, timeouts: cs.CorosyncTimeouts,
+                  start_at: float | None = None) -> list[Step] | None:
+    """A batched joiner's own part, starting corosync at the batch's moment START_AT; None when
+    the cluster does not list it as planned (a stale mark): then it joins the normal way."""
     conf = CorosyncConf.parse(snapshot.conf_text, f"{snapshot.address}:{COROSYNC_CONF}")
     if not is_listed_as_planned(plan, node, conf):
         return None
     t = timeouts
     return [cs.InstallStep(snapshot.conf_text, snapshot.authkey),
-            cs.StartStep(service, restart=False, timeout=t.service),
+            StartTogether(cs.StartStep(service, restart=False, timeout=t.service),
+                          StartAt(start_at)),
             cs.WaitQuorumStep(None, t.quorum, t.poll)]
 
 

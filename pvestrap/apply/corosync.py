@@ -26,7 +26,7 @@ from __future__ import annotations
 import base64
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait, Step, WriteFileStep
 from pvestrap.apply.remote import (MembersStep, Remote, RemoteFile, members_of, parse_show,
@@ -335,13 +335,16 @@ class ClusterSnapshot:
     conf_text: str
     authkey: Secret = field(repr=False)  # base64 of the key
     quorum: QuorumStatus | None
+    also: Mapping[str, RemoteFile] = field(default_factory=dict)  # read_cluster's ALSO
 
 
-def read_cluster(remote: Remote, quorum: bool = True) -> ClusterSnapshot:
-    """One ssh call: the member's corosync.conf, authkey and (QUORUM) `corosync-quorumtool -s`.
-    Without QUORUM the snapshot's quorum is None: a batched joiner needs only the files (and
-    reads them while the ring takes in the batch, when corosync's IPC may answer late)."""
-    script = show_script([COROSYNC_CONF, AUTHKEY]) + (
+def read_cluster(remote: Remote, quorum: bool = True, also: Sequence[str] = ()
+                 ) -> ClusterSnapshot:
+    """One ssh call: the member's corosync.conf, authkey, the files ALSO and (QUORUM)
+    `corosync-quorumtool -s`. Without QUORUM the snapshot's quorum is None: a batched joiner
+    needs only the files (and reads them while the ring takes in the batch, when corosync's IPC
+    may answer late)."""
+    script = show_script([COROSYNC_CONF, AUTHKEY, *also]) + (
         '; out=$(corosync-quorumtool -s 2>&1); rc=$?; printf "quorum %s\\n" "$rc"; '
         'printf "%s\\n" "$out"' if quorum else "")
     result = remote.run(script, "read the cluster's corosync.conf and authkey", mutates=False)
@@ -362,7 +365,8 @@ def read_cluster(remote: Remote, quorum: bool = True) -> ClusterSnapshot:
         except StatusUnparsable:
             status = None
     return ClusterSnapshot(remote.address, conf.data.decode("utf-8", errors="replace"),
-                           Secret(base64.b64encode(key.data).decode()), status)
+                           Secret(base64.b64encode(key.data).decode()), status,
+                           {p: files[p] for p in also if p in files})
 
 
 def check_join(plan: ClusterPlan, node_name: str, conf: CorosyncConf,

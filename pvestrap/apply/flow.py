@@ -337,9 +337,9 @@ def _join(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System,
         control = held.enter_context(_lock(system, target, ctx, waiter))
         if control is not None:
             return _under_lock(node, ctx, system, steps(control, held.close), confirmed)
-        snapshot = cs.read_cluster(_remote_factory(t, target, CONTROL_PATH)(system, target),
-                                   quorum=False)  # only the files: the ring is busy
-    found = _batched(plan, node, ctx, system, service, snapshot)
+        snapshot, start_at = batch.read_batched(
+            _remote_factory(t, target, CONTROL_PATH)(system, target))
+    found = _batched(plan, node, ctx, system, service, snapshot, start_at)
     if found is not None:
         return found
     with ExitStack() as held:
@@ -372,13 +372,14 @@ def _under_lock(node: str, ctx: ApplyContext, system: System, locked: list[Step]
 
 
 def _batched(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System,
-             service: cs.Service, snapshot: cs.ClusterSnapshot) -> ApplyResult | None:
+             service: cs.Service, snapshot: cs.ClusterSnapshot, start_at: float | None
+             ) -> ApplyResult | None:
     """Another joiner took this node into its batch: finish here, without the lock; a failure
     undoes this node's steps, then it leaves the cluster again (under the lock). None when the
     cluster does not list this node as planned after all."""
     t, target = ctx.timeouts, plan.join_address(ctx.resolver)
     remote = _remote_factory(t, target, None)
-    found = batch.batched_steps(plan, node, snapshot, service, t)
+    found = batch.batched_steps(plan, node, snapshot, service, t, start_at)
     if found is None:
         ctx.out(f"marked as batched, but {target}'s corosync.conf does not list {node} as "
                 "planned: joining the normal way")

@@ -24,7 +24,8 @@ import pytest
 
 from pvestrap.answers import dumps
 from pvestrap.apply.corosync import CorosyncTimeouts, JoinRefused
-from pvestrap.apply.engine import PlannedCommand, StepEvent, StepFailed
+from pvestrap.apply import batch
+from pvestrap.apply.engine import PlannedCommand, PlannedWait, StepEvent, StepFailed
 from pvestrap.apply.flow import ApplyContext, apply_node, plan_only_preflight
 from pvestrap.apply.remote import JOIN_LOCK, JoinLocked, MembersStep, Remote, members_of
 from pvestrap.corosync.facade import CorosyncConf
@@ -401,6 +402,13 @@ def test_three_joiners_waiting_together_join_in_one_configuration_change(lab, tm
     # One of them (the lock's holder) edited the members; the others only finished at home.
     edited = [i for i, r in results.items() if "update-members" in r.outcome.applied]
     assert len(edited) == 1
+    # All three started corosync at the moment the holder wrote on n1 (batch.START), each
+    # waiting for it at most START_WAIT_MAX_S: a start 0.1 s apart costs another membership round.
+    assert float(four.node(1).path(batch.START).read_text()) > 0
+    for result in results.values():
+        waits = [a for step_id, actions in result.outcome.plans if step_id == "start"
+                 for a in actions if isinstance(a, PlannedWait)]
+        assert [w.timeout for w in waits] == [batch.START_WAIT_MAX_S]
     assert_cluster(four, 4, 2)
     expected = render_corosync_conf(four.plan(), config_version=2)
     for index in (1, 2, 3, 4):
