@@ -61,7 +61,9 @@ from pvestrap.system import System
 QUEUE_DIR = "/run/pvestrap/join-queue"
 START_NAME = "batch.start"  # in the queue: the batch's start moment, wall-clock seconds
 START = f"{QUEUE_DIR}/{START_NAME}"
-GATHER_POLL_S = 0.3
+# The holder's look at the queue while it gathers (one short command over its open session, the
+# holder alone asks): the last joiner's entry is seen ~0.05 s after it appears instead of ~0.15 s.
+GATHER_POLL_S = 0.1
 # The holder's lead for the common start: what a batched joiner needs to hear of its mark (the
 # waiter looks every 0.1 s), read the cluster's files over its open session and install them.
 START_LEAD_S = 0.4

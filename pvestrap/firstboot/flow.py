@@ -148,12 +148,17 @@ def _wait_turn(opts: Options, plan, me, tokens: Tokens, say: Say) -> None:
     creator, when joins go in batches). Bounded: then it goes ahead, since a node that failed
     must not hold up the others for ever."""
     before = membership.predecessor(plan, me, applying.batches(plan))
+    started = time.monotonic()
     if before is None:
         peers, stage = [n.name for n in plan.nodes if n.name != me.name], "ready"
     else:
         peers, stage = [before.name], "member"
-    arrived = waiting.wait_for_stage(plan, me, peers, stage, tokens.stage(stage),
-                                 opts.turn_wait_s, say)
+        # at the slow pace while its preflight measures (every joiner may be asking it), then
+        # at the fast one (waiting.FAST_POLL_S)
+        waiting.wait_for_stage(plan, me, peers, "ready", tokens.ready, opts.turn_wait_s, say)
+    left = max(0.0, opts.turn_wait_s - (time.monotonic() - started))
+    arrived = waiting.wait_for_stage(plan, me, peers, stage, tokens.stage(stage), left, say,
+                                     poll_s=waiting.FAST_POLL_S)
     late = sorted(set(peers) - arrived)
     if late:
         say(f"warning: {', '.join(late)} not {stage} after {opts.turn_wait_s:g} s; going ahead "
