@@ -9,12 +9,15 @@ from __future__ import annotations
 import dataclasses
 import shlex
 
+import pytest
+
 from pvestrap.apply import removal as rm
 from pvestrap.apply import separate as sp
 from pvestrap.apply.corosync import SYSTEMD
 from pvestrap.apply.links import Cluster, MemberHost, PhaseStep, ShellOps
 from pvestrap.checks.removal import vote_plan
 from pvestrap.corosync.facade import CorosyncConf
+from pvestrap.errors import OperationFailed
 from pvestrap.paths import PVE_KNOWN_HOSTS
 from pvestrap.recorded import RecordingSystem
 from pvestrap.verify import Observed
@@ -78,3 +81,27 @@ def test_the_staying_members_reload_once_on_the_first_of_them_through_the_links_
     system = RecordingSystem()
     ShellOps(system, here.cluster).reload()
     assert system.commands == [("sh", "-c", "corosync-cfgtool -R")]
+
+
+def test_lowered_expected_votes_wait_for_pmxcfs_quorum_on_the_member_before_delnode():
+    """`pvecm expected 1` returns before pmxcfs on that member takes quorum; a `pvecm delnode`
+    run in between dies with "cluster not ready - no quorum?" (the real-PVE lab test failed so
+    once ssh sessions got fast). The step waits until /etc/pve/local is writable there."""
+    r = dataclasses.replace(leaving("pve1", (MemberHost("pve2", 2, "10.254.0.2"),)),
+                            expected_votes=1)
+    steps = sp.pve_steps(sp.Separation(r, SYSTEMD))
+    [votes] = [s for s in steps if s.id == "expected-votes"]
+    assert votes.writable == rm.PVE_LOCAL
+    assert "wait up to 30 s for pve2's /etc/pve/local writable (pmxcfs quorate)" in [str(a) for a in
+                                                                     votes.plan(None)]
+    modes = iter(["555\n", "555\n", "755\n"])  # read-only twice, then pmxcfs is quorate
+    system = RecordingSystem().on(("ssh",), lambda s, argv, i: (
+        (0, next(modes), "") if "stat -c %a /etc/pve/local" in argv[-1] else (0, "", "")))
+    votes.apply(system)
+    remote = [c[-1] for c in system.commands if c[0] == "ssh"]
+    assert remote == ["pvecm expected 1"] + ["stat -c %a /etc/pve/local"] * 3
+
+    stuck = RecordingSystem().on(("ssh",), lambda s, argv, i: (0, "555\n", ""))
+    with pytest.raises(OperationFailed, match="stayed read-only 30 s") as failed:
+        votes.apply(stuck)
+    assert failed.value.code == "cfs-not-quorate"

@@ -31,7 +31,7 @@ from typing import Sequence
 from pvestrap.apply import links
 from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait, unsettled
 from pvestrap.apply.links import Cluster, LinkTimeouts, MemberHost, MemberOps, Phase, PhaseStep
-from pvestrap.apply.remote import parse_show, put_script, show_script
+from pvestrap.apply.remote import Remote, parse_show, put_script, show_script
 from pvestrap.checks import removal as checks
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import QUORUMTOOL, QuorumStatus, StatusUnparsable, parse_quorum_status
@@ -44,6 +44,7 @@ from pvestrap.system import System
 
 KNOWN_HOSTS = "/root/.ssh/known_hosts"
 PVE_LOCAL = "/etc/pve/local"  # pmxcfs makes it writable only with quorum
+CFS_QUORUM_WAIT_S = 30.0  # lowering expected votes until pmxcfs sees quorum
 ASIDE = "/var/lib/pvestrap/removed"
 _PING_LOSS = re.compile(r"(\d+(?:\.\d+)?)% packet loss")
 
@@ -223,20 +224,25 @@ class ExpectedVotesStep:
                "not quorate)"
 
     def plan(self, system: System) -> list[Action]:
+        where = f"{self.member.name}'s " if self.member else ""
+        waits = [PlannedWait(f"{where}{self.writable} writable (pmxcfs quorate)",
+                             CFS_QUORUM_WAIT_S)] if self.writable else []
         if self.member is not None:
-            return [PlannedCommand(("ssh", f"root@{self.member.name}", shlex.join(self.argv)))]
-        return [PlannedCommand(self.argv, undo_argv=self.undo_argv)]
+            ssh = ("ssh", f"root@{self.member.name}", shlex.join(self.argv))
+            return [PlannedCommand(ssh), *waits]
+        return [PlannedCommand(self.argv, undo_argv=self.undo_argv), *waits]
 
     def apply(self, system: System) -> None:
+        remote = None
         if self.member is not None and self.cluster is not None:
-            self.cluster.access(system, self.member).run(shlex.join(self.argv),
-                                                         "lower expected votes")
+            remote = self.cluster.access(system, self.member)
+            remote.run(shlex.join(self.argv), "lower expected votes")
         else:
             system.run(list(self.argv), timeout=30)
-        if (path := self.writable) and not system.wait_until(
-                lambda: cfs_writable(system, path), 30, 0.2, f"{path} writable"):
-            raise OperationFailed(f"{self.writable} stayed read-only 30 s after lowering the "
-                                  "expected votes: pmxcfs does not see quorum",
+        if (path := self.writable) and not system.wait_until(  # cfs_writable: why
+                lambda: cfs_writable(system, path, remote), CFS_QUORUM_WAIT_S, 0.2, path):
+            raise OperationFailed(f"{path} stayed read-only {CFS_QUORUM_WAIT_S:g} s after "
+                                  "lowering the expected votes: pmxcfs does not see quorum",
                                   code="cfs-not-quorate")
 
     def undo(self, system: System, memo: None) -> None:
@@ -341,14 +347,16 @@ class VerifyStep:
         return None
 
 
-def cfs_writable(system: System, path: str) -> bool:
+def cfs_writable(system: System, path: str, remote: Remote | None = None) -> bool:
     """pmxcfs's quorum as pve-cluster's check_cfs_quorum reads it: the owner-write bit of
-    /etc/pve/local's own mode (lstat; `-w` is always true for root). corosync's quorum comes
-    first, pmxcfs follows a moment later."""
+    /etc/pve/local's own mode (lstat; `-w` is always true for root), here or on REMOTE.
+    corosync's quorum comes first, pmxcfs follows a moment later: a `pvecm delnode` right after
+    `pvecm expected` dies with "cluster not ready - no quorum?" (pve-cluster, PVE/Cluster.pm)."""
+    argv = ["stat", "-c", "%a", path]
     try:
-        mode = system.run(["stat", "-c", "%a", path], check=False, mutates=False,
-                          timeout=10).stdout.strip()
-        return bool(int(mode, 8) & 0o200)
+        mode = (system.run(argv, check=False, mutates=False, timeout=10) if remote is None else
+                remote.run(shlex.join(argv), f"read {path}'s mode", mutates=False, timeout=10))
+        return bool(int(mode.stdout.strip(), 8) & 0o200)
     except (PvestrapError, ValueError):
         return False
 

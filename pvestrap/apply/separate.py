@@ -249,7 +249,7 @@ def pve_steps(sep: Separation, control_path: str | None = None) -> list:
     if r.expected_votes is not None:
         out.append(removal.ExpectedVotesStep(("pvecm", "expected", str(r.expected_votes)),
                                              r.votes.expected_now, None, member=first,
-                                             cluster=r.cluster))
+                                             cluster=r.cluster, writable=removal.PVE_LOCAL))
     return out + [removal.NodesDirAsideStep(r, control_path), removal.KnownHostsStep(r),
                   separate_pve.RemoteDelnodeStep(r, first, control_path, sep.aside),
                   removal.VerifyStep(r)]
