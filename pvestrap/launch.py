@@ -42,6 +42,3 @@ def finish(code: int) -> NoReturn:
         except (OSError, ValueError):
             pass  # the orchestrator is gone: nobody reads it
     os._exit(code)
-    from pvestrap.cli import entry as cli  # typer: imported only for the command line
-
-    cli()
