@@ -57,6 +57,14 @@ def queued(tmp_path: Path) -> dict[str, str]:
     return batch.parse_waiting(out.stdout)
 
 
+def queue_holding(plan: ClusterPlan, *names: str) -> RecordingSystem:
+    """A member whose join queue holds NAMES waiting: what the holder's look at the queue
+    (the `flock -n` script over ssh) reads; every other ssh command succeeds silently."""
+    waiting = "".join(f"waiting {n} {batch.entry_line(plan, n)}\n" for n in names)
+    return RecordingSystem().on(("ssh",), lambda s, argv, stdin: (
+        0, waiting if "flock -n" in argv[-1] else "", ""))
+
+
 def until(check, seconds: float = 20.0) -> bool:
     import time
     deadline = time.monotonic() + seconds
@@ -152,10 +160,7 @@ def test_the_batch_adds_every_fitting_waiter_in_one_version_bump():
 def test_the_holder_batches_the_queue_and_undoes_only_itself():
     plan = make_plan(4)
     text = creator_only(plan)
-    waiting = "".join(f"waiting {n} {batch.entry_line(plan, n)}\n" for n in ("pve3", "pve4"))
-    system = RecordingSystem()
-    system.on(("ssh",), lambda s, argv, stdin: (0, waiting if "flock -n" in argv[-1] else "",
-                                                ""))
+    system = queue_holding(plan, "pve3", "pve4")
     steps, names = batch.holder_steps(system, plan, "pve2", snapshot(text), cs.SYSTEMD,
                                       lambda s, a: Remote(s, a), FAST)
     assert names == ("pve3", "pve4")
@@ -180,10 +185,7 @@ def test_a_listed_joiner_resumes_and_lets_the_lock_go_after_its_install():
     lock go before its quorum wait, which needs the others (they wait for that lock)."""
     plan = make_plan(4)
     batched = render_corosync_conf(plan, 2)
-    waiting = "".join(f"waiting {n} {batch.entry_line(plan, n)}\n" for n in ("pve2", "pve3"))
-    system = RecordingSystem()
-    system.on(("ssh",), lambda s, argv, stdin: (0, waiting if "flock -n" in argv[-1] else "",
-                                                ""))
+    system = queue_holding(plan, "pve2", "pve3")
     steps, names = batch.holder_steps(system, plan, "pve4", snapshot(batched), cs.SYSTEMD,
                                       lambda s, a: Remote(s, a), FAST, gather_s=10)
     assert names == () and system.commands == []  # no second change, no gathering
@@ -206,10 +208,7 @@ def test_the_batch_starts_corosync_at_one_moment_the_holder_sets():
     START_WAIT_MAX_S, and a past or unknown moment starts at once."""
     plan = make_plan(4)
     text = creator_only(plan)
-    waiting = "".join(f"waiting {n} {batch.entry_line(plan, n)}\n" for n in ("pve3", "pve4"))
-    system = RecordingSystem()
-    system.on(("ssh",), lambda s, argv, stdin: (0, waiting if "flock -n" in argv[-1] else "",
-                                                ""))
+    system = queue_holding(plan, "pve3", "pve4")
     steps, _ = batch.holder_steps(system, plan, "pve2", snapshot(text), cs.SYSTEMD,
                                   lambda s, a: Remote(s, a), FAST)
     change, _, start, _ = steps

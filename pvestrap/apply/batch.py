@@ -242,6 +242,12 @@ class StartTogether:
         self.start.undo(system, memo)
 
 
+def _start_together(service: cs.Service, t: cs.CorosyncTimeouts, when: StartAt
+                    ) -> StartTogether:
+    """A batch node's start of corosync (not a restart) at the batch's moment WHEN."""
+    return StartTogether(cs.StartStep(service, restart=False, timeout=t.service), when)
+
+
 @dataclass(frozen=True)
 class BatchStep:
     """The batch's one change of every member (MembersStep), then the batched joiners are told,
@@ -298,7 +304,7 @@ def holder_steps(system: System, plan: ClusterPlan, node: str, snapshot: cs.Clus
                           snapshot.conf_text, text, remote)
     t, when = timeouts, StartAt()
     return [BatchStep(members, names, node, when), cs.InstallStep(text, snapshot.authkey),
-            StartTogether(cs.StartStep(service, restart=False, timeout=t.service), when),
+            _start_together(service, t, when),
             cs.WaitQuorumStep(None, t.quorum, t.poll)], names
 
 
@@ -349,8 +355,7 @@ def batched_steps(plan: ClusterPlan, node: str, snapshot: cs.ClusterSnapshot,
         return None
     t = timeouts
     return [cs.InstallStep(snapshot.conf_text, snapshot.authkey),
-            StartTogether(cs.StartStep(service, restart=False, timeout=t.service),
-                          StartAt(start_at)),
+            _start_together(service, t, StartAt(start_at)),
             cs.WaitQuorumStep(None, t.quorum, t.poll)]
 
 
