@@ -9,6 +9,9 @@ datacenter.cfg, nodes/NAME/ and priv/known_hosts (data/PVE/Cluster.pm). ifupdown
 
 COROSYNC_CONF = "/etc/corosync/corosync.conf"
 AUTHKEY = "/etc/corosync/authkey"
+# corosync holds a lock on it until the daemon exits (exec/main.c, corosync_lock_file, in
+# LOCALSTATEDIR/run) and removes it then
+COROSYNC_PID = "/run/corosync.pid"
 PVE_COROSYNC_CONF = "/etc/pve/corosync.conf"  # pmxcfs copy, the one pvecm edits
 PVE_MEMBERS = "/etc/pve/.members"  # pmxcfs's view of the cluster (JSON, "quorate": 0|1)
 CONF_PATHS = (PVE_COROSYNC_CONF, COROSYNC_CONF)  # where a node's corosync.conf is, pmxcfs first

@@ -270,6 +270,21 @@ def test_create_over_a_running_stock_corosync_restarts_it(tmp_path):
     assert system.files[COROSYNC_CONF + ".bak"][0].decode() == stock
     starts = [c for c in system.commands if c[0] == "systemctl"]
     assert starts == [("systemctl", "stop", "corosync"), ("systemctl", "start", "corosync")]
+    # the example corosync was quorate while planning: the wait is for the one started anew
+    assert result.outcome is not None and "wait-quorum" in result.outcome.applied
+
+
+@pytest.mark.parametrize("files, stopped", [
+    ({}, True),
+    ({"/run/corosync.pid": "42\n", "/proc/42/stat": "42 (corosync) S 1 42 42 0"}, False),
+    ({"/run/corosync.pid": "42\n", "/proc/42/stat": "42 (corosync) Z 1 42 42 0"}, True),
+    ({"/run/corosync.pid": "42\n"}, True),  # left by a killed corosync
+    ({"/run/corosync.pid": "42\n", "/proc/42/stat": "42 (bash) S 1 42 42 0"}, True),
+])
+def test_corosync_is_stopped_once_it_no_longer_answers_and_has_exited(files, stopped):
+    """It stops answering a moment before it exits and lets go of its pid lock."""
+    assert cs.stopped(corosync_node(files)) is stopped
+    assert not cs.stopped(corosync_node(files, running=True))
 
 
 # -- an existing member ----------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from pvestrap.corosync.status import (QuorumStatus, StatusUnparsable, parse_quor
 from pvestrap.corosync.tree import ConfParseError
 from pvestrap.errors import OperationFailed, PvestrapError
 from pvestrap.findings import Finding, fail
-from pvestrap.paths import AUTHKEY, COROSYNC_CONF
+from pvestrap.paths import AUTHKEY, COROSYNC_CONF, COROSYNC_PID
 from pvestrap.plan import ClusterPlan
 from pvestrap.render import Change, Reader, corosync_conf_for, node_change, node_changes
 from pvestrap.system import SECRET_MARK, Secret, System
@@ -128,6 +128,31 @@ def default_service(system: System) -> Service:
 def quorum_status(system: System) -> QuorumStatus | None:
     """`corosync-quorumtool -s` on the node; None when corosync does not answer (not running)."""
     return read_quorum(system.query)
+
+
+def stopped(system: System) -> bool:
+    """corosync neither answers nor is still on its way out. It stops answering a moment
+    before it exits and lets go of its pid lock; a corosync started in between exits at once
+    with "Another Corosync instance is already running." (status 18). `systemctl stop` waits
+    for the exit, `corosync-cfgtool -H` (the daemon without systemd) does not."""
+    return quorum_status(system) is None and not _exiting(system)
+
+
+def _exiting(system: System) -> bool:
+    """The pid file names a corosync that is still alive (a zombie holds no lock; a file left
+    by a killed corosync names a process that is gone)."""
+    pid = (system.read_text(COROSYNC_PID) or "").strip()
+    stat = system.read_text(f"/proc/{pid}/stat") if pid.isdigit() else None
+    if stat is None:
+        return False
+    name, _, rest = stat.partition(" (")[2].rpartition(")")
+    return name == "corosync" and rest.split()[:1] != ["Z"]
+
+
+def wait_stopped(system: System, timeout: float) -> None:
+    if not system.wait_until(lambda: stopped(system), timeout, 0.2, "corosync to stop"):
+        raise OperationFailed(f"corosync still runs {timeout:g} s after stopping it",
+                              code="corosync-stop-timeout")
 
 
 def quorate_with(status: QuorumStatus | None, members: int | None) -> bool:
@@ -254,10 +279,7 @@ class StartStep:
 
     def _stop(self, system: System) -> None:
         self.service.stop(system)
-        if not system.wait_until(lambda: quorum_status(system) is None, self.timeout, 0.2,
-                                 "corosync to stop"):
-            raise OperationFailed(f"corosync still answers {self.timeout:g} s after stopping it",
-                                  code="corosync-stop-timeout")
+        wait_stopped(system, self.timeout)
 
 
 @dataclass(frozen=True)
@@ -267,6 +289,9 @@ class WaitQuorumStep:
     members: int | None = None
     timeout: float = 60.0
     interval: float = 0.2
+    # Create restarts whatever corosync runs (Debian's example one-node cluster is quorate):
+    # what answers while planning is not the corosync this waits for, so it is always planned.
+    after_restart: bool = False
     id: str = "wait-quorum"
 
     @property
@@ -284,7 +309,7 @@ class WaitQuorumStep:
         return "quorum" + self._count
 
     def plan(self, system: System) -> list[Action]:
-        if quorate_with(quorum_status(system), self.members):
+        if not self.after_restart and quorate_with(quorum_status(system), self.members):
             return []
         return [PlannedWait(self.what + " (corosync-quorumtool -s)", self.timeout)]
 
@@ -315,7 +340,7 @@ def create_steps(plan: ClusterPlan, node_name: str, service: Service, read: Read
                       description=f"write {COROSYNC_CONF} (cluster {plan.cluster_name}, "
                                   f"{node_name} alone)")]
     return [AuthkeyStep(), *write, StartStep(service, restart=True, timeout=timeouts.service),
-            WaitQuorumStep(1, timeouts.quorum, timeouts.poll)]
+            WaitQuorumStep(1, timeouts.quorum, timeouts.poll, after_restart=True)]
 
 
 def member_steps(service: Service, timeouts: CorosyncTimeouts = CorosyncTimeouts()

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from pvestrap.apply import links, removal, separate_pve
-from pvestrap.apply.corosync import Service, quorum_status
+from pvestrap.apply.corosync import Service, quorum_status, wait_stopped
 from pvestrap.apply.engine import Action, PlannedCommand
 from pvestrap.apply.links import LinkTimeouts, Phase, PhaseStep
 from pvestrap.checks import removal as checks
@@ -153,10 +153,7 @@ class StopStep:
 
     def apply(self, system: System) -> None:
         self.service.stop(system)
-        if not system.wait_until(lambda: quorum_status(system) is None, self.timeout, 0.2,
-                                 "corosync to stop"):
-            raise OperationFailed(f"corosync still answers {self.timeout:g} s after stopping "
-                                  "it", code="corosync-stop-timeout")
+        wait_stopped(system, self.timeout)
 
     def undo(self, system: System, memo: None) -> None:
         self.service.start(system)

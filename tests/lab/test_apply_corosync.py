@@ -47,6 +47,26 @@ FAST = CorosyncTimeouts(quorum=20, remote=20, connect=5, lock_wait=60, lock_retr
                         service=20)
 
 
+# Debian's /etc/corosync/corosync.conf as the corosync package ships and starts it.
+PACKAGED_EXAMPLE = """totem {
+\tversion: 2
+\tcluster_name: debian
+\tcrypto_cipher: none
+\tcrypto_hash: none
+}
+quorum {
+\tprovider: corosync_votequorum
+}
+nodelist {
+\tnode {
+\t\tname: node1
+\t\tnodeid: 1
+\t\tring0_addr: 127.0.0.1
+\t}
+}
+"""
+
+
 # -- helpers ---------------------------------------------------------------------------------------
 
 def answers(lab: Lab, tmp_path: Path) -> Path:
@@ -67,6 +87,14 @@ def cli(lab: Lab, index: int, answers_file: Path, *args: str, popen: bool = Fals
 def quorum(lab: Lab, index: int):
     result = lab.exec(index, ["corosync-quorumtool", "-s"])
     return parse_quorum_status(result.stdout) if result.returncode in (0, 2) else None
+
+
+def exited(pid: int) -> bool:
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat_line.rpartition(")")[2].split()[0] == "Z"
 
 
 def tree_hash(folder: Path) -> dict[str, tuple[int, str]]:
@@ -200,6 +228,28 @@ def test_create_then_two_concurrent_joins_form_a_quorate_cluster(lab, tmp_path):
     assert again.returncode == 0, again.stdout
     assert {i: corosync_files(three, i) for i in (1, 2, 3)} == before
     assert {i: quorum(three, i).ring_id for i in (1, 2, 3)} == rings  # nobody restarted
+
+
+def test_create_over_the_packaged_corosync_running_without_systemd_restarts_it(lab, tmp_path):
+    """Debian's corosync package starts its example config (one node on 127.0.0.1). A lab node
+    has no systemd, so create stops that corosync with `corosync-cfgtool -H` and starts its own:
+    the old daemon stops answering a moment before it exits, and a corosync started in between
+    exits at once ("Another Corosync instance is already running")."""
+    one = lab(nodes=1, links=2)
+    node = one.node(1)
+    node.path(COROSYNC_CONF).parent.mkdir(parents=True, exist_ok=True)
+    node.path(COROSYNC_CONF).write_text(PACKAGED_EXAMPLE)
+    assert one.exec(1, ["corosync"]).returncode == 0  # the daemon forks itself into the background
+    assert wait(lambda: quorum(one, 1) is not None, 10)
+    old = one.exec(1, ["pgrep", "-x", "corosync"]).stdout.split()
+
+    created = cli(one, 1, answers(one, tmp_path), "--yes")
+    assert created.returncode == 0, created.stdout
+    status = quorum(one, 1)
+    assert status is not None and status.quorate and status.local is not None, created.stdout
+    assert CorosyncConf.parse(node.path(COROSYNC_CONF).read_text()).cluster_name == one.prefix
+    assert node.path(COROSYNC_CONF + ".bak").read_text() == PACKAGED_EXAMPLE
+    assert all(exited(int(pid)) for pid in old)  # gone, or a zombie not yet reaped
 
 
 def test_join_whose_members_become_unreachable_rolls_back_everywhere(lab, tmp_path):
