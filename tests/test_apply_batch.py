@@ -13,6 +13,7 @@ import pytest
 
 from pvestrap.apply import batch
 from pvestrap.apply import corosync as cs
+from pvestrap.apply import corosync_service as svc
 from pvestrap.apply.remote import MemberAddress, MembersStep, Remote, RemoteFile
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import parse_quorum_status
@@ -161,7 +162,7 @@ def test_the_holder_batches_the_queue_and_undoes_only_itself():
     plan = make_plan(4)
     text = creator_only(plan)
     system = queue_holding(plan, "pve3", "pve4")
-    steps, names = batch.holder_steps(system, plan, "pve2", snapshot(text), cs.SYSTEMD,
+    steps, names = batch.holder_steps(system, plan, "pve2", snapshot(text), svc.SYSTEMD,
                                       lambda s, a: Remote(s, a), FAST)
     assert names == ("pve3", "pve4")
     assert [s.id for s in steps] == ["update-members", "install", "start", "wait-quorum"]
@@ -173,9 +174,9 @@ def test_the_holder_batches_the_queue_and_undoes_only_itself():
     # Nobody waiting: exactly the single join.
     alone = RecordingSystem()
     alone.on(("ssh",), lambda s, argv, stdin: (0, "", ""))
-    single, none = batch.holder_steps(alone, plan, "pve2", snapshot(text), cs.SYSTEMD,
+    single, none = batch.holder_steps(alone, plan, "pve2", snapshot(text), svc.SYSTEMD,
                                       lambda s, a: Remote(s, a), FAST)
-    assert none == () and single == cs.join_steps(plan, "pve2", snapshot(text), cs.SYSTEMD,
+    assert none == () and single == cs.join_steps(plan, "pve2", snapshot(text), svc.SYSTEMD,
                                                   lambda s, a: Remote(s, a), FAST)
 
 
@@ -186,7 +187,7 @@ def test_a_listed_joiner_resumes_and_lets_the_lock_go_after_its_install():
     plan = make_plan(4)
     batched = render_corosync_conf(plan, 2)
     system = queue_holding(plan, "pve2", "pve3")
-    steps, names = batch.holder_steps(system, plan, "pve4", snapshot(batched), cs.SYSTEMD,
+    steps, names = batch.holder_steps(system, plan, "pve4", snapshot(batched), svc.SYSTEMD,
                                       lambda s, a: Remote(s, a), FAST, gather_s=10)
     assert names == () and system.commands == []  # no second change, no gathering
     released: list[str] = []
@@ -196,7 +197,7 @@ def test_a_listed_joiner_resumes_and_lets_the_lock_go_after_its_install():
     assert steps[1].plan(system) and steps[1].apply(system) is None and released == ["lock"]
     # A join that still changes the members keeps the lock to the end.
     first = render_corosync_conf(replace(plan, nodes=plan.nodes[:3]), 2)
-    single, _ = batch.holder_steps(RecordingSystem(), plan, "pve4", snapshot(first), cs.SYSTEMD,
+    single, _ = batch.holder_steps(RecordingSystem(), plan, "pve4", snapshot(first), svc.SYSTEMD,
                                    lambda s, a: Remote(s, a), FAST)
     assert batch.released_after_install(single, "10.254.0.1", released.clear) == single
 
@@ -209,7 +210,7 @@ def test_the_batch_starts_corosync_at_one_moment_the_holder_sets():
     plan = make_plan(4)
     text = creator_only(plan)
     system = queue_holding(plan, "pve3", "pve4")
-    steps, _ = batch.holder_steps(system, plan, "pve2", snapshot(text), cs.SYSTEMD,
+    steps, _ = batch.holder_steps(system, plan, "pve2", snapshot(text), svc.SYSTEMD,
                                   lambda s, a: Remote(s, a), FAST)
     change, _, start, _ = steps
     told_at = system.wall()
@@ -223,7 +224,7 @@ def test_the_batch_starts_corosync_at_one_moment_the_holder_sets():
     before = system.now()
     start.apply(system)
     assert system.now() - before == pytest.approx(batch.START_LEAD_S)  # then corosync started
-    assert tuple(system.commands[-1]) == tuple(cs.SYSTEMD.start_argv)
+    assert tuple(system.commands[-1]) == tuple(svc.SYSTEMD.start_argv)
 
     listed = render_corosync_conf(plan, 2)
     shown = "".join(f"file {path} 644 {base64.b64encode(data).decode()}\n" for path, data in (
@@ -233,9 +234,9 @@ def test_the_batch_starts_corosync_at_one_moment_the_holder_sets():
     joiner.on(("ssh",), lambda s, argv, stdin: (0, shown, ""))
     found, at = batch.read_batched(Remote(joiner, "10.254.0.1"))
     assert found.conf_text == listed and at == pytest.approx(system.wall() + 30)
-    late = batch.batched_steps(plan, "pve4", found, cs.SYSTEMD, FAST, at - 30 - 5)[1]
-    far = batch.batched_steps(plan, "pve4", found, cs.SYSTEMD, FAST, joiner.wall() + 3600)[1]
-    unknown = batch.batched_steps(plan, "pve4", found, cs.SYSTEMD, FAST, None)[1]
+    late = batch.batched_steps(plan, "pve4", found, svc.SYSTEMD, FAST, at - 30 - 5)[1]
+    far = batch.batched_steps(plan, "pve4", found, svc.SYSTEMD, FAST, joiner.wall() + 3600)[1]
+    unknown = batch.batched_steps(plan, "pve4", found, svc.SYSTEMD, FAST, None)[1]
     for step, waited in ((late, 0.0), (far, batch.START_WAIT_MAX_S), (unknown, 0.0)):
         node = RecordingSystem()
         step.apply(node)
@@ -274,7 +275,7 @@ def test_leaving_removes_only_that_node_with_one_more_bump():
 def test_a_batched_joiner_finishes_only_when_the_cluster_lists_it(listed):
     plan = make_plan(4)
     text = render_corosync_conf(plan if listed else replace(plan, nodes=plan.nodes[:3]), 2)
-    steps = batch.batched_steps(plan, "pve4", snapshot(text), cs.SYSTEMD, FAST)
+    steps = batch.batched_steps(plan, "pve4", snapshot(text), svc.SYSTEMD, FAST)
     if not listed:
         assert steps is None
         return

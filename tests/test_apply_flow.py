@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from pvestrap.apply import corosync as cs
+from pvestrap.apply import corosync_service as svc
 from pvestrap.apply.engine import StepFailed
 from pvestrap.apply.flow import (ApplyContext, ApplyDeclined, PreflightFailed, apply_node,
                                  choose_backend, plan_only_preflight)
@@ -283,8 +284,8 @@ def test_create_over_a_running_stock_corosync_restarts_it(tmp_path):
 ])
 def test_corosync_is_stopped_once_it_no_longer_answers_and_has_exited(files, stopped):
     """It stops answering a moment before it exits and lets go of its pid lock."""
-    assert cs.stopped(corosync_node(files)) is stopped
-    assert not cs.stopped(corosync_node(files, running=True))
+    assert svc.stopped(corosync_node(files)) is stopped
+    assert not svc.stopped(corosync_node(files, running=True))
 
 
 # -- an existing member ----------------------------------------------------------------------------
@@ -358,7 +359,7 @@ def first_node(plan: ClusterPlan, version: int = 1) -> str:
 
 def test_join_steps_add_the_planned_node_and_bump_the_version():
     plan = make_plan()
-    steps = cs.join_steps(plan, "pve2", snapshot(first_node(plan)), cs.SYSTEMD,
+    steps = cs.join_steps(plan, "pve2", snapshot(first_node(plan)), svc.SYSTEMD,
                           lambda system, address: Remote(system, address))
     assert [s.id for s in steps] == ["update-members", "install", "start", "wait-quorum"]
     members, install, _, wait = steps
@@ -378,7 +379,7 @@ def test_members_are_reached_by_name_where_it_resolves_else_at_their_link0_addre
     table = {"pve1": ("192.168.7.1",), "pve2": ("192.168.7.2", "fd12::2"),
              "pve3": ("127.0.1.1",)}
     steps = cs.join_steps(plan, "pve5", replace(snapshot(cluster), address="192.168.7.1"),
-                          cs.SYSTEMD, lambda system, address: Remote(system, address),
+                          svc.SYSTEMD, lambda system, address: Remote(system, address),
                           resolver=lambda name: table.get(name, ()))
     assert steps[0].members == (MemberAddress("pve1", "192.168.7.1"),
                                 MemberAddress("pve2", "pve2"),
@@ -420,7 +421,7 @@ def test_a_join_killed_after_updating_the_members_resumes_on_this_node_only():
     and waits; it neither refuses (join-node-exists) nor touches the members again."""
     plan = make_plan()
     both = render_corosync_conf(replace(plan, nodes=plan.nodes[:2]), 2)
-    steps = cs.join_steps(plan, "pve2", snapshot(both, quorate=False), cs.SYSTEMD,
+    steps = cs.join_steps(plan, "pve2", snapshot(both, quorate=False), svc.SYSTEMD,
                           lambda system, address: Remote(system, address))
     assert [s.id for s in steps] == ["install", "start", "wait-quorum"]
     assert steps[0].conf_text == both and steps[2].members == 2
@@ -431,7 +432,7 @@ def test_a_listed_node_that_differs_from_the_plan_is_still_refused():
     other = replace(plan.nodes[1], addresses={0: "10.254.0.2", 1: "10.254.1.77"})
     cluster = render_corosync_conf(replace(plan, nodes=(plan.nodes[0], other)), 2)
     with pytest.raises(cs.JoinRefused) as caught:
-        cs.join_steps(plan, "pve2", snapshot(cluster, quorate=False), cs.SYSTEMD,
+        cs.join_steps(plan, "pve2", snapshot(cluster, quorate=False), svc.SYSTEMD,
                       lambda system, address: Remote(system, address))
     assert "join-node-exists" in caught.value.reasons
 
@@ -457,7 +458,7 @@ def test_a_failed_member_update_puts_back_what_was_written(failing, written, put
         return (1, shown, "No space left on device") if host == failing else (0, shown, "")
 
     system.on(("ssh",), ssh)
-    steps = cs.join_steps(plan, "pve3", snapshot(cluster), cs.SYSTEMD,
+    steps = cs.join_steps(plan, "pve3", snapshot(cluster), svc.SYSTEMD,
                           lambda s, address: Remote(s, address))
     with pytest.raises(OperationFailed) as caught:
         steps[0].apply(system)

@@ -13,7 +13,7 @@ import pytest
 
 from pvestrap.apply import removal as rm
 from pvestrap.apply import separate as sp
-from pvestrap.apply.corosync import SYSTEMD
+from pvestrap.apply.corosync_service import SYSTEMD
 from pvestrap.apply.links import Cluster, MemberHost, PhaseStep, ShellOps
 from pvestrap.checks.removal import vote_plan
 from pvestrap.corosync.facade import CorosyncConf

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from pvestrap.apply import corosync as cs
+from pvestrap.apply import corosync_service as svc
 from pvestrap.apply.engine import Action, PlannedWait, Step
 from pvestrap.apply.remote import (JOIN_LOCK, LOCK_LEASE_S, MembersStep, Remote, RemoteFile,
                                    member_lock, members_of)
@@ -242,7 +243,7 @@ class StartTogether:
         self.start.undo(system, memo)
 
 
-def _start_together(service: cs.Service, t: cs.CorosyncTimeouts, when: StartAt
+def _start_together(service: svc.Service, t: cs.CorosyncTimeouts, when: StartAt
                     ) -> StartTogether:
     """A batch node's start of corosync (not a restart) at the batch's moment WHEN."""
     return StartTogether(cs.StartStep(service, restart=False, timeout=t.service), when)
@@ -285,7 +286,7 @@ class BatchStep:
 
 
 def holder_steps(system: System, plan: ClusterPlan, node: str, snapshot: cs.ClusterSnapshot,
-                 service: cs.Service, remote: Callable[[System, str], Remote],
+                 service: svc.Service, remote: Callable[[System, str], Remote],
                  timeouts: cs.CorosyncTimeouts, gather_s: float = 0.0,
                  resolver: Resolver = resolve) -> tuple[list[Step], tuple[str, ...]]:
     """The join of the lock's holder: corosync.join_steps when nobody else waits (or when it
@@ -346,7 +347,7 @@ def released_after_install(steps: list[Step], target: str, release: Callable[[],
 
 
 def batched_steps(plan: ClusterPlan, node: str, snapshot: cs.ClusterSnapshot,
-                  service: cs.Service, timeouts: cs.CorosyncTimeouts,
+                  service: svc.Service, timeouts: cs.CorosyncTimeouts,
                   start_at: float | None = None) -> list[Step] | None:
     """A batched joiner's own part, starting corosync at the batch's moment START_AT; None when
     the cluster does not list it as planned (a stale mark): then it joins the normal way."""

@@ -17,8 +17,7 @@ existing /etc/corosync/authkey or a running corosync refuse the join (no --force
 authkey and corosync.conf already place it in the planned cluster is a member: its steps only
 make sure corosync runs and is quorate, so applying again plans nothing.
 
-How corosync is started and stopped is a parameter (`Service`): systemd on a Debian host, the
-daemon itself where there is no systemd, or a lab's own service control.
+How corosync is started and stopped is a parameter (`Service`, apply.corosync_service).
 """
 
 from __future__ import annotations
@@ -26,20 +25,20 @@ from __future__ import annotations
 import base64
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Callable, Mapping, Sequence
 
-from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait, Step, WriteFileStep
+from pvestrap.apply.corosync_service import Service, quorate_with, quorum_status, wait_stopped
+from pvestrap.apply.engine import Action, PlannedWait, Step, WriteFileStep
 from pvestrap.apply.remote import (MembersStep, Remote, RemoteFile, members_of, parse_show,
                                    show_script)
 from pvestrap.checks.localsys import Resolver, resolve
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.planned import is_listed_as_planned, node_differences
-from pvestrap.corosync.status import (QuorumStatus, StatusUnparsable, parse_quorum_status,
-                                      read_quorum)
+from pvestrap.corosync.status import QuorumStatus, StatusUnparsable, parse_quorum_status
 from pvestrap.corosync.tree import ConfParseError
 from pvestrap.errors import OperationFailed, PvestrapError
 from pvestrap.findings import Finding, fail
-from pvestrap.paths import AUTHKEY, COROSYNC_CONF, COROSYNC_PID
+from pvestrap.paths import AUTHKEY, COROSYNC_CONF
 from pvestrap.plan import ClusterPlan
 from pvestrap.render import Change, Reader, corosync_conf_for, node_change, node_changes
 from pvestrap.system import SECRET_MARK, Secret, System
@@ -80,87 +79,7 @@ class JoinRefused(OperationFailed):
         return "\n".join(lines)
 
 
-# -- starting and stopping corosync ----------------------------------------------------------------
-
-class Service(Protocol):
-    def start(self, system: System) -> None: ...
-
-    def stop(self, system: System) -> None: ...
-
-    def start_action(self) -> Action: ...
-
-    def stop_action(self) -> Action: ...
-
-
-@dataclass(frozen=True)
-class CommandService:
-    """corosync started and stopped by commands on the node."""
-
-    start_argv: tuple[str, ...] = ("systemctl", "start", "corosync")
-    stop_argv: tuple[str, ...] = ("systemctl", "stop", "corosync")
-    timeout: float = 60.0
-
-    def start(self, system: System) -> None:
-        system.run(self.start_argv, timeout=self.timeout)
-
-    def stop(self, system: System) -> None:
-        system.run(self.stop_argv, timeout=self.timeout)
-
-    def start_action(self) -> Action:
-        return PlannedCommand(self.start_argv, undo_argv=self.stop_argv)
-
-    def stop_action(self) -> Action:
-        return PlannedCommand(self.stop_argv)
-
-
-SYSTEMD = CommandService()
-# Without systemd (a container, a lab node): the daemon forks itself into the background;
-# `-H --force` asks it to shut down whatever other daemons think.
-DIRECT = CommandService(("corosync",), ("corosync-cfgtool", "-H", "--force"))
-
-
-def default_service(system: System) -> Service:
-    return SYSTEMD if system.exists("/run/systemd/system") else DIRECT
-
-
 # -- reading the node ------------------------------------------------------------------------------
-
-def quorum_status(system: System) -> QuorumStatus | None:
-    """`corosync-quorumtool -s` on the node; None when corosync does not answer (not running)."""
-    return read_quorum(system.query)
-
-
-def stopped(system: System) -> bool:
-    """corosync neither answers nor is still on its way out. It stops answering a moment
-    before it exits and lets go of its pid lock; a corosync started in between exits at once
-    with "Another Corosync instance is already running." (status 18). `systemctl stop` waits
-    for the exit, `corosync-cfgtool -H` (the daemon without systemd) does not."""
-    return quorum_status(system) is None and not _exiting(system)
-
-
-def _exiting(system: System) -> bool:
-    """The pid file names a corosync that is still alive (a zombie holds no lock; a file left
-    by a killed corosync names a process that is gone)."""
-    pid = (system.read_text(COROSYNC_PID) or "").strip()
-    stat = system.read_text(f"/proc/{pid}/stat") if pid.isdigit() else None
-    if stat is None:
-        return False
-    name, _, rest = stat.partition(" (")[2].rpartition(")")
-    return name == "corosync" and rest.split()[:1] != ["Z"]
-
-
-def wait_stopped(system: System, timeout: float) -> None:
-    if not system.wait_until(lambda: stopped(system), timeout, 0.2, "corosync to stop"):
-        raise OperationFailed(f"corosync still runs {timeout:g} s after stopping it",
-                              code="corosync-stop-timeout")
-
-
-def quorate_with(status: QuorumStatus | None, members: int | None) -> bool:
-    """Quorate, this node a member, and (when given) at least MEMBERS nodes in the membership."""
-    if status is None or not status.quorate or status.local is None:
-        return False
-    return members is None or len(status.nodes_only) >= members
-
 
 @dataclass(frozen=True)
 class Membership:

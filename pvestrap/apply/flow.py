@@ -36,6 +36,7 @@ from typing import Callable, Mapping
 from pvestrap import preflight
 from pvestrap.apply import address_probe, batch, network_phase
 from pvestrap.apply import corosync as cs
+from pvestrap.apply import corosync_service as svc
 from pvestrap.apply.engine import (Action, ApplyDeclined, ApplyOutcome, Progress, Step,
                                    StepFailed, plan_steps, run_steps)
 from pvestrap.apply.lock import apply_lock
@@ -122,7 +123,7 @@ class ApplyContext:
     confirm: Confirm | None = None  # None: do not ask (--yes, or dry run)
     out: Out = print
     on_progress: Progress | None = None
-    service: cs.Service | None = None
+    service: svc.Service | None = None
     timeouts: cs.CorosyncTimeouts = cs.CorosyncTimeouts()
     lock_timeout: float = 0.0
     machine: Machine | None = None  # None: read this node's interfaces and routes (`ip -j`)
@@ -230,7 +231,7 @@ def _pve(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
 
 def _corosync(plan: ClusterPlan, node: str, ctx: ApplyContext) -> ApplyResult:
     system = DryRunSystem(ctx.system) if ctx.dry_run else ctx.system
-    service = ctx.service or cs.default_service(ctx.system)
+    service = ctx.service or svc.default_service(ctx.system)
     t = ctx.timeouts
     found = cs.membership(system, plan, node)
     if found.state == "member" and plan.role_of(node) == "join":
@@ -306,7 +307,7 @@ def _remote_factory(t: cs.CorosyncTimeouts, target: str, control: str | None
 
 
 def _join(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System,
-          service: cs.Service) -> ApplyResult:
+          service: svc.Service) -> ApplyResult:
     """Shown and confirmed (or dry run): one join under the lock. Unattended: waits in the
     member's queue and joins in a batch with the others waiting there (apply.batch)."""
     t = ctx.timeouts
@@ -372,7 +373,7 @@ def _under_lock(node: str, ctx: ApplyContext, system: System, locked: list[Step]
 
 
 def _batched(plan: ClusterPlan, node: str, ctx: ApplyContext, system: System,
-             service: cs.Service, snapshot: cs.ClusterSnapshot, start_at: float | None
+             service: svc.Service, snapshot: cs.ClusterSnapshot, start_at: float | None
              ) -> ApplyResult | None:
     """Another joiner took this node into its batch: finish here, without the lock; a failure
     undoes this node's steps, then it leaves the cluster again (under the lock). None when the

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from pvestrap.apply import links, removal, separate_pve
-from pvestrap.apply.corosync import Service, quorum_status, wait_stopped
+from pvestrap.apply.corosync_service import Service, quorum_status, wait_stopped
 from pvestrap.apply.engine import Action, PlannedCommand
 from pvestrap.apply.links import LinkTimeouts, Phase, PhaseStep
 from pvestrap.checks import removal as checks

@@ -18,7 +18,7 @@ import os
 import shlex
 from dataclasses import dataclass, field
 
-from pvestrap.apply.corosync import quorum_status
+from pvestrap.apply.corosync_service import quorum_status
 from pvestrap.apply.engine import Action, PlannedCommand, PlannedWait
 from pvestrap.apply.links import MemberHost, MemberOps, ShellOps
 from pvestrap.apply.removal import Removal, undo_delnode

@@ -88,7 +88,7 @@ def separate(expected_votes: Optional[int] = EXPECTED, dry_run: bool = OPTION.dr
     `pvestrap apply`. Exit codes as for remove.
     """
     from pvestrap.apply import separate as sp
-    from pvestrap.apply.corosync import default_service
+    from pvestrap.apply.corosync_service import default_service
     from pvestrap.apply.links import LinkTimeouts
     from pvestrap.system import RealSystem
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from pvestrap.apply import corosync as cs
+from pvestrap.apply import corosync_service as svc
 from pvestrap.apply.flow import ApplyContext, apply_node, choose_backend
 from pvestrap.errors import PvestrapError
 from pvestrap.plan import ClusterPlan
@@ -106,7 +107,7 @@ def batches(plan: ClusterPlan) -> bool:
 
 def default_apply(request: ApplyRequest) -> None:
     """The same apply as `pvestrap apply --answers FILE --node NODE --yes`."""
-    service = (cs.CommandService(request.corosync_start, cs.DIRECT.stop_argv)
+    service = (svc.CommandService(request.corosync_start, svc.DIRECT.stop_argv)
                if request.corosync_start else None)
     timeouts = replace(cs.CorosyncTimeouts(), quorum=request.quorum_timeout_s)
     report = request.report

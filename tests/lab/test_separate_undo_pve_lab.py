@@ -20,7 +20,7 @@ pytestmark = pytest.mark.lab
 
 FAIL_AFTER_DELNODE = FAILING_VERIFY + """
 from pvestrap.apply import links, separate as sp
-from pvestrap.apply.corosync import default_service
+from pvestrap.apply.corosync_service import default_service
 from pvestrap.apply.engine import StepFailed, run_steps
 from pvestrap.system import RealSystem
 
