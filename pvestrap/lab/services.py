@@ -29,10 +29,14 @@ class Service:
     argv: tuple[str, ...]
     proto: str  # the socket table that shows it is up: tcp | udp
     port: int
+    # A command in the node that succeeds once the daemon serves, where its port is no sign:
+    # corosync of a one-node cluster has no link to open a knet socket for.
+    answers: tuple[str, ...] = ()
 
 
 SERVICES = {
-    "corosync": Service("corosync", ("corosync", "-f"), "udp", 5405),
+    "corosync": Service("corosync", ("corosync", "-f"), "udp", 5405,
+                        ("corosync-cmapctl", "-g", "totem.cluster_name")),
     "chrony": Service("chrony", ("chronyd", "-x", "-d", "-f", "/run/chrony-lab.conf"), "udp", 123),
     "sshd": Service("sshd", ("/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/sshd_config"),
                     "tcp", 22),
@@ -134,7 +138,7 @@ def start(st: state.LabState, index: int, name: str) -> state.LabState:
     # sshd's process title overwrites its /proc/PID/environ: the clock it got is kept here
     _clock_file(st, index, pid).write_text(env.get("FAKETIME", ""))
     deadline = time.monotonic() + START_TIMEOUT
-    while not listening(pid, svc):
+    while not listening(pid, svc) and not _answers(st, index, svc):
         if not proc.alive(pid) or time.monotonic() > deadline:
             proc.kill([pid])
             tail = log.read_text(errors="replace").strip().splitlines()[-5:]
@@ -143,6 +147,13 @@ def start(st: state.LabState, index: int, name: str) -> state.LabState:
                                   code="lab-service-failed")
         time.sleep(0.02)
     return st.with_service(index, name, pid)
+
+
+def _answers(st: state.LabState, index: int, svc: Service) -> bool:
+    if not svc.answers:
+        return False
+    argv, _ = node_command(st, index, list(svc.answers))
+    return proc.run(argv, check=False, timeout=5).returncode == 0
 
 
 def stop(st: state.LabState, index: int, name: str) -> state.LabState:

@@ -72,6 +72,17 @@ def test_three_nodes_run_real_corosync_and_are_quorate(lab):
     assert quorate and len(members) == 2
 
 
+def test_a_one_node_lab_runs_corosync_too(lab):
+    """A one-node cluster has no link for knet to open a socket on: corosync is up once it
+    answers, not once it listens."""
+    one = lab(nodes=1, links=1)
+    one.write_corosync()
+    [pid] = one.start("corosync").values()
+    quorate, members = _wait_quorum(one, "n1", 1)
+    assert quorate and members == [one.node(1).name]
+    assert one.status()["nodes"][0]["services"]["corosync"] == pid
+
+
 def test_root_logs_in_by_key_from_every_other_node(lab):
     three = lab(nodes=3, links=2)
     three.start("sshd")
