@@ -381,8 +381,10 @@ def enable_tx_timestamps(sock) -> None:
 _ERRQUEUE_NOWAIT = 0x2000 | 0x40
 
 
-def tx_timestamps(sock) -> list[tuple[int, int, int]]:
-    """(session, seq, departure_ns) for every timestamp waiting on the error queue.
+def tx_timestamps(sock, limit: int | None = None) -> list[tuple[int, int, int]]:
+    """(session, seq, departure_ns) for every timestamp waiting on the error queue (at most
+    LIMIT reads of it: a caller that knows how many to expect saves the one that finds it
+    empty).
 
     The kernel hands back a copy of the frame with each timestamp; our header inside it names
     the probe, so nothing depends on counting sends (EMSGSIZE refusals would skew a count).
@@ -390,7 +392,9 @@ def tx_timestamps(sock) -> list[tuple[int, int, int]]:
     import socket
 
     out: list[tuple[int, int, int]] = []
-    while True:
+    reads = 0
+    while limit is None or reads < limit:
+        reads += 1
         try:
             data, anc, _flags, _addr = sock.recvmsg(256, 256, _ERRQUEUE_NOWAIT)
         except (BlockingIOError, InterruptedError):
@@ -406,3 +410,4 @@ def tx_timestamps(sock) -> list[tuple[int, int, int]]:
                 sec, nsec = _TIMESPEC.unpack_from(cdata)
                 if kind == KIND_PROBE and (sec or nsec):
                     out.append((session, seq, sec * 1_000_000_000 + nsec))
+    return out

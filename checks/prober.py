@@ -110,6 +110,7 @@ class Exchange:
         self.kclock = clock_offset  # kernel timestamp + kclock = our clock; None: untrusted
         self.timed = timed and clock_offset is not None  # kernel departure times, for RTTs
         self.departures: dict[int, int] = {}
+        self.unstamped = 0  # probes sent whose kernel departure time was not read yet
         self.sock: socket.socket | None = None
         self.error: str | None = None
         self.refused = False
@@ -147,7 +148,19 @@ class Exchange:
         except OSError as exc:
             self._note(exc)
             return None
+        if self.timed:  # the kernel stamps a send within send() unless its queue holds it:
+            self.unstamped += 1  # read it now, not on a loop round of its own (EPOLLERR)
+            self._departures(self.unstamped)
         return t1
+
+    def _departures(self, limit: int | None) -> None:
+        """Kernel departure times from the error queue into self.departures (seq -> ns): at
+        most LIMIT of them (each a system call), None: until it is empty."""
+        kclock = self.kclock or 0  # timed: never None
+        for session, seq, sent in wire.tx_timestamps(self.sock, limit):
+            self.unstamped = max(0, self.unstamped - 1)
+            if session == self.session:
+                self.departures[seq] = sent + kclock
 
     def _note(self, exc: OSError) -> None:
         if exc.errno == errno.ECONNREFUSED:
@@ -158,21 +171,24 @@ class Exchange:
     def replies(self):
         """Authentic replies waiting on the socket: (reply, t4_ns, ifindex); errors are noted,
         or raised as OSError for EMSGSIZE (ICMP 'fragmentation needed': the MTU search's).
-        Kernel departure times are collected into self.departures (seq -> ns) first."""
-        if self.timed:
-            for session, seq, sent in wire.tx_timestamps(self.sock):
-                if session == self.session:
-                    self.departures[seq] = sent + self.kclock
+        Kernel departure times still missing are collected into self.departures first."""
+        if self.timed and self.unstamped:
+            self._departures(self.unstamped)
+        read = False
         while True:
             try:
                 data, anc, _flags, _addr = self.sock.recvmsg(wire.MAX_DATAGRAM, 256)
             except (BlockingIOError, InterruptedError):
+                if self.timed and not read:  # woken by the error queue alone: empty it, or
+                    self._departures(None)  # the selector reports it again at once
                 return
             except OSError as exc:
                 if exc.errno == errno.EMSGSIZE:
                     raise
                 self._note(exc)
+                read = True
                 continue
+            read = True
             user = time.time_ns()
             reply = wire.decode_reply(self.token, data)
             if reply is None or reply.session != self.session:

@@ -44,6 +44,7 @@ _SO_RCVBUFFORCE = 33
 RECEIVE_BUFFER = 4 << 20
 _SLACK = 1_000_000  # with an estimated clock shift a kernel stamp may seem up to 1 ms late
 _UDP = struct.Struct("!HHHH")
+MTU_FRESH_S = 1.0  # an interface's MTU is asked again after this long (an admin may change it)
 
 
 def ports_for_links(links: Iterable[int], base_port: int = BASE_PORT) -> tuple[int, ...]:
@@ -136,6 +137,8 @@ class Responder:
         self.counts = {"answered": 0, "rejected": 0, "stale": 0, "replayed": 0,
                        "rate_limited": 0, "over_budget": 0, "send_errors": 0}
         self._waker: socket.socket | None = None  # wake(): serve() looks at stop() at once
+        self._mtus: dict[int | None, tuple[int, float]] = {}  # ifindex -> (MTU, asked at)
+        self._sources: dict[tuple[int, str | None], list] = {}  # (family, local) -> ancillary
 
     def __enter__(self) -> "Responder":
         self.open()
@@ -263,18 +266,33 @@ class Responder:
         k = arrival.kernel_ns + self.kclock
         return k if -_SLACK <= user_rx - k < 1_000_000_000 else user_rx
 
-    def _accept(self, data: bytes, source: str, t2: int) -> wire.Probe | None:
+    def _accept(self, data: bytes, source: str, t2: int, now: float) -> wire.Probe | None:
         """The probe when it earns a reply: authentic, fresh, new and within budget."""
         found = wire.decode_probe(self.config.token, data)
         if found is None:
             self.counts["rejected"] += 1
             return None
-        why = self.admission.decide(found.session, found.seq, found.t1_ns, t2, source,
-                                    time.monotonic())
+        why = self.admission.decide(found.session, found.seq, found.t1_ns, t2, source, now)
         if why is not None:
             self.counts[why] += 1
             return None
         return found
+
+    def _rx_mtu(self, sock: socket.socket, ifindex: int | None, now: float) -> int:
+        """The arrival interface's MTU, asked at most once per MTU_FRESH_S (each asking is
+        three system calls; a reply to every probe would ask ~2000 times a second)."""
+        known = self._mtus.get(ifindex)
+        if known is None or now - known[1] >= MTU_FRESH_S:
+            known = self._mtus[ifindex] = (wire.interface_mtu(sock, ifindex), now)
+        return known[0]
+
+    def _source(self, family: int, local: str | None) -> list:
+        """wire.source_ancillary, built once per local address."""
+        key = (family, local)
+        anc = self._sources.get(key)
+        if anc is None:
+            anc = self._sources[key] = wire.source_ancillary(family, local)
+        return anc
 
     def _on_socket(self, sock: socket.socket, family: int) -> None:
         for _ in range(64):  # drain a burst, but let the other sockets have a turn
@@ -284,14 +302,14 @@ class Responder:
                 return
             except OSError:
                 continue  # an ICMP error for an earlier reply
-            user_rx = time.time_ns()
+            user_rx, now = time.time_ns(), time.monotonic()
             arrival = wire.parse_ancillary(anc)
             t2 = self._times(arrival, user_rx)
-            found = self._accept(data, addr[0], t2)
+            found = self._accept(data, addr[0], t2, now)
             if found is None:
                 continue
-            rx_mtu = wire.interface_mtu(sock, arrival.ifindex)
-            anc = wire.source_ancillary(family, arrival.local_address)
+            rx_mtu = self._rx_mtu(sock, arrival.ifindex, now)
+            anc = self._source(family, arrival.local_address)
             reply, _ = wire.encode_reply(self.config.token, found, t2, rx_mtu, clock=time.time_ns)
             try:
                 sock.sendmsg([reply], anc, 0, addr)
@@ -307,18 +325,18 @@ class Responder:
                 return
             except OSError:
                 continue
-            user_rx = time.time_ns()
+            user_rx, now = time.time_ns(), time.monotonic()
             arrival = wire.parse_ancillary(anc)
             parsed = self._parse_raw(family, data, addr, arrival)
             if parsed is None:
                 continue
             src, dst, sport, dport, payload = parsed
             t2 = self._times(arrival, user_rx)
-            found = self._accept(payload, src, t2)
+            found = self._accept(payload, src, t2, now)
             if found is None:
                 continue
-            rx_mtu = wire.interface_mtu(raw, arrival.ifindex)
-            anc = wire.source_ancillary(family, dst)
+            rx_mtu = self._rx_mtu(raw, arrival.ifindex, now)
+            anc = self._source(family, dst)
             reply, _ = wire.encode_reply(self.config.token, found, t2, rx_mtu, clock=time.time_ns)
             packet = udp_datagram(family, dst, src, dport, sport, reply)
             try:

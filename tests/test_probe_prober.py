@@ -6,12 +6,14 @@ Only 127.0.0.1 / ::1 in the root namespace; everything that needs other addresse
 from __future__ import annotations
 
 import json
+import select
 import os
 import re
 import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from hypothesis import given
@@ -304,3 +306,46 @@ def test_request_from_plan_for_the_creator_has_no_join_ports():
 
 def test_the_error_queue_flags_are_linuxs():
     assert wire._ERRQUEUE_NOWAIT == socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT
+
+
+def _timed_exchange(port: int) -> prober.Exchange:
+    ex = prober.Exchange(prober.Target("peer", 0, port, "127.0.0.1", "127.0.0.1"), TOKEN,
+                         prober.new_session(), timed=True, clock_offset=0)
+    assert ex.sock is not None
+    return ex
+
+
+def test_tx_timestamps_reads_the_error_queue_at_most_limit_times(responders):
+    """Departure stamps stay queued beyond the limit, for the next read."""
+    (port,) = responders()
+    ex = _timed_exchange(port)
+    for seq in (1, 2, 3):
+        ex.sock.send(wire.encode_probe(TOKEN, wire.Probe(ex.session, seq), clock=time.time_ns)[0])
+    first = wire.tx_timestamps(ex.sock, 1)
+    rest = wire.tx_timestamps(ex.sock)
+    assert [s for _, s, _ in first] == [1] and [s for _, s, _ in rest] == [2, 3]
+    assert wire.tx_timestamps(ex.sock) == []
+    ex.close()
+
+
+def test_a_departure_stamp_is_taken_with_its_send_or_by_the_next_replies(responders):
+    """The kernel's departure time is read right after send() (loopback stamps within it), so
+    its error-queue wake-up costs no loop round; one left behind is read by replies(), and a
+    wake-up by the error queue alone empties it (else the selector reports it for ever)."""
+    (port,) = responders()
+    ex = _timed_exchange(port)
+    t1 = ex.send(1)
+    assert t1 is not None and ex.unstamped == 0 and 1 in ex.departures
+    ex.sock.send(wire.encode_probe(TOKEN, wire.Probe(ex.session, 2), clock=time.time_ns)[0])
+    ex.unstamped = 1  # sent, stamp not read: as when the kernel queued the datagram
+    deadline = time.monotonic() + 2
+    got = []
+    while len(got) < 2 and time.monotonic() < deadline:
+        got += [r.seq for r, _t4, _i in ex.replies()]
+    assert sorted(got) == [1, 2] and 2 in ex.departures and ex.unstamped == 0
+    ex.sock.send(wire.encode_probe(TOKEN, wire.Probe(ex.session, 3), clock=time.time_ns)[0])
+    assert select.select([ex.sock], [], [], 1)[0]  # the stamp (and soon the reply) wake it
+    while 3 not in ex.departures and time.monotonic() < deadline:
+        list(ex.replies())
+    assert 3 in ex.departures  # counted nowhere (unstamped 0), found by the wake-up
+    ex.close()

@@ -374,3 +374,20 @@ def test_wake_makes_serve_look_at_stop_without_waiting_for_its_tick():
         looked = []
         server.serve(stop=lambda: bool(looked.append(1)) or len(looked) > 1)
         assert len(looked) == 2 and server.selector.select(0) == []  # woken, drained, stopped
+
+
+def test_the_arrival_interface_mtu_is_asked_again_after_mtu_fresh_s():
+    """The responder asks an interface's MTU once per MTU_FRESH_S, not for every reply (three
+    system calls each); a changed MTU shows in replies within that time."""
+    server = rsp.Responder(rsp.ResponderConfig(TOKEN, ports=(0,), addresses=("127.0.0.1",)))
+    server.open()
+    try:
+        sock = next(k.fileobj for k in server.selector.get_map().values()
+                    if k.data[0] == "socket")
+        lo = socket.if_nametoindex("lo")
+        assert server._rx_mtu(sock, lo, 100.0) == 65536
+        server._mtus[lo] = (1234, 100.0)  # as if the admin had changed it since
+        assert server._rx_mtu(sock, lo, 100.0 + rsp.MTU_FRESH_S / 2) == 1234
+        assert server._rx_mtu(sock, lo, 100.0 + rsp.MTU_FRESH_S) == 65536
+    finally:
+        server.close()
