@@ -10,6 +10,7 @@ teardown (finish).
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import NoReturn
@@ -19,12 +20,27 @@ AGENT = ["preflight", "--agent"]
 
 def entry() -> None:
     if sys.argv[1:] == AGENT:
+        gc.disable()  # see imported()
         from pvestrap.mesh import agent_entry  # not at the top: the CLI must not pay for it
 
+        imported()
         finish(agent_entry())
     from pvestrap.cli import entry as cli  # typer: imported only for the command line
 
     cli()
+
+
+def imported() -> None:
+    """The agent's modules are loaded: keep them out of the cyclic garbage collector's sight.
+
+    Importing them makes ~20,000 objects the collector tracks, all living until the process
+    ends; it ran ~50 times over the growing heap while they loaded (python + the agent's
+    imports: 115-120 ms of CPU with it, 97-109 ms without, 30 starts each), and its older
+    generations would walk them all again while the agent probes. Frozen, they are never
+    walked again; the collector stays on for what the agent makes after.
+    """
+    gc.freeze()
+    gc.enable()
 
 
 def finish(code: int) -> NoReturn:

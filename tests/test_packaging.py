@@ -130,3 +130,15 @@ def test_the_mesh_agent_starts_without_the_command_line_libraries():
         out.stderr[-500:]
     assert errors[1].startswith("  fix: agents are started by"), out.stderr[-500:]
     assert "Traceback" not in out.stderr
+
+
+def test_the_mesh_agent_keeps_its_imported_modules_out_of_the_collectors_sight():
+    """launch.imported(): after the agent's imports the collector is on again, and what they
+    made is frozen (never walked again); a cycle made after is still collected."""
+    code = ("import gc, sys; from pvestrap import launch; gc.disable(); import pvestrap.mesh; "
+            "launch.imported(); a = []; a.append(a); del a; "
+            "print(gc.isenabled(), gc.get_freeze_count(), gc.collect())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    enabled, frozen, collected = out.stdout.split()
+    assert enabled == "True" and int(frozen) > 5000 and int(collected) >= 1, out.stderr

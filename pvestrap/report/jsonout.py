@@ -21,7 +21,16 @@ from pvestrap.report.text import summary_counts
 
 def plain(value: Any) -> Any:
     """`value` as plain JSON data (see the module docstring)."""
-    if value is None or isinstance(value, (str, bool, int)):
+    kind = type(value)  # the exact types first: a mesh agent's report is ~20,000 values
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is dict:
+        return {k if type(k) is str else str(plain(k)): plain(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [plain(v) for v in value]
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
