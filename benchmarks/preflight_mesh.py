@@ -18,10 +18,13 @@ For each size one lab is built (not timed), its sshd started on every node, then
 Prints one line per size and mode: seconds, pairs, seconds per node, the ratio to the smallest
 size (time ratio vs node ratio), the growth exponent from the size before (log time ratio / log
 node ratio: 1 is linear in N, 2 grows with the pairs) and ssh/in-process; the load average
-before each size (the machine is shared). A time only counts when the run found what a clean
-lab is: no FAIL (a mesh that times out its probes is fast and wrong); FAILs are listed and the
-benchmark exits 1. Also times `pvestrap preflight` on one node with no peers, and
-`pvestrap --help`, each against `python -c pass` as the floor. Timeouts: 300 s per mesh run.
+before each size (the machine is shared); in ssh mode also the run's CPU seconds, the
+orchestrator with its ssh clients and every node's sshd sessions with the agents they ran (all
+of it on this machine's cores, which is why the lab's 32 nodes are CPU-bound on 2). A time only
+counts when the run found what a clean lab is: no FAIL (a mesh that times out its probes is
+fast and wrong); FAILs are listed and the benchmark exits 1. Also times `pvestrap preflight`
+on one node with no peers, and `pvestrap --help`, each against `python -c pass` as the floor.
+Timeouts: 300 s per mesh run.
 
 Every lab node is a network namespace of this one kernel, and the kernel's ARP table is shared
 by all of them: N nodes x L links need N(N-1)L entries (32 x 2: 1984), above the default
@@ -39,6 +42,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import secrets
 import statistics
 import subprocess
@@ -116,13 +120,39 @@ def inproc(lab: Lab, duration: float) -> tuple[float, int, list[str]]:
     return elapsed, sum(1 for f in report.findings if f.code.startswith("link-port-")), fails
 
 
+CPU_AT: dict[int, tuple[float, float]] = {}  # nodes -> CPU s (orchestrator + ssh, sshd + agents)
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's waited-for children (the orchestrator and its ssh)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def sshd_cpu(lab: Lab) -> float:
+    """CPU seconds of every node's finished sshd sessions and what they ran (the agents): each
+    node's sshd reaps its sessions, so they add to its children's time (/proc/PID/stat)."""
+    total = 0
+    for services in lab.state.services.values():
+        pid = services.get("sshd")
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[13]) + int(fields[14])  # cutime, cstime (fields 16, 17)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def over_ssh(lab: Lab, duration: float, folder: Path) -> tuple[float, int, list[str]]:
     path = folder / f"{lab.prefix}.toml"
     path.write_text(answers.dumps(lab.plan()))
+    nodes_before, mine_before = sshd_cpu(lab), children_cpu()
     started = time.monotonic()
     out = lab.exec("n1", [*PVESTRAP, "preflight", "--mesh", "--json", "--answers", str(path),
                           "--duration", f"{duration:g}"], timeout=TIMEOUT)
     elapsed = time.monotonic() - started
+    time.sleep(0.5)  # each node's sshd reaps its session once the session has closed
+    CPU_AT[len(lab.plan().nodes)] = (children_cpu() - mine_before, sshd_cpu(lab) - nodes_before)
     if not out.stdout.startswith("{"):
         raise SystemExit(f"preflight --mesh over ssh gave no report (exit {out.returncode}): "
                          f"{out.stderr.strip()[-1500:]}")
@@ -177,7 +207,10 @@ def main() -> int:
                 row = {"nodes": n, "mode": mode, "s": round(elapsed, 2), "ports": ports,
                        "fails": len(fails), "load1": round(load, 1),
                        **({"ready_s": round(READY_AT[n], 2)}
-                          if mode == "inproc" and n in READY_AT else {})}
+                          if mode == "inproc" and n in READY_AT else {}),
+                       **({"cpu_orchestrator_s": round(CPU_AT[n][0], 2),
+                           "cpu_nodes_s": round(CPU_AT[n][1], 2)}
+                          if mode == "ssh" and n in CPU_AT else {})}
                 print(_line(row, [r for r in rows if r["mode"] == mode],
                             got["inproc"][0] if "inproc" in got else None), flush=True)
                 rows.append(row)
@@ -207,6 +240,9 @@ def _line(row: dict, before: list[dict], inproc_s: float | None) -> str:
               if prev and prev["nodes"] != n and prev["s"] > 0 else "")
     side = (f"  ssh/inproc x{elapsed / inproc_s:.2f}" if row["mode"] == "ssh" and inproc_s
             else f"  all READY at {row['ready_s']:.2f} s" if "ready_s" in row else "")
+    if "cpu_nodes_s" in row:
+        side += (f"  CPU {row['cpu_orchestrator_s'] + row['cpu_nodes_s']:.2f} s (orchestrator + "
+                 f"ssh {row['cpu_orchestrator_s']:.2f}, sshd + agents {row['cpu_nodes_s']:.2f})")
     return (f"  {n:3d} nodes {row['mode']:>6}: {elapsed:6.2f} s  {n * (n - 1):4d} ordered pairs  "
             f"{row['ports']:5d} port results  {row['fails']} FAIL  {elapsed / n:5.2f} s/node  "
             f"time x{elapsed / first['s']:.2f} for nodes x{n / first['nodes']:.2f}{growth}{side}"
