@@ -294,3 +294,32 @@ def test_a_bad_batch_wait_exits_2_naming_the_flag(tmp_path, value):
                             text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert "--batch-wait" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_creator_holds_its_join_lock_until_it_lets_it_go(tmp_path):
+    """First boot's creating node holds the join lock joiners queue for on it (applying.
+    holding_joins): a waiter queues behind it and gets the lock once it is let go; a lock
+    another join holds is waited for, bounded, then the creator goes ahead and says so."""
+    from pvestrap.firstboot import applying
+
+    plan = make_plan()
+    lock = tmp_path / "lock"
+    said: list[str] = []
+    (tmp_path / "q").mkdir()
+    with applying.holding_joins(said.append, path=str(lock)) as held:
+        assert held
+        proc = waiter(tmp_path, plan, "pve2")
+        try:
+            assert until(lambda: set(queued(tmp_path)) == {"pve2"})
+            assert subprocess.run(["flock", "-n", str(lock), "true"], timeout=10).returncode == 1
+        except BaseException:
+            proc.kill()
+            raise
+    try:
+        assert proc.stdout.readline() == b"locked\n"
+        with applying.holding_joins(said.append, wait_s=0.2, path=str(lock)) as held:
+            assert not held
+        assert said and "going ahead" in said[0]
+    finally:
+        proc.kill()
+        proc.wait()

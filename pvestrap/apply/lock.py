@@ -48,16 +48,23 @@ def apply_lock(root: str = "/", timeout: float = 0.0, interval: float = 0.1) -> 
         os.close(fd)
 
 
-def _acquire(fd: int, path: Path, timeout: float, interval: float) -> None:
+def flock_within(fd: int, timeout: float, interval: float = 0.1) -> bool:
+    """An exclusive flock on FD, tried every INTERVAL for up to TIMEOUT seconds (0: once);
+    whether it was taken."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
+            return True
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                break
+                return False
             time.sleep(interval)
+
+
+def _acquire(fd: int, path: Path, timeout: float, interval: float) -> None:
+    if flock_within(fd, timeout, interval):
+        return
     holder = _holder(path)
     who = f" (pid {holder})" if holder else ""
     waited = f" after waiting {timeout:g} s" if timeout > 0 else ""

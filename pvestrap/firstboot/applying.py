@@ -10,14 +10,18 @@ idempotent and rolls back on failure, so another attempt is always safe.
 
 from __future__ import annotations
 
+import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Iterator
 
 from pvestrap.apply import corosync as cs
 from pvestrap.apply import corosync_service as svc
 from pvestrap.apply.flow import ApplyContext, apply_node, choose_backend
+from pvestrap.apply.lock import flock_within
+from pvestrap.apply.remote import JOIN_LOCK
 from pvestrap.errors import PvestrapError
 from pvestrap.plan import ClusterPlan
 from pvestrap.report.model import Report
@@ -34,6 +38,13 @@ RETRYABLE = frozenset({
 # member's join lock waits this long (at most) for the others to queue, so that they all join in
 # one configuration change (pvestrap.apply.batch).
 GATHER_S = 10.0
+# The creating node's look at its own quorum (corosync-quorumtool -s, a few ms): its corosync is
+# quorate ~0.37 s after it starts (3 nodes x 2 links, corosync 3.1.7), which the default 0.2 s
+# look saw at 0.4-0.6 s; the batched joiners queue for this node's join lock until then.
+CREATE_POLL_S = 0.05
+# How long the creating node waits for its own join lock (a join that got this node's lock in an
+# earlier run may still hold it) before it goes ahead without: the lock only orders the joins.
+HOLD_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,26 @@ def apply_with_retries(apply: ApplyFn, request: ApplyRequest, timeout_s: float, 
             sleep(delay)
 
 
+@contextmanager
+def holding_joins(say: Say, wait_s: float = HOLD_WAIT_S, path: str = JOIN_LOCK,
+                  poll_s: float = 0.1) -> Iterator[bool]:
+    """The creating node holds its own join lock (the one joiners queue for on it,
+    pvestrap.apply.batch) for the block: from before it says it is ready until its create is
+    done, so the batched joiners queue for that lock while it creates, instead of waiting by
+    probe until it is a member, and the first of them to get it finds a quorate cluster.
+    Yields whether it holds the lock (not after WAIT_S: it goes ahead, and says so)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        held = flock_within(fd, wait_s, poll_s)
+        if not held:
+            say(f"warning: {path} stayed locked by another join for {wait_s:g} s; going ahead "
+                "without holding it")
+        yield held
+    finally:
+        os.close(fd)  # lets the lock go
+
+
 def batches(plan: ClusterPlan) -> bool:
     """Whether this machine's joins go in batches (the plain corosync backend): then every
     joiner applies right after the creator; `pvecm add` goes one node at a time."""
@@ -110,6 +141,8 @@ def default_apply(request: ApplyRequest) -> None:
     service = (svc.CommandService(request.corosync_start, svc.DIRECT.stop_argv)
                if request.corosync_start else None)
     timeouts = replace(cs.CorosyncTimeouts(), quorum=request.quorum_timeout_s)
+    if request.plan.role_of(request.node) == "create":  # one node asks; the joiners wait on it
+        timeouts = replace(timeouts, poll=CREATE_POLL_S)
     report = request.report
     # First boot's preflight ran after its own network phase and probed every peer over the new
     # addresses: it is apply's gate and, for a link the phase configured, its recheck too.

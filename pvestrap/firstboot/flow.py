@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -100,7 +101,9 @@ def _run_locked(opts, state, plan, me, role, digest, secret, apply, say, detail)
     tokens = derive_tokens(secret)
     done_phases = []
     report = None  # the apply runs its own (local) gate when this run made no preflight
-    with Presence(plan, me, tokens, opts.responder_ttl_s, say) as presence:
+    batched = applying.batches(plan)
+    with Presence(plan, me, tokens, opts.responder_ttl_s, say) as presence, \
+            ExitStack() as joins:
         if member or phase in ("preflight-passed", "applied"):
             why = "this node is in the cluster's corosync.conf" if member else \
                 "its preflight passed in an earlier run"
@@ -109,26 +112,30 @@ def _run_locked(opts, state, plan, me, role, digest, secret, apply, say, detail)
             report = _wait_and_preflight(opts, state, plan, me, tokens, say, detail)
             state.record(digest, me.name, "preflight-passed")
             done_phases.append("preflight-passed")
+        if batched and role == "create":  # before "ready": the joiners then queue on it
+            joins.enter_context(applying.holding_joins(say))
         presence.announce("ready")
         if not member:
-            _wait_turn(opts, plan, me, tokens, say)
+            _wait_turn(opts, plan, me, tokens, say, batched)
         attempts, everyone = _apply_and_stay(opts, state, plan, me, digest, presence, apply,
-                                             report, say, detail)
+                                             report, say, detail, joins.close)
     return Outcome(me.name, role, attempts=attempts, all_members=everyone, resumed_from=phase,
                    phases=tuple(done_phases + ["applied"]))
 
 
-def _apply_and_stay(opts, state, plan, me, digest, presence, apply, report, say, detail
-                    ) -> tuple[int, bool]:
-    """Create or join (gated by this run's preflight REPORT, not a second one); then tell the
-    others, mark done, and keep answering probes until every node is a member (bounded).
-    Returns (apply attempts, whether every node is a member)."""
+def _apply_and_stay(opts, state, plan, me, digest, presence, apply, report, say, detail,
+                    applied: Callable[[], None]) -> tuple[int, bool]:
+    """Create or join (gated by this run's preflight REPORT, not a second one); then APPLIED
+    (the creating node lets its join lock go), tell the others, mark done, and keep answering
+    probes until every node is a member (bounded). Returns (apply attempts, whether every node
+    is a member)."""
     presence.release_corosync_ports()
     request = applying.ApplyRequest(plan, me.name, opts.answers, opts.ignore,
                                    opts.quorum_timeout_s, opts.corosync_start, report, detail)
     say("applying: " + ("create the cluster" if plan.role_of(me.name) == "create"
                         else f"join via {plan.join_address(resolve)}"))
     attempts = applying.apply_with_retries(apply, request, opts.apply_timeout_s, say)
+    applied()
     state.record(digest, me.name, "applied")
     presence.announce("member")
     if qdevice.mine(plan, me):  # the last node to join; a failure: next boot again
@@ -142,23 +149,29 @@ def _apply_and_stay(opts, state, plan, me, digest, presence, apply, report, say,
     return attempts, everyone
 
 
-def _wait_turn(opts: Options, plan, me, tokens: Tokens, say: Say) -> None:
+def _wait_turn(opts: Options, plan, me, tokens: Tokens, say: Say, batched: bool) -> None:
     """The creating node waits until every peer passed its preflight (so no preflight probes a
-    node whose corosync is coming up); a joiner until the node before it is a member (the
-    creator, when joins go in batches). Bounded: then it goes ahead, since a node that failed
-    must not hold up the others for ever."""
-    before = membership.predecessor(plan, me, applying.batches(plan))
+    node whose corosync is coming up). With batched joins (BATCHED: plain corosync) a joiner
+    waits until the creator is ready: the creator holds its join lock from then until it is a
+    member (applying.holding_joins), so the joiner goes on to queue for it. With `pvecm add`,
+    one node at a time, a joiner waits until the node before it is a member. Bounded: then it
+    goes ahead, since a node that failed must not hold up the others for ever."""
+    before = membership.predecessor(plan, me, batched)
     started = time.monotonic()
     if before is None:
-        peers, stage = [n.name for n in plan.nodes if n.name != me.name], "ready"
+        peers, stage, poll = [n.name for n in plan.nodes if n.name != me.name], "ready", \
+            waiting.FAST_POLL_S
+    elif batched:
+        # at the slow pace: the creator's preflight may still be measuring
+        peers, stage, poll = [before.name], "ready", waiting.POLL_S
     else:
-        peers, stage = [before.name], "member"
+        peers, stage, poll = [before.name], "member", waiting.FAST_POLL_S
         # at the slow pace while its preflight measures (every joiner may be asking it), then
         # at the fast one (waiting.FAST_POLL_S)
         waiting.wait_for_stage(plan, me, peers, "ready", tokens.ready, opts.turn_wait_s, say)
     left = max(0.0, opts.turn_wait_s - (time.monotonic() - started))
     arrived = waiting.wait_for_stage(plan, me, peers, stage, tokens.stage(stage), left, say,
-                                     poll_s=waiting.FAST_POLL_S)
+                                     poll_s=poll)
     late = sorted(set(peers) - arrived)
     if late:
         say(f"warning: {', '.join(late)} not {stage} after {opts.turn_wait_s:g} s; going ahead "
