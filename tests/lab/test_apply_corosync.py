@@ -241,7 +241,9 @@ def test_create_over_the_packaged_corosync_running_without_systemd_restarts_it(l
     node.path(COROSYNC_CONF).write_text(PACKAGED_EXAMPLE)
     assert one.exec(1, ["corosync"]).returncode == 0  # the daemon forks itself into the background
     assert wait(lambda: quorum(one, 1) is not None, 10)
-    old = one.exec(1, ["pgrep", "-x", "corosync"]).stdout.split()
+    # this node's corosync only: lab nodes share the machine's pid namespace (other labs too)
+    old = one.exec(1, ["sh", "-c", "exec pgrep -x --ns $$ --nslist net corosync"]).stdout.split()
+    assert old
 
     created = cli(one, 1, answers(one, tmp_path), "--yes")
     assert created.returncode == 0, created.stdout
