@@ -255,7 +255,7 @@ def test_leaving_removes_only_that_node_with_one_more_bump():
 
     def ssh(sys_, argv, stdin):
         if argv[-1].startswith("set -e") and "put " in argv[-1]:
-            written.append((argv[-3], base64.b64decode(str(stdin)).decode()))
+            written.append((argv[argv.index("--") - 1], base64.b64decode(str(stdin)).decode()))
             return 0, shown + "none /etc/corosync/corosync.conf.bak\n", ""
         return 0, shown, ""
 

@@ -22,9 +22,9 @@ from pvestrap.apply import corosync_service as svc
 from pvestrap.apply.engine import StepFailed
 from pvestrap.apply.flow import (ApplyContext, ApplyDeclined, PreflightFailed, apply_node,
                                  choose_backend, plan_only_preflight)
-from pvestrap.apply.remote import (MemberAddress, MemberUnreachable, Remote, RemoteCommandFailed,
-                                   RemoteFile, parse_show, put_script, replace_script,
-                                   show_script)
+from pvestrap.apply.remote import (STARTED, MemberAddress, MemberUnreachable, Remote,
+                                   RemoteCommandFailed, RemoteFile, parse_show, put_script,
+                                   replace_script, show_script)
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import parse_quorum_status
 from pvestrap.errors import OperationFailed
@@ -158,6 +158,11 @@ def test_ssh_failures_are_told_apart():
     with pytest.raises(RemoteCommandFailed) as failed:
         remote.run("false", "a command")
     assert failed.value.stdout == "file /x 644 \n"
+    system.on(("ssh",), (255, "", STARTED + "cluster not ready - no quorum?\n"))  # pvecm died
+    with pytest.raises(RemoteCommandFailed) as died:
+        remote.run("pvecm delnode pve3", "remove pve3")
+    assert died.value.message == ("'remove pve3' failed on member.invalid (exit 255): cluster "
+                                  "not ready - no quorum?")
     system.on(("ssh",), (-1, "", ""))  # the RecordingSystem's timeout
     with pytest.raises(MemberUnreachable):
         remote.run("sleep 99", "a slow command")
@@ -452,7 +457,7 @@ def test_a_failed_member_update_puts_back_what_was_written(failing, written, put
     shown = (f"file {COROSYNC_CONF} 644 {old}\nnone {COROSYNC_CONF}.bak\n")
 
     def ssh(sys_, argv, stdin):
-        host, script = argv[-3], argv[-1]
+        host, script = argv[argv.index("--") - 1], argv[-1]
         if "show" not in script:  # a put back, or a reload alone
             return 0, "", ""
         return (1, shown, "No space left on device") if host == failing else (0, shown, "")
@@ -463,7 +468,7 @@ def test_a_failed_member_update_puts_back_what_was_written(failing, written, put
     with pytest.raises(OperationFailed) as caught:
         steps[0].apply(system)
     assert caught.value.code == "members-update-failed"
-    scripts = [(c[-3], c[-1]) for c in system.commands]
+    scripts = [(c[c.index("--") - 1], c[-1]) for c in system.commands]
     assert sorted(host for host, script in scripts if "show" in script) == written
     assert sorted(host for host, script in scripts if "put " in script and "show" not in script) \
         == put_back

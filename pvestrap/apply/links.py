@@ -85,8 +85,11 @@ class LocalShell(Remote):
 
     address: str = "this node"
 
-    def argv(self, script: str) -> tuple[str, ...]:
+    def argv(self, script: str, marked: bool = False) -> tuple[str, ...]:
         return ("sh", "-c", script)
+
+    def ssh_failed(self, returncode: int | None, stderr: str) -> bool:
+        return False  # no ssh: an exit 255 is the script's own
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Root logs in with a key (`BatchMode=yes`: a missing key or an unknown host key fails at once
 instead of prompting), every command has a timeout, and ssh's own exit code 255 (connection or
-login failed) is told apart from the remote command failing. Commands go through the local
+login failed) is told apart from the remote command failing, also with 255 (the member's shell
+says on stderr that it started the command). Commands go through the local
 `System`, so a lab node's `wrap` runs ssh inside that node and a dry run records writes.
 
 Files travel base64-encoded on stdin and stdout: binary content (the authkey) survives text
@@ -43,6 +44,10 @@ from pvestrap.render import Change
 from pvestrap.system import Arg, CommandFailed, CommandTimeout, Secret, System
 
 SSH_UNREACHABLE = 255  # ssh's own failure: no route, refused, no key, host key mismatch
+# What the member's shell prints to stderr before a command: exit 255 with it is the command's
+# own (a Perl tool that dies, pvecm among them, exits 255), without it ssh's.
+STARTED = "\x1epvestrap-started\x1e"
+STARTED_SH = r"printf '\036pvestrap-started\036' >&2;"
 JOIN_LOCK = "/run/pvestrap/join.lock"
 CONTROL_DIR = "/run/pvestrap"
 CONTROL_PATH = CONTROL_DIR + "/ssh-%C"  # ssh expands %C to a hash of (local host, host, port, user)
@@ -188,8 +193,11 @@ class Remote:
             opts += ["-o", "ControlMaster=no", "-o", f"ControlPath={self.control_path}"]
         return opts
 
-    def argv(self, script: str) -> tuple[str, ...]:
-        return ("ssh", *self.options(), self.target, "--", script)
+    def argv(self, script: str, marked: bool = False) -> tuple[str, ...]:
+        """MARKED: the member's shell says on stderr that it started SCRIPT (ssh joins the words
+        after the host into one command line)."""
+        return ("ssh", *self.options(), self.target, "--", *([STARTED_SH] if marked else []),
+                script)
 
     def shown(self, command: str) -> tuple[str, ...]:
         """How a remote command appears in a plan: short, without the ssh options."""
@@ -199,20 +207,26 @@ class Remote:
             timeout: float | None = None) -> subprocess.CompletedProcess[str]:
         limit = self.timeout if timeout is None else timeout
         try:
-            return self.system.run(self.argv(script), input=input, timeout=limit, mutates=mutates)
+            return self.system.run(self.argv(script, marked=True), input=input, timeout=limit,
+                                   mutates=mutates)
         except CommandTimeout:
             raise MemberUnreachable(f"{self.address} did not finish '{what}' within {limit:g} s",
                                     remedy=self._remedy()) from None
         except CommandFailed as exc:
             # stderr only: what a read printed (an authkey, in base64) stays out of messages
-            tail = " / ".join(exc.stderr.strip().splitlines()[-3:])
-            if exc.returncode == SSH_UNREACHABLE:
+            stderr = exc.stderr.replace(STARTED, "")
+            tail = " / ".join(stderr.strip().splitlines()[-3:])
+            if self.ssh_failed(exc.returncode, exc.stderr):
                 raise MemberUnreachable(f"cannot reach {self.target} over ssh for '{what}'"
                                         + (f": {tail}" if tail else ""),
                                         remedy=self._remedy()) from None
             raise RemoteCommandFailed(f"'{what}' failed on {self.address} (exit "
                                       f"{exc.returncode})" + (f": {tail}" if tail else ""),
                                       exc.stdout) from None
+
+    def ssh_failed(self, returncode: int | None, stderr: str) -> bool:
+        """ssh itself failed (not the command: the member's shell never said it started)."""
+        return returncode == SSH_UNREACHABLE and STARTED not in stderr
 
     def _remedy(self) -> str:
         return (f"check that {self.address} is up and that root on this node can log in there "

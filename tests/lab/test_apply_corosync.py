@@ -27,7 +27,8 @@ from pvestrap.apply.corosync import CorosyncTimeouts, JoinRefused
 from pvestrap.apply import batch
 from pvestrap.apply.engine import PlannedCommand, PlannedWait, StepEvent, StepFailed
 from pvestrap.apply.flow import ApplyContext, apply_node, plan_only_preflight
-from pvestrap.apply.remote import JOIN_LOCK, JoinLocked, MembersStep, Remote, members_of
+from pvestrap.apply.remote import (JOIN_LOCK, JoinLocked, MembersStep, MemberUnreachable, Remote,
+                                   RemoteCommandFailed, members_of)
 from pvestrap.corosync.facade import CorosyncConf
 from pvestrap.corosync.status import (parse_cfgtool_nodes, parse_cfgtool_status,
                                       parse_quorum_status)
@@ -252,6 +253,22 @@ def test_create_over_the_packaged_corosync_running_without_systemd_restarts_it(l
     assert CorosyncConf.parse(node.path(COROSYNC_CONF).read_text()).cluster_name == one.prefix
     assert node.path(COROSYNC_CONF + ".bak").read_text() == PACKAGED_EXAMPLE
     assert all(exited(int(pid)) for pid in old)  # gone, or a zombie not yet reaped
+
+
+def test_a_member_command_that_exits_255_is_not_taken_for_ssh_failing(lab):
+    """Perl's die exits 255, as ssh does when it cannot connect or log in: pvecm failing on a
+    member ("cluster not ready - no quorum?") must not read as "cannot reach"."""
+    two = lab(nodes=2, links=1)
+    two.start("sshd")
+    member = Remote(node_system(two, 1), two.node(2).address(0), connect_timeout=3)
+    with pytest.raises(RemoteCommandFailed) as died:
+        member.run("perl -e 'die \"cluster not ready - no quorum?\\n\"'", "pvecm delnode n3")
+    assert "(exit 255): cluster not ready - no quorum?" in died.value.message
+    assert "pvestrap-started" not in died.value.message
+    two.stop("sshd", [2])
+    with pytest.raises(MemberUnreachable) as unreachable:
+        member.run("true", "a command")
+    assert "cannot reach root@" in unreachable.value.message
 
 
 def test_join_whose_members_become_unreachable_rolls_back_everywhere(lab, tmp_path):
