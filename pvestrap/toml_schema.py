@@ -115,10 +115,11 @@ def _table(raw: dict[str, Any], keys: tuple[Key, ...], style: Style, path: str,
     excused: set[str] = set()
     for name, value in raw.items():
         sub = join_path(path, name)
-        if style.secret is not None and is_secret(name):
+        key, spelled = holder.child(name), name
+        named = key is not None and bool(key.pattern)  # NAME is data (a node's name), no field
+        if style.secret is not None and is_secret(name) and not named:
             out.append(style.secret(sub))
             continue
-        key, spelled = holder.child(name), name
         if key is None:
             key, spelled = _respelled(name, keys, style, sub, out)
         if key is None:

@@ -609,6 +609,18 @@ def test_no_installer_password_may_be_in_the_file_it_is_a_build_option(old, new,
     assert "s3cret-value" not in info.value.render()
 
 
+def test_a_node_named_like_a_password_key_may_have_installer_settings():
+    """A node's name under [installer.nodes] is data, not a field (hypothesis found one named
+    aPASSWDa refused as a secret); a password key inside its table is still refused."""
+    text = _INST.replace("pve3", "passwd3")
+    assert "installer.nodes.passwd3" in text
+    answers.loads(text)
+    with pytest.raises(ValidationFailed) as info:
+        answers.loads(edit('filesystem = "ext4"', 'filesystem = "ext4"\npasswd = "s3cret"', text))
+    assert [(f.code, f.subject) for f in info.value.findings] == [
+        ("answer-secret-refused", "installer.nodes.passwd3.disk.passwd")]
+
+
 def test_nodes_installed_from_the_answer_need_their_management_address():
     text = edit('management = "192.168.1.12/24"\n', "", _INST)
     assert problems(text) == [("installer-management-missing", "nodes[1].management",
