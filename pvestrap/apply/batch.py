@@ -245,10 +245,7 @@ class StartTogether:
         running = svc.quorum_status(system) is not None
         if self.when.at is not None:
             system.sleep(min(self.when.at - system.wall(), START_WAIT_MAX_S))
-        if running:
-            return self.start.apply(system)
-        self.start.service.start(system)
-        return False
+        return self.start.start_known(system, running)
 
     def undo(self, system: System, memo: bool) -> None:
         self.start.undo(system, memo)

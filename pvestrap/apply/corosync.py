@@ -185,11 +185,14 @@ class StartStep:
             else [self.service.start_action()]
 
     def apply(self, system: System) -> bool:
-        was_running = quorum_status(system) is not None
-        if was_running:
+        return self.start_known(system, quorum_status(system) is not None)
+
+    def start_known(self, system: System, running: bool) -> bool:
+        """The start, with whether corosync RUNNING already asked (a restart when it does)."""
+        if running:
             self._stop(system)
         self.service.start(system)
-        return was_running
+        return running
 
     def undo(self, system: System, memo: bool) -> None:
         self._stop(system)

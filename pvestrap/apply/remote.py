@@ -47,7 +47,7 @@ SSH_UNREACHABLE = 255  # ssh's own failure: no route, refused, no key, host key 
 # What the member's shell prints to stderr before a command: exit 255 with it is the command's
 # own (a Perl tool that dies, pvecm among them, exits 255), without it ssh's.
 STARTED = "\x1epvestrap-started\x1e"
-STARTED_SH = r"printf '\036pvestrap-started\036' >&2;"
+STARTED_SH = f"printf {shlex.quote(STARTED)} >&2;"  # no % or backslash: printed as is
 JOIN_LOCK = "/run/pvestrap/join.lock"
 CONTROL_DIR = "/run/pvestrap"
 CONTROL_PATH = CONTROL_DIR + "/ssh-%C"  # ssh expands %C to a hash of (local host, host, port, user)
