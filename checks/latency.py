@@ -134,6 +134,7 @@ class LatencyFlow:
 
     def on_timer(self, now: float) -> None:
         if self.sent >= self.count:
+            self._read(now, drain=True)  # a reply already waiting still counts
             self.done = True  # the last probe's reply timeout has passed
             return
         if self.link_port is not None and self.link_port.rtts \
@@ -151,13 +152,16 @@ class LatencyFlow:
                         else now + self.settings.reply_timeout_s)
 
     def on_event(self, now: float) -> None:
+        self._read(now, drain=False)  # one probe in flight per interval: one reply at a time
+        if self.sent >= self.count and self.ex.refused and not self.rtts:
+            self.done = True  # closed: no reason to wait out the timeout
+
+    def _read(self, now: float, drain: bool) -> None:
         try:
-            for reply, t4, _ifindex in self.ex.replies():
+            for reply, t4, _ifindex in self.ex.replies(drain):
                 self._take(reply, t4, now)
         except OSError:
             pass  # EMSGSIZE: these probes are small; the MTU search deals with the path
-        if self.sent >= self.count and self.ex.refused and not self.rtts:
-            self.done = True  # closed: no reason to wait out the timeout
 
     def _take(self, reply: wire.Reply, t4: int, now: float) -> None:
         t1 = self.pending.pop(reply.seq, None)

@@ -89,6 +89,7 @@ class MtuFlow:
         self.seq, self.size, self.deadline = 0, 0, now
         self.step: set[int] = set()  # the seqs of the probes of the current size
         self.sizes: dict[int, int] = {}  # seq -> size of every probe of this phase
+        self.if_mtus: dict[int | None, int] = {}  # arrival ifindex -> its MTU
         if ex.sock is None:
             return
         family = prober.family_of(ex.target.address)
@@ -109,7 +110,7 @@ class MtuFlow:
         try:
             for reply, _t4, ifindex in self.ex.replies():
                 self.peer_mtu = reply.rx_mtu or self.peer_mtu
-                self.local_mtu = wire.interface_mtu(self.sock, ifindex) or self.local_mtu
+                self.local_mtu = self._interface_mtu(ifindex) or self.local_mtu
                 size = self.sizes.get(reply.seq)
                 if size is None or self.done:
                     continue
@@ -121,6 +122,14 @@ class MtuFlow:
             self._advance(now)
         if self.ex.refused and not self.done:
             self.done = True
+
+    def _interface_mtu(self, ifindex: int | None) -> int:
+        """The MTU of the interface replies arrive on, asked once per interface for the
+        search (each asking is three system calls; the search takes about a second)."""
+        known = self.if_mtus.get(ifindex)
+        if known is None:
+            known = self.if_mtus[ifindex] = wire.interface_mtu(self.sock, ifindex)
+        return known
 
     def _advance(self, now: float) -> None:
         while True:

@@ -11,7 +11,7 @@ import pytest
 
 from pvestrap.checks.base import Context
 from pvestrap.checks.localsys import Sources
-from pvestrap.checks.timesync import (LocalSyncCheck, NtpOffsetCheck, NtpSample,
+from pvestrap.checks.timesync import (LocalSyncCheck, NtpOffsetCheck, NtpSample, checks,
                                       parse_chrony_sources, parse_chrony_tracking,
                                       parse_ntpq_peers, read_sync_state, split_server)
 from pvestrap.findings import Severity
@@ -186,6 +186,29 @@ def test_servers_fall_back_to_options_then_the_daemons_sources():
         Context(options={"ntp_servers": ["x.example"]}))
     NtpOffsetCheck(Sources(runner=replay(CHRONY)), query=query).run(Context())
     assert seen[0] == "x.example" and sorted(seen[1:]) == ["127.0.0.1", "127.0.0.2"]
+
+
+def test_one_run_reads_the_time_daemon_once():
+    """time-sync and ntp-offset (no servers given) share one chronyc reading per run; a new
+    run (new checks) reads again."""
+    asked = []
+    answer = replay(CHRONY)
+
+    def runner(argv):
+        asked.append(tuple(argv))
+        return answer(argv)
+
+    def query(server, timeout):
+        return NtpSample(server, 0.0, 0.001, 3, 0)
+
+    for _run in range(2):
+        sync, offset = checks(Sources(runner=runner))
+        offset = NtpOffsetCheck(offset.sources, query=query, shared=offset.shared)
+        [f] = sync.run(Context(node="pve1"))
+        found = offset.run(Context(node="pve1"))
+        assert f.code == "time-synced" and f.payload["servers"] == ["127.0.0.1", "127.0.0.2"]
+        assert sorted(g.subject for g in found) == ["pve1/127.0.0.1", "pve1/127.0.0.2"]
+    assert asked == [("chronyc", "-n", "tracking"), ("chronyc", "-n", "sources")] * 2
 
 
 def test_no_servers_is_a_skip():

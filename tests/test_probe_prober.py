@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from pvestrap.checks import probe as wire
 from pvestrap.checks import prober
+from pvestrap.checks import latency
 from pvestrap.checks import responder as rsp
 from pvestrap.checks.latency import LEGACY_SAMPLES
 from pvestrap.checks.mtu import MtuSearch
@@ -216,6 +217,106 @@ def test_loop_reads_waiting_replies_before_the_timers_that_are_due():
     a.close()
     b.close()
     assert calls == ["reply"]
+
+
+class _TimerFlow:
+    """A flow without a socket: its timer fires at AT (relative to the loop's start), once."""
+
+    sock, events, done = None, 1, False
+
+    def __init__(self, name, at, calls):
+        self.name, self.at, self.calls = name, time.monotonic() + at, calls
+
+    def wake_at(self):
+        return self.at
+
+    def on_timer(self, now):
+        self.calls.append(self.name)
+        self.done = True
+
+    def on_event(self, now):
+        raise AssertionError("no socket, no events")
+
+
+def test_loop_fires_timers_in_time_order_whatever_the_order_of_the_flows():
+    calls: list[str] = []
+    loop = prober.Loop()
+    for name, at in (("c", 0.06), ("a", 0.0), ("d", 0.09), ("b", 0.03)):
+        loop.add(_TimerFlow(name, at, calls))
+    loop.run()
+    assert calls == ["a", "b", "c", "d"]
+
+
+def test_loop_follows_a_deadline_that_an_event_moved():
+    """A flow's wake_at may move in on_event (the MTU search's next step): the loop's timer
+    heap follows it, earlier as well as later."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    calls: list[str] = []
+
+    class Step:
+        sock, events, done = a, 1, False  # selectors.EVENT_READ
+        at = time.monotonic() + 3600.0  # far away until the reply comes
+
+        def wake_at(self):
+            return self.at
+
+        def on_event(self, now):
+            a.recv(16)
+            calls.append("reply")
+            self.at = now + 0.02  # the next step's timeout
+
+        def on_timer(self, now):
+            calls.append("step timeout")
+            self.done = True
+
+    class Watchdog(_TimerFlow):
+        def on_timer(self, now):
+            if not step.done:  # the moved deadline was lost: the step would wait an hour
+                raise AssertionError("the step's timer did not follow its deadline")
+            super().on_timer(now)
+
+    b.send(b"reply")
+    loop = prober.Loop()
+    step = Step()
+    loop.add(step)
+    loop.add(Watchdog("watchdog", 1.0, calls))
+    try:
+        loop.run()
+    finally:
+        a.close()
+        b.close()
+    assert calls == ["reply", "step timeout", "watchdog"]
+
+
+def test_a_flow_reads_one_reply_per_event_and_everything_at_its_last_timeout():
+    """LatencyFlow reads one reply per event (no read that finds the socket empty; the
+    selector reports a socket with more waiting again), and whatever waits at its final
+    timeout still counts."""
+    server = rsp.Responder(rsp.ResponderConfig(TOKEN, ports=(0,), addresses=("127.0.0.1",),
+                                               ttl_s=60))
+    (endpoint,) = server.open()
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(stop.is_set,), daemon=True)
+    thread.start()
+    settings = prober.ProbeSettings(duration_s=0.1, interval_s=0.05, reply_timeout_s=0.2)
+    ex = prober.Exchange(prober.Target("peer", 0, endpoint.port, "127.0.0.1"), TOKEN,
+                         prober.new_session(), True)
+    flow = latency.LatencyFlow(ex, settings, time.monotonic(), lambda _flow, _now: None)
+    try:
+        for _ in range(settings.count):  # both probes out, back to back
+            flow.on_timer(time.monotonic())
+        deadline = time.monotonic() + 10
+        while server.counts["answered"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # loopback: a reply sent is a reply waiting on our socket
+        flow.on_event(time.monotonic())
+        assert len(flow.rtts) == 1 and not flow.done
+        flow.on_timer(time.monotonic())  # the last probe's reply timeout
+        assert flow.done and len(flow.rtts) == 2 and not flow.pending
+    finally:
+        ex.close()
+        stop.set()
+        thread.join(5)
+        server.close()
 
 
 def test_tcp_open_and_closed():
