@@ -13,10 +13,12 @@ import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pvestrap.findings import Finding, Severity, apply_ignores
 from pvestrap.report.html import cell_class, render_html
-from pvestrap.report.jsonout import render_json, report_dict
+from pvestrap.report.jsonout import indented, render_json, report_dict
 from pvestrap.report.junit import render_junit
 from pvestrap.report.model import Report, ReportSection
 from pvestrap.report.text import render_text, summary_counts, wants_color
@@ -306,3 +308,25 @@ def test_ragged_matrix_does_not_break_the_page():
     r = Report("t", (), matrices={"l": {"nodes": ["a", "b", "c"], "rtt_ms": [[None, 0.1]]}})
     assert [c for _, _, c in parse(render_html(r)).cells] == ["ok", "none", "none", "none",
                                                               "none", "none"]
+
+
+_JSON_LEAVES = (st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70)
+                | st.floats(allow_nan=False, allow_infinity=False) | st.text())
+_JSON = st.recursive(_JSON_LEAVES, lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.text(), inner, max_size=4), max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON, st.sampled_from([2, 4]))
+def test_indented_json_is_the_standard_librarys_character_for_character(data, indent):
+    assert indented(data, indent) == json.dumps(data, indent=indent, ensure_ascii=False,
+                                                allow_nan=False)
+
+
+def test_indented_json_refuses_what_json_refuses():
+    for bad in (float("nan"), {"a": [float("inf")]}):
+        with pytest.raises(ValueError):
+            indented(bad)
+    with pytest.raises(TypeError):
+        indented({1: "an int key: plain() makes keys str first"})
+    assert indented({"t": (1, "é")}) == json.dumps({"t": [1, "é"]}, indent=2, ensure_ascii=False)
