@@ -14,11 +14,12 @@ idea which of the others are up yet. In order:
    for the peers and measures again, twice at most). The report goes to stdout (the journal)
    and, as JSON, to the state folder.
 4. The creating node waits until every peer's preflight passed, then creates. With plain
-   corosync it holds its own join lock from before it says it is ready until it is a member:
-   the others apply as soon as it is ready, queue for that lock while it creates, and join in
-   one configuration change once it lets the lock go (pvestrap.apply.batch). With Proxmox VE
-   (`pvecm add`, one node at a time) each waits until the node before it in nodeid order is a
-   member. Retried while the cluster is busy.
+   corosync it holds its own join lock from before it answers its first probe until it is a
+   member: the others apply as soon as their own preflight passed (which needed the creator's
+   answers, so the lock is held by then), queue for that lock while it measures and creates,
+   and join in one configuration change once it lets the lock go (pvestrap.apply.batch). With
+   Proxmox VE (`pvecm add`, one node at a time) each waits until the node before it in nodeid
+   order is a member. Retried while the cluster is busy or not there yet.
 5. With `[qdevice]`, the node that joins last sets the QDevice up once every node is a member
    (qdevice.py).
 6. Done marker; keep answering probes until every node is a member (bounded), so no peer that

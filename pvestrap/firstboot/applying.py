@@ -42,6 +42,14 @@ GATHER_S = 10.0
 # quorate ~0.37 s after it starts (3 nodes x 2 links, corosync 3.1.7), which the default 0.2 s
 # look saw at 0.4-0.6 s; the batched joiners queue for this node's join lock until then.
 CREATE_POLL_S = 0.05
+# The first pause before another apply attempt (it doubles each time). Short, because the
+# commonest "not yet" of a batched joiner is brief: every joiner ssh-es to the creator as soon as
+# its own preflight passed, next to the other joiners' preflight connects to its port 22, and
+# sshd drops connections past MaxStartups (10 unauthenticated at once, its default; seen at 16
+# nodes: "drop connection #11 ... past MaxStartups", 1-2 joiners in 2 of 4 first boots). The
+# batch's holder gathers for GATHER_S, so a joiner back in the queue within a second is still in
+# the one change; the old first pause (2-3 s) held the batch up by ~1.5 s when it was the last.
+FIRST_RETRY_S = 0.5
 # How long the creating node waits for its own join lock (a join that got this node's lock in an
 # earlier run may still hold it) before it goes ahead without: the lock only orders the joins.
 HOLD_WAIT_S = 60.0
@@ -89,9 +97,10 @@ def retryable(exc: PvestrapError) -> bool:
 def apply_with_retries(apply: ApplyFn, request: ApplyRequest, timeout_s: float, say: Say,
                        sleep: Callable[[float], None] = time.sleep,
                        clock: Callable[[], float] = time.monotonic) -> int:
-    """Apply; while it fails with a RETRYABLE code, wait (2, 4, 8 ... at most 30 s, with
-    jitter so joiners do not collide again) and try again until TIMEOUT_S. Returns the number
-    of attempts; re-raises the last error when it is not retryable or time is up."""
+    """Apply; while it fails with a RETRYABLE code, wait (FIRST_RETRY_S, then twice as long
+    each time, at most 30 s, with jitter so joiners do not collide again) and try again until
+    TIMEOUT_S. Returns the number of attempts; re-raises the last error when it is not
+    retryable or time is up."""
     started = clock()
     attempt = 0
     while True:
@@ -103,10 +112,10 @@ def apply_with_retries(apply: ApplyFn, request: ApplyRequest, timeout_s: float, 
             left = timeout_s - (clock() - started)
             if not retryable(exc) or left <= 0:
                 raise
-            delay = min(30.0, 2.0 ** attempt) * random.uniform(1.0, 1.5)
+            delay = min(30.0, FIRST_RETRY_S * 2.0 ** (attempt - 1)) * random.uniform(1.0, 1.5)
             delay = min(delay, max(left, 0.0))
             say(f"apply attempt {attempt} failed ({', '.join(reasons(exc))}: {exc.message}); "
-                f"retrying in {delay:.0f} s")
+                f"retrying in {delay:.1f} s")
             sleep(delay)
 
 
@@ -114,10 +123,14 @@ def apply_with_retries(apply: ApplyFn, request: ApplyRequest, timeout_s: float, 
 def holding_joins(say: Say, wait_s: float = HOLD_WAIT_S, path: str = JOIN_LOCK,
                   poll_s: float = 0.1) -> Iterator[bool]:
     """The creating node holds its own join lock (the one joiners queue for on it,
-    pvestrap.apply.batch) for the block: from before it says it is ready until its create is
-    done, so the batched joiners queue for that lock while it creates, instead of waiting by
-    probe until it is a member, and the first of them to get it finds a quorate cluster.
-    Yields whether it holds the lock (not after WAIT_S: it goes ahead, and says so)."""
+    pvestrap.apply.batch) for the block: from before it answers any probe until its create is
+    done (firstboot.flow), so a batched joiner queues for that lock as soon as its own
+    preflight passed (which needs this node's answers), instead of waiting by probe until this
+    node is ready or a member, and the first of them to get it finds a quorate cluster. When
+    this node stops without a cluster (its preflight failed), the lock goes with it and a
+    queued joiner finds no cluster there: member-not-clustered, retried (RETRYABLE) until the
+    apply's deadline, never a join. Yields whether it holds the lock (not after WAIT_S: it goes
+    ahead, and says so)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:

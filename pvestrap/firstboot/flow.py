@@ -7,7 +7,7 @@ import hashlib
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, ContextManager
 
 from pvestrap import answers, preflight
 from pvestrap.checks.localsys import resolve
@@ -19,6 +19,7 @@ from pvestrap.firstboot import secret as firstboot_secret
 from pvestrap.firstboot.presence import Presence
 from pvestrap.firstboot.state import STATE_DIR, StateDir
 from pvestrap.firstboot.tokens import Tokens, derive_tokens
+from pvestrap.plan import ClusterPlan, Node
 from pvestrap.report.jsonout import report_dict
 from pvestrap.report.model import Report
 from pvestrap.report.text import finding_line, render_text
@@ -70,8 +71,10 @@ def say_line(message: str) -> None:
 
 # -- the flow --------------------------------------------------------------------------------------
 
-def run(opts: Options, apply: applying.ApplyFn | None = None, say: Say = say_line) -> Outcome:
-    """The first boot of this node (see the module docstring); raises PvestrapError."""
+def run(opts: Options, apply: applying.ApplyFn | None = None, say: Say = say_line,
+        seams: Seams | None = None) -> Outcome:
+    """The first boot of this node (see the module docstring); raises PvestrapError. SEAMS:
+    where the flow meets the network and this machine (tests give fakes)."""
     state = StateDir(opts.state_dir)
     done = state.done()
     if done is not None:
@@ -86,45 +89,50 @@ def run(opts: Options, apply: applying.ApplyFn | None = None, say: Say = say_lin
     detail = (lambda _m: None) if opts.quiet else say
     with state.lock():
         return _run_locked(opts, state, plan, me, role, digest, secret,
-                           apply or applying.default_apply, say, detail)
+                           apply or applying.default_apply, say, detail, seams or Seams())
 
 
-def _run_locked(opts, state, plan, me, role, digest, secret, apply, say, detail) -> Outcome:
+def _run_locked(opts, state, plan, me, role, digest, secret, apply, say, detail,
+                seams: Seams) -> Outcome:
     phase = state.phase(digest, me.name)
     say(f"first boot of {me.name}: {'create' if role == 'create' else 'join'} cluster "
         f"{plan.cluster_name} ({len(plan.nodes)} nodes)"
         + (f"; resuming, an earlier run got to: {phase}" if phase else ""))
     if phase is None:
         state.record(digest, me.name, "started")
-    network.configure(plan, me.name, say, detail)  # the cluster NIC before anything else
-    member = membership.configured_member(plan, me)
+    seams.network(plan, me.name, say, detail)  # the cluster NIC before anything else
+    member = seams.member(plan, me)
     tokens = derive_tokens(secret)
     done_phases = []
     report = None  # the apply runs its own (local) gate when this run made no preflight
-    batched = applying.batches(plan)
-    with Presence(plan, me, tokens, opts.responder_ttl_s, say) as presence, \
-            ExitStack() as joins:
-        if member or phase in ("preflight-passed", "applied"):
-            why = "this node is in the cluster's corosync.conf" if member else \
-                "its preflight passed in an earlier run"
-            say(f"skipping the peer wait and the preflight: {why}")
-        else:
-            report = _wait_and_preflight(opts, state, plan, me, tokens, say, detail)
-            state.record(digest, me.name, "preflight-passed")
-            done_phases.append("preflight-passed")
-        if batched and role == "create":  # before "ready": the joiners then queue on it
-            joins.enter_context(applying.holding_joins(say))
-        presence.announce("ready")
-        if not member:
-            _wait_turn(opts, plan, me, tokens, say, batched)
-        attempts, everyone = _apply_and_stay(opts, state, plan, me, digest, presence, apply,
-                                             report, say, detail, joins.close)
+    batched = seams.batches(plan)
+    with ExitStack() as joins:
+        if batched and role == "create":
+            # before this node answers any probe: a joiner that had its answers (every
+            # joiner's preflight needs them) finds the lock held and queues for it
+            joins.enter_context(seams.hold(say))
+        with seams.presence(plan, me, tokens, opts.responder_ttl_s, say) as presence:
+            if member or phase in ("preflight-passed", "applied"):
+                why = "this node is in the cluster's corosync.conf" if member else \
+                    "its preflight passed in an earlier run"
+                say(f"skipping the peer wait and the preflight: {why}")
+            else:
+                report = seams.preflight(opts, state, plan, me, tokens, say, detail)
+                state.record(digest, me.name, "preflight-passed")
+                done_phases.append("preflight-passed")
+            presence.announce("ready")
+            if not member:
+                seams.turn(opts, plan, me, tokens, say, batched, report is not None)
+            attempts, everyone = _apply_and_stay(opts, state, plan, me, digest, presence,
+                                                 apply, report, say, detail, joins.close,
+                                                 seams.members)
     return Outcome(me.name, role, attempts=attempts, all_members=everyone, resumed_from=phase,
                    phases=tuple(done_phases + ["applied"]))
 
 
 def _apply_and_stay(opts, state, plan, me, digest, presence, apply, report, say, detail,
-                    applied: Callable[[], None]) -> tuple[int, bool]:
+                    applied: Callable[[], None], members: Callable[..., bool]
+                    ) -> tuple[int, bool]:
     """Create or join (gated by this run's preflight REPORT, not a second one); then APPLIED
     (the creating node lets its join lock go), tell the others, mark done, and keep answering
     probes until every node is a member (bounded). Returns (apply attempts, whether every node
@@ -142,40 +150,34 @@ def _apply_and_stay(opts, state, plan, me, digest, presence, apply, report, say,
         qdevice.setup(plan, me, opts.linger_s, opts.ignore, say)
     state.mark_done(digest, me.name, plan.cluster_name)
     say(f"done: {me.name} is a member of {plan.cluster_name}")
-    everyone = membership.wait_for_all_members(plan, opts.linger_s, say)
+    everyone = members(plan, opts.linger_s, say)
     if not everyone:
         say(f"stopped answering probes after {opts.linger_s:g} s; nodes that are not "
             "members yet must be started again by hand")
     return attempts, everyone
 
 
-def _wait_turn(opts: Options, plan, me, tokens: Tokens, say: Say, batched: bool) -> None:
-    """The creating node waits until every peer passed its preflight (so no preflight probes a
-    node whose corosync is coming up). With batched joins (BATCHED: plain corosync) a joiner
-    waits until the creator is ready: the creator holds its join lock from then until it is a
-    member (applying.holding_joins), so the joiner goes on to queue for it. With `pvecm add`,
-    one node at a time, a joiner waits until the node before it is a member. Bounded: then it
-    goes ahead, since a node that failed must not hold up the others for ever."""
-    before = membership.predecessor(plan, me, batched)
+def _wait_turn(opts: Options, plan, me, tokens: Tokens, say: Say, batched: bool,
+               measured: bool) -> None:
+    """This node's turn to create or join (waiting.turn says what it waits for; MEASURED: its
+    preflight passed in this run). Bounded: then it goes ahead, since a node that failed must
+    not hold up the others for ever."""
+    waits = waiting.turn(plan, me, batched, measured)
+    if not waits:
+        say(f"queueing for {plan.creator.name}'s join lock now: it holds it from before it "
+            "answered any probe until its create is done")
+        return
     started = time.monotonic()
-    if before is None:
-        peers, stage, poll = [n.name for n in plan.nodes if n.name != me.name], "ready", \
-            waiting.FAST_POLL_S
-    elif batched:
-        # at the slow pace: the creator's preflight may still be measuring
-        peers, stage, poll = [before.name], "ready", waiting.POLL_S
-    else:
-        peers, stage, poll = [before.name], "member", waiting.FAST_POLL_S
-        # at the slow pace while its preflight measures (every joiner may be asking it), then
-        # at the fast one (waiting.FAST_POLL_S)
-        waiting.wait_for_stage(plan, me, peers, "ready", tokens.ready, opts.turn_wait_s, say)
-    left = max(0.0, opts.turn_wait_s - (time.monotonic() - started))
-    arrived = waiting.wait_for_stage(plan, me, peers, stage, tokens.stage(stage), left, say,
-                                     poll_s=poll)
-    late = sorted(set(peers) - arrived)
+    arrived: set[str] = set()
+    for wait in waits:
+        left = max(0.0, opts.turn_wait_s - (time.monotonic() - started))
+        arrived = waiting.wait_for_stage(plan, me, list(wait.peers), wait.stage,
+                                         tokens.stage(wait.stage), left, say,
+                                         poll_s=wait.poll_s)
+    late = sorted(set(waits[-1].peers) - arrived)
     if late:
-        say(f"warning: {', '.join(late)} not {stage} after {opts.turn_wait_s:g} s; going ahead "
-            "(the cluster serializes joins itself)")
+        say(f"warning: {', '.join(late)} not {waits[-1].stage} after {opts.turn_wait_s:g} s; "
+            "going ahead (the cluster serializes joins itself)")
 
 
 def _wait_and_preflight(opts: Options, state: StateDir, plan, me, tokens: Tokens, say: Say,
@@ -232,6 +234,25 @@ class FirstBootPreflightFailed(OperationFailed):
                          remedy="fix what the FAIL lines above say (or name the check in the "
                                 "answer file's [preflight] ignore_checks), then run the first "
                                 "boot again")
+
+
+@dataclass(frozen=True)
+class Seams:
+    """Where the flow meets the network and this machine; tests give fakes. network: the
+    cluster NIC (network.configure); member: whether this node's corosync.conf lists it;
+    batches: whether joins go in batches (the plain corosync backend); hold: the creating
+    node's hold on its own join lock (applying.holding_joins); presence: this node's responders
+    (presence.Presence); preflight: the peer wait and the preflight; turn: the wait for this
+    node's turn; members: the linger until every node is a member."""
+
+    network: Callable[[ClusterPlan, str, Say, Say], object] = network.configure
+    member: Callable[[ClusterPlan, Node], bool] = membership.configured_member
+    batches: Callable[[ClusterPlan], bool] = applying.batches
+    hold: Callable[[Say], ContextManager[object]] = applying.holding_joins
+    presence: Callable[[ClusterPlan, Node, Tokens, float, Say], Any] = Presence
+    preflight: Callable[..., Report] = _wait_and_preflight
+    turn: Callable[..., None] = _wait_turn
+    members: Callable[[ClusterPlan, float, Say], bool] = membership.wait_for_all_members
 
 
 def _read(path: str) -> bytes:

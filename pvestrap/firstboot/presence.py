@@ -15,8 +15,8 @@ or restarted during the run.
 
 Progress is told by probe (tokens.py): each stage is one more responder that answers only its
 token (`announce`). The creating node waits until every peer is ready before it creates, so
-nobody's preflight probes a node whose corosync is half up; a joiner waits until the node
-before it is a member.
+nobody's preflight probes a node whose corosync is half up; with `pvecm add` a joiner waits
+until the node before it is a member (waiting.turn).
 """
 
 from __future__ import annotations

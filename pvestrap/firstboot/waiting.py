@@ -7,11 +7,13 @@ there once one of its links answers.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from pvestrap.checks import prober
 from pvestrap.checks.probe import Token
 from pvestrap.errors import OperationFailed
+from pvestrap.firstboot.membership import predecessor
 from pvestrap.firstboot.tokens import STAGES
 from pvestrap.plan import ClusterPlan, Node
 
@@ -30,11 +32,44 @@ POLL_S = 0.9
 # The pause where the probes crowd nobody's measurement: the creator asking each peer whether it
 # is ready (one asker per peer: ~4.5 probes per path per second, next to the 20 per path each of
 # the peer's preflight partners sends), a joiner asking its predecessor whether it is a member
-# once that one said it is ready (its preflight is over: flow._wait_turn). Both waits are on
-# forming's critical path: with POLL_S a stage reached was seen 0.6 s later on average, up to
-# 1.25 s; now ~0.2 s, at most 0.45 s.
+# once that one said it is ready (its preflight is over: `turn`). Both waits are on forming's
+# critical path: with POLL_S a stage reached was seen 0.6 s later on average, up to 1.25 s; now
+# ~0.2 s, at most 0.45 s.
 FAST_POLL_S = 0.1
 PROGRESS_EVERY_S = 15.0
+
+
+@dataclass(frozen=True)
+class StageWait:
+    """Wait until every one of PEERS answers STAGE's token, a round every POLL_S."""
+
+    peers: tuple[str, ...]
+    stage: str
+    poll_s: float
+
+
+def turn(plan: ClusterPlan, me: Node, batched: bool, measured: bool = True
+         ) -> tuple[StageWait, ...]:
+    """What ME waits for before its create or join, in order (first boot's "turn").
+
+    The creating node: every peer's preflight passed ("ready"), so no preflight probes a node
+    whose corosync is coming up; asked at the fast pace (one asker per peer). A joiner with
+    `pvecm add` (one node at a time): its predecessor ready, at the slow pace (its preflight may
+    still be measuring, and every later joiner may be asking it), then a member, at the fast
+    one. A batched joiner (plain corosync, BATCHED) whose preflight passed in this run
+    (MEASURED): nothing. The creator holds its join lock from before it answers any probe
+    (firstboot.flow) until its create is done, and that preflight had the creator's answers, so
+    the joiner queues for the lock at once (pvestrap.apply.batch) instead of looking for
+    "ready" at the slow pace, which saw it up to 1.3 s late, on forming's critical path. One
+    that resumes without a preflight has no such answers yet: it waits for "ready" as before."""
+    before = predecessor(plan, me, batched)
+    if before is None:
+        return (StageWait(tuple(n.name for n in plan.nodes if n.name != me.name), "ready",
+                          FAST_POLL_S),)
+    if batched:
+        return () if measured else (StageWait((before.name,), "ready", POLL_S),)
+    return (StageWait((before.name,), "ready", POLL_S),
+            StageWait((before.name,), "member", FAST_POLL_S))
 
 
 class PeersMissing(OperationFailed):
