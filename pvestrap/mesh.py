@@ -17,6 +17,7 @@ CPU-heavy start and local checks, which skews the round-trip times they measure.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -267,7 +268,9 @@ def agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
                                    ignore=tuple(job.get("ignore", ())))
         except _NoGo:
             return None
-        return {"report": report_dict(report)}
+        mine = dataclasses.replace(report, matrices=preflight.own_rows(report.matrices,
+                                                                        node.name))
+        return {"report": report_dict(mine)}
 
     return agent_conversation(job, plan.link_numbers, node.addresses.values(), work, stdin,
                               stdout)

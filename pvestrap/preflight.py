@@ -251,5 +251,19 @@ def merge_rows(base: Mapping[str, Mapping[str, Any]],
 _ROWS = ("rtt_ms", "state", "loss_pct")
 
 
+def own_rows(grids: Mapping[str, Mapping[str, Any]], node: str) -> dict[str, dict[str, Any]]:
+    """GRIDS (matrices() of NODE) with every row but NODE's emptied: what a mesh agent sends.
+    merge_rows skips an empty row as it skips a row of None, so the merged grid is the same,
+    and a mesh carries N cells per node and grid instead of N x N (N^3 for the whole mesh: at
+    32 nodes 6,144 cells per agent to build, send and parse, all but 192 of them None)."""
+    out: dict[str, dict[str, Any]] = {}
+    for link, grid in grids.items():
+        names = list(grid.get("nodes") or ())
+        mine = names.index(node) if node in names else -1
+        out[link] = {k: [list(row) if i == mine else [] for i, row in enumerate(v)]
+                     if k in _ROWS else v for k, v in grid.items()}
+    return out
+
+
 def _copy(grid: Mapping[str, Any]) -> dict[str, Any]:
     return {k: [list(row) for row in v] if k in _ROWS else v for k, v in grid.items()}

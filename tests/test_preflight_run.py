@@ -124,6 +124,11 @@ def test_the_mesh_lays_every_nodes_own_row_into_one_grid():
                                                   [0.2, 0.2, None]]
     assert merged.matrices["link1"]["state"] == [[None] * 3] * 3
     assert "node-unreachable" in {f.code for f in merged.findings}
+    # what an agent sends: only its own row (N cells per grid, not N x N); the same merge
+    trimmed = [mesh.NodeResult(r.node, {**r.report, "matrices": preflight.own_rows(
+        r.report["matrices"], r.node)} if r.report else None, r.error) for r in rows]
+    assert trimmed[0].report["matrices"]["link0"]["rtt_ms"] == [[None, 0.2, 0.2], [], []]
+    assert mesh.merge(PLAN, trimmed).matrices == merged.matrices
 
 
 @pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the OpenSSH client")
