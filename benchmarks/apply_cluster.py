@@ -110,30 +110,51 @@ def join_floor(count: int, links: int) -> list[float]:
     writing the K-node config until nodes 1..K are quorate with K members."""
     lab = Lab.up(new_prefix("bj"), count, links)
     try:
-        lab.write_corosync([1])
-        start_corosync(lab, [1])
-        wait_quorate(lab, [1], deadline())
-        key = lab.node(1).path("/etc/corosync/authkey").read_bytes()
-        seconds = []
-        for k in range(2, count + 1):
-            started = time.monotonic()
-            conf = files.corosync_conf(lab.state.layout, list(range(1, k + 1)), links,
-                                       config_version=k).replace("  two_node: 1\n", "")
-            for index in range(1, k + 1):
-                lab.node(index).path(COROSYNC_CONF).write_text(conf)
-            authkey = lab.node(k).path("/etc/corosync/authkey")
-            authkey.unlink(missing_ok=True)
-            fd = os.open(authkey, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(key)
-            reload = lab.exec(1, ["corosync-cfgtool", "-R"], timeout=60)
-            if reload.returncode != 0:
-                raise SystemExit(f"corosync-cfgtool -R failed: {reload.stderr.strip()}")
-            start_corosync(lab, [k])
-            seconds.append(wait_quorate(lab, range(1, k + 1), deadline()) - started)
-        return seconds
+        running_alone(lab)
+        return [added(lab, k, [k], links) for k in range(2, count + 1)]
     finally:
         teardown.down(lab.prefix)
+
+
+def batch_floor(count: int, links: int) -> float:
+    """Corosync alone doing what a batched join does: nodes 2..N added to node 1, running
+    alone and quorate, in one reload, then started at once (a running ring waits out its
+    token before the new membership forms; fresh daemons, the floor, do not)."""
+    lab = Lab.up(new_prefix("bb"), count, links)
+    try:
+        running_alone(lab)
+        return added(lab, count, list(range(2, count + 1)), links)
+    finally:
+        teardown.down(lab.prefix)
+
+
+def running_alone(lab: Lab) -> None:
+    lab.write_corosync([1])
+    start_corosync(lab, [1])
+    wait_quorate(lab, [1], deadline())
+
+
+def added(lab: Lab, count: int, new: list[int], links: int) -> float:
+    """Seconds from writing the config of nodes 1..COUNT (node 1's authkey to the NEW ones, a
+    reload on node 1, NEW started at once) until nodes 1..COUNT are quorate together."""
+    members = list(range(1, count + 1))
+    started = time.monotonic()
+    conf = files.corosync_conf(lab.state.layout, members, links,
+                               config_version=count).replace("  two_node: 1\n", "")
+    for index in members:
+        lab.node(index).path(COROSYNC_CONF).write_text(conf)
+    key = lab.node(1).path("/etc/corosync/authkey").read_bytes()
+    for index in new:
+        authkey = lab.node(index).path("/etc/corosync/authkey")
+        authkey.unlink(missing_ok=True)
+        fd = os.open(authkey, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+    reload = lab.exec(1, ["corosync-cfgtool", "-R"], timeout=60)
+    if reload.returncode != 0:
+        raise SystemExit(f"corosync-cfgtool -R failed: {reload.stderr.strip()}")
+    start_corosync(lab, new)
+    return wait_quorate(lab, members, deadline()) - started
 
 
 def apply(lab: Lab, index: int, answers: Path, *extra: str) -> Timed:
@@ -322,11 +343,15 @@ def loaded(measure: Callable, *args) -> tuple:
 def measure_size(count: int, args) -> Iterator[dict]:
     """One row per mode for COUNT nodes (each on a fresh lab), the floors measured first;
     yielded as measured, so that a later mode that cannot measure does not lose them."""
-    base = joins = None
+    base = joins = batch = None
     plain = [m for m in args.modes if m != "pve"]
     if plain:
         base, load = loaded(floor, count, args.links)
         yield {"nodes": count, "mode": "floor", "load1": load, "total": round(base, 2)}
+    batched = [m for m in plain if m in ("together", "firstboot")]
+    if batched:
+        batch, load = loaded(batch_floor, count, args.links)
+        yield {"nodes": count, "mode": "batchfloor", "load1": load, "total": round(batch, 2)}
     if "serial" in args.modes or "pve" in args.modes:
         joins, load = loaded(join_floor, count, args.links)
         yield {"nodes": count, "mode": "joinfloor", "load1": load,
@@ -336,6 +361,8 @@ def measure_size(count: int, args) -> Iterator[dict]:
         row = {"nodes": count, "mode": mode, "load1": load, "floor": round(base, 2),
                **{k: round(v, 2) for k, v in got.items() if not k.startswith("join_")},
                "forming_x": ratio(got["forming"], base), "total_x": ratio(got["total"], base)}
+        if mode in batched:  # shown, not judged: the issue's target is the cold floor
+            row["forming_x_batch"] = ratio(got["forming"], batch)
         if mode == "serial":
             row["joins"] = per_join(count, joins, got, None)
         yield row
@@ -384,6 +411,9 @@ def show(row: dict) -> None:
     head = f"{row['nodes']:>5} {row['mode']:>9} {row['load1']:>5.1f}"
     if row["mode"] == "floor":
         print(f"{head} {row['total']:>8.2f}", flush=True)
+    elif row["mode"] == "batchfloor":
+        print(f"{head} corosync alone adding node 2..N to a running node 1 in one reload: "
+              f"{row['total']:.2f} s", flush=True)
     elif row["mode"] == "joinfloor":
         print(f"{head} corosync alone adding node 2..N: "
               + ", ".join(f"{f:.2f}" for f in row["joins"]) + " s", flush=True)
@@ -397,7 +427,9 @@ def show(row: dict) -> None:
     else:
         print(f"{head} {row['floor']:>8.2f} {row['passed']:>10.2f} "
               f"{row['forming']:>8.2f} x{row['forming_x']:<5.2f} "
-              f"{row['total']:>8.2f} x{row['total_x']:<5.2f} {row['changes']:>7}", flush=True)
+              f"{row['total']:>8.2f} x{row['total_x']:<5.2f} {row['changes']:>7}"
+              + (f"  forming x{row['forming_x_batch']:.2f} of the batch floor"
+                 if "forming_x_batch" in row else ""), flush=True)
         if "joins" in row:
             show_joins(row)
 
