@@ -122,21 +122,24 @@ class SharedSyncState:
     """read_sync_state once for the checks of one run: time-sync reads it, and ntp-offset too
     when neither the plan nor the options name servers. Each reading starts chronyc (and
     timedatectl where chrony does not answer); a mesh agent paid it twice, ~8 ms of CPU per
-    node, all of them at once on a lab's shared cores."""
+    node, all of them at once on a lab's shared cores. The reading is reused only for the same
+    runner and chronyc host as the check asking (its own fields, not a copy of them here)."""
 
-    def __init__(self, sources: Sources, chronyc_host: str | None = None):
-        self.sources, self.chronyc_host = sources, chronyc_host
-        self._state: SyncState | None = None
+    def __init__(self) -> None:
+        self._read: tuple[Runner, str | None, SyncState] | None = None
 
-    def get(self) -> SyncState:
-        if self._state is None:
-            self._state = read_sync_state(self.sources.runner, self.chronyc_host)
-        return self._state
+    def get(self, runner: Runner, chronyc_host: str | None) -> SyncState:
+        read = self._read
+        if read is None or read[0] is not runner or read[1] != chronyc_host:
+            read = self._read = (runner, chronyc_host, read_sync_state(runner, chronyc_host))
+        return read[2]
 
 
 def _sync_state(shared: SharedSyncState | None, sources: Sources,
                 chronyc_host: str | None) -> SyncState:
-    return shared.get() if shared is not None else read_sync_state(sources.runner, chronyc_host)
+    if shared is None:
+        return read_sync_state(sources.runner, chronyc_host)
+    return shared.get(sources.runner, chronyc_host)
 
 
 @dataclass(frozen=True)
@@ -279,7 +282,7 @@ class NtpOffsetCheck:
 
 def checks(sources: Sources = LIVE) -> tuple[LocalSyncCheck, NtpOffsetCheck]:
     """Both checks, sharing one reading of the time daemon (call once per run)."""
-    shared = SharedSyncState(sources)
+    shared = SharedSyncState()
     return (LocalSyncCheck(sources, shared=shared), NtpOffsetCheck(sources, shared=shared))
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from pvestrap.checks.base import Context
 from pvestrap.checks.localsys import Sources
-from pvestrap.checks.timesync import (LocalSyncCheck, NtpOffsetCheck, NtpSample, checks,
+from pvestrap.checks.timesync import (LocalSyncCheck, NtpOffsetCheck, NtpSample, SharedSyncState,
+                                      checks,
                                       parse_chrony_sources, parse_chrony_tracking,
                                       parse_ntpq_peers, read_sync_state, split_server)
 from pvestrap.findings import Severity
@@ -209,6 +210,17 @@ def test_one_run_reads_the_time_daemon_once():
         assert f.code == "time-synced" and f.payload["servers"] == ["127.0.0.1", "127.0.0.2"]
         assert sorted(g.subject for g in found) == ["pve1/127.0.0.1", "pve1/127.0.0.2"]
     assert asked == [("chronyc", "-n", "tracking"), ("chronyc", "-n", "sources")] * 2
+
+
+def test_a_shared_reading_is_not_reused_for_another_chronyc_host():
+    """Checks sharing one reading but asking different chronyc hosts each get their own."""
+    shared = SharedSyncState()
+    local = replay(CHRONY)
+    remote = replay({("chronyc", "-n", "-h", "/run/x.sock", "tracking"): CHRONY_UNSYNCED})
+    [here] = LocalSyncCheck(Sources(runner=local), shared=shared).run(Context())
+    [there] = LocalSyncCheck(Sources(runner=remote), chronyc_host="/run/x.sock",
+                             shared=shared).run(Context())
+    assert (here.code, there.code) == ("time-synced", "time-unsynced")
 
 
 def test_no_servers_is_a_skip():
