@@ -177,7 +177,7 @@ class LatencyFlow:
             self.best = (rtt, offset)
         if len(self.rtts) == 1:
             self.on_first_reply(self, now)
-        if self.sent >= self.count and not self.pending:
+        if (self.sent >= self.count and not self.pending) or self.settings.until_answered:
             self.done = True
 
     def result(self) -> "prober.PortResult":

@@ -72,6 +72,9 @@ class ProbeSettings:
     icmp_count: int = 4
     icmp_timeout_s: float = 0.5
     dad_wait_s: float = 1.0
+    # A presence round (first boot asking whether a peer reached a stage), not a measurement:
+    # a path's flow ends at its first reply instead of sending all `count` probes.
+    until_answered: bool = False
 
     @property
     def count(self) -> int:

@@ -21,6 +21,7 @@ import threading
 
 import pytest
 
+from pvestrap.checks import prober
 from pvestrap.errors import OperationFailed
 from pvestrap.plan import ClusterPlan, Link, Node
 from pvestrap.firstboot import entry, waiting
@@ -94,6 +95,23 @@ def test_probes_are_answered_by_token_and_stage(plan):
         assert waiting.answering(n1, peer, TOKENS.ready) == set()
         assert waiting.answering(n1, peer, derive_tokens(bytes(32)).probe) == set()
     assert waiting.answering(n1, peer, TOKENS.probe) == set()  # closed with the block
+
+
+def test_a_fast_round_ends_at_the_first_answer_and_keeps_asking_a_silent_peer(plan):
+    """The fast pace's round (LISTEN): a peer at the stage answers the first probe and its
+    path is done; a peer not there yet is asked all round long, every probe of it."""
+    n1, n2, n3 = (plan.node(n) for n in ("n1", "n2", "n3"))
+    listen = waiting.LISTEN
+    assert listen.until_answered and listen.count == 10
+    with Presence(plan, n2, TOKENS, ttl_s=60) as p2, Presence(plan, n3, TOKENS, ttl_s=60):
+        p2.announce("ready")
+        targets = prober.udp_targets({"n2": dict(n2.addresses), "n3": dict(n3.addresses)},
+                                     dict(n1.addresses), legacy=False)
+        found = {r.peer: r for r in prober.measure(
+            prober.ProbeRequest("n1", targets, settings=listen), TOKENS.ready).udp}
+    assert found["n2"].state == "open" and found["n2"].received == 1
+    assert found["n2"].sent < listen.count
+    assert found["n3"].state != "open" and found["n3"].sent == listen.count
 
 
 def test_the_answer_file_alone_forges_no_token_the_nodes_accept(plan, tmp_path):

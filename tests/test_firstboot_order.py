@@ -167,8 +167,8 @@ def test_with_pvecm_add_the_creator_holds_nothing(tmp_path):
 def test_what_each_node_waits_for_before_its_turn():
     plan = three()
     a, b, c = plan.nodes
-    fast, slow = waiting.FAST_POLL_S, waiting.POLL_S
-    creator = (waiting.StageWait(("b", "c"), "ready", fast),)
+    slow = waiting.POLL_S
+    creator = (waiting.StageWait(("b", "c"), "ready", waiting.FAST_POLL_S, waiting.LISTEN),)
     assert waiting.turn(plan, a, batched=True) == creator
     assert waiting.turn(plan, a, batched=False) == creator
     # batched: the creator held its lock before its preflight partners had its answers
@@ -177,7 +177,9 @@ def test_what_each_node_waits_for_before_its_turn():
         waiting.StageWait(("a",), "ready", slow),)
     # `pvecm add`, one at a time: the node before, ready (it may still measure), then a member
     assert waiting.turn(plan, c, batched=False) == (
-        waiting.StageWait(("b",), "ready", slow), waiting.StageWait(("b",), "member", fast))
+        waiting.StageWait(("b",), "ready", slow), waiting.StageWait.fast(("b",), "member"))
+    # the fast pace's round ends at each peer's first answer; the slow one is two probes
+    assert waiting.LISTEN.until_answered and not waiting.ROUND.until_answered
 
 
 def test_a_joiner_that_gets_the_lock_of_a_creator_without_a_cluster_retries_and_joins_nothing():

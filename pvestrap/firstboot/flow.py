@@ -173,7 +173,7 @@ def _wait_turn(opts: Options, plan, me, tokens: Tokens, say: Say, batched: bool,
         left = max(0.0, opts.turn_wait_s - (time.monotonic() - started))
         arrived = waiting.wait_for_stage(plan, me, list(wait.peers), wait.stage,
                                          tokens.stage(wait.stage), left, say,
-                                         poll_s=wait.poll_s)
+                                         poll_s=wait.poll_s, settings=wait.settings)
     late = sorted(set(waits[-1].peers) - arrived)
     if late:
         say(f"warning: {', '.join(late)} not {waits[-1].stage} after {opts.turn_wait_s:g} s; "

@@ -29,23 +29,34 @@ Say = Callable[[str], None]
 ROUND = prober.ProbeSettings(duration_s=0.1, interval_s=0.05, reply_timeout_s=0.3, mtu=False,
                              icmp=False, dad_wait_s=0.0)
 POLL_S = 0.9
-# The pause where the probes crowd nobody's measurement: the creator asking each peer whether it
-# is ready (one asker per peer: ~4.5 probes per path per second, next to the 20 per path each of
-# the peer's preflight partners sends), a joiner asking its predecessor whether it is a member
-# once that one said it is ready (its preflight is over: `turn`). Both waits are on forming's
-# critical path: with POLL_S a stage reached was seen 0.6 s later on average, up to 1.25 s; now
-# ~0.2 s, at most 0.45 s.
+# The fast pace, where the probes crowd nobody's measurement: the creator asking each peer
+# whether it is ready (one asker per peer), a joiner asking its predecessor whether it is a
+# member once that one said it is ready (its preflight is over: `turn`). Both waits are on
+# forming's critical path. Its round (LISTEN) probes each path every 0.1 s for up to 1 s and
+# ends at the peer's first answer (ProbeSettings.until_answered), then FAST_POLL_S of pause: a
+# stage reached is seen ~0.05 s later, at most ~0.5 s (a peer that gets there in the round's
+# last 0.3 s). With ROUND's two probes the creator saw the last joiner's "ready" 0.08-0.36 s
+# late (3 nodes). 10 probes per path per second from the one asker, next to the 20 that each
+# of the asked peer's preflight partners sends.
 FAST_POLL_S = 0.1
+LISTEN = prober.ProbeSettings(duration_s=1.0, interval_s=0.1, reply_timeout_s=0.3, mtu=False,
+                              icmp=False, dad_wait_s=0.0, until_answered=True)
 PROGRESS_EVERY_S = 15.0
 
 
 @dataclass(frozen=True)
 class StageWait:
-    """Wait until every one of PEERS answers STAGE's token, a round every POLL_S."""
+    """Wait until every one of PEERS answers STAGE's token: probe rounds of SETTINGS, a pause
+    of POLL_S after each."""
 
     peers: tuple[str, ...]
     stage: str
     poll_s: float
+    settings: prober.ProbeSettings = ROUND
+
+    @classmethod
+    def fast(cls, peers: tuple[str, ...], stage: str) -> "StageWait":
+        return cls(peers, stage, FAST_POLL_S, LISTEN)
 
 
 def turn(plan: ClusterPlan, me: Node, batched: bool, measured: bool = True
@@ -64,12 +75,11 @@ def turn(plan: ClusterPlan, me: Node, batched: bool, measured: bool = True
     that resumes without a preflight has no such answers yet: it waits for "ready" as before."""
     before = predecessor(plan, me, batched)
     if before is None:
-        return (StageWait(tuple(n.name for n in plan.nodes if n.name != me.name), "ready",
-                          FAST_POLL_S),)
+        return (StageWait.fast(tuple(n.name for n in plan.nodes if n.name != me.name), "ready"),)
     if batched:
         return () if measured else (StageWait((before.name,), "ready", POLL_S),)
     return (StageWait((before.name,), "ready", POLL_S),
-            StageWait((before.name,), "member", FAST_POLL_S))
+            StageWait.fast((before.name,), "member"))
 
 
 class PeersMissing(OperationFailed):
@@ -102,14 +112,20 @@ def _peers(plan: ClusterPlan, me: Node, names: list[str] | None = None
 
 
 def wait_for_peers(plan: ClusterPlan, me: Node, token: Token, timeout_s: float, say: Say,
-                   poll_s: float = POLL_S) -> set[str]:
-    """Until every other node of the plan answers probes; PeersMissing after TIMEOUT_S."""
+                   poll_s: float = FAST_POLL_S, settings: prober.ProbeSettings = LISTEN
+                   ) -> set[str]:
+    """Until every other node of the plan answers probes; PeersMissing after TIMEOUT_S. At
+    the fast pace (LISTEN), asking only the peers not seen yet, each at half the rate of one
+    preflight partner: a peer that starts is seen within ~0.1 s. At the slow pace (two probes a round, POLL_S), one that started 0.1 s after this
+    node was seen up to 1.3 s later, and this node's preflight started that much later (3 nodes:
+    the whole first boot ~1 s longer)."""
     peers = _peers(plan, me)
     started = time.monotonic()
     present: set[str] = set()
     shown: tuple[frozenset[str], float] | None = None
     while True:
-        present |= answering(me, {n: a for n, a in peers.items() if n not in present}, token)
+        present |= answering(me, {n: a for n, a in peers.items() if n not in present}, token,
+                             settings)
         missing = sorted(set(peers) - present)
         waited = time.monotonic() - started
         if not missing:
@@ -126,14 +142,17 @@ def wait_for_peers(plan: ClusterPlan, me: Node, token: Token, timeout_s: float, 
 
 
 def wait_for_stage(plan: ClusterPlan, me: Node, peers: list[str], stage: str, token: Token,
-                   timeout_s: float, say: Say, poll_s: float = POLL_S) -> set[str]:
-    """Until every one of PEERS answers the STAGE token; the ones that did at the timeout."""
+                   timeout_s: float, say: Say, poll_s: float = POLL_S,
+                   settings: prober.ProbeSettings = ROUND) -> set[str]:
+    """Until every one of PEERS answers the STAGE token (probe rounds of SETTINGS); the ones
+    that did at the timeout."""
     targets = _peers(plan, me, peers)
     started = time.monotonic()
     arrived: set[str] = set()
     last_said = -PROGRESS_EVERY_S
     while True:
-        arrived |= answering(me, {n: a for n, a in targets.items() if n not in arrived}, token)
+        arrived |= answering(me, {n: a for n, a in targets.items() if n not in arrived}, token,
+                             settings)
         missing = sorted(set(targets) - arrived)
         waited = time.monotonic() - started
         if not missing:
