@@ -116,9 +116,10 @@ def wait_for_peers(plan: ClusterPlan, me: Node, token: Token, timeout_s: float, 
                    ) -> set[str]:
     """Until every other node of the plan answers probes; PeersMissing after TIMEOUT_S. At
     the fast pace (LISTEN), asking only the peers not seen yet, each at half the rate of one
-    preflight partner: a peer that starts is seen within ~0.1 s. At the slow pace (two probes a round, POLL_S), one that started 0.1 s after this
-    node was seen up to 1.3 s later, and this node's preflight started that much later (3 nodes:
-    the whole first boot ~1 s longer)."""
+    preflight partner: a peer that starts is seen within ~0.1 s. At the slow pace (two probes
+    a round, POLL_S), one that started 0.1 s after this node was seen up to 1.3 s later, and
+    this node's preflight started that much later (3 nodes: the whole first boot ~1 s
+    longer)."""
     peers = _peers(plan, me)
     started = time.monotonic()
     present: set[str] = set()
