@@ -12,8 +12,7 @@ import pytest
 from pvestrap.checks.base import Context
 from pvestrap.checks.localsys import Sources
 from pvestrap.checks.timesync import (LocalSyncCheck, NtpOffsetCheck, NtpSample, SharedSyncState,
-                                      checks,
-                                      parse_chrony_sources, parse_chrony_tracking,
+                                      checks, parse_chrony_sources, parse_chrony_tracking,
                                       parse_ntpq_peers, read_sync_state, split_server)
 from pvestrap.findings import Severity
 from pvestrap.plan import ClusterPlan, Link, Node, Preflight, Thresholds
