@@ -2,11 +2,13 @@
 
 An MTU black hole (jumbo frames on one end, a tunnel in between) is a classic cause of knet links
 flapping. The prober sends DF-flagged probes (IP_MTU_DISCOVER = IP_PMTUDISC_DO) and searches
-for the largest size that gets a reply (MtuSearch, driven by MtuFlow inside the prober's loop),
-first out (small replies), then back (replies as large as the probe). A probe larger than the
-local MTU is refused by our own kernel at once (EMSGSIZE), so only the sizes in between cost a
-timeout. The responder also reports the MTU of the interface the probes arrived on, so one
-node sees when the two ends of a link disagree.
+for the largest size that gets a reply (MtuSearch, driven by MtuFlow inside the prober's loop).
+Its first step asks the largest size both ways (a probe of the local MTU asking for a reply as
+large): on a clean link that one step settles both directions. Only when it gets no answer does
+the search go direction by direction, first out (small replies), then back (replies as large as
+the probe). A probe larger than the local MTU is refused by our own kernel at once (EMSGSIZE), so
+only the sizes in between cost a timeout. The responder also reports the MTU of the interface the
+probes arrived on, so one node sees when the two ends of a link disagree.
 
 Findings (subject `pve1->pve2/link1`): mtu-ok (PASS), mtu-below-knet-minimum (FAIL: under 576
 for IPv4, 1280 for IPv6), mtu-asymmetric (WARN: the ends or the directions differ),
@@ -73,6 +75,11 @@ class MtuFlow:
 
     local_mtu starts as the route MTU (the search's upper bound) and becomes the MTU of the
     interface the replies arrive on, to compare like with like against the peer's.
+
+    Phases: "both" (one step: the largest size out, asking for a reply as large; an answer,
+    even a late one, settles both directions), then, only when it was not answered, "forward"
+    (the largest probe that passes, small replies) and "reverse" (the largest reply that comes
+    back, up to the forward size).
     """
 
     events = selectors.EVENT_READ
@@ -85,7 +92,10 @@ class MtuFlow:
         self.forward: int | None = None
         self.reverse: int | None = None
         self.local_mtu = self.peer_mtu = 0
-        self.phase = "forward"
+        self.phase = "both"
+        self.top = 0  # the largest size there is: the route MTU's payload
+        self.both: set[int] = set()  # the seqs of the "both" step's probes
+        self.asked_both = False
         self.seq, self.size, self.deadline = 0, 0, now
         self.step: set[int] = set()  # the seqs of the probes of the current size
         self.sizes: dict[int, int] = {}  # seq -> size of every probe of this phase
@@ -95,15 +105,16 @@ class MtuFlow:
         family = prober.family_of(ex.target.address)
         wire.set_dont_fragment(ex.sock, family)
         self.local_mtu = route_mtu(ex.sock, family)
-        high = min(self.local_mtu - prober.overhead(family), wire.MAX_DATAGRAM)
-        self.search = MtuSearch(wire.PROBE_MIN, high)
+        self.top = min(self.local_mtu - prober.overhead(family), wire.MAX_DATAGRAM)
+        self.search = MtuSearch(wire.PROBE_MIN, self.top)
         self._advance(now)
 
     def wake_at(self) -> float:
         return self.deadline
 
     def on_timer(self, now: float) -> None:
-        self.search.record(self.size, False)
+        if self.phase != "both":  # silence there says nothing about which direction failed
+            self.search.record(self.size, False)
         self._advance(now)
 
     def on_event(self, now: float) -> None:
@@ -111,6 +122,10 @@ class MtuFlow:
             for reply, _t4, ifindex in self.ex.replies():
                 self.peer_mtu = reply.rx_mtu or self.peer_mtu
                 self.local_mtu = self._interface_mtu(ifindex) or self.local_mtu
+                if reply.seq in self.both and not self.done:
+                    self.forward = self.reverse = self.top  # the largest size, out and back
+                    self.done = True
+                    continue
                 size = self.sizes.get(reply.seq)
                 if size is None or self.done:
                     continue
@@ -150,6 +165,11 @@ class MtuFlow:
         return min(max(least, 3 * self.patience()), max(least, self.settings.reply_timeout_s))
 
     def _next_size(self) -> int | None:
+        if self.phase == "both":
+            if not self.asked_both:
+                self.asked_both = True
+                return self.top
+            self.phase = "forward"  # not answered (or refused here): direction by direction
         size = self.search.next_size()
         if size is None and self.phase == "forward":
             self.forward = self.search.best
@@ -163,14 +183,17 @@ class MtuFlow:
         return size
 
     def _send_step(self, size: int) -> bool:
-        reply_size = size if self.phase == "reverse" else wire.REPLY_MIN
+        reply_size = wire.REPLY_MIN if self.phase == "forward" else size
         self.step = set()
         for _ in range(PROBES_PER_STEP):
             self.seq += 1
             if self.ex.send(self.seq, size, reply_size) is None:
                 return False
-            self.step.add(self.seq)
-            self.sizes[self.seq] = size
+            if self.phase == "both":
+                self.both.add(self.seq)
+            else:
+                self.step.add(self.seq)
+                self.sizes[self.seq] = size
         return True
 
     def result(self) -> "prober.MtuResult":

@@ -24,7 +24,7 @@ from pvestrap.checks import prober
 from pvestrap.checks import latency
 from pvestrap.checks import responder as rsp
 from pvestrap.checks.latency import LEGACY_SAMPLES
-from pvestrap.checks.mtu import MtuSearch
+from pvestrap.checks.mtu import PROBES_PER_STEP, MtuFlow, MtuSearch
 from pvestrap.plan import ClusterPlan, JoinTarget, Link, Node
 from pvestrap.qdevice import QDevice
 
@@ -188,6 +188,69 @@ def test_mtu_search_counts_late_replies(low, span, limit, slow):
     else:
         pytest.fail("the search did not end")
     assert search.best == (None if limit < low else min(limit, low + span))
+
+
+class _Path:
+    """An Exchange over a simulated path: probes up to FORWARD bytes pass out, replies up to
+    REVERSE bytes come back (DF both ways), each reply LATE steps late or never (None)."""
+
+    def __init__(self, forward: int, reverse: int):
+        self.forward, self.reverse = forward, reverse
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.connect(("127.0.0.1", 9))  # only for the route MTU: nothing is sent on it
+        self.target = prober.Target("peer", 0, 9, "127.0.0.1")
+        self.refused, self.error = False, None
+        self.sent: list[tuple[int, int]] = []  # (size, reply size)
+        self.waiting: list[wire.Reply] = []
+
+    def send(self, seq: int, size: int, reply_size: int) -> int:
+        self.sent.append((size, reply_size))
+        if size <= self.forward and reply_size <= self.reverse:
+            self.waiting.append(wire.Reply(1, seq, 0, 0, 0, size, 1500, reply_size))
+        return 0
+
+    def replies(self):
+        waiting, self.waiting = self.waiting, []
+        for reply in waiting:
+            yield reply, 0, None
+
+
+def _search(path: _Path) -> MtuFlow:
+    flow = MtuFlow(path, FAST, 0.0)  # type: ignore[arg-type]
+    for _ in range(200):
+        if flow.done:
+            return flow
+        if path.waiting:
+            flow.on_event(flow.deadline)
+        else:
+            flow.on_timer(flow.deadline)
+    pytest.fail("the MTU search did not end")
+
+
+def test_mtu_search_settles_a_clean_path_in_one_step_both_ways():
+    path = _Path(forward=10**6, reverse=10**6)
+    flow = _search(path)
+    path.sock.close()
+    top = flow.top
+    assert path.sent == [(top, top)] * PROBES_PER_STEP
+    assert flow.forward == flow.reverse == top
+
+
+@given(forward=st.integers(0, 70_000), reverse=st.integers(0, 70_000))
+def test_mtu_search_goes_direction_by_direction_when_the_first_step_is_not_answered(forward,
+                                                                                    reverse):
+    path = _Path(forward, reverse)
+    try:
+        flow = _search(path)
+    finally:
+        path.sock.close()
+    top = flow.top
+    answered = forward >= wire.PROBE_MIN and reverse >= wire.REPLY_MIN  # anything comes back
+    out = min(forward, top) if answered else None
+    assert flow.forward == out
+    assert flow.reverse == (min(reverse, out) if out is not None else None)
+    if out == top and flow.reverse == top:
+        assert len(path.sent) == PROBES_PER_STEP  # the first step answered: nothing more
 
 
 def test_loop_reads_waiting_replies_before_the_timers_that_are_due():
