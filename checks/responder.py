@@ -127,6 +127,7 @@ class Responder:
 
     def __init__(self, config: ResponderConfig, log: Callable[[str], None] | None = None):
         self.config = config
+        self.tokens: tuple[wire.Token, ...] = (config.token,)  # answer_also() adds to it
         self.log = log or (lambda _msg: None)
         self.admission = Admission(config.rate_pps, config.burst, config.global_rate_pps,
                                    config.global_burst)
@@ -229,6 +230,15 @@ class Responder:
         if self._waker is not None:
             self._waker.close()
 
+    def answer_also(self, token: wire.Token) -> None:
+        """From now on also answer probes made with TOKEN (each reply is sealed with the
+        token its probe was made with). One responder for several tokens: first boot's stages
+        (firstboot.presence) add theirs here instead of each opening a responder with raw
+        sockets of its own, which every UDP datagram of the node is copied to. Safe while
+        serve() runs: the tuple is replaced, never changed."""
+        if token not in self.tokens:
+            self.tokens = (*self.tokens, token)
+
     def wake(self) -> None:
         """Make serve() look at its stop() now, not at its next 0.2 s tick: an agent whose
         orchestrator hung up exits at once (every agent's session, 32 of them, ends sooner)."""
@@ -266,17 +276,22 @@ class Responder:
         k = arrival.kernel_ns + self.kclock
         return k if -_SLACK <= user_rx - k < 1_000_000_000 else user_rx
 
-    def _accept(self, data: bytes, source: str, t2: int, now: float) -> wire.Probe | None:
-        """The probe when it earns a reply: authentic, fresh, new and within budget."""
-        found = wire.decode_probe(self.config.token, data)
-        if found is None:
+    def _accept(self, data: bytes, source: str, t2: int, now: float
+                ) -> tuple[wire.Probe, wire.Token] | None:
+        """The probe and its token when it earns a reply: authentic (made with one of our
+        tokens), fresh, new and within budget."""
+        for token in self.tokens:
+            found = wire.decode_probe(token, data)
+            if found is not None:
+                break
+        else:
             self.counts["rejected"] += 1
             return None
         why = self.admission.decide(found.session, found.seq, found.t1_ns, t2, source, now)
         if why is not None:
             self.counts[why] += 1
             return None
-        return found
+        return found, token
 
     def _rx_mtu(self, sock: socket.socket, ifindex: int | None, now: float) -> int:
         """The arrival interface's MTU, asked at most once per MTU_FRESH_S (each asking is
@@ -305,12 +320,13 @@ class Responder:
             user_rx, now = time.time_ns(), time.monotonic()
             arrival = wire.parse_ancillary(anc)
             t2 = self._times(arrival, user_rx)
-            found = self._accept(data, addr[0], t2, now)
-            if found is None:
+            accepted = self._accept(data, addr[0], t2, now)
+            if accepted is None:
                 continue
+            found, token = accepted
             rx_mtu = self._rx_mtu(sock, arrival.ifindex, now)
             anc = self._source(family, arrival.local_address)
-            reply, _ = wire.encode_reply(self.config.token, found, t2, rx_mtu, clock=time.time_ns)
+            reply, _ = wire.encode_reply(token, found, t2, rx_mtu, clock=time.time_ns)
             try:
                 sock.sendmsg([reply], anc, 0, addr)
                 self.counts["answered"] += 1
@@ -332,12 +348,13 @@ class Responder:
                 continue
             src, dst, sport, dport, payload = parsed
             t2 = self._times(arrival, user_rx)
-            found = self._accept(payload, src, t2, now)
-            if found is None:
+            accepted = self._accept(payload, src, t2, now)
+            if accepted is None:
                 continue
+            found, token = accepted
             rx_mtu = self._rx_mtu(raw, arrival.ifindex, now)
             anc = self._source(family, dst)
-            reply, _ = wire.encode_reply(self.config.token, found, t2, rx_mtu, clock=time.time_ns)
+            reply, _ = wire.encode_reply(token, found, t2, rx_mtu, clock=time.time_ns)
             packet = udp_datagram(family, dst, src, dport, sport, reply)
             try:
                 raw.sendmsg([packet], anc, 0, (src, 0))

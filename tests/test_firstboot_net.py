@@ -90,10 +90,16 @@ def _bind(address: str, port: int) -> socket.socket | int:
 def test_probes_are_answered_by_token_and_stage(plan):
     n1, n2 = plan.node("n1"), plan.node("n2")
     peer = {"n2": dict(n2.addresses)}
-    with Presence(plan, n2, TOKENS, ttl_s=60):
+    with Presence(plan, n2, TOKENS, ttl_s=60) as presence:
         assert waiting.answering(n1, peer, TOKENS.probe) == {"n2"}
         assert waiting.answering(n1, peer, TOKENS.ready) == set()
         assert waiting.answering(n1, peer, derive_tokens(bytes(32)).probe) == set()
+        threads = threading.active_count()
+        presence.announce("ready")
+        assert waiting.answering(n1, peer, TOKENS.ready) == {"n2"}
+        assert waiting.answering(n1, peer, TOKENS.probe) == {"n2"}
+        assert waiting.answering(n1, peer, TOKENS.member) == set()
+        assert threading.active_count() == threads  # the one responder took the stage on
     assert waiting.answering(n1, peer, TOKENS.probe) == set()  # closed with the block
 
 
@@ -161,7 +167,7 @@ def test_a_rerun_beside_a_running_corosync_answers_through_it(plan):
     assert isinstance(corosync, socket.socket)
     try:
         with Presence(plan, n2, TOKENS, ttl_s=60) as presence:
-            assert [e.mode for e in presence.serving[0][0].endpoints
+            assert [e.mode for e in presence.serving[0].endpoints
                     if e.port == 5405] == ["sniff"]
             assert waiting.answering(n1, {"n2": dict(n2.addresses)}, TOKENS.probe) == {"n2"}
     finally:

@@ -104,6 +104,23 @@ def test_stays_silent_for_wrong_token_garbage_and_replies(serve):
     assert server.counts["rejected"] == 4
 
 
+def test_a_token_added_while_serving_is_answered_and_sealed_with_that_token(serve):
+    """answer_also: one responder for several tokens (first boot's stages); each reply is
+    sealed with its probe's token, so a prober of one token never takes another's reply."""
+    server, port = serve()
+    stage = wire.Token(b"a-stage-token-0123456789")
+    with _client("127.0.0.1", port) as sock:
+        assert _exchange(sock, wire.Probe(5, 1), token=stage) is None  # not yet
+        server.answer_also(stage)
+        data = _exchange(sock, wire.Probe(5, 2), token=stage)
+        assert data is not None and wire.decode_reply(stage, data).seq == 2
+        assert wire.decode_reply(TOKEN, data) is None
+        data = _exchange(sock, wire.Probe(6, 1))
+        assert data is not None and wire.decode_reply(TOKEN, data).seq == 1
+    assert _eventually(lambda: server.counts["answered"] == 2)
+    assert server.counts["rejected"] == 1
+
+
 @pytest.mark.parametrize("size, wanted", [(64, 64), (64, 9000), (1000, 1000), (1000, 10),
                                           (1400, 5000), (8000, 8000)])
 def test_reply_never_larger_than_the_probe_on_the_wire(serve, size, wanted):

@@ -1,4 +1,4 @@
-"""First boot on the wire: this node's responders, for the whole run.
+"""First boot on the wire: this node's responder, for the whole run.
 
 Every node runs the same answer file at about the same time, none of them knowing which peers
 are up yet, so each one answers probes from the start (peers wait for that) and keeps answering
@@ -6,17 +6,20 @@ until the whole cluster stands: a peer still running its preflight must not see 
 ports go dark because this node already moved on to create or join.
 
 The catch is that corosync needs its link ports (link N: UDP 5405+N on the node's link-N
-address) for itself. So no responder ever owns them: while a responder opens, small placeholder
+address) for itself. So the responder never owns them: while it opens, small placeholder
 sockets hold exactly those (address, port) pairs, the responder finds them busy and answers on
-them through its raw socket (the way it answers beside a running corosync). The first
-responder's placeholders stay until `release_corosync_ports()`, right before the apply starts
-corosync; later responders drop theirs as soon as they are open. No responder is ever stopped
-or restarted during the run.
+them through its raw socket (the way it answers beside a running corosync). The placeholders
+stay until `release_corosync_ports()`, right before the apply starts corosync. The responder is
+never stopped or restarted during the run.
 
-Progress is told by probe (tokens.py): each stage is one more responder that answers only its
-token (`announce`). The creating node waits until every peer is ready before it creates, so
-nobody's preflight probes a node whose corosync is half up; with `pvecm add` a joiner waits
-until the node before it is a member (waiting.turn).
+Progress is told by probe (tokens.py): each stage is one more token the responder answers
+(`announce`). One responder for all of them, not one per stage: its raw socket gets a copy of
+every UDP datagram of the node (every probe, every reply to this node's own prober, corosync's
+traffic once it runs), and a responder per stage made a node that had passed its preflight
+parse each of them two or three times over while the others still measured. The creating node
+waits until every peer is ready before it creates, so nobody's preflight probes a node whose
+corosync is half up; with `pvecm add` a joiner waits until the node before it is a member
+(waiting.turn).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class Presence:
         self.placeholders: list[socket.socket] = []
         self.addresses: tuple[str, ...] = ()
         self.stages: list[str] = []
-        self.serving: list[tuple[Responder, threading.Thread, threading.Event]] = []
+        self.serving: tuple[Responder, threading.Thread, threading.Event] | None = None
 
     def __enter__(self) -> "Presence":
         self.open()
@@ -107,22 +110,16 @@ class Presence:
         return sock
 
     def _serve(self, token: Token, ports: tuple[int, ...]) -> tuple[Endpoint, ...]:
-        """Open one more responder, with corosync's ports held while it opens: it must find
-        them busy and only listen through its raw socket, whether corosync runs yet or not."""
-        held = [self._hold(a, p) for a, p in self.corosync_ports()] if self.serving else []
-        try:
-            responder = Responder(ResponderConfig(token=token, ports=ports,
-                                                  addresses=self.addresses, ttl_s=self.ttl_s))
-            endpoints = responder.open()
-        finally:
-            for sock in held:
-                if isinstance(sock, socket.socket):
-                    sock.close()
+        """Open the responder (corosync's ports are held: it finds them busy and listens
+        there only through its raw socket, whether corosync runs yet or not)."""
+        responder = Responder(ResponderConfig(token=token, ports=ports,
+                                              addresses=self.addresses, ttl_s=self.ttl_s))
+        endpoints = responder.open()
         stop = threading.Event()
         thread = threading.Thread(target=responder.serve, kwargs={"stop": stop.is_set},
                                   name="pvestrap-responder", daemon=True)
         thread.start()
-        self.serving.append((responder, thread, stop))
+        self.serving = (responder, thread, stop)
         return endpoints
 
     def release_corosync_ports(self) -> None:
@@ -132,17 +129,21 @@ class Presence:
         self.placeholders.clear()
 
     def announce(self, stage: str) -> None:
-        """From now on also answer the STAGE token (ready, member), on the link ports."""
+        """From now on also answer the STAGE token (checked, ready, member): the responder
+        that answers the probe token takes it on (Responder.answer_also), so the node keeps
+        one responder, with one raw socket per family, whatever its stage."""
         if stage in self.stages:
             return
-        self._serve(self.tokens.stage(stage), tuple(sorted(link.port for link in self.plan.links)))
+        assert self.serving is not None, "announce() after open()"
+        self.serving[0].answer_also(self.tokens.stage(stage))
         self.stages.append(stage)
         self.say(f"telling the other nodes by probe: {self.node.name} is {STAGES[stage]}")
 
     def close(self) -> None:
         self.release_corosync_ports()
-        for responder, thread, stop in self.serving:
+        if self.serving is not None:
+            responder, thread, stop = self.serving
             stop.set()
             thread.join(timeout=2)
             responder.close()
-        self.serving.clear()
+        self.serving = None

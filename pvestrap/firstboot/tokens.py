@@ -1,8 +1,8 @@
 """The probe tokens of the first boot's stages, all derived from the cluster's first-boot secret.
 
 Progress is told by probe: `probe` (I am here: the peer wait and the preflight), `ready` (my
-preflight passed) and `member` (I have created or joined). Each stage is one more responder
-that answers only its token (presence.Presence.announce); the others wait for it by probing
+preflight passed) and `member` (I have created or joined). Each stage is one more token this
+node's responder answers (presence.Presence.announce); the others wait for it by probing
 (waiting.wait_for_stage).
 """
 
