@@ -29,7 +29,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, cast
+from typing import Callable, Iterable, Sequence, cast
 
 from pvestrap.checks import probe as wire
 from pvestrap.checks.admission import MAX_RATE_PPS, MAX_TTL_S, Admission, check_setting
@@ -214,6 +214,10 @@ class Responder:
             raw.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
         else:
             raw.setsockopt(socket.IPPROTO_IP, wire.IP_PKTINFO, 1)
+        try:
+            attach_probe_filter(raw, family, sorted({port for _, port in wanted}))
+        except OSError as exc:  # no filter: _parse_raw picks the probes out, at more CPU
+            self.log(f"the raw socket takes every UDP datagram ({exc.strerror})")
         raw.setsockopt(socket.SOL_SOCKET, wire.SO_TIMESTAMPNS, 1)
         wire.set_dont_fragment(raw, family)
         raw.setblocking(False)
@@ -382,6 +386,48 @@ class Responder:
         if (dst, dport) not in wanted and (wildcard, dport) not in wanted:
             return None
         return src, dst, sport, dport, udp[_UDP.size:length]
+
+
+# Classic BPF (linux/filter.h): the kernel runs it on every datagram the raw socket would get.
+_SO_ATTACH_FILTER = 26
+_BPF = struct.Struct("HBBI")  # struct sock_filter: code, jt, jf, k
+_LDX_IP_HEADER_LEN = 0x01 | 0x10 | 0xA0  # ldx 4*([0]&0xf): X = the IPv4 header's length
+_LD_HALF, _LD_WORD = 0x00 | 0x08, 0x00 | 0x00
+_ABS, _IND = 0x20, 0x40
+_JEQ = 0x05 | 0x10 | 0x00
+_RET = 0x06 | 0x00
+_MAGIC_WORD = int.from_bytes(wire.MAGIC, "big")
+
+
+def probe_filter(family: int, ports: Sequence[int]) -> list[bytes]:
+    """A socket filter passing only UDP datagrams to one of PORTS whose payload starts with
+    the probe magic: a raw socket gets a copy of every UDP datagram of the machine (corosync's
+    knet traffic on the same port, replies to this node's own prober, probes its bound sockets
+    answer already), and each one it passes costs a read and a parse in Python. An IPv4 raw
+    socket's datagrams start at the IP header, an IPv6 one's at the UDP header."""
+    if not 0 < len(ports) < 256:
+        raise ValueError(f"{len(ports)} ports do not fit one filter's jumps")
+    load = _IND if family == socket.AF_INET else _ABS
+    code = [_BPF.pack(_LDX_IP_HEADER_LEN, 0, 0, 0)] if family == socket.AF_INET else []
+    code.append(_BPF.pack(_LD_HALF | load, 0, 0, 2))  # the UDP destination port
+    last = len(ports) - 1
+    for i, port in enumerate(ports):  # equal: on to the magic; the last one unequal: drop
+        code.append(_BPF.pack(_JEQ, last - i, 3 if i == last else 0, port))
+    code.append(_BPF.pack(_LD_WORD | load, 0, 0, _UDP.size))  # the payload's first word
+    code.append(_BPF.pack(_JEQ, 0, 1, _MAGIC_WORD))
+    code.append(_BPF.pack(_RET, 0, 0, 0xFFFF))  # pass (up to 64 KiB of it)
+    code.append(_BPF.pack(_RET, 0, 0, 0))  # drop
+    return code
+
+
+def attach_probe_filter(sock: socket.socket, family: int, ports: Sequence[int]) -> None:
+    """Attach probe_filter (the kernel copies the program: the buffer may go after)."""
+    import ctypes  # only where a port is busy: not on every responder's import path
+
+    code = probe_filter(family, ports)
+    program = ctypes.create_string_buffer(b"".join(code))
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER,
+                    struct.pack("HP", len(code), ctypes.addressof(program)))
 
 
 def _large_receive_buffer(sock: socket.socket) -> None:

@@ -6,10 +6,12 @@ Real sockets on 127.0.0.1 / ::1 in the root namespace, nothing else. The CLI tes
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -119,6 +121,43 @@ def test_a_token_added_while_serving_is_answered_and_sealed_with_that_token(serv
         assert data is not None and wire.decode_reply(TOKEN, data).seq == 1
     assert _eventually(lambda: server.counts["answered"] == 2)
     assert server.counts["rejected"] == 1
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("family, address", [(socket.AF_INET, "127.0.0.1"),
+                                             (socket.AF_INET6, "::1")])
+def test_the_raw_socket_of_a_busy_port_gets_only_probes_to_that_port(family, address):
+    """The kernel filters what a sniffing responder's raw socket is given: a datagram to a
+    sniffed port that starts like a probe, nothing else (not corosync's traffic on that port,
+    not datagrams to other ports), so Python never reads the rest."""
+    ports = [_free_port(), _free_port()]
+    other = _free_port()
+    raw = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_UDP)
+    rsp.attach_probe_filter(raw, family, ports)
+    raw.settimeout(0.3)
+    probe = wire.encode_probe(TOKEN, wire.Probe(9, 1), clock=time.time_ns)[0]
+    with raw, socket.socket(family, socket.SOCK_DGRAM) as tx:
+        for port, payload in ((ports[0], probe), (other, probe), (ports[1], b"knet" + probe),
+                              (ports[1], probe[:40]), (ports[1], probe)):
+            tx.sendto(payload, (address, port))
+        got = []
+        with contextlib.suppress(socket.timeout):
+            while True:
+                got.append(raw.recv(70_000))
+    header = 20 if family == socket.AF_INET else 0
+    assert [(struct.unpack_from("!H", d, header + 2)[0], d[header + 8:]) for d in got] == [
+        (ports[0], probe), (ports[1], probe[:40]), (ports[1], probe)]
+
+
+def test_a_filter_holds_at_most_255_ports():
+    assert len(rsp.probe_filter(socket.AF_INET, list(range(1, 256)))) == 255 + 6
+    with pytest.raises(ValueError):
+        rsp.probe_filter(socket.AF_INET, list(range(1, 257)))
 
 
 @pytest.mark.parametrize("size, wanted", [(64, 64), (64, 9000), (1000, 1000), (1000, 10),
