@@ -35,7 +35,6 @@ from typing import Any
 
 from pvestrap import answers, preflight
 from pvestrap.checks import probe as wire
-from pvestrap.checks.prober import Measurements
 from pvestrap.checks.responder import Responder, ResponderConfig, ports_for_links
 from pvestrap.checks.runner import build_sections
 from pvestrap.errors import PvestrapError, UserError
@@ -262,7 +261,12 @@ def agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
     node = plan.node(job["node"])
 
     def work(token: wire.Token, ready: Callable[[], bool]) -> dict[str, Any] | None:
-        source = _AfterGo(preflight.Probes(token, float(job.get("duration_s", 3.0))), ready)
+        def go() -> None:  # the local checks ran: READY, then probe on GO
+            if not ready():
+                raise _NoGo()
+
+        source = preflight.AfterLocalChecks(
+            preflight.Probes(token, float(job.get("duration_s", 3.0))), go)
         try:
             report = preflight.run(plan, node.name, probes=source,
                                    ignore=tuple(job.get("ignore", ())))
@@ -292,22 +296,6 @@ def responder_agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
 
 class _NoGo(Exception):
     """The orchestrator hung up (or said something else) instead of GO."""
-
-
-@dataclass(frozen=True)
-class _AfterGo:
-    """The preflight agent's probe source: say READY once the local checks ran (they are
-    CPU-heavy and must not disturb anyone's probes), wait for GO, then probe like every other
-    front-end."""
-
-    probes: preflight.Probes
-    ready: Callable[[], bool]
-
-    def measure(self, plan: ClusterPlan | None, node: str | None,
-                pending: frozenset[int]) -> Measurements | None:
-        if not self.ready():
-            raise _NoGo()
-        return self.probes.measure(plan, node, pending)
 
 
 def agent_session(job: Mapping[str, Any], links: Sequence[int], addresses: Sequence[str],

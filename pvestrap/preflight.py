@@ -116,6 +116,22 @@ class Probes:
         return measured
 
 
+@dataclass(frozen=True)
+class AfterLocalChecks:
+    """A probe source that calls BEFORE first. run() measures once its local checks ran, so
+    BEFORE runs between the two: the mesh agent says READY there and waits for GO, first boot
+    tells its peers it is "checked" and waits until they are too. The local checks are
+    CPU-heavy and must not run next to anyone's probes. BEFORE stops the run by raising."""
+
+    probes: ProbeSource
+    before: Callable[[], None]
+
+    def measure(self, plan: ClusterPlan | None, node: str | None,
+                pending: frozenset[int]) -> prober.Measurements | None:
+        self.before()
+        return self.probes.measure(plan, node, pending)
+
+
 # -- the run ---------------------------------------------------------------------------------------
 
 def run(plan: ClusterPlan | None, node: str | None, *, probes: ProbeSource | None = None,

@@ -182,18 +182,21 @@ def test_a_node_whose_addresses_are_elsewhere_refuses_to_start():
     assert caught.value.code == "firstboot-no-link-address"
 
 
-def test_waiting_for_peers_names_the_missing_ones(plan):
+def test_waiting_until_the_peers_are_checked_names_the_ones_that_are_not(plan):
+    """A peer that merely answers (its local checks still running) is not enough: every
+    peer must answer the "checked" token before this node probes."""
     n1, n2 = plan.node("n1"), plan.node("n2")
     lines: list[str] = []
-    with Presence(plan, n2, TOKENS, ttl_s=60):
+    with Presence(plan, n2, TOKENS, ttl_s=60) as p2, \
+            Presence(plan, plan.node("n3"), TOKENS, ttl_s=60) as p3:
+        p2.announce("checked")
         with pytest.raises(waiting.PeersMissing) as caught:
-            waiting.wait_for_peers(plan, n1, TOKENS.probe, timeout_s=1.5, say=lines.append,
-                               poll_s=0.2)
-    assert caught.value.code == "firstboot-peers-missing"
-    assert caught.value.missing == ["n3"]
-    with Presence(plan, n2, TOKENS, ttl_s=60), \
-            Presence(plan, plan.node("n3"), TOKENS, ttl_s=60):
-        assert waiting.wait_for_peers(plan, n1, TOKENS.probe, 10, lines.append) == {"n2", "n3"}
+            waiting.wait_for_checked(plan, n1, TOKENS.checked, timeout_s=1.5, say=lines.append)
+        assert caught.value.code == "firstboot-peers-missing"
+        assert caught.value.missing == ["n3"]
+        p3.announce("checked")
+        assert waiting.wait_for_checked(plan, n1, TOKENS.checked, 10, lines.append) == {"n2",
+                                                                                        "n3"}
 
 
 def test_waiting_for_a_stage_returns_who_reached_it(plan):
@@ -214,8 +217,10 @@ def test_a_local_preflight_fail_stops_before_any_change(plan, tmp_path, capsys):
     marked done, and the saved report says why."""
     answers, tokens = cluster_files(plan, tmp_path)
     applied = []
-    with Presence(plan, plan.node("n2"), tokens, ttl_s=60), \
-            Presence(plan, plan.node("n3"), tokens, ttl_s=60):
+    with Presence(plan, plan.node("n2"), tokens, ttl_s=60) as p2, \
+            Presence(plan, plan.node("n3"), tokens, ttl_s=60) as p3:
+        p2.announce("checked")  # their local checks ran: n1 probes once its own did
+        p3.announce("checked")
         code = entry.main(["--answers", str(answers), "--node", "n1", "--state-dir",
                                str(tmp_path / "state"), "--duration", "0.5", "--peer-wait",
                                "20", "--quiet"], apply=applied.append)
@@ -244,6 +249,8 @@ def test_after_a_passed_preflight_the_apply_runs_once_and_the_node_is_done(plan,
     applied: list = []
     with Presence(plan, plan.node("n2"), tokens, ttl_s=60) as p2, \
             Presence(plan, plan.node("n3"), tokens, ttl_s=60) as p3:
+        p2.announce("checked")
+        p3.announce("checked")
         assert entry.main(argv, apply=applied.append) == 1
         saved = json.loads((state / "firstboot-preflight.json").read_text())
         local = sorted({f["check"] for s in saved["report"]["sections"] for f in s["findings"]

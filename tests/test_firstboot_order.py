@@ -2,10 +2,10 @@
 waits for its turn and for what, and what a joiner queued on a creator that stopped finds.
 
 The flow runs for real (its answer file, secret, state folder, phases and the creator's real
-flock on a temporary join lock); where it meets the network (responders, peer wait and
-preflight, stage waits, corosync) the tests give it fakes through `flow.Seams` that write down
-what happened, and whether the lock was held at that moment, asked with a real flock. The same
-flow with real nodes: tests/lab/test_firstboot_cluster.py."""
+flock on a temporary join lock); where it meets the network (responders, the preflight
+with its wait for the peers, stage waits, corosync) the tests give it fakes through
+`flow.Seams` that write down what happened, and whether the lock was held at that moment,
+asked with a real flock. The same flow with real nodes: tests/lab/test_firstboot_cluster.py."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ def command(
     node: Optional[str] = typer.Option(None, "--node", metavar="NAME",
                                        help="This node's name in the file (default: host name)."),
     peer_wait: Optional[float] = typer.Option(
-        None, "--peer-wait", metavar="S", help="Wait this long for every other node to answer "
-        "(default 600)."),
+        None, "--peer-wait", metavar="S", help="Wait this long, before probing, until every other "
+        "node answers and ran its local checks (default 600)."),
     turn_wait: Optional[float] = typer.Option(
         None, "--turn-wait", metavar="S", help="Wait this long for this node's turn: the creator "
         "until every node passed its preflight, a joiner until the node before it is a member "

@@ -7,12 +7,13 @@ idea which of the others are up yet. In order:
    Otherwise the network phase: this node's interface stanzas of the answer file (a cluster NIC
    the installer left unconfigured) written and brought up, as `pvestrap apply` does it
    (network.py); nothing else can reach the peers over that link before.
-2. Answer probes (checks.responder, in threads of this process) and wait, bounded, until every
-   other node of the file answers too, saying who is still missing.
-3. The preflight, local checks and probes of every peer and link: any FAIL stops here, before
-   anything changed (when all FAILs are network ones, a peer may have been restarting: it waits
-   for the peers and measures again, twice at most). The report goes to stdout (the journal)
-   and, as JSON, to the state folder.
+2. Answer probes (checks.responder, in a thread of this process) from now on.
+3. The preflight: the local checks; then this node tells the others it is "checked" and waits,
+   bounded, until every other node of the file is too, saying who is still missing (no node
+   probes while another still runs its CPU-heavy start and local checks); then the probes of
+   every peer and link. Any FAIL stops here, before anything changed (when all FAILs are
+   network ones, a peer may have been restarting: it measures again, twice at most). The
+   report goes to stdout (the journal) and, as JSON, to the state folder.
 4. The creating node waits until every peer's preflight passed, then creates. With plain
    corosync it holds its own join lock from before it answers its first probe until it is a
    member: the others apply as soon as their own preflight passed (which needed the creator's

@@ -18,15 +18,17 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pvestrap firstboot",
         description="Build the cluster of an answer file at a node's first boot: answer "
-                    "probes, wait for the other nodes, preflight, then create or join in "
-                    "nodeid order. Idempotent: rerun after an interruption; a finished node "
-                    "does nothing. Exit 0 done, 1 failed (try again), 2 bad input.")
+                    "probes, preflight (probing once the other nodes ran their local checks), "
+                    "then create or join in nodeid order. Idempotent: rerun after an "
+                    "interruption; a finished node does nothing. Exit 0 done, 1 failed (try "
+                    "again), 2 bad input.")
     p.add_argument("--answers", required=True, metavar="FILE",
                    help="The cluster's answer file (the same file on every node).")
     p.add_argument("--node", metavar="NAME", help="This node's name in the answer file "
                    "(default: the host name).")
     p.add_argument("--peer-wait", type=_seconds, default=600.0, metavar="S",
-                   help="How long to wait for every other node to answer (default 600).")
+                   help="How long to wait, before probing, until every other node answers "
+                        "and ran its local checks (default 600).")
     p.add_argument("--turn-wait", type=_seconds, default=900.0, metavar="S",
                    help="How long to wait for this node's turn (default 900): the creating "
                         "node until every other node passed its preflight, a joiner until the "

@@ -1,5 +1,6 @@
-"""The first boot's phases in order (the package docstring tells the story): peer wait,
-preflight, this node's turn, apply, linger. `entry` is its command line."""
+"""The first boot's phases in order (the package docstring tells the story): preflight
+(local checks, the wait until every peer's ran, probes), this node's turn, apply, linger.
+`entry` is its command line."""
 
 from __future__ import annotations
 
@@ -115,9 +116,11 @@ def _run_locked(opts, state, plan, me, role, digest, secret, apply, say, detail,
             if member or phase in ("preflight-passed", "applied"):
                 why = "this node is in the cluster's corosync.conf" if member else \
                     "its preflight passed in an earlier run"
-                say(f"skipping the peer wait and the preflight: {why}")
+                say(f"skipping the preflight: {why}")
+                presence.announce("checked")  # the peers' preflights wait for it, not for us
             else:
-                report = seams.preflight(opts, state, plan, me, tokens, say, detail)
+                report = seams.preflight(opts, state, plan, me, tokens, say, detail,
+                                         presence.announce)
                 state.record(digest, me.name, "preflight-passed")
                 done_phases.append("preflight-passed")
             presence.announce("ready")
@@ -180,17 +183,16 @@ def _wait_turn(opts: Options, plan, me, tokens: Tokens, say: Say, batched: bool,
             "going ahead (the cluster serializes joins itself)")
 
 
-def _wait_and_preflight(opts: Options, state: StateDir, plan, me, tokens: Tokens, say: Say,
-                        detail: Say) -> Report:
-    """Wait for the peers, then the preflight. When every FAIL is a network one, a peer may
-    just have restarted in the middle of the measurement (a node that reboots runs its first
-    boot again): wait for the peers again and measure again, a few times at most. A local FAIL
-    (a hostname, a running corosync) does not go away by waiting: it stops at once."""
+def _preflights(opts: Options, state: StateDir, plan, me, tokens: Tokens, say: Say,
+                detail: Say, announce: Callable[[str], None]) -> Report:
+    """The preflight, measured again when every FAIL is a network one: a peer may just have
+    restarted in the middle of the measurement (a node that reboots runs its first boot
+    again), a few times at most. A local FAIL (a hostname, a running corosync) does not go
+    away by waiting: it stops at once."""
     network = {check.id for check in preflight.network_checks()}
     for attempt in range(1, PREFLIGHT_ATTEMPTS):
-        waiting.wait_for_peers(plan, me, tokens.probe, opts.peer_wait_s, say)
         try:
-            return _preflight(opts, state, plan, me, tokens, say, detail)
+            return _preflight(opts, state, plan, me, tokens, say, detail, announce)
         except FirstBootPreflightFailed as exc:
             if not exc.checks <= network:
                 raise
@@ -198,17 +200,24 @@ def _wait_and_preflight(opts: Options, state: StateDir, plan, me, tokens: Tokens
                 f"may be restarting; measuring again (attempt {attempt + 1} of "
                 f"{PREFLIGHT_ATTEMPTS})")
             time.sleep(PREFLIGHT_PAUSE_S)
-    waiting.wait_for_peers(plan, me, tokens.probe, opts.peer_wait_s, say)
-    return _preflight(opts, state, plan, me, tokens, say, detail)
+    return _preflight(opts, state, plan, me, tokens, say, detail, announce)
 
 
 def _preflight(opts: Options, state: StateDir, plan, me, tokens: Tokens, say: Say,
-               detail: Say) -> Report:
+               detail: Say, announce: Callable[[str], None]) -> Report:
+    """The local checks; then this node is "checked" and waits until every peer is too
+    (waiting.wait_for_checked: PeersMissing when one is not, in time); then the probes."""
     duration = opts.duration_s or plan.preflight.thresholds.duration_s
-    say(f"preflight: local checks and {duration:g} s of probes to every peer and link")
+    say(f"preflight: local checks, then {duration:g} s of probes to every peer and link once "
+        "every peer's local checks ran too")
     measured: list[Measurements] = []
-    report = preflight.run(plan, me.name, ignore=opts.ignore, probes=preflight.Probes(
-        tokens.probe, duration, keep=measured.append))
+
+    def checked() -> None:
+        announce("checked")
+        waiting.wait_for_checked(plan, me, tokens.checked, opts.peer_wait_s, say)
+
+    report = preflight.run(plan, me.name, ignore=opts.ignore, probes=preflight.AfterLocalChecks(
+        preflight.Probes(tokens.probe, duration, keep=measured.append), checked))
     state.write_json(PREFLIGHT_FILE, {"report": report_dict(report),
                                       "measurements": measured[0].to_dict()})
     detail(render_text(report).rstrip("\n"))
@@ -242,15 +251,16 @@ class Seams:
     cluster NIC (network.configure); member: whether this node's corosync.conf lists it;
     batches: whether joins go in batches (the plain corosync backend); hold: the creating
     node's hold on its own join lock (applying.holding_joins); presence: this node's responders
-    (presence.Presence); preflight: the peer wait and the preflight; turn: the wait for this
-    node's turn; members: the linger until every node is a member."""
+    (presence.Presence); preflight: the preflight (its local checks, the wait until every
+    peer's ran, its probes); turn: the wait for this node's turn; members: the linger until
+    every node is a member."""
 
     network: Callable[[ClusterPlan, str, Say, Say], object] = network.configure
     member: Callable[[ClusterPlan, Node], bool] = membership.configured_member
     batches: Callable[[ClusterPlan], bool] = applying.batches
     hold: Callable[[Say], ContextManager[object]] = applying.holding_joins
     presence: Callable[[ClusterPlan, Node, Tokens, float, Say], Any] = Presence
-    preflight: Callable[..., Report] = _wait_and_preflight
+    preflight: Callable[..., Report] = _preflights
     turn: Callable[..., None] = _wait_turn
     members: Callable[[ClusterPlan, float, Say], bool] = membership.wait_for_all_members
 

@@ -111,34 +111,22 @@ def _peers(plan: ClusterPlan, me: Node, names: list[str] | None = None
             if n.name != me.name and (names is None or n.name in names)}
 
 
-def wait_for_peers(plan: ClusterPlan, me: Node, token: Token, timeout_s: float, say: Say,
-                   poll_s: float = POLL_S) -> set[str]:
-    """Until every other node of the plan answers probes; PeersMissing after TIMEOUT_S. At the
-    slow pace (ROUND, POLL_S) on purpose: every node starts its preflight once it sees every
-    peer, and the slow pace spreads those starts over ~1 s. Seen within ~0.1 s (LISTEN), 16
-    nodes started their preflights within 0.07 s of each other, and their 1 s of probes met the
-    others' start-up and local checks on this 2-core lab: 24-30 preflights measured again for
-    packet loss per first boot, 9-14 of them a third time (the last allowed), against 4-5 and
-    none at the slow pace (two first boots each, alternating)."""
-    peers = _peers(plan, me)
-    started = time.monotonic()
-    present: set[str] = set()
-    shown: tuple[frozenset[str], float] | None = None
-    while True:
-        present |= answering(me, {n: a for n, a in peers.items() if n not in present}, token)
-        missing = sorted(set(peers) - present)
-        waited = time.monotonic() - started
-        if not missing:
-            say(f"all {len(peers)} peers answer ({waited:.0f} s)")
-            return present
-        if waited >= timeout_s:
-            raise PeersMissing(missing, timeout_s)
-        if shown is None or shown[0] != frozenset(present) or \
-                time.monotonic() - shown[1] >= PROGRESS_EVERY_S:
-            say(f"waiting for peers: {len(present)} of {len(peers)} answer; still waiting for "
-                f"{', '.join(missing)} ({waited:.0f} s of {timeout_s:g} s)")
-            shown = (frozenset(present), time.monotonic())
-        time.sleep(min(poll_s, max(0.0, timeout_s - waited)))
+def wait_for_checked(plan: ClusterPlan, me: Node, token: Token, timeout_s: float,
+                     say: Say) -> set[str]:
+    """Until every other node of the plan answers the "checked" TOKEN (its local checks ran);
+    PeersMissing after TIMEOUT_S. Every node's preflight calls it between its local checks and
+    its probes, so no node probes while another still runs its CPU-heavy start and local
+    checks: the mesh preflight's READY/GO, without an orchestrator. At the fast pace (seen
+    within ~0.1 s), so the probes start within ~0.1 s of the last node's local checks."""
+    peers = [n.name for n in plan.nodes if n.name != me.name]
+    if not peers:
+        return set()
+    arrived = wait_for_stage(plan, me, peers, "checked", token, timeout_s, say, FAST_POLL_S,
+                             LISTEN)
+    missing = sorted(set(peers) - arrived)
+    if missing:
+        raise PeersMissing(missing, timeout_s)
+    return arrived
 
 
 def wait_for_stage(plan: ClusterPlan, me: Node, peers: list[str], stage: str, token: Token,

@@ -170,12 +170,13 @@ def test_four_nodes_two_late_end_quorate(lab, runs, tmp_path):
 
 
 def test_killed_halfway_and_rerun_still_ends_quorate(lab, runs, tmp_path):
-    """Four kills, at four different points: n4 in its peer wait or preflight, n2 after its
-    preflight passed (waiting for its turn), n1 in the middle of creating (its corosync.conf
-    written), n3 in the middle of joining (as soon as the members list it). Each is killed with
-    SIGKILL by pid and started again at once, like a node that reboots. When n3 held the lock of
-    a batch, the members list its batched joiners too, none of them told: they and n3's rerun
-    each resume, letting the join lock go after their install (apply.batch.ReleaseStep)."""
+    """Four kills, at four different points: n4 in its preflight (local checks, peer wait or
+    probes), n2 after its preflight passed (waiting for its turn), n1 in the middle of creating
+    (its corosync.conf written), n3 in the middle of joining (as soon as the members list it).
+    Each is killed with SIGKILL by pid and started again at once, like a node that reboots.
+    When n3 held the lock of a batch, the members list its batched joiners too, none of them
+    told: they and n3's rerun each resume, letting the join lock go after their install
+    (apply.batch.ReleaseStep)."""
     four, plan, answers = lab_with_answers(lab, tmp_path)
     conf = "/etc/corosync/corosync.conf"
     triggers = {
