@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from pvestrap.checks import prober
 from pvestrap.checks.base import Context
+from pvestrap.checks.rawudp import internet_checksum
 from pvestrap.findings import Finding, Severity
 
 if TYPE_CHECKING:
@@ -152,11 +153,7 @@ def _arp_probe(interface: str, address: str, wait_s: float) -> str | None:
 
 
 def _icmp6_checksum(src: bytes, dst: bytes, body: bytes) -> int:
-    data = src + dst + struct.pack("!I3xB", len(body), 58) + body
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+    return internet_checksum(src + dst + struct.pack("!I3xB", len(body), 58) + body)
 
 
 def _ns_probe(interface: str, address: str, wait_s: float) -> str | None:

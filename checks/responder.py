@@ -7,11 +7,12 @@ probe, and they are rate-limited per source address and in total (checks.admissi
 responder can be turned neither into an amplifier nor into a reflector of captured probes. It exits
 after its TTL: a forgotten responder does not linger on a production node.
 
-Where a port is already taken (corosync owns 5405 on a cluster member), the responder still
-answers on it: a raw socket receives a copy of every UDP datagram, the responder picks out the
-probes for that port, and sends the reply with a hand-built UDP header whose source port is the
-busy port. The standard library's raw sockets do this without scapy, which takes over a second to
-import and is not on every node. corosync sees the probe too and discards it as garbage.
+Where a port is already taken (corosync owns 5405 on a cluster member), the responder still answers
+on it: a raw socket receives a copy of every UDP datagram, the responder picks out the probes for
+that port (a socket filter lets the kernel drop everything else), and sends the reply with a
+hand-built UDP header whose source port is the busy port (both from checks.rawudp). The standard
+library's raw sockets do this without scapy, which takes over a second to import and is not on
+every node. corosync sees the probe too and discards it as garbage.
 
 Public API: ResponderConfig, Responder (open, serve, close; a context manager), Endpoint,
 ResponderStats, ports_for_links, and for `--background`: PidLock, daemonize, stop_running.
@@ -26,12 +27,12 @@ import os
 import selectors
 import signal
 import socket
-import struct
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence, cast
+from typing import Callable, Iterable, cast
 
 from pvestrap.checks import probe as wire
+from pvestrap.checks.rawudp import UDP_HEADER, attach_probe_filter, udp_datagram
 from pvestrap.checks.admission import MAX_RATE_PPS, MAX_TTL_S, Admission, check_setting
 from pvestrap.errors import OperationFailed, UserError
 
@@ -43,7 +44,6 @@ _ANC_SPACE = 256
 _SO_RCVBUFFORCE = 33
 RECEIVE_BUFFER = 4 << 20
 _SLACK = 1_000_000  # with an estimated clock shift a kernel stamp may seem up to 1 ms late
-_UDP = struct.Struct("!HHHH")
 MTU_FRESH_S = 1.0  # an interface's MTU is asked again after this long (an admin may change it)
 
 
@@ -99,27 +99,6 @@ class ResponderStats:
 
 def _family(address: str) -> int:
     return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def udp_datagram(family: int, src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
-    """A UDP header plus payload with the checksum over the pseudo-header (mandatory on IPv6)."""
-    length = _UDP.size + len(payload)
-    s, d = socket.inet_pton(family, src), socket.inet_pton(family, dst)
-    if family == socket.AF_INET6:
-        pseudo = s + d + struct.pack("!I3xB", length, socket.IPPROTO_UDP)
-    else:
-        pseudo = s + d + struct.pack("!xBH", socket.IPPROTO_UDP, length)
-    csum = _checksum(pseudo + _UDP.pack(sport, dport, length, 0) + payload) or 0xFFFF
-    return _UDP.pack(sport, dport, length, csum) + payload
 
 
 class Responder:
@@ -378,56 +357,14 @@ class Responder:
             udp = data[ihl:]
         else:
             src, dst, udp = addr[0], arrival.local_address, data
-        if dst is None or len(udp) < _UDP.size:
+        if dst is None or len(udp) < UDP_HEADER.size:
             return None
-        sport, dport, length, _ = _UDP.unpack_from(udp)
+        sport, dport, length, _ = UDP_HEADER.unpack_from(udp)
         wanted = self.sniffed.get(family, set())
         wildcard = WILDCARDS[family == socket.AF_INET6]
         if (dst, dport) not in wanted and (wildcard, dport) not in wanted:
             return None
-        return src, dst, sport, dport, udp[_UDP.size:length]
-
-
-# Classic BPF (linux/filter.h): the kernel runs it on every datagram the raw socket would get.
-_SO_ATTACH_FILTER = 26
-_BPF = struct.Struct("HBBI")  # struct sock_filter: code, jt, jf, k
-_LDX_IP_HEADER_LEN = 0x01 | 0x10 | 0xA0  # ldx 4*([0]&0xf): X = the IPv4 header's length
-_LD_HALF, _LD_WORD = 0x00 | 0x08, 0x00 | 0x00
-_ABS, _IND = 0x20, 0x40
-_JEQ = 0x05 | 0x10 | 0x00
-_RET = 0x06 | 0x00
-_MAGIC_WORD = int.from_bytes(wire.MAGIC, "big")
-
-
-def probe_filter(family: int, ports: Sequence[int]) -> list[bytes]:
-    """A socket filter passing only UDP datagrams to one of PORTS whose payload starts with
-    the probe magic: a raw socket gets a copy of every UDP datagram of the machine (corosync's
-    knet traffic on the same port, replies to this node's own prober, probes its bound sockets
-    answer already), and each one it passes costs a read and a parse in Python. An IPv4 raw
-    socket's datagrams start at the IP header, an IPv6 one's at the UDP header."""
-    if not 0 < len(ports) < 256:
-        raise ValueError(f"{len(ports)} ports do not fit one filter's jumps")
-    load = _IND if family == socket.AF_INET else _ABS
-    code = [_BPF.pack(_LDX_IP_HEADER_LEN, 0, 0, 0)] if family == socket.AF_INET else []
-    code.append(_BPF.pack(_LD_HALF | load, 0, 0, 2))  # the UDP destination port
-    last = len(ports) - 1
-    for i, port in enumerate(ports):  # equal: on to the magic; the last one unequal: drop
-        code.append(_BPF.pack(_JEQ, last - i, 3 if i == last else 0, port))
-    code.append(_BPF.pack(_LD_WORD | load, 0, 0, _UDP.size))  # the payload's first word
-    code.append(_BPF.pack(_JEQ, 0, 1, _MAGIC_WORD))
-    code.append(_BPF.pack(_RET, 0, 0, 0xFFFF))  # pass (up to 64 KiB of it)
-    code.append(_BPF.pack(_RET, 0, 0, 0))  # drop
-    return code
-
-
-def attach_probe_filter(sock: socket.socket, family: int, ports: Sequence[int]) -> None:
-    """Attach probe_filter (the kernel copies the program: the buffer may go after)."""
-    import ctypes  # only where a port is busy: not on every responder's import path
-
-    code = probe_filter(family, ports)
-    program = ctypes.create_string_buffer(b"".join(code))
-    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER,
-                    struct.pack("HP", len(code), ctypes.addressof(program)))
+        return src, dst, sport, dport, udp[UDP_HEADER.size:length]
 
 
 def _large_receive_buffer(sock: socket.socket) -> None:

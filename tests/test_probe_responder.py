@@ -22,6 +22,7 @@ import pytest
 
 from pvestrap.checks import admission
 from pvestrap.checks import probe as wire
+from pvestrap.checks import rawudp
 from pvestrap.checks import responder as rsp
 
 TOKEN = wire.Token(b"responder-test-token-0123")
@@ -138,7 +139,7 @@ def test_the_raw_socket_of_a_busy_port_gets_only_probes_to_that_port(family, add
     ports = [_free_port(), _free_port()]
     other = _free_port()
     raw = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_UDP)
-    rsp.attach_probe_filter(raw, family, ports)
+    rawudp.attach_probe_filter(raw, family, ports)
     raw.settimeout(0.3)
     probe = wire.encode_probe(TOKEN, wire.Probe(9, 1), clock=time.time_ns)[0]
     with raw, socket.socket(family, socket.SOCK_DGRAM) as tx:
@@ -155,9 +156,9 @@ def test_the_raw_socket_of_a_busy_port_gets_only_probes_to_that_port(family, add
 
 
 def test_a_filter_holds_at_most_255_ports():
-    assert len(rsp.probe_filter(socket.AF_INET, list(range(1, 256)))) == 255 + 6
+    assert len(rawudp.probe_filter(socket.AF_INET, list(range(1, 256)))) == 255 + 6
     with pytest.raises(ValueError):
-        rsp.probe_filter(socket.AF_INET, list(range(1, 257)))
+        rawudp.probe_filter(socket.AF_INET, list(range(1, 257)))
 
 
 @pytest.mark.parametrize("size, wanted", [(64, 64), (64, 9000), (1000, 1000), (1000, 10),
