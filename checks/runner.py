@@ -8,7 +8,6 @@ a crashing check becomes one FAIL finding (a bug in one check must not hide the 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Callable, Iterable, Mapping, Sequence
 
 from pvestrap.errors import UserError
@@ -41,6 +40,8 @@ def check_ignore_ids(given: Iterable[str], known: Iterable[str], flag: str = "--
     ids = sorted(set(known))
     for wanted in given:
         if wanted not in ids:
+            import difflib  # only for a typo: not part of every start
+
             close = difflib.get_close_matches(wanted, ids, n=1, cutoff=0.5)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise UserError(f"{flag} {wanted!r}: no check has that id", code="ignore-unknown",

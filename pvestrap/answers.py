@@ -23,7 +23,6 @@ from pvestrap.answer_export import dumps, example, json_schema
 from pvestrap.errors import AnswerFileInvalid, UserError, located
 from pvestrap.findings import Finding, fail
 from pvestrap.inputs import read_input
-from pvestrap.installer.validate import plan_problems
 from pvestrap.plan import (ClusterPlan, Datacenter, InterfaceStanza, JoinTarget, Link, Node,
                            Preflight, Thresholds, normalize_keyboard, validate)
 from pvestrap.qdevice import QDevice
@@ -70,7 +69,11 @@ def loads(text: str, source: str = "answers.toml") -> ClusterPlan:
 def problems_of(plan: ClusterPlan) -> list[Finding]:
     """Every problem of a plan, however it was made: plan.validate's and its installer
     settings'."""
-    return validate(plan) + (plan_problems(plan) if plan.installer is not None else [])
+    if plan.installer is None:
+        return validate(plan)
+    from pvestrap.installer.validate import plan_problems  # ~3 ms to load: [installer] only
+
+    return validate(plan) + plan_problems(plan)
 
 
 def _parse(text: str, source: str) -> dict[str, Any]:

@@ -10,7 +10,6 @@ what is left. How a format spells its keys and what its findings are called is i
 from __future__ import annotations
 
 import datetime
-import difflib
 import json
 import math
 import re
@@ -176,6 +175,8 @@ def _unknown(name: str, path: str, keys: tuple[Key, ...], style: Style) -> Findi
     if right in known:
         suggestion: str | None = right
     else:
+        import difflib  # only for an unknown key: not part of every start
+
         close = difflib.get_close_matches(name, known + family, n=1, cutoff=0.6)
         suggestion = close[0] if close else None
     if near:

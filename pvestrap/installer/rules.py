@@ -23,7 +23,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-import zoneinfo
 from dataclasses import replace
 from typing import Any
 
@@ -282,6 +281,8 @@ def timezone_ok(name: str) -> bool:
 
 
 def _zone_exists(name: str) -> bool:
+    import zoneinfo  # ~2 ms to load: only for an answer file that names a time zone
+
     try:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
