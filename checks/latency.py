@@ -8,10 +8,11 @@ where only that answered. Where no UDP port answered at all, ICMP echo (ping3) g
 opinion, reported as INFO: the path exists, but corosync's port is blocked (see the ports check).
 
 LatencyFlow is the sampling itself: N probes at a fixed interval to one target, a flow of the
-prober's selector loop. The legacy port's flow stops after LEGACY_SAMPLES replies once the link
+prober's selector loop. The legacy port's flow stops after FEW_SAMPLES replies once the link
 port of the same peer and link has answered: its samples would not be used (best_port), and a
 few replies are what tells open from closed or filtered; where the link port stays silent it
-sends all N, as the fallback's samples.
+sends all N, as the fallback's samples. A path whose latency the peer samples (the mesh
+preflight: probe_model.samples_pair) stops after FEW_SAMPLES replies on either port.
 
 Statistics: min, median, p99 (nearest rank), max, jitter (mean difference between consecutive
 RTTs, RFC 3550's idea without the smoothing), loss (% of probes unanswered), samples.
@@ -19,7 +20,8 @@ RTTs, RFC 3550's idea without the smoothing), loss (% of probes unanswered), sam
 Findings (subject `pve1->pve2/link0`): latency-ok (PASS), latency-high (FAIL), latency-jitter
 (WARN), packet-loss (WARN over loss_warn_pct, FAIL over loss_fail_pct), latency-icmp (INFO),
 latency-unmeasured (SKIP), latency-pending (SKIP: this node's link address is only planned, see
-checks.pending; subject `pve1/link0`).
+checks.pending; subject `pve1/link0`), latency-by-peer (INFO: the peer samples this pair, its
+report judges it).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from pvestrap.checks.base import Context
 from pvestrap.findings import Finding, Severity
 from pvestrap.plan import Thresholds
 
-LEGACY_SAMPLES = 3
+FEW_SAMPLES = 3  # replies that tell a port answers, where its samples are not judged
 GUIDANCE = ("Proxmox advises under 5 ms and says clusters of more than three nodes are unlikely "
             "to work above around 10 ms")
 
@@ -138,9 +140,8 @@ class LatencyFlow:
             self._read(now, drain=True)  # a reply already waiting still counts
             self.done = True  # the last probe's reply timeout has passed
             return
-        if self.link_port is not None and self.link_port.rtts \
-                and len(self.rtts) >= LEGACY_SAMPLES:
-            self.count = self.sent  # enough: the link port's samples are the ones used
+        if self._enough():
+            self.count = self.sent  # its samples are not judged: a few replies were enough
             self.next_at = now + self.settings.reply_timeout_s
             self.done = not self.pending
             return
@@ -151,6 +152,14 @@ class LatencyFlow:
         interval = self.settings.interval_s
         self.next_at = (self.next_at + interval if self.sent < self.count
                         else now + self.settings.reply_timeout_s)
+
+    def _enough(self) -> bool:
+        """A few replies, where the samples are not the pair's latency: the legacy port once
+        the link port answered, either port of a path the peer samples."""
+        if len(self.rtts) < FEW_SAMPLES:
+            return False
+        return self.ex.target.peer_samples or (self.link_port is not None
+                                               and bool(self.link_port.rtts))
 
     def on_event(self, now: float) -> None:
         self._read(now, drain=False)  # one probe in flight per interval: one reply at a time
@@ -188,7 +197,8 @@ class LatencyFlow:
         return prober.PortResult(t.peer, t.link, t.port, t.address, t.source, t.legacy, state,
                                  self.sent, len(self.rtts), tuple(round(r, 4) for r in self.rtts),
                                  self.best[1] if self.best else None,
-                                 round(self.best[0], 4) if self.best else None, ex.error)
+                                 round(self.best[0], 4) if self.best else None, ex.error,
+                                 t.peer_samples)
 
 
 @dataclass(frozen=True)
@@ -211,7 +221,9 @@ class LatencyCheck:
         for (peer, link), results in sorted(groups.items()):
             subject = f"{me}->{peer}/link{link}"
             chosen = best_port(results)
-            if chosen is not None:
+            if chosen is not None and chosen.peer_samples:
+                out.append(by_peer(subject, peer, link, chosen))
+            elif chosen is not None:
                 out += judge(subject, peer, link, chosen, limits)
             else:
                 out.append(_icmp_or_skip(subject, peer, link, icmp.get((peer, link)), results))
@@ -253,6 +265,18 @@ def judge(subject: str, peer: str, link: int, r: "prober.PortResult",
     if not out:
         out.append(Finding("latency-ok", Severity.PASS, summary, subject, payload=payload))
     return out
+
+
+def by_peer(subject: str, peer: str, link: int, r: "prober.PortResult") -> Finding:
+    """The pair's latency is PEER's to judge (a round trip is the pair's, sampled once):
+    here the port answered, and its few samples are shown, not judged."""
+    measured = stats(r.rtts_ms)
+    payload = {"peer": peer, "link": link, "port": r.port, **measured, "samples": r.received,
+               "sent": r.sent, "sampled_by": peer}
+    return Finding("latency-by-peer", Severity.INFO,
+                   f"{peer} samples this pair's latency on link{link} (its findings judge it); "
+                   f"here port {r.port} answered {r.received} of {r.sent} probes, median "
+                   f"{measured['median_ms']} ms", subject, payload=payload)
 
 
 def _icmp_or_skip(subject: str, peer: str, link: int, icmp: "prober.IcmpResult | None",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Collection, Mapping, Sequence
 
 if TYPE_CHECKING:
     from pvestrap.checks.base import Context
@@ -31,7 +31,9 @@ def overhead(family: int) -> int:
 
 @dataclass(frozen=True)
 class Target:
-    """One UDP port of one peer on one link; source: this node's own address on that link."""
+    """One UDP port of one peer on one link; source: this node's own address on that link.
+    peer_samples: the peer samples this path's latency (see samples_pair), so this node only
+    needs a few replies to know the port answers."""
 
     peer: str
     link: int
@@ -39,6 +41,7 @@ class Target:
     address: str
     source: str | None = None
     legacy: bool = False
+    peer_samples: bool = False
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class PortResult:
     offset_s: float | None = None
     delay_ms: float | None = None
     error: str | None = None
+    peer_samples: bool = False  # Target.peer_samples: these few samples are not judged here
 
     @property
     def loss_pct(self) -> float:
@@ -237,13 +241,33 @@ def measurements(ctx: "Context") -> Measurements | None:
 # -- building requests ---------------------------------------------------------------------------
 
 def udp_targets(peers: Mapping[str, Mapping[int, str]], sources: Mapping[int, str] | None = None,
-                *, base_port: int = BASE_PORT, legacy: bool = True) -> tuple[Target, ...]:
-    """Targets for every peer and link: the link's port (base + N) and, if legacy, base - 1."""
+                *, base_port: int = BASE_PORT, legacy: bool = True,
+                sampled_by_peer: Collection[str] = ()) -> tuple[Target, ...]:
+    """Targets for every peer and link: the link's port (base + N) and, if legacy, base - 1;
+    the paths to SAMPLED_BY_PEER are Target.peer_samples."""
     out = []
     for peer in sorted(peers):
+        theirs = peer in sampled_by_peer
         for link, address in sorted(peers[peer].items()):
             source = (sources or {}).get(link)
-            out.append(Target(peer, link, base_port + link, address, source))
+            out.append(Target(peer, link, base_port + link, address, source,
+                              peer_samples=theirs))
             if legacy:
-                out.append(Target(peer, link, base_port - 1, address, source, legacy=True))
+                out.append(Target(peer, link, base_port - 1, address, source, legacy=True,
+                                  peer_samples=theirs))
     return tuple(out)
+
+
+def samples_pair(nodes: Sequence[str], me: str, peer: str) -> bool:
+    """Whether ME samples the latency of the pair (ME, PEER) when every node of NODES probes
+    every other at the same time (the mesh preflight).
+
+    A round trip is the pair's, not one direction's: sampled from both ends, every path would
+    be measured twice (and every node would answer twice as many probes). So one end samples
+    it and the other sends probes only until its ports answered a few times (each direction's
+    ports are still checked). Each node samples the next (N-1)/2 nodes after it in NODES' order,
+    wrapping around (with an even N, the node opposite is sampled by the earlier of the two):
+    every pair once, and every node about half of its peers."""
+    i, j, n = nodes.index(me), nodes.index(peer), len(nodes)
+    ahead = (j - i) % n
+    return 0 < ahead <= (n - 1) // 2 or (n % 2 == 0 and ahead == n // 2 and i < j)

@@ -47,7 +47,7 @@ from pvestrap.checks.localsys import Resolver, resolve
 from pvestrap.checks.probe_model import (BASE_PORT, PROBES_KEY, DadResult, DadTarget, IcmpResult,
                                          Measurements, MtuResult, PortResult, ProbeRequest,
                                          ProbeSettings, Target, TcpResult, TcpTarget, family_of,
-                                         measurements, overhead, udp_targets)
+                                         measurements, overhead, samples_pair, udp_targets)
 
 if TYPE_CHECKING:
     from pvestrap.plan import ClusterPlan
@@ -70,6 +70,7 @@ __all__ = [  # the engine, and the request and result values it re-exports
     "DadResult",
     "Measurements",
     "measurements",
+    "samples_pair",
     "udp_targets",
 ]
 
@@ -78,18 +79,22 @@ _SLACK = 1_000_000  # with an estimated clock shift a kernel stamp may seem up t
 
 
 def request_from_plan(plan: "ClusterPlan", node: str, settings: ProbeSettings | None = None,
-                      resolver: Resolver = resolve) -> ProbeRequest:
+                      resolver: Resolver = resolve, shared: bool = False) -> ProbeRequest:
     """What `node` must measure for `plan`: every peer on every link, the join target's TCP
     8006 and 22 (joiners only; RESOLVER, this node's name lookup, picks the target), the
-    QDevice's 5403, and DAD for this node's link addresses."""
+    QDevice's 5403, and DAD for this node's link addresses. SHARED: every node of the plan
+    probes at the same time, so each pair's latency is sampled by one of its two nodes
+    (probe_model.samples_pair)."""
     from pvestrap.checks import addresses, tcp
 
     me = plan.node(node)
     peers = {n.name: dict(n.addresses) for n in plan.nodes if n.name != node}
     base = min(plan.links, key=lambda link: link.number).port - min(plan.link_numbers)
+    names = [n.name for n in plan.nodes]
+    theirs = [p for p in peers if not samples_pair(names, node, p)] if shared else []
     return ProbeRequest(
         node=node,
-        targets=udp_targets(peers, dict(me.addresses), base_port=base),
+        targets=udp_targets(peers, dict(me.addresses), base_port=base, sampled_by_peer=theirs),
         tcp=tcp.targets_for(plan, node, resolver),
         addresses=addresses.targets_for(plan, node),
         settings=settings or ProbeSettings(),

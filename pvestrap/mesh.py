@@ -13,6 +13,14 @@ each pair gets ready: a per-pair start cannot end sooner (the last agent to be R
 every peer, and is probed, for the whole sampling time after it is READY, so the run ends at the
 last READY + the sampling time either way), and it would put probes next to the other agents'
 CPU-heavy start and local checks, which skews the round-trip times they measure.
+
+Since every agent probes at the same time, each pair's round trip is sampled from one of its
+two ends (preflight.Probes(shared=True), prober.samples_pair): that end judges the pair's
+latency, jitter and loss; the other end sends probes until its ports answered a few times (each
+direction's ports are still checked) and says who sampled the pair (latency-by-peer, INFO).
+Sampling every path from both ends measured each round trip twice and made every responder
+answer twice as many probes: 32 lab nodes x 2 links, alternating with and without, the agents'
+CPU went from 10.5 to 8.9 s per run and the run from 7.3-7.4 to 6.3-6.6 s.
 """
 
 from __future__ import annotations
@@ -266,7 +274,7 @@ def agent_main(stdin=sys.stdin, stdout=sys.stdout) -> int:
                 raise _NoGo()
 
         source = preflight.AfterLocalChecks(
-            preflight.Probes(token, float(job.get("duration_s", 3.0))), go)
+            preflight.Probes(token, float(job.get("duration_s", 3.0)), shared=True), go)
         try:
             report = preflight.run(plan, node.name, probes=source,
                                    ignore=tuple(job.get("ignore", ())))

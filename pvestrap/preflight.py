@@ -78,6 +78,9 @@ class Probes:
     peers: peers named by address ({name: {link: address}}), for a machine without a plan.
     progress: called with the fraction done, a few times a second.
     keep: called with what was measured (first boot saves it beside its report).
+    shared: every node of the plan probes every other at the same time (the mesh agents, after
+        one GO): each pair's latency is sampled by one of its two nodes (prober.samples_pair),
+        the other only checks that its ports answer.
     """
 
     token: Token | None = None
@@ -86,13 +89,14 @@ class Probes:
     peers: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
     progress: Callable[[float], None] | None = None
     keep: Callable[[prober.Measurements], None] | None = None
+    shared: bool = False
 
     def request(self, plan: ClusterPlan | None, node: str | None,
                 pending: frozenset[int] = frozenset()) -> prober.ProbeRequest | None:
         settings = prober.ProbeSettings(duration_s=self.duration_s or (
             plan.preflight.thresholds.duration_s if plan else 3.0))
         if plan is not None and node is not None and plan.has_node(node):
-            request = prober.request_from_plan(plan, node, settings)
+            request = prober.request_from_plan(plan, node, settings, shared=self.shared)
             return dataclasses.replace(request, targets=tuple(
                 t for t in request.targets
                 if (self.only is None or t.peer in self.only) and t.link not in pending))

@@ -6,6 +6,8 @@ test_probe_prober.py and in the lab tests); what is under test is the judging.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pvestrap.checks import prober as P
@@ -78,6 +80,18 @@ def test_latency_ok_payload_has_the_statistics():
     assert f.payload["min_ms"] == 0.1 and f.payload["max_ms"] == 0.3
     assert f.payload["median_ms"] == 0.2 and f.payload["p99_ms"] == 0.3
     assert f.payload["samples"] == 20 and f.payload["loss_pct"] == 0.0 and f.payload["port"] == 5405
+
+
+def test_a_path_the_peer_samples_is_shown_not_judged():
+    """Few samples (the mesh: the peer samples this pair), slow and lossy: INFO naming who
+    judges, no latency-high, jitter or packet-loss from this side."""
+    few = dataclasses.replace(port(rtts=(9.0, 0.2, 9.5), sent=4), peer_samples=True)
+    (f,) = LatencyCheck().run(ctx(udp=[few]))
+    assert (f.code, f.severity, f.subject) == ("latency-by-peer", Severity.INFO,
+                                               "pve1->pve2/link0")
+    assert f.payload["sampled_by"] == "pve2" and f.payload["samples"] == 3
+    assert f.payload["sent"] == 4 and f.payload["median_ms"] == 9.0
+    assert "pve2 samples this pair" in f.message
 
 
 def test_latency_high_fails_above_the_threshold_and_cites_the_guidance():

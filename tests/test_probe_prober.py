@@ -23,7 +23,7 @@ from pvestrap.checks import probe as wire
 from pvestrap.checks import prober
 from pvestrap.checks import latency
 from pvestrap.checks import responder as rsp
-from pvestrap.checks.latency import LEGACY_SAMPLES
+from pvestrap.checks.latency import FEW_SAMPLES
 from pvestrap.checks.mtu import PROBES_PER_STEP, MtuFlow, MtuSearch
 from pvestrap.plan import ClusterPlan, JoinTarget, Link, Node
 from pvestrap.qdevice import QDevice
@@ -129,7 +129,7 @@ def test_many_targets_at_once_all_measured():
     assert {r.state for r in found.udp} == {"open"}
     assert all(r.received == r.sent == FAST.count for r in found.udp if not r.legacy)
     # 5404's samples are not used where the link port answers: a few replies tell it is open
-    assert all(LEGACY_SAMPLES <= r.received == r.sent < FAST.count
+    assert all(FEW_SAMPLES <= r.received == r.sent < FAST.count
                for r in found.udp if r.legacy)
 
 
@@ -513,3 +513,43 @@ def test_a_departure_stamp_is_taken_with_its_send_or_by_the_next_replies(respond
         list(ex.replies())
     assert 3 in ex.departures  # counted nowhere (unstamped 0), found by the wake-up
     ex.close()
+
+
+@pytest.mark.parametrize("n", range(1, 11))
+def test_in_a_shared_run_each_pair_is_sampled_by_exactly_one_of_its_nodes(n):
+    """samples_pair: every unordered pair once, every node about half of its peers."""
+    names = [f"pve{i}" for i in range(1, n + 1)]
+    for a in names:
+        for b in names:
+            if a != b:
+                assert prober.samples_pair(names, a, b) != prober.samples_pair(names, b, a)
+    load = [sum(prober.samples_pair(names, a, b) for b in names if b != a) for a in names]
+    assert sum(load) == n * (n - 1) // 2 and max(load) - min(load) <= 1, load
+
+
+def test_a_shared_request_leaves_the_peer_sampled_paths_to_a_few_probes():
+    """shared=True (the mesh agents): pve2 samples pve3, pve1 samples pve2, on both links and
+    both ports; without it (one node probing alone) every path is sampled."""
+    shared = prober.request_from_plan(_plan(), "pve2", shared=True)
+    assert {(t.peer, t.peer_samples) for t in shared.targets} == {("pve1", True),
+                                                                ("pve3", False)}
+    assert len(shared.targets) == 8
+    alone = prober.request_from_plan(_plan(), "pve2")
+    assert not any(t.peer_samples for t in alone.targets)
+
+
+def test_a_peer_sampled_path_stops_after_a_few_replies_on_both_ports(responders):
+    """Against real responders: the path the peer samples gets FEW_SAMPLES replies per port
+    and is marked so; the path this node samples gets every probe."""
+    link, legacy = responders(2)
+    mine = prober.Target("pve3", 0, link, "127.0.0.1")
+    theirs = [prober.Target("pve1", 0, link, "127.0.0.1", peer_samples=True),
+              prober.Target("pve1", 0, legacy, "127.0.0.1", legacy=True, peer_samples=True)]
+    found = prober.measure(prober.ProbeRequest("pve2", (mine, *theirs), settings=FAST), TOKEN)
+    by_peer = {(r.peer, r.legacy): r for r in found.udp}
+    assert by_peer["pve3", False].received == by_peer["pve3", False].sent == FAST.count
+    assert not by_peer["pve3", False].peer_samples
+    for key in (("pve1", False), ("pve1", True)):
+        r = by_peer[key]
+        assert r.state == "open" and r.peer_samples
+        assert FEW_SAMPLES <= r.received == r.sent < FAST.count, r

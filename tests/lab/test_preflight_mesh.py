@@ -45,6 +45,16 @@ def test_clean_lab_passes_everything(lab):
     assert _fails(report) == set(), sorted(_fails(report))
     matrix = report.matrices["link0"]
     assert all(matrix["state"][i][j] == "open" for i in range(3) for j in range(3) if i != j)
+    # each pair's round trip is sampled from one of its ends (its latency-ok), and the other
+    # end's ports answered a few probes (latency-by-peer, naming who sampled it)
+    judged: dict[tuple[frozenset, int], list[str]] = {}
+    for f in report.findings:
+        if f.code in ("latency-ok", "latency-by-peer"):
+            me = f.subject.split("->")[0]
+            judged.setdefault((frozenset((me, f.payload["peer"])), f.payload["link"]),
+                              []).append(f.code)
+    assert len(judged) == 3 * 2 and all(sorted(codes) == ["latency-by-peer", "latency-ok"]
+                                        for codes in judged.values()), judged
 
 
 def test_impaired_lab_names_exactly_the_injected_problems(lab):

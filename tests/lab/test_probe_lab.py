@@ -19,7 +19,7 @@ import time
 import pytest
 
 from pvestrap.checks import prober
-from pvestrap.checks.latency import LEGACY_SAMPLES
+from pvestrap.checks.latency import FEW_SAMPLES
 from pvestrap.checks.probe import TOKEN_ENV
 
 pytestmark = pytest.mark.lab
@@ -85,8 +85,8 @@ def test_busy_port_is_answered_through_a_raw_socket(lab, processes):
                                                  {0: "10.254.0.1"}))
     states = {r.port: (r.state, r.received) for r in found.udp}
     assert states[5405] == ("open", QUICK.count)
-    # 5404 stops after LEGACY_SAMPLES replies once the link port answered (checks.latency)
-    assert states[5404][0] == "open" and LEGACY_SAMPLES <= states[5404][1] <= QUICK.count
+    # 5404 stops after FEW_SAMPLES replies once the link port answered (checks.latency)
+    assert states[5404][0] == "open" and FEW_SAMPLES <= states[5404][1] <= QUICK.count
     sniffed = next(r for r in found.udp if r.port == 5405)
     assert abs(sniffed.offset_s) < 0.005 and max(sniffed.rtts_ms) < 50
     (mtu,) = found.mtu
