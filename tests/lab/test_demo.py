@@ -80,8 +80,12 @@ def test_demo_keep_leaves_the_quorate_lab(lab, prefix, tmp_path):
 
 
 def test_ctrl_c_removes_the_lab(lab, prefix, tmp_path):
+    # Ctrl-C as a terminal sends it, whatever this run inherited: a test run started in the
+    # background of a shell without job control (`nohup pytest &`) has SIGINT ignored, and an
+    # ignored signal stays ignored in the children, so the demo would never hear it
     proc = subprocess.Popen([*DEMO, "--name", prefix, "--html", str(tmp_path / "r.html")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not first_boot_running(prefix) and time.monotonic() < deadline:
         time.sleep(0.1)
