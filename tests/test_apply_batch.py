@@ -203,7 +203,7 @@ def test_a_listed_joiner_resumes_and_lets_the_lock_go_after_its_install():
 
 
 def test_the_batch_starts_corosync_at_one_moment_the_holder_sets():
-    """The holder tells the batched joiners the moment (its wall clock + START_LEAD_S) in the
+    """The holder tells the batched joiners the moment (its wall clock + start_lead) in the
     same call as their marks, the moment first; its own start waits for that moment, and so
     does a batched joiner's (read with the cluster's files); nobody waits longer than
     START_WAIT_MAX_S, and a past or unknown moment starts at once."""
@@ -215,7 +215,7 @@ def test_the_batch_starts_corosync_at_one_moment_the_holder_sets():
     change, _, start, _ = steps
     told_at = system.wall()
     change.apply(system)
-    assert change.when.at == pytest.approx(told_at + batch.START_LEAD_S)
+    assert change.when.at == pytest.approx(told_at + batch.start_lead(3))  # pve2, pve3, pve4
     told = system.commands[-1][-1]
     assert told.index(batch.START_NAME) < told.index("pve3.batched") < told.index("pve4.batched")
     assert f"{change.when.at:.3f}" in told
@@ -223,7 +223,7 @@ def test_the_batch_starts_corosync_at_one_moment_the_holder_sets():
     assert any("common start" in str(a) for a in start.plan(RecordingSystem()))
     before = system.now()
     start.apply(system)
-    assert system.now() - before == pytest.approx(batch.START_LEAD_S)  # then corosync started
+    assert system.now() - before == pytest.approx(batch.start_lead(3))  # then corosync started
     assert tuple(system.commands[-1]) == tuple(svc.SYSTEMD.start_argv)
 
     listed = render_corosync_conf(plan, 2)
@@ -242,6 +242,11 @@ def test_the_batch_starts_corosync_at_one_moment_the_holder_sets():
         step.apply(node)
         assert node.now() == pytest.approx(waited)
     assert batch.start_moment(None) is None
+    # The lead grows with the batch (the member serves every joiner's read of the cluster's
+    # files), and stays under the longest anyone waits for the moment.
+    assert batch.start_lead(2) == pytest.approx(0.15) and batch.start_lead(15) > 0.3
+    assert batch.start_lead(2) < batch.start_lead(7) < batch.start_lead(15)
+    assert batch.start_lead(10_000) == batch.START_LEAD_MAX_S < batch.START_WAIT_MAX_S
     for bad in (b"", b"soon\n", b"nan\n", b"inf\n"):
         assert batch.start_moment(RemoteFile(batch.START, bad, 0o644)) is None
 

@@ -12,7 +12,7 @@ conf and authkey, start corosync, wait for quorum), all of them at the same time
 arrives later waits for the lock and joins the normal way (corosync.join_steps).
 
 The batch's nodes start corosync at one moment the holder sets when it tells the others
-(START_LEAD_S ahead, on the wall clock NTP keeps the same on every node; written to the member
+(start_lead() ahead, on the wall clock NTP keeps the same on every node; written to the member
 before the marks, read by each batched joiner with the cluster's files): nodes that start within
 a few milliseconds of each other join the ring in one membership change, while a start only
 0.1 s later costs another one (measured with corosync alone, 3 nodes x 2 links: two joiners
@@ -65,14 +65,19 @@ START = f"{QUEUE_DIR}/{START_NAME}"
 # The holder's look at the queue while it gathers (one short command over its open session, the
 # holder alone asks): the last joiner's entry is seen within 0.05 s (and one command, ~15 ms).
 GATHER_POLL_S = 0.05
-# The holder's lead for the common start, counted after the members' reload: what a batched
-# joiner needs to hear of its mark (the waiter looks every 0.02 s), read the cluster's files
-# over its open session, plan and install them (3 nodes x 2 links: installed 0.03-0.09 s after
-# the marks, load1 0.3-12); and no shorter, for corosync's sake: with corosync alone (3 nodes x
-# 2 links, two joiners started together into a running one-node ring), a start 0.25 s after the
-# reload was quorate 6.3 s later in 3 of 10 runs (2.67 s in the others), 0.4 s after it in
-# 2.60 s in 10 of 10.
-START_LEAD_S = 0.4
+# The holder's lead for the common start, counted after the members' reload: what the batched
+# joiners need to hear of their marks (the waiter looks every 0.02 s), read the cluster's files
+# over their open sessions (the member serves every one of them), plan and install them, with
+# ~0.1 s to spare. From `--log` (lab, 2 cores), installed after the marks: 0.04-0.06 s with 2
+# joiners, 0.10-0.13 s with 7, 0.17-0.24 s with 15; the lead: 0.15 / 0.225 / 0.345 s. corosync
+# needs no more: with corosync alone (3 nodes x 2 links, two joiners started into a running
+# one-node ring 0-0.3 s after `corosync-cfgtool -R`), quorate 2.65-2.73 s after their start in 83
+# of 84 runs (one 6.3 s, corosync's slow outcome, which fresh daemons have too); started 0.4 s
+# after the reload, 2.57-2.64 s, so 0.16 s later counted from the reload. (The 0.4 s lead it
+# replaces came from a day whose 10 runs at 0.25 s had 3 slow ones.)
+START_LEAD_S = 0.12
+START_LEAD_PER_JOINER_S = 0.015
+START_LEAD_MAX_S = 0.6  # 32 joiners; well under START_WAIT_MAX_S, the most anyone waits
 START_WAIT_MAX_S = 1.0
 # The waiting joiner on the member (perl-base is Essential on Debian and Proxmox VE). Arguments:
 # lock file, queue entry, the entry's line, seconds to wait, lease seconds. Prints "locked" (and
@@ -96,6 +101,12 @@ while (1) {
 $SIG{ALRM} = sub { exit 0 };
 while (1) { alarm($lease); sysread(STDIN, my $b, 64) or exit 0; }
 """
+
+
+def start_lead(joiners: int) -> float:
+    """Seconds from the members' reload to the batch's common start for JOINERS (the holder
+    included): 0.15 s for 2, 0.345 s for 15, at most START_LEAD_MAX_S."""
+    return min(START_LEAD_S + START_LEAD_PER_JOINER_S * joiners, START_LEAD_MAX_S)
 
 
 def entry_line(plan: ClusterPlan, name: str) -> str:
@@ -279,7 +290,7 @@ class BatchStep:
 
     def apply(self, system: System) -> object:
         memo = self.members.apply(system)
-        at = system.wall() + START_LEAD_S
+        at = system.wall() + start_lead(len(self.batched) + 1)
         try:
             self.members.remote(system, self.members.reload_at).run(
                 mark_script(self.batched, at), "tell the batched joiners")
